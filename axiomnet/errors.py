@@ -1,0 +1,82 @@
+"""One exception hierarchy for the whole core.
+
+Two branches, in the spirit of h11: ``LocalError`` means this node (its operator, its config, its disk)
+is at fault; ``RemoteProtocolError`` means a peer sent something we refuse. Actors count the latter per
+packet and never crash on it.
+"""
+
+from __future__ import annotations
+
+
+class AxiomNetError(Exception):
+    """Root of every error the core raises on purpose."""
+
+
+# --- our side ---------------------------------------------------------------------------------
+class LocalError(AxiomNetError):
+    """This node is misconfigured or its environment failed (disk, permissions, limits)."""
+
+
+class ConfigError(LocalError):
+    """A configuration value is missing, of the wrong type or out of range; the message names the key."""
+
+
+class IdentityError(LocalError):
+    """The identity file cannot be read, written or trusted."""
+
+
+class CorruptIdentity(IdentityError):
+    """The identity file exists but its size, version, checksum or key are wrong."""
+
+
+class InsecureIdentityPermissions(IdentityError):
+    """The identity file (or its directory) is readable or writable by other users."""
+
+
+class IdentityWriteError(IdentityError):
+    """Creating the identity file failed (disk full, read-only, timeout); no partial file is left."""
+
+
+class IOTimeout(LocalError):
+    """A bounded filesystem or device operation did not finish in time."""
+
+
+class SessionError(AxiomNetError):
+    """A session cannot do what was asked (no keys yet, key exhausted, handshake given up)."""
+
+
+class NoSessionKeys(SessionError):
+    """There is no valid transport keypair to send with."""
+
+
+class HandshakeFailed(SessionError):
+    """A handshake was aborted: wrong expected key, schema violation, or gave up after retries."""
+
+
+# --- their side -------------------------------------------------------------------------------
+class RemoteProtocolError(AxiomNetError):
+    """A peer (or anyone on the network) sent input we reject. Counted, never fatal."""
+
+
+class MalformedPacket(RemoteProtocolError):
+    """A datagram or control message is truncated, oversized, of unknown type/version or off-schema."""
+
+
+class InvalidCoordinates(RemoteProtocolError):
+    """Coordinates that are not a finite point strictly inside the Poincaré disk."""
+
+
+class ReplayedPacket(RemoteProtocolError):
+    """A transport counter that was already seen or is too old for the replay window."""
+
+
+class DecryptionFailed(RemoteProtocolError):
+    """An AEAD tag did not verify (forged, corrupted or under a key we no longer have)."""
+
+
+class UnknownReceiver(RemoteProtocolError):
+    """A datagram names a receiver index that no session or pending handshake owns."""
+
+
+class RateLimited(RemoteProtocolError):
+    """Too many handshake initiations from one source address."""
