@@ -1,0 +1,154 @@
+"""What every AxiomNet actor shares: supervision hooks, bounded hand-offs, reader threads, tickers.
+
+pykka mailboxes are unbounded queues; on the data path a peer on the network controls the rate, so every
+hand-off goes through :func:`bounded_tell`, which drops (and counts) a batch when the receiver's mailbox
+is already MAX_QUEUED_BATCHES deep, like a NIC ring that is full.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable
+
+import pykka
+from loguru import logger
+
+from axiomnet.constants import MAX_QUEUED_BATCHES
+from actors import messages as m
+
+
+def bounded_tell(ref: pykka.ActorRef[Any] | None, message: Any, limit: int = MAX_QUEUED_BATCHES) -> bool:
+    """Tell ``ref`` unless its mailbox already holds ``limit`` messages or it is dead; True if told."""
+    if ref is None:
+        return False
+    if ref.actor_inbox.qsize() >= limit:
+        return False
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        return False
+    return True
+
+
+class SupervisedActor(pykka.ThreadingActor):
+    """A ThreadingActor that reports its own crash to a supervisor and can be rewired after a restart.
+
+    Subclasses implement ``setup``/``teardown`` instead of ``on_start``/``on_stop`` and handle their own
+    messages in ``handle(message)``. ``refs`` maps a role ("socket", "router", ...) to the current ref.
+    """
+
+    role = "actor"
+
+    def __init__(self, supervisor: pykka.ActorRef[Any] | None, refs: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.supervisor = supervisor
+        self.refs: dict[str, Any] = dict(refs or {})
+        self.counters: Counter[str] = Counter()
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Acquire resources and start owned threads (runs in the actor's thread)."""
+
+    def teardown(self) -> None:
+        """Release resources; owned threads are already asked to stop and joined after this."""
+
+    def on_start(self) -> None:
+        try:
+            self.setup()
+        except Exception as exc:
+            # pykka does not call on_failure when on_start raises: report it ourselves.
+            self._report_failure(exc)
+            self._stop_threads()
+            raise
+
+    def on_stop(self) -> None:
+        self._stopping.set()
+        try:
+            self.teardown()
+        finally:
+            self._stop_threads()
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._stopping.set()
+        try:
+            self.teardown()
+        except Exception as exc:  # teardown of a crashed actor must not hide the first failure
+            logger.warning("{}: teardown after crash failed: {!r}", self.role, exc)
+        self._stop_threads()
+        self._report_failure(exception_value)
+
+    def _report_failure(self, exc: BaseException | None) -> None:
+        if self.supervisor is not None:
+            try:
+                self.supervisor.tell(m.ChildFailed(self.role, self.actor_urn, repr(exc)))
+            except pykka.ActorDeadError:
+                logger.error("{} crashed ({!r}) and the supervisor is gone", self.role, exc)
+
+    # --- owned threads ---------------------------------------------------------------------------
+    def spawn_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
+        """Start a daemon thread this actor owns; it must poll ``self._stopping`` at least every 0.5 s."""
+
+        def run() -> None:
+            try:
+                target()
+            except Exception as exc:
+                logger.exception("{}: thread {} crashed", self.role, name)
+                # A dead reader means a dead actor: let the supervisor restart the whole actor.
+                try:
+                    self.actor_ref.tell(m.ThreadCrashed(name, repr(exc)))
+                except pykka.ActorDeadError:
+                    pass
+
+        thread = threading.Thread(target=run, name=f"axn-{self.role}-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return thread
+
+    def _stop_threads(self, timeout: float = 2.0) -> None:
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread is threading.current_thread():
+                continue
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                logger.error("{}: thread {} did not stop within {} s", self.role, thread.name, timeout)
+        self._threads = [t for t in self._threads if t.is_alive()]
+
+    def start_ticker(self, interval: float, message: Any) -> None:
+        """Tell ourselves ``message`` every ``interval`` seconds until we stop (the actor's clock)."""
+
+        def tick() -> None:
+            while not self._stopping.wait(interval):
+                try:
+                    if self.actor_inbox.qsize() < MAX_QUEUED_BATCHES:
+                        self.actor_ref.tell(message)
+                except pykka.ActorDeadError:
+                    return
+
+        self.spawn_thread(tick, "ticker")
+
+    # --- messages --------------------------------------------------------------------------------
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, m.Rewire):
+            self.refs[message.role] = message.ref
+            self.rewired(message.role)
+            return None
+        if isinstance(message, m.InjectFault):
+            raise RuntimeError(f"fault injected into {self.role}: {message.reason}")
+        if isinstance(message, m.ThreadCrashed):
+            raise RuntimeError(f"{self.role}: owned thread {message.name} crashed: {message.error}")
+        if isinstance(message, m.GetCounters):
+            return dict(self.counters)
+        return self.handle(message)
+
+    def rewired(self, role: str) -> None:
+        """Hook: a collaborator was restarted and ``self.refs[role]`` now points at the new one."""
+
+    def handle(self, message: Any) -> Any:
+        """Handle a message of this actor's own protocol."""
+        raise TypeError(f"{self.role} got an unexpected message {type(message).__name__}")

@@ -1,0 +1,1050 @@
+"""Network-namespace harness: real AxiomNet daemons on a private veth, for the demo, the benchmark and tests.
+
+Everything here runs as root and touches only what it creates itself:
+
+* namespaces are named ``axnt-<run id>-<suffix>``, interfaces ``axn<run id>...`` (at most 15 characters),
+  the run id being 6 hex characters from ``os.urandom``; so parallel runs never collide;
+* veth addresses come from 198.18.0.0/15 (IPv4 benchmarking range, RFC 2544) and 2001:2::/48 (IPv6
+  benchmarking range, RFC 5180); the namespaces have no default route, so nothing can leave them;
+* before a namespace is created, a marker ``/run/axiomnet-test/<run id>.json`` records the owning PID and its
+  start time; :func:`cleanup_leftovers` removes the namespaces of runs whose owner is gone (crashed test runs);
+* every child process is started in its own session and is stopped by process group (SIGTERM, then SIGKILL
+  after a grace period) and reaped; closing a lab also SIGKILLs whatever still lives in its namespaces, by PID;
+* every subprocess call has a timeout.
+
+The harness uses the ``ip`` command (iproute2) through :mod:`subprocess`; it imports nothing from pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import json
+import logging
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence
+
+from axiomnet.constants import DEFAULT_UDP_PORT, SHUTDOWN_DEADLINE
+from axiomnet.errors import LocalError
+
+log = logging.getLogger(__name__)
+
+IFNAME_PREFIX = "axn"  # every interface this harness creates starts with this
+NETNS_PREFIX = "axnt-"  # every namespace this harness creates starts with this
+MARKER_DIR = Path("/run/axiomnet-test")  # one JSON marker per run: owner PID, start time, namespaces
+IFNAMSIZ = 15  # Linux interface names are at most 15 characters
+
+IPV4_ALLOWED = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking range
+IPV6_ALLOWED = ipaddress.IPv6Network("2001:2::/48")  # RFC 5180 benchmarking range
+DEFAULT_IPV4_SUBNET = "198.18.0.0/24"
+DEFAULT_IPV6_SUBNET = "2001:2::/64"
+
+IP_TIMEOUT = 10.0  # bound on one `ip` command
+EXEC_TIMEOUT = 30.0  # default bound on a command run inside a namespace
+KILL_WAIT = 3.0  # after SIGKILL, how long we wait for the kernel to reap
+CLI_TIMEOUT = 20.0  # bound on `axiomnet identity show` / `axiomnet-inspect` (Python start-up included)
+
+_RUN_ID_RE = re.compile(r"^[0-9a-f]{6}$")
+_SUFFIX_RE = re.compile(r"^[a-z0-9]{1,5}$")
+_NETNS_NAME_RE = re.compile(r"^axnt-([0-9a-f]{6})-[a-z0-9]{1,5}$")
+_PING_COUNTS_RE = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
+_PING_RTT_RE = re.compile(r"(?:rtt|round-trip) min/avg/max(?:/mdev|/stddev)? = ([\d.]+)/([\d.]+)/([\d.]+)(?:/([\d.]+))?")
+
+
+class HarnessError(LocalError):
+    """The namespace harness could not set up, drive or tear down its test network."""
+
+
+# --- small process helpers -------------------------------------------------------------------------
+def require_root() -> None:
+    """Raise HarnessError unless running as root (namespaces, veths and TUN devices need it)."""
+    if os.geteuid() != 0:
+        raise HarnessError("network namespaces and TUN devices need root; run as root or with sudo")
+
+
+def netns_unavailable_reason() -> str | None:
+    """Why namespaces cannot be used here (not root, no `ip`, `ip netns` failing), or None if they can."""
+    if os.geteuid() != 0:
+        return "needs root for network namespaces (run as root or with sudo)"
+    if shutil.which("ip") is None:
+        return "the `ip` command is missing (install the iproute2 package)"
+    try:
+        proc = run_bounded(["ip", "netns", "list"], timeout=IP_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"`ip netns list` failed: {exc}"
+    if proc.returncode != 0:
+        return f"`ip netns list` failed: {proc.stderr.strip()}"
+    return None
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _kill(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def run_bounded(
+    args: Sequence[str],
+    *,
+    timeout: float,
+    check: bool = False,
+    input: str | bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    text: bool = True,
+) -> subprocess.CompletedProcess[Any]:
+    """Run ``args`` in a new session with captured output; on timeout SIGKILL its whole process group.
+
+    Raises subprocess.TimeoutExpired (after the group is killed and reaped) or, with ``check``,
+    subprocess.CalledProcessError.
+    """
+    proc = subprocess.Popen(
+        list(args),
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env) if env is not None else None,
+        text=text,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _killpg(proc.pid, signal.SIGKILL)
+        try:
+            out, err = proc.communicate(timeout=KILL_WAIT)
+        except subprocess.TimeoutExpired:
+            # A grandchild that left the group still holds the pipes: stop reading, reap the child.
+            for stream in (proc.stdout, proc.stderr, proc.stdin):
+                if stream is not None:
+                    stream.close()
+            proc.wait(timeout=KILL_WAIT)
+            out, err = None, None
+        raise subprocess.TimeoutExpired(proc.args, timeout, output=out, stderr=err) from None
+    except BaseException:
+        _killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=KILL_WAIT)
+        raise
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    if check:
+        result.check_returncode()
+    return result
+
+
+def terminate_processes(procs: Sequence[subprocess.Popen[Any]], grace: float = SHUTDOWN_DEADLINE) -> None:
+    """Stop each process group (SIGTERM, then SIGKILL after ``grace`` seconds) and reap every leader.
+
+    Processes that had already been reaped are left alone: their group id may no longer be ours.
+    """
+    running = [p for p in procs if p.poll() is None]
+    for proc in running:
+        _killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in running:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in running:
+        # The group id stays reserved while any member lives, so this reaches only our stragglers.
+        _killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=KILL_WAIT)
+
+
+# --- /proc readers ----------------------------------------------------------------------------------
+def _proc_stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat from field 3 (state) on, or None if the process is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), None if gone."""
+    fields = _proc_stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def process_alive(pid: int, start_time: int | None = None) -> bool:
+    """True if ``pid`` runs and is not a zombie (and, if given, started at ``start_time``: no PID reuse)."""
+    fields = _proc_stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return start_time is None or int(fields[19]) == start_time
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of every thread of ``pid`` so far (utime + stime of /proc/PID/stat)."""
+    fields = _proc_stat_fields(pid)
+    if fields is None:
+        raise HarnessError(f"process {pid} is gone")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_memory_kib(pid: int) -> dict[str, int]:
+    """VmHWM (peak resident) and VmRSS (current resident) of ``pid`` in KiB, from /proc/PID/status."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError as exc:
+        raise HarnessError(f"process {pid} is gone") from exc
+    memory: dict[str, int] = {}
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            memory[key] = int(value.split()[0])
+    return memory
+
+
+# --- namespaces -------------------------------------------------------------------------------------
+def list_namespaces() -> list[str]:
+    """Names of all network namespaces known to `ip netns`."""
+    proc = run_bounded(["ip", "netns", "list"], timeout=IP_TIMEOUT, check=True)
+    return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+
+
+def namespace_pids(name: str) -> list[int]:
+    """PIDs of the processes living in namespace ``name`` (empty if it does not exist)."""
+    proc = run_bounded(["ip", "netns", "pids", name], timeout=IP_TIMEOUT)
+    if proc.returncode != 0:
+        return []
+    return [int(tok) for tok in proc.stdout.split() if tok.isdigit()]
+
+
+def destroy_namespace(name: str) -> None:
+    """SIGKILL every process in namespace ``name`` (by PID), then delete it (its veths and TUNs go too)."""
+    if not _NETNS_NAME_RE.match(name):
+        raise HarnessError(f"refusing to destroy namespace {name!r}: not one of ours")
+    deadline = time.monotonic() + KILL_WAIT
+    while True:
+        pids = [pid for pid in namespace_pids(name) if pid != os.getpid()]
+        if not pids or time.monotonic() > deadline:
+            break
+        for pid in pids:
+            _kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    if pids:
+        log.warning("processes %s in %s survived SIGKILL", pids, name)
+    proc = run_bounded(["ip", "netns", "del", name], timeout=IP_TIMEOUT)
+    if proc.returncode != 0 and name in list_namespaces():
+        raise HarnessError(f"could not delete namespace {name}: {proc.stderr.strip()}")
+
+
+def new_run_id() -> str:
+    """Six random hex characters naming one run's namespaces and interfaces."""
+    return os.urandom(3).hex()
+
+
+_NO_DAD_SCRIPT = (
+    "echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad && echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad"
+)
+
+
+class Namespace:
+    """One network namespace of a lab: run commands and start tracked processes inside it."""
+
+    def __init__(self, lab: NetnsLab, suffix: str) -> None:
+        self.lab = lab
+        self.suffix = suffix
+        self.name = f"{NETNS_PREFIX}{lab.run_id}-{suffix}"
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.name!r})"
+
+    @property
+    def tun_name(self) -> str:
+        """A TUN device name unique to this run and namespace (``axn<run id>t<suffix>``)."""
+        return self.lab.ifname(f"t{self.suffix}")
+
+    def exec(
+        self,
+        args: Sequence[str],
+        *,
+        timeout: float = EXEC_TIMEOUT,
+        check: bool = False,
+        input: str | bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        text: bool = True,
+    ) -> subprocess.CompletedProcess[Any]:
+        """Run ``args`` inside the namespace with captured output, killed (process group) after ``timeout``."""
+        return run_bounded(
+            ["ip", "netns", "exec", self.name, *args], timeout=timeout, check=check, input=input, env=env, text=text
+        )
+
+    def ip(self, *args: str, timeout: float = IP_TIMEOUT) -> subprocess.CompletedProcess[Any]:
+        """Run ``ip -n NAME ARGS...``; raise HarnessError if it fails."""
+        proc = run_bounded(["ip", "-n", self.name, *args], timeout=timeout)
+        if proc.returncode != 0:
+            raise HarnessError(f"ip -n {self.name} {' '.join(args)}: {proc.stderr.strip()}")
+        return proc
+
+    def popen(
+        self,
+        args: Sequence[str],
+        *,
+        stdin: int | IO[Any] | None = subprocess.DEVNULL,
+        stdout: int | IO[Any] | None = subprocess.DEVNULL,
+        stderr: int | IO[Any] | None = subprocess.DEVNULL,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        text: bool = False,
+    ) -> subprocess.Popen[Any]:
+        """Start ``args`` inside the namespace in a new session; the lab stops and reaps it on close."""
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.name, *args],
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            text=text,
+            start_new_session=True,
+        )
+        self.lab.track(proc)
+        return proc
+
+    def link_exists(self, ifname: str) -> bool:
+        """True if interface ``ifname`` exists in this namespace."""
+        return run_bounded(["ip", "-n", self.name, "link", "show", "dev", ifname], timeout=IP_TIMEOUT).returncode == 0
+
+    def exists(self) -> bool:
+        """True while the namespace is listed by `ip netns`."""
+        return self.name in list_namespaces()
+
+
+@dataclasses.dataclass(frozen=True)
+class VethLink:
+    """A veth pair joining two namespaces, with one IPv4 (and optionally one IPv6) address on each end."""
+
+    a: Namespace
+    b: Namespace
+    ifname_a: str
+    ifname_b: str
+    ipv4_a: str
+    ipv4_b: str
+    ipv6_a: str | None
+    ipv6_b: str | None
+    prefixlen4: int
+    prefixlen6: int
+
+
+class NetnsLab:
+    """One run's namespaces, veths and processes; a context manager whose exit removes all of them.
+
+    ``owner_pid`` is the process whose death makes this run's leftovers stale for
+    :func:`cleanup_leftovers` (default: this process). ``stop_grace`` is how long tracked processes get
+    between SIGTERM and SIGKILL on close.
+    """
+
+    def __init__(self, *, run_id: str | None = None, owner_pid: int | None = None, stop_grace: float = SHUTDOWN_DEADLINE) -> None:
+        require_root()
+        self.run_id = run_id or new_run_id()
+        if not _RUN_ID_RE.match(self.run_id):
+            raise HarnessError(f"run id must be 6 lowercase hex characters, not {self.run_id!r}")
+        self.owner_pid = owner_pid if owner_pid is not None else os.getpid()
+        self.stop_grace = stop_grace
+        self.namespaces: list[Namespace] = []
+        self.links: list[VethLink] = []
+        self._procs: list[subprocess.Popen[Any]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # --- naming and bookkeeping ---------------------------------------------------------------------
+    @property
+    def marker_path(self) -> Path:
+        return MARKER_DIR / f"{self.run_id}.json"
+
+    def ifname(self, tag: str) -> str:
+        """An interface name unique to this run: ``axn<run id><tag>``, at most 15 characters."""
+        name = f"{IFNAME_PREFIX}{self.run_id}{tag}"
+        if len(name) > IFNAMSIZ or not re.fullmatch(r"[a-z0-9]+", tag):
+            raise HarnessError(f"interface name {name!r} is longer than {IFNAMSIZ} or has odd characters")
+        return name
+
+    def track(self, proc: subprocess.Popen[Any]) -> None:
+        """Have ``proc`` (a session leader) stopped and reaped when the lab closes."""
+        with self._lock:
+            self._procs.append(proc)
+
+    def _write_marker(self, pending: Sequence[str]) -> None:
+        MARKER_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data = {
+            "pid": self.owner_pid,
+            "start_time": process_start_time(self.owner_pid),
+            "namespaces": [ns.name for ns in self.namespaces] + list(pending),
+            "created": time.time(),
+        }
+        tmp = self.marker_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.marker_path)
+
+    # --- building -----------------------------------------------------------------------------------
+    def add_namespace(self, suffix: str) -> Namespace:
+        """Create namespace ``axnt-<run id>-<suffix>`` (suffix: 1-5 of [a-z0-9]) with lo up."""
+        if self._closed:
+            raise HarnessError("lab is closed")
+        if not _SUFFIX_RE.match(suffix):
+            raise HarnessError(f"namespace suffix must be 1-5 characters of [a-z0-9], not {suffix!r}")
+        ns = Namespace(self, suffix)
+        if any(existing.name == ns.name for existing in self.namespaces):
+            raise HarnessError(f"namespace {ns.name} already exists in this lab")
+        # The marker goes first, so a namespace of ours never exists without a marker naming its owner.
+        self._write_marker([ns.name])
+        proc = run_bounded(["ip", "netns", "add", ns.name], timeout=IP_TIMEOUT)
+        if proc.returncode != 0:
+            self._write_marker([])
+            raise HarnessError(f"ip netns add {ns.name}: {proc.stderr.strip()}")
+        self.namespaces.append(ns)
+        ns.ip("link", "set", "lo", "up")
+        # No duplicate address detection on links born here: the veth ends are alone on their wire, and
+        # DAD would leave each new IPv6 address tentative (unusable for bind) for a second or two.
+        proc = ns.exec(["sh", "-c", _NO_DAD_SCRIPT], timeout=IP_TIMEOUT)
+        if proc.returncode != 0:
+            raise HarnessError(f"disabling DAD in {ns.name}: {proc.stderr.strip()}")
+        return ns
+
+    def connect(
+        self,
+        a: Namespace,
+        b: Namespace,
+        *,
+        ipv4_subnet: str = DEFAULT_IPV4_SUBNET,
+        ipv6_subnet: str | None = DEFAULT_IPV6_SUBNET,
+        mtu: int | None = None,
+    ) -> VethLink:
+        """Join ``a`` and ``b`` by a veth; ``.1`` of the subnet on ``a``, ``.2`` on ``b``; links up.
+
+        Subnets must lie in 198.18.0.0/15 and 2001:2::/48 (benchmarking ranges); IPv6 addresses skip DAD.
+        """
+        net4 = ipaddress.IPv4Network(ipv4_subnet)
+        if not net4.subnet_of(IPV4_ALLOWED) or net4.num_addresses < 4:
+            raise HarnessError(f"IPv4 subnet {net4} must be a /30 or larger inside {IPV4_ALLOWED}")
+        net6 = ipaddress.IPv6Network(ipv6_subnet) if ipv6_subnet else None
+        if net6 is not None and (not net6.subnet_of(IPV6_ALLOWED) or net6.num_addresses < 4):
+            raise HarnessError(f"IPv6 subnet {net6} must lie inside {IPV6_ALLOWED}")
+        index = len(self.links)
+        ifa, ifb = self.ifname(f"v{index}a"), self.ifname(f"v{index}b")
+        # Locally administered MACs we choose, so the neighbour entries below need no lookup.
+        maca, macb = (f"02:{self.run_id[0:2]}:{self.run_id[2:4]}:{self.run_id[4:6]}:{index:02x}:{end:02x}" for end in (1, 2))
+        # Both ends are born inside their namespaces: nothing of ours ever sits in the root namespace.
+        proc = run_bounded(
+            ["ip", "link", "add", ifa, "netns", a.name, "address", maca, "type", "veth",
+             "peer", "name", ifb, "netns", b.name, "address", macb],
+            timeout=IP_TIMEOUT,
+        )
+        if proc.returncode != 0:
+            raise HarnessError(f"creating veth {ifa}/{ifb}: {proc.stderr.strip()}")
+        ip4a, ip4b = str(net4.network_address + 1), str(net4.network_address + 2)
+        a.ip("addr", "add", f"{ip4a}/{net4.prefixlen}", "dev", ifa)
+        b.ip("addr", "add", f"{ip4b}/{net4.prefixlen}", "dev", ifb)
+        ip6a = ip6b = None
+        if net6 is not None:
+            ip6a, ip6b = str(net6.network_address + 1), str(net6.network_address + 2)
+            a.ip("addr", "add", f"{ip6a}/{net6.prefixlen}", "dev", ifa, "nodad")
+            b.ip("addr", "add", f"{ip6b}/{net6.prefixlen}", "dev", ifb, "nodad")
+        # Permanent neighbour entries: no ARP/ND round trip, and no lost first neighbour solicitation
+        # (seen here: IPv6 over a fresh veth stalled ~0.6-1 s until the solicitation was retransmitted).
+        neighbours = [(a, ifa, ip4b, macb), (b, ifb, ip4a, maca)]
+        if ip6a is not None and ip6b is not None:
+            neighbours += [(a, ifa, ip6b, macb), (b, ifb, ip6a, maca)]
+        for ns, ifname, addr, mac in neighbours:
+            ns.ip("neigh", "replace", addr, "lladdr", mac, "dev", ifname, "nud", "permanent")
+        for ns, ifname in ((a, ifa), (b, ifb)):
+            if mtu is not None:
+                ns.ip("link", "set", "dev", ifname, "mtu", str(mtu))
+            ns.ip("link", "set", "dev", ifname, "up")
+        link = VethLink(a, b, ifa, ifb, ip4a, ip4b, ip6a, ip6b, net4.prefixlen, net6.prefixlen if net6 else 0)
+        self.links.append(link)
+        return link
+
+    # --- teardown -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop tracked processes (SIGTERM, SIGKILL after stop_grace), kill what is left in our namespaces,
+        delete the namespaces and the marker. Idempotent; raises HarnessError if a namespace survives."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            procs = list(self._procs)
+        problems: list[str] = []
+        with _interrupts_deferred():
+            try:
+                terminate_processes(procs, grace=self.stop_grace)
+            except Exception as exc:  # keep going: the namespaces must go whatever happened
+                problems.append(f"stopping processes: {exc}")
+            for ns in reversed(self.namespaces):
+                try:
+                    destroy_namespace(ns.name)
+                except Exception as exc:
+                    problems.append(str(exc))
+            if not problems:
+                with contextlib.suppress(FileNotFoundError):
+                    self.marker_path.unlink()
+        if problems:
+            raise HarnessError("; ".join(problems))
+
+    def __enter__(self) -> NetnsLab:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            self.close()
+        except HarnessError:
+            if exc_type is None:
+                raise
+            log.exception("cleanup after %s also failed", exc_type.__name__)
+
+
+class NetnsPair(NetnsLab):
+    """Two namespaces ``a`` and ``b`` joined by one veth (198.18.0.1/24 on a, .2 on b; 2001:2::1/64, ::2).
+
+    Attributes: ``a``, ``b`` (Namespace), ``link`` (VethLink), ``ip_a``/``ip_b`` (IPv4 str),
+    ``ip6_a``/``ip6_b`` (IPv6 str or None). If building fails half-way, what was built is removed.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str | None = None,
+        owner_pid: int | None = None,
+        stop_grace: float = SHUTDOWN_DEADLINE,
+        ipv4_subnet: str = DEFAULT_IPV4_SUBNET,
+        ipv6_subnet: str | None = DEFAULT_IPV6_SUBNET,
+        mtu: int | None = None,
+    ) -> None:
+        super().__init__(run_id=run_id, owner_pid=owner_pid, stop_grace=stop_grace)
+        try:
+            self.a = self.add_namespace("a")
+            self.b = self.add_namespace("b")
+            self.link = self.connect(self.a, self.b, ipv4_subnet=ipv4_subnet, ipv6_subnet=ipv6_subnet, mtu=mtu)
+        except BaseException:
+            with contextlib.suppress(HarnessError):
+                self.close()
+            raise
+        self.ip_a, self.ip_b = self.link.ipv4_a, self.link.ipv4_b
+        self.ip6_a, self.ip6_b = self.link.ipv6_a, self.link.ipv6_b
+
+    def __enter__(self) -> NetnsPair:
+        return self
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back during cleanup (main thread only), then deliver a SIGINT that arrived."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            os.kill(os.getpid(), received[0])
+
+
+def cleanup_leftovers(*, include_own: bool = False) -> list[str]:
+    """Delete namespaces of ours (``axnt-*``) whose owner process is dead or that have no marker.
+
+    Processes inside them are SIGKILLed by PID first. Returns the names of the namespaces removed.
+    Runs whose owner is alive are left alone, except, with ``include_own``, those owned by this very
+    process (for the end of a test session, when every lab should already be closed).
+    """
+    require_root()
+    # List namespaces before reading markers: a marker is written before its namespace, so any
+    # namespace seen here already has its marker on disk.
+    candidates = [name for name in list_namespaces() if _NETNS_NAME_RE.match(name)]
+    markers: dict[str, dict[str, Any]] = {}
+    if MARKER_DIR.is_dir():
+        for path in MARKER_DIR.glob("*.json"):
+            try:
+                markers[path.stem] = json.loads(path.read_text())
+            except (OSError, ValueError):
+                markers[path.stem] = {}
+    live_runs = {
+        run_id
+        for run_id, data in markers.items()
+        if isinstance(data.get("pid"), int)
+        and process_alive(data["pid"], data.get("start_time"))
+        and not (include_own and data["pid"] == os.getpid())
+    }
+    removed: list[str] = []
+    for name in candidates:
+        match = _NETNS_NAME_RE.match(name)
+        assert match is not None
+        if match.group(1) in live_runs:
+            continue
+        try:
+            destroy_namespace(name)
+            removed.append(name)
+        except HarnessError as exc:
+            log.warning("leftover %s: %s", name, exc)
+    for run_id in markers:
+        if run_id not in live_runs:
+            with contextlib.suppress(FileNotFoundError):
+                (MARKER_DIR / f"{run_id}.json").unlink()
+    return removed
+
+
+# --- waiting and measuring --------------------------------------------------------------------------
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    """Call ``predicate`` until it returns true (-> True) or ``timeout`` seconds pass (-> False).
+
+    It is called at least once; exceptions it raises propagate.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(interval, remaining))
+
+
+@dataclasses.dataclass(frozen=True)
+class PingResult:
+    """What one `ping` run reported: counts, loss and RTT figures (ms, None without replies)."""
+
+    sent: int
+    received: int
+    rtt_min: float | None
+    rtt_avg: float | None
+    rtt_max: float | None
+    rtt_mdev: float | None
+    output: str
+
+    @property
+    def loss_percent(self) -> float:
+        return 100.0 * (self.sent - self.received) / self.sent if self.sent else 100.0
+
+    @property
+    def ok(self) -> bool:
+        """At least one reply came back."""
+        return self.received > 0
+
+
+def parse_ping_output(output: str) -> PingResult:
+    """Parse the summary of iputils (or BusyBox) ping; missing figures become 0 / None."""
+    counts = _PING_COUNTS_RE.search(output)
+    rtt = _PING_RTT_RE.search(output)
+    sent, received = (int(counts.group(1)), int(counts.group(2))) if counts else (0, 0)
+    figures: list[float | None] = [None, None, None, None]
+    if rtt:
+        figures = [float(g) if g is not None else None for g in rtt.groups()]
+    return PingResult(sent, received, figures[0], figures[1], figures[2], figures[3], output)
+
+
+def ping(ns: Namespace, addr: str, *, count: int = 3, interval: float = 0.2, timeout: float | None = None) -> PingResult:
+    """Ping ``addr`` from inside ``ns`` (``count`` echo requests, ``interval`` s apart), bounded in time.
+
+    ``timeout`` (default: count * interval + 2 s) is both ping's own deadline and the process bound.
+    """
+    if shutil.which("ping") is None:
+        raise HarnessError("`ping` is missing (install the iputils-ping package)")
+    if count < 1 or interval <= 0:
+        raise ValueError("count must be >= 1 and interval > 0")
+    family = "-6" if ipaddress.ip_address(addr).version == 6 else "-4"
+    deadline = timeout if timeout is not None else count * interval + 2.0
+    args = ["ping", family, "-n", "-q", "-c", str(count), "-i", f"{interval:g}", "-W", "1", "-w", f"{max(1, round(deadline))}", addr]
+    try:
+        proc = ns.exec(args, timeout=deadline + 5.0, env={**os.environ, "LC_ALL": "C"})
+    except subprocess.TimeoutExpired as exc:
+        return parse_ping_output(exc.output or "")
+    return parse_ping_output(proc.stdout + proc.stderr)
+
+
+def ping6(ns: Namespace, addr: str, count: int = 3, timeout: float = 5.0) -> tuple[bool, float | None]:
+    """Ping (IPv6 or IPv4 by address) from ``ns``: (at least one reply?, average RTT in ms or None)."""
+    result = ping(ns, addr, count=count, interval=0.2, timeout=timeout)
+    return result.ok, result.rtt_avg
+
+
+def tcp_listening(ns: Namespace, port: int) -> bool:
+    """True if something in ``ns`` listens on TCP ``port`` (checked with `ss`)."""
+    proc = ns.exec(["ss", "-H", "-l", "-t", "-n", f"sport = :{port}"], timeout=IP_TIMEOUT)
+    return proc.returncode == 0 and bool(proc.stdout.strip())
+
+
+# --- a bounded TCP transfer with checksums ----------------------------------------------------------
+_TRANSFER_SERVER = r"""
+import hashlib, json, socket, sys, time
+host, port, expect, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+deadline = time.monotonic() + timeout
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
+srv = socket.socket(family, socket.SOCK_STREAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((host, port))
+srv.listen(1)
+print("listening", flush=True)
+srv.settimeout(max(0.1, deadline - time.monotonic()))
+conn, _ = srv.accept()
+digest, received = hashlib.sha256(), 0
+while received < expect:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        break
+    conn.settimeout(remaining)
+    chunk = conn.recv(1 << 16)
+    if not chunk:
+        break
+    digest.update(chunk)
+    received += len(chunk)
+report = {"bytes": received, "sha256": digest.hexdigest()}
+conn.settimeout(max(0.1, deadline - time.monotonic()))
+conn.sendall(json.dumps(report).encode() + b"\n")
+conn.close()
+print(json.dumps(report), flush=True)
+"""
+
+_TRANSFER_CLIENT = r"""
+import hashlib, json, os, socket, sys, time
+host, port, size, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+deadline = time.monotonic() + timeout
+data = os.urandom(size)
+sent_sha = hashlib.sha256(data).hexdigest()
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
+while True:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(max(0.1, min(5.0, deadline - time.monotonic())))
+    try:
+        sock.connect((host, port))
+        break
+    except (ConnectionRefusedError, socket.timeout, OSError):
+        sock.close()
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.1)
+start = time.monotonic()
+sock.settimeout(max(0.1, deadline - time.monotonic()))
+sock.sendall(data)
+sock.shutdown(socket.SHUT_WR)
+reply = b""
+while not reply.endswith(b"\n"):
+    sock.settimeout(max(0.1, deadline - time.monotonic()))
+    chunk = sock.recv(4096)
+    if not chunk:
+        break
+    reply += chunk
+seconds = time.monotonic() - start
+sock.close()
+print(json.dumps({"bytes": size, "sha256": sent_sha, "seconds": seconds, "server": json.loads(reply or b"null")}))
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferResult:
+    """Outcome of :func:`tcp_transfer`: sizes and SHA-256 on both ends, duration, throughput, error text."""
+
+    size: int
+    sent_sha256: str | None
+    received_bytes: int
+    received_sha256: str | None
+    seconds: float | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.received_bytes == self.size and self.sent_sha256 == self.received_sha256
+
+    @property
+    def mbit_per_s(self) -> float | None:
+        return self.size * 8 / self.seconds / 1e6 if self.seconds else None
+
+
+def _readline_with_timeout(stream: IO[str], timeout: float) -> str:
+    ready, _, _ = select.select([stream], [], [], timeout)
+    return stream.readline() if ready else ""
+
+
+def tcp_transfer(
+    server_ns: Namespace, client_ns: Namespace, server_addr: str, size: int, *, port: int = 5301, timeout: float = 60.0
+) -> TransferResult:
+    """Send ``size`` random bytes over TCP from ``client_ns`` to a one-shot server on ``server_addr`` in
+    ``server_ns``; both ends hash what they saw. Bounded by ``timeout`` seconds; never raises for a
+    failed transfer (see ``error``)."""
+    py = sys.executable
+    server = server_ns.popen(
+        [py, "-c", _TRANSFER_SERVER, server_addr, str(port), str(size), str(timeout)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None and server.stderr is not None
+        first = _readline_with_timeout(server.stdout, min(timeout, CLI_TIMEOUT))
+        if first.strip() != "listening":
+            terminate_processes([server], grace=1.0)
+            err = server.stderr.read().strip().splitlines()
+            return TransferResult(size, None, 0, None, None, f"server did not start: {err[-1] if err else first!r}")
+        try:
+            client = client_ns.exec(
+                [py, "-c", _TRANSFER_CLIENT, server_addr, str(port), str(size), str(timeout)], timeout=timeout + 10.0
+            )
+        except subprocess.TimeoutExpired:
+            return TransferResult(size, None, 0, None, None, f"client timed out after {timeout + 10.0:.0f} s")
+        if client.returncode != 0:
+            lines = client.stderr.strip().splitlines()
+            return TransferResult(size, None, 0, None, None, f"client failed: {lines[-1] if lines else client.returncode}")
+        report = json.loads(client.stdout)
+        server_report = report.get("server") or {}
+        received = int(server_report.get("bytes", 0))
+        received_sha = server_report.get("sha256")
+        error = None
+        if received != size:
+            error = f"server received {received} of {size} bytes"
+        elif received_sha != report["sha256"]:
+            error = "sha256 differs between sender and receiver"
+        return TransferResult(size, report["sha256"], received, received_sha, float(report["seconds"]), error)
+    finally:
+        terminate_processes([server], grace=2.0)
+
+
+# --- AxiomNet daemons -------------------------------------------------------------------------------
+def _python_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _cli_json(args: Sequence[str], *, ns: Namespace | None = None, timeout: float = CLI_TIMEOUT) -> Any:
+    cmd = [sys.executable, *args]
+    try:
+        proc = ns.exec(cmd, timeout=timeout, env=_python_env()) if ns else run_bounded(cmd, timeout=timeout, env=_python_env())
+    except subprocess.TimeoutExpired as exc:
+        raise HarnessError(f"{' '.join(args[:3])} timed out after {timeout:g} s") from exc
+    if proc.returncode != 0:
+        raise HarnessError(f"{' '.join(args[:3])} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    try:
+        return json.loads(proc.stdout)
+    except ValueError as exc:
+        raise HarnessError(f"{' '.join(args[:3])} printed no JSON: {proc.stdout[:200]!r}") from exc
+
+
+def overlay_address(data_dir: str | Path) -> str:
+    """The overlay address of the identity in ``data_dir`` (created if absent), via `axiomnet identity show`."""
+    info = _cli_json(["-m", "axiomnet", "identity", "show", "--data-dir", str(data_dir), "--json"])
+    return str(ipaddress.IPv6Address(info["address"]))
+
+
+_INSPECT = "import sys; from axiomnet.cli import inspect_main; sys.exit(inspect_main())"
+
+
+class DaemonProcess:
+    """A running ``axiomnet daemon`` inside a namespace, its log file, identity and admin socket."""
+
+    def __init__(
+        self,
+        ns: Namespace,
+        name: str,
+        popen: subprocess.Popen[Any],
+        *,
+        address: str,
+        listen: str,
+        data_dir: Path,
+        admin_socket: Path,
+        tun: str,
+        log_path: Path,
+    ) -> None:
+        self.ns = ns
+        self.name = name
+        self.popen = popen
+        self.address = address
+        self.listen = listen
+        self.data_dir = data_dir
+        self.admin_socket = admin_socket
+        self.tun = tun
+        self.log_path = log_path
+        self.stop_seconds: float | None = None  # how long the last stop() took
+        self.killed = False  # stop() had to SIGKILL
+
+    def __repr__(self) -> str:
+        return f"DaemonProcess({self.name!r}, pid={self.pid}, ns={self.ns.name}, address={self.address})"
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        """The daemon's stdout+stderr so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def stop(self, timeout: float = SHUTDOWN_DEADLINE) -> int:
+        """SIGTERM the daemon, wait ``timeout`` s, then SIGKILL its group; return its exit code (reaped)."""
+        if self.popen.poll() is not None:
+            return self.popen.returncode
+        start = time.monotonic()
+        _kill(self.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.killed = True
+            _killpg(self.pid, signal.SIGKILL)
+            self.popen.wait(timeout=KILL_WAIT)
+        self.stop_seconds = time.monotonic() - start
+        # Children the daemon may have left in its group go too (the group id is still reserved now).
+        _killpg(self.pid, signal.SIGKILL)
+        return self.popen.returncode
+
+    def inspect(self, timeout: float = CLI_TIMEOUT) -> dict[str, Any]:
+        """The daemon's state (``axiomnet-inspect --json``, run inside its namespace)."""
+        state = _cli_json(["-c", _INSPECT, "--admin-socket", str(self.admin_socket), "--json"], ns=self.ns, timeout=timeout)
+        if not isinstance(state, dict):
+            raise HarnessError(f"axiomnet-inspect returned {type(state).__name__}, not an object")
+        return state
+
+    def inspect_text(self, timeout: float = CLI_TIMEOUT) -> str:
+        """The human-readable tables of ``axiomnet-inspect`` (stdout, or stderr if it failed)."""
+        try:
+            proc = self.ns.exec(
+                [sys.executable, "-c", _INSPECT, "--admin-socket", str(self.admin_socket)], timeout=timeout, env=_python_env()
+            )
+        except subprocess.TimeoutExpired:
+            return f"axiomnet-inspect timed out after {timeout:g} s"
+        return proc.stdout if proc.returncode == 0 else proc.stderr
+
+    def established_sessions(self) -> int:
+        """How many sessions the daemon reports as established (0 if it cannot be asked yet)."""
+        try:
+            state = self.inspect(timeout=5.0)
+        except HarnessError:
+            return 0
+        return sum(1 for s in state.get("sessions", []) if isinstance(s, dict) and s.get("state") == "established")
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.pid)
+
+    def memory_kib(self) -> dict[str, int]:
+        return process_memory_kib(self.pid)
+
+
+def format_endpoint(host: str, port: int) -> str:
+    """``HOST:PORT``, with brackets around an IPv6 host."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def start_daemon(
+    ns: Namespace,
+    *,
+    name: str,
+    listen: str,
+    peers: Sequence[str],
+    data_dir: str | Path,
+    admin_socket: str | Path,
+    tun: str,
+    extra_args: Sequence[str] = (),
+    log_path: str | Path | None = None,
+    log_level: str = "INFO",
+) -> DaemonProcess:
+    """Start ``python -m axiomnet daemon`` in ``ns`` with stdout+stderr to ``log_path``
+    (default: ``<data_dir's parent>/<name>.log``). The overlay address is learned first with
+    `axiomnet identity show` (creating the identity). Does not wait for the daemon to be ready."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    admin_socket = Path(admin_socket)
+    log_file = Path(log_path) if log_path is not None else data_dir.parent / f"{name}.log"
+    address = overlay_address(data_dir)
+    args = [sys.executable, "-m", "axiomnet", "daemon", "--listen", listen]
+    for peer in peers:
+        args += ["--peer", peer]
+    args += ["--tun", tun, "--data-dir", str(data_dir), "--admin-socket", str(admin_socket), "--log-level", log_level]
+    args += list(extra_args)
+    with open(log_file, "ab") as out:
+        popen = ns.popen(args, stdout=out, stderr=subprocess.STDOUT, env=_python_env())
+    return DaemonProcess(
+        ns, name, popen, address=address, listen=listen, data_dir=data_dir, admin_socket=admin_socket, tun=tun, log_path=log_file
+    )
+
+
+def start_daemon_pair(
+    pair: NetnsPair,
+    workdir: str | Path,
+    *,
+    port: int = DEFAULT_UDP_PORT,
+    ipv6_underlay: bool = False,
+    log_level: str = "INFO",
+    extra_args: Sequence[str] = (),
+) -> tuple[DaemonProcess, DaemonProcess]:
+    """Start one daemon in each namespace of ``pair``, each listening on its veth address and peering
+    with the other; data dirs, admin sockets and logs under ``workdir``. Does not wait for readiness."""
+    workdir = Path(workdir)
+    if ipv6_underlay:
+        if pair.ip6_a is None or pair.ip6_b is None:
+            raise HarnessError("the pair has no IPv6 veth addresses")
+        host_a, host_b = pair.ip6_a, pair.ip6_b
+    else:
+        host_a, host_b = pair.ip_a, pair.ip_b
+    daemons = []
+    for ns, me, other in ((pair.a, host_a, host_b), (pair.b, host_b, host_a)):
+        daemons.append(
+            start_daemon(
+                ns,
+                name=f"node-{ns.suffix}",
+                listen=format_endpoint(me, port),
+                peers=[format_endpoint(other, port)],
+                data_dir=workdir / f"node-{ns.suffix}",
+                admin_socket=workdir / f"node-{ns.suffix}.sock",
+                tun=ns.tun_name,
+                extra_args=extra_args,
+                log_level=log_level,
+            )
+        )
+    return daemons[0], daemons[1]
+
+
+def wait_overlay_reachable(src: DaemonProcess, dst: DaemonProcess, timeout: float = 15.0) -> float | None:
+    """Ping ``dst``'s overlay address from ``src``'s namespace until a reply comes back.
+
+    Returns the seconds it took, or None after ``timeout`` (or as soon as either daemon has exited).
+    """
+    start = time.monotonic()
+
+    def reachable() -> bool:
+        if not (src.running() and dst.running()):
+            raise _DaemonExited()
+        return ping(src.ns, dst.address, count=1, interval=0.2, timeout=1.0).ok
+
+    try:
+        if wait_until(reachable, timeout, interval=0.2):
+            return time.monotonic() - start
+    except _DaemonExited:
+        pass
+    return None
+
+
+class _DaemonExited(Exception):
+    pass

@@ -1,0 +1,193 @@
+"""SocketActor: owns the UDP socket, its reader thread, and the receiver-index dispatch table.
+
+The reader drains up to READER_BATCH_MAX ready datagrams, groups them by the 24-bit receiver index of
+their header and hands each group to the owning session actor in one bounded tell; datagrams for unknown
+indices (first handshake messages among them) go to the peer manager. The dispatch table is replaced,
+never mutated, so the reader always sees a consistent immutable snapshot.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import random
+import select
+import socket
+import time
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import pykka
+from loguru import logger
+
+from axiomnet.constants import MAX_RECEIVER_INDEX, READER_BATCH_MAX, READER_POLL_TIMEOUT
+from axiomnet.wire import peek_receiver
+from actors import messages as m
+from actors.base import SupervisedActor, bounded_tell
+
+SOCKET_BUFFER_BYTES = 4 << 20
+SEND_ERROR_LOG_INTERVAL = 10.0  # one warning per peer address per this many seconds; every error is counted
+
+
+def normalise_addr(addr: tuple[Any, ...]) -> m.Addr:
+    """(host, port) with IPv4-mapped IPv6 hosts shown as plain IPv4."""
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return (host, int(addr[1]))
+
+
+class SocketActor(SupervisedActor):
+    """The node's single UDP socket (dual-stack when bound to an IPv6 address such as ``::``)."""
+
+    role = "socket"
+
+    def __init__(self, supervisor: Any, refs: dict[str, Any], listen: m.Addr) -> None:
+        super().__init__(supervisor, refs)
+        self.listen = listen
+        self.sock: socket.socket | None = None
+        self._dispatch: Mapping[int, Any] = MappingProxyType({})
+        self._owners: dict[int, Any] = {}
+        self._rng = random.SystemRandom()
+        self._last_error_log: dict[m.Addr, float] = {}
+        self.family = socket.AF_INET6
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        host, port = self.listen
+        ip = ipaddress.ip_address(host)
+        self.family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        try:
+            if self.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER_BYTES)
+                except OSError:
+                    pass
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"cannot bind UDP {host}:{port}: {exc.strerror}") from exc
+        sock.setblocking(False)
+        self.sock = sock
+        logger.info("listening on UDP {}", self.bound_address())
+        self.spawn_thread(self._read_loop, "reader")
+
+    def teardown(self) -> None:
+        self._stopping.set()
+
+    def on_stop(self) -> None:
+        super().on_stop()
+        if self.sock is not None:
+            self.sock.close()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        super().on_failure(*exc_info)
+        if self.sock is not None:
+            self.sock.close()
+
+    def bound_address(self) -> str:
+        assert self.sock is not None
+        host, port = self.sock.getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    # --- reader thread ---------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        timeout_ms = int(READER_POLL_TIMEOUT * 1000)
+        while not self._stopping.is_set():
+            if not poller.poll(timeout_ms):
+                continue
+            batch: list[tuple[bytes, tuple[Any, ...]]] = []
+            for _ in range(READER_BATCH_MAX):
+                try:
+                    batch.append(sock.recvfrom(65535))
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                        self.counters["rx_icmp_errors"] += 1
+                        continue
+                    if self._stopping.is_set():
+                        return
+                    raise
+            if batch:
+                self._dispatch_batch(batch)
+
+    def _dispatch_batch(self, batch: list[tuple[bytes, tuple[Any, ...]]]) -> None:
+        dispatch = self._dispatch  # one immutable snapshot per batch
+        groups: dict[Any, list[tuple[bytes, m.Addr]]] = {}
+        default = self.refs.get("peers")
+        for data, addr in batch:
+            owner = dispatch.get(peek_receiver(data), default)
+            item = (data, normalise_addr(addr))
+            group = groups.get(owner)
+            if group is None:
+                groups[owner] = [item]
+            else:
+                group.append(item)
+        for owner, items in groups.items():
+            if not bounded_tell(owner, m.Datagrams(items)):
+                self.counters["rx_dropped_backpressure"] += len(items)
+        self.counters["rx_datagrams"] += len(batch)
+
+    # --- messages --------------------------------------------------------------------------------
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, m.SendDatagrams):
+            return self._send(message.items)
+        if isinstance(message, m.ClaimIndex):
+            return self._claim(message.owner)
+        if isinstance(message, m.BindIndex):
+            self._owners[message.index] = message.owner
+            self._publish()
+            return None
+        if isinstance(message, m.ReleaseIndex):
+            if self._owners.pop(message.index, None) is not None:
+                self._publish()
+            return None
+        if isinstance(message, m.Snapshot):
+            return {"listen": self.bound_address(), "indices": len(self._owners), **self.counters}
+        return super().handle(message)
+
+    def _claim(self, owner: Any) -> int:
+        while True:
+            index = self._rng.randint(1, MAX_RECEIVER_INDEX)
+            if index not in self._owners:
+                self._owners[index] = owner
+                self._publish()
+                return index
+
+    def _publish(self) -> None:
+        self._dispatch = MappingProxyType(dict(self._owners))
+
+    def _send(self, items: list[tuple[bytes, m.Addr]]) -> None:
+        sock = self.sock
+        assert sock is not None
+        mapped = self.family == socket.AF_INET6
+        for data, addr in items:
+            target: tuple[Any, ...] = addr
+            if mapped and "." in addr[0]:
+                target = ("::ffff:" + addr[0], addr[1])
+            try:
+                sock.sendto(data, target)
+                self.counters["tx_datagrams"] += 1
+            except BlockingIOError:
+                self.counters["tx_dropped_full"] += 1
+            except OSError as exc:
+                self.counters["tx_errors"] += 1
+                now = time.monotonic()
+                if now - self._last_error_log.get(addr, -1e9) >= SEND_ERROR_LOG_INTERVAL:
+                    self._last_error_log[addr] = now
+                    if len(self._last_error_log) > 4096:
+                        self._last_error_log.clear()
+                    logger.warning("UDP send to {}:{} failed: {} (counted as tx_errors)", addr[0], addr[1], exc)
+
+
+def claim_index(socket_ref: pykka.ActorRef[Any], owner: Any, timeout: float = 2.0) -> int:
+    """Ask the socket actor for a fresh receiver index routed to ``owner`` (control path only)."""
+    return int(socket_ref.ask(m.ClaimIndex(owner), timeout=timeout))

@@ -1,0 +1,7 @@
+"""`python -m axiomnet ...` is the same as the `axiomnet` command."""
+
+import sys
+
+from axiomnet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+"""Fixtures for tests that need root and network namespaces (marked ``netns``).
+
+Such tests are skipped, with the reason, where namespaces cannot be used (not root, no `ip netns`), except
+when CI=true or AXIOMNET_REQUIRE_NETNS=1: CI runs as root, so there a missing capability fails the test
+instead of letting the suite pass without it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from actors import netns
+
+
+def _netns_required() -> bool:
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get("AXIOMNET_REQUIRE_NETNS") == "1"
+
+
+@pytest.fixture(scope="session")
+def netns_unavailable() -> str | None:
+    """Why namespaces cannot be used here, or None."""
+    return netns.netns_unavailable_reason()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leftover_cleanup(netns_unavailable: str | None) -> Iterator[None]:
+    """Remove namespaces left by crashed earlier runs before the session, and by this one after it."""
+    if netns_unavailable is None:
+        netns.cleanup_leftovers()
+    yield
+    if netns_unavailable is None:
+        netns.cleanup_leftovers(include_own=True)
+
+
+@pytest.fixture(autouse=True)
+def _needs_netns(request: pytest.FixtureRequest, netns_unavailable: str | None) -> None:
+    if request.node.get_closest_marker("netns") is None or netns_unavailable is None:
+        return
+    if _netns_required():
+        pytest.fail(f"network-namespace test cannot run here but CI requires it: {netns_unavailable}")
+    pytest.skip(f"network-namespace test skipped: {netns_unavailable}")
+
+
+@pytest.fixture
+def pair() -> Iterator[netns.NetnsPair]:
+    """Two fresh namespaces joined by a veth; removed after the test whatever happened."""
+    with netns.NetnsPair(stop_grace=2.0) as p:
+        yield p
