@@ -39,6 +39,7 @@ SESSION_EXPIRY = REJECT_AFTER_TIME * 3  # no usable keys and nothing heard for t
 SIMULTANEOUS_OPEN_WINDOW = REKEY_TIMEOUT  # two handshakes completing within this are one simultaneous open
 REPLAY_WINDOW_SIZE = 8192  # counters tracked behind the highest seen; older ones are rejected as replays
 MAX_STAGED_PACKETS = 128  # packets queued while a handshake is under way; the oldest is dropped past this
+MAX_PREVIOUS_KEYPAIRS = 2  # retired keypairs still decrypting (grace); the oldest is dropped past this
 
 # --- handshake denial-of-service bounds ------------------------------------------------------------
 MAX_PENDING_HANDSHAKES = 1024  # responder half-open handshakes; the oldest is evicted past this
@@ -73,3 +74,4 @@ ADMIN_TIMEOUT = 2.0  # admin socket read/ask timeout
 
 # --- files ------------------------------------------------------------------------------------------
 FILE_IO_TIMEOUT = 10.0  # bound on any identity file operation (seed failure #2)
+ADMIN_REPLY_MAX = 4 * 1024 * 1024  # bytes of one admin reply line read by axiomnet-inspect; longer is a bad reply

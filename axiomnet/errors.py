@@ -80,3 +80,7 @@ class UnknownReceiver(RemoteProtocolError):
 
 class RateLimited(RemoteProtocolError):
     """Too many handshake initiations from one source address."""
+
+
+class UnsupportedIdentityVersion(CorruptIdentity):
+    """The identity file was written, intact, by another format version; it is refused, never replaced."""

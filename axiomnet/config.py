@@ -1,0 +1,431 @@
+"""The node's typed configuration: defaults < TOML file < AXIOMNET_* environment < command-line overrides.
+
+Every value is validated where it is read, and a bad one raises :class:`ConfigError` naming where it came
+from (``mtu in /etc/axiomnet.toml``, ``AXIOMNET_MTU``, ``--mtu``) and what is wrong with it. Nothing here
+resolves names or touches the network; the only file read is the TOML file named by the caller.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from axiomnet.constants import DEFAULT_MTU, DEFAULT_TUN_NAME, DEFAULT_UDP_PORT
+from axiomnet.errors import ConfigError
+
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")  # loguru's built-in levels
+MIN_MTU = 1280  # IPv6 minimum link MTU: the overlay carries IPv6
+MAX_MTU = 65535
+MAX_TUN_NAME = 15  # Linux IFNAMSIZ (16) minus the terminating NUL
+MAX_UNIX_SOCKET_PATH = 107  # sizeof(sockaddr_un.sun_path) (108) minus the terminating NUL
+MAX_CONFIG_FILE_SIZE = 1 << 20  # a larger "config file" is a mistake, not a config
+ROOT_DATA_DIR = Path("/var/lib/axiomnet")
+ROOT_ADMIN_SOCKET = Path("/run/axiomnet/admin.sock")
+
+TOML_KEYS = ("listen", "peers", "tun", "mtu", "data_dir", "admin_socket", "log_level", "log_json")
+ENV_PREFIX = "AXIOMNET_"
+ENV_KEYS = ("LISTEN", "PEERS", "TUN", "NO_TUN", "MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL", "LOG_JSON")
+OVERRIDE_KEYS = TOML_KEYS + ("listen_host", "listen_port", "tun_enabled", "tun_name", "no_tun")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
+_PORT = re.compile(r"[0-9]{1,5}")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _bad(key: str, value: object, problem: str) -> ConfigError:
+    return ConfigError(f"{key} = {value!r}: {problem}")
+
+
+# --- single values ------------------------------------------------------------------------------------
+def _check_port(value: object, key: str) -> int:
+    if isinstance(value, str) and _PORT.fullmatch(value.strip()):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise _bad(key, value, "the port must be an integer from 1 to 65535")
+    return value
+
+
+def _check_ip_literal(host: str, key: str, original: object) -> str:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise _bad(key, original, "the host must be a literal IPv4 or IPv6 address (for example 0.0.0.0 or ::)") \
+            from None
+    return host
+
+
+def _check_peer_host(host: str, key: str, original: object) -> str:
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        raise _bad(key, original, "the host must be an IPv4 address, an IPv6 address in brackets or a DNS name")
+    return host
+
+
+def split_host_port(text: str, key: str, original: object = None) -> tuple[str, int]:
+    """Split "HOST:PORT" or "[IPV6]:PORT" (no name resolution); the host is returned without brackets."""
+    shown = text if original is None else original
+    if not isinstance(text, str):
+        raise _bad(key, shown, 'expected a string "HOST:PORT"')
+    stripped = text.strip()
+    if stripped.startswith("["):
+        host, sep, rest = stripped[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise _bad(key, shown, 'expected "[IPV6]:PORT"')
+        if not isinstance(_ip_or_none(host), ipaddress.IPv6Address):
+            raise _bad(key, shown, "only an IPv6 address may stand in brackets")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = stripped.rpartition(":")
+        if not sep:
+            raise _bad(key, shown, 'expected "HOST:PORT" (IPv6: "[ADDR]:PORT")')
+        if ":" in host:
+            raise _bad(key, shown, 'an IPv6 address needs brackets: "[ADDR]:PORT"')
+    if not _PORT.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
+        raise _bad(key, shown, "the port must be an integer from 1 to 65535")
+    return host, int(port_text)
+
+
+def _ip_or_none(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def parse_listen(text: str, key: str = "listen") -> tuple[str, int]:
+    """"HOST:PORT" with a literal IP host ("::" when the host is empty, as in ":7443")."""
+    host, port = split_host_port(text, key)
+    if not host:
+        host = "::"
+    return _check_ip_literal(host, key, text), port
+
+
+def _check_tun_name(value: object, key: str) -> str:
+    # The kernel's dev_valid_name(), restricted to printable ASCII.
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= MAX_TUN_NAME
+        or value in (".", "..")
+        or any(not "!" <= ch <= "~" or ch in "/:" for ch in value)
+    ):
+        raise _bad(key, value, f"a Linux interface name is 1 to {MAX_TUN_NAME} printable ASCII characters "
+                               "without '/', ':' or spaces")
+    return value
+
+
+def _check_mtu(value: object, key: str) -> int:
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_MTU <= value <= MAX_MTU:
+        raise _bad(key, value, f"the MTU must be an integer from {MIN_MTU} to {MAX_MTU} (the overlay carries IPv6)")
+    return value
+
+
+def _check_log_level(value: object, key: str) -> str:
+    if not isinstance(value, str) or value.strip().upper() not in LOG_LEVELS:
+        raise _bad(key, value, "the log level must be one of " + ", ".join(LOG_LEVELS))
+    return value.strip().upper()
+
+
+def _check_bool(value: object, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise _bad(key, value, "expected a boolean (true/false, 1/0, yes/no, on/off)")
+
+
+def _check_path(value: object, key: str, base: Path | None = None) -> Path:
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise _bad(key, value, "expected a non-empty path")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    return Path(os.path.normpath(path))
+
+
+def _check_socket_path(value: object, key: str, base: Path | None = None) -> Path:
+    path = _check_path(value, key, base)
+    if len(os.fsencode(path)) > MAX_UNIX_SOCKET_PATH:
+        raise _bad(key, str(path), f"a Unix socket path may be at most {MAX_UNIX_SOCKET_PATH} bytes long")
+    return path
+
+
+# --- peers ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PeerSpec:
+    """A static peer: where to dial it and, optionally, the public key it must prove (pinning)."""
+
+    host: str
+    port: int
+    public_key: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str):
+            raise _bad("peer host", self.host, "expected a string")
+        _check_peer_host(self.host, "peer host", self.host)
+        _check_port(self.port, "peer port")
+        if self.public_key is not None and (not isinstance(self.public_key, bytes) or len(self.public_key) != 32):
+            raise _bad("peer public_key", self.public_key, "a public key is 32 bytes")
+
+    @classmethod
+    def parse(cls, text: str, key: str = "peer") -> PeerSpec:
+        """Parse "HOST:PORT", "[IPV6]:PORT" or either followed by "#PUBKEYHEX" (64 hex characters)."""
+        if not isinstance(text, str):
+            raise _bad(key, text, 'expected a string "HOST:PORT[#PUBKEYHEX]"')
+        endpoint, sep, key_hex = text.strip().partition("#")
+        public_key = None
+        if sep:
+            if not _HEX_KEY.fullmatch(key_hex):
+                raise _bad(key, text, "the public key after '#' must be 64 hexadecimal characters")
+            public_key = bytes.fromhex(key_hex)
+        host, port = split_host_port(endpoint, key, text)
+        if not host:
+            raise _bad(key, text, "the peer host is missing")
+        return cls(_check_peer_host(host, key, text), port, public_key)
+
+    @property
+    def endpoint(self) -> str:
+        """"host:port", with brackets around an IPv6 host."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.endpoint + (f"#{self.public_key.hex()}" if self.public_key else "")
+
+
+def _parse_peers(value: object, key: str, where: str = "") -> tuple[PeerSpec, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise _bad(key + where, value, 'expected a list of "HOST:PORT[#PUBKEYHEX]" strings')
+    peers = []
+    for index, item in enumerate(value):
+        peers.append(item if isinstance(item, PeerSpec) else PeerSpec.parse(item, f"{key}[{index}]{where}"))
+    _check_unique_peers(tuple(peers), key, where)
+    return tuple(peers)
+
+
+def _check_unique_peers(peers: tuple[PeerSpec, ...], key: str, where: str = "") -> None:
+    seen: dict[tuple[str, int], int] = {}
+    for index, peer in enumerate(peers):
+        ident = (peer.host.lower(), peer.port)
+        if ident in seen:
+            raise _bad(f"{key}[{index}]{where}", str(peer), f"duplicates {key}[{seen[ident]}]")
+        seen[ident] = index
+
+
+# --- defaults -------------------------------------------------------------------------------------------
+def _is_root(euid: int | None) -> bool:
+    return (os.geteuid() if euid is None else euid) == 0
+
+
+def default_data_dir(env: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
+    """/var/lib/axiomnet for root, else $XDG_DATA_HOME/axiomnet or ~/.local/share/axiomnet."""
+    env = os.environ if env is None else env
+    if _is_root(euid):
+        return ROOT_DATA_DIR
+    xdg = env.get("XDG_DATA_HOME", "")
+    if os.path.isabs(xdg):  # the XDG spec says relative values are to be ignored
+        return Path(xdg) / "axiomnet"
+    home = env.get("HOME") or os.path.expanduser("~")
+    return Path(home) / ".local" / "share" / "axiomnet"
+
+
+def default_admin_socket(data_dir: Path, env: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
+    """/run/axiomnet/admin.sock for root, else $XDG_RUNTIME_DIR/axiomnet/admin.sock, else data_dir/admin.sock."""
+    env = os.environ if env is None else env
+    if _is_root(euid):
+        return ROOT_ADMIN_SOCKET
+    xdg = env.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "axiomnet" / "admin.sock"
+    return Path(data_dir) / "admin.sock"
+
+
+# --- the config -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Config:
+    """Everything a node needs to start, validated. Build it with :func:`load_config`."""
+
+    listen_host: str = "::"
+    listen_port: int = DEFAULT_UDP_PORT
+    peers: tuple[PeerSpec, ...] = ()
+    tun_enabled: bool = True
+    tun_name: str = DEFAULT_TUN_NAME
+    mtu: int = DEFAULT_MTU
+    data_dir: Path = field(default_factory=default_data_dir)
+    admin_socket: Path = None  # type: ignore[assignment]  # None: derived from data_dir in __post_init__
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        if not isinstance(self.listen_host, str):
+            raise _bad("listen_host", self.listen_host, "expected a string")
+        put("listen_host", _check_ip_literal(self.listen_host.strip("[]"), "listen_host", self.listen_host))
+        put("listen_port", _check_port(self.listen_port, "listen_port"))
+        put("peers", _parse_peers(self.peers, "peers"))
+        put("tun_enabled", _check_bool(self.tun_enabled, "tun_enabled"))
+        put("tun_name", _check_tun_name(self.tun_name, "tun_name"))
+        put("mtu", _check_mtu(self.mtu, "mtu"))
+        put("data_dir", _check_path(self.data_dir, "data_dir"))
+        if self.admin_socket is None:
+            put("admin_socket", default_admin_socket(self.data_dir))
+        put("admin_socket", _check_socket_path(self.admin_socket, "admin_socket"))
+        put("log_level", _check_log_level(self.log_level, "log_level"))
+        put("log_json", _check_bool(self.log_json, "log_json"))
+
+    @property
+    def listen(self) -> str:
+        """"host:port" to bind, with brackets around an IPv6 host."""
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+# --- the layers -------------------------------------------------------------------------------------------
+def _apply(values: dict[str, Any], name: str, value: object, key: str, base: Path | None = None,
+           where: str = "") -> None:
+    """Validate one setting (TOML/override naming) into Config field values; errors name ``key + where``."""
+    if name == "peers":
+        values["peers"] = _parse_peers(value, key, where)
+        return
+    key += where
+    if name == "listen":
+        values["listen_host"], values["listen_port"] = parse_listen(value, key)  # type: ignore[arg-type]
+    elif name == "listen_host":
+        if not isinstance(value, str):
+            raise _bad(key, value, "expected a string")
+        values["listen_host"] = _check_ip_literal(value.strip("[]"), key, value)
+    elif name == "listen_port":
+        values["listen_port"] = _check_port(value, key)
+    elif name == "tun":
+        if isinstance(value, bool):
+            values["tun_enabled"] = value
+        else:
+            values["tun_name"] = _check_tun_name(value, key)
+            values["tun_enabled"] = True
+    elif name == "tun_enabled":
+        values["tun_enabled"] = _check_bool(value, key)
+    elif name == "no_tun":
+        if _check_bool(value, key):
+            values["tun_enabled"] = False
+    elif name == "tun_name":
+        values["tun_name"] = _check_tun_name(value, key)
+    elif name == "mtu":
+        values["mtu"] = _check_mtu(value, key)
+    elif name == "data_dir":
+        values["data_dir"] = _check_path(value, key, base)
+    elif name == "admin_socket":
+        values["admin_socket"] = _check_socket_path(value, key, base)
+    elif name == "log_level":
+        values["log_level"] = _check_log_level(value, key)
+    elif name == "log_json":
+        values["log_json"] = _check_bool(value, key)
+    else:  # pragma: no cover - callers filter unknown keys first
+        raise ConfigError(f"unknown setting {key!r}")
+
+
+def _toml_layer(path: Path, values: dict[str, Any]) -> None:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_FILE_SIZE + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_FILE_SIZE:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_FILE_SIZE} bytes")
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for name, value in document.items():
+        if name not in TOML_KEYS:
+            raise ConfigError(f"config file {path}: unknown key {name!r} (known keys: {', '.join(TOML_KEYS)})")
+        where = f" (in {path})"
+        key = name + where
+        if name == "tun" and value is True:
+            values["tun_enabled"] = True
+            continue
+        if name in ("log_json",) and not isinstance(value, bool):
+            raise _bad(key, value, "expected true or false")
+        if name in ("mtu",) and not isinstance(value, int):
+            raise _bad(key, value, "expected an integer")
+        if name in ("listen", "data_dir", "admin_socket", "log_level") and not isinstance(value, str):
+            raise _bad(key, value, "expected a string")
+        if name == "peers" and not isinstance(value, list):
+            raise _bad(key, value, 'expected an array of "HOST:PORT[#PUBKEYHEX]" strings')
+        if name == "tun" and not isinstance(value, (str, bool)):
+            raise _bad(key, value, 'expected an interface name or false')
+        _apply(values, name, value, name, base=path.absolute().parent, where=where)
+
+
+def _env_layer(env: Mapping[str, str], values: dict[str, Any]) -> None:
+    def get(name: str) -> str | None:
+        return env.get(ENV_PREFIX + name)
+
+    if (text := get("LISTEN")) is not None:
+        _apply(values, "listen", text, "AXIOMNET_LISTEN")
+    if (text := get("PEERS")) is not None:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        _apply(values, "peers", items, "AXIOMNET_PEERS")
+    no_tun = get("NO_TUN")
+    if no_tun is not None and _check_bool(no_tun, "AXIOMNET_NO_TUN"):
+        if get("TUN"):
+            raise ConfigError("AXIOMNET_TUN and AXIOMNET_NO_TUN=1 are both set; choose one")
+        values["tun_enabled"] = False
+    elif (text := get("TUN")) is not None:
+        _apply(values, "tun", text, "AXIOMNET_TUN")
+    for name in ("MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL", "LOG_JSON"):
+        if (text := get(name)) is not None:
+            _apply(values, name.lower(), text, ENV_PREFIX + name)
+
+
+def _override_layer(overrides: Mapping[str, object], values: dict[str, Any]) -> None:
+    for name, value in overrides.items():
+        if name not in OVERRIDE_KEYS:
+            raise ConfigError(f"unknown override {name!r} (known: {', '.join(OVERRIDE_KEYS)})")
+        if value is None:  # argparse leaves unset options as None
+            continue
+        _apply(values, name, value, "--" + name.replace("_", "-"))
+    if overrides.get("no_tun") and overrides.get("tun") not in (None, False):
+        raise ConfigError("--tun and --no-tun cannot be used together")
+
+
+def load_config(
+    *,
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Config:
+    """defaults < TOML ``config_file`` < AXIOMNET_* in ``env`` (os.environ if None) < ``overrides``.
+
+    ``overrides`` takes the TOML keys (listen, peers, tun, ...) or Config field names (listen_host,
+    tun_name, ...) plus ``no_tun``; None values are ignored. Lists (peers) replace, they do not merge.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        _toml_layer(Path(config_file), values)
+    _env_layer(env, values)
+    _override_layer(overrides or {}, values)
+    if "data_dir" not in values:
+        values["data_dir"] = default_data_dir(env)
+    if "admin_socket" not in values:
+        values["admin_socket"] = default_admin_socket(values["data_dir"], env)
+    return Config(**values)
