@@ -20,7 +20,7 @@ from loguru import logger
 from axiomnet.constants import ADMIN_REQUEST_MAX, ADMIN_TIMEOUT, READER_POLL_TIMEOUT
 from axiomnet.identity import Identity
 from actors import messages as m
-from actors.base import SupervisedActor
+from actors.base import SupervisedActor, tell
 
 FAULT_INJECTION_ENV = "AXIOMNET_FAULT_INJECTION"
 
@@ -191,10 +191,10 @@ class AdminActor(SupervisedActor):
             refs = self._ask("peers", m.ListSessions(), [])
             if not refs:
                 return {"error": "no session to crash"}
-            refs[0].tell(m.InjectFault("admin request"))
+            tell(refs[0], m.InjectFault("admin request"))
             return {"ok": True, "actor": "session"}
         ref = self.refs.get(target)
         if ref is None or target == "admin":
             return {"error": f"no actor {target!r} to crash"}
-        ref.tell(m.InjectFault("admin request"))
+        tell(ref, m.InjectFault("admin request"))
         return {"ok": True, "actor": target}

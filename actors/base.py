@@ -19,11 +19,27 @@ from axiomnet.constants import MAX_QUEUED_BATCHES
 from actors import messages as m
 
 
-def bounded_tell(ref: pykka.ActorRef[Any] | None, message: Any, limit: int = MAX_QUEUED_BATCHES) -> bool:
-    """Tell ``ref`` unless its mailbox already holds ``limit`` messages or it is dead; True if told."""
+def bounded_tell(ref: pykka.ActorRef[Any] | None, message: Any, limit: int | None = None) -> bool:
+    """Tell ``ref`` unless its mailbox already holds ``limit`` (default MAX_QUEUED_BATCHES) messages or it is
+    dead; True if told."""
     if ref is None:
         return False
-    if ref.actor_inbox.qsize() >= limit:
+    if ref.actor_inbox.qsize() >= (MAX_QUEUED_BATCHES if limit is None else limit):
+        return False
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        return False
+    return True
+
+
+def tell(ref: pykka.ActorRef[Any] | None, message: Any) -> bool:
+    """Control-path tell that tolerates a collaborator being down (restarting); True if delivered.
+
+    A message lost to a dead actor is recovered by the restart itself: the supervisor rewires the new
+    actor and the peer manager replays what it must know (sessions up, indices bound).
+    """
+    if ref is None:
         return False
     try:
         ref.tell(message)

@@ -15,7 +15,7 @@ from loguru import logger
 from axiomnet.constants import ADMIN_TIMEOUT, HEARTBEAT_INTERVAL
 from axiomnet.control import Heartbeat, encode_control
 from actors import messages as m
-from actors.base import SupervisedActor, bounded_tell
+from actors.base import SupervisedActor, tell, bounded_tell
 
 
 class HeartbeatActor(SupervisedActor):
@@ -62,4 +62,4 @@ class HeartbeatActor(SupervisedActor):
                 logger.warning("heartbeat to peer {} not queued: session busy or gone", key.hex()[:16])
             else:
                 self.counters["sent"] += 1
-        router.tell(m.CheckLiveness(now))
+        tell(router, m.CheckLiveness(now))

@@ -965,7 +965,7 @@ def start_daemon(
     peers: Sequence[str],
     data_dir: str | Path,
     admin_socket: str | Path,
-    tun: str,
+    tun: str | None,
     extra_args: Sequence[str] = (),
     log_path: str | Path | None = None,
     log_level: str = "INFO",
@@ -981,7 +981,8 @@ def start_daemon(
     args = [sys.executable, "-m", "axiomnet", "daemon", "--listen", listen]
     for peer in peers:
         args += ["--peer", peer]
-    args += ["--tun", tun, "--data-dir", str(data_dir), "--admin-socket", str(admin_socket), "--log-level", log_level]
+    args += ["--tun", tun] if tun is not None else ["--no-tun"]
+    args += ["--data-dir", str(data_dir), "--admin-socket", str(admin_socket), "--log-level", log_level]
     args += list(extra_args)
     with open(log_file, "ab") as out:
         popen = ns.popen(args, stdout=out, stderr=subprocess.STDOUT, env=_python_env())

@@ -6,6 +6,7 @@ the supervisor gives up on a crash-looping actor. A second signal exits at once.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -30,6 +31,22 @@ from actors.supervisor import ChildSpec, StartAll, StopAll, SupervisorActor
 from actors.tun import TunActor
 
 CAP_NET_ADMIN = 12
+
+
+class _ToLoguru(logging.Handler):
+    """Route stdlib logging (pykka reports actor crashes there) into loguru's sinks."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(depth=6, exception=record.exc_info).log(level, "{}: {}", record.name, record.getMessage())
+
+
+def route_stdlib_logging() -> None:
+    """Make pykka's (and any library's) stdlib log records visible in the daemon's log."""
+    logging.basicConfig(handlers=[_ToLoguru()], level=logging.INFO, force=True)
 
 
 def has_cap_net_admin() -> bool:
@@ -81,6 +98,7 @@ def build_specs(config: Config, identity: Identity, with_tun: bool, started: flo
 def run_daemon(config: Config) -> int:
     """Run the node until a signal (exit 0) or a fatal supervision decision (exit 1)."""
     started = time.monotonic()
+    route_stdlib_logging()
     try:
         identity, created = load_or_create_identity(config.data_dir)
     except AxiomNetError as exc:

@@ -25,7 +25,7 @@ from axiomnet.session import HandshakeResponder
 from axiomnet.supervision import RestartPolicy
 from axiomnet.wire import PacketType, decode_header
 from actors import messages as m
-from actors.base import SupervisedActor, bounded_tell
+from actors.base import SupervisedActor, tell, bounded_tell
 from actors.session import SessionActor
 from actors.socket import claim_index
 
@@ -93,7 +93,7 @@ class PeerManagerActor(SupervisedActor):
             self.static_private,
             self.static_public,
             allocate_index=lambda: claim_index(self.refs["socket"], me),
-            release_index=lambda i: self.refs["socket"].tell(m.ReleaseIndex(i)),
+            release_index=lambda i: tell(self.refs.get("socket"), m.ReleaseIndex(i)),
             local_payload=self.local_payload,
         )
         for peer in self.static_peers:
@@ -115,11 +115,11 @@ class PeerManagerActor(SupervisedActor):
             bounded_tell(spec.ref, m.Rewire(role, self.refs[role]))
         if role == "socket" and self.responder is not None:
             for index in self.responder.pending_indices():
-                self.refs["socket"].tell(m.BindIndex(index, self.actor_ref))
+                tell(self.refs.get("socket"), m.BindIndex(index, self.actor_ref))
         if role == "router":  # the new router starts empty: tell it what is up
             for spec in self.specs.values():
                 if spec.up and spec.known_key is not None:
-                    self.refs["router"].tell(m.SessionUp(spec.ref, spec.known_key, spec.endpoint, spec.dial))
+                    tell(self.refs.get("router"), m.SessionUp(spec.ref, spec.known_key, spec.endpoint, spec.dial))
 
     def _session_refs(self) -> dict[str, Any]:
         return {**self.refs, "peers": self.actor_ref}
@@ -212,7 +212,7 @@ class PeerManagerActor(SupervisedActor):
                         "peer at {}:{} authenticated as {} but is configured with key {}: refused",
                         addr[0], addr[1], key.hex()[:16], spec.expected_key.hex()[:16],
                     )
-                    self.refs["socket"].tell(m.ReleaseIndex(result.local_index))
+                    tell(self.refs.get("socket"), m.ReleaseIndex(result.local_index))
                     self.counters["refused_key_mismatch"] += 1
                     return
         if urn is None:
@@ -220,15 +220,15 @@ class PeerManagerActor(SupervisedActor):
                 self.counters["refused_session_limit"] += 1
                 logger.warning("refusing peer {} at {}:{}: {} sessions already (MAX_SESSIONS)",
                                key.hex()[:16], addr[0], addr[1], len(self.specs))
-                self.refs["socket"].tell(m.ReleaseIndex(result.local_index))
+                tell(self.refs.get("socket"), m.ReleaseIndex(result.local_index))
                 return
             ref = self._spawn(addr, None, dial=False)
             urn = ref.actor_urn
         spec = self.specs[urn]
         spec.known_key = key
         self.by_key[key] = urn
-        self.refs["socket"].tell(m.BindIndex(result.local_index, spec.ref))
-        spec.ref.tell(m.InstallKeys(result, addr))
+        tell(self.refs.get("socket"), m.BindIndex(result.local_index, spec.ref))
+        tell(spec.ref, m.InstallKeys(result, addr))
 
     def _session_up(self, msg: m.SessionUp) -> None:
         urn = msg.ref.actor_urn
@@ -247,7 +247,7 @@ class PeerManagerActor(SupervisedActor):
             dropped = self.specs[drop]
             self._forget(drop)
             dropped.ref.stop(block=False)
-            self.refs["router"].tell(m.SessionDown(dropped.ref, msg.peer_key, "duplicate"))
+            tell(self.refs.get("router"), m.SessionDown(dropped.ref, msg.peer_key, "duplicate"))
             urn = keep
         self.by_key[msg.peer_key] = urn
 
@@ -256,7 +256,7 @@ class PeerManagerActor(SupervisedActor):
         if spec is not None:
             if spec.known_key is not None and self.by_key.get(spec.known_key) == urn:
                 del self.by_key[spec.known_key]
-            self.refs["socket"].tell(m.ReleaseOwner(spec.ref))
+            tell(self.refs.get("socket"), m.ReleaseOwner(spec.ref))
         return spec
 
     def _session_crashed(self, msg: m.ChildFailed) -> None:
@@ -267,14 +267,14 @@ class PeerManagerActor(SupervisedActor):
         logger.error("session actor for {} crashed: {}", key_name, msg.error)
         self.counters["session_crashes"] += 1
         if spec.known_key is not None and spec.up:
-            self.refs["router"].tell(m.SessionDown(spec.ref, spec.known_key, "crashed"))
+            tell(self.refs.get("router"), m.SessionDown(spec.ref, spec.known_key, "crashed"))
         spec.up = False
         delay = self.policy.record_failure("session", time.monotonic())
         if delay is None:
             reason = f"session actors crashed more than {self.policy.intensity} times in {self.policy.window:.0f} s"
             logger.critical(reason)
             if self.supervisor is not None:
-                self.supervisor.tell(m.Fatal(reason))
+                tell(self.supervisor, m.Fatal(reason))
             return
         timer = threading.Timer(delay, self._tell_self, args=(m.RestartChild(msg.urn),))
         timer.daemon = True

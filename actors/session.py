@@ -20,7 +20,7 @@ from axiomnet.errors import RemoteProtocolError, SessionError
 from axiomnet.session import Session
 from axiomnet.wire import PacketType, decode_header
 from actors import messages as m
-from actors.base import SupervisedActor, bounded_tell
+from actors.base import SupervisedActor, tell, bounded_tell
 from actors.socket import claim_index
 
 IPV6_HEADER = 40
@@ -76,30 +76,44 @@ class SessionActor(SupervisedActor):
             self.static_private,
             self.static_public,
             allocate_index=lambda: claim_index(self.refs["socket"], me),
-            release_index=lambda i: self.refs["socket"].tell(m.ReleaseIndex(i)),
+            release_index=lambda i: tell(self.refs.get("socket"), m.ReleaseIndex(i)),
             local_payload=self.local_payload,
             expected_remote_key=self.expected_key,
             peer_name=self.name,
         )
         del socket_ref
         if self.dial:
-            self._send(self.session.initiate(time.monotonic()))
+            try:
+                self._send(self.session.initiate(time.monotonic()))
+            except (pykka.ActorDeadError, pykka.Timeout):
+                self._schedule_redial(force=True)
 
     def teardown(self) -> None:
         sock = self.refs.get("socket")
         if sock is not None:
             try:
-                sock.tell(m.ReleaseOwner(self.actor_ref))
+                tell(sock, m.ReleaseOwner(self.actor_ref))
             except pykka.ActorDeadError:
                 pass
 
     def rewired(self, role: str) -> None:
         if role == "socket" and self.session is not None:
             for index in self.session.local_indices():
-                self.refs["socket"].tell(m.BindIndex(index, self.actor_ref))
+                tell(self.refs.get("socket"), m.BindIndex(index, self.actor_ref))
 
     # --- messages --------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
+        try:
+            return self._handle(message)
+        except (pykka.ActorDeadError, pykka.Timeout) as exc:
+            # The socket actor is being restarted and could not hand us a receiver index: not our crash.
+            self.counters["socket_unavailable"] += 1
+            logger.warning("{}: socket actor unavailable ({}); retrying the handshake shortly", self.name,
+                           type(exc).__name__)
+            self._schedule_redial(force=True)
+            return None
+
+    def _handle(self, message: Any) -> Any:
         if isinstance(message, m.Datagrams):
             self._receive(message.items)
         elif isinstance(message, m.TunPackets):
@@ -232,7 +246,7 @@ class SessionActor(SupervisedActor):
                 for role in ("peers", "router"):
                     ref = self.refs.get(role)
                     if ref is not None:
-                        ref.tell(up)
+                        tell(ref, up)
             elif kind == "Rekeyed":
                 logger.debug("{}: rekeyed", self.name)
             elif kind == "KeyMismatch":
@@ -250,7 +264,7 @@ class SessionActor(SupervisedActor):
                     logger.info("{}: idle session expired; stopping", self.name)
                     peers = self.refs.get("peers")
                     if peers is not None:
-                        peers.tell(m.SessionGone(self.actor_ref, session.remote_static))
+                        tell(peers, m.SessionGone(self.actor_ref, session.remote_static))
                     self.stop()
             else:
                 logger.debug("{}: session event {}", self.name, event)
@@ -263,10 +277,10 @@ class SessionActor(SupervisedActor):
         for role in ("peers", "router"):
             ref = self.refs.get(role)
             if ref is not None:
-                ref.tell(down)
+                tell(ref, down)
 
-    def _schedule_redial(self) -> None:
-        if not self.dial:
+    def _schedule_redial(self, force: bool = False) -> None:
+        if not (self.dial or force):
             return
         delay = self._dial_backoff * (1.0 + 0.25 * self._rng.random())
         self._dial_backoff = min(DIAL_BACKOFF_MAX, self._dial_backoff * 2)

@@ -146,6 +146,13 @@ class SocketActor(SupervisedActor):
             self._owners[message.index] = message.owner
             self._publish()
             return None
+        if isinstance(message, m.ReleaseOwner):
+            stale = [i for i, owner in self._owners.items() if owner == message.owner]
+            for index in stale:
+                del self._owners[index]
+            if stale:
+                self._publish()
+            return None
         if isinstance(message, m.ReleaseIndex):
             if self._owners.pop(message.index, None) is not None:
                 self._publish()

@@ -19,6 +19,7 @@ from loguru import logger
 from axiomnet.constants import ACTOR_STOP_TIMEOUT
 from axiomnet.supervision import RestartPolicy
 from actors import messages as m
+from actors.base import tell
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,11 @@ class SupervisorActor(pykka.ThreadingActor):
             return self.refs.get(message.role)
         raise TypeError(f"supervisor got an unexpected message {type(message).__name__}")
 
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        # Nobody supervises the supervisor: a bug here must stop the daemon (exit 1), never leave it headless.
+        logger.opt(exception=(exception_type, exception_value, traceback)).critical("supervisor crashed")
+        self.on_fatal(f"supervisor crashed: {exception_value!r}")
+
     # --- start / stop ----------------------------------------------------------------------------
     def _start_all(self) -> list[str]:
         started = []
@@ -82,7 +88,7 @@ class SupervisorActor(pykka.ThreadingActor):
         for role, ref in self.refs.items():
             for other, other_ref in self.refs.items():
                 if other != role:
-                    ref.tell(m.Rewire(other, other_ref))
+                    tell(ref, m.Rewire(other, other_ref))
         return started
 
     def _wait_started(self, role: str, ref: Any) -> None:
@@ -149,8 +155,8 @@ class SupervisorActor(pykka.ThreadingActor):
         self.refs[role] = ref
         for other, other_ref in self.refs.items():
             if other != role:
-                other_ref.tell(m.Rewire(role, ref))
-                ref.tell(m.Rewire(other, other_ref))
+                tell(other_ref, m.Rewire(role, ref))
+                tell(ref, m.Rewire(other, other_ref))
         logger.info("actor {} restarted", role)
 
     def _fatal(self, reason: str) -> None:

@@ -1,0 +1,60 @@
+"""Fake socket and TUN actors that record what they are told (no real I/O), and a polling helper."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any, Callable
+
+import pykka
+
+from actors import messages as m
+
+
+class RecordingActor(pykka.ThreadingActor):
+    """Stands in for the socket or TUN actor: hands out receiver indices and records every message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.indices = itertools.count(1)
+        self.sent: list[tuple[bytes, m.Addr]] = []
+        self.written: list[bytes] = []
+        self.other: list[Any] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, m.ClaimIndex):
+            return next(self.indices)
+        if isinstance(message, m.SendDatagrams):
+            self.sent.extend(message.items)
+        elif isinstance(message, m.TunWrite):
+            self.written.extend(message.packets)
+        elif isinstance(message, GetSent):
+            return list(self.sent)
+        elif isinstance(message, GetWritten):
+            return list(self.written)
+        elif isinstance(message, GetOther):
+            return list(self.other)
+        else:
+            self.other.append(message)
+        return None
+
+
+class GetSent:
+    pass
+
+
+class GetWritten:
+    pass
+
+
+class GetOther:
+    pass
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
