@@ -6,9 +6,11 @@ the supervisor gives up on a crash-looping actor. A second signal exits at once.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -16,10 +18,10 @@ from typing import Any
 import pykka
 from loguru import logger
 
-from axiomnet.config import Config
+from axiomnet.config import Config, PeerSpec
 from axiomnet.constants import ACTOR_STOP_TIMEOUT, SHUTDOWN_DEADLINE
 from axiomnet.control import HandshakePayload
-from axiomnet.errors import AxiomNetError
+from axiomnet.errors import AxiomNetError, ConfigError
 from axiomnet.geometry import coords_from_key
 from axiomnet.identity import Identity, load_or_create_identity
 from actors.admin import AdminActor
@@ -72,7 +74,42 @@ def tun_available(config: Config) -> str | None:
     return None
 
 
-def build_specs(config: Config, identity: Identity, with_tun: bool, started: float) -> list[ChildSpec]:
+RESOLVE_TIMEOUT = 5.0  # per peer host name, at start; a lookup never runs inside an actor
+
+
+def resolve_peers(peers: tuple[PeerSpec, ...], timeout: float = RESOLVE_TIMEOUT) -> tuple[PeerSpec, ...]:
+    """Peers with host names replaced by an address, each lookup bounded; ConfigError naming the peer."""
+    resolved = []
+    for peer in peers:
+        try:
+            ipaddress.ip_address(peer.host)
+            resolved.append(peer)
+            continue
+        except ValueError:
+            pass
+        box: dict[str, Any] = {}
+
+        def lookup(host: str = peer.host, port: int = peer.port) -> None:
+            try:
+                box["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            except OSError as exc:
+                box["error"] = exc
+
+        worker = threading.Thread(target=lookup, name="axn-resolve", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            raise ConfigError(f"peer {peer}: resolving {peer.host!r} took longer than {timeout:g} s")
+        if "error" in box or not box.get("infos"):
+            raise ConfigError(f"peer {peer}: cannot resolve {peer.host!r}: {box.get('error')}")
+        host = box["infos"][0][4][0]
+        logger.info("peer {} resolved to {}", peer.host, host)
+        resolved.append(PeerSpec(host, peer.port, peer.public_key))
+    return tuple(resolved)
+
+
+def build_specs(config: Config, identity: Identity, with_tun: bool, started: float,
+                peers: tuple[PeerSpec, ...]) -> list[ChildSpec]:
     """The supervised actors in start order (dependencies first)."""
     coords = coords_from_key(identity.public_key)
     address = identity.address
@@ -87,7 +124,7 @@ def build_specs(config: Config, identity: Identity, with_tun: bool, started: flo
     specs += [
         ChildSpec("peers", lambda sup, refs: PeerManagerActor.start(
             sup, refs, static_private=identity.private_key, static_public=identity.public_key,
-            self_address=address.packed, static_peers=config.peers, local_payload=payload)),
+            self_address=address.packed, static_peers=peers, local_payload=payload)),
         ChildSpec("heartbeat", lambda sup, refs: HeartbeatActor.start(sup, refs)),
         ChildSpec("admin", lambda sup, refs: AdminActor.start(sup, refs, config.admin_socket, identity,
                                                                config.tun_name if with_tun else None, started)),
@@ -106,6 +143,11 @@ def run_daemon(config: Config) -> int:
         return 1
     logger.info("{} identity {} address {}", "created" if created else "loaded",
                 identity.public_key.hex()[:16], identity.address)
+    try:
+        peers = resolve_peers(config.peers)
+    except ConfigError as exc:
+        logger.error("config error: {}", exc)
+        return 2
     why_no_tun = tun_available(config)
     if why_no_tun is not None:
         logger.warning("running as a relay-only node without a TUN device: {}", why_no_tun)
@@ -127,7 +169,7 @@ def run_daemon(config: Config) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    supervisor = SupervisorActor.start(build_specs(config, identity, why_no_tun is None, started), on_fatal)
+    supervisor = SupervisorActor.start(build_specs(config, identity, why_no_tun is None, started, peers), on_fatal)
     try:
         try:
             supervisor.ask(StartAll(), timeout=30)
