@@ -77,6 +77,7 @@ class SupervisedActor(pykka.ThreadingActor):
             self.setup()
         except Exception as exc:
             # pykka does not call on_failure when on_start raises: report it ourselves.
+            logger.error("{} failed to start: {}", self.role, exc)
             self._report_failure(exc)
             self._stop_threads()
             raise
