@@ -1,0 +1,69 @@
+"""SocketActor on loopback: dispatch by receiver index, unknown indices to the peer manager, send errors
+counted and logged with the peer address (seed failure #10), and a reader that stops promptly."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from loguru import logger
+
+from axiomnet.wire import PacketType, encode_header
+from actors import messages as m
+from actors.socket import SocketActor, claim_index
+from tests.node_actors.fakes import GetOther, wait_for
+
+
+def datagrams_received(ref) -> list[tuple[bytes, tuple[str, int]]]:
+    return [item for msg in ref.ask(GetOther()) if isinstance(msg, m.Datagrams) for item in msg.items]
+
+
+def test_datagrams_go_to_the_owner_of_their_receiver_index(recorder):
+    peers, session = recorder(), recorder()
+    sock_actor = SocketActor.start(None, {"peers": peers}, ("127.0.0.1", 0))
+    port = int(sock_actor.ask(m.Snapshot(), timeout=5)["listen"].rsplit(":", 1)[1])
+    index = claim_index(sock_actor, session)
+    owned = encode_header(PacketType.DATA, index, 1) + bytes(16)
+    stranger = encode_header(PacketType.DATA, index ^ 1 or 2, 1) + bytes(16)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(owned, ("127.0.0.1", port))
+        s.sendto(stranger, ("127.0.0.1", port))
+        s.sendto(b"\x01\x02", ("127.0.0.1", port))
+        src_port = s.getsockname()[1]
+        assert wait_for(lambda: len(datagrams_received(session)) == 1 and len(datagrams_received(peers)) == 2)
+    assert datagrams_received(session) == [(owned, ("127.0.0.1", src_port))]
+    sock_actor.tell(m.ReleaseOwner(session))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(owned, ("127.0.0.1", port))
+    assert wait_for(lambda: len(datagrams_received(peers)) == 3)
+
+
+def test_send_errors_are_counted_and_logged_with_the_peer_address(recorder):
+    sock_actor = SocketActor.start(None, {}, ("::", 0))
+    lines: list[str] = []
+    sink = logger.add(lambda msg: lines.append(str(msg)), level="WARNING")
+    try:
+        # Port 0 is not a valid destination: sendto fails with EINVAL, synchronously, on loopback.
+        sock_actor.tell(m.SendDatagrams([(b"x", ("::1", 0)), (b"y", ("::1", 0))]))
+        assert wait_for(lambda: sock_actor.ask(m.Snapshot(), timeout=5).get("tx_errors") == 2)
+    finally:
+        logger.remove(sink)
+    assert any("::1" in line and "failed" in line for line in lines)
+    assert len([line for line in lines if "::1" in line]) == 1  # rate-limited per address, every error counted
+
+
+def test_ipv4_peer_on_dual_stack_socket_is_reached(recorder):
+    sock_actor = SocketActor.start(None, {}, ("::", 0))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        sock_actor.tell(m.SendDatagrams([(b"hello", ("127.0.0.1", s.getsockname()[1]))]))
+        assert s.recvfrom(100)[0] == b"hello"
+
+
+def test_stop_is_prompt_with_no_traffic(recorder):
+    sock_actor = SocketActor.start(None, {}, ("127.0.0.1", 0))
+    sock_actor.ask(m.Snapshot(), timeout=5)
+    started = time.monotonic()
+    sock_actor.stop(timeout=5)
+    assert time.monotonic() - started < 2.0

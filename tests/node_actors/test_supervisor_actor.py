@@ -1,0 +1,80 @@
+"""SupervisorActor with stand-in children: start order, restart with rewiring, crash loop -> fatal."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from axiomnet.supervision import RestartPolicy
+from actors import messages as m
+from actors.base import SupervisedActor
+from actors.supervisor import ChildSpec, StartAll, StopAll, SupervisorActor
+from tests.node_actors.fakes import wait_for
+
+EVENTS: list[str] = []
+
+
+class Child(SupervisedActor):
+    def __init__(self, supervisor: Any, refs: dict[str, Any], role: str) -> None:
+        super().__init__(supervisor, refs)
+        self.role = role
+
+    def setup(self) -> None:
+        EVENTS.append(f"start {self.role}")
+
+    def teardown(self) -> None:
+        EVENTS.append(f"stop {self.role}")
+
+    def handle(self, message: Any) -> Any:
+        if message == "refs":
+            return {k: v.actor_urn for k, v in self.refs.items()}
+        return super().handle(message)
+
+
+def specs(*roles: str) -> list[ChildSpec]:
+    return [ChildSpec(r, lambda sup, refs, r=r: Child.start(sup, refs, r)) for r in roles]
+
+
+def test_children_start_in_order_stop_in_reverse_and_know_each_other():
+    EVENTS.clear()
+    sup = SupervisorActor.start(specs("a", "b", "c"), on_fatal=lambda reason: None)
+    assert sup.ask(StartAll(), timeout=10) == ["a", "b", "c"]
+    a = sup.ask(m.GetRef("a"), timeout=5)
+    assert wait_for(lambda: set(a.ask("refs", timeout=5)) == {"b", "c"})
+    assert sup.ask(StopAll(), timeout=10) == ["c", "b", "a"]
+    assert EVENTS == ["start a", "start b", "start c", "stop c", "stop b", "stop a"]
+    sup.stop()
+
+
+def test_crashed_child_is_restarted_and_the_others_are_rewired():
+    sup = SupervisorActor.start(specs("a", "b"), on_fatal=lambda reason: None,
+                                policy=RestartPolicy(backoff_initial=0.01))
+    sup.ask(StartAll(), timeout=10)
+    old_b = sup.ask(m.GetRef("b"), timeout=5)
+    old_b.tell(m.InjectFault("test"))
+    assert wait_for(lambda: (r := sup.ask(m.GetRef("b"), timeout=5)) is not None and r.actor_urn != old_b.actor_urn
+                    and r.is_alive())
+    new_b = sup.ask(m.GetRef("b"), timeout=5)
+    a = sup.ask(m.GetRef("a"), timeout=5)
+    assert wait_for(lambda: a.ask("refs", timeout=5)["b"] == new_b.actor_urn)
+    rows = {row["name"]: row for row in sup.ask(m.Snapshot(), timeout=5)}
+    assert rows["b"]["restarts"] == 1 and rows["b"]["alive"]
+    sup.ask(StopAll(), timeout=10)
+    sup.stop()
+
+
+def test_crash_loop_beyond_intensity_is_fatal():
+    fatal = threading.Event()
+    reasons: list[str] = []
+    sup = SupervisorActor.start(specs("a"), on_fatal=lambda reason: (reasons.append(reason), fatal.set()),
+                                policy=RestartPolicy(intensity=2, window=30.0, backoff_initial=0.01))
+    sup.ask(StartAll(), timeout=10)
+    for _ in range(3):
+        ref = sup.ask(m.GetRef("a"), timeout=5)
+        assert wait_for(lambda: ref.is_alive())
+        ref.tell(m.InjectFault("loop"))
+        wait_for(lambda: fatal.is_set() or (sup.ask(m.GetRef("a"), timeout=5).actor_urn != ref.actor_urn))
+    assert fatal.wait(5)
+    assert "crashed more than 2 times" in reasons[0]
+    sup.ask(StopAll(), timeout=10)
+    sup.stop()
