@@ -39,7 +39,7 @@ SESSION_EXPIRY = REJECT_AFTER_TIME * 3  # no usable keys and nothing heard for t
 SIMULTANEOUS_OPEN_WINDOW = REKEY_TIMEOUT  # two handshakes completing within this are one simultaneous open
 REPLAY_WINDOW_SIZE = 8192  # counters tracked behind the highest seen; older ones are rejected as replays
 MAX_STAGED_PACKETS = 128  # packets queued while a handshake is under way; the oldest is dropped past this
-MAX_PREVIOUS_KEYPAIRS = 2  # retired keypairs still decrypting (grace); the oldest is dropped past this
+MAX_PREVIOUS_KEYPAIRS = 2  # previous (and, apart, pending) receive-only keypairs kept; past it one is dropped
 
 # --- handshake denial-of-service bounds ------------------------------------------------------------
 MAX_PENDING_HANDSHAKES = 1024  # responder half-open handshakes; the oldest is evicted past this

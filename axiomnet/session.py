@@ -1,0 +1,1243 @@
+"""Noise XX sessions without I/O: handshake, transport keypairs, replay protection and timers.
+
+A :class:`Session` is one peer's cryptographic state. It is fed decoded headers, datagrams and the time
+(``now``, monotonic seconds) and hands back datagrams to send plus events; it never reads a clock, opens a
+socket or sleeps, so one actor owns it and every transition is unit-testable (h11 / aioquic style).
+A :class:`HandshakeResponder` is the node's front door for senders that own no session yet: it answers the
+first handshake message under cookie and rate-limit protection and hands a finished handshake to the caller,
+who gives it to the peer's Session with :meth:`Session.install`.
+
+docs/_parts/session.md is the precise description (datagrams, nonce, AAD, timers, simultaneous open).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import struct
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from nacl.bindings import crypto_aead_chacha20poly1305_ietf_decrypt as _aead_decrypt
+from nacl.bindings import crypto_aead_chacha20poly1305_ietf_encrypt as _aead_encrypt
+from nacl.exceptions import CryptoError
+from noise.connection import Keypair, NoiseConnection
+from noise.exceptions import NoiseValueError
+
+from axiomnet.constants import (
+    COOKIE_LOAD_THRESHOLD,
+    COOKIE_SECRET_LIFETIME,
+    HANDSHAKE_INITIAL_RETRANSMIT,
+    HEADER_SIZE,
+    KEEPALIVE_TIMEOUT,
+    MAX_PENDING_HANDSHAKES,
+    MAX_PREVIOUS_KEYPAIRS,
+    MAX_STAGED_PACKETS,
+    NEW_HANDSHAKE_AFTER_SILENCE,
+    NOISE_PROLOGUE,
+    NOISE_PROTOCOL_NAME,
+    PENDING_HANDSHAKE_TIMEOUT,
+    PREVIOUS_KEYPAIR_GRACE,
+    PROTOCOL_VERSION,
+    REJECT_AFTER_MESSAGES,
+    REJECT_AFTER_TIME,
+    REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_TIME,
+    REKEY_ATTEMPT_TIME,
+    REKEY_TIMEOUT,
+    REKEY_TIMEOUT_JITTER,
+    SESSION_EXPIRY,
+    SIMULTANEOUS_OPEN_WINDOW,
+)
+from axiomnet.control import HandshakePayload, decode_handshake_payload
+from axiomnet.cookie import CookieChecker, SourceRateLimiter
+from axiomnet.errors import (
+    DecryptionFailed,
+    MalformedPacket,
+    RateLimited,
+    RemoteProtocolError,
+    ReplayedPacket,
+    UnknownReceiver,
+)
+from axiomnet.replay import ReplayWindow
+from axiomnet.wire import (
+    NO_COOKIE,
+    NOISE_KEY_SIZE,
+    NOISE_MSG1_MIN,
+    Header,
+    PacketType,
+    decode_cookie_reply,
+    decode_handshake_final,
+    decode_handshake_init,
+    decode_handshake_resp,
+    encode_cookie_reply,
+    encode_handshake_final,
+    encode_handshake_init,
+    encode_handshake_resp,
+)
+
+# --- transport framing (precomputed: this is the per-packet path) ---------------------------------
+_HEADER = struct.Struct(">IIQ")  # route label | version:4 type:4 receiver:24 | counter
+_NONCE = struct.Struct("<4xQ")  # ChaCha20-Poly1305 IETF nonce: 4 zero bytes + counter, 64-bit little-endian
+_VERSION_BITS = PROTOCOL_VERSION << 28
+_DATA = PacketType.DATA
+_CONTROL = PacketType.CONTROL
+_KEEPALIVE = PacketType.KEEPALIVE
+# DATA, CONTROL and KEEPALIVE are the three highest packet types; one int comparison dispatches them.
+_FIRST_TRANSPORT = int(PacketType.DATA)
+_LAST_TRANSPORT = int(PacketType.KEEPALIVE)
+
+
+# --- events ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SessionEvent:
+    """Something the owner of a Session should act on or log; drained with :meth:`Session.events`."""
+
+    peer_name: str
+
+
+@dataclass(frozen=True)
+class Established(SessionEvent):
+    """The session has transport keys (first handshake, or again after it had lost all of them)."""
+
+    remote_static: bytes
+    initiator: bool
+
+
+@dataclass(frozen=True)
+class Rekeyed(SessionEvent):
+    """A newer keypair became current; the one it replaced still decrypts for PREVIOUS_KEYPAIR_GRACE."""
+
+    initiator: bool
+
+
+@dataclass(frozen=True)
+class HandshakeGaveUp(SessionEvent):
+    """Our handshake got no usable answer within REKEY_ATTEMPT_TIME; staged packets were dropped."""
+
+    reason: str
+    attempts: int
+    dropped: int
+
+
+@dataclass(frozen=True)
+class KeyMismatch(SessionEvent):
+    """The peer authenticated with another static key than expected; that handshake was aborted."""
+
+    expected: bytes
+    actual: bytes
+    message: str
+
+
+@dataclass(frozen=True)
+class Expired(SessionEvent):
+    """No usable keys and nothing heard for SESSION_EXPIRY; every index of the session was released."""
+
+    idle: float
+
+
+# --- values exchanged with the owner -------------------------------------------------------------------
+@dataclass(frozen=True)
+class HandshakeResult:
+    """A handshake completed (by the HandshakeResponder); ownership of ``local_index`` goes with it."""
+
+    remote_static: bytes
+    remote_payload: HandshakePayload
+    local_index: int
+    remote_index: int
+    send_key: bytes
+    recv_key: bytes
+    initiator: bool
+    completed_at: float
+    started_at: float | None = None  # when the peer's HANDSHAKE_INIT arrived (None: unknown, taken as completed_at)
+
+
+class Received(NamedTuple):
+    """Outcome of :meth:`Session.receive`: a transport payload (ptype None for handshake traffic) and replies."""
+
+    ptype: PacketType | None
+    payload: bytes
+    replies: list[bytes]
+
+
+# --- Noise ---------------------------------------------------------------------------------------------
+class _NoiseFailure(Exception):
+    """A handshake message did not authenticate or was unusable (internal; mapped to RemoteProtocolError)."""
+
+
+class _NoiseHandshake:
+    """One Noise_XX_25519_ChaChaPoly_BLAKE2s handshake, made failure-atomic on read.
+
+    noiseprotocol 0.3.1 pops the message pattern and mixes keys before it knows a message is authentic, so
+    one forged datagram would poison the handshake for the genuine one. ``read`` snapshots the few fields it
+    touches and restores them on failure. It also drops ``handshake_state`` after the last message, so we
+    keep our own reference to read the authenticated remote static key afterwards.
+    """
+
+    __slots__ = ("_conn", "_state")
+
+    def __init__(self, static_private: bytes, initiator: bool) -> None:
+        conn = NoiseConnection.from_name(NOISE_PROTOCOL_NAME)
+        conn.set_prologue(NOISE_PROLOGUE)
+        conn.set_keypair_from_private_bytes(Keypair.STATIC, static_private)
+        if initiator:
+            conn.set_as_initiator()
+        else:
+            conn.set_as_responder()
+        conn.start_handshake()
+        self._conn = conn
+        self._state = conn.noise_protocol.handshake_state
+
+    def write(self, payload: bytes) -> bytes:
+        """Next handshake message carrying ``payload``; _NoiseFailure on a degenerate remote key."""
+        try:
+            return bytes(self._conn.write_message(payload))
+        except (ValueError, NoiseValueError) as exc:  # X25519 with a low-order point gives an all-zero secret
+            raise _NoiseFailure(f"handshake message cannot be built: {exc}") from None
+
+    def read(self, message: bytes) -> bytes:
+        """Payload of the next handshake message; on failure the state is as before and _NoiseFailure raised."""
+        state = self._state
+        symmetric = state.symmetric_state
+        cipher = symmetric.cipher_state
+        saved = (list(state.message_patterns), symmetric.h, symmetric.ck, cipher.k, cipher.n, state.rs, state.re)
+        try:
+            return bytes(self._conn.read_message(message))
+        except Exception as exc:  # third-party code parsing attacker bytes: any failure is the message's fault
+            patterns, h, ck, k, n, rs, re = saved
+            state.message_patterns = patterns
+            symmetric.h = h
+            symmetric.ck = ck
+            cipher.initialize_key(k)
+            cipher.n = n
+            state.rs = rs
+            state.re = re
+            self._conn._next_fn = self._conn.read_message  # read_message flipped it before failing
+            raise _NoiseFailure(f"{type(exc).__name__}") from None
+
+    def remote_static(self) -> bytes:
+        """The remote static key the handshake authenticated (after message 2 or 3 was read)."""
+        return bytes(self._state.rs.public_bytes)
+
+    def transport_keys(self) -> tuple[bytes, bytes]:
+        """(send key, receive key) once the handshake is finished."""
+        protocol = self._conn.noise_protocol
+        return bytes(protocol.cipher_state_encrypt.k), bytes(protocol.cipher_state_decrypt.k)
+
+
+def _retransmit_delay(attempt: int, rng: random.Random) -> float:
+    """HANDSHAKE_INITIAL_RETRANSMIT doubling per attempt, capped at REKEY_TIMEOUT, plus random jitter."""
+    base = min(HANDSHAKE_INITIAL_RETRANSMIT * 2.0 ** min(attempt, 32), REKEY_TIMEOUT)
+    return base + rng.uniform(0.0, REKEY_TIMEOUT_JITTER)
+
+
+# --- per-session state -----------------------------------------------------------------------------------
+class _Keypair:
+    """Transport keys of one completed handshake, with their counters, replay window and deadlines."""
+
+    __slots__ = (
+        "local_index",
+        "remote_index",
+        "send_key",
+        "recv_key",
+        "initiator",
+        "initiator_key",
+        "created",
+        "dead_at",
+        "rekey_at",
+        "send_counter",
+        "replay",
+        "heard",
+        "heard_at",
+        "started",
+    )
+
+    def __init__(
+        self,
+        local_index: int,
+        remote_index: int,
+        send_key: bytes,
+        recv_key: bytes,
+        initiator: bool,
+        initiator_key: bytes,
+        created: float,
+        started: float | None = None,
+    ) -> None:
+        self.local_index = local_index
+        self.remote_index = remote_index
+        self.send_key = send_key
+        self.recv_key = recv_key
+        self.initiator = initiator
+        self.initiator_key = initiator_key  # static key of the side that initiated (simultaneous-open rule)
+        self.created = created
+        self.dead_at = created + REJECT_AFTER_TIME  # pulled in to now + grace when the keypair is retired
+        # Only the initiator rekeys on age, so both sides do not start a handshake at the same moment.
+        self.rekey_at = created + REKEY_AFTER_TIME if initiator else math.inf
+        self.send_counter = 0  # next counter to send
+        self.replay = ReplayWindow()
+        self.heard = False  # an authenticated transport packet arrived under it (key confirmation)
+        self.heard_at: float | None = None  # when that first happened
+        # When the handshake that made it began (our first INIT sent, or the peer's INIT received): a keypair the
+        # peer already sent under before then cannot be its simultaneous rival (see _simultaneous).
+        self.started = created if started is None else started
+
+
+class _Initiation:
+    """Our handshake in flight: waiting for HANDSHAKE_RESP, retransmitting HANDSHAKE_INIT."""
+
+    __slots__ = ("noise", "local_index", "msg1", "started", "next_at", "attempts", "cookie_resend_at")
+
+    def __init__(self, noise: _NoiseHandshake, local_index: int, msg1: bytes, started: float) -> None:
+        self.noise = noise
+        self.local_index = local_index
+        self.msg1 = msg1
+        self.started = started
+        self.next_at = started
+        self.attempts = 0  # retransmissions so far
+        self.cookie_resend_at = -math.inf
+
+
+class _FinalRetransmit:
+    """HANDSHAKE_FINAL we resend until the responder proves (by sending under the keys) that it got it."""
+
+    __slots__ = ("keypair", "datagram", "started", "next_at", "attempts")
+
+    def __init__(self, keypair: _Keypair, datagram: bytes, started: float, next_at: float) -> None:
+        self.keypair = keypair
+        self.datagram = datagram
+        self.started = started
+        self.next_at = next_at
+        self.attempts = 0
+
+
+_SESSION_STATS = (
+    "tx_packets",
+    "tx_bytes",
+    "rx_packets",
+    "rx_bytes",
+    "dropped",
+    "staged_dropped",
+    "handshakes_started",
+    "handshakes_completed",
+    "handshake_retransmits",
+    "final_retransmits",
+    "handshakes_given_up",
+    "rekeys",
+    "keepalives_sent",
+    "simultaneous_opens",
+    "nudges_sent",
+    "key_mismatches",
+    "cookies_received",
+    "malformed",
+    "decryption_failed",
+    "replayed",
+    "unknown_receiver",
+)
+
+
+class Session:
+    """Cryptographic session with one peer: Noise XX handshakes, keypairs, transport, timers; no I/O.
+
+    Owned by exactly one actor (never shared between threads). Every method takes ``now``.
+    """
+
+    def __init__(
+        self,
+        static_private: bytes,
+        static_public: bytes,
+        *,
+        allocate_index: Callable[[], int],
+        release_index: Callable[[int], None],
+        local_payload: HandshakePayload,
+        expected_remote_key: bytes | None = None,
+        peer_name: str = "peer",
+        rng: random.Random | None = None,
+    ) -> None:
+        if len(static_private) != NOISE_KEY_SIZE or len(static_public) != NOISE_KEY_SIZE:
+            raise ValueError("static keys must be 32-byte X25519 keys")
+        if expected_remote_key is not None and len(expected_remote_key) != NOISE_KEY_SIZE:
+            raise ValueError("expected_remote_key must be 32 bytes")
+        self._static_private = bytes(static_private)
+        self._static_public = bytes(static_public)
+        self._allocate_index = allocate_index
+        self._release_index = release_index
+        self._payload = local_payload.encode()
+        self.expected_remote_key = expected_remote_key
+        self.peer_name = peer_name
+        self._rng = rng if rng is not None else random.Random()  # jitter only; never key material
+        self.remote_static: bytes | None = None  # set by the first authenticated handshake, then pinned
+        self.remote_payload: HandshakePayload | None = None
+        self._current: _Keypair | None = None  # sends and receives
+        self._next: _Keypair | None = None  # our handshake's keys: receive-only until the peer sends under them
+        self._pending: list[_Keypair] = []  # the peer's handshakes' keys: likewise (confirmed, not yet used)
+        self._retired: list[_Keypair] = []  # receive-only until their dead_at (grace)
+        self._by_index: dict[int, _Keypair] = {}  # every live keypair by our receiver index
+        self._init: _Initiation | None = None
+        self._confirm: _FinalRetransmit | None = None
+        self._cookie = NO_COOKIE
+        self._cookie_at = -math.inf
+        self._staged: deque[tuple[PacketType, bytes]] = deque()
+        self._events: list[SessionEvent] = []
+        self._keepalive_due: float | None = None
+        self._silence_due: float | None = None
+        self._current_heard = 0.0  # last authentic packet under the current keypair (or when it became current)
+        self._nudge_at = -math.inf
+        self._born: float | None = None
+        self._last_heard: float | None = None
+        self._quiet_since = 0.0  # expiry baseline: creation, revival or the last thing heard
+        self._keyed = False  # Established was reported and keys have not been lost since
+        self._expired = False
+        self.stats: dict[str, int] = dict.fromkeys(_SESSION_STATS, 0)
+
+    # --- public state ----------------------------------------------------------------------------
+    @property
+    def is_established(self) -> bool:
+        """True while a current keypair exists (as of the last call; tick() drops expired ones)."""
+        return self._current is not None
+
+    @property
+    def is_expired(self) -> bool:
+        """True after an Expired event, until a handshake is started or keys are installed again."""
+        return self._expired
+
+    @property
+    def is_handshaking(self) -> bool:
+        """True while our own HANDSHAKE_INIT is in flight."""
+        return self._init is not None
+
+    def local_indices(self) -> set[int]:
+        """Receiver indices this session owns (handshake in flight and live keypairs), for dispatch."""
+        indices = set(self._by_index)
+        if self._init is not None:
+            indices.add(self._init.local_index)
+        return indices
+
+    def events(self) -> list[SessionEvent]:
+        """Events since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def snapshot(self, now: float) -> dict[str, object]:
+        """Plain-data view for inspection (the admin socket's session entry, minus the endpoint)."""
+        current = self._current
+        if self._expired:
+            state = "expired"
+        elif current is not None:
+            state = "established"
+        else:
+            state = "handshaking"
+        return {
+            "peer": self.remote_static.hex() if self.remote_static is not None else None,
+            "state": state,
+            "initiator": current.initiator if current is not None else None,
+            "age": now - self._born if self._born is not None else 0.0,
+            "keypair_age": now - current.created if current is not None else None,
+            "last_heard": now - self._last_heard if self._last_heard is not None else None,
+            "handshake_in_flight": self._init is not None,
+            "staged": len(self._staged),
+            "rx_packets": self.stats["rx_packets"],
+            "tx_packets": self.stats["tx_packets"],
+            "rx_bytes": self.stats["rx_bytes"],
+            "tx_bytes": self.stats["tx_bytes"],
+            "dropped": self.stats["dropped"],
+            "stats": dict(self.stats),
+        }
+
+    # --- commands --------------------------------------------------------------------------------
+    def initiate(self, now: float) -> list[bytes]:
+        """HANDSHAKE_INIT datagram to send now; nothing if our handshake is already in flight."""
+        self._touch(now)
+        if self._init is not None:
+            return []
+        self._revive(now)
+        return self._start_handshake(now)
+
+    def send(self, ptype: PacketType, payload: bytes, now: float) -> list[bytes]:
+        """Encrypted datagram(s) for one payload; without usable keys it is staged and a handshake started."""
+        return self.send_batch(ptype, [payload], now)
+
+    def send_batch(self, ptype: PacketType, payloads: list[bytes], now: float) -> list[bytes]:
+        """Encrypted datagrams for ``payloads`` (bytes each) in order; stages them if no keypair can send.
+
+        ``ptype`` is DATA, CONTROL or KEEPALIVE (ValueError otherwise, a local bug). The result may also hold a
+        HANDSHAKE_INIT when the keypair is due for a rekey.
+        """
+        if not _FIRST_TRANSPORT <= ptype <= _LAST_TRANSPORT:
+            raise ValueError(f"{ptype!r} is not a transport packet type")
+        kp = self._current
+        if kp is None or now >= kp.dead_at:
+            self._touch(now)
+            self._sweep(now)
+            kp = self._current
+            if kp is None:
+                return self._stage(ptype, payloads, now)
+        room = REJECT_AFTER_MESSAGES - kp.send_counter
+        if len(payloads) > room:  # this keypair may never send past REJECT_AFTER_MESSAGES
+            out = self._encrypt(kp, ptype, payloads[:room], now) if room > 0 else []
+            return out + self._stage(ptype, payloads[room:], now)
+        out = self._encrypt(kp, ptype, payloads, now)
+        due = kp.send_counter >= REKEY_AFTER_MESSAGES or now >= kp.rekey_at
+        if due and self._init is None and self._next is None:
+            out += self._start_handshake(now)
+        return out
+
+    def receive(self, header: Header, datagram: bytes, now: float) -> Received:
+        """Process one datagram addressed to this session (transport, HANDSHAKE_RESP/FINAL, COOKIE_REPLY).
+
+        Raises a RemoteProtocolError subclass for anything refused (the caller counts it and moves on).
+        """
+        ptype = header.ptype
+        if ptype >= _FIRST_TRANSPORT:  # DATA / CONTROL / KEEPALIVE: the per-packet path
+            kp = self._by_index.get(header.receiver)
+            if kp is None:
+                raise self._reject(UnknownReceiver, "unknown_receiver", f"no keypair has index {header.receiver}")
+            if now >= kp.dead_at:
+                raise self._reject(DecryptionFailed, "decryption_failed", "keypair expired")
+            counter = header.counter
+            if counter >= REJECT_AFTER_MESSAGES:
+                raise self._reject(ReplayedPacket, "replayed", "counter past REJECT_AFTER_MESSAGES")
+            replay = kp.replay
+            if not replay.check(counter):
+                raise self._reject(ReplayedPacket, "replayed", f"counter {counter} replayed or too old")
+            try:
+                payload = _aead_decrypt(
+                    datagram[HEADER_SIZE:], datagram[:HEADER_SIZE], _NONCE.pack(counter), kp.recv_key
+                )
+            except CryptoError:
+                raise self._reject(DecryptionFailed, "decryption_failed", "authentication tag mismatch") from None
+            # Only an authentic packet may move the window (a forged huge counter must not wedge the peer).
+            replay.update(counter)
+            stats = self.stats
+            stats["rx_packets"] += 1
+            stats["rx_bytes"] += len(payload)
+            self._last_heard = now
+            self._silence_due = None
+            if ptype is _KEEPALIVE:
+                if payload:
+                    raise self._reject(MalformedPacket, "malformed", "keepalive carries a payload")
+            elif self._keepalive_due is None:  # a keepalive never asks for a keepalive (no ping-pong)
+                self._keepalive_due = now + KEEPALIVE_TIMEOUT
+            if kp is self._current and kp.heard:
+                self._current_heard = now
+                return Received(ptype, payload, [])
+            return Received(ptype, payload, self._off_current(kp, ptype, counter, now))
+        self._touch(now)
+        if ptype is PacketType.HANDSHAKE_RESP:
+            return self._receive_response(header, datagram, now)
+        if ptype is PacketType.COOKIE_REPLY:
+            return self._receive_cookie(header, datagram, now)
+        if ptype is PacketType.HANDSHAKE_FINAL:
+            return self._receive_final(header, datagram, now)
+        raise self._reject(UnknownReceiver, "unknown_receiver", "HANDSHAKE_INIT belongs to the HandshakeResponder")
+
+    def install(self, result: HandshakeResult, now: float) -> list[bytes]:
+        """Take a handshake this node completed as responder; returns a KEEPALIVE (key confirmation) and any
+        staged packets. Ownership of ``result.local_index`` passes to this session (released if refused)."""
+        self._touch(now)
+        expected = self.expected_remote_key or self.remote_static
+        if expected is not None and result.remote_static != expected:
+            self._release_index(result.local_index)
+            self._key_mismatch(expected, result.remote_static)
+            return []
+        init = self._init
+        if init is not None and result.remote_static < self._static_public:
+            # Simultaneous open: the peer's handshake wins (smaller initiator key), ours would be discarded.
+            self._init = None
+            self._release_index(init.local_index)
+        self.remote_static = result.remote_static
+        self.remote_payload = result.remote_payload
+        kp = _Keypair(
+            result.local_index,
+            result.remote_index,
+            result.send_key,
+            result.recv_key,
+            False,
+            result.remote_static,
+            now,
+            result.started_at,
+        )
+        return self._accept_keypair(kp, now, None)
+
+    def tick(self, now: float) -> list[bytes]:
+        """Run due timers: retransmissions, give-up, rekey, keepalive, silence, key and session expiry."""
+        self._touch(now)
+        if self._expired:
+            return []
+        out: list[bytes] = []
+        self._sweep(now)
+        init = self._init
+        if init is not None:
+            if now - init.started >= REKEY_ATTEMPT_TIME:
+                self._give_up(now)
+            elif now >= init.next_at:
+                init.attempts += 1
+                init.next_at = now + _retransmit_delay(init.attempts, self._rng)
+                self.stats["handshake_retransmits"] += 1
+                out.append(self._init_datagram(init, now))
+        confirm = self._confirm
+        if confirm is not None:
+            if now - confirm.started >= REKEY_ATTEMPT_TIME:
+                # The responder never proved it has these keys. An unconfirmed next keypair is useless; a current
+                # one stays (it may be working one way) and the silence timer will rehandshake if it is not.
+                self._confirm = None
+                if confirm.keypair is self._next:
+                    self._next = None
+                    self._drop(confirm.keypair)
+            elif now >= confirm.next_at:
+                confirm.attempts += 1
+                confirm.next_at = now + _retransmit_delay(confirm.attempts, self._rng)
+                self.stats["final_retransmits"] += 1
+                out.append(confirm.datagram)
+        kp = self._current
+        if (
+            kp is not None
+            and self._init is None
+            and self._next is None
+            and (now >= kp.rekey_at or kp.send_counter >= REKEY_AFTER_MESSAGES)
+        ):
+            out += self._start_handshake(now)
+        if self._silence_due is not None and now >= self._silence_due:
+            # We sent but heard nothing back: the peer probably restarted and lost our keys.
+            self._silence_due = None
+            if self._init is None and self._next is None:
+                out += self._start_handshake(now)
+        if self._keepalive_due is not None and now >= self._keepalive_due:
+            self._keepalive_due = None
+            kp = self._current
+            if kp is not None and kp.send_counter < REJECT_AFTER_MESSAGES:
+                self.stats["keepalives_sent"] += 1
+                out += self._encrypt(kp, _KEEPALIVE, [b""], now)
+        if self._current is None and self._next is None and now - self._quiet_baseline() >= SESSION_EXPIRY:
+            self._expire(now)
+        return out
+
+    def next_deadline(self) -> float | None:
+        """Earliest time tick() has something to do, or None."""
+        if self._expired:
+            return None
+        deadlines: list[float] = []
+        init = self._init
+        if init is not None:
+            deadlines.append(min(init.next_at, init.started + REKEY_ATTEMPT_TIME))
+        confirm = self._confirm
+        if confirm is not None:
+            deadlines.append(min(confirm.next_at, confirm.started + REKEY_ATTEMPT_TIME))
+        deadlines.extend(kp.dead_at for kp in self._by_index.values())
+        current = self._current
+        if current is not None and init is None and self._next is None and current.rekey_at != math.inf:
+            deadlines.append(current.rekey_at)
+        if self._keepalive_due is not None:
+            deadlines.append(self._keepalive_due)
+        if self._silence_due is not None:
+            deadlines.append(self._silence_due)
+        if current is None and self._next is None and self._born is not None:
+            deadlines.append(self._quiet_baseline() + SESSION_EXPIRY)
+        return min(deadlines) if deadlines else None
+
+    # --- handshake (initiator side) ------------------------------------------------------------------
+    def _start_handshake(self, now: float) -> list[bytes]:
+        self._revive(now)
+        noise = _NoiseHandshake(self._static_private, initiator=True)
+        msg1 = noise.write(b"")  # message 1 is plaintext: it carries no payload
+        init = _Initiation(noise, self._allocate_index(), msg1, now)
+        init.next_at = now + _retransmit_delay(0, self._rng)
+        self._init = init
+        self.stats["handshakes_started"] += 1
+        return [self._init_datagram(init, now)]
+
+    def _restart_initiation(self, init: _Initiation) -> None:
+        """Abort this Noise handshake but keep dialling: a fresh one goes out at the next retransmission."""
+        self._release_index(init.local_index)
+        noise = _NoiseHandshake(self._static_private, initiator=True)
+        init.noise = noise
+        init.msg1 = noise.write(b"")
+        init.local_index = self._allocate_index()
+
+    def _init_datagram(self, init: _Initiation, now: float) -> bytes:
+        cookie = self._cookie if now - self._cookie_at < COOKIE_SECRET_LIFETIME else NO_COOKIE
+        return encode_handshake_init(init.local_index, cookie, init.msg1)
+
+    def _give_up(self, now: float) -> None:
+        init = self._init
+        assert init is not None
+        self._init = None
+        self._release_index(init.local_index)
+        dropped = len(self._staged)
+        self._staged.clear()
+        self.stats["staged_dropped"] += dropped
+        self.stats["dropped"] += dropped
+        self.stats["handshakes_given_up"] += 1
+        attempts = init.attempts + 1
+        reason = f"{self.peer_name}: no handshake response after {attempts} attempts in {now - init.started:.1f} s"
+        self._events.append(HandshakeGaveUp(self.peer_name, reason, attempts, dropped))
+
+    def _receive_response(self, header: Header, datagram: bytes, now: float) -> Received:
+        init = self._init
+        if init is None or header.receiver != init.local_index:
+            if header.receiver in self._by_index:
+                raise self._reject(ReplayedPacket, "replayed", "handshake response for a completed handshake")
+            raise self._reject(UnknownReceiver, "unknown_receiver", f"no handshake has index {header.receiver}")
+        try:
+            resp = decode_handshake_resp(datagram)
+        except MalformedPacket as exc:
+            raise self._reject(MalformedPacket, "malformed", str(exc)) from None
+        try:
+            payload_bytes = init.noise.read(resp.noise)
+        except _NoiseFailure as exc:
+            # State restored: the genuine response can still complete this handshake.
+            raise self._reject(DecryptionFailed, "decryption_failed", f"handshake response rejected ({exc})") from None
+        remote = init.noise.remote_static()
+        expected = self.expected_remote_key or self.remote_static
+        if expected is not None and remote != expected:
+            self._key_mismatch(expected, remote)
+            self._restart_initiation(init)  # abort before message 3; the genuine peer may still answer
+            return Received(None, b"", [])
+        try:
+            payload = decode_handshake_payload(payload_bytes)
+        except MalformedPacket as exc:
+            self._restart_initiation(init)
+            raise self._reject(MalformedPacket, "malformed", f"handshake payload: {exc}") from None
+        final = encode_handshake_final(resp.sender, init.noise.write(self._payload))
+        send_key, recv_key = init.noise.transport_keys()
+        self._init = None
+        self.remote_static = remote
+        self.remote_payload = payload
+        kp = _Keypair(init.local_index, resp.sender, send_key, recv_key, True, self._static_public, now, init.started)
+        replies = [final]
+        replies += self._accept_keypair(kp, now, final)
+        return Received(None, b"", replies)
+
+    def _receive_cookie(self, header: Header, datagram: bytes, now: float) -> Received:
+        init = self._init
+        if init is None or header.receiver != init.local_index:
+            raise self._reject(UnknownReceiver, "unknown_receiver", f"cookie reply for unknown index {header.receiver}")
+        try:
+            cookie = decode_cookie_reply(datagram)
+        except MalformedPacket as exc:
+            raise self._reject(MalformedPacket, "malformed", str(exc)) from None
+        self._cookie = cookie
+        self._cookie_at = now
+        self.stats["cookies_received"] += 1
+        # Cookie replies are unauthenticated: bound how fast they can make us resend (no reflection engine).
+        if now < init.cookie_resend_at:
+            return Received(None, b"", [])
+        init.cookie_resend_at = now + HANDSHAKE_INITIAL_RETRANSMIT
+        return Received(None, b"", [self._init_datagram(init, now)])
+
+    def _receive_final(self, header: Header, datagram: bytes, now: float) -> Received:
+        kp = self._by_index.get(header.receiver)
+        if kp is None:
+            raise self._reject(UnknownReceiver, "unknown_receiver", f"handshake final for index {header.receiver}")
+        try:
+            decode_handshake_final(datagram)
+        except MalformedPacket as exc:
+            raise self._reject(MalformedPacket, "malformed", str(exc)) from None
+        if not kp.initiator and not kp.heard and now < kp.dead_at:
+            # The initiator retransmits message 3 because our key confirmation was lost: confirm again.
+            if kp in self._pending:
+                return Received(None, b"", [self._confirmation(kp, now)])
+            if kp is self._current:
+                return Received(None, b"", self._encrypt(kp, _KEEPALIVE, [b""], now))
+        raise self._reject(ReplayedPacket, "replayed", "handshake final for a confirmed keypair")
+
+    # --- keypairs ----------------------------------------------------------------------------------
+    #
+    # Placement. A new keypair never replaces a usable current one before the peer has sent under it: the peer
+    # may no longer hold it (its HANDSHAKE_FINAL or our answer was delayed past a newer handshake of its own).
+    # Our own handshake waits as `next` (its FINAL retransmitted until then); the peer's waits as `pending`,
+    # confirmed at once by a KEEPALIVE under it so that the peer can start using it.
+    #
+    # Arbitration. With simultaneous or overlapping handshakes both sides must end on the same keypair, but each
+    # measures SIMULTANEOUS_OPEN_WINDOW on its own clock. So the side with the smaller static key (the
+    # "leader", whose handshake the simultaneous-open rule prefers) decides, and announces every change of its
+    # current keypair with a KEEPALIVE under it; the "follower" adopts the keypair the leader sends under.
+
+    def _leads(self) -> bool:
+        remote = self.remote_static
+        return remote is not None and self._static_public < remote
+
+    def _simultaneous(self, rival: _Keypair | None, kp: _Keypair, now: float) -> bool:
+        """True if ``rival`` is a young keypair of the other role: both sides initiated at about the same time.
+
+        Not if the peer had already sent under ``rival`` before ``kp``'s handshake began: then the peer started
+        a new handshake while holding working keys, deliberately (it restarted and lost them, or rekeys).
+        Keeping ``rival`` then would keep keys the peer may no longer have.
+        """
+        if rival is None or rival.initiator == kp.initiator or now - rival.created >= SIMULTANEOUS_OPEN_WINDOW:
+            return False
+        return rival.heard_at is None or rival.heard_at > kp.started
+
+    def _accept_keypair(self, kp: _Keypair, now: float, final: bytes | None) -> list[bytes]:
+        """Place a freshly completed keypair (simultaneous-open rule, rekey rotation); datagrams to send."""
+        self._revive(now)
+        self._by_index[kp.local_index] = kp
+        self._last_heard = now
+        self._silence_due = None
+        self.stats["handshakes_completed"] += 1
+        self._sweep(now)
+        current = self._current
+        if current is None:
+            # Nothing else to send with: use the new keys at once.
+            self._current = kp
+            self._current_heard = now
+            if kp.initiator:
+                assert final is not None
+                self._confirm = _FinalRetransmit(kp, final, now, now + _retransmit_delay(0, self._rng))
+            self._report_new_current(kp)
+            out = self._flush_staged(now)
+            if not kp.initiator and not out:
+                out = self._encrypt(kp, _KEEPALIVE, [b""], now)  # key confirmation for the initiator
+            return out
+        if self._simultaneous(self._next or current, kp, now):
+            self.stats["simultaneous_opens"] += 1
+            if kp.initiator and current.initiator_key < kp.initiator_key:
+                # The peer's handshake wins (smaller initiator key): ours only decrypts, for the grace period.
+                self._retire(kp, now)
+                return []
+        if kp.initiator:
+            if self._next is not None:
+                self._retire(self._next, now)
+            self._next = kp
+            assert final is not None
+            self._confirm = _FinalRetransmit(kp, final, now, now + _retransmit_delay(0, self._rng))
+            return []
+        # Like a half-open handshake: if the peer never sends under it, it is dropped.
+        kp.dead_at = min(kp.dead_at, now + PENDING_HANDSHAKE_TIMEOUT)
+        self._pending.append(kp)
+        while len(self._pending) > MAX_PREVIOUS_KEYPAIRS:
+            self._drop(self._pending.pop(0))
+        return self._encrypt(kp, _KEEPALIVE, [b""], now)
+
+    def _confirmation(self, kp: _Keypair, now: float) -> bytes:
+        """The KEEPALIVE at counter 0 that confirmed a pending keypair, byte for byte (the same message under the
+        same nonce, so resending it reveals nothing): the peer tells a confirmation from use by counter 0."""
+        if kp.send_counter != 1:  # never reuse a nonce for anything but the very same message
+            return self._encrypt(kp, _KEEPALIVE, [b""], now)[0]
+        header = _HEADER.pack(0, _VERSION_BITS | (int(_KEEPALIVE) << 24) | kp.remote_index, 0)
+        return header + _aead_encrypt(b"", header, _NONCE.pack(0), kp.send_key)
+
+    def _report_new_current(self, kp: _Keypair) -> None:
+        if self._keyed:
+            self.stats["rekeys"] += 1
+            self._events.append(Rekeyed(self.peer_name, kp.initiator))
+        else:
+            self._keyed = True
+            assert self.remote_static is not None
+            self._events.append(Established(self.peer_name, self.remote_static, kp.initiator))
+
+    def _off_current(self, kp: _Keypair, ptype: PacketType, counter: int, now: float) -> list[bytes]:
+        """An authentic packet under a keypair that is not current (or the first one under the current one)."""
+        first = not kp.heard
+        kp.heard = True
+        if first:
+            kp.heard_at = now
+        confirm = self._confirm
+        if confirm is not None and confirm.keypair is kp:
+            self._confirm = None  # key confirmation: the responder has these keys
+        current = self._current
+        leads = self._leads()
+        if kp is current:
+            self._current_heard = now
+            if first and leads and kp.initiator:
+                # The follower may hold our handshake's keys pending (it had others): tell it we send under them.
+                return self._encrypt(kp, _KEEPALIVE, [b""], now)
+            return []
+        if kp is self._next:
+            # Our handshake, confirmed (never older than current: promoting a newer keypair retires an older next).
+            # A leader announces the switch; a follower answers under the new keys, so that a leader holding them
+            # pending switches as well.
+            self._promote(kp, now)
+            return self._flush_staged(now) or self._encrypt(kp, _KEEPALIVE, [b""], now)
+        if leads:
+            if kp in self._pending:
+                older = current is not None and kp.created < current.created
+                if older or (current is not None and current.initiator and self._simultaneous(current, kp, now)):
+                    # Superseded (used only after a newer keypair became current), or a simultaneous open our
+                    # own handshake wins (smaller initiator key).
+                    self._pending.remove(kp)
+                    self._retire(kp, now)
+                else:
+                    self._promote(kp, now)
+                    return self._flush_staged(now) or self._encrypt(kp, _KEEPALIVE, [b""], now)
+            # The follower sends under a keypair we do not send under: packets in flight, or it missed our
+            # switch. Remind it which keypair is current, at a bounded rate.
+            if self._current is not None and now >= self._nudge_at:
+                self._nudge_at = now + HANDSHAKE_INITIAL_RETRANSMIT
+                self.stats["nudges_sent"] += 1
+                return self._encrypt(self._current, _KEEPALIVE, [b""], now)
+            return []
+        # Follower: adopt the keypair the leader sends under, if the packet is a KEEPALIVE (the leader's switch
+        # signal or reminder) or the keypair is newer than ours (data alone under an older one is a straggler).
+        # Under a keypair we initiated, the leader's first packet (counter 0) is only its key confirmation: it
+        # holds those keys pending until we send under them, so that packet moves nothing.
+        if current is None or (
+            (ptype is _KEEPALIVE or kp.created > current.created) and (counter > 0 or not kp.initiator)
+        ):
+            self._promote(kp, now)
+            return self._flush_staged(now)
+        return []
+
+    def _promote(self, kp: _Keypair, now: float) -> None:
+        """Make a live non-current keypair current; the old current (and an older next) are retired (grace)."""
+        nxt = self._next
+        if kp is nxt:
+            self._next = None
+        else:
+            (self._pending if kp in self._pending else self._retired).remove(kp)
+            kp.dead_at = kp.created + REJECT_AFTER_TIME  # current now: no pending/retirement deadline applies
+            if nxt is not None and nxt.created <= kp.created:
+                self._next = None  # our own older handshake is superseded: stop retransmitting its FINAL
+                self._retire(nxt, now)
+        old = self._current
+        self._current = kp
+        self._current_heard = now
+        if old is not None:
+            self._retire(old, now)
+        self._report_new_current(kp)
+
+    def _retire(self, kp: _Keypair, now: float) -> None:
+        """Make ``kp`` receive-only until PREVIOUS_KEYPAIR_GRACE from now (or its own expiry if sooner)."""
+        kp.dead_at = min(kp.dead_at, now + PREVIOUS_KEYPAIR_GRACE)
+        confirm = self._confirm
+        if confirm is not None and confirm.keypair is kp:
+            self._confirm = None
+        retired = self._retired
+        retired.append(kp)
+        while len(retired) > MAX_PREVIOUS_KEYPAIRS:
+            # Past the bound, drop a keypair nothing ever arrived under before one that carries traffic.
+            victim = next((old for old in retired if not old.heard), retired[0])
+            retired.remove(victim)
+            self._drop(victim)
+
+    def _drop(self, kp: _Keypair) -> None:
+        if self._by_index.pop(kp.local_index, None) is not None:
+            self._release_index(kp.local_index)
+        confirm = self._confirm
+        if confirm is not None and confirm.keypair is kp:
+            self._confirm = None
+
+    def _sweep(self, now: float) -> None:
+        """Drop keypairs past their dead_at; an unconfirmed next keypair stands in for a dead current one."""
+        current = self._current
+        if current is not None and now >= current.dead_at:
+            self._drop(current)
+            self._current = None
+        nxt = self._next
+        if nxt is not None:
+            if now >= nxt.dead_at:
+                self._drop(nxt)
+                self._next = None
+            elif self._current is None:
+                # Unconfirmed but the only keys left; its HANDSHAKE_FINAL keeps being retransmitted.
+                self._next = None
+                self._current = nxt
+                self._current_heard = now
+                self._report_new_current(nxt)
+        for held in (self._retired, self._pending):
+            for kp in [kp for kp in held if now >= kp.dead_at]:
+                held.remove(kp)
+                self._drop(kp)
+        if self._current is None:
+            self._keyed = False
+
+    # --- transport ---------------------------------------------------------------------------------
+    def _encrypt(self, kp: _Keypair, ptype: PacketType, payloads: list[bytes], now: float) -> list[bytes]:
+        """Seal ``payloads`` under ``kp`` (caller checked it is usable and has room for them)."""
+        word = _VERSION_BITS | (int(ptype) << 24) | kp.remote_index
+        key = kp.send_key
+        counter = start = kp.send_counter
+        pack_header = _HEADER.pack
+        pack_nonce = _NONCE.pack
+        seal = _aead_encrypt
+        out: list[bytes] = []
+        append = out.append
+        for payload in payloads:
+            header = pack_header(0, word, counter)
+            append(header + seal(payload, header, pack_nonce(counter), key))
+            counter += 1
+        kp.send_counter = counter
+        stats = self.stats
+        stats["tx_packets"] += counter - start
+        stats["tx_bytes"] += sum(map(len, payloads))
+        self._keepalive_due = None
+        if ptype is not _KEEPALIVE and self._silence_due is None:
+            self._silence_due = now + NEW_HANDSHAKE_AFTER_SILENCE
+        return out
+
+    def _stage(self, ptype: PacketType, payloads: list[bytes], now: float) -> list[bytes]:
+        staged = self._staged
+        for payload in payloads:
+            if len(staged) >= MAX_STAGED_PACKETS:
+                staged.popleft()
+                self.stats["staged_dropped"] += 1
+                self.stats["dropped"] += 1
+            staged.append((ptype, payload))
+        if self._init is None and self._next is None:
+            return self._start_handshake(now)
+        return []
+
+    def _flush_staged(self, now: float) -> list[bytes]:
+        kp = self._current
+        if not self._staged or kp is None or now >= kp.dead_at:
+            return []
+        staged, self._staged = self._staged, deque()
+        out: list[bytes] = []
+        for ptype, payload in staged:
+            if kp.send_counter >= REJECT_AFTER_MESSAGES:
+                self._staged.append((ptype, payload))
+                continue
+            out += self._encrypt(kp, ptype, [payload], now)
+        return out
+
+    # --- housekeeping ------------------------------------------------------------------------------
+    def _touch(self, now: float) -> None:
+        if self._born is None:
+            self._born = now
+            self._quiet_since = now
+
+    def _revive(self, now: float) -> None:
+        if self._expired:
+            self._expired = False
+            self._quiet_since = now
+
+    def _quiet_baseline(self) -> float:
+        heard = self._last_heard
+        return self._quiet_since if heard is None or heard < self._quiet_since else heard
+
+    def _expire(self, now: float) -> None:
+        idle = now - self._quiet_baseline()
+        init = self._init
+        if init is not None:
+            self._init = None
+            self._release_index(init.local_index)
+        for kp in list(self._by_index.values()):
+            self._drop(kp)
+        self._current = self._next = None
+        self._retired = []
+        self._pending = []
+        self._confirm = None
+        dropped = len(self._staged)
+        self._staged.clear()
+        self.stats["staged_dropped"] += dropped
+        self.stats["dropped"] += dropped
+        self._keepalive_due = self._silence_due = None
+        self._keyed = False
+        self._expired = True
+        self._events.append(Expired(self.peer_name, idle))
+
+    def _key_mismatch(self, expected: bytes, actual: bytes) -> None:
+        self.stats["key_mismatches"] += 1
+        message = (
+            f"{self.peer_name}: peer authenticated with static key {actual.hex()[:16]}... "
+            f"but {expected.hex()[:16]}... was expected; handshake aborted"
+        )
+        self._events.append(KeyMismatch(self.peer_name, expected, actual, message))
+
+    def _reject(self, kind: type[RemoteProtocolError], stat: str, message: str) -> RemoteProtocolError:
+        stats = self.stats
+        stats[stat] += 1
+        stats["dropped"] += 1
+        return kind(f"{self.peer_name}: {message}")
+
+
+# --- responder front door ---------------------------------------------------------------------------------
+class _Pending:
+    """A half-open handshake: we answered HANDSHAKE_INIT and wait for HANDSHAKE_FINAL."""
+
+    __slots__ = ("noise", "local_index", "initiator_index", "msg1", "deadline", "resp", "started")
+
+    def __init__(
+        self,
+        noise: _NoiseHandshake,
+        local_index: int,
+        initiator_index: int,
+        msg1: bytes,
+        deadline: float,
+        resp: bytes,
+        started: float,
+    ) -> None:
+        self.noise = noise
+        self.local_index = local_index
+        self.initiator_index = initiator_index
+        self.msg1 = msg1
+        self.deadline = deadline
+        self.resp = resp
+        self.started = started
+
+
+_RESPONDER_STATS = (
+    "inits",
+    "rate_limited",
+    "cookie_replies",
+    "responses_sent",
+    "responses_resent",
+    "completed",
+    "pending_evicted",
+    "pending_expired",
+    "malformed",
+    "decryption_failed",
+    "replayed",
+    "unknown_receiver",
+)
+
+
+class HandshakeResponder:
+    """The node's front door: answers HANDSHAKE_INIT from anyone, completes on HANDSHAKE_FINAL; no I/O.
+
+    Denial-of-service bounds: a per-source token bucket before any Diffie-Hellman, cookies (no state) once
+    COOKIE_LOAD_THRESHOLD handshakes are half-open, at most MAX_PENDING_HANDSHAKES half-open (oldest evicted),
+    each dropped after PENDING_HANDSHAKE_TIMEOUT. A retransmitted INIT gets the stored response, no new state.
+    ``rng`` is accepted for interface symmetry with Session; the responder has no random timing to draw.
+    """
+
+    def __init__(
+        self,
+        static_private: bytes,
+        static_public: bytes,
+        *,
+        allocate_index: Callable[[], int],
+        release_index: Callable[[int], None],
+        local_payload: HandshakePayload,
+        rng: random.Random | None = None,
+        secret_source: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        if len(static_private) != NOISE_KEY_SIZE or len(static_public) != NOISE_KEY_SIZE:
+            raise ValueError("static keys must be 32-byte X25519 keys")
+        self._static_private = bytes(static_private)
+        self._static_public = bytes(static_public)
+        self._allocate_index = allocate_index
+        self._release_index = release_index
+        self._payload = local_payload.encode()
+        self._rng = rng
+        self._cookies = CookieChecker(secret_source)
+        self._limiter = SourceRateLimiter()
+        self._pending: OrderedDict[int, _Pending] = OrderedDict()  # creation order == deadline order
+        self._by_msg1: dict[bytes, int] = {}  # Noise message 1 -> pending index (retransmit/replay dedup)
+        self.stats: dict[str, int] = dict.fromkeys(_RESPONDER_STATS, 0)
+
+    @property
+    def pending_count(self) -> int:
+        """Half-open handshakes held right now."""
+        return len(self._pending)
+
+    def pending_indices(self) -> set[int]:
+        """Receiver indices owned by half-open handshakes (for dispatch)."""
+        return set(self._pending)
+
+    def expire(self, now: float) -> None:
+        """Drop half-open handshakes older than PENDING_HANDSHAKE_TIMEOUT and release their indices."""
+        pending = self._pending
+        while pending:
+            index, entry = next(iter(pending.items()))
+            if entry.deadline > now:
+                break
+            self._forget(index, entry)
+            self.stats["pending_expired"] += 1
+
+    def receive(
+        self, header: Header, datagram: bytes, addr: tuple[str, int], now: float
+    ) -> tuple[list[bytes], HandshakeResult | None]:
+        """Handle HANDSHAKE_INIT (receiver 0) or HANDSHAKE_FINAL for a pending index.
+
+        Returns (datagrams to send back to ``addr``, a completed HandshakeResult or None); raises the specific
+        RemoteProtocolError for anything refused, having kept no state for it.
+        """
+        self.expire(now)
+        ptype = header.ptype
+        if ptype is PacketType.HANDSHAKE_INIT:
+            return self._on_init(datagram, addr, now)
+        if ptype is PacketType.HANDSHAKE_FINAL:
+            return self._on_final(header, datagram, addr, now)
+        raise self._reject(UnknownReceiver, "unknown_receiver", addr, f"{ptype.name} for index {header.receiver}")
+
+    def _on_init(self, datagram: bytes, addr: tuple[str, int], now: float) -> tuple[list[bytes], None]:
+        self.stats["inits"] += 1
+        try:
+            init = decode_handshake_init(datagram)
+        except MalformedPacket as exc:
+            raise self._reject(MalformedPacket, "malformed", addr, str(exc)) from None
+        if len(init.noise) != NOISE_MSG1_MIN:
+            raise self._reject(MalformedPacket, "malformed", addr, "handshake message 1 must carry no payload")
+        if not self._limiter.allow(addr[0], now):
+            raise self._reject(RateLimited, "rate_limited", addr, "handshake initiations over the per-source rate")
+        if len(self._pending) >= COOKIE_LOAD_THRESHOLD and not self._cookies.is_valid(init.cookie, addr, now):
+            # Under load: prove you receive at this address first. No state, one hash, a reply no bigger than the INIT.
+            self.stats["cookie_replies"] += 1
+            return [encode_cookie_reply(init.sender, self._cookies.make(addr, now))], None
+        known = self._by_msg1.get(init.noise)
+        if known is not None:
+            entry = self._pending[known]
+            if entry.initiator_index != init.sender:
+                raise self._reject(ReplayedPacket, "replayed", addr, "handshake message 1 replayed with another index")
+            self.stats["responses_resent"] += 1
+            return [entry.resp], None
+        noise = _NoiseHandshake(self._static_private, initiator=False)
+        try:
+            noise.read(init.noise)
+            msg2 = noise.write(self._payload)
+        except _NoiseFailure as exc:
+            raise self._reject(MalformedPacket, "malformed", addr, f"unusable ephemeral key ({exc})") from None
+        while len(self._pending) >= MAX_PENDING_HANDSHAKES:
+            index, oldest = next(iter(self._pending.items()))
+            self._forget(index, oldest)
+            self.stats["pending_evicted"] += 1
+        index = self._allocate_index()
+        resp = encode_handshake_resp(init.sender, index, msg2)
+        self._pending[index] = _Pending(
+            noise, index, init.sender, init.noise, now + PENDING_HANDSHAKE_TIMEOUT, resp, now
+        )
+        self._by_msg1[init.noise] = index
+        self.stats["responses_sent"] += 1
+        return [resp], None
+
+    def _on_final(
+        self, header: Header, datagram: bytes, addr: tuple[str, int], now: float
+    ) -> tuple[list[bytes], HandshakeResult]:
+        entry = self._pending.get(header.receiver)
+        if entry is None:
+            raise self._reject(UnknownReceiver, "unknown_receiver", addr, f"no pending index {header.receiver}")
+        try:
+            msg3 = decode_handshake_final(datagram)
+        except MalformedPacket as exc:
+            raise self._reject(MalformedPacket, "malformed", addr, str(exc)) from None
+        try:
+            payload_bytes = entry.noise.read(msg3)
+        except _NoiseFailure as exc:
+            # State restored and the entry kept: a forged FINAL cannot cancel the genuine one.
+            raise self._reject(DecryptionFailed, "decryption_failed", addr, f"final rejected ({exc})") from None
+        self._forget(entry.local_index, entry, release=False)
+        try:
+            payload = decode_handshake_payload(payload_bytes)
+        except MalformedPacket as exc:
+            self._release_index(entry.local_index)
+            raise self._reject(MalformedPacket, "malformed", addr, f"handshake payload: {exc}") from None
+        send_key, recv_key = entry.noise.transport_keys()
+        self.stats["completed"] += 1
+        result = HandshakeResult(
+            remote_static=entry.noise.remote_static(),
+            remote_payload=payload,
+            local_index=entry.local_index,
+            remote_index=entry.initiator_index,
+            send_key=send_key,
+            recv_key=recv_key,
+            initiator=False,
+            completed_at=now,
+            started_at=entry.started,
+        )
+        return [], result
+
+    def _forget(self, index: int, entry: _Pending, release: bool = True) -> None:
+        del self._pending[index]
+        if self._by_msg1.get(entry.msg1) == index:
+            del self._by_msg1[entry.msg1]
+        if release:
+            self._release_index(index)
+
+    def _reject(
+        self, kind: type[RemoteProtocolError], stat: str, addr: tuple[str, int], message: str
+    ) -> RemoteProtocolError:
+        self.stats[stat] += 1
+        return kind(f"{addr[0]}:{addr[1]}: {message}")

@@ -1,0 +1,263 @@
+"""Test harness for the session core: index pools, nodes wired like the actors wire them, a lossy link.
+
+A :class:`Node` owns one HandshakeResponder and one Session per peer, and dispatches datagrams the way the
+socket/peers/session actors do: receiver 0 and pending indices go to the responder, other indices to the
+session that owns them, a completed responder handshake is installed into the peer's session.
+A :class:`LossyLink` drops, duplicates and reorders with a seeded rng. Nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from nacl.public import PrivateKey
+
+from axiomnet.constants import MAX_RECEIVER_INDEX
+from axiomnet.control import HandshakePayload
+from axiomnet.errors import RemoteProtocolError, UnknownReceiver
+from axiomnet.session import HandshakeResponder, Session, SessionEvent
+from axiomnet.wire import PacketType, decode_header
+
+PAYLOAD = HandshakePayload(capabilities=("test",))
+
+
+def static_keypair(seed: int) -> tuple[bytes, bytes]:
+    """Deterministic X25519 (private, public) for a test seed."""
+    private = PrivateKey(hashlib.sha256(b"axiomnet-test-key-%d" % seed).digest())
+    return bytes(private), bytes(private.public_key)
+
+
+def ordered_seeds() -> tuple[int, int]:
+    """Two seeds whose public keys sort (smaller, larger): simultaneous-open tests need to know the winner."""
+    a, b = static_keypair(1)[1], static_keypair(2)[1]
+    return (1, 2) if a < b else (2, 1)
+
+
+class IndexPool:
+    """allocate_index/release_index for one node: unique random indices, double release is a test failure."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.live: set[int] = set()
+        self.allocated = 0
+
+    def allocate(self) -> int:
+        """A fresh index in 1..2^24-1."""
+        while True:
+            index = self.rng.randint(1, MAX_RECEIVER_INDEX)
+            if index not in self.live:
+                self.live.add(index)
+                self.allocated += 1
+                return index
+
+    def release(self, index: int) -> None:
+        """Give an index back; it must be live."""
+        assert index in self.live, f"index {index} released but not live"
+        self.live.remove(index)
+
+
+class Node:
+    """One simulated node: a responder front door plus one Session per peer key."""
+
+    def __init__(self, name: str, seed: int, *, secret_source: Callable[[int], bytes] | None = None) -> None:
+        self.name = name
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.private, self.public = static_keypair(seed)
+        self.addr = (f"10.0.0.{seed % 250 + 1}", 7443)
+        self.indices = IndexPool(self.rng)
+        cookie_rng = random.Random(seed * 7919)
+        self.responder = HandshakeResponder(
+            self.private,
+            self.public,
+            allocate_index=self.indices.allocate,
+            release_index=self.indices.release,
+            local_payload=PAYLOAD,
+            secret_source=secret_source or (lambda n: cookie_rng.randbytes(n)),
+        )
+        self.sessions: dict[bytes, Session] = {}
+        self.delivered: list[tuple[PacketType, bytes]] = []
+        self.errors: Counter[str] = Counter()
+        self.events: list[SessionEvent] = []
+
+    def session_for(self, peer_public: bytes, *, expected: bytes | None = None, pin: bool = True) -> Session:
+        """The session toward ``peer_public`` (created on first use, expecting that key when ``pin``)."""
+        session = self.sessions.get(peer_public)
+        if session is None:
+            session = Session(
+                self.private,
+                self.public,
+                allocate_index=self.indices.allocate,
+                release_index=self.indices.release,
+                local_payload=PAYLOAD,
+                expected_remote_key=expected if expected is not None else (peer_public if pin else None),
+                peer_name=f"{self.name}->{peer_public.hex()[:8]}",
+                rng=random.Random(self.seed * 31 + len(self.sessions)),
+            )
+            self.sessions[peer_public] = session
+        return session
+
+    def _owner(self, index: int) -> Session | None:
+        for session in self.sessions.values():
+            if index in session.local_indices():
+                return session
+        return None
+
+    def handle(self, datagram: bytes, addr: tuple[str, int], now: float) -> list[bytes]:
+        """Dispatch one datagram as the actors would; returns the replies. Refusals are counted by class."""
+        try:
+            header = decode_header(datagram)
+            if header.receiver == 0 or (
+                header.ptype is PacketType.HANDSHAKE_FINAL and header.receiver in self.responder.pending_indices()
+            ):
+                replies, result = self.responder.receive(header, datagram, addr, now)
+                if result is not None:
+                    replies = replies + self.session_for(result.remote_static).install(result, now)
+                return replies
+            session = self._owner(header.receiver)
+            if session is None:
+                raise UnknownReceiver(f"{self.name}: no owner for index {header.receiver}")
+            got = session.receive(header, datagram, now)
+        except RemoteProtocolError as exc:
+            self.errors[type(exc).__name__] += 1
+            return []
+        if got.ptype is PacketType.DATA or got.ptype is PacketType.CONTROL:
+            self.delivered.append((got.ptype, got.payload))
+        return got.replies
+
+    def tick(self, now: float) -> list[bytes]:
+        """Run every session's timers and the responder's expiry; datagrams to send."""
+        self.responder.expire(now)
+        out: list[bytes] = []
+        for session in self.sessions.values():
+            out += session.tick(now)
+            self.events += session.events()
+        return out
+
+    def drain_events(self) -> list[SessionEvent]:
+        """Events of all sessions since the last drain (also kept in self.events)."""
+        for session in self.sessions.values():
+            self.events += session.events()
+        return self.events
+
+    def owned_indices(self) -> set[int]:
+        """Indices held by the sessions and the responder (must equal the pool's live set: no leak)."""
+        owned = set(self.responder.pending_indices())
+        for session in self.sessions.values():
+            owned |= session.local_indices()
+        return owned
+
+
+class LossyLink:
+    """One direction of an unreliable path: seeded loss, duplication and bounded reordering."""
+
+    def __init__(
+        self, rng: random.Random, *, loss: float = 0.0, duplicate: float = 0.0, reorder_window: int = 1
+    ) -> None:
+        self.rng = rng
+        self.loss = loss
+        self.duplicate = duplicate
+        self.reorder_window = reorder_window
+        self.queue: list[bytes] = []
+        self.sent = self.lost = self.duplicated = 0
+        self.log: list[bytes] = []  # every datagram delivered, for replay tests
+
+    def push(self, datagrams: Iterable[bytes]) -> None:
+        """Offer datagrams to the link."""
+        rng = self.rng
+        for datagram in datagrams:
+            self.sent += 1
+            if rng.random() < self.loss:
+                self.lost += 1
+                continue
+            self.queue.append(datagram)
+            if rng.random() < self.duplicate:
+                self.duplicated += 1
+                self.queue.append(datagram)
+
+    def pull(self) -> list[bytes]:
+        """Datagrams arriving now: picked at random among the oldest ``reorder_window`` queued, and a random
+        tail is held back for the next pull, so no datagram moves more than the window."""
+        queue = self.queue
+        window = self.reorder_window
+        hold = self.rng.randrange(min(len(queue), window)) if window > 1 and queue else 0
+        count = len(queue) - hold
+        out: list[bytes] = []
+        for _ in range(count):
+            i = self.rng.randrange(min(len(queue), window)) if window > 1 else 0
+            out.append(queue.pop(i))
+        self.log += out
+        return out
+
+
+class Network:
+    """Two nodes joined by a link in each direction."""
+
+    def __init__(
+        self,
+        a: Node,
+        b: Node,
+        rng: random.Random | None = None,
+        *,
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        reorder_window: int = 1,
+    ) -> None:
+        rng = rng or random.Random(0)
+        self.nodes = (a, b)
+        self.link_to = {
+            node.name: LossyLink(rng, loss=loss, duplicate=duplicate, reorder_window=reorder_window)
+            for node in (a, b)
+        }
+
+    def other(self, node: Node) -> Node:
+        """The peer of ``node``."""
+        return self.nodes[1] if node is self.nodes[0] else self.nodes[0]
+
+    def send(self, src: Node, datagrams: Iterable[bytes]) -> None:
+        """Put datagrams from ``src`` on the link toward the other node."""
+        self.link_to[self.other(src).name].push(datagrams)
+
+    def deliver(self, now: float) -> int:
+        """Deliver what the links release now, both ways, feeding replies back in; returns datagrams delivered."""
+        delivered = 0
+        for dst in self.nodes:
+            src = self.other(dst)
+            for datagram in self.link_to[dst.name].pull():
+                delivered += 1
+                self.send(dst, dst.handle(datagram, src.addr, now))
+        return delivered
+
+    def step(self, now: float) -> int:
+        """Tick both nodes, then deliver; returns datagrams delivered."""
+        for node in self.nodes:
+            self.send(node, node.tick(now))
+        return self.deliver(now)
+
+    def settle(self, now: float, rounds: int = 20) -> None:
+        """Deliver until the links are quiet (no time passes)."""
+        for _ in range(rounds):
+            if not self.deliver(now) and not any(link.queue for link in self.link_to.values()):
+                return
+
+
+def established_pair(
+    now: float = 0.0, *, seed_a: int = 1, seed_b: int = 2
+) -> tuple[Network, Node, Node, Session, Session]:
+    """Nodes a (initiator) and b with an established session over a perfect link."""
+    a, b = Node("a", seed_a), Node("b", seed_b)
+    net = Network(a, b)
+    sa = a.session_for(b.public)
+    net.send(a, sa.initiate(now))
+    net.settle(now)
+    sb = b.sessions[a.public]
+    assert sa.is_established and sb.is_established
+    return net, a, b, sa, sb
+
+
+def event_kinds(node: Node) -> list[str]:
+    """Class names of every event the node's sessions reported so far."""
+    return [type(event).__name__ for event in node.drain_events()]

@@ -1,0 +1,641 @@
+"""Noise XX handshakes: layout, authentication, expected keys, simultaneous open, replays, forgeries, floods."""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections import Counter
+
+import pytest
+from tests.unit.lossy_link import (
+    PAYLOAD,
+    Network,
+    Node,
+    established_pair,
+    event_kinds,
+    ordered_seeds,
+    static_keypair,
+)
+
+from axiomnet.constants import (
+    COOKIE_LOAD_THRESHOLD,
+    COOKIE_SIZE,
+    HEADER_SIZE,
+    MAX_PENDING_HANDSHAKES,
+    NEW_HANDSHAKE_AFTER_SILENCE,
+    PENDING_HANDSHAKE_TIMEOUT,
+    REKEY_AFTER_TIME,
+    SIMULTANEOUS_OPEN_WINDOW,
+)
+from axiomnet.control import HandshakePayload
+from axiomnet.errors import (
+    DecryptionFailed,
+    MalformedPacket,
+    RateLimited,
+    RemoteProtocolError,
+    ReplayedPacket,
+    UnknownReceiver,
+)
+from axiomnet.session import Established, HandshakeResponder, HandshakeResult, KeyMismatch, Session
+from axiomnet.wire import (
+    NO_COOKIE,
+    NOISE_MSG1_MIN,
+    PacketType,
+    decode_datagram,
+    decode_header,
+    encode_handshake_final,
+    encode_handshake_init,
+    encode_handshake_resp,
+    encode_header,
+)
+
+INIT, RESP, FINAL = PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_RESP, PacketType.HANDSHAKE_FINAL
+COOKIE, DATA, KEEPALIVE = PacketType.COOKIE_REPLY, PacketType.DATA, PacketType.KEEPALIVE
+
+
+def types_of(datagrams: list[bytes]) -> list[PacketType]:
+    """Packet types of datagrams, in order."""
+    return [decode_header(d).ptype for d in datagrams]
+
+
+def keys(session: Session) -> tuple[bytes, bytes]:
+    """(send key, receive key) of the current keypair (test introspection)."""
+    kp = session._current
+    assert kp is not None
+    return kp.send_key, kp.recv_key
+
+
+def respond(
+    responder: HandshakeResponder, datagram: bytes, addr: tuple[str, int], now: float = 0.0
+) -> tuple[list[bytes], HandshakeResult | None]:
+    """Feed one datagram to a responder."""
+    return responder.receive(decode_header(datagram), datagram, addr, now)
+
+
+def random_addr(rng: random.Random) -> tuple[str, int]:
+    """A random IPv4 source address and port."""
+    return (f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+            rng.randrange(1024, 65536))
+
+
+def fill_pending(node: Node, count: int, now: float = 0.0) -> None:
+    """Open ``count`` half-open handshakes at ``node`` from distinct throw-away initiators."""
+    for i in range(count):
+        dialler = Node(f"d{i}", 1000 + i)
+        init = dialler.session_for(node.public).initiate(now)[0]
+        replies, _ = respond(node.responder, init, (f"203.0.113.{i % 250 + 1}", 2000 + i), now)
+        assert types_of(replies) == [RESP]
+
+
+# --- the happy path and its bytes ------------------------------------------------------------------
+def test_handshake_completes_with_matching_keys_payloads_and_one_established_each() -> None:
+    net, a, b, sa, sb = established_pair()
+    assert keys(sa) == keys(sb)[::-1]
+    assert sa.remote_static == b.public and sb.remote_static == a.public
+    assert sa.remote_payload == PAYLOAD and sb.remote_payload == PAYLOAD
+    ea, eb = a.drain_events(), b.drain_events()
+    assert ea == [Established(sa.peer_name, b.public, True)]
+    assert eb == [Established(sb.peer_name, a.public, False)]
+    assert a.indices.live == a.owned_indices() and b.indices.live == b.owned_indices()
+
+
+def test_handshake_datagrams_follow_the_wire_layout() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    sa = a.session_for(b.public)
+    init = sa.initiate(0.0)[0]
+    header, body = decode_datagram(init)
+    assert header.ptype is INIT and header.receiver == 0 and header.counter == 0
+    assert len(init) == HEADER_SIZE + 4 + COOKIE_SIZE + NOISE_MSG1_MIN  # message 1: the ephemeral key only
+    assert body.cookie == NO_COOKIE and body.sender in sa.local_indices()
+    (resp,), _ = respond(b.responder, init, a.addr)
+    header, rbody = decode_datagram(resp)
+    assert header.ptype is RESP and header.receiver == body.sender
+    assert rbody.sender in b.responder.pending_indices()
+    final = a.handle(resp, b.addr, 0.0)
+    header, _ = decode_datagram(final[0])
+    assert header.ptype is FINAL and header.receiver == rbody.sender
+    replies, result = respond(b.responder, final[0], a.addr)
+    assert replies == [] and result is not None
+    assert (result.local_index, result.remote_index, result.initiator) == (rbody.sender, body.sender, False)
+    assert result.remote_static == a.public and result.remote_payload == PAYLOAD
+
+
+# --- whose key ---------------------------------------------------------------------------------------
+def test_initiator_aborts_before_message_3_when_the_peer_has_another_key() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    wanted = static_keypair(3)[1]
+    sa = a.session_for(b.public, expected=wanted)
+    init = sa.initiate(0.0)
+    old_index = decode_datagram(init[0])[1].sender
+    resp = b.handle(init[0], a.addr, 0.0)
+    assert a.handle(resp[0], b.addr, 0.0) == []  # no HANDSHAKE_FINAL: b never gets our identity-bound msg 3
+    (event,) = sa.events()
+    assert isinstance(event, KeyMismatch) and event.expected == wanted and event.actual == b.public
+    assert sa.peer_name in event.message
+    assert b.public.hex()[:16] in event.message and wanted.hex()[:16] in event.message
+    assert not sa.is_established and old_index not in a.indices.live
+    assert a.indices.live == a.owned_indices()
+    retry = sa.tick(sa.next_deadline() or 0.0)  # the dial goes on (an impostor cannot cancel it) with a fresh index
+    assert types_of(retry) == [INIT] and decode_datagram(retry[0])[1].sender != old_index
+
+
+def test_responder_session_refuses_a_handshake_from_an_unexpected_key() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    other = static_keypair(3)[1]
+    sb = b.session_for(a.public, expected=other)  # b's session for this endpoint expects someone else
+    sa = a.session_for(b.public)
+    net = Network(a, b)
+    net.send(a, sa.initiate(0.0))
+    net.settle(0.0)
+    (event,) = sb.events()
+    assert isinstance(event, KeyMismatch) and event.actual == a.public and event.expected == other
+    assert not sb.is_established and b.delivered == []
+    assert b.indices.live == b.owned_indices()  # the completed handshake's index was released
+
+
+def test_remote_key_is_pinned_by_the_first_handshake() -> None:
+    net, a, b, sa, sb = established_pair()
+    c = Node("c", 3)
+    sc = c.session_for(b.public)
+    resp = b.handle(sc.initiate(1.0)[0], c.addr, 1.0)
+    final = c.handle(resp[0], b.addr, 1.0)
+    _, result = respond(b.responder, final[0], c.addr, 1.0)
+    assert result is not None
+    assert sb.install(result, 1.0) == []  # c's keys must not take over b's session with a
+    assert isinstance(sb.events()[-1], KeyMismatch) and keys(sb) == keys(sa)[::-1]
+
+
+# --- simultaneous open ----------------------------------------------------------------------------------
+def assert_one_session(a: Node, b: Node, sa: Session, sb: Session) -> None:
+    """Both sides hold the same current keypair, initiated by the smaller key, one Established each."""
+    assert keys(sa) == keys(sb)[::-1]
+    smaller_is_a = a.public < b.public
+    assert sa._current is not None and sa._current.initiator == smaller_is_a
+    assert event_kinds(a).count("Established") == 1 and event_kinds(b).count("Established") == 1
+
+
+def test_simultaneous_open_in_lockstep_gives_one_session() -> None:
+    small, large = ordered_seeds()
+    a, b = Node("a", small), Node("b", large)
+    sa, sb = a.session_for(b.public), b.session_for(a.public)
+    init_a, init_b = sa.initiate(0.0), sb.initiate(0.0)
+    resp_to_a, resp_to_b = b.handle(init_a[0], a.addr, 0.0), a.handle(init_b[0], b.addr, 0.0)
+    from_a, from_b = a.handle(resp_to_a[0], b.addr, 0.0), b.handle(resp_to_b[0], a.addr, 0.0)
+    assert types_of(from_a) == [FINAL] and types_of(from_b) == [FINAL]
+    net = Network(a, b)
+    net.send(a, from_a)
+    net.send(b, from_b)
+    net.settle(0.0)
+    assert_one_session(a, b, sa, sb)
+    assert sa.stats["simultaneous_opens"] == 1 and sb.stats["simultaneous_opens"] == 1
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_simultaneous_open_with_reordering_gives_one_session(seed: int) -> None:
+    small, large = ordered_seeds()
+    a, b = Node("a", small), Node("b", large)
+    net = Network(a, b, random.Random(seed), reorder_window=6)
+    sa, sb = a.session_for(b.public), b.session_for(a.public)
+    first, second = (sa, sb) if seed % 2 else (sb, sa)
+    net.send(a if first is sa else b, first.initiate(0.0))
+    net.send(a if second is sa else b, second.initiate(0.0))
+    now = 0.0
+    while now < 3 * PENDING_HANDSHAKE_TIMEOUT:
+        now += 0.05
+        net.step(now)
+    net.send(a, sa.send(DATA, b"from a", now))
+    net.send(b, sb.send(DATA, b"from b", now))
+    net.settle(now)
+    assert_one_session(a, b, sa, sb)
+    assert a.delivered == [(DATA, b"from b")] and b.delivered == [(DATA, b"from a")]
+    for node in (a, b):  # the losing handshake's indices, pending entries and keypairs are all gone
+        assert node.indices.live == node.owned_indices() and len(node.indices.live) == 1
+
+
+def test_larger_key_abandons_its_own_handshake_when_the_smaller_ones_completes() -> None:
+    small, large = ordered_seeds()
+    a, b = Node("a", small), Node("b", large)  # a's key is smaller
+    sa, sb = a.session_for(b.public), b.session_for(a.public)
+    init_a, init_b = sa.initiate(0.0), sb.initiate(0.0)
+    resp_b = a.handle(init_b[0], b.addr, 0.0)  # b's handshake gets its response later
+    final_a = a.handle(b.handle(init_a[0], a.addr, 0.0)[0], b.addr, 0.0)
+    b.handle(final_a[0], a.addr, 0.0)  # b installs a's keypair while its own is in flight
+    assert not sb.is_handshaking
+    with pytest.raises(UnknownReceiver):
+        sb.receive(decode_header(resp_b[0]), resp_b[0], 0.0)
+    assert b.indices.live == b.owned_indices()
+
+
+def leader_and_follower() -> tuple[Node, Node, Network]:
+    """Two nodes, the leader (smaller key) first, with a perfect link."""
+    small, large = ordered_seeds()
+    leader, follower = Node("leader", small), Node("follower", large)
+    return leader, follower, Network(leader, follower)
+
+
+def exchange_data(net: Network, x: Node, sx: Session, y: Node, sy: Session, now: float) -> None:
+    """One payload each way; both must arrive."""
+    x.delivered.clear()
+    y.delivered.clear()
+    net.send(x, sx.send(DATA, b"to " + y.name.encode(), now))
+    net.send(y, sy.send(DATA, b"to " + x.name.encode(), now))
+    net.settle(now)
+    assert y.delivered == [(DATA, b"to " + y.name.encode())] and x.delivered == [(DATA, b"to " + x.name.encode())]
+
+
+def test_handshake_the_two_sides_classify_differently_still_converges() -> None:
+    """The follower rehandshakes 1 s after the leader's handshake (simultaneous, by its clock); the FINAL reaches
+    the leader 5 s later (not simultaneous, by the leader's clock). They still end on one keypair."""
+    leader, follower, net = leader_and_follower()
+    sl = leader.session_for(follower.public)
+    net.send(leader, sl.initiate(0.0))
+    net.settle(0.0)
+    sf = follower.sessions[leader.public]
+    resp = leader.handle(sf.initiate(1.0)[0], follower.addr, 1.0)
+    final = follower.handle(resp[0], leader.addr, 1.0)
+    net.send(leader, leader.handle(final[0], follower.addr, 1.0 + SIMULTANEOUS_OPEN_WINDOW))
+    net.settle(1.0 + SIMULTANEOUS_OPEN_WINDOW)
+    assert keys(sl) == keys(sf)[::-1]
+    exchange_data(net, leader, sl, follower, sf, 7.0)
+
+
+def test_leader_does_not_switch_to_a_late_final_of_a_superseded_handshake() -> None:
+    """The follower's first rehandshake is overtaken by a second one; the first one's FINAL arrives last."""
+    leader, follower, net = leader_and_follower()
+    sl = leader.session_for(follower.public)
+    net.send(leader, sl.initiate(0.0))
+    net.settle(0.0)
+    sf = follower.sessions[leader.public]
+    late_final = follower.handle(leader.handle(sf.initiate(20.0)[0], follower.addr, 20.0)[0], leader.addr, 20.0)
+    second = follower.handle(leader.handle(sf.initiate(20.5)[0], follower.addr, 20.5)[0], leader.addr, 20.5)
+    net.send(follower, second)
+    net.settle(20.5)
+    settled = keys(sl)
+    assert settled == keys(sf)[::-1]
+    net.send(follower, late_final)  # the superseded FINAL finally arrives
+    net.settle(21.0)
+    assert keys(sl) == settled and keys(sf) == settled[::-1]
+    exchange_data(net, leader, sl, follower, sf, 22.0)
+
+
+def test_peer_handshake_keys_stay_pending_until_used_and_are_reconfirmed_identically() -> None:
+    leader, follower, net = leader_and_follower()
+    sl = leader.session_for(follower.public)
+    net.send(leader, sl.initiate(0.0))
+    net.settle(0.0)
+    sf = follower.sessions[leader.public]
+    before = keys(sl)
+    final = follower.handle(leader.handle(sf.initiate(20.0)[0], follower.addr, 20.0)[0], leader.addr, 20.0)
+    first = leader.handle(final[0], follower.addr, 20.0)  # the leader confirms the keys; this one is lost
+    again = leader.handle(final[0], follower.addr, 20.3)  # the follower retransmits message 3
+    assert types_of(first) == [KEEPALIVE] and decode_header(first[0]).counter == 0
+    assert again == first  # the very same datagram: no nonce is ever used for two messages
+    assert keys(sl) == before  # pending: the leader still sends under the old keys
+    net.send(leader, again)
+    net.settle(20.3)
+    assert keys(sl) != before and keys(sl) == keys(sf)[::-1]
+    exchange_data(net, leader, sl, follower, sf, 21.0)
+
+
+def test_leader_reminds_a_follower_that_missed_its_switch() -> None:
+    leader, follower, net = leader_and_follower()
+    sl = leader.session_for(follower.public)
+    net.send(leader, sl.initiate(0.0))
+    net.settle(0.0)
+    sf = follower.sessions[leader.public]
+    t = REKEY_AFTER_TIME
+    resp = follower.handle(sl.tick(t)[0], leader.addr, t)
+    confirmation = follower.handle(leader.handle(resp[0], follower.addr, t)[0], leader.addr, t)
+    announce = leader.handle(confirmation[0], follower.addr, t)  # the leader switches; this KEEPALIVE is lost
+    assert types_of(announce) == [KEEPALIVE]
+    stale = sf.send_batch(DATA, [b"old 1", b"old 2"], t + 0.1)  # the follower still sends under the old keys
+    reminder = leader.handle(stale[0], follower.addr, t + 0.1)
+    assert leader.handle(stale[1], follower.addr, t + 0.1) == []  # at most one reminder per interval
+    assert types_of(reminder) == [KEEPALIVE]
+    assert decode_header(reminder[0]).receiver == decode_header(announce[0]).receiver  # under the new keys
+    follower.handle(reminder[0], leader.addr, t + 0.1)
+    assert keys(sl) == keys(sf)[::-1]
+    exchange_data(net, leader, sl, follower, sf, t + 1)
+
+
+def test_leader_does_not_switch_back_to_an_older_pending_keypair() -> None:
+    leader, follower, net = leader_and_follower()
+    sl = leader.session_for(follower.public)
+    net.send(leader, sl.initiate(0.0))
+    net.settle(0.0)
+    sf = follower.sessions[leader.public]
+    # t=100: the follower rehandshakes; the leader's confirmation of those keys is delayed.
+    final_f = follower.handle(leader.handle(sf.initiate(100.0)[0], follower.addr, 100.0)[0], leader.addr, 100.0)
+    late_confirmation = leader.handle(final_f[0], follower.addr, 100.0)
+    # t=101: the leader rekeys and switches; its announcement is lost.
+    resp = follower.handle(sl.initiate(101.0)[0], leader.addr, 101.0)
+    confirmation = follower.handle(leader.handle(resp[0], follower.addr, 101.0)[0], leader.addr, 101.0)
+    leader.handle(confirmation[0], follower.addr, 101.0)
+    newest = keys(sl)
+    # t=107: the old confirmation reaches the follower, which switches to its own keys and says so.
+    answer = follower.handle(late_confirmation[0], leader.addr, 107.0)
+    reminder = leader.handle(answer[0], follower.addr, 107.0)
+    assert keys(sl) == newest  # the leader stays on its newer keypair and reminds the follower of it
+    follower.handle(reminder[0], leader.addr, 107.0)
+    assert keys(sf) == newest[::-1]
+    exchange_data(net, leader, sl, follower, sf, 108.0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_simultaneous_open_over_a_lossy_link_converges_without_loss_afterwards(seed: int) -> None:
+    small, large = ordered_seeds()
+    a, b = Node("a", small), Node("b", large)
+    net = Network(a, b, random.Random(seed), loss=0.2, duplicate=0.05, reorder_window=64)
+    sa, sb = a.session_for(b.public), b.session_for(a.public)
+    net.send(a, sa.initiate(0.0))
+    net.send(b, sb.initiate(0.1 * seed))
+    now = 0.0
+    for step in range(600):  # 120 s of lossy traffic, one rekey included
+        now += 0.2
+        if step % 5 == 0:
+            net.send(a, sa.send(DATA, b"a%d" % step, now))
+            net.send(b, sb.send(DATA, b"b%d" % step, now))
+        net.step(now)
+    for link in net.link_to.values():
+        link.loss = link.duplicate = 0.0
+    assert keys(sa) == keys(sb)[::-1]
+    assert event_kinds(a).count("Established") == 1 and event_kinds(b).count("Established") == 1
+    exchange_data(net, a, sa, b, sb, now + 1.0)
+
+
+# --- replayed and forged handshake messages ------------------------------------------------------------
+def test_replayed_init_creates_at_most_one_pending_entry_that_times_out() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    init = a.session_for(b.public).initiate(0.0)[0]
+    answers = [respond(b.responder, init, a.addr, t)[0] for t in (0.0, 0.3, 1.0, 2.0)]
+    assert all(answer == answers[0] for answer in answers)  # the same response, no new Diffie-Hellman
+    assert b.responder.pending_count == 1 and b.responder.stats["responses_resent"] == 3
+    b.responder.expire(PENDING_HANDSHAKE_TIMEOUT)
+    assert b.responder.pending_count == 0 and b.indices.live == set()
+
+
+def test_replayed_response_after_completion_does_not_disturb_the_session() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    net = Network(a, b)
+    sa = a.session_for(b.public)
+    init = sa.initiate(0.0)
+    resp = b.handle(init[0], a.addr, 0.0)
+    net.send(b, resp)
+    net.settle(0.0)
+    before = keys(sa)
+    with pytest.raises(ReplayedPacket):
+        sa.receive(decode_header(resp[0]), resp[0], 1.0)
+    assert keys(sa) == before
+    net.send(a, sa.send(DATA, b"still fine", 1.0))
+    net.settle(1.0)
+    assert b.delivered == [(DATA, b"still fine")]
+
+
+def test_replayed_final_is_ignored() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    sa = a.session_for(b.public)
+    final = a.handle(b.handle(sa.initiate(0.0)[0], a.addr, 0.0)[0], b.addr, 0.0)
+    b.handle(final[0], a.addr, 0.0)
+    sb = b.sessions[a.public]
+    before = keys(sb)
+    with pytest.raises(UnknownReceiver):  # the responder no longer has it pending
+        respond(b.responder, final[0], a.addr, 1.0)
+    b.handle(sa.send(DATA, b"heard", 1.0)[0], a.addr, 1.0)
+    with pytest.raises(ReplayedPacket):  # nor does the session, once a spoke under the new keys
+        sb.receive(decode_header(final[0]), final[0], 2.0)
+    assert keys(sb) == before and b.delivered == [(DATA, b"heard")]
+
+
+def test_duplicate_final_before_key_confirmation_repeats_the_keepalive() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    sa = a.session_for(b.public)
+    final = a.handle(b.handle(sa.initiate(0.0)[0], a.addr, 0.0)[0], b.addr, 0.0)
+    first = b.handle(final[0], a.addr, 0.0)
+    again = b.handle(final[0], a.addr, 0.1)  # the keepalive was lost, a retransmits message 3
+    assert types_of(first) == [KEEPALIVE] and types_of(again) == [KEEPALIVE] and first != again
+    a.handle(again[0], b.addr, 0.1)
+    assert sa.next_deadline() == sa._current.rekey_at  # confirmed: a stops retransmitting
+
+
+def test_forged_response_does_not_spoil_the_genuine_handshake() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    sa = a.session_for(b.public)
+    init = sa.initiate(0.0)
+    index = decode_datagram(init[0])[1].sender
+    rng = random.Random(4)
+    for _ in range(3):
+        forged = encode_handshake_resp(index, rng.randrange(1, 1 << 24), rng.randbytes(32 + 48 + 40))
+        with pytest.raises(DecryptionFailed):
+            sa.receive(decode_header(forged), forged, 0.0)
+    final = a.handle(b.handle(init[0], a.addr, 0.0)[0], b.addr, 0.0)
+    assert types_of(final) == [FINAL]
+    b.handle(final[0], a.addr, 0.0)
+    assert keys(sa) == keys(b.sessions[a.public])[::-1]
+
+
+def test_forged_final_does_not_spoil_the_pending_handshake() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    sa = a.session_for(b.public)
+    resp = b.handle(sa.initiate(0.0)[0], a.addr, 0.0)
+    pending = decode_datagram(resp[0])[1].sender
+    forged = encode_handshake_final(pending, random.Random(5).randbytes(48 + 40))
+    with pytest.raises(DecryptionFailed):
+        respond(b.responder, forged, ("192.0.2.66", 9), 0.0)
+    assert b.responder.pending_count == 1
+    final = a.handle(resp[0], b.addr, 0.0)
+    _, result = respond(b.responder, final[0], a.addr, 0.0)
+    assert result is not None and result.remote_static == a.public
+
+
+def test_off_schema_handshake_payload_aborts_that_handshake() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    b.responder._payload = HandshakePayload(version=99).encode()  # a peer speaking another version
+    sa = a.session_for(b.public)
+    init = sa.initiate(0.0)
+    resp = b.handle(init[0], a.addr, 0.0)
+    with pytest.raises(MalformedPacket, match=sa.peer_name):
+        sa.receive(decode_header(resp[0]), resp[0], 0.0)
+    assert not sa.is_established and a.indices.live == a.owned_indices()
+    assert decode_datagram(init[0])[1].sender not in a.indices.live
+
+
+# --- the front door under attack ------------------------------------------------------------------------
+def test_first_messages_that_are_not_valid_leave_no_state() -> None:
+    b = Node("b", 2)
+    e = static_keypair(7)[1]
+    bad = {
+        "payload in message 1": encode_handshake_init(5, NO_COOKIE, e + b"extra"),
+        "sender index 0": encode_header(INIT, 0, 0) + struct.pack(">I", 0) + NO_COOKIE + e,
+        "truncated": encode_header(INIT, 0, 0) + struct.pack(">I", 5) + NO_COOKIE + e[:10],
+        "low-order ephemeral": encode_handshake_init(5, NO_COOKIE, bytes(32)),
+    }
+    for name, datagram in bad.items():
+        with pytest.raises(MalformedPacket):
+            respond(b.responder, datagram, ("192.0.2.1", 1))
+        assert b.responder.pending_count == 0 and b.indices.live == set(), name
+    transport = encode_header(DATA, 77, 0) + bytes(32)
+    with pytest.raises(UnknownReceiver):
+        respond(b.responder, transport, ("192.0.2.1", 1))
+
+
+def test_rate_limit_per_source_address() -> None:
+    b = Node("b", 2)
+    rng = random.Random(8)
+    outcomes: Counter[str] = Counter()
+    for i in range(100):
+        init = encode_handshake_init(i + 1, NO_COOKIE, static_keypair(100 + i)[1])
+        try:
+            respond(b.responder, init, ("198.51.100.9", 1000 + i), 0.0)  # same IP, any port
+            outcomes["answered"] += 1
+        except RateLimited:
+            outcomes["limited"] += 1
+    assert outcomes["answered"] == 40 and outcomes["limited"] == 60  # HANDSHAKE_BURST_PER_SOURCE
+    init = encode_handshake_init(999, NO_COOKIE, static_keypair(200)[1])
+    respond(b.responder, init, random_addr(rng), 0.0)  # another source is not affected
+
+
+def test_100k_garbage_first_messages_keep_the_front_door_bounded() -> None:
+    b = Node("b", 2)
+    responder = b.responder
+    rng = random.Random(9)
+    outcomes: Counter[str] = Counter()
+    noisy = ("198.51.100.7", 4000)
+    header = encode_header(INIT, 0, 0)
+    now = 0.0
+    for i in range(100_000):
+        now += 0.0005  # 50 s of flood: half-open entries time out and are replaced
+        if i % 3 == 0:
+            body = rng.randbytes(4 + COOKIE_SIZE + NOISE_MSG1_MIN)  # fully random (mostly a bad sender index)
+        else:
+            body = struct.pack(">I", rng.randrange(1, 1 << 24)) + rng.randbytes(COOKIE_SIZE + NOISE_MSG1_MIN)
+        addr = noisy if i % 10 == 0 else random_addr(rng)
+        datagram = header + body
+        try:
+            replies, result = responder.receive(decode_header(datagram), datagram, addr, now)
+        except RemoteProtocolError as exc:
+            outcomes[type(exc).__name__] += 1
+            continue
+        assert result is None
+        outcomes[types_of(replies)[0].name] += 1
+        assert responder.pending_count <= COOKIE_LOAD_THRESHOLD <= MAX_PENDING_HANDSHAKES
+    assert outcomes["COOKIE_REPLY"] > 50_000  # most of the flood costs one hash and no state
+    assert outcomes["HANDSHAKE_RESP"] < 1_000  # few Diffie-Hellmans, bounded by load and time
+    assert outcomes["RateLimited"] > 5_000  # the one noisy source is held to its bucket
+    assert outcomes["MalformedPacket"] > 20_000
+    assert b.indices.live == responder.pending_indices()  # nothing leaked
+
+
+def test_pending_table_is_bounded_even_when_every_initiator_echoes_its_cookie() -> None:
+    b = Node("b", 2)
+    responder = b.responder
+    rng = random.Random(10)
+    fill_pending(b, COOKIE_LOAD_THRESHOLD)
+    e = static_keypair(11)[1]
+    created = 0
+    for i in range(MAX_PENDING_HANDSHAKES + 200):
+        addr = random_addr(rng)
+        sender = i + 1
+        e = bytes([(i >> 8) & 0xFF, i & 0xFF]) + e[2:]  # distinct message 1 each time
+        (reply,), _ = respond(responder, encode_handshake_init(sender, NO_COOKIE, e), addr, 1.0)
+        assert decode_header(reply).ptype is COOKIE and responder.pending_count == max(
+            COOKIE_LOAD_THRESHOLD, min(created + COOKIE_LOAD_THRESHOLD, MAX_PENDING_HANDSHAKES)
+        )
+        cookie = decode_datagram(reply)[1]
+        try:
+            (answer,), _ = respond(responder, encode_handshake_init(sender, cookie, e), addr, 1.0)
+        except MalformedPacket:
+            continue  # this ephemeral happened to be unusable
+        assert decode_header(answer).ptype is RESP
+        created += 1
+        assert responder.pending_count <= MAX_PENDING_HANDSHAKES
+    assert responder.pending_count == MAX_PENDING_HANDSHAKES
+    assert responder.stats["pending_evicted"] == created + COOKIE_LOAD_THRESHOLD - MAX_PENDING_HANDSHAKES
+    assert b.indices.live == responder.pending_indices()
+    responder.expire(1.0 + PENDING_HANDSHAKE_TIMEOUT)
+    assert responder.pending_count == 0 and b.indices.live == set()
+
+
+def test_pending_handshake_is_dropped_after_timeout() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    sa = a.session_for(b.public)
+    resp = b.handle(sa.initiate(0.0)[0], a.addr, 0.0)
+    b.responder.expire(PENDING_HANDSHAKE_TIMEOUT - 0.01)
+    assert b.responder.pending_count == 1
+    b.responder.expire(PENDING_HANDSHAKE_TIMEOUT)
+    assert b.responder.pending_count == 0 and b.indices.live == set()
+    final = a.handle(resp[0], b.addr, PENDING_HANDSHAKE_TIMEOUT)
+    with pytest.raises(UnknownReceiver):  # too late: the initiator will rehandshake on silence
+        respond(b.responder, final[0], a.addr, PENDING_HANDSHAKE_TIMEOUT)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_overlapping_handshakes_under_chaos_converge_once_the_link_heals(seed: int) -> None:
+    """Both sides force new handshakes at random over a bad link (loss, duplication, multi-second reordering).
+    Once the link heals, they converge on one keypair and traffic flows (at worst after the
+    NEW_HANDSHAKE_AFTER_SILENCE rehandshake, docs/_parts/session.md section 2)."""
+    rng = random.Random(seed)
+    a, b = Node("a", 1), Node("b", 2)
+    net = Network(a, b, random.Random(seed), loss=rng.choice([0.0, 0.1, 0.3]), duplicate=0.05,
+                  reorder_window=rng.choice([1, 8, 64]))
+    sa, sb = a.session_for(b.public), b.session_for(a.public)
+    now = 0.0
+    for step in range(400):
+        now += rng.choice([0.01, 0.1, 0.5, 2.0])
+        if rng.random() < 0.05:
+            net.send(a, sa.initiate(now))
+        elif rng.random() < 0.05:
+            net.send(b, sb.initiate(now))
+        if rng.random() < 0.5:
+            net.send(a, sa.send(DATA, b"a%d" % step, now))
+        if rng.random() < 0.5:
+            net.send(b, sb.send(DATA, b"b%d" % step, now))
+        net.step(now)
+    for link in net.link_to.values():
+        link.loss = link.duplicate = 0.0
+        link.reorder_window = 1
+    a.delivered.clear()
+    b.delivered.clear()
+    beats = 40
+    for i in range(beats):  # one heartbeat a second each way, like the overlay's
+        now += 1.0
+        net.send(a, sa.send(DATA, b"hb-a%d" % i, now))
+        net.send(b, sb.send(DATA, b"hb-b%d" % i, now))
+        net.step(now)
+        net.settle(now)
+    settled = range(int(NEW_HANDSHAKE_AFTER_SILENCE) + 5, beats)
+    assert {(DATA, b"hb-a%d" % i) for i in settled} <= set(b.delivered)
+    assert {(DATA, b"hb-b%d" % i) for i in settled} <= set(a.delivered)
+    assert keys(sa) == keys(sb)[::-1]
+    for node in (a, b):
+        assert node.indices.live == node.owned_indices()
+
+
+@pytest.mark.parametrize("restarted_leads", [False, True])
+def test_peer_restarting_within_the_simultaneous_window_is_accepted_at_once(restarted_leads: bool) -> None:
+    """A peer that restarts (losing its keys) and dials again seconds after the first handshake must not be
+    mistaken for a simultaneous open: the survivor had already heard it under the old keys, so the new
+    handshake is deliberate, and both sides use the new keys after one round trip."""
+    small, large = ordered_seeds()
+    survivor_seed, restarted_seed = (large, small) if restarted_leads else (small, large)
+    survivor, first_life = Node("s", survivor_seed), Node("r", restarted_seed)
+    net = Network(survivor, first_life)
+    net.send(survivor, survivor.session_for(first_life.public).initiate(0.0))
+    net.settle(0.0)
+    s_session = survivor.sessions[first_life.public]
+    net.send(survivor, s_session.send(PacketType.DATA, b"before", 0.2))
+    net.send(first_life, first_life.sessions[survivor.public].send(PacketType.DATA, b"before", 0.2))
+    net.settle(0.2)
+    assert s_session._current is not None and s_session._current.heard
+
+    second_life = Node("r", restarted_seed)  # same key, no state: the process restarted
+    net = Network(survivor, second_life)
+    net.send(second_life, second_life.session_for(survivor.public).initiate(1.0))
+    net.settle(1.0)
+    r_session = second_life.sessions[survivor.public]
+    for t in (1.1, 1.2):
+        net.send(survivor, s_session.send(PacketType.DATA, b"from survivor %.1f" % t, t))
+        net.send(second_life, r_session.send(PacketType.DATA, b"from restarted %.1f" % t, t))
+        net.settle(t)
+    assert (PacketType.DATA, b"from survivor 1.2") in second_life.delivered
+    assert (PacketType.DATA, b"from restarted 1.2") in survivor.delivered
+    assert keys(s_session) == keys(r_session)[::-1]
