@@ -16,7 +16,7 @@ from loguru import logger
 
 from axiomnet.constants import DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX
 from axiomnet.control import HandshakePayload, decode_control
-from axiomnet.errors import RemoteProtocolError, SessionError
+from axiomnet.errors import RemoteProtocolError
 from axiomnet.session import Session
 from axiomnet.wire import PacketType, decode_header
 from actors import messages as m
@@ -188,27 +188,21 @@ class SessionActor(SupervisedActor):
 
     def _send_data(self, packets: list[bytes]) -> None:
         assert self.session is not None
-        try:
-            self._send(self.session.send_batch(DATA, packets, time.monotonic()))
-        except SessionError as exc:
-            self.counters["tx_dropped_no_keys"] += len(packets)
-            logger.debug("{}: cannot send: {}", self.name, exc)
+        # Without keys the core stages the packets (bounded) and starts a handshake: nothing to catch here.
+        self._send(self.session.send_batch(DATA, packets, time.monotonic()))
         self._drain_events()
 
     def _send_control(self, payload: bytes) -> None:
         assert self.session is not None
         if not self.session.is_established:
+            # A heartbeat is only worth its moment: never staged behind a handshake, but never silently lost.
             self.counters["heartbeat_skipped"] += 1
             now = time.monotonic()
             if now - self._last_skip_log > 30.0:
                 self._last_skip_log = now
                 logger.warning("{}: heartbeat not sent: session not established", self.name)
             return
-        try:
-            self._send(self.session.send(CONTROL, payload, time.monotonic()))
-        except SessionError as exc:
-            self.counters["heartbeat_failed"] += 1
-            logger.warning("{}: heartbeat not sent: {}", self.name, exc)
+        self._send(self.session.send(CONTROL, payload, time.monotonic()))
         self._drain_events()
 
     def _tick(self) -> None:
@@ -287,24 +281,21 @@ class SessionActor(SupervisedActor):
         self._redial_at = time.monotonic() + delay
 
     def snapshot(self) -> dict[str, Any]:
-        session = self.session
+        """The session's row for axiomnet-inspect: the core's view plus this actor's drop counters."""
         now = time.monotonic()
-        core: dict[str, Any] = session.snapshot(now) if session is not None else {}
-        key = session.remote_static if session is not None else None
-        state = "expired" if session is not None and session.is_expired else (
-            "established" if session is not None and session.is_established else "handshaking")
+        core: dict[str, Any] = self.session.snapshot(now) if self.session is not None else {}
+        actor_drops = sum(v for k, v in self.counters.items() if "dropped" in k or k.startswith("rx_"))
         return {
-            "peer": key.hex() if key else None,
+            "peer": core.get("peer"),
             "endpoint": self.name,
-            "state": state,
+            "state": core.get("state", "handshaking"),
             "initiator": core.get("initiator"),
             "age": round(now - self.created, 3),
             "rx_packets": int(core.get("rx_packets", 0)),
             "tx_packets": int(core.get("tx_packets", 0)),
             "rx_bytes": int(core.get("rx_bytes", 0)),
             "tx_bytes": int(core.get("tx_bytes", 0)),
-            "dropped": sum(v for k, v in self.counters.items() if "dropped" in k or k.startswith("rx_") and
-                           k not in ("rx_packets",)),
+            "dropped": int(core.get("dropped", 0)) + actor_drops,
             "static": self.dial,
             "counters": dict(self.counters),
         }

@@ -33,6 +33,7 @@ def test_datagrams_go_to_the_owner_of_their_receiver_index(recorder):
         assert wait_for(lambda: len(datagrams_received(session)) == 1 and len(datagrams_received(peers)) == 2)
     assert datagrams_received(session) == [(owned, ("127.0.0.1", src_port))]
     sock_actor.tell(m.ReleaseOwner(session))
+    sock_actor.ask(m.Snapshot(), timeout=5)  # the release is processed before the next datagram arrives
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(owned, ("127.0.0.1", port))
     assert wait_for(lambda: len(datagrams_received(peers)) == 3)
