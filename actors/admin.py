@@ -67,22 +67,11 @@ class AdminActor(SupervisedActor):
         logger.info("admin socket {}", self.path)
         self.spawn_thread(self._serve, "accept")
 
-    def _close(self) -> None:
+    def release(self) -> None:
         if self.server is not None:
             self.server.close()
             self.server = None
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
-
-    def on_stop(self) -> None:
-        super().on_stop()
-        self._close()
-
-    def on_failure(self, *exc_info: Any) -> None:
-        super().on_failure(*exc_info)
-        self._close()
+            self.path.unlink(missing_ok=True)
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, m.Snapshot):

@@ -22,15 +22,9 @@ from actors import messages as m
 def bounded_tell(ref: pykka.ActorRef[Any] | None, message: Any, limit: int | None = None) -> bool:
     """Tell ``ref`` unless its mailbox already holds ``limit`` (default MAX_QUEUED_BATCHES) messages or it is
     dead; True if told."""
-    if ref is None:
+    if ref is not None and ref.actor_inbox.qsize() >= (MAX_QUEUED_BATCHES if limit is None else limit):
         return False
-    if ref.actor_inbox.qsize() >= (MAX_QUEUED_BATCHES if limit is None else limit):
-        return False
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        return False
-    return True
+    return tell(ref, message)
 
 
 def tell(ref: pykka.ActorRef[Any] | None, message: Any) -> bool:
@@ -46,6 +40,14 @@ def tell(ref: pykka.ActorRef[Any] | None, message: Any) -> bool:
     except pykka.ActorDeadError:
         return False
     return True
+
+
+def schedule_tell(ref: pykka.ActorRef[Any], message: Any, delay: float) -> threading.Timer:
+    """Tell ``ref`` ``message`` after ``delay`` seconds (a daemon timer; cancel it on stop)."""
+    timer = threading.Timer(delay, tell, args=(ref, message))
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 class SupervisedActor(pykka.ThreadingActor):
@@ -70,7 +72,10 @@ class SupervisedActor(pykka.ThreadingActor):
         """Acquire resources and start owned threads (runs in the actor's thread)."""
 
     def teardown(self) -> None:
-        """Release resources; owned threads are already asked to stop and joined after this."""
+        """Undo what setup did, while owned threads may still run (they are asked to stop right after)."""
+
+    def release(self) -> None:
+        """Close what owned threads were using (sockets, devices); runs after they are joined, on stop and crash."""
 
     def on_start(self) -> None:
         try:
@@ -88,6 +93,7 @@ class SupervisedActor(pykka.ThreadingActor):
             self.teardown()
         finally:
             self._stop_threads()
+            self.release()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self._stopping.set()
@@ -96,7 +102,10 @@ class SupervisedActor(pykka.ThreadingActor):
         except Exception as exc:  # teardown of a crashed actor must not hide the first failure
             logger.warning("{}: teardown after crash failed: {!r}", self.role, exc)
         self._stop_threads()
-        self._report_failure(exception_value)
+        try:
+            self.release()
+        finally:
+            self._report_failure(exception_value)
 
     def _report_failure(self, exc: BaseException | None) -> None:
         if self.supervisor is not None:
@@ -115,10 +124,7 @@ class SupervisedActor(pykka.ThreadingActor):
             except Exception as exc:
                 logger.exception("{}: thread {} crashed", self.role, name)
                 # A dead reader means a dead actor: let the supervisor restart the whole actor.
-                try:
-                    self.actor_ref.tell(m.ThreadCrashed(name, repr(exc)))
-                except pykka.ActorDeadError:
-                    pass
+                tell(self.actor_ref, m.ThreadCrashed(name, repr(exc)))
 
         thread = threading.Thread(target=run, name=f"axn-{self.role}-{name}", daemon=True)
         thread.start()

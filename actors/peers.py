@@ -25,7 +25,7 @@ from axiomnet.session import HandshakeResponder
 from axiomnet.supervision import RestartPolicy
 from axiomnet.wire import PacketType, decode_header
 from actors import messages as m
-from actors.base import SupervisedActor, tell, bounded_tell
+from actors.base import SupervisedActor, bounded_tell, schedule_tell, tell
 from actors.session import SessionActor
 from actors.socket import claim_index
 
@@ -276,16 +276,8 @@ class PeerManagerActor(SupervisedActor):
             if self.supervisor is not None:
                 tell(self.supervisor, m.Fatal(reason))
             return
-        timer = threading.Timer(delay, self._tell_self, args=(m.RestartChild(msg.urn),))
-        timer.daemon = True
-        timer.start()
+        timer = schedule_tell(self.actor_ref, m.RestartChild(msg.urn), delay)
         self._timers = [t for t in self._timers if t.is_alive()] + [timer]
-
-    def _tell_self(self, message: Any) -> None:
-        try:
-            self.actor_ref.tell(message)
-        except pykka.ActorDeadError:
-            pass
 
     def _restart(self, urn: str) -> None:
         spec = self._forget(urn)

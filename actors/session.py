@@ -89,12 +89,7 @@ class SessionActor(SupervisedActor):
                 self._schedule_redial(force=True)
 
     def teardown(self) -> None:
-        sock = self.refs.get("socket")
-        if sock is not None:
-            try:
-                tell(sock, m.ReleaseOwner(self.actor_ref))
-            except pykka.ActorDeadError:
-                pass
+        tell(self.refs.get("socket"), m.ReleaseOwner(self.actor_ref))
 
     def rewired(self, role: str) -> None:
         if role == "socket" and self.session is not None:

@@ -75,16 +75,7 @@ class SocketActor(SupervisedActor):
         logger.info("listening on UDP {}", self.bound_address())
         self.spawn_thread(self._read_loop, "reader")
 
-    def teardown(self) -> None:
-        self._stopping.set()
-
-    def on_stop(self) -> None:
-        super().on_stop()
-        if self.sock is not None:
-            self.sock.close()
-
-    def on_failure(self, *exc_info: Any) -> None:
-        super().on_failure(*exc_info)
+    def release(self) -> None:
         if self.sock is not None:
             self.sock.close()
 

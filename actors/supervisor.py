@@ -19,7 +19,7 @@ from loguru import logger
 from axiomnet.constants import ACTOR_STOP_TIMEOUT
 from axiomnet.supervision import RestartPolicy
 from actors import messages as m
-from actors.base import tell
+from actors.base import schedule_tell, tell
 
 
 @dataclass(frozen=True)
@@ -130,16 +130,8 @@ class SupervisorActor(pykka.ThreadingActor):
                         f"(last: {msg.role}: {msg.error})")
             return
         logger.info("restarting {} in {:.2f} s", msg.role, delay)
-        timer = threading.Timer(delay, self._tell_self, args=(m.RestartChild(msg.role),))
-        timer.daemon = True
-        timer.start()
+        timer = schedule_tell(self.actor_ref, m.RestartChild(msg.role), delay)
         self._timers = [t for t in self._timers if t.is_alive()] + [timer]
-
-    def _tell_self(self, message: Any) -> None:
-        try:
-            self.actor_ref.tell(message)
-        except pykka.ActorDeadError:
-            pass
 
     def _restart(self, role: str) -> None:
         if self.stopping:

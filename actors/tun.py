@@ -89,19 +89,11 @@ class TunActor(SupervisedActor):
         logger.info("TUN {} up with {}/{} mtu {}", actual, self.address, OVERLAY_PREFIXLEN, self.mtu)
         self.spawn_thread(self._read_loop, "reader")
 
-    def _close(self) -> None:
+    def release(self) -> None:
         if self.fd is not None:
-            os.close(self.fd)
+            os.close(self.fd)  # closing the last descriptor of a non-persistent TUN device removes it
             self.fd = None
             logger.info("TUN {} removed", self.name)
-
-    def on_stop(self) -> None:
-        super().on_stop()
-        self._close()
-
-    def on_failure(self, *exc_info: Any) -> None:
-        super().on_failure(*exc_info)
-        self._close()
 
     def _read_loop(self) -> None:
         fd = self.fd

@@ -5,17 +5,14 @@ A longer soak of the same scenarios: tools/chaos.py --rounds N.
 
 from __future__ import annotations
 
-import os
-import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from actors import netns
-from tests.integration.test_daemon import REACH_TIMEOUT, assert_reachable, wait_established
+from tests.integration.test_daemon import assert_reachable
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

@@ -7,7 +7,6 @@ and every daemon it starts, whatever happens.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from pathlib import Path
