@@ -19,10 +19,15 @@ from axiomnet.constants import MAX_QUEUED_BATCHES
 from actors import messages as m
 
 
+def mailbox_depth(ref: pykka.ActorRef[Any]) -> int:
+    """Messages waiting in ``ref``'s mailbox (a queue.Queue for ThreadingActor; pykka types it loosely)."""
+    return int(ref.actor_inbox.qsize())  # type: ignore[attr-defined]
+
+
 def bounded_tell(ref: pykka.ActorRef[Any] | None, message: Any, limit: int | None = None) -> bool:
     """Tell ``ref`` unless its mailbox already holds ``limit`` (default MAX_QUEUED_BATCHES) messages or it is
     dead; True if told."""
-    if ref is not None and ref.actor_inbox.qsize() >= (MAX_QUEUED_BATCHES if limit is None else limit):
+    if ref is not None and mailbox_depth(ref) >= (MAX_QUEUED_BATCHES if limit is None else limit):
         return False
     return tell(ref, message)
 
@@ -148,7 +153,7 @@ class SupervisedActor(pykka.ThreadingActor):
         def tick() -> None:
             while not self._stopping.wait(interval):
                 try:
-                    if self.actor_inbox.qsize() < MAX_QUEUED_BATCHES:
+                    if mailbox_depth(self.actor_ref) < MAX_QUEUED_BATCHES:
                         self.actor_ref.tell(message)
                 except pykka.ActorDeadError:
                     return

@@ -205,7 +205,7 @@ def _stop_daemons(nodes: tuple[netns.DaemonProcess, ...], checks: list[Check], *
         start = time.monotonic()
         code = node.stop(timeout=SHUTDOWN_DEADLINE)
         elapsed = time.monotonic() - start
-        tun_gone = not node.ns.link_exists(node.tun)
+        tun_gone = node.tun is None or not node.ns.link_exists(node.tun)
         if not was_running:
             passed, detail = False, f"had already exited with code {code}"
         else:

@@ -864,7 +864,7 @@ class DaemonProcess:
         listen: str,
         data_dir: Path,
         admin_socket: Path,
-        tun: str,
+        tun: str | None,
         log_path: Path,
     ) -> None:
         self.ns = ns

@@ -93,12 +93,15 @@ class PeerManagerActor(SupervisedActor):
             self.static_private,
             self.static_public,
             allocate_index=lambda: claim_index(self.refs["socket"], me),
-            release_index=lambda i: tell(self.refs.get("socket"), m.ReleaseIndex(i)),
+            release_index=self._release_index,
             local_payload=self.local_payload,
         )
         for peer in self.static_peers:
             self._spawn(canonical_endpoint(peer.host, peer.port), peer.public_key, dial=True)
         self.start_ticker(TICK_INTERVAL, m.Tick())
+
+    def _release_index(self, index: int) -> None:
+        tell(self.refs.get("socket"), m.ReleaseIndex(index))
 
     def teardown(self) -> None:
         for timer in self._timers:

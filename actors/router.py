@@ -12,10 +12,11 @@ from typing import Any
 
 from loguru import logger
 
+from axiomnet.constants import MAX_QUEUED_BATCHES
 from axiomnet.geometry import Coords
 from axiomnet.routing import RoutingTable
 from actors import messages as m
-from actors.base import SupervisedActor, bounded_tell
+from actors.base import SupervisedActor, bounded_tell, mailbox_depth
 
 IPV6_HEADER = 40
 
@@ -54,7 +55,7 @@ class RouterActor(SupervisedActor):
                                self.table.dead_after)
                 self.counters["peers_withdrawn"] += 1
         elif isinstance(message, m.HeartbeatInfo):
-            load = min(1.0, self.actor_inbox.qsize() / 256.0)
+            load = min(1.0, mailbox_depth(self.actor_ref) / MAX_QUEUED_BATCHES)
             return self.table.self_coords, load, list(self.sessions.items())
         elif isinstance(message, m.Snapshot):
             return {"peers": self.table.snapshot(time.monotonic()), "counters": dict(self.counters),

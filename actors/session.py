@@ -76,7 +76,7 @@ class SessionActor(SupervisedActor):
             self.static_private,
             self.static_public,
             allocate_index=lambda: claim_index(self.refs["socket"], me),
-            release_index=lambda i: tell(self.refs.get("socket"), m.ReleaseIndex(i)),
+            release_index=self._release_index,
             local_payload=self.local_payload,
             expected_remote_key=self.expected_key,
             peer_name=self.name,
@@ -87,6 +87,9 @@ class SessionActor(SupervisedActor):
                 self._send(self.session.initiate(time.monotonic()))
             except (pykka.ActorDeadError, pykka.Timeout):
                 self._schedule_redial(force=True)
+
+    def _release_index(self, index: int) -> None:
+        tell(self.refs.get("socket"), m.ReleaseIndex(index))
 
     def teardown(self) -> None:
         tell(self.refs.get("socket"), m.ReleaseOwner(self.actor_ref))

@@ -188,4 +188,5 @@ class SocketActor(SupervisedActor):
 
 def claim_index(socket_ref: pykka.ActorRef[Any], owner: Any, timeout: float = 2.0) -> int:
     """Ask the socket actor for a fresh receiver index routed to ``owner`` (control path only)."""
-    return int(socket_ref.ask(m.ClaimIndex(owner), timeout=timeout))
+    index: int = socket_ref.ask(m.ClaimIndex(owner), timeout=timeout)  # type: ignore[assignment]
+    return index

@@ -19,7 +19,7 @@ from loguru import logger
 from axiomnet.constants import ACTOR_STOP_TIMEOUT
 from axiomnet.supervision import RestartPolicy
 from actors import messages as m
-from actors.base import schedule_tell, tell
+from actors.base import mailbox_depth, schedule_tell, tell
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,6 @@ class SupervisorActor(pykka.ThreadingActor):
                 "name": spec.role,
                 "alive": bool(ref is not None and ref.is_alive()),
                 "restarts": self.policy.restarts.get(spec.role, 0),
-                "mailbox": ref.actor_inbox.qsize() if ref is not None else 0,
+                "mailbox": mailbox_depth(ref) if ref is not None else 0,
             })
         return rows

@@ -50,8 +50,11 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
         except ValueError:
             pass  # already removed
     # A function sink looks sys.stderr up at write time, so a replaced stderr (tests, daemons) is honoured.
+    def write_to_current_stderr(message: Any) -> None:
+        sys.stderr.write(message)
+
     _log_handler_id = logger.add(
-        lambda message: sys.stderr.write(message),
+        write_to_current_stderr,
         level=level.upper(),
         serialize=json,
         format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {name}:{function}:{line} - {message}",

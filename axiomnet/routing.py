@@ -144,7 +144,7 @@ class RoutingTable:
 
     def snapshot(self, now: float) -> list[dict[str, object]]:
         """JSON-ready rows for axiomnet-inspect."""
-        rows = []
+        rows: list[dict[str, object]] = []
         for nb in self._neighbours.values():
             rows.append(
                 {
