@@ -7,6 +7,7 @@ and every daemon it starts, whatever happens.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from pathlib import Path
@@ -85,6 +86,7 @@ def test_inspect_shows_both_sessions_established(pair, workdir):
         assert all(row["alive"] for row in state["actors"])
         text = me.inspect_text()
         assert "established" in text and other.address in text
+        assert me.admin_socket.stat().st_mode & 0o777 == 0o600
 
 
 def test_sigterm_without_any_traffic_exits_0_within_5s_and_removes_tun(pair, workdir):
@@ -105,6 +107,23 @@ def test_sigterm_without_any_traffic_exits_0_within_5s_and_removes_tun(pair, wor
     assert "stopped cleanly" in log
     # the heartbeat actor (and every other) stopped before the process exited
     assert "did not stop" not in log
+
+
+def test_ipv6_underlay_carries_the_overlay(pair, workdir):
+    a, b = netns.start_daemon_pair(pair, workdir, ipv6_underlay=True)
+    assert_reachable(a, b)
+    assert a.inspect()["sessions"][0]["endpoint"].startswith("[2001:2::")
+
+
+def test_second_signal_exits_at_once(pair, workdir):
+    a, b = netns.start_daemon_pair(pair, workdir)
+    assert_reachable(a, b)
+    a.popen.send_signal(signal.SIGTERM)
+    time.sleep(0.05)  # the first signal's orderly shutdown takes longer than this (readers wake every 0.5 s)
+    a.popen.send_signal(signal.SIGTERM)
+    assert a.popen.wait(timeout=5) == 143
+    assert "second signal" in a.log()
+    assert netns.wait_until(lambda: not tun_exists(a), 5.0)  # the kernel removes the TUN with the process
 
 
 def test_restarted_daemon_keeps_its_address_and_traffic_resumes(pair, workdir):
