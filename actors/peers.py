@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
@@ -53,7 +53,6 @@ class SessionSpec:
     dial: bool
     known_key: bytes | None = None
     up: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class PeerManagerActor(SupervisedActor):
@@ -287,7 +286,6 @@ class PeerManagerActor(SupervisedActor):
         if spec is None:
             return
         # A restarted session lost its keys: it dials the peer it knew, expecting the key it had seen.
-        ref = self._spawn(spec.endpoint, spec.expected_key or spec.known_key, dial=True)
+        self._spawn(spec.endpoint, spec.expected_key or spec.known_key, dial=True)
         logger.info("session to {}:{} restarted", *spec.endpoint)
         self.counters["session_restarts"] += 1
-        del ref

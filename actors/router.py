@@ -34,8 +34,6 @@ class RouterActor(SupervisedActor):
     def handle(self, message: Any) -> Any:
         if isinstance(message, m.TunPackets):
             self._forward(message.packets, relayed=False)
-        elif isinstance(message, m.Datagrams):  # never expected; defensive against miswiring
-            raise TypeError("router got datagrams")
         elif isinstance(message, m.RelayPackets):
             self._forward(message.packets, relayed=True)
         elif isinstance(message, m.SessionUp):

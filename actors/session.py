@@ -70,7 +70,6 @@ class SessionActor(SupervisedActor):
 
     # --- lifecycle -------------------------------------------------------------------------------
     def setup(self) -> None:
-        socket_ref = self.refs["socket"]
         me = self.actor_ref
         self.session = Session(
             self.static_private,
@@ -81,7 +80,6 @@ class SessionActor(SupervisedActor):
             expected_remote_key=self.expected_key,
             peer_name=self.name,
         )
-        del socket_ref
         if self.dial:
             try:
                 self._send(self.session.initiate(time.monotonic()))

@@ -10,7 +10,7 @@ when multi-hop routing lands.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,7 +33,6 @@ class Neighbour:
     up_since: float = 0.0
     alive: bool = True
     seq: int = -1
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class RoutingTable:
