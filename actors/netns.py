@@ -1049,3 +1049,41 @@ def wait_overlay_reachable(src: DaemonProcess, dst: DaemonProcess, timeout: floa
 
 class _DaemonExited(Exception):
     pass
+
+
+# A seeded generator of hostile datagrams, run inside a namespace: random bytes, well-formed handshake
+# initiations from ever-new initiators (they would cost state if the front door were unguarded), and transport
+# headers with random receiver indices, huge counters and garbage. Bounded in count and in time.
+_FLOOD_SCRIPT = r"""
+import os, random, socket, struct, sys, time
+host, port, count, seconds, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+rng = random.Random(seed)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+deadline = time.monotonic() + seconds
+sent = 0
+while sent < count and time.monotonic() < deadline:
+    kind = rng.random()
+    if kind < 0.3:       # random bytes of random length
+        data = os.urandom(rng.randrange(0, 1500))
+    elif kind < 0.6:     # a well-formed handshake initiation from a 'new' initiator (costs state if unguarded)
+        data = struct.pack(">IIQ", 0, (1 << 28) | (1 << 24), 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) \
+            + bytes(16) + os.urandom(32)
+    else:                # transport header with a random receiver index, a huge counter and garbage
+        data = struct.pack(">IIQ", 0, (1 << 28) | (5 << 24) | rng.randrange(1, 1 << 24), rng.randrange(1 << 63)) \
+            + os.urandom(rng.randrange(16, 1400))
+    try:
+        s.sendto(data, (host, port))
+    except OSError:
+        pass
+    sent += 1
+print(sent)
+"""
+
+
+def flood_hostile_datagrams(ns: Namespace, host: str, port: int, *, count: int, seconds: float, seed: int) -> int:
+    """Send up to ``count`` hostile datagrams to ``host:port`` from ``ns`` within ``seconds``; return how many."""
+    proc = ns.exec([sys.executable, "-c", _FLOOD_SCRIPT, host, str(port), str(count), str(seconds), str(seed)],
+                   timeout=seconds + 30.0)
+    if proc.returncode != 0:
+        raise HarnessError(f"flood generator failed: {proc.stderr.strip()[-500:]}")
+    return int(proc.stdout)

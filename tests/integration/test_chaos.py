@@ -39,30 +39,6 @@ def test_partition_is_detected_logged_and_healed(pair, workdir):
     assert_reachable(b, a)
 
 
-FLOOD_SCRIPT = r"""
-import os, random, socket, struct, sys, time
-host, port, count, seconds, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-rng = random.Random(seed)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-deadline = time.monotonic() + seconds
-sent = 0
-while sent < count and time.monotonic() < deadline:
-    kind = rng.random()
-    if kind < 0.3:       # random bytes of random length
-        data = os.urandom(rng.randrange(0, 1500))
-    elif kind < 0.6:     # a well-formed handshake initiation from a 'new' initiator (costs state if unguarded)
-        data = struct.pack(">IIQ", 0, (1 << 28) | (1 << 24), 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) \
-            + bytes(16) + os.urandom(32)
-    else:                # transport header with a random receiver index, a huge counter and garbage
-        data = struct.pack(">IIQ", 0, (1 << 28) | (5 << 24) | rng.randrange(1, 1 << 24), rng.randrange(1 << 63)) \
-            + os.urandom(rng.randrange(16, 1400))
-    try:
-        s.sendto(data, (host, port))
-    except OSError:
-        pass
-    sent += 1
-print(sent)
-"""
 
 
 def test_flood_of_malformed_datagrams_leaves_the_node_up_and_bounded(pair, workdir):
@@ -70,9 +46,8 @@ def test_flood_of_malformed_datagrams_leaves_the_node_up_and_bounded(pair, workd
     a, b = netns.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
     rss_before = a.memory_kib()["VmRSS"]
-    proc = pair.b.exec([sys.executable, "-c", FLOOD_SCRIPT, pair.ip_a, "7443", "60000", "20", "7"], timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert int(proc.stdout) > 10000
+    sent = netns.flood_hostile_datagrams(pair.b, pair.ip_a, 7443, count=60000, seconds=20.0, seed=7)
+    assert sent > 10000
     assert a.running()
     assert_reachable(b, a)
     state = a.inspect()
@@ -115,3 +90,13 @@ def test_too_few_file_descriptors_fail_with_a_clear_error(pair, workdir):
         assert not pair.a.link_exists(pair.a.tun_name), limit
     assert ("failed", 1) in outcomes.values(), outcomes
     assert ("ran", 0) in outcomes.values(), outcomes
+
+
+def test_chaos_soak_tool_passes_one_round():
+    """tools/chaos.py (the long soak) works: one round of every scenario, bounded."""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(root / "tools" / "chaos.py"), "--rounds", "1", "--seconds", "120"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "chaos: RESULT PASS" in proc.stdout
+    assert proc.stdout.count("  PASS  ") == 6
