@@ -58,6 +58,10 @@ DEFAULT_MTU = 1400
 MAX_SESSIONS = 1024  # live SessionActors; a new peer past this is refused (logged, counted)
 HEARTBEAT_INTERVAL = 1.0  # link heartbeat with coordinates and load, per peer
 PEER_DEAD_AFTER = 6.0  # no authenticated packet from a peer for this long: its routes are withdrawn
+# Heartbeat sequence numbers start from the sender's clock in ms: a drop larger than this (60 s) is a restart
+# with the clock stepped back, not reordering; it starts a new epoch instead of being ignored.
+HEARTBEAT_SEQ_EPOCH_JUMP = 60_000
+MAX_COORD_CACHE = 4096  # destination coordinates the router remembers; the least recently used is forgotten
 DIAL_BACKOFF_INITIAL = 0.2  # first re-dial of a lost static peer; doubles with jitter
 DIAL_BACKOFF_MAX = 5.0  # cap of the re-dial backoff
 READER_POLL_TIMEOUT = 0.5  # reader threads wake at least this often to notice shutdown

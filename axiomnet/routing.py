@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from axiomnet.constants import PEER_DEAD_AFTER
+from axiomnet.constants import HEARTBEAT_SEQ_EPOCH_JUMP, MAX_COORD_CACHE, PEER_DEAD_AFTER
 from axiomnet.geometry import Coords, distance, greedy_next_hop
 from axiomnet.identity import derive_address
 
-MAX_COORD_CACHE = 4096  # destination coordinates remembered; least recently used forgotten past this
 
 
 @dataclass
@@ -70,15 +69,24 @@ class RoutingTable:
             self._rebuild()
 
     def heartbeat(self, key: bytes, seq: int, coords: Coords, load: float, now: float) -> bool:
-        """Record a (validated) heartbeat; False if it is from a non-neighbour or stale (seq not newer)."""
+        """Record a (validated, authenticated) heartbeat; True if it moved the neighbour's coordinates/load.
+
+        Any heartbeat from a neighbour proves it alive. Only a newer sequence number moves its coordinates
+        (reordered heartbeats cannot move it back); a number lower by more than HEARTBEAT_SEQ_EPOCH_JUMP is a
+        new epoch (the sender restarted with its wall clock stepped back) and is taken as newest.
+        """
         nb = self._neighbours.get(key)
-        if nb is None or seq <= nb.seq:
+        if nb is None:
             return False
-        moved = nb.coords != coords
-        nb.seq, nb.coords, nb.load, nb.last_seen = seq, coords, load, now
-        if not nb.alive:
-            nb.alive = True
-            moved = True
+        nb.last_seen = now
+        revived = not nb.alive
+        nb.alive = True
+        if seq <= nb.seq and nb.seq - seq <= HEARTBEAT_SEQ_EPOCH_JUMP:
+            if revived:
+                self._rebuild()
+            return False
+        moved = nb.coords != coords or revived
+        nb.seq, nb.coords, nb.load = seq, coords, load
         self.learn(nb.address, coords)
         if moved:
             self._rebuild()

@@ -84,3 +84,23 @@ def test_snapshot_reports_each_neighbour():
     assert row["last_seen"] == 2.5
     assert row["alive"] is True
     assert row["distance"] > 0
+
+
+def test_heartbeats_from_a_sender_whose_clock_stepped_back_keep_it_alive_and_are_accepted():
+    """Heartbeat sequence numbers start from the sender's wall clock: after a restart with the clock stepped
+    back they are lower than before. The peer is still alive, and its new coordinates are taken."""
+    table = table_with((1, Coords(0.5, 0.0)), now=0.0)
+    assert table.heartbeat(key(1), 1_700_000_000_000, Coords(0.5, 0.0), 0.0, now=1.0)
+    stepped_back = 1_700_000_000_000 - 3_600_000  # one hour earlier
+    assert table.heartbeat(key(1), stepped_back, Coords(0.3, 1.0), 0.0, now=2.0)
+    assert table.get(key(1)).coords == Coords(0.3, 1.0)
+    assert table.withdraw_dead(now=7.5) == []  # heard at 2.0: alive
+    assert table.heartbeat(key(1), stepped_back + 1, Coords(0.3, 1.0), 0.0, now=3.0)
+
+
+def test_a_slightly_old_heartbeat_still_proves_liveness_but_moves_nothing():
+    table = table_with((1, Coords(0.5, 0.0)), now=0.0)
+    assert table.heartbeat(key(1), 100, Coords(0.5, 0.0), 0.0, now=1.0)
+    assert not table.heartbeat(key(1), 99, Coords(0.1, 0.1), 0.0, now=5.0)  # reordered: coordinates kept
+    assert table.get(key(1)).coords == Coords(0.5, 0.0)
+    assert table.withdraw_dead(now=10.0) == []  # but it was heard at 5.0
