@@ -47,7 +47,7 @@ class ThreadCrashed:
 
 @dataclass(frozen=True)
 class GetCounters:
-    pass
+    """Ask any supervised actor for its counters (also how the supervisor waits for a child's start)."""
 
 
 @dataclass(frozen=True)
@@ -172,11 +172,6 @@ class ReleaseIndex:
 @dataclass(frozen=True)
 class Snapshot:
     """Ask an actor for its inspectable state (a JSON-ready dict)."""
-
-
-@dataclass(frozen=True)
-class Shutdown:
-    pass
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -919,6 +920,23 @@ class DaemonProcess:
         # Children the daemon may have left in its group go too (the group id is still reserved now).
         _killpg(self.pid, signal.SIGKILL)
         return self.popen.returncode
+
+    def admin(self, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """One JSON request on the daemon's admin socket (a filesystem path, reachable from any namespace)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(self.admin_socket))
+            s.sendall(json.dumps(request).encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        reply = json.loads(buf)
+        if not isinstance(reply, dict):
+            raise HarnessError(f"admin socket replied {type(reply).__name__}, not an object")
+        return reply
 
     def inspect(self, timeout: float = CLI_TIMEOUT) -> dict[str, Any]:
         """The daemon's state (``axiomnet-inspect --json``, run inside its namespace)."""

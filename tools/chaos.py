@@ -16,10 +16,8 @@ Exit status: 0 all passed, 1 a scenario failed, 2 cannot run here (not root, too
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -32,21 +30,6 @@ from actors import netns  # noqa: E402
 
 REACH = 20.0
 RESTART_SPACING = 8.0  # seconds between injected crashes, so a soak never trips the restart-intensity limit
-
-
-def admin(daemon: netns.DaemonProcess, request: dict[str, object]) -> dict[str, object]:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5.0)
-        s.connect(str(daemon.admin_socket))
-        s.sendall(json.dumps(request).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    reply: dict[str, object] = json.loads(buf)
-    return reply
 
 
 class Soak:
@@ -83,7 +66,7 @@ class Soak:
         wait = RESTART_SPACING - (time.monotonic() - self.last_crash)
         if wait > 0:
             time.sleep(wait)
-        reply = admin(self.a, {"cmd": "inject-fault", "actor": actor})
+        reply = self.a.admin({"cmd": "inject-fault", "actor": actor})
         if reply.get("ok") is not True:
             raise AssertionError(f"inject-fault {actor}: {reply}")
         self.last_crash = time.monotonic()

@@ -6,9 +6,7 @@ and every daemon it starts, whatever happens.
 
 from __future__ import annotations
 
-import json
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -19,21 +17,6 @@ from actors import netns
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 REACH_TIMEOUT = 15.0
-
-
-def admin_request(daemon: netns.DaemonProcess, request: dict) -> dict:
-    """One JSON request on the daemon's admin socket (a filesystem path, reachable from here)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5.0)
-        s.connect(str(daemon.admin_socket))
-        s.sendall(json.dumps(request).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    return json.loads(buf)
 
 
 def wait_established(daemon: netns.DaemonProcess, timeout: float = REACH_TIMEOUT) -> bool:
@@ -165,7 +148,7 @@ def test_first_ping_comes_soon_after_the_later_daemon_starts(pair, workdir, firs
 def test_session_actor_crash_is_restarted_and_ping_works_again(pair, workdir, faults):
     a, b = netns.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
-    assert admin_request(a, {"cmd": "inject-fault", "actor": "session"}) == {"ok": True, "actor": "session"}
+    assert a.admin({"cmd": "inject-fault", "actor": "session"}) == {"ok": True, "actor": "session"}
     assert netns.wait_until(lambda: "session actor for" in a.log(), 5.0)
     assert_reachable(a, b)
     assert wait_established(a)
@@ -176,7 +159,7 @@ def test_session_actor_crash_is_restarted_and_ping_works_again(pair, workdir, fa
 def test_router_actor_crash_is_restarted_and_ping_works_again(pair, workdir, faults):
     a, b = netns.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
-    assert admin_request(a, {"cmd": "inject-fault", "actor": "router"}) == {"ok": True, "actor": "router"}
+    assert a.admin({"cmd": "inject-fault", "actor": "router"}) == {"ok": True, "actor": "router"}
     assert netns.wait_until(lambda: "actor router restarted" in a.log(), 10.0), a.log_tail(30)
     assert_reachable(a, b)
     state = a.inspect()
@@ -191,7 +174,7 @@ def test_too_many_crashes_make_the_daemon_exit_non_zero(pair, workdir, faults):
     deadline = time.monotonic() + 30.0
     while a.running() and time.monotonic() < deadline:
         try:
-            admin_request(a, {"cmd": "inject-fault", "actor": "router"})
+            a.admin({"cmd": "inject-fault", "actor": "router"})
         except OSError:
             pass  # the admin socket goes away as the daemon gives up
         time.sleep(0.3)
@@ -206,7 +189,7 @@ def test_fault_injection_is_refused_unless_enabled(pair, workdir, monkeypatch):
     monkeypatch.delenv("AXIOMNET_FAULT_INJECTION", raising=False)
     a, b = netns.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
-    reply = admin_request(a, {"cmd": "inject-fault", "actor": "router"})
+    reply = a.admin({"cmd": "inject-fault", "actor": "router"})
     assert "disabled" in reply["error"]
     assert a.running()
 
