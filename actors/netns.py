@@ -1066,7 +1066,7 @@ def wait_overlay_reachable(src: DaemonProcess, dst: DaemonProcess, timeout: floa
 
 
 class _DaemonExited(Exception):
-    pass
+    """A daemon being waited on exited: stop waiting at once."""
 
 
 # A seeded generator of hostile datagrams, run inside a namespace: random bytes, well-formed handshake

@@ -32,7 +32,7 @@ class ChildSpec:
 
 @dataclass(frozen=True)
 class StartAll:
-    pass
+    """Start every child in order (ask; fails if one dies in its start)."""
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,10 @@ def configure_tun(name: str, address: ipaddress.IPv6Address, mtu: int) -> None:
     try:  # DAD would keep the address tentative for a second or more; it is derived from our own key.
         with open(f"/proc/sys/net/ipv6/conf/{name}/accept_dad", "w") as f:
             f.write("0")
-    except OSError:
-        pass
+    except OSError as exc:
+        # Not fatal: the address is only tentative for a second or so. Said, not swallowed (seed failure #10).
+        logger.warning("TUN {}: cannot disable duplicate address detection ({}); the overlay address may take a "
+                       "second to become usable", name, exc)
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=name)[0]
         ipr.link("set", index=idx, mtu=mtu)
