@@ -19,8 +19,8 @@ from loguru import logger
 
 from axiomnet.constants import ADMIN_REQUEST_MAX, ADMIN_TIMEOUT, READER_POLL_TIMEOUT
 from axiomnet.identity import Identity
-from actors import messages as m
-from actors.base import SupervisedActor, tell
+from axiomnet.actors import messages as m
+from axiomnet.actors.base import SupervisedActor, tell
 
 FAULT_INJECTION_ENV = "AXIOMNET_FAULT_INJECTION"
 

@@ -16,7 +16,7 @@ import pykka
 from loguru import logger
 
 from axiomnet.constants import MAX_QUEUED_BATCHES
-from actors import messages as m
+from axiomnet.actors import messages as m
 
 
 def mailbox_depth(ref: pykka.ActorRef[Any]) -> int:

@@ -14,8 +14,8 @@ from loguru import logger
 
 from axiomnet.constants import ADMIN_TIMEOUT, HEARTBEAT_INTERVAL
 from axiomnet.control import Heartbeat, encode_control
-from actors import messages as m
-from actors.base import SupervisedActor, tell, bounded_tell
+from axiomnet.actors import messages as m
+from axiomnet.actors.base import SupervisedActor, tell, bounded_tell
 
 
 class HeartbeatActor(SupervisedActor):

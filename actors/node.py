@@ -24,13 +24,13 @@ from axiomnet.control import HandshakePayload
 from axiomnet.errors import AxiomNetError, ConfigError
 from axiomnet.geometry import coords_from_key
 from axiomnet.identity import Identity, load_or_create_identity
-from actors.admin import AdminActor
-from actors.heartbeat import HeartbeatActor
-from actors.peers import PeerManagerActor
-from actors.router import RouterActor
-from actors.socket import SocketActor
-from actors.supervisor import ChildSpec, StartAll, StopAll, SupervisorActor
-from actors.tun import TunActor
+from axiomnet.actors.admin import AdminActor
+from axiomnet.actors.heartbeat import HeartbeatActor
+from axiomnet.actors.peers import PeerManagerActor
+from axiomnet.actors.router import RouterActor
+from axiomnet.actors.socket import SocketActor
+from axiomnet.actors.supervisor import ChildSpec, StartAll, StopAll, SupervisorActor
+from axiomnet.actors.tun import TunActor
 
 CAP_NET_ADMIN = 12
 

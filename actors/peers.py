@@ -21,13 +21,13 @@ from axiomnet.config import PeerSpec
 from axiomnet.constants import MAX_SESSIONS
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
-from axiomnet.session import HandshakeResponder
+from axiomnet.responder import HandshakeResponder
 from axiomnet.supervision import RestartPolicy
 from axiomnet.wire import PacketType, decode_header
-from actors import messages as m
-from actors.base import SupervisedActor, bounded_tell, schedule_tell, tell
-from actors.session import SessionActor
-from actors.socket import claim_index
+from axiomnet.actors import messages as m
+from axiomnet.actors.base import SupervisedActor, bounded_tell, schedule_tell, tell
+from axiomnet.actors.session import SessionActor
+from axiomnet.actors.socket import claim_index
 
 TICK_INTERVAL = 0.1  # how often session timers are driven; finer than any protocol timer needs
 

@@ -15,8 +15,8 @@ from loguru import logger
 from axiomnet.constants import MAX_QUEUED_BATCHES
 from axiomnet.geometry import Coords
 from axiomnet.routing import RoutingTable
-from actors import messages as m
-from actors.base import SupervisedActor, bounded_tell, mailbox_depth
+from axiomnet.actors import messages as m
+from axiomnet.actors.base import SupervisedActor, bounded_tell, mailbox_depth
 
 IPV6_HEADER = 40
 

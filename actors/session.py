@@ -19,9 +19,9 @@ from axiomnet.control import HandshakePayload, decode_control
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.session import Session
 from axiomnet.wire import PacketType, decode_header
-from actors import messages as m
-from actors.base import SupervisedActor, tell, bounded_tell
-from actors.socket import claim_index
+from axiomnet.actors import messages as m
+from axiomnet.actors.base import SupervisedActor, tell, bounded_tell
+from axiomnet.actors.socket import claim_index
 
 IPV6_HEADER = 40
 DATA = PacketType.DATA

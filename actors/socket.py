@@ -22,8 +22,8 @@ from loguru import logger
 
 from axiomnet.constants import MAX_RECEIVER_INDEX, READER_BATCH_MAX, READER_POLL_TIMEOUT
 from axiomnet.wire import peek_receiver
-from actors import messages as m
-from actors.base import SupervisedActor, bounded_tell
+from axiomnet.actors import messages as m
+from axiomnet.actors.base import SupervisedActor, bounded_tell
 
 SOCKET_BUFFER_BYTES = 4 << 20
 SEND_ERROR_LOG_INTERVAL = 10.0  # one warning per peer address per this many seconds; every error is counted

@@ -18,8 +18,8 @@ from loguru import logger
 
 from axiomnet.constants import ACTOR_STOP_TIMEOUT
 from axiomnet.supervision import RestartPolicy
-from actors import messages as m
-from actors.base import mailbox_depth, schedule_tell, tell
+from axiomnet.actors import messages as m
+from axiomnet.actors.base import mailbox_depth, schedule_tell, tell
 
 
 @dataclass(frozen=True)

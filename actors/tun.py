@@ -19,8 +19,8 @@ from loguru import logger
 from pyroute2 import IPRoute
 
 from axiomnet.constants import READER_BATCH_MAX, READER_POLL_TIMEOUT
-from actors import messages as m
-from actors.base import SupervisedActor, bounded_tell
+from axiomnet.actors import messages as m
+from axiomnet.actors.base import SupervisedActor, bounded_tell
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001

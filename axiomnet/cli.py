@@ -197,7 +197,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
     }
     config = load_config(config_file=args.config, env=os.environ, overrides=overrides)
     configure_logging(config.log_level, config.log_json)
-    from actors.node import run_daemon  # lazily: the actor layer is only needed to run a node
+    from axiomnet.actors.node import run_daemon  # lazily: the actor layer is only needed to run a node
 
     code = run_daemon(config)
     return EXIT_OK if code is None else int(code)
@@ -223,7 +223,7 @@ def _show_identity(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from actors.demo import run_demo  # lazily: the demo drives the actor layer
+    from axiomnet.lab.demo import run_demo  # lazily: the demo drives the actor layer
 
     code = run_demo(args)
     return EXIT_OK if code is None else int(code)

@@ -4,7 +4,7 @@ Decoding is bounded before it allocates (msgpack's ``max_*_len`` limits, ``stric
 extension types, no duplicate map keys) and every field is type- and range-checked afterwards; anything
 else raises :class:`MalformedPacket`. Coordinates that are well-typed but not a point inside the disk
 raise :class:`InvalidCoordinates` (also a :class:`RemoteProtocolError`).
-docs/_parts/wire-geometry.md is the normative description of the schemas.
+docs/PROTOCOL.md §2.4 is the normative description of the schemas.
 """
 
 from __future__ import annotations

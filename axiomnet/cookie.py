@@ -1,6 +1,6 @@
 """Handshake denial-of-service defences: return-routability cookies and per-source token buckets.
 
-Both are consulted by :class:`axiomnet.session.HandshakeResponder` before it spends a Diffie-Hellman on a
+Both are consulted by :class:`axiomnet.responder.HandshakeResponder` before it spends a Diffie-Hellman on a
 HANDSHAKE_INIT. Neither allocates state per attacker beyond a bounded LRU table.
 
 Cookie: ``BLAKE2s(key=secret, digest_size=COOKIE_SIZE)`` over ``"<ip>|<port>"`` of the datagram's source.

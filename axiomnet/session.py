@@ -1,94 +1,72 @@
-"""Noise XX sessions without I/O: handshake, transport keypairs, replay protection and timers.
+"""One peer's session without I/O: the state machine over handshakes, keypairs, transport and timers.
 
-A :class:`Session` is one peer's cryptographic state. It is fed decoded headers, datagrams and the time
-(``now``, monotonic seconds) and hands back datagrams to send plus events; it never reads a clock, opens a
-socket or sleeps, so one actor owns it and every transition is unit-testable (h11 / aioquic style).
-A :class:`HandshakeResponder` is the node's front door for senders that own no session yet: it answers the
-first handshake message under cookie and rate-limit protection and hands a finished handshake to the caller,
-who gives it to the peer's Session with :meth:`Session.install`.
-
-docs/_parts/session.md is the precise description (datagrams, nonce, AAD, timers, simultaneous open).
+A :class:`Session` is fed decoded headers, datagrams and the time (``now``, monotonic seconds) and hands back
+datagrams to send plus events; it never reads a clock, opens a socket or sleeps, so one actor owns it and
+every transition is unit-testable (h11 / aioquic style). It runs our side of Noise XX handshakes
+(axiomnet/noise.py), places and rotates the keypairs they produce (axiomnet/keypairs.py) with the
+simultaneous-open and rekey rules, and drives retransmission, rekey, keepalive and expiry timers. Handshakes a
+peer starts arrive through the front door (axiomnet/responder.py) and are installed with :meth:`Session.install`.
+docs/PROTOCOL.md §3 is the precise description (datagrams, nonce, AAD, timers, simultaneous open).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import random
-import struct
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from nacl.bindings import crypto_aead_chacha20poly1305_ietf_decrypt as _aead_decrypt
-from nacl.bindings import crypto_aead_chacha20poly1305_ietf_encrypt as _aead_encrypt
 from nacl.exceptions import CryptoError
-from noise.connection import Keypair, NoiseConnection
-from noise.exceptions import NoiseValueError
 
 from axiomnet.constants import (
-    COOKIE_LOAD_THRESHOLD,
     COOKIE_SECRET_LIFETIME,
     HANDSHAKE_INITIAL_RETRANSMIT,
-    HEADER_SIZE,
     KEEPALIVE_TIMEOUT,
-    MAX_PENDING_HANDSHAKES,
     MAX_PREVIOUS_KEYPAIRS,
     MAX_STAGED_PACKETS,
     NEW_HANDSHAKE_AFTER_SILENCE,
-    NOISE_PROLOGUE,
-    NOISE_PROTOCOL_NAME,
     PENDING_HANDSHAKE_TIMEOUT,
     PREVIOUS_KEYPAIR_GRACE,
-    PROTOCOL_VERSION,
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
     REKEY_AFTER_MESSAGES,
-    REKEY_AFTER_TIME,
     REKEY_ATTEMPT_TIME,
-    REKEY_TIMEOUT,
-    REKEY_TIMEOUT_JITTER,
     SESSION_EXPIRY,
     SIMULTANEOUS_OPEN_WINDOW,
 )
 from axiomnet.control import HandshakePayload, decode_handshake_payload
-from axiomnet.cookie import CookieChecker, SourceRateLimiter
 from axiomnet.errors import (
     DecryptionFailed,
     MalformedPacket,
-    RateLimited,
     RemoteProtocolError,
     ReplayedPacket,
     UnknownReceiver,
 )
-from axiomnet.replay import ReplayWindow
+from axiomnet.keypairs import (
+    FIRST_TRANSPORT,
+    LAST_TRANSPORT,
+    Keypair,
+    open_sealed,
+    retransmit_delay,
+    seal,
+    seal_confirmation,
+)
+from axiomnet.noise import NoiseFailure, NoiseHandshake
 from axiomnet.wire import (
     NO_COOKIE,
     NOISE_KEY_SIZE,
-    NOISE_MSG1_MIN,
     Header,
     PacketType,
     decode_cookie_reply,
     decode_handshake_final,
-    decode_handshake_init,
     decode_handshake_resp,
-    encode_cookie_reply,
     encode_handshake_final,
     encode_handshake_init,
-    encode_handshake_resp,
 )
 
-# --- transport framing (precomputed: this is the per-packet path) ---------------------------------
-_HEADER = struct.Struct(">IIQ")  # route label | version:4 type:4 receiver:24 | counter
-_NONCE = struct.Struct("<4xQ")  # ChaCha20-Poly1305 IETF nonce: 4 zero bytes + counter, 64-bit little-endian
-_VERSION_BITS = PROTOCOL_VERSION << 28
-_DATA = PacketType.DATA
-_CONTROL = PacketType.CONTROL
 _KEEPALIVE = PacketType.KEEPALIVE
-# DATA, CONTROL and KEEPALIVE are the three highest packet types; one int comparison dispatches them.
-_FIRST_TRANSPORT = int(PacketType.DATA)
-_LAST_TRANSPORT = int(PacketType.KEEPALIVE)
 
 
 # --- events ------------------------------------------------------------------------------------------
@@ -163,134 +141,14 @@ class Received(NamedTuple):
     replies: list[bytes]
 
 
-# --- Noise ---------------------------------------------------------------------------------------------
-class _NoiseFailure(Exception):
-    """A handshake message did not authenticate or was unusable (internal; mapped to RemoteProtocolError)."""
-
-
-class _NoiseHandshake:
-    """One Noise_XX_25519_ChaChaPoly_BLAKE2s handshake, made failure-atomic on read.
-
-    noiseprotocol 0.3.1 pops the message pattern and mixes keys before it knows a message is authentic, so
-    one forged datagram would poison the handshake for the genuine one. ``read`` snapshots the few fields it
-    touches and restores them on failure. It also drops ``handshake_state`` after the last message, so we
-    keep our own reference to read the authenticated remote static key afterwards.
-    """
-
-    __slots__ = ("_conn", "_state")
-
-    def __init__(self, static_private: bytes, initiator: bool) -> None:
-        conn = NoiseConnection.from_name(NOISE_PROTOCOL_NAME)
-        conn.set_prologue(NOISE_PROLOGUE)
-        conn.set_keypair_from_private_bytes(Keypair.STATIC, static_private)
-        if initiator:
-            conn.set_as_initiator()
-        else:
-            conn.set_as_responder()
-        conn.start_handshake()
-        self._conn = conn
-        self._state = conn.noise_protocol.handshake_state
-
-    def write(self, payload: bytes) -> bytes:
-        """Next handshake message carrying ``payload``; _NoiseFailure on a degenerate remote key."""
-        try:
-            return bytes(self._conn.write_message(payload))
-        except (ValueError, NoiseValueError) as exc:  # X25519 with a low-order point gives an all-zero secret
-            raise _NoiseFailure(f"handshake message cannot be built: {exc}") from None
-
-    def read(self, message: bytes) -> bytes:
-        """Payload of the next handshake message; on failure the state is as before and _NoiseFailure raised."""
-        state = self._state
-        symmetric = state.symmetric_state
-        cipher = symmetric.cipher_state
-        saved = (list(state.message_patterns), symmetric.h, symmetric.ck, cipher.k, cipher.n, state.rs, state.re)
-        try:
-            return bytes(self._conn.read_message(message))
-        except Exception as exc:  # third-party code parsing attacker bytes: any failure is the message's fault
-            patterns, h, ck, k, n, rs, re = saved
-            state.message_patterns = patterns
-            symmetric.h = h
-            symmetric.ck = ck
-            cipher.initialize_key(k)
-            cipher.n = n
-            state.rs = rs
-            state.re = re
-            self._conn._next_fn = self._conn.read_message  # read_message flipped it before failing
-            raise _NoiseFailure(f"{type(exc).__name__}") from None
-
-    def remote_static(self) -> bytes:
-        """The remote static key the handshake authenticated (after message 2 or 3 was read)."""
-        return bytes(self._state.rs.public_bytes)
-
-    def transport_keys(self) -> tuple[bytes, bytes]:
-        """(send key, receive key) once the handshake is finished."""
-        protocol = self._conn.noise_protocol
-        return bytes(protocol.cipher_state_encrypt.k), bytes(protocol.cipher_state_decrypt.k)
-
-
-def _retransmit_delay(attempt: int, rng: random.Random) -> float:
-    """HANDSHAKE_INITIAL_RETRANSMIT doubling per attempt, capped at REKEY_TIMEOUT, plus random jitter."""
-    base = min(HANDSHAKE_INITIAL_RETRANSMIT * 2.0 ** min(attempt, 32), REKEY_TIMEOUT)
-    return base + rng.uniform(0.0, REKEY_TIMEOUT_JITTER)
-
-
 # --- per-session state -----------------------------------------------------------------------------------
-class _Keypair:
-    """Transport keys of one completed handshake, with their counters, replay window and deadlines."""
-
-    __slots__ = (
-        "local_index",
-        "remote_index",
-        "send_key",
-        "recv_key",
-        "initiator",
-        "initiator_key",
-        "created",
-        "dead_at",
-        "rekey_at",
-        "send_counter",
-        "replay",
-        "heard",
-        "heard_at",
-        "started",
-    )
-
-    def __init__(
-        self,
-        local_index: int,
-        remote_index: int,
-        send_key: bytes,
-        recv_key: bytes,
-        initiator: bool,
-        initiator_key: bytes,
-        created: float,
-        started: float | None = None,
-    ) -> None:
-        self.local_index = local_index
-        self.remote_index = remote_index
-        self.send_key = send_key
-        self.recv_key = recv_key
-        self.initiator = initiator
-        self.initiator_key = initiator_key  # static key of the side that initiated (simultaneous-open rule)
-        self.created = created
-        self.dead_at = created + REJECT_AFTER_TIME  # pulled in to now + grace when the keypair is retired
-        # Only the initiator rekeys on age, so both sides do not start a handshake at the same moment.
-        self.rekey_at = created + REKEY_AFTER_TIME if initiator else math.inf
-        self.send_counter = 0  # next counter to send
-        self.replay = ReplayWindow()
-        self.heard = False  # an authenticated transport packet arrived under it (key confirmation)
-        self.heard_at: float | None = None  # when that first happened
-        # When the handshake that made it began (our first INIT sent, or the peer's INIT received): a keypair the
-        # peer already sent under before then cannot be its simultaneous rival (see _simultaneous).
-        self.started = created if started is None else started
-
 
 class _Initiation:
     """Our handshake in flight: waiting for HANDSHAKE_RESP, retransmitting HANDSHAKE_INIT."""
 
     __slots__ = ("noise", "local_index", "msg1", "started", "next_at", "attempts", "cookie_resend_at")
 
-    def __init__(self, noise: _NoiseHandshake, local_index: int, msg1: bytes, started: float) -> None:
+    def __init__(self, noise: NoiseHandshake, local_index: int, msg1: bytes, started: float) -> None:
         self.noise = noise
         self.local_index = local_index
         self.msg1 = msg1
@@ -305,7 +163,7 @@ class _FinalRetransmit:
 
     __slots__ = ("keypair", "datagram", "started", "next_at", "attempts")
 
-    def __init__(self, keypair: _Keypair, datagram: bytes, started: float, next_at: float) -> None:
+    def __init__(self, keypair: Keypair, datagram: bytes, started: float, next_at: float) -> None:
         self.keypair = keypair
         self.datagram = datagram
         self.started = started
@@ -370,11 +228,11 @@ class Session:
         self._rng = rng if rng is not None else random.Random()  # jitter only; never key material
         self.remote_static: bytes | None = None  # set by the first authenticated handshake, then pinned
         self.remote_payload: HandshakePayload | None = None
-        self._current: _Keypair | None = None  # sends and receives
-        self._next: _Keypair | None = None  # our handshake's keys: receive-only until the peer sends under them
-        self._pending: list[_Keypair] = []  # the peer's handshakes' keys: likewise (confirmed, not yet used)
-        self._retired: list[_Keypair] = []  # receive-only until their dead_at (grace)
-        self._by_index: dict[int, _Keypair] = {}  # every live keypair by our receiver index
+        self._current: Keypair | None = None  # sends and receives
+        self._next: Keypair | None = None  # our handshake's keys: receive-only until the peer sends under them
+        self._pending: list[Keypair] = []  # the peer's handshakes' keys: likewise (confirmed, not yet used)
+        self._retired: list[Keypair] = []  # receive-only until their dead_at (grace)
+        self._by_index: dict[int, Keypair] = {}  # every live keypair by our receiver index
         self._init: _Initiation | None = None
         self._confirm: _FinalRetransmit | None = None
         self._cookie = NO_COOKIE
@@ -465,7 +323,7 @@ class Session:
         ``ptype`` is DATA, CONTROL or KEEPALIVE (ValueError otherwise, a local bug). The result may also hold a
         HANDSHAKE_INIT when the keypair is due for a rekey.
         """
-        if not _FIRST_TRANSPORT <= ptype <= _LAST_TRANSPORT:
+        if not FIRST_TRANSPORT <= ptype <= LAST_TRANSPORT:
             raise ValueError(f"{ptype!r} is not a transport packet type")
         kp = self._current
         if kp is None or now >= kp.dead_at:
@@ -490,7 +348,7 @@ class Session:
         Raises a RemoteProtocolError subclass for anything refused (the caller counts it and moves on).
         """
         ptype = header.ptype
-        if ptype >= _FIRST_TRANSPORT:  # DATA / CONTROL / KEEPALIVE: the per-packet path
+        if ptype >= FIRST_TRANSPORT:  # DATA / CONTROL / KEEPALIVE: the per-packet path
             kp = self._by_index.get(header.receiver)
             if kp is None:
                 raise self._reject(UnknownReceiver, "unknown_receiver", f"no keypair has index {header.receiver}")
@@ -503,9 +361,7 @@ class Session:
             if not replay.check(counter):
                 raise self._reject(ReplayedPacket, "replayed", f"counter {counter} replayed or too old")
             try:
-                payload = _aead_decrypt(
-                    datagram[HEADER_SIZE:], datagram[:HEADER_SIZE], _NONCE.pack(counter), kp.recv_key
-                )
+                payload = open_sealed(kp, datagram, counter)
             except CryptoError:
                 raise self._reject(DecryptionFailed, "decryption_failed", "authentication tag mismatch") from None
             # Only an authentic packet may move the window (a forged huge counter must not wedge the peer).
@@ -549,7 +405,7 @@ class Session:
             self._release_index(init.local_index)
         self.remote_static = result.remote_static
         self.remote_payload = result.remote_payload
-        kp = _Keypair(
+        kp = Keypair(
             result.local_index,
             result.remote_index,
             result.send_key,
@@ -574,7 +430,7 @@ class Session:
                 self._give_up(now)
             elif now >= init.next_at:
                 init.attempts += 1
-                init.next_at = now + _retransmit_delay(init.attempts, self._rng)
+                init.next_at = now + retransmit_delay(init.attempts, self._rng)
                 self.stats["handshake_retransmits"] += 1
                 out.append(self._init_datagram(init, now))
         confirm = self._confirm
@@ -588,7 +444,7 @@ class Session:
                     self._drop(confirm.keypair)
             elif now >= confirm.next_at:
                 confirm.attempts += 1
-                confirm.next_at = now + _retransmit_delay(confirm.attempts, self._rng)
+                confirm.next_at = now + retransmit_delay(confirm.attempts, self._rng)
                 self.stats["final_retransmits"] += 1
                 out.append(confirm.datagram)
         kp = self._current
@@ -640,10 +496,10 @@ class Session:
     # --- handshake (initiator side) ------------------------------------------------------------------
     def _start_handshake(self, now: float) -> list[bytes]:
         self._revive(now)
-        noise = _NoiseHandshake(self._static_private, initiator=True)
+        noise = NoiseHandshake(self._static_private, initiator=True)
         msg1 = noise.write(b"")  # message 1 is plaintext: it carries no payload
         init = _Initiation(noise, self._allocate_index(), msg1, now)
-        init.next_at = now + _retransmit_delay(0, self._rng)
+        init.next_at = now + retransmit_delay(0, self._rng)
         self._init = init
         self.stats["handshakes_started"] += 1
         return [self._init_datagram(init, now)]
@@ -651,7 +507,7 @@ class Session:
     def _restart_initiation(self, init: _Initiation) -> None:
         """Abort this Noise handshake but keep dialling: a fresh one goes out at the next retransmission."""
         self._release_index(init.local_index)
-        noise = _NoiseHandshake(self._static_private, initiator=True)
+        noise = NoiseHandshake(self._static_private, initiator=True)
         init.noise = noise
         init.msg1 = noise.write(b"")
         init.local_index = self._allocate_index()
@@ -686,7 +542,7 @@ class Session:
             raise self._reject(MalformedPacket, "malformed", str(exc)) from None
         try:
             payload_bytes = init.noise.read(resp.noise)
-        except _NoiseFailure as exc:
+        except NoiseFailure as exc:
             # State restored: the genuine response can still complete this handshake.
             raise self._reject(DecryptionFailed, "decryption_failed", f"handshake response rejected ({exc})") from None
         remote = init.noise.remote_static()
@@ -705,7 +561,7 @@ class Session:
         self._init = None
         self.remote_static = remote
         self.remote_payload = payload
-        kp = _Keypair(init.local_index, resp.sender, send_key, recv_key, True, self._static_public, now, init.started)
+        kp = Keypair(init.local_index, resp.sender, send_key, recv_key, True, self._static_public, now, init.started)
         replies = [final]
         replies += self._accept_keypair(kp, now, final)
         return Received(None, b"", replies)
@@ -759,7 +615,7 @@ class Session:
         remote = self.remote_static
         return remote is not None and self._static_public < remote
 
-    def _simultaneous(self, rival: _Keypair | None, kp: _Keypair, now: float) -> bool:
+    def _simultaneous(self, rival: Keypair | None, kp: Keypair, now: float) -> bool:
         """True if ``rival`` is a young keypair of the other role: both sides initiated at about the same time.
 
         Not if the peer had already sent under ``rival`` before ``kp``'s handshake began: then the peer started
@@ -770,7 +626,7 @@ class Session:
             return False
         return rival.heard_at is None or rival.heard_at > kp.started
 
-    def _accept_keypair(self, kp: _Keypair, now: float, final: bytes | None) -> list[bytes]:
+    def _accept_keypair(self, kp: Keypair, now: float, final: bytes | None) -> list[bytes]:
         """Place a freshly completed keypair (simultaneous-open rule, rekey rotation); datagrams to send."""
         self._revive(now)
         self._by_index[kp.local_index] = kp
@@ -785,7 +641,7 @@ class Session:
             self._current_heard = now
             if kp.initiator:
                 assert final is not None
-                self._confirm = _FinalRetransmit(kp, final, now, now + _retransmit_delay(0, self._rng))
+                self._confirm = _FinalRetransmit(kp, final, now, now + retransmit_delay(0, self._rng))
             self._report_new_current(kp)
             out = self._flush_staged(now)
             if not kp.initiator and not out:
@@ -802,7 +658,7 @@ class Session:
                 self._retire(self._next, now)
             self._next = kp
             assert final is not None
-            self._confirm = _FinalRetransmit(kp, final, now, now + _retransmit_delay(0, self._rng))
+            self._confirm = _FinalRetransmit(kp, final, now, now + retransmit_delay(0, self._rng))
             return []
         # Like a half-open handshake: if the peer never sends under it, it is dropped.
         kp.dead_at = min(kp.dead_at, now + PENDING_HANDSHAKE_TIMEOUT)
@@ -811,15 +667,14 @@ class Session:
             self._drop(self._pending.pop(0))
         return self._encrypt(kp, _KEEPALIVE, [b""], now)
 
-    def _confirmation(self, kp: _Keypair, now: float) -> bytes:
+    def _confirmation(self, kp: Keypair, now: float) -> bytes:
         """The KEEPALIVE at counter 0 that confirmed a pending keypair, byte for byte (the same message under the
         same nonce, so resending it reveals nothing): the peer tells a confirmation from use by counter 0."""
         if kp.send_counter != 1:  # never reuse a nonce for anything but the very same message
             return self._encrypt(kp, _KEEPALIVE, [b""], now)[0]
-        header = _HEADER.pack(0, _VERSION_BITS | (int(_KEEPALIVE) << 24) | kp.remote_index, 0)
-        return header + _aead_encrypt(b"", header, _NONCE.pack(0), kp.send_key)
+        return seal_confirmation(kp)
 
-    def _report_new_current(self, kp: _Keypair) -> None:
+    def _report_new_current(self, kp: Keypair) -> None:
         if self._keyed:
             self.stats["rekeys"] += 1
             self._events.append(Rekeyed(self.peer_name, kp.initiator))
@@ -828,7 +683,7 @@ class Session:
             assert self.remote_static is not None
             self._events.append(Established(self.peer_name, self.remote_static, kp.initiator))
 
-    def _off_current(self, kp: _Keypair, ptype: PacketType, counter: int, now: float) -> list[bytes]:
+    def _off_current(self, kp: Keypair, ptype: PacketType, counter: int, now: float) -> list[bytes]:
         """An authentic packet under a keypair that is not current (or the first one under the current one)."""
         first = not kp.heard
         kp.heard = True
@@ -880,7 +735,7 @@ class Session:
             return self._flush_staged(now)
         return []
 
-    def _promote(self, kp: _Keypair, now: float) -> None:
+    def _promote(self, kp: Keypair, now: float) -> None:
         """Make a live non-current keypair current; the old current (and an older next) are retired (grace)."""
         nxt = self._next
         if kp is nxt:
@@ -898,7 +753,7 @@ class Session:
             self._retire(old, now)
         self._report_new_current(kp)
 
-    def _retire(self, kp: _Keypair, now: float) -> None:
+    def _retire(self, kp: Keypair, now: float) -> None:
         """Make ``kp`` receive-only until PREVIOUS_KEYPAIR_GRACE from now (or its own expiry if sooner)."""
         kp.dead_at = min(kp.dead_at, now + PREVIOUS_KEYPAIR_GRACE)
         confirm = self._confirm
@@ -912,7 +767,7 @@ class Session:
             retired.remove(victim)
             self._drop(victim)
 
-    def _drop(self, kp: _Keypair) -> None:
+    def _drop(self, kp: Keypair) -> None:
         if self._by_index.pop(kp.local_index, None) is not None:
             self._release_index(kp.local_index)
         confirm = self._confirm
@@ -944,21 +799,11 @@ class Session:
             self._keyed = False
 
     # --- transport ---------------------------------------------------------------------------------
-    def _encrypt(self, kp: _Keypair, ptype: PacketType, payloads: list[bytes], now: float) -> list[bytes]:
+    def _encrypt(self, kp: Keypair, ptype: PacketType, payloads: list[bytes], now: float) -> list[bytes]:
         """Seal ``payloads`` under ``kp`` (caller checked it is usable and has room for them)."""
-        word = _VERSION_BITS | (int(ptype) << 24) | kp.remote_index
-        key = kp.send_key
-        counter = start = kp.send_counter
-        pack_header = _HEADER.pack
-        pack_nonce = _NONCE.pack
-        seal = _aead_encrypt
-        out: list[bytes] = []
-        append = out.append
-        for payload in payloads:
-            header = pack_header(0, word, counter)
-            append(header + seal(payload, header, pack_nonce(counter), key))
-            counter += 1
-        kp.send_counter = counter
+        start = kp.send_counter
+        out = seal(kp, ptype, payloads)
+        counter = kp.send_counter
         stats = self.stats
         stats["tx_packets"] += counter - start
         stats["tx_bytes"] += sum(map(len, payloads))
@@ -1041,203 +886,3 @@ class Session:
         stats[stat] += 1
         stats["dropped"] += 1
         return kind(f"{self.peer_name}: {message}")
-
-
-# --- responder front door ---------------------------------------------------------------------------------
-class _Pending:
-    """A half-open handshake: we answered HANDSHAKE_INIT and wait for HANDSHAKE_FINAL."""
-
-    __slots__ = ("noise", "local_index", "initiator_index", "msg1", "deadline", "resp", "started")
-
-    def __init__(
-        self,
-        noise: _NoiseHandshake,
-        local_index: int,
-        initiator_index: int,
-        msg1: bytes,
-        deadline: float,
-        resp: bytes,
-        started: float,
-    ) -> None:
-        self.noise = noise
-        self.local_index = local_index
-        self.initiator_index = initiator_index
-        self.msg1 = msg1
-        self.deadline = deadline
-        self.resp = resp
-        self.started = started
-
-
-_RESPONDER_STATS = (
-    "inits",
-    "rate_limited",
-    "cookie_replies",
-    "responses_sent",
-    "responses_resent",
-    "completed",
-    "pending_evicted",
-    "pending_expired",
-    "malformed",
-    "decryption_failed",
-    "replayed",
-    "unknown_receiver",
-)
-
-
-class HandshakeResponder:
-    """The node's front door: answers HANDSHAKE_INIT from anyone, completes on HANDSHAKE_FINAL; no I/O.
-
-    Denial-of-service bounds: a per-source token bucket before any Diffie-Hellman, cookies (no state) once
-    COOKIE_LOAD_THRESHOLD handshakes are half-open, at most MAX_PENDING_HANDSHAKES half-open (oldest evicted),
-    each dropped after PENDING_HANDSHAKE_TIMEOUT. A retransmitted INIT gets the stored response, no new state.
-    ``rng`` is accepted for interface symmetry with Session; the responder has no random timing to draw.
-    """
-
-    def __init__(
-        self,
-        static_private: bytes,
-        static_public: bytes,
-        *,
-        allocate_index: Callable[[], int],
-        release_index: Callable[[int], None],
-        local_payload: HandshakePayload,
-        rng: random.Random | None = None,
-        secret_source: Callable[[int], bytes] = os.urandom,
-    ) -> None:
-        if len(static_private) != NOISE_KEY_SIZE or len(static_public) != NOISE_KEY_SIZE:
-            raise ValueError("static keys must be 32-byte X25519 keys")
-        self._static_private = bytes(static_private)
-        self._static_public = bytes(static_public)
-        self._allocate_index = allocate_index
-        self._release_index = release_index
-        self._payload = local_payload.encode()
-        self._rng = rng
-        self._cookies = CookieChecker(secret_source)
-        self._limiter = SourceRateLimiter()
-        self._pending: OrderedDict[int, _Pending] = OrderedDict()  # creation order == deadline order
-        self._by_msg1: dict[bytes, int] = {}  # Noise message 1 -> pending index (retransmit/replay dedup)
-        self.stats: dict[str, int] = dict.fromkeys(_RESPONDER_STATS, 0)
-
-    @property
-    def pending_count(self) -> int:
-        """Half-open handshakes held right now."""
-        return len(self._pending)
-
-    def pending_indices(self) -> set[int]:
-        """Receiver indices owned by half-open handshakes (for dispatch)."""
-        return set(self._pending)
-
-    def expire(self, now: float) -> None:
-        """Drop half-open handshakes older than PENDING_HANDSHAKE_TIMEOUT and release their indices."""
-        pending = self._pending
-        while pending:
-            index, entry = next(iter(pending.items()))
-            if entry.deadline > now:
-                break
-            self._forget(index, entry)
-            self.stats["pending_expired"] += 1
-
-    def receive(
-        self, header: Header, datagram: bytes, addr: tuple[str, int], now: float
-    ) -> tuple[list[bytes], HandshakeResult | None]:
-        """Handle HANDSHAKE_INIT (receiver 0) or HANDSHAKE_FINAL for a pending index.
-
-        Returns (datagrams to send back to ``addr``, a completed HandshakeResult or None); raises the specific
-        RemoteProtocolError for anything refused, having kept no state for it.
-        """
-        self.expire(now)
-        ptype = header.ptype
-        if ptype is PacketType.HANDSHAKE_INIT:
-            return self._on_init(datagram, addr, now)
-        if ptype is PacketType.HANDSHAKE_FINAL:
-            return self._on_final(header, datagram, addr, now)
-        raise self._reject(UnknownReceiver, "unknown_receiver", addr, f"{ptype.name} for index {header.receiver}")
-
-    def _on_init(self, datagram: bytes, addr: tuple[str, int], now: float) -> tuple[list[bytes], None]:
-        self.stats["inits"] += 1
-        try:
-            init = decode_handshake_init(datagram)
-        except MalformedPacket as exc:
-            raise self._reject(MalformedPacket, "malformed", addr, str(exc)) from None
-        if len(init.noise) != NOISE_MSG1_MIN:
-            raise self._reject(MalformedPacket, "malformed", addr, "handshake message 1 must carry no payload")
-        if not self._limiter.allow(addr[0], now):
-            raise self._reject(RateLimited, "rate_limited", addr, "handshake initiations over the per-source rate")
-        if len(self._pending) >= COOKIE_LOAD_THRESHOLD and not self._cookies.is_valid(init.cookie, addr, now):
-            # Under load: prove you receive at this address first. No state, one hash, a reply no bigger than the INIT.
-            self.stats["cookie_replies"] += 1
-            return [encode_cookie_reply(init.sender, self._cookies.make(addr, now))], None
-        known = self._by_msg1.get(init.noise)
-        if known is not None:
-            entry = self._pending[known]
-            if entry.initiator_index != init.sender:
-                raise self._reject(ReplayedPacket, "replayed", addr, "handshake message 1 replayed with another index")
-            self.stats["responses_resent"] += 1
-            return [entry.resp], None
-        noise = _NoiseHandshake(self._static_private, initiator=False)
-        try:
-            noise.read(init.noise)
-            msg2 = noise.write(self._payload)
-        except _NoiseFailure as exc:
-            raise self._reject(MalformedPacket, "malformed", addr, f"unusable ephemeral key ({exc})") from None
-        while len(self._pending) >= MAX_PENDING_HANDSHAKES:
-            index, oldest = next(iter(self._pending.items()))
-            self._forget(index, oldest)
-            self.stats["pending_evicted"] += 1
-        index = self._allocate_index()
-        resp = encode_handshake_resp(init.sender, index, msg2)
-        self._pending[index] = _Pending(
-            noise, index, init.sender, init.noise, now + PENDING_HANDSHAKE_TIMEOUT, resp, now
-        )
-        self._by_msg1[init.noise] = index
-        self.stats["responses_sent"] += 1
-        return [resp], None
-
-    def _on_final(
-        self, header: Header, datagram: bytes, addr: tuple[str, int], now: float
-    ) -> tuple[list[bytes], HandshakeResult]:
-        entry = self._pending.get(header.receiver)
-        if entry is None:
-            raise self._reject(UnknownReceiver, "unknown_receiver", addr, f"no pending index {header.receiver}")
-        try:
-            msg3 = decode_handshake_final(datagram)
-        except MalformedPacket as exc:
-            raise self._reject(MalformedPacket, "malformed", addr, str(exc)) from None
-        try:
-            payload_bytes = entry.noise.read(msg3)
-        except _NoiseFailure as exc:
-            # State restored and the entry kept: a forged FINAL cannot cancel the genuine one.
-            raise self._reject(DecryptionFailed, "decryption_failed", addr, f"final rejected ({exc})") from None
-        self._forget(entry.local_index, entry, release=False)
-        try:
-            payload = decode_handshake_payload(payload_bytes)
-        except MalformedPacket as exc:
-            self._release_index(entry.local_index)
-            raise self._reject(MalformedPacket, "malformed", addr, f"handshake payload: {exc}") from None
-        send_key, recv_key = entry.noise.transport_keys()
-        self.stats["completed"] += 1
-        result = HandshakeResult(
-            remote_static=entry.noise.remote_static(),
-            remote_payload=payload,
-            local_index=entry.local_index,
-            remote_index=entry.initiator_index,
-            send_key=send_key,
-            recv_key=recv_key,
-            initiator=False,
-            completed_at=now,
-            started_at=entry.started,
-        )
-        return [], result
-
-    def _forget(self, index: int, entry: _Pending, release: bool = True) -> None:
-        del self._pending[index]
-        if self._by_msg1.get(entry.msg1) == index:
-            del self._by_msg1[entry.msg1]
-        if release:
-            self._release_index(index)
-
-    def _reject(
-        self, kind: type[RemoteProtocolError], stat: str, addr: tuple[str, int], message: str
-    ) -> RemoteProtocolError:
-        self.stats[stat] += 1
-        return kind(f"{addr[0]}:{addr[1]}: {message}")

@@ -8,7 +8,7 @@ run the daemons' CPU time (utime + stime from /proc/PID/stat) is sampled; their 
 /proc/PID/status) is read at the end. Everything is bounded and removed afterwards.
 
 Run as root:  python tools/bench_overlay.py [--seconds 10] [--pings 20] [--json]
-See docs/PERFORMANCE.md (method: docs/_parts/performance-method.md).
+See docs/PERFORMANCE.md (results, and the method under "How performance is measured").
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import tempfile
 import time
 from typing import Any
 
-from actors import netns
+from axiomnet.lab import daemons, netns, traffic
 from axiomnet.constants import DEFAULT_MTU, DEFAULT_UDP_PORT, SHUTDOWN_DEADLINE
 
 IPERF_PORT = 5201
@@ -57,7 +57,7 @@ def iperf3_tcp(server_ns: netns.Namespace, client_ns: netns.Namespace, addr: str
     """One single-stream TCP iperf3 run from client_ns to addr (server: `iperf3 -s -1` in server_ns)."""
     server = server_ns.popen(["iperf3", "-s", "-1", "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL)
     try:
-        if not netns.wait_until(lambda: netns.tcp_listening(server_ns, IPERF_PORT), timeout=10.0, interval=0.05):
+        if not netns.wait_until(lambda: traffic.tcp_listening(server_ns, IPERF_PORT), timeout=10.0, interval=0.05):
             raise BenchError("iperf3 server did not start listening within 10 s")
         args = ["iperf3", "-c", addr, "-p", str(IPERF_PORT), "-t", f"{seconds:g}", "--json", "--connect-timeout", "5000"]
         try:
@@ -82,7 +82,7 @@ def iperf3_tcp(server_ns: netns.Namespace, client_ns: netns.Namespace, addr: str
 
 
 def ping_rtt(ns: netns.Namespace, addr: str, count: int, interval: float) -> dict[str, Any]:
-    result = netns.ping(ns, addr, count=count, interval=interval)
+    result = traffic.ping(ns, addr, count=count, interval=interval)
     return {
         "sent": result.sent,
         "received": result.received,
@@ -136,8 +136,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "ping": ping_rtt(pair.a, pair.ip_b, args.pings, args.ping_interval),
             "iperf3": iperf3_tcp(pair.b, pair.a, pair.ip_b, args.seconds),
         }
-        node_a, node_b = netns.start_daemon_pair(pair, workdir, log_level=args.log_level)
-        ready = netns.wait_overlay_reachable(node_a, node_b, timeout=READY_TIMEOUT)
+        node_a, node_b = daemons.start_daemon_pair(pair, workdir, log_level=args.log_level)
+        ready = daemons.wait_overlay_reachable(node_a, node_b, timeout=READY_TIMEOUT)
         if ready is None:
             tails = "\n".join(f"--- {n.name} (exit {n.returncode}) ---\n{n.log_tail(15)}" for n in (node_a, node_b))
             raise BenchError(f"the overlay did not answer a ping within {READY_TIMEOUT:.0f} s\n{tails}")

@@ -26,7 +26,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors import netns  # noqa: E402
+from axiomnet.lab import daemons, netns, traffic  # noqa: E402
 
 REACH = 20.0
 RESTART_SPACING = 8.0  # seconds between injected crashes, so a soak never trips the restart-intensity limit
@@ -37,12 +37,12 @@ class Soak:
         self.pair = pair
         self.workdir = workdir
         self.rng = rng
-        self.a, self.b = netns.start_daemon_pair(pair, workdir, log_level="WARNING")
+        self.a, self.b = daemons.start_daemon_pair(pair, workdir, log_level="WARNING")
         self.last_crash = 0.0
 
     def reachable(self) -> None:
         for src, dst in ((self.a, self.b), (self.b, self.a)):
-            if netns.wait_overlay_reachable(src, dst, timeout=REACH) is None:
+            if daemons.wait_overlay_reachable(src, dst, timeout=REACH) is None:
                 raise AssertionError(f"{dst.address} unreachable from {src.name}\n{src.log_tail(15)}\n{dst.log_tail(15)}")
 
     def partition(self) -> str:
@@ -57,7 +57,7 @@ class Soak:
         return "detected and healed"
 
     def flood(self) -> str:
-        sent = netns.flood_hostile_datagrams(self.pair.b, self.pair.ip_a, 7443, count=20000, seconds=10.0,
+        sent = traffic.flood_hostile_datagrams(self.pair.b, self.pair.ip_a, 7443, count=20000, seconds=10.0,
                                              seed=self.rng.randrange(1 << 30))
         self.reachable()
         return f"{sent} hostile datagrams"
@@ -86,7 +86,7 @@ class Soak:
         code = old.stop()
         if code != 0:
             raise AssertionError(f"daemon b exited {code} on SIGTERM")
-        self.b = netns.start_daemon(self.pair.b, name="node-b", listen=old.listen, peers=[f"{self.pair.ip_a}:7443"],
+        self.b = daemons.start_daemon(self.pair.b, name="node-b", listen=old.listen, peers=[f"{self.pair.ip_a}:7443"],
                                     data_dir=old.data_dir, admin_socket=old.admin_socket, tun=old.tun,
                                     log_level="WARNING")
         if self.b.address != address:
@@ -95,7 +95,7 @@ class Soak:
         return "same address, traffic resumed"
 
     def transfer(self) -> str:
-        result = netns.tcp_transfer(self.pair.b, self.pair.a, self.b.address, 5 * 1024 * 1024, timeout=60.0)
+        result = traffic.tcp_transfer(self.pair.b, self.pair.a, self.b.address, 5 * 1024 * 1024, timeout=60.0)
         if not result.ok:
             raise AssertionError(f"transfer failed: {result.error}")
         return f"5 MB intact, {result.mbit_per_s:.0f} Mbit/s"

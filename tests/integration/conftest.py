@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from actors import netns
+from axiomnet.lab import netns
 
 
 def _netns_required() -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from actors import netns
+from axiomnet.lab import daemons, netns, traffic
 from tests.integration.test_daemon import assert_reachable
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -25,7 +25,7 @@ def workdir(tmp_path: Path) -> Path:
 
 def test_partition_is_detected_logged_and_healed(pair, workdir):
     """Seed chaos 'inject network partition': the node notices, logs it, keeps running, and recovers."""
-    a, b = netns.start_daemon_pair(pair, workdir)
+    a, b = daemons.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
     pair.a.ip("link", "set", "dev", pair.link.ifname_a, "down")
     try:
@@ -43,10 +43,10 @@ def test_partition_is_detected_logged_and_healed(pair, workdir):
 
 def test_flood_of_malformed_datagrams_leaves_the_node_up_and_bounded(pair, workdir):
     """Seed chaos 'send malformed packets' and 'memory pressure', against the running daemon."""
-    a, b = netns.start_daemon_pair(pair, workdir)
+    a, b = daemons.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
     rss_before = a.memory_kib()["VmRSS"]
-    sent = netns.flood_hostile_datagrams(pair.b, pair.ip_a, 7443, count=60000, seconds=20.0, seed=7)
+    sent = traffic.flood_hostile_datagrams(pair.b, pair.ip_a, 7443, count=60000, seconds=20.0, seed=7)
     assert sent > 10000
     assert a.running()
     assert_reachable(b, a)
@@ -64,7 +64,7 @@ def test_too_few_file_descriptors_fail_with_a_clear_error(pair, workdir):
     daemon either runs and stops cleanly, or exits 1 within seconds naming the cause; never a hang, never a
     leftover TUN device."""
     data_dir = workdir / "fd"
-    netns.overlay_address(data_dir)  # create the identity first, so the daemon's own start is what runs short
+    daemons.overlay_address(data_dir)  # create the identity first, so the daemon's own start is what runs short
     outcomes = {}
     for limit in range(6, 12):
         args = ["prlimit", f"--nofile={limit}", sys.executable, "-m", "axiomnet", "daemon", "--listen",

@@ -12,23 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from actors import netns
+from axiomnet.lab import daemons, netns, traffic
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 REACH_TIMEOUT = 15.0
 
 
-def wait_established(daemon: netns.DaemonProcess, timeout: float = REACH_TIMEOUT) -> bool:
+def wait_established(daemon: daemons.DaemonProcess, timeout: float = REACH_TIMEOUT) -> bool:
     return netns.wait_until(lambda: daemon.established_sessions() >= 1, timeout, interval=0.2)
 
 
-def assert_reachable(a: netns.DaemonProcess, b: netns.DaemonProcess) -> None:
-    took = netns.wait_overlay_reachable(a, b, timeout=REACH_TIMEOUT)
+def assert_reachable(a: daemons.DaemonProcess, b: daemons.DaemonProcess) -> None:
+    took = daemons.wait_overlay_reachable(a, b, timeout=REACH_TIMEOUT)
     assert took is not None, f"{b.address} unreachable from {a.name}\n{a.log_tail(30)}\n{b.log_tail(30)}"
 
 
-def tun_exists(daemon: netns.DaemonProcess) -> bool:
+def tun_exists(daemon: daemons.DaemonProcess) -> bool:
     return daemon.ns.link_exists(daemon.tun)
 
 
@@ -45,18 +45,18 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_two_daemons_ping_and_transfer_20mb_intact(pair, workdir):
-    a, b = netns.start_daemon_pair(pair, workdir)
+    a, b = daemons.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
-    result = netns.ping(a.ns, b.address, count=5, interval=0.2)
+    result = traffic.ping(a.ns, b.address, count=5, interval=0.2)
     assert result.received == 5, result.output
-    transfer = netns.tcp_transfer(b.ns, a.ns, b.address, 20 * 1024 * 1024, timeout=120.0)
+    transfer = traffic.tcp_transfer(b.ns, a.ns, b.address, 20 * 1024 * 1024, timeout=120.0)
     assert transfer.ok, transfer.error
     assert transfer.received_bytes == 20 * 1024 * 1024
     assert transfer.received_sha256 == transfer.sent_sha256
 
 
 def test_inspect_shows_both_sessions_established(pair, workdir):
-    a, b = netns.start_daemon_pair(pair, workdir)
+    a, b = daemons.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
     for me, other in ((a, b), (b, a)):
         assert wait_established(me)
@@ -74,7 +74,7 @@ def test_inspect_shows_both_sessions_established(pair, workdir):
 
 def test_sigterm_without_any_traffic_exits_0_within_5s_and_removes_tun(pair, workdir):
     # A lone daemon with no peers: no packet ever arrives (seed failures #1 and #9).
-    d = netns.start_daemon(pair.a, name="lone", listen=f"{pair.ip_a}:7443", peers=[], data_dir=workdir / "lone",
+    d = daemons.start_daemon(pair.a, name="lone", listen=f"{pair.ip_a}:7443", peers=[], data_dir=workdir / "lone",
                            admin_socket=workdir / "lone.sock", tun=pair.a.tun_name)
     assert netns.wait_until(lambda: tun_exists(d) and d.admin_socket.exists(), 10.0), d.log_tail(30)
     time.sleep(1.0)  # let the readers settle into their blocking waits
@@ -93,13 +93,13 @@ def test_sigterm_without_any_traffic_exits_0_within_5s_and_removes_tun(pair, wor
 
 
 def test_ipv6_underlay_carries_the_overlay(pair, workdir):
-    a, b = netns.start_daemon_pair(pair, workdir, ipv6_underlay=True)
+    a, b = daemons.start_daemon_pair(pair, workdir, ipv6_underlay=True)
     assert_reachable(a, b)
     assert a.inspect()["sessions"][0]["endpoint"].startswith("[2001:2::")
 
 
 def test_second_signal_exits_at_once(pair, workdir):
-    a, b = netns.start_daemon_pair(pair, workdir)
+    a, b = daemons.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
     a.popen.send_signal(signal.SIGTERM)
     time.sleep(0.05)  # the first signal's orderly shutdown takes longer than this (readers wake every 0.5 s)
@@ -110,11 +110,11 @@ def test_second_signal_exits_at_once(pair, workdir):
 
 
 def test_restarted_daemon_keeps_its_address_and_traffic_resumes(pair, workdir):
-    a, b = netns.start_daemon_pair(pair, workdir)
+    a, b = daemons.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
     address_before = b.address
     assert b.stop() == 0
-    b2 = netns.start_daemon(pair.b, name="node-b-again", listen=b.listen, peers=[f"{pair.ip_a}:7443"],
+    b2 = daemons.start_daemon(pair.b, name="node-b-again", listen=b.listen, peers=[f"{pair.ip_a}:7443"],
                             data_dir=b.data_dir, admin_socket=b.admin_socket, tun=b.tun)
     assert b2.address == address_before
     assert_reachable(a, b2)
@@ -129,8 +129,8 @@ def test_first_ping_comes_soon_after_the_later_daemon_starts(pair, workdir, firs
     nss = {"a": pair.a, "b": pair.b}
     second = "b" if first == "a" else "a"
 
-    def start(n: str, other: str) -> netns.DaemonProcess:
-        return netns.start_daemon(nss[n], name=f"node-{n}", listen=f"{ips[n]}:7443", peers=[f"{ips[other]}:7443"],
+    def start(n: str, other: str) -> daemons.DaemonProcess:
+        return daemons.start_daemon(nss[n], name=f"node-{n}", listen=f"{ips[n]}:7443", peers=[f"{ips[other]}:7443"],
                                   data_dir=dirs[n], admin_socket=workdir / f"{n}.sock", tun=nss[n].tun_name)
 
     early = start(first, second)
@@ -138,7 +138,7 @@ def test_first_ping_comes_soon_after_the_later_daemon_starts(pair, workdir, firs
     time.sleep(4.0)  # the early node has been dialling into the void for a while
     t0 = time.monotonic()
     late = start(second, first)
-    took = netns.wait_overlay_reachable(early, late, timeout=REACH_TIMEOUT)
+    took = daemons.wait_overlay_reachable(early, late, timeout=REACH_TIMEOUT)
     assert took is not None, late.log_tail(30)
     since_start = time.monotonic() - t0
     # The late daemon needs ~0.5 s just to start Python; 60 s (Yggdrasil's refused-peer retry) would fail.
@@ -146,7 +146,7 @@ def test_first_ping_comes_soon_after_the_later_daemon_starts(pair, workdir, firs
 
 
 def test_session_actor_crash_is_restarted_and_ping_works_again(pair, workdir, faults):
-    a, b = netns.start_daemon_pair(pair, workdir)
+    a, b = daemons.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
     assert a.admin({"cmd": "inject-fault", "actor": "session"}) == {"ok": True, "actor": "session"}
     assert netns.wait_until(lambda: "session actor for" in a.log(), 5.0)
@@ -157,7 +157,7 @@ def test_session_actor_crash_is_restarted_and_ping_works_again(pair, workdir, fa
 
 
 def test_router_actor_crash_is_restarted_and_ping_works_again(pair, workdir, faults):
-    a, b = netns.start_daemon_pair(pair, workdir)
+    a, b = daemons.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
     assert a.admin({"cmd": "inject-fault", "actor": "router"}) == {"ok": True, "actor": "router"}
     assert netns.wait_until(lambda: "actor router restarted" in a.log(), 10.0), a.log_tail(30)
@@ -169,7 +169,7 @@ def test_router_actor_crash_is_restarted_and_ping_works_again(pair, workdir, fau
 
 
 def test_too_many_crashes_make_the_daemon_exit_non_zero(pair, workdir, faults):
-    a, b = netns.start_daemon_pair(pair, workdir)
+    a, b = daemons.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
     deadline = time.monotonic() + 30.0
     while a.running() and time.monotonic() < deadline:
@@ -187,7 +187,7 @@ def test_too_many_crashes_make_the_daemon_exit_non_zero(pair, workdir, faults):
 
 def test_fault_injection_is_refused_unless_enabled(pair, workdir, monkeypatch):
     monkeypatch.delenv("AXIOMNET_FAULT_INJECTION", raising=False)
-    a, b = netns.start_daemon_pair(pair, workdir)
+    a, b = daemons.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
     reply = a.admin({"cmd": "inject-fault", "actor": "router"})
     assert "disabled" in reply["error"]
@@ -195,9 +195,9 @@ def test_fault_injection_is_refused_unless_enabled(pair, workdir, monkeypatch):
 
 
 def test_relay_only_node_without_tun_still_peers(pair, workdir):
-    a = netns.start_daemon(pair.a, name="relay", listen=f"{pair.ip_a}:7443", peers=[f"{pair.ip_b}:7443"],
+    a = daemons.start_daemon(pair.a, name="relay", listen=f"{pair.ip_a}:7443", peers=[f"{pair.ip_b}:7443"],
                            data_dir=workdir / "relay", admin_socket=workdir / "relay.sock", tun=None)
-    b = netns.start_daemon(pair.b, name="full", listen=f"{pair.ip_b}:7443", peers=[f"{pair.ip_a}:7443"],
+    b = daemons.start_daemon(pair.b, name="full", listen=f"{pair.ip_b}:7443", peers=[f"{pair.ip_a}:7443"],
                            data_dir=workdir / "full", admin_socket=workdir / "full.sock", tun=pair.b.tun_name)
     assert wait_established(a) and wait_established(b)
     assert not pair.a.link_exists(pair.a.tun_name)

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from actors import demo
+from axiomnet.lab import demo
 
 
 def test_demo_without_root_explains_and_returns_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from actors import netns
+from axiomnet.lab import netns, traffic
 
 
 def _gone(pid: int) -> bool:
@@ -29,7 +29,7 @@ def test_ping_summary_is_parsed() -> None:
         "20 packets transmitted, 19 received, 5% packet loss, time 960ms\n"
         "rtt min/avg/max/mdev = 0.031/0.052/0.090/0.012 ms\n"
     )
-    result = netns.parse_ping_output(out)
+    result = traffic.parse_ping_output(out)
     assert (result.sent, result.received) == (20, 19)
     assert result.rtt_avg == pytest.approx(0.052)
     assert result.loss_percent == pytest.approx(5.0)
@@ -37,7 +37,7 @@ def test_ping_summary_is_parsed() -> None:
 
 
 def test_ping_without_replies_has_no_rtt() -> None:
-    result = netns.parse_ping_output("3 packets transmitted, 0 received, 100% packet loss, time 2030ms\n")
+    result = traffic.parse_ping_output("3 packets transmitted, 0 received, 100% packet loss, time 2030ms\n")
     assert not result.ok and result.rtt_avg is None and result.loss_percent == 100.0
 
 
@@ -53,10 +53,10 @@ def test_wait_until_gives_up_after_its_timeout() -> None:
 def test_raw_veth_carries_ipv4_and_ipv6_both_ways(pair: netns.NetnsPair) -> None:
     for src, dst in ((pair.a, pair.ip_b), (pair.b, pair.ip_a), (pair.a, pair.ip6_b), (pair.b, pair.ip6_a)):
         assert dst is not None
-        result = netns.ping(src, dst, count=3, interval=0.05)
+        result = traffic.ping(src, dst, count=3, interval=0.05)
         assert result.received == 3, result.output
         assert result.rtt_avg is not None and result.rtt_avg < 50.0
-    ok, rtt = netns.ping6(pair.a, pair.ip6_b or "", count=1)
+    ok, rtt = traffic.ping6(pair.a, pair.ip6_b or "", count=1)
     assert ok and rtt is not None
 
 
@@ -64,13 +64,13 @@ def test_raw_veth_carries_ipv4_and_ipv6_both_ways(pair: netns.NetnsPair) -> None
 def test_namespaces_reach_nothing_outside(pair: netns.NetnsPair) -> None:
     routes = pair.a.exec(["ip", "route", "show", "default"], check=True).stdout
     assert routes.strip() == ""
-    result = netns.ping(pair.a, "198.19.255.254", count=1, timeout=1.0)
+    result = traffic.ping(pair.a, "198.19.255.254", count=1, timeout=1.0)
     assert result.received == 0
 
 
 @pytest.mark.netns
 def test_tcp_transfer_checks_sha256_on_both_ends(pair: netns.NetnsPair) -> None:
-    result = netns.tcp_transfer(pair.b, pair.a, pair.ip_b, 1_000_000, timeout=20.0)
+    result = traffic.tcp_transfer(pair.b, pair.a, pair.ip_b, 1_000_000, timeout=20.0)
     assert result.ok, result.error
     assert result.sent_sha256 == result.received_sha256 and result.received_bytes == 1_000_000
 
@@ -87,7 +87,7 @@ def test_names_are_unique_per_run_and_fit_interface_limits() -> None:
         assert all(n.startswith(netns.IFNAME_PREFIX) and len(n) <= netns.IFNAMSIZ for n in ifnames)
         assert names <= set(netns.list_namespaces())
         # Same addresses in both pairs: they live in separate namespaces and do not collide.
-        assert netns.ping(p2.a, p2.ip_b, count=1).received == 1
+        assert traffic.ping(p2.a, p2.ip_b, count=1).received == 1
 
 
 @pytest.mark.netns

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import pykka
 
-from actors import messages as m
+from axiomnet.actors import messages as m
 
 
 class RecordingActor(pykka.ThreadingActor):

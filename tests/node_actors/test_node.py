@@ -4,7 +4,7 @@ import pytest
 
 from axiomnet.config import PeerSpec
 from axiomnet.errors import ConfigError
-from actors import node
+from axiomnet.actors import node
 
 
 def test_literal_peer_addresses_are_kept_as_they_are():

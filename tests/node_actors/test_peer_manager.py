@@ -9,8 +9,8 @@ from axiomnet.control import HandshakePayload
 from axiomnet.identity import Identity
 from axiomnet.session import Session
 from axiomnet.wire import decode_header
-from actors import messages as m
-from actors.peers import PeerManagerActor
+from axiomnet.actors import messages as m
+from axiomnet.actors.peers import PeerManagerActor
 from tests.node_actors.fakes import GetSent, wait_for
 
 
@@ -71,7 +71,7 @@ def test_expired_inbound_sessions_leave_the_registry(recorder, monkeypatch):
     assert wait_for(lambda: all(r.ask(m.Snapshot(), timeout=5)["state"] == "established" for r in refs))
     # The peers vanish; let the session actors' clock run past SESSION_EXPIRY (the ticker keeps ticking).
     real = time.monotonic
-    monkeypatch.setattr("actors.session.time.monotonic", lambda: real() + SESSION_EXPIRY * 2)
+    monkeypatch.setattr("axiomnet.actors.session.time.monotonic", lambda: real() + SESSION_EXPIRY * 2)
     assert wait_for(lambda: sessions(mgr) == 0, timeout=15), _debug_remaining(mgr)
 
 

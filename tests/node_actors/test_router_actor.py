@@ -7,8 +7,8 @@ import time
 
 from axiomnet.geometry import Coords
 from axiomnet.identity import derive_address
-from actors import messages as m
-from actors.router import RouterActor
+from axiomnet.actors import messages as m
+from axiomnet.actors.router import RouterActor
 from tests.node_actors.fakes import GetOther, wait_for
 
 

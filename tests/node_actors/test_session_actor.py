@@ -9,10 +9,11 @@ import pytest
 
 from axiomnet.control import HandshakePayload
 from axiomnet.identity import Identity
-from axiomnet.session import HandshakeResponder, Session
+from axiomnet.responder import HandshakeResponder
+from axiomnet.session import Session
 from axiomnet.wire import PacketType, decode_header
-from actors import messages as m
-from actors.session import SessionActor
+from axiomnet.actors import messages as m
+from axiomnet.actors.session import SessionActor
 from tests.node_actors.fakes import GetSent, GetWritten, wait_for
 
 ENDPOINT = ("192.0.2.7", 7443)  # documentation address: nothing is ever sent, the socket is a recorder
@@ -66,7 +67,7 @@ def test_session_concurrent_process(established, monkeypatch):
     """100 threads push into one SessionActor at once: no exception, no counter reused, nothing lost."""
     # The recording stand-ins are slower than a real socket; lift the mailbox bound so that nothing is shed
     # (shedding under load is tested on its own below).
-    monkeypatch.setattr("actors.base.MAX_QUEUED_BATCHES", 10**6)
+    monkeypatch.setattr("axiomnet.actors.base.MAX_QUEUED_BATCHES", 10**6)
     actor, peer, sock, tun, me = established
     per_thread = 20
     outgoing = [[ipv6_packet(peer.identity.address.packed, t * 1000 + i) for i in range(per_thread)]
@@ -157,7 +158,7 @@ def test_heartbeat_reaches_the_router_with_the_authenticated_key(established, re
 
 def test_full_socket_mailbox_sheds_and_counts_instead_of_growing(established, monkeypatch):
     actor, peer, sock, tun, me = established
-    monkeypatch.setattr("actors.base.MAX_QUEUED_BATCHES", 0)  # every hand-off finds the next mailbox full
+    monkeypatch.setattr("axiomnet.actors.base.MAX_QUEUED_BATCHES", 0)  # every hand-off finds the next mailbox full
     actor.tell(m.TunPackets([ipv6_packet(peer.identity.address.packed, i) for i in range(10)]))
     assert wait_for(lambda: actor.ask(m.Snapshot(), timeout=5)["counters"].get("tx_dropped_backpressure") == 10)
     assert actor.is_alive()

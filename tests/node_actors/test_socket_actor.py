@@ -9,8 +9,8 @@ import time
 from loguru import logger
 
 from axiomnet.wire import PacketType, encode_header
-from actors import messages as m
-from actors.socket import SocketActor, claim_index
+from axiomnet.actors import messages as m
+from axiomnet.actors.socket import SocketActor, claim_index
 from tests.node_actors.fakes import GetOther, wait_for
 
 

@@ -6,9 +6,9 @@ import threading
 from typing import Any
 
 from axiomnet.supervision import RestartPolicy
-from actors import messages as m
-from actors.base import SupervisedActor
-from actors.supervisor import ChildSpec, StartAll, StopAll, SupervisorActor
+from axiomnet.actors import messages as m
+from axiomnet.actors.base import SupervisedActor
+from axiomnet.actors.supervisor import ChildSpec, StartAll, StopAll, SupervisorActor
 from tests.node_actors.fakes import wait_for
 
 EVENTS: list[str] = []

@@ -18,7 +18,8 @@ from nacl.public import PrivateKey
 from axiomnet.constants import MAX_RECEIVER_INDEX
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError, UnknownReceiver
-from axiomnet.session import HandshakeResponder, Session, SessionEvent
+from axiomnet.responder import HandshakeResponder
+from axiomnet.session import Session, SessionEvent
 from axiomnet.wire import PacketType, decode_header
 
 PAYLOAD = HandshakePayload(capabilities=("test",))

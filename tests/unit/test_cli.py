@@ -1,4 +1,4 @@
-"""The axiomnet and axiomnet-inspect command lines (actors.node / actors.demo replaced by fakes)."""
+"""The axiomnet and axiomnet-inspect command lines (axiomnet.actors.node / axiomnet.lab.demo replaced by fakes)."""
 
 from __future__ import annotations
 
@@ -57,14 +57,14 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
 @pytest.fixture
 def fake_node(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
     seen: list[Config] = []
-    module = types.ModuleType("actors.node")
+    module = types.ModuleType("axiomnet.actors.node")
 
     def run_daemon(config: Config) -> int:
         seen.append(config)
         return 0
 
     module.run_daemon = run_daemon  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "actors.node", module)
+    monkeypatch.setitem(sys.modules, "axiomnet.actors.node", module)
     return seen
 
 
@@ -95,7 +95,7 @@ def test_daemon_flags_beat_environment_and_file(fake_node: list[Config], tmp_pat
 
 
 def test_daemon_exit_code_comes_from_run_daemon(fake_node: list[Config], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys.modules["actors.node"], "run_daemon", lambda config: 3)
+    monkeypatch.setattr(sys.modules["axiomnet.actors.node"], "run_daemon", lambda config: 3)
     assert cli.main(["daemon", "--no-tun"]) == 3
 
 
@@ -175,9 +175,9 @@ def test_identity_show_insecure_key_is_one_line_exit_1(tmp_path: Path, capsys: p
 # --- axiomnet demo / --version / help -----------------------------------------------------------------------
 def test_demo_passes_namespace_to_run_demo(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[argparse.Namespace] = []
-    module = types.ModuleType("actors.demo")
+    module = types.ModuleType("axiomnet.lab.demo")
     module.run_demo = lambda args: seen.append(args) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "actors.demo", module)
+    monkeypatch.setitem(sys.modules, "axiomnet.lab.demo", module)
     assert cli.main(["demo"]) == 0
     assert (seen[0].duration, seen[0].size_mb, seen[0].keep) == (3.0, 5, False)
     assert cli.main(["demo", "--duration", "0.5", "--size-mb", "2", "--keep"]) == 0

@@ -79,7 +79,7 @@ def test_heartbeat_encodes_as_the_documented_map() -> None:
     hb = Heartbeat(3, Coords(0.5, 1.0), 0.25)
     assert msgpack.unpackb(encode_control(hb)) == {"t": "hb", "seq": 3, "coords": [0.5, 1.0], "load": 0.25}
     assert list(msgpack.unpackb(encode_control(hb))) == ["t", "seq", "coords", "load"]
-    assert encode_control(hb) == bytes.fromhex(  # the example in docs/_parts/wire-geometry.md
+    assert encode_control(hb) == bytes.fromhex(  # the example in docs/PROTOCOL.md §2.4.2
         "84a174a26862a373657103a6636f6f72647392cb3fe0000000000000cb3ff0000000000000a46c6f6164cb3fd0000000000000"
     )
 

@@ -133,7 +133,7 @@ def test_file_layout_matches_documentation() -> None:
     assert data[0:5] == b"AXNID" and data[5] == 1
     assert data[6:38] == ident.private_key and data[38:70] == ident.public_key
     assert data[70:] == hashlib.blake2b(data[:70], digest_size=32, person=b"axn-identity").digest()
-    # The worked example of docs/_parts/identity-config-cli.md.
+    # The worked example of docs/CONFIG.md §1.1.
     assert ident.public_hex == "a4e09292b651c278b9772c569f5fa9bb13d906b46ab68c9df9dc2b4409f8a209"
     assert str(ident.address) == "fce8:8efb:164d:7e09:f893:5811:f4e1:31e8" == str(reference_address(ident.public_key))
     assert data.hex().endswith("f077f95f8bfb3b399af3d3f5279351b9933ac6f631c80b4a29cb8a4fd5f55f48")

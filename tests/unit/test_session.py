@@ -92,7 +92,7 @@ def run_until_quiet(net: Network, start: float, end: float, step: float = 0.05) 
 
 
 # Rekey tests run with either side dialling: the side with the smaller static key arbitrates keypair changes
-# (docs/_parts/session.md section 2), so a rekey the leader initiates and one the follower initiates take
+# (docs/PROTOCOL.md §3.2), so a rekey the leader initiates and one the follower initiates take
 # different message paths.
 DIALLER = pytest.mark.parametrize("seeds", [(1, 2), (2, 1)], ids=["leader-dials", "follower-dials"])
 

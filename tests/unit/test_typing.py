@@ -15,6 +15,6 @@ def test_core_and_actors_type_check() -> None:
     if shutil.which("mypy") is None and subprocess.run([sys.executable, "-m", "mypy", "--version"],
                                                        capture_output=True).returncode != 0:
         pytest.fail("mypy is part of the test extra: pip install -e '.[test]'")
-    proc = subprocess.run([sys.executable, "-m", "mypy", "axiomnet", "actors"], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "mypy", "-p", "axiomnet"], cwd=ROOT, capture_output=True,
                           text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr

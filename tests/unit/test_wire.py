@@ -52,7 +52,7 @@ from axiomnet.wire import (
 
 FUZZ_INPUTS = 10_000
 
-# Body sizes each packet type accepts, inclusive (mirrors docs/_parts/wire-geometry.md).
+# Body sizes each packet type accepts, inclusive (mirrors docs/PROTOCOL.md §2.2).
 BODY_BOUNDS: dict[PacketType, tuple[int, int]] = {
     PacketType.HANDSHAKE_INIT: (
         4 + COOKIE_SIZE + NOISE_MSG1_MIN,

@@ -24,19 +24,16 @@ import json
 import logging
 import os
 import re
-import select
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
-from axiomnet.constants import DEFAULT_UDP_PORT, SHUTDOWN_DEADLINE
+from axiomnet.constants import SHUTDOWN_DEADLINE
 from axiomnet.errors import LocalError
 
 log = logging.getLogger(__name__)
@@ -59,8 +56,6 @@ CLI_TIMEOUT = 20.0  # bound on `axiomnet identity show` / `axiomnet-inspect` (Py
 _RUN_ID_RE = re.compile(r"^[0-9a-f]{6}$")
 _SUFFIX_RE = re.compile(r"^[a-z0-9]{1,5}$")
 _NETNS_NAME_RE = re.compile(r"^axnt-([0-9a-f]{6})-[a-z0-9]{1,5}$")
-_PING_COUNTS_RE = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
-_PING_RTT_RE = re.compile(r"(?:rtt|round-trip) min/avg/max(?:/mdev|/stddev)? = ([\d.]+)/([\d.]+)/([\d.]+)(?:/([\d.]+))?")
 
 
 class HarnessError(LocalError):
@@ -89,12 +84,12 @@ def netns_unavailable_reason() -> str | None:
     return None
 
 
-def _killpg(pgid: int, sig: int) -> None:
+def signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
 
-def _kill(pid: int, sig: int) -> None:
+def signal_process(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
 
@@ -125,7 +120,7 @@ def run_bounded(
     try:
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
-        _killpg(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         try:
             out, err = proc.communicate(timeout=KILL_WAIT)
         except subprocess.TimeoutExpired:
@@ -137,7 +132,7 @@ def run_bounded(
             out, err = None, None
         raise subprocess.TimeoutExpired(proc.args, timeout, output=out, stderr=err) from None
     except BaseException:
-        _killpg(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             proc.wait(timeout=KILL_WAIT)
         raise
@@ -154,7 +149,7 @@ def terminate_processes(procs: Sequence[subprocess.Popen[Any]], grace: float = S
     """
     running = [p for p in procs if p.poll() is None]
     for proc in running:
-        _killpg(proc.pid, signal.SIGTERM)
+        signal_group(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     for proc in running:
         try:
@@ -163,7 +158,7 @@ def terminate_processes(procs: Sequence[subprocess.Popen[Any]], grace: float = S
             pass
     for proc in running:
         # The group id stays reserved while any member lives, so this reaches only our stragglers.
-        _killpg(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=KILL_WAIT)
 
@@ -239,7 +234,7 @@ def destroy_namespace(name: str) -> None:
         if not pids or time.monotonic() > deadline:
             break
         for pid in pids:
-            _kill(pid, signal.SIGKILL)
+            signal_process(pid, signal.SIGKILL)
         time.sleep(0.05)
     if pids:
         log.warning("processes %s in %s survived SIGKILL", pids, name)
@@ -622,486 +617,3 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         if remaining <= 0:
             return False
         time.sleep(min(interval, remaining))
-
-
-@dataclasses.dataclass(frozen=True)
-class PingResult:
-    """What one `ping` run reported: counts, loss and RTT figures (ms, None without replies)."""
-
-    sent: int
-    received: int
-    rtt_min: float | None
-    rtt_avg: float | None
-    rtt_max: float | None
-    rtt_mdev: float | None
-    output: str
-
-    @property
-    def loss_percent(self) -> float:
-        return 100.0 * (self.sent - self.received) / self.sent if self.sent else 100.0
-
-    @property
-    def ok(self) -> bool:
-        """At least one reply came back."""
-        return self.received > 0
-
-
-def parse_ping_output(output: str) -> PingResult:
-    """Parse the summary of iputils (or BusyBox) ping; missing figures become 0 / None."""
-    counts = _PING_COUNTS_RE.search(output)
-    rtt = _PING_RTT_RE.search(output)
-    sent, received = (int(counts.group(1)), int(counts.group(2))) if counts else (0, 0)
-    figures: list[float | None] = [None, None, None, None]
-    if rtt:
-        figures = [float(g) if g is not None else None for g in rtt.groups()]
-    return PingResult(sent, received, figures[0], figures[1], figures[2], figures[3], output)
-
-
-def ping(ns: Namespace, addr: str, *, count: int = 3, interval: float = 0.2, timeout: float | None = None) -> PingResult:
-    """Ping ``addr`` from inside ``ns`` (``count`` echo requests, ``interval`` s apart), bounded in time.
-
-    ``timeout`` (default: count * interval + 2 s) is both ping's own deadline and the process bound.
-    """
-    if shutil.which("ping") is None:
-        raise HarnessError("`ping` is missing (install the iputils-ping package)")
-    if count < 1 or interval <= 0:
-        raise ValueError("count must be >= 1 and interval > 0")
-    family = "-6" if ipaddress.ip_address(addr).version == 6 else "-4"
-    deadline = timeout if timeout is not None else count * interval + 2.0
-    args = ["ping", family, "-n", "-q", "-c", str(count), "-i", f"{interval:g}", "-W", "1", "-w", f"{max(1, round(deadline))}", addr]
-    try:
-        proc = ns.exec(args, timeout=deadline + 5.0, env={**os.environ, "LC_ALL": "C"})
-    except subprocess.TimeoutExpired as exc:
-        return parse_ping_output(exc.output or "")
-    return parse_ping_output(proc.stdout + proc.stderr)
-
-
-def ping6(ns: Namespace, addr: str, count: int = 3, timeout: float = 5.0) -> tuple[bool, float | None]:
-    """Ping (IPv6 or IPv4 by address) from ``ns``: (at least one reply?, average RTT in ms or None)."""
-    result = ping(ns, addr, count=count, interval=0.2, timeout=timeout)
-    return result.ok, result.rtt_avg
-
-
-def tcp_listening(ns: Namespace, port: int) -> bool:
-    """True if something in ``ns`` listens on TCP ``port`` (checked with `ss`)."""
-    proc = ns.exec(["ss", "-H", "-l", "-t", "-n", f"sport = :{port}"], timeout=IP_TIMEOUT)
-    return proc.returncode == 0 and bool(proc.stdout.strip())
-
-
-# --- a bounded TCP transfer with checksums ----------------------------------------------------------
-_TRANSFER_SERVER = r"""
-import hashlib, json, socket, sys, time
-host, port, expect, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-deadline = time.monotonic() + timeout
-family = socket.AF_INET6 if ":" in host else socket.AF_INET
-srv = socket.socket(family, socket.SOCK_STREAM)
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind((host, port))
-srv.listen(1)
-print("listening", flush=True)
-srv.settimeout(max(0.1, deadline - time.monotonic()))
-conn, _ = srv.accept()
-digest, received = hashlib.sha256(), 0
-while received < expect:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        break
-    conn.settimeout(remaining)
-    chunk = conn.recv(1 << 16)
-    if not chunk:
-        break
-    digest.update(chunk)
-    received += len(chunk)
-report = {"bytes": received, "sha256": digest.hexdigest()}
-conn.settimeout(max(0.1, deadline - time.monotonic()))
-conn.sendall(json.dumps(report).encode() + b"\n")
-conn.close()
-print(json.dumps(report), flush=True)
-"""
-
-_TRANSFER_CLIENT = r"""
-import hashlib, json, os, socket, sys, time
-host, port, size, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-deadline = time.monotonic() + timeout
-data = os.urandom(size)
-sent_sha = hashlib.sha256(data).hexdigest()
-family = socket.AF_INET6 if ":" in host else socket.AF_INET
-while True:
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(max(0.1, min(5.0, deadline - time.monotonic())))
-    try:
-        sock.connect((host, port))
-        break
-    except (ConnectionRefusedError, socket.timeout, OSError):
-        sock.close()
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(0.1)
-start = time.monotonic()
-sock.settimeout(max(0.1, deadline - time.monotonic()))
-sock.sendall(data)
-sock.shutdown(socket.SHUT_WR)
-reply = b""
-while not reply.endswith(b"\n"):
-    sock.settimeout(max(0.1, deadline - time.monotonic()))
-    chunk = sock.recv(4096)
-    if not chunk:
-        break
-    reply += chunk
-seconds = time.monotonic() - start
-sock.close()
-print(json.dumps({"bytes": size, "sha256": sent_sha, "seconds": seconds, "server": json.loads(reply or b"null")}))
-"""
-
-
-@dataclasses.dataclass(frozen=True)
-class TransferResult:
-    """Outcome of :func:`tcp_transfer`: sizes and SHA-256 on both ends, duration, throughput, error text."""
-
-    size: int
-    sent_sha256: str | None
-    received_bytes: int
-    received_sha256: str | None
-    seconds: float | None
-    error: str | None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.received_bytes == self.size and self.sent_sha256 == self.received_sha256
-
-    @property
-    def mbit_per_s(self) -> float | None:
-        return self.size * 8 / self.seconds / 1e6 if self.seconds else None
-
-
-def _readline_with_timeout(stream: IO[str], timeout: float) -> str:
-    ready, _, _ = select.select([stream], [], [], timeout)
-    return stream.readline() if ready else ""
-
-
-def tcp_transfer(
-    server_ns: Namespace, client_ns: Namespace, server_addr: str, size: int, *, port: int = 5301, timeout: float = 60.0
-) -> TransferResult:
-    """Send ``size`` random bytes over TCP from ``client_ns`` to a one-shot server on ``server_addr`` in
-    ``server_ns``; both ends hash what they saw. Bounded by ``timeout`` seconds; never raises for a
-    failed transfer (see ``error``)."""
-    py = sys.executable
-    server = server_ns.popen(
-        [py, "-c", _TRANSFER_SERVER, server_addr, str(port), str(size), str(timeout)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None and server.stderr is not None
-        first = _readline_with_timeout(server.stdout, min(timeout, CLI_TIMEOUT))
-        if first.strip() != "listening":
-            terminate_processes([server], grace=1.0)
-            err = server.stderr.read().strip().splitlines()
-            return TransferResult(size, None, 0, None, None, f"server did not start: {err[-1] if err else first!r}")
-        try:
-            client = client_ns.exec(
-                [py, "-c", _TRANSFER_CLIENT, server_addr, str(port), str(size), str(timeout)], timeout=timeout + 10.0
-            )
-        except subprocess.TimeoutExpired:
-            return TransferResult(size, None, 0, None, None, f"client timed out after {timeout + 10.0:.0f} s")
-        if client.returncode != 0:
-            lines = client.stderr.strip().splitlines()
-            return TransferResult(size, None, 0, None, None, f"client failed: {lines[-1] if lines else client.returncode}")
-        report = json.loads(client.stdout)
-        server_report = report.get("server") or {}
-        received = int(server_report.get("bytes", 0))
-        received_sha = server_report.get("sha256")
-        error = None
-        if received != size:
-            error = f"server received {received} of {size} bytes"
-        elif received_sha != report["sha256"]:
-            error = "sha256 differs between sender and receiver"
-        return TransferResult(size, report["sha256"], received, received_sha, float(report["seconds"]), error)
-    finally:
-        terminate_processes([server], grace=2.0)
-
-
-# --- AxiomNet daemons -------------------------------------------------------------------------------
-def _python_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _cli_json(args: Sequence[str], *, ns: Namespace | None = None, timeout: float = CLI_TIMEOUT) -> Any:
-    cmd = [sys.executable, *args]
-    try:
-        proc = ns.exec(cmd, timeout=timeout, env=_python_env()) if ns else run_bounded(cmd, timeout=timeout, env=_python_env())
-    except subprocess.TimeoutExpired as exc:
-        raise HarnessError(f"{' '.join(args[:3])} timed out after {timeout:g} s") from exc
-    if proc.returncode != 0:
-        raise HarnessError(f"{' '.join(args[:3])} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
-    try:
-        return json.loads(proc.stdout)
-    except ValueError as exc:
-        raise HarnessError(f"{' '.join(args[:3])} printed no JSON: {proc.stdout[:200]!r}") from exc
-
-
-def overlay_address(data_dir: str | Path) -> str:
-    """The overlay address of the identity in ``data_dir`` (created if absent), via `axiomnet identity show`."""
-    info = _cli_json(["-m", "axiomnet", "identity", "show", "--data-dir", str(data_dir), "--json"])
-    return str(ipaddress.IPv6Address(info["address"]))
-
-
-_INSPECT = "import sys; from axiomnet.cli import inspect_main; sys.exit(inspect_main())"
-
-
-class DaemonProcess:
-    """A running ``axiomnet daemon`` inside a namespace, its log file, identity and admin socket."""
-
-    def __init__(
-        self,
-        ns: Namespace,
-        name: str,
-        popen: subprocess.Popen[Any],
-        *,
-        address: str,
-        listen: str,
-        data_dir: Path,
-        admin_socket: Path,
-        tun: str | None,
-        log_path: Path,
-    ) -> None:
-        self.ns = ns
-        self.name = name
-        self.popen = popen
-        self.address = address
-        self.listen = listen
-        self.data_dir = data_dir
-        self.admin_socket = admin_socket
-        self.tun = tun
-        self.log_path = log_path
-        self.stop_seconds: float | None = None  # how long the last stop() took
-        self.killed = False  # stop() had to SIGKILL
-
-    def __repr__(self) -> str:
-        return f"DaemonProcess({self.name!r}, pid={self.pid}, ns={self.ns.name}, address={self.address})"
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self.popen.poll()
-
-    def running(self) -> bool:
-        return self.popen.poll() is None
-
-    def log(self) -> str:
-        """The daemon's stdout+stderr so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log().splitlines()[-lines:])
-
-    def stop(self, timeout: float = SHUTDOWN_DEADLINE) -> int:
-        """SIGTERM the daemon, wait ``timeout`` s, then SIGKILL its group; return its exit code (reaped)."""
-        if self.popen.poll() is not None:
-            return self.popen.returncode
-        start = time.monotonic()
-        _kill(self.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.killed = True
-            _killpg(self.pid, signal.SIGKILL)
-            self.popen.wait(timeout=KILL_WAIT)
-        self.stop_seconds = time.monotonic() - start
-        # Children the daemon may have left in its group go too (the group id is still reserved now).
-        _killpg(self.pid, signal.SIGKILL)
-        return self.popen.returncode
-
-    def admin(self, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-        """One JSON request on the daemon's admin socket (a filesystem path, reachable from any namespace)."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(str(self.admin_socket))
-            s.sendall(json.dumps(request).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        reply = json.loads(buf)
-        if not isinstance(reply, dict):
-            raise HarnessError(f"admin socket replied {type(reply).__name__}, not an object")
-        return reply
-
-    def inspect(self, timeout: float = CLI_TIMEOUT) -> dict[str, Any]:
-        """The daemon's state (``axiomnet-inspect --json``, run inside its namespace)."""
-        state = _cli_json(["-c", _INSPECT, "--admin-socket", str(self.admin_socket), "--json"], ns=self.ns, timeout=timeout)
-        if not isinstance(state, dict):
-            raise HarnessError(f"axiomnet-inspect returned {type(state).__name__}, not an object")
-        return state
-
-    def inspect_text(self, timeout: float = CLI_TIMEOUT) -> str:
-        """The human-readable tables of ``axiomnet-inspect`` (stdout, or stderr if it failed)."""
-        try:
-            proc = self.ns.exec(
-                [sys.executable, "-c", _INSPECT, "--admin-socket", str(self.admin_socket)], timeout=timeout, env=_python_env()
-            )
-        except subprocess.TimeoutExpired:
-            return f"axiomnet-inspect timed out after {timeout:g} s"
-        return proc.stdout if proc.returncode == 0 else proc.stderr
-
-    def established_sessions(self) -> int:
-        """How many sessions the daemon reports as established (0 if it cannot be asked yet)."""
-        try:
-            state = self.inspect(timeout=5.0)
-        except HarnessError:
-            return 0
-        return sum(1 for s in state.get("sessions", []) if isinstance(s, dict) and s.get("state") == "established")
-
-    def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.pid)
-
-    def memory_kib(self) -> dict[str, int]:
-        return process_memory_kib(self.pid)
-
-
-def format_endpoint(host: str, port: int) -> str:
-    """``HOST:PORT``, with brackets around an IPv6 host."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def start_daemon(
-    ns: Namespace,
-    *,
-    name: str,
-    listen: str,
-    peers: Sequence[str],
-    data_dir: str | Path,
-    admin_socket: str | Path,
-    tun: str | None,
-    extra_args: Sequence[str] = (),
-    log_path: str | Path | None = None,
-    log_level: str = "INFO",
-) -> DaemonProcess:
-    """Start ``python -m axiomnet daemon`` in ``ns`` with stdout+stderr to ``log_path``
-    (default: ``<data_dir's parent>/<name>.log``). The overlay address is learned first with
-    `axiomnet identity show` (creating the identity). Does not wait for the daemon to be ready."""
-    data_dir = Path(data_dir)
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    admin_socket = Path(admin_socket)
-    log_file = Path(log_path) if log_path is not None else data_dir.parent / f"{name}.log"
-    address = overlay_address(data_dir)
-    args = [sys.executable, "-m", "axiomnet", "daemon", "--listen", listen]
-    for peer in peers:
-        args += ["--peer", peer]
-    args += ["--tun", tun] if tun is not None else ["--no-tun"]
-    args += ["--data-dir", str(data_dir), "--admin-socket", str(admin_socket), "--log-level", log_level]
-    args += list(extra_args)
-    with open(log_file, "ab") as out:
-        popen = ns.popen(args, stdout=out, stderr=subprocess.STDOUT, env=_python_env())
-    return DaemonProcess(
-        ns, name, popen, address=address, listen=listen, data_dir=data_dir, admin_socket=admin_socket, tun=tun, log_path=log_file
-    )
-
-
-def start_daemon_pair(
-    pair: NetnsPair,
-    workdir: str | Path,
-    *,
-    port: int = DEFAULT_UDP_PORT,
-    ipv6_underlay: bool = False,
-    log_level: str = "INFO",
-    extra_args: Sequence[str] = (),
-) -> tuple[DaemonProcess, DaemonProcess]:
-    """Start one daemon in each namespace of ``pair``, each listening on its veth address and peering
-    with the other; data dirs, admin sockets and logs under ``workdir``. Does not wait for readiness."""
-    workdir = Path(workdir)
-    if ipv6_underlay:
-        if pair.ip6_a is None or pair.ip6_b is None:
-            raise HarnessError("the pair has no IPv6 veth addresses")
-        host_a, host_b = pair.ip6_a, pair.ip6_b
-    else:
-        host_a, host_b = pair.ip_a, pair.ip_b
-    daemons = []
-    for ns, me, other in ((pair.a, host_a, host_b), (pair.b, host_b, host_a)):
-        daemons.append(
-            start_daemon(
-                ns,
-                name=f"node-{ns.suffix}",
-                listen=format_endpoint(me, port),
-                peers=[format_endpoint(other, port)],
-                data_dir=workdir / f"node-{ns.suffix}",
-                admin_socket=workdir / f"node-{ns.suffix}.sock",
-                tun=ns.tun_name,
-                extra_args=extra_args,
-                log_level=log_level,
-            )
-        )
-    return daemons[0], daemons[1]
-
-
-def wait_overlay_reachable(src: DaemonProcess, dst: DaemonProcess, timeout: float = 15.0) -> float | None:
-    """Ping ``dst``'s overlay address from ``src``'s namespace until a reply comes back.
-
-    Returns the seconds it took, or None after ``timeout`` (or as soon as either daemon has exited).
-    """
-    start = time.monotonic()
-
-    def reachable() -> bool:
-        if not (src.running() and dst.running()):
-            raise _DaemonExited()
-        return ping(src.ns, dst.address, count=1, interval=0.2, timeout=1.0).ok
-
-    try:
-        if wait_until(reachable, timeout, interval=0.2):
-            return time.monotonic() - start
-    except _DaemonExited:
-        pass
-    return None
-
-
-class _DaemonExited(Exception):
-    """A daemon being waited on exited: stop waiting at once."""
-
-
-# A seeded generator of hostile datagrams, run inside a namespace: random bytes, well-formed handshake
-# initiations from ever-new initiators (they would cost state if the front door were unguarded), and transport
-# headers with random receiver indices, huge counters and garbage. Bounded in count and in time.
-_FLOOD_SCRIPT = r"""
-import os, random, socket, struct, sys, time
-host, port, count, seconds, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-rng = random.Random(seed)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-deadline = time.monotonic() + seconds
-sent = 0
-while sent < count and time.monotonic() < deadline:
-    kind = rng.random()
-    if kind < 0.3:       # random bytes of random length
-        data = os.urandom(rng.randrange(0, 1500))
-    elif kind < 0.6:     # a well-formed handshake initiation from a 'new' initiator (costs state if unguarded)
-        data = struct.pack(">IIQ", 0, (1 << 28) | (1 << 24), 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) \
-            + bytes(16) + os.urandom(32)
-    else:                # transport header with a random receiver index, a huge counter and garbage
-        data = struct.pack(">IIQ", 0, (1 << 28) | (5 << 24) | rng.randrange(1, 1 << 24), rng.randrange(1 << 63)) \
-            + os.urandom(rng.randrange(16, 1400))
-    try:
-        s.sendto(data, (host, port))
-    except OSError:
-        pass
-    sent += 1
-print(sent)
-"""
-
-
-def flood_hostile_datagrams(ns: Namespace, host: str, port: int, *, count: int, seconds: float, seed: int) -> int:
-    """Send up to ``count`` hostile datagrams to ``host:port`` from ``ns`` within ``seconds``; return how many."""
-    proc = ns.exec([sys.executable, "-c", _FLOOD_SCRIPT, host, str(port), str(count), str(seconds), str(seed)],
-                   timeout=seconds + 30.0)
-    if proc.returncode != 0:
-        raise HarnessError(f"flood generator failed: {proc.stderr.strip()[-500:]}")
-    return int(proc.stdout)

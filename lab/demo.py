@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from actors import netns
+from axiomnet.lab import daemons, netns, traffic
 from axiomnet.constants import DEFAULT_MTU, DEFAULT_UDP_PORT, SHUTDOWN_DEADLINE
 
 NOT_ROOT_MESSAGE = "axiomnet demo needs root for network namespaces and TUN devices; run it as root or use sudo"
@@ -130,13 +130,13 @@ def run_demo(args: argparse.Namespace) -> int:
 def _run_steps(pair: netns.NetnsPair, workdir: str, duration: float, size_mb: int, checks: list[Check]) -> None:
     _say(f"[1/6] namespaces {pair.a.name} ({pair.ip_a}) and {pair.b.name} ({pair.ip_b}) joined by veth "
          f"{pair.link.ifname_a}/{pair.link.ifname_b}")
-    node_a, node_b = netns.start_daemon_pair(pair, workdir, port=DEFAULT_UDP_PORT)
+    node_a, node_b = daemons.start_daemon_pair(pair, workdir, port=DEFAULT_UDP_PORT)
     _say(f"[2/6] daemons started: A pid {node_a.pid} overlay {node_a.address} tun {node_a.tun}")
     _say(f"                       B pid {node_b.pid} overlay {node_b.address} tun {node_b.tun}")
     _say(f"      logs: {node_a.log_path} {node_b.log_path} (kept only on failure)")
 
     _say(f"[3/6] waiting up to {READY_TIMEOUT:.0f} s for the overlay to answer a ping ...")
-    ready_after = netns.wait_overlay_reachable(node_a, node_b, timeout=READY_TIMEOUT)
+    ready_after = daemons.wait_overlay_reachable(node_a, node_b, timeout=READY_TIMEOUT)
     if ready_after is None:
         exited = [f"daemon {n.name} exited with code {n.returncode}" for n in (node_a, node_b) if not n.running()]
         if exited:
@@ -150,15 +150,15 @@ def _run_steps(pair: netns.NetnsPair, workdir: str, duration: float, size_mb: in
 
     count = max(3, round(duration / PING_INTERVAL))
     _say(f"[4/6] ping -6 {node_b.address} from A: {count} pings, {PING_INTERVAL} s apart ...")
-    result = netns.ping(pair.a, node_b.address, count=count, interval=PING_INTERVAL)
-    back = netns.ping(pair.b, node_a.address, count=3, interval=PING_INTERVAL)
+    result = traffic.ping(pair.a, node_b.address, count=count, interval=PING_INTERVAL)
+    back = traffic.ping(pair.b, node_a.address, count=3, interval=PING_INTERVAL)
     checks.append(Check("ping A -> B", result.sent > 0 and result.received == result.sent, _ping_detail(result)))
     checks.append(Check("ping B -> A", back.sent > 0 and back.received == back.sent, _ping_detail(back)))
 
     size = size_mb * 1_000_000
     timeout = max(30.0, size_mb * 10.0)
     _say(f"[5/6] TCP transfer of {size_mb} MB of random bytes A -> [{node_b.address}]:{TRANSFER_PORT} ...")
-    transfer = netns.tcp_transfer(pair.b, pair.a, node_b.address, size, port=TRANSFER_PORT, timeout=timeout)
+    transfer = traffic.tcp_transfer(pair.b, pair.a, node_b.address, size, port=TRANSFER_PORT, timeout=timeout)
     if transfer.ok:
         detail = (f"{size_mb} MB, sha256 {transfer.sent_sha256[:16] if transfer.sent_sha256 else '?'}... equal on both "
                   f"ends, {transfer.seconds:.2f} s, {transfer.mbit_per_s:.1f} Mbit/s")
@@ -185,19 +185,19 @@ def _keep_logs(workdir: str) -> None:
     _say(f"daemon logs kept in {keep}")
 
 
-def _ping_detail(result: netns.PingResult) -> str:
+def _ping_detail(result: traffic.PingResult) -> str:
     text = f"{result.received}/{result.sent} replies, {result.loss_percent:.0f}% loss"
     if result.rtt_avg is not None:
         text += f", rtt min/avg/max {result.rtt_min:.2f}/{result.rtt_avg:.2f}/{result.rtt_max:.2f} ms"
     return text
 
 
-def _link_mtu(node: netns.DaemonProcess) -> str:
+def _link_mtu(node: daemons.DaemonProcess) -> str:
     proc = node.ns.exec(["cat", f"/sys/class/net/{node.tun}/mtu"], timeout=5.0)
     return proc.stdout.strip() if proc.returncode == 0 else "?"
 
 
-def _stop_daemons(nodes: tuple[netns.DaemonProcess, ...], checks: list[Check], *, show_logs: bool = False) -> None:
+def _stop_daemons(nodes: tuple[daemons.DaemonProcess, ...], checks: list[Check], *, show_logs: bool = False) -> None:
     """SIGTERM each daemon; a check per daemon (exit 0 within the deadline, TUN gone); logs of failures."""
     _say("stopping both daemons with SIGTERM ...")
     for node in nodes:

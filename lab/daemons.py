@@ -1,0 +1,282 @@
+"""AxiomNet daemons in the lab: start one or a pair in namespaces, wait for the overlay, inspect, stop.
+
+A :class:`DaemonProcess` is ``python -m axiomnet daemon`` in a namespace with its own data directory, log
+file and admin socket; it is stopped by process group, bounded in time (lab/netns.py does the bookkeeping).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from axiomnet.constants import DEFAULT_UDP_PORT, SHUTDOWN_DEADLINE
+
+
+from axiomnet.lab.netns import (
+    KILL_WAIT,
+    process_cpu_seconds,
+    process_memory_kib,
+    signal_group,
+    signal_process,
+    CLI_TIMEOUT,
+    HarnessError,
+    Namespace,
+    NetnsPair,
+    run_bounded,
+    wait_until,
+)
+from axiomnet.lab.traffic import ping
+
+# --- AxiomNet daemons -------------------------------------------------------------------------------
+def _python_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _cli_json(args: Sequence[str], *, ns: Namespace | None = None, timeout: float = CLI_TIMEOUT) -> Any:
+    cmd = [sys.executable, *args]
+    try:
+        proc = ns.exec(cmd, timeout=timeout, env=_python_env()) if ns else run_bounded(cmd, timeout=timeout, env=_python_env())
+    except subprocess.TimeoutExpired as exc:
+        raise HarnessError(f"{' '.join(args[:3])} timed out after {timeout:g} s") from exc
+    if proc.returncode != 0:
+        raise HarnessError(f"{' '.join(args[:3])} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    try:
+        return json.loads(proc.stdout)
+    except ValueError as exc:
+        raise HarnessError(f"{' '.join(args[:3])} printed no JSON: {proc.stdout[:200]!r}") from exc
+
+
+def overlay_address(data_dir: str | Path) -> str:
+    """The overlay address of the identity in ``data_dir`` (created if absent), via `axiomnet identity show`."""
+    info = _cli_json(["-m", "axiomnet", "identity", "show", "--data-dir", str(data_dir), "--json"])
+    return str(ipaddress.IPv6Address(info["address"]))
+
+
+_INSPECT = "import sys; from axiomnet.cli import inspect_main; sys.exit(inspect_main())"
+
+
+class DaemonProcess:
+    """A running ``axiomnet daemon`` inside a namespace, its log file, identity and admin socket."""
+
+    def __init__(
+        self,
+        ns: Namespace,
+        name: str,
+        popen: subprocess.Popen[Any],
+        *,
+        address: str,
+        listen: str,
+        data_dir: Path,
+        admin_socket: Path,
+        tun: str | None,
+        log_path: Path,
+    ) -> None:
+        self.ns = ns
+        self.name = name
+        self.popen = popen
+        self.address = address
+        self.listen = listen
+        self.data_dir = data_dir
+        self.admin_socket = admin_socket
+        self.tun = tun
+        self.log_path = log_path
+        self.stop_seconds: float | None = None  # how long the last stop() took
+        self.killed = False  # stop() had to SIGKILL
+
+    def __repr__(self) -> str:
+        return f"DaemonProcess({self.name!r}, pid={self.pid}, ns={self.ns.name}, address={self.address})"
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        """The daemon's stdout+stderr so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def stop(self, timeout: float = SHUTDOWN_DEADLINE) -> int:
+        """SIGTERM the daemon, wait ``timeout`` s, then SIGKILL its group; return its exit code (reaped)."""
+        if self.popen.poll() is not None:
+            return self.popen.returncode
+        start = time.monotonic()
+        signal_process(self.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.killed = True
+            signal_group(self.pid, signal.SIGKILL)
+            self.popen.wait(timeout=KILL_WAIT)
+        self.stop_seconds = time.monotonic() - start
+        # Children the daemon may have left in its group go too (the group id is still reserved now).
+        signal_group(self.pid, signal.SIGKILL)
+        return self.popen.returncode
+
+    def admin(self, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """One JSON request on the daemon's admin socket (a filesystem path, reachable from any namespace)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(self.admin_socket))
+            s.sendall(json.dumps(request).encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        reply = json.loads(buf)
+        if not isinstance(reply, dict):
+            raise HarnessError(f"admin socket replied {type(reply).__name__}, not an object")
+        return reply
+
+    def inspect(self, timeout: float = CLI_TIMEOUT) -> dict[str, Any]:
+        """The daemon's state (``axiomnet-inspect --json``, run inside its namespace)."""
+        state = _cli_json(["-c", _INSPECT, "--admin-socket", str(self.admin_socket), "--json"], ns=self.ns, timeout=timeout)
+        if not isinstance(state, dict):
+            raise HarnessError(f"axiomnet-inspect returned {type(state).__name__}, not an object")
+        return state
+
+    def inspect_text(self, timeout: float = CLI_TIMEOUT) -> str:
+        """The human-readable tables of ``axiomnet-inspect`` (stdout, or stderr if it failed)."""
+        try:
+            proc = self.ns.exec(
+                [sys.executable, "-c", _INSPECT, "--admin-socket", str(self.admin_socket)], timeout=timeout, env=_python_env()
+            )
+        except subprocess.TimeoutExpired:
+            return f"axiomnet-inspect timed out after {timeout:g} s"
+        return proc.stdout if proc.returncode == 0 else proc.stderr
+
+    def established_sessions(self) -> int:
+        """How many sessions the daemon reports as established (0 if it cannot be asked yet)."""
+        try:
+            state = self.inspect(timeout=5.0)
+        except HarnessError:
+            return 0
+        return sum(1 for s in state.get("sessions", []) if isinstance(s, dict) and s.get("state") == "established")
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.pid)
+
+    def memory_kib(self) -> dict[str, int]:
+        return process_memory_kib(self.pid)
+
+
+def format_endpoint(host: str, port: int) -> str:
+    """``HOST:PORT``, with brackets around an IPv6 host."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def start_daemon(
+    ns: Namespace,
+    *,
+    name: str,
+    listen: str,
+    peers: Sequence[str],
+    data_dir: str | Path,
+    admin_socket: str | Path,
+    tun: str | None,
+    extra_args: Sequence[str] = (),
+    log_path: str | Path | None = None,
+    log_level: str = "INFO",
+) -> DaemonProcess:
+    """Start ``python -m axiomnet daemon`` in ``ns`` with stdout+stderr to ``log_path``
+    (default: ``<data_dir's parent>/<name>.log``). The overlay address is learned first with
+    `axiomnet identity show` (creating the identity). Does not wait for the daemon to be ready."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    admin_socket = Path(admin_socket)
+    log_file = Path(log_path) if log_path is not None else data_dir.parent / f"{name}.log"
+    address = overlay_address(data_dir)
+    args = [sys.executable, "-m", "axiomnet", "daemon", "--listen", listen]
+    for peer in peers:
+        args += ["--peer", peer]
+    args += ["--tun", tun] if tun is not None else ["--no-tun"]
+    args += ["--data-dir", str(data_dir), "--admin-socket", str(admin_socket), "--log-level", log_level]
+    args += list(extra_args)
+    with open(log_file, "ab") as out:
+        popen = ns.popen(args, stdout=out, stderr=subprocess.STDOUT, env=_python_env())
+    return DaemonProcess(
+        ns, name, popen, address=address, listen=listen, data_dir=data_dir, admin_socket=admin_socket, tun=tun, log_path=log_file
+    )
+
+
+def start_daemon_pair(
+    pair: NetnsPair,
+    workdir: str | Path,
+    *,
+    port: int = DEFAULT_UDP_PORT,
+    ipv6_underlay: bool = False,
+    log_level: str = "INFO",
+    extra_args: Sequence[str] = (),
+) -> tuple[DaemonProcess, DaemonProcess]:
+    """Start one daemon in each namespace of ``pair``, each listening on its veth address and peering
+    with the other; data dirs, admin sockets and logs under ``workdir``. Does not wait for readiness."""
+    workdir = Path(workdir)
+    if ipv6_underlay:
+        if pair.ip6_a is None or pair.ip6_b is None:
+            raise HarnessError("the pair has no IPv6 veth addresses")
+        host_a, host_b = pair.ip6_a, pair.ip6_b
+    else:
+        host_a, host_b = pair.ip_a, pair.ip_b
+    daemons = []
+    for ns, me, other in ((pair.a, host_a, host_b), (pair.b, host_b, host_a)):
+        daemons.append(
+            start_daemon(
+                ns,
+                name=f"node-{ns.suffix}",
+                listen=format_endpoint(me, port),
+                peers=[format_endpoint(other, port)],
+                data_dir=workdir / f"node-{ns.suffix}",
+                admin_socket=workdir / f"node-{ns.suffix}.sock",
+                tun=ns.tun_name,
+                extra_args=extra_args,
+                log_level=log_level,
+            )
+        )
+    return daemons[0], daemons[1]
+
+
+def wait_overlay_reachable(src: DaemonProcess, dst: DaemonProcess, timeout: float = 15.0) -> float | None:
+    """Ping ``dst``'s overlay address from ``src``'s namespace until a reply comes back.
+
+    Returns the seconds it took, or None after ``timeout`` (or as soon as either daemon has exited).
+    """
+    start = time.monotonic()
+
+    def reachable() -> bool:
+        if not (src.running() and dst.running()):
+            raise _DaemonExited()
+        return ping(src.ns, dst.address, count=1, interval=0.2, timeout=1.0).ok
+
+    try:
+        if wait_until(reachable, timeout, interval=0.2):
+            return time.monotonic() - start
+    except _DaemonExited:
+        pass
+    return None
+
+
+class _DaemonExited(Exception):
+    """A daemon being waited on exited: stop waiting at once."""
