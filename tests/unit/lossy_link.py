@@ -19,7 +19,7 @@ from axiomnet.constants import MAX_RECEIVER_INDEX
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError, UnknownReceiver
 from axiomnet.responder import HandshakeResponder
-from axiomnet.session import Session, SessionEvent
+from axiomnet.session import HandshakeResult, Session, SessionEvent
 from axiomnet.wire import PacketType, decode_header
 
 PAYLOAD = HandshakePayload(capabilities=("test",))
@@ -262,3 +262,15 @@ def established_pair(
 def event_kinds(node: Node) -> list[str]:
     """Class names of every event the node's sessions reported so far."""
     return [type(event).__name__ for event in node.drain_events()]
+
+
+def types_of(datagrams: list[bytes]) -> list[PacketType]:
+    """Packet types of datagrams, in order."""
+    return [decode_header(d).ptype for d in datagrams]
+
+
+def respond(
+    responder: HandshakeResponder, datagram: bytes, addr: tuple[str, int], now: float = 0.0
+) -> tuple[list[bytes], HandshakeResult | None]:
+    """Feed one datagram to a responder."""
+    return responder.receive(decode_header(datagram), datagram, addr, now)

@@ -6,6 +6,8 @@ import random
 
 import pytest
 from tests.unit.lossy_link import (
+    respond,
+    types_of,
     PAYLOAD,
     Network,
     Node,
@@ -30,8 +32,7 @@ from axiomnet.errors import (
     ReplayedPacket,
     UnknownReceiver,
 )
-from axiomnet.responder import HandshakeResponder
-from axiomnet.session import Established, HandshakeResult, KeyMismatch, Session
+from axiomnet.session import Established, KeyMismatch, Session
 from axiomnet.wire import (
     NO_COOKIE,
     NOISE_MSG1_MIN,
@@ -46,23 +47,11 @@ INIT, RESP, FINAL = PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_RESP, Packet
 COOKIE, DATA, KEEPALIVE = PacketType.COOKIE_REPLY, PacketType.DATA, PacketType.KEEPALIVE
 
 
-def types_of(datagrams: list[bytes]) -> list[PacketType]:
-    """Packet types of datagrams, in order."""
-    return [decode_header(d).ptype for d in datagrams]
-
-
 def keys(session: Session) -> tuple[bytes, bytes]:
     """(send key, receive key) of the current keypair (test introspection)."""
     kp = session._current
     assert kp is not None
     return kp.send_key, kp.recv_key
-
-
-def respond(
-    responder: HandshakeResponder, datagram: bytes, addr: tuple[str, int], now: float = 0.0
-) -> tuple[list[bytes], HandshakeResult | None]:
-    """Feed one datagram to a responder."""
-    return responder.receive(decode_header(datagram), datagram, addr, now)
 
 
 def random_addr(rng: random.Random) -> tuple[str, int]:

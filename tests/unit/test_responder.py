@@ -8,6 +8,8 @@ from collections import Counter
 
 import pytest
 from tests.unit.lossy_link import (
+    respond,
+    types_of,
     Node,
     static_keypair,
 )
@@ -24,8 +26,6 @@ from axiomnet.errors import (
     RemoteProtocolError,
     UnknownReceiver,
 )
-from axiomnet.responder import HandshakeResponder
-from axiomnet.session import HandshakeResult
 from axiomnet.wire import (
     NO_COOKIE,
     NOISE_MSG1_MIN,
@@ -38,18 +38,6 @@ from axiomnet.wire import (
 
 INIT, RESP, FINAL = PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_RESP, PacketType.HANDSHAKE_FINAL
 COOKIE, DATA, KEEPALIVE = PacketType.COOKIE_REPLY, PacketType.DATA, PacketType.KEEPALIVE
-
-
-def types_of(datagrams: list[bytes]) -> list[PacketType]:
-    """Packet types of datagrams, in order."""
-    return [decode_header(d).ptype for d in datagrams]
-
-
-def respond(
-    responder: HandshakeResponder, datagram: bytes, addr: tuple[str, int], now: float = 0.0
-) -> tuple[list[bytes], HandshakeResult | None]:
-    """Feed one datagram to a responder."""
-    return responder.receive(decode_header(datagram), datagram, addr, now)
 
 
 def random_addr(rng: random.Random) -> tuple[str, int]:
