@@ -76,6 +76,34 @@ RESTART_WINDOW = 30.0  # ... within this many seconds: the daemon stops and exit
 ADMIN_REQUEST_MAX = 4096  # bytes of one admin request line
 ADMIN_TIMEOUT = 2.0  # admin socket read/ask timeout
 
+# --- routing: spanning tree and announcements (axiomnet/tree.py) --------------------------------------
+# One tick of the tree is one HEARTBEAT_INTERVAL (H). Repair times in docs/ROUTING.md are counted in H.
+MAX_TREE_DEPTH = 127  # hops from the root; a deeper position is refused (2 x 127 < 255, the overlay hop limit)
+MAX_PORT = 0xFFFF  # ports are u16, 1..MAX_PORT; 0 is padding and "no port"
+PORT_REUSE_DELAY = 60.0  # a port freed by a departed neighbour is not given to another one for this long
+NEIGHBOUR_TIMEOUT = 3.0 * HEARTBEAT_INTERVAL  # no valid announcement for this long: not a parent candidate
+ROOT_TIMEOUT = 3.0 * HEARTBEAT_INTERVAL  # a root (or a neighbour's branch) whose seq has not advanced: dead
+PARENT_SWITCH_RATIO = 0.5  # a valid parent is kept unless another candidate costs less than this times it
+MIN_ANNOUNCE_INTERVAL = HEARTBEAT_INTERVAL / 4  # announcements arriving faster from one neighbour are dropped
+MAX_DEAD_ROOTS = 64  # roots remembered as dead (key -> last seq); the oldest is forgotten past this
+MAX_VERIFIED_SIGNATURES = 8192  # signatures remembered as verified (siblings share ancestors); LRU past this
+MAX_ANNOUNCEMENT_SIZE = 16384  # bytes of one announcement (127 hops x 98 bytes + bloom + header fit)
+RTT_EWMA_WEIGHT = 0.25  # weight of a new RTT sample in a link's smoothed RTT (parent cost = depth x RTT)
+DEFAULT_LINK_RTT = 0.001  # assumed RTT (s) of a link until it is measured
+MIN_LINK_RTT = 0.0001  # RTT samples are clamped up to this, so that a cost is never 0
+
+# --- routing: lookup (axiomnet/bloom.py, axiomnet/lookup.py) and the routed header -------------------
+BLOOM_BITS = 8192  # bits of one lookup bloom filter (1 KiB), as ironwood
+BLOOM_HASHES = 8  # bits set per address
+LOOKUP_CACHE_TTL = 60.0  # a looked-up destination's coordinates are used for this long, then looked up again
+MAX_LOOKUP_CACHE = 4096  # destinations cached; the least recently used is forgotten past this
+LOOKUP_RETRY = 1.0  # a lookup with no reply is sent again after this (and at most this often per destination)
+LOOKUP_GIVE_UP = 10.0  # a destination unanswered this long: its queued packets are dropped (counted)
+MAX_PENDING_LOOKUPS = 256  # destinations being looked up at once; new ones past this are refused (counted)
+MAX_QUEUED_PER_DESTINATION = 32  # packets waiting for a destination's lookup; the oldest is dropped past this
+HOP_LIMIT = 255  # hop limit of a routed packet; a relay drops it (counted) when it reaches 0
+PATH_BROKEN_INTERVAL = 1.0  # a relay sends at most one path-broken signal per source per this long
+
 # --- files ------------------------------------------------------------------------------------------
 FILE_IO_TIMEOUT = 10.0  # bound on any identity file operation (seed failure #2)
 ADMIN_REPLY_MAX = 4 * 1024 * 1024  # bytes of one admin reply line read by axiomnet-inspect; longer is a bad reply
