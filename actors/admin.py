@@ -166,6 +166,9 @@ class AdminActor(SupervisedActor):
                 "uptime": round(time.monotonic() - self.started, 3),
             },
             "peers": peers,
+            "tree": router.get("tree"),
+            "routes": router.get("routes", []),
+            "lookups": router.get("lookups"),
             "sessions": sessions,
             "actors": actors,
             "counters": {

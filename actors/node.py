@@ -22,7 +22,6 @@ from axiomnet.config import Config, PeerSpec
 from axiomnet.constants import ACTOR_STOP_TIMEOUT, SHUTDOWN_DEADLINE
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import AxiomNetError, ConfigError
-from axiomnet.geometry import coords_from_key
 from axiomnet.identity import Identity, load_or_create_identity
 from axiomnet.actors.admin import AdminActor
 from axiomnet.actors.heartbeat import HeartbeatActor
@@ -111,12 +110,11 @@ def resolve_peers(peers: tuple[PeerSpec, ...], timeout: float = RESOLVE_TIMEOUT)
 def build_specs(config: Config, identity: Identity, with_tun: bool, started: float,
                 peers: tuple[PeerSpec, ...]) -> list[ChildSpec]:
     """The supervised actors in start order (dependencies first)."""
-    coords = coords_from_key(identity.public_key)
     address = identity.address
     payload = HandshakePayload(capabilities=("tun",) if with_tun else ("relay",))
     specs = [
         ChildSpec("socket", lambda sup, refs: SocketActor.start(sup, refs, (config.listen_host, config.listen_port))),
-        ChildSpec("router", lambda sup, refs: RouterActor.start(sup, refs, identity.public_key, coords)),
+        ChildSpec("router", lambda sup, refs: RouterActor.start(sup, refs, identity)),
     ]
     if with_tun:
         specs.append(ChildSpec("tun", lambda sup, refs: TunActor.start(sup, refs, config.tun_name, address,

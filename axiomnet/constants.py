@@ -56,17 +56,16 @@ DEFAULT_UDP_PORT = 7443
 DEFAULT_TUN_NAME = "axn0"
 DEFAULT_MTU = 1400
 MAX_SESSIONS = 1024  # live SessionActors; a new peer past this is refused (logged, counted)
-HEARTBEAT_INTERVAL = 1.0  # link heartbeat with coordinates and load, per peer
-PEER_DEAD_AFTER = 6.0  # no authenticated packet from a peer for this long: its routes are withdrawn
-# Heartbeat sequence numbers start from the sender's clock in ms: a drop larger than this (60 s) is a restart
-# with the clock stepped back, not reordering; it starts a new epoch instead of being ignored.
-HEARTBEAT_SEQ_EPOCH_JUMP = 60_000
-MAX_COORD_CACHE = 4096  # destination coordinates the router remembers; the least recently used is forgotten
+HEARTBEAT_INTERVAL = 1.0  # one tick of the tree: a signed announcement to every neighbour (docs/ROUTING.md)
+PEER_DEAD_AFTER = 3.5 * HEARTBEAT_INTERVAL  # nothing authenticated from a peer for this long: routes withdrawn
 DIAL_BACKOFF_INITIAL = 0.2  # first re-dial of a lost static peer; doubles with jitter
 DIAL_BACKOFF_MAX = 5.0  # cap of the re-dial backoff
 READER_POLL_TIMEOUT = 0.5  # reader threads wake at least this often to notice shutdown
 READER_BATCH_MAX = 64  # datagrams/packets a reader drains into one batch
 MAX_QUEUED_BATCHES = 256  # batches queued at one data-path actor; past this new batches are dropped, counted
+MAX_QUEUED_URGENT = 1024  # control-lane messages queued at one actor; past this new ones are dropped, counted
+PEER_SEEN_INTERVAL = 0.5  # a session tells the router "authenticated packet from the peer" at most this often
+DEAD_PROBE_INTERVAL = 10.0  # a neighbour marked dead gets one authenticated keepalive per this, not announcements
 ACTOR_STOP_TIMEOUT = 2.0  # each actor gets this long to stop on shutdown
 SHUTDOWN_DEADLINE = 5.0  # the whole daemon is gone within this after SIGTERM
 RESTART_BACKOFF_INITIAL = 0.1  # supervisor: first restart delay of a crashed actor; doubles
