@@ -364,7 +364,7 @@ def _records(state: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 
 def render_state(state: dict[str, Any]) -> str:
-    """Human-readable tables for an admin "state" reply (self / peers / sessions / actors)."""
+    """Human-readable tables for an admin "state" reply (self / peers / tree / lookups / sessions / actors)."""
     me = state.get("self") or {}
     if not isinstance(me, dict):
         raise InspectError("bad reply: 'self' is not an object")
@@ -382,10 +382,37 @@ def render_state(state: dict[str, Any]) -> str:
     peers = _records(state, "peers")
     lines += ["", f"PEERS ({len(peers)})"]
     lines += _table(
-        ("PUBLIC KEY", "ADDRESS", "ENDPOINT", "COORDS", "LOAD", "LAST SEEN", "ALIVE"),
-        [(_short_key(p.get("public_key")), _cell(p.get("address")), _cell(p.get("endpoint")),
-          _cell(p.get("coords")), _cell(p.get("load")), _seconds(p.get("last_seen")), _cell(p.get("alive")))
+        ("PUBLIC KEY", "ADDRESS", "ENDPOINT", "PORT", "COORDS", "TREE LINK", "RTT MS", "LAST SEEN", "ALIVE"),
+        [(_short_key(p.get("public_key")), _cell(p.get("address")), _cell(p.get("endpoint")), _cell(p.get("port")),
+          _cell(p.get("coords")), _cell(p.get("tree_link")), _cell(p.get("rtt_ms")), _seconds(p.get("last_seen")),
+          _cell(p.get("alive")))
          for p in peers],
+    )
+
+    tree = state.get("tree")
+    lines += ["", "TREE"]
+    if isinstance(tree, dict):
+        for label, value in (
+            ("root", _short_key(tree.get("root"))),
+            ("root seq", _cell(tree.get("root_seq"))),
+            ("this is root", _cell(tree.get("is_root"))),
+            ("parent", _short_key(tree.get("parent"))),
+            ("depth", _cell(tree.get("depth"))),
+            ("coords", _cell(tree.get("coords"))),
+        ):
+            lines.append(f"  {label:<12} {value}")
+    else:
+        lines.append("  no tree yet")
+
+    raw_lookups = state.get("lookups")
+    lookups: dict[str, Any] = raw_lookups if isinstance(raw_lookups, dict) else {}
+    cache = _records(lookups, "cache")
+    pending = _records(lookups, "pending")
+    lines += ["", f"LOOKUPS ({len(cache)} cached, {len(pending)} pending)"]
+    lines += _table(
+        ("ADDRESS", "ROOT", "COORDS", "EXPIRES IN"),
+        [(_cell(r.get("address")), _cell(r.get("root")), _cell(r.get("coords")), _seconds(r.get("expires_in")))
+         for r in cache] + [(_cell(p.get("address")), "-", "(looking up)", "-") for p in pending],
     )
 
     sessions = _records(state, "sessions")

@@ -21,16 +21,17 @@ from axiomnet.constants import DEFAULT_UDP_PORT, SHUTDOWN_DEADLINE
 
 
 from axiomnet.lab.netns import (
-    KILL_WAIT,
-    process_cpu_seconds,
-    process_memory_kib,
-    signal_group,
-    signal_process,
     CLI_TIMEOUT,
+    KILL_WAIT,
     HarnessError,
     Namespace,
+    NetnsLab,
     NetnsPair,
+    process_cpu_seconds,
+    process_memory_kib,
     run_bounded,
+    signal_group,
+    signal_process,
     wait_until,
 )
 from axiomnet.lab.traffic import ping
