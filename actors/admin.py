@@ -152,6 +152,7 @@ class AdminActor(SupervisedActor):
         """The document ``axiomnet-inspect`` prints (schema in docs/ARCHITECTURE.md)."""
         router = self._ask("router", m.Snapshot(), {"peers": [], "coords": None, "counters": {}})
         sock = self._ask("socket", m.Snapshot(), {})
+        e2e = self._ask("e2e", m.Snapshot(), {})
         sessions = self._sessions()
         endpoints = {s.get("peer"): s.get("endpoint") for s in sessions}
         peers = [{**p, "endpoint": endpoints.get(p["public_key"], "?")} for p in router["peers"]]
@@ -169,10 +170,12 @@ class AdminActor(SupervisedActor):
             "tree": router.get("tree"),
             "routes": router.get("routes", []),
             "lookups": router.get("lookups"),
+            "e2e": e2e.get("sessions", []),
             "sessions": sessions,
             "actors": actors,
             "counters": {
                 "router": router.get("counters", {}),
+                "e2e": e2e.get("counters", {}),
                 "socket": {k: v for k, v in sock.items() if k != "listen"},
                 "peers": self._ask("peers", m.Snapshot(), {}),
             },

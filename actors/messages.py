@@ -83,7 +83,7 @@ class SendDatagrams:
 
 @dataclass(frozen=True)
 class TunPackets:
-    """IP packets read from the TUN device (tun reader -> router)."""
+    """IP packets read from the TUN device (tun reader -> e2e)."""
 
     packets: list[bytes]
 
@@ -108,6 +108,43 @@ class RoutedPackets:
 
     peer_key: bytes
     packets: list[bytes]
+
+
+@dataclass(frozen=True)
+class RouteOut:
+    """End-to-end datagrams for the node that owns ``dst`` (e2e -> router)."""
+
+    dst: bytes
+    datagrams: list[bytes]
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """End-to-end datagrams routed to us, each with the routed header's source address (router -> e2e)."""
+
+    items: list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class Resolve(Urgent):
+    """Find the key of the node that owns ``dst`` (e2e -> router)."""
+
+    dst: bytes
+
+
+@dataclass(frozen=True)
+class Resolved(Urgent):
+    """``key`` (a verified Noise key) owns ``dst`` (router -> e2e)."""
+
+    dst: bytes
+    key: bytes
+
+
+@dataclass(frozen=True)
+class Unresolvable(Urgent):
+    """The lookup of ``dst`` was given up (router -> e2e)."""
+
+    dst: bytes
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from axiomnet.control import HandshakePayload
 from axiomnet.errors import AxiomNetError, ConfigError
 from axiomnet.identity import Identity, load_or_create_identity
 from axiomnet.actors.admin import AdminActor
+from axiomnet.actors.e2e import EndToEndActor
 from axiomnet.actors.heartbeat import HeartbeatActor
 from axiomnet.actors.peers import PeerManagerActor
 from axiomnet.actors.router import RouterActor
@@ -115,6 +116,7 @@ def build_specs(config: Config, identity: Identity, with_tun: bool, started: flo
     specs = [
         ChildSpec("socket", lambda sup, refs: SocketActor.start(sup, refs, (config.listen_host, config.listen_port))),
         ChildSpec("router", lambda sup, refs: RouterActor.start(sup, refs, identity)),
+        ChildSpec("e2e", lambda sup, refs: EndToEndActor.start(sup, refs, identity)),
     ]
     if with_tun:
         specs.append(ChildSpec("tun", lambda sup, refs: TunActor.start(sup, refs, config.tun_name, address,

@@ -1,8 +1,9 @@
 """RouterActor: the node's place in the spanning tree and the forwarding decision for every routed packet.
 
 It is the thin shell around the routing core (axiomnet/tree.py, lookup.py, forward.py): it feeds the core the
-announcements, routed packets and payloads the other actors hand it, with the time, and hands each result to
-the actor that owns the link or the device. Every HEARTBEAT_INTERVAL (a Tick from the heartbeat actor) it
+announcements and routed packets the link sessions hand it and the end-to-end datagrams the e2e actor hands
+it, with the time, and hands each result on: routed packets to the session of the next hop, TRAFFIC for us and
+resolved keys to the e2e actor. Every HEARTBEAT_INTERVAL (a Tick from the heartbeat actor) it
 sends each live neighbour its announcement, resends lookups that are due, and marks neighbours silent for
 PEER_DEAD_AFTER dead: their routes are withdrawn and they get only a keepalive probe every DEAD_PROBE_INTERVAL
 until they answer.
@@ -24,8 +25,6 @@ from axiomnet.tree import Tree
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
 
-IPV6_HEADER = 40
-OVERLAY_PREFIX = 0xFC
 
 
 class RouterActor(SupervisedActor):
@@ -49,8 +48,10 @@ class RouterActor(SupervisedActor):
 
     def handle(self, message: Any) -> Any:
         now = time.monotonic()
-        if isinstance(message, m.TunPackets):
-            self._from_tun(message.packets, now)
+        if isinstance(message, m.RouteOut):
+            self._dispatch(self.forwarder.send(message.dst, message.datagrams, now))
+        elif isinstance(message, m.Resolve):
+            self._dispatch(self.forwarder.resolve(message.dst, now))
         elif isinstance(message, m.RoutedPackets):
             self._seen(message.peer_key, now)
             self._dispatch(self.forwarder.receive(message.peer_key, message.packets, now))
@@ -80,50 +81,19 @@ class RouterActor(SupervisedActor):
         return None
 
     # --- packets -------------------------------------------------------------------------------------
-    def _from_tun(self, packets: list[bytes], now: float) -> None:
-        groups: dict[bytes, list[bytes]] = {}
-        me = self.address
-        for pkt in packets:
-            if len(pkt) < IPV6_HEADER or pkt[0] >> 4 != 6:
-                self.counters["dropped_not_ipv6"] += 1
-                continue
-            if pkt[8:24] != me:
-                self.counters["tx_dropped_foreign_source"] += 1  # only our own address enters the overlay
-                continue
-            dst = pkt[24:40]
-            if dst[0] != OVERLAY_PREFIX:
-                self.counters["dropped_not_overlay"] += 1
-                continue
-            group = groups.get(dst)
-            if group is None:
-                groups[dst] = [pkt]
-            else:
-                group.append(pkt)
-        for dst, group in groups.items():
-            self._dispatch(self.forwarder.send(dst, group, now))
-
     def _dispatch(self, out: Output) -> None:
         for key, packets in out.links.items():
             if bounded_tell(self.sessions.get(key), m.LinkPackets(packets)):
                 self.counters["link_packets"] += len(packets)
             else:
                 self.counters["dropped_backpressure"] += len(packets)
-        if out.delivered:
-            self._deliver(out.delivered)
-
-    def _deliver(self, delivered: list[tuple[bytes, bytes]]) -> None:
-        """TRAFFIC for us: IPv6 packets whose destination is our address and whose source is the sender's."""
-        me = self.address
-        to_tun = []
-        for src, pkt in delivered:
-            if len(pkt) < IPV6_HEADER or pkt[0] >> 4 != 6 or pkt[24:40] != me:
-                self.counters["rx_dropped_not_for_us"] += 1
-            elif pkt[8:24] != src:
-                self.counters["rx_dropped_spoofed_source"] += 1
-            else:
-                to_tun.append(pkt)
-        if to_tun and not bounded_tell(self.refs.get("tun"), m.TunWrite(to_tun)):
-            self.counters["rx_dropped_no_tun"] += len(to_tun)
+        e2e = self.refs.get("e2e")
+        if out.delivered and not bounded_tell(e2e, m.Delivered(out.delivered)):
+            self.counters["rx_dropped_no_e2e"] += len(out.delivered)
+        for dst, key in out.resolved:
+            tell(e2e, m.Resolved(dst, key))
+        for dst in out.unresolvable:
+            tell(e2e, m.Unresolvable(dst))
 
     # --- the tree ------------------------------------------------------------------------------------
     def _announce(self, key: bytes, data: bytes, now: float) -> None:

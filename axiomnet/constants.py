@@ -65,6 +65,7 @@ READER_BATCH_MAX = 64  # datagrams/packets a reader drains into one batch
 MAX_QUEUED_BATCHES = 256  # batches queued at one data-path actor; past this new batches are dropped, counted
 MAX_QUEUED_URGENT = 1024  # control-lane messages queued at one actor; past this new ones are dropped, counted
 PEER_SEEN_INTERVAL = 0.5  # a session tells the router "authenticated packet from the peer" at most this often
+E2E_TICK_INTERVAL = 0.1  # how often end-to-end session timers are driven (as the link sessions' ticker)
 DEAD_PROBE_INTERVAL = 10.0  # a neighbour marked dead gets one authenticated keepalive per this, not announcements
 ACTOR_STOP_TIMEOUT = 2.0  # each actor gets this long to stop on shutdown
 SHUTDOWN_DEADLINE = 5.0  # the whole daemon is gone within this after SIGTERM

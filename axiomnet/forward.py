@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from axiomnet.constants import HOP_LIMIT, PATH_BROKEN_INTERVAL
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.greedy import NO_HOP, NeighbourPaths
+from axiomnet.identity import noise_key_of
 from axiomnet.lookup import Coords, Pathfinder, decode_lookup, decode_path_broken, encode_lookup, encode_path_broken
 from axiomnet.routed import NO_WATERMARK, Kind, RoutedHeader, decode_routed, encode_routed, forwarded, root_tag
 from axiomnet.tree import Tree
@@ -40,6 +41,8 @@ class Output:
 
     links: dict[bytes, list[bytes]] = field(default_factory=dict)
     delivered: list[tuple[bytes, bytes]] = field(default_factory=list)  # (source address, TRAFFIC payload)
+    resolved: list[tuple[bytes, bytes]] = field(default_factory=list)  # (address, its verified Noise key)
+    unresolvable: list[bytes] = field(default_factory=list)  # addresses whose lookup was given up
 
     def send(self, key: bytes, packet: bytes) -> None:
         group = self.links.get(key)
@@ -107,6 +110,19 @@ class Forwarder:
         self._originate(Kind.TRAFFIC, dst, coords.path, payloads, out, now)
         return out
 
+    def resolve(self, dst: bytes, now: float) -> Output:
+        """Find the Noise key of the node that owns ``dst`` (for its end-to-end session): at once from the cache,
+        else after a lookup (``Output.resolved`` then, or ``Output.unresolvable`` if it is given up)."""
+        out = Output()
+        key = self.pathfinder.key_for(dst, now)
+        if key is not None:
+            out.resolved.append((dst, noise_key_of(key)))
+            return out
+        nonce = self.pathfinder.wait(dst, (), now)
+        if nonce is not None:
+            self._lookup(dst, nonce, out)
+        return out
+
     def _originate(self, kind: Kind, dst: bytes, dst_path: tuple[int, ...], payloads: Iterable[bytes],
                    out: Output, now: float) -> None:
         key, distance = self.decide(dst_path, now)
@@ -136,6 +152,8 @@ class Forwarder:
         self._table_now = -1.0  # rebuild the table on next use: announcements may have aged out
         for dst, nonce in self.pathfinder.due(now):
             self._lookup(dst, nonce, out)
+        out.unresolvable.extend(self.pathfinder.given_up)
+        self.pathfinder.given_up.clear()
         return out
 
     # --- receiving -----------------------------------------------------------------------------------
@@ -196,6 +214,9 @@ class Forwarder:
         try:
             if header.kind is Kind.LOOKUP_REPLY:
                 dst, queued = self.pathfinder.accept(header, payload, now)
+                key = self.pathfinder.key_for(dst, now)
+                if key is not None:
+                    out.resolved.append((dst, noise_key_of(key)))
                 if queued:
                     coords = self.pathfinder.route(dst, now)
                     if coords is not None:

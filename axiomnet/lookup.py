@@ -120,6 +120,7 @@ class Pathfinder:
         self._rng = rng if rng is not None else random.Random()
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
         self._pending: dict[bytes, _Pending] = {}
+        self.given_up: list[bytes] = []  # destinations given up since the owner last drained this
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
 
     # --- the asker's side ----------------------------------------------------------------------------
@@ -167,6 +168,7 @@ class Pathfinder:
         for dst, pending in list(self._pending.items()):
             if now - pending.started >= LOOKUP_GIVE_UP:
                 del self._pending[dst]
+                self.given_up.append(dst)
                 self.stats["gave_up"] += 1
                 self.stats["gave_up_dropped"] += len(pending.queue)
             elif now - pending.sent_at >= LOOKUP_RETRY:
@@ -218,6 +220,11 @@ class Pathfinder:
         self._cache.move_to_end(dst)
         while len(self._cache) > MAX_LOOKUP_CACHE:
             self._cache.popitem(last=False)
+
+    def key_for(self, dst: bytes, now: float) -> bytes | None:
+        """The verified Ed25519 key of ``dst`` if its cache entry is fresh."""
+        entry = self._cache.get(dst)
+        return entry.key if entry is not None and now < entry.expires else None
 
     def broken(self, dst: bytes, now: float) -> int | None:
         """A relay reported the path to ``dst`` broken: forget its coordinates; the nonce of a new LOOKUP to
