@@ -127,6 +127,14 @@ class AdminActor(SupervisedActor):
             if not self.faults_enabled:
                 return {"error": f"fault injection is disabled (start the daemon with {FAULT_INJECTION_ENV}=1)"}
             return self._inject(str(request.get("actor", "")))
+        if cmd == "corrupt-relayed":
+            if not self.faults_enabled:
+                return {"error": f"fault injection is disabled (start the daemon with {FAULT_INJECTION_ENV}=1)"}
+            count = request.get("count", 1)
+            if type(count) is not int or not 1 <= count <= 1000:
+                return {"error": "count must be an integer in 1..1000"}
+            tell(self.refs.get("router"), m.CorruptRelayed(count))
+            return {"ok": True, "count": count}
         return {"error": f"unknown command {cmd!r} (known: state)"}
 
     def _ask(self, role: str, message: Any, default: Any) -> Any:

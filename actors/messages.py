@@ -49,6 +49,13 @@ class InjectFault:
 
 
 @dataclass(frozen=True)
+class CorruptRelayed(Urgent):
+    """Fault injection: flip one payload bit of the next ``count`` TRAFFIC packets this node relays."""
+
+    count: int
+
+
+@dataclass(frozen=True)
 class ThreadCrashed(Urgent):
     name: str
     error: str

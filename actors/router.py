@@ -21,6 +21,7 @@ from axiomnet.errors import RemoteProtocolError
 from axiomnet.forward import Forwarder, Output
 from axiomnet.identity import Identity, derive_address
 from axiomnet.lookup import Pathfinder
+from axiomnet.routed import Kind
 from axiomnet.tree import Tree
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
@@ -45,6 +46,7 @@ class RouterActor(SupervisedActor):
         self.sessions: dict[bytes, Any] = {}  # noise key -> session actor, while the link is up
         self.last_seen: dict[bytes, float] = {}
         self.dead: dict[bytes, float] = {}  # noise key -> when it was last probed
+        self._corrupt_left = 0  # fault injection (CorruptRelayed): relayed TRAFFIC packets still to damage
 
     def handle(self, message: Any) -> Any:
         now = time.monotonic()
@@ -54,7 +56,11 @@ class RouterActor(SupervisedActor):
             self._dispatch(self.forwarder.resolve(message.dst, now))
         elif isinstance(message, m.RoutedPackets):
             self._seen(message.peer_key, now)
-            self._dispatch(self.forwarder.receive(message.peer_key, message.packets, now))
+            packets = self._corrupt(message.packets) if self._corrupt_left else message.packets
+            self._dispatch(self.forwarder.receive(message.peer_key, packets, now))
+        elif isinstance(message, m.CorruptRelayed):
+            self._corrupt_left = message.count
+            logger.warning("fault injection: the next {} relayed TRAFFIC packets get one bit flipped", message.count)
         elif isinstance(message, m.Announce):
             self._announce(message.peer_key, message.data, now)
         elif isinstance(message, m.PeerSeen):
@@ -81,6 +87,17 @@ class RouterActor(SupervisedActor):
         return None
 
     # --- packets -------------------------------------------------------------------------------------
+    def _corrupt(self, packets: list[bytes]) -> list[bytes]:
+        """Fault injection: flip the last bit of relayed TRAFFIC (not ours), as a malicious relay could."""
+        out = []
+        for pkt in packets:
+            if self._corrupt_left and len(pkt) > 42 and pkt[0] == Kind.TRAFFIC and pkt[8:24] != self.address:
+                pkt = pkt[:-1] + bytes([pkt[-1] ^ 1])
+                self._corrupt_left -= 1
+                self.counters["fault_corrupted"] += 1
+            out.append(pkt)
+        return out
+
     def _dispatch(self, out: Output) -> None:
         for key, packets in out.links.items():
             if bounded_tell(self.sessions.get(key), m.LinkPackets(packets)):
