@@ -63,8 +63,10 @@ class RouterActor(SupervisedActor):
             logger.warning("fault injection: the next {} relayed TRAFFIC packets get one bit flipped", message.count)
         elif isinstance(message, m.Announce):
             self._announce(message.peer_key, message.data, now)
+            self._send_urgent(now)
         elif isinstance(message, m.PeerSeen):
             self._seen(message.peer_key, now)
+            self._send_urgent(now)
         elif isinstance(message, m.Tick):
             self._tick(now)
         elif isinstance(message, m.SessionUp):
@@ -72,6 +74,8 @@ class RouterActor(SupervisedActor):
             self.last_seen[message.peer_key] = now
             self.dead.pop(message.peer_key, None)
             self.tree.add(message.peer_key, now)
+            self._send_urgent(now)
+            self._dispatch(self.forwarder.neighbour_up(message.peer_key))
             logger.info("peer {} up via {}:{}", message.peer_key.hex()[:16], *message.endpoint)
         elif isinstance(message, (m.SessionDown, m.SessionGone)):
             key = message.peer_key
@@ -80,6 +84,7 @@ class RouterActor(SupervisedActor):
                 self.last_seen.pop(key, None)
                 self.dead.pop(key, None)
                 self.tree.remove(key, now)
+                self._send_urgent(now)
         elif isinstance(message, m.Snapshot):
             return self.snapshot(now)
         else:
@@ -129,6 +134,12 @@ class RouterActor(SupervisedActor):
             del self.dead[key]
             self.tree.add(key, now)
             logger.info("peer {} answers again: routes restored", key.hex()[:16])
+
+    def _send_urgent(self, now: float) -> None:
+        """Announcements the tree owes between ticks (new neighbour, new child, our position changed)."""
+        for key, data in self.tree.urgent(now):
+            if not bounded_tell(self.sessions.get(key), m.SendControl(data)):
+                self.counters["announce_not_queued"] += 1
 
     def _tick(self, now: float) -> None:
         for key, seen in self.last_seen.items():

@@ -334,8 +334,10 @@ def _cell(value: object) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.3f}"
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
-        return f"r={value[0]:.4f} th={value[1]:.4f}"
+    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return "/" + "/".join(str(v) for v in value)  # a tree path: the ports from the root ("/" is the root)
+    if isinstance(value, dict) and "path" in value:
+        return f"{_cell(value.get('path'))} under root {_short_key(value.get('root'))}"
     return str(value)
 
 

@@ -31,13 +31,16 @@ from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.identity import derive_address
 from axiomnet.responder import HandshakeResponder
-from axiomnet.session import Expired, Session
+from axiomnet.session import Established, Expired, Session
 from axiomnet.wire import Header, PacketType, decode_header
 
 IPV6_HEADER = 40
 OVERLAY_PREFIX = 0xFC
 RESOLVE_TIMEOUT = LOOKUP_GIVE_UP + 5.0  # packets waiting for a key the router never resolved are dropped
+NUDGE_INTERVAL = 5.0  # at most one handshake per source per this, answering traffic for a session we lost
+MAX_NUDGED = 1024  # sources remembered for that limit; the oldest is forgotten past this
 DATA = PacketType.DATA
+KEEPALIVE = PacketType.KEEPALIVE
 
 
 @dataclass
@@ -55,7 +58,7 @@ class E2EOutput:
 
 _STATS = ("tx_packets", "rx_packets", "tx_dropped_foreign_source", "tx_dropped_not_overlay", "tx_dropped_not_ipv6",
           "queued", "queue_dropped", "unresolvable_dropped", "rx_dropped_spoofed_source", "rx_dropped_not_for_us",
-          "rx_refused_wrong_owner", "rx_unknown_index", "rx_rejected", "sessions_created", "sessions_expired",
+          "rx_refused_wrong_owner", "rx_unknown_index", "rx_rejected", "nudges", "sessions_created", "sessions_expired",
           "sessions_refused")
 
 
@@ -73,6 +76,7 @@ class EndToEnd:
         self.sessions: dict[bytes, Session] = {}
         self._owner: dict[int, bytes | None] = {}  # our receiver index -> session address (None: the responder)
         self._waiting: dict[bytes, tuple[float, deque[bytes]]] = {}  # destination -> (since, packets waiting)
+        self._nudged: dict[bytes, float] = {}  # source -> when we last answered its unknown session (bounded)
         self.responder = HandshakeResponder(static_private, static_public, allocate_index=self._claim(None),
                                             release_index=self._release, local_payload=self._payload)
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
@@ -123,7 +127,7 @@ class EndToEnd:
             if session is not None:
                 self.stats["tx_packets"] += len(group)
                 out.send(dst, session.send_batch(DATA, group, now))
-                self._collect(dst, session, out)
+                self._collect(dst, session, out, now)
             else:
                 self._wait(dst, group, out, now)
         return out
@@ -156,7 +160,7 @@ class EndToEnd:
             out.send(dst, session.send_batch(DATA, list(queued), now))
         elif not session.is_established and not session.is_handshaking:
             out.send(dst, session.initiate(now))
-        self._collect(dst, session, out)
+        self._collect(dst, session, out, now)
         return out
 
     def unresolvable(self, dst: bytes) -> None:
@@ -182,6 +186,7 @@ class EndToEnd:
                 session = self.sessions.get(owner) if owner else None
                 if session is None or owner != src:
                     self.stats["rx_unknown_index"] += 1
+                    self._nudge(src, header.ptype, out, now)
                     continue
                 got = session.receive(header, datagram, now)
             except RemoteProtocolError:
@@ -190,8 +195,24 @@ class EndToEnd:
             out.send(src, got.replies)
             if got.ptype is DATA:
                 self._to_tun(src, got.payload, out)
-            self._collect(src, session, out)
+            self._collect(src, session, out, now)
         return out
+
+    def _nudge(self, src: bytes, ptype: PacketType, out: E2EOutput, now: float) -> None:
+        """Transport traffic from ``src`` for a session we do not have: it kept keys we lost (we restarted). Start
+        a handshake to it (after resolving its key), at most once per NUDGE_INTERVAL per source; the handshake is
+        authenticated, so a forged datagram can cost us no more than that one lookup and handshake."""
+        if ptype < PacketType.DATA or src in self.sessions or src in self._waiting:
+            return
+        last = self._nudged.get(src)
+        if last is not None and now - last < NUDGE_INTERVAL:
+            return
+        self._nudged[src] = now
+        if len(self._nudged) > MAX_NUDGED:
+            self._nudged.pop(next(iter(self._nudged)))
+        self.stats["nudges"] += 1
+        self._waiting[src] = (now, deque())
+        out.resolve.append(src)
 
     def _on_init(self, src: bytes, header: Header, datagram: bytes, out: E2EOutput, now: float) -> None:
         replies, _ = self.responder.receive(header, datagram, (str(ipaddress.IPv6Address(src)), 0), now)
@@ -217,7 +238,7 @@ class EndToEnd:
         if entry is not None and entry[1]:
             self.stats["tx_packets"] += len(entry[1])
             out.send(src, session.send_batch(DATA, list(entry[1]), now))
-        self._collect(src, session, out)
+        self._collect(src, session, out, now)
 
     def _to_tun(self, src: bytes, pkt: bytes, out: E2EOutput) -> None:
         if len(pkt) < IPV6_HEADER or pkt[0] >> 4 != 6 or pkt[24:40] != self.address:
@@ -238,11 +259,15 @@ class EndToEnd:
                 self.unresolvable(dst)
         for dst, session in list(self.sessions.items()):
             out.send(dst, session.tick(now))
-            self._collect(dst, session, out)
+            self._collect(dst, session, out, now)
         return out
 
-    def _collect(self, dst: bytes, session: Session, out: E2EOutput) -> None:
+    def _collect(self, dst: bytes, session: Session, out: E2EOutput, now: float) -> None:
         for event in session.events():
+            if isinstance(event, Established) and event.initiator and session.is_established:
+                # Tell the responder at once that we send under these keys: it may hold them pending behind keys we
+                # lost (we restarted), and would otherwise wait for data we may not have to send.
+                out.send(dst, session.send(KEEPALIVE, b"", now))
             if isinstance(event, Expired):
                 self.sessions.pop(dst, None)
                 self.stats["sessions_expired"] += 1

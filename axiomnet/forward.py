@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from axiomnet.constants import HOP_LIMIT, PATH_BROKEN_INTERVAL
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.greedy import NO_HOP, NeighbourPaths
-from axiomnet.identity import noise_key_of
+from axiomnet.identity import derive_address, noise_key_of
 from axiomnet.lookup import Coords, Pathfinder, decode_lookup, decode_path_broken, encode_lookup, encode_path_broken
 from axiomnet.routed import NO_WATERMARK, Kind, RoutedHeader, decode_routed, encode_routed, forwarded, root_tag
 from axiomnet.tree import Tree
@@ -97,6 +97,11 @@ class Forwarder:
     def send(self, dst: bytes, payloads: list[bytes], now: float) -> Output:
         """Route end-to-end payloads to the node that owns ``dst`` (or queue them behind a lookup)."""
         out = Output()
+        direct = self.tree.neighbour_by_address(dst)
+        if direct is not None:
+            # A neighbour is reached over its link whatever the tree says (it may not have converged yet).
+            self._to_neighbour(direct, dst, payloads, out)
+            return out
         coords = self.pathfinder.route(dst, now)
         if coords is not None and (coords.root != self.tree.root or self.decide(coords.path, now)[0] is None):
             # Looked up in another tree (the root changed since), or no neighbour leads there now: ask again.
@@ -111,9 +116,13 @@ class Forwarder:
         return out
 
     def resolve(self, dst: bytes, now: float) -> Output:
-        """Find the Noise key of the node that owns ``dst`` (for its end-to-end session): at once from the cache,
-        else after a lookup (``Output.resolved`` then, or ``Output.unresolvable`` if it is given up)."""
+        """Find the Noise key of the node that owns ``dst`` (for its end-to-end session): at once for a neighbour
+        or from the cache, else after a lookup (``Output.resolved`` then, or ``Output.unresolvable``)."""
         out = Output()
+        direct = self.tree.neighbour_by_address(dst)
+        if direct is not None:
+            out.resolved.append((dst, direct))
+            return out
         key = self.pathfinder.key_for(dst, now)
         if key is not None:
             out.resolved.append((dst, noise_key_of(key)))
@@ -134,6 +143,23 @@ class Forwarder:
             out.send(key, encode_routed(kind, root_tag=tag, dst=dst, src=self.address, dst_path=dst_path,
                                         src_path=src_path, payload=payload, hop_limit=HOP_LIMIT,
                                         watermark=distance))
+            self.stats["originated"] += 1
+
+    def neighbour_up(self, key: bytes) -> Output:
+        """A link to ``key`` came up: anything waiting for a lookup of its address goes to it directly now."""
+        out = Output()
+        dst = derive_address(key).packed
+        queued = self.pathfinder.take(dst)
+        if queued is not None:
+            out.resolved.append((dst, key))
+            self._to_neighbour(key, dst, queued, out)
+        return out
+
+    def _to_neighbour(self, key: bytes, dst: bytes, payloads: Iterable[bytes], out: Output) -> None:
+        tag, src_path = root_tag(self.tree.root), self.tree.path
+        for payload in payloads:
+            out.send(key, encode_routed(Kind.TRAFFIC, root_tag=tag, dst=dst, src=self.address, dst_path=(),
+                                        src_path=src_path, payload=payload, watermark=0))
             self.stats["originated"] += 1
 
     def _lookup(self, dst: bytes, nonce: int, out: Output) -> None:
@@ -175,6 +201,11 @@ class Forwarder:
         return out
 
     def _relay(self, data: bytes, header: RoutedHeader, out: Output, now: float) -> None:
+        direct = self.tree.neighbour_by_address(header.dst)
+        if direct is not None and header.hop_limit > 1:
+            out.send(direct, forwarded(data, header.hop_limit - 1, 0))  # the last hop: delivered, never relayed
+            self.stats["relayed"] += 1
+            return
         if header.root_tag != root_tag(self.tree.root):
             self.stats["dropped_other_root"] += 1
             return

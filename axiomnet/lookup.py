@@ -221,6 +221,12 @@ class Pathfinder:
         while len(self._cache) > MAX_LOOKUP_CACHE:
             self._cache.popitem(last=False)
 
+    def take(self, dst: bytes) -> list[bytes] | None:
+        """End the lookup of ``dst`` (its node became reachable another way); its queued payloads, or None if
+        there was no lookup in flight."""
+        pending = self._pending.pop(dst, None)
+        return None if pending is None else list(pending.queue)
+
     def key_for(self, dst: bytes, now: float) -> bytes | None:
         """The verified Ed25519 key of ``dst`` if its cache entry is fresh."""
         entry = self._cache.get(dst)

@@ -52,9 +52,12 @@ from axiomnet.constants import (
     RTT_EWMA_WEIGHT,
 )
 from axiomnet.errors import InvalidAnnouncement
-from axiomnet.identity import noise_key_of
+from axiomnet.identity import derive_address, noise_key_of
 
 SENT_REMEMBERED = 16  # our announcements per neighbour remembered for RTT echoes
+# Our announcements to one neighbour are at least this far apart (the receiver drops ones closer than
+# MIN_ANNOUNCE_INTERVAL; the margin absorbs jitter on the link).
+ANNOUNCE_SPACING = MIN_ANNOUNCE_INTERVAL * 1.5
 
 
 def select_parents(owner: npt.NDArray[np.int64], root_rank: npt.NDArray[np.int64], cost: npt.NDArray[np.float64],
@@ -120,6 +123,7 @@ class Tree:
         self._secret = signing_secret
         self.address = address
         self.neighbours: dict[bytes, Neighbour] = {}  # by noise key
+        self._by_address: dict[bytes, bytes] = {}  # overlay address -> noise key
         self._freed_ports: dict[int, float] = {}  # port -> when it may be given out again
         self._verifier = Verifier()
         self._dead_roots: OrderedDict[bytes, int] = OrderedDict()  # root -> highest seq known to be dead
@@ -131,6 +135,7 @@ class Tree:
         self.chain: tuple[Hop, ...] = ()
         self._root_seen: tuple[int, float] = (seq_start, now)  # (highest seq of our root seen, when it rose)
         self.version = 0  # bumped whenever our coordinates or a routing neighbour's change
+        self._dirty: set[bytes] = set()  # neighbours owed an announcement before the next tick (see urgent())
         self.stats: dict[str, int] = {"announcements": 0, "rejected": 0, "parent_changes": 0, "roots_dead": 0,
                                       "rate_limited": 0}
 
@@ -155,6 +160,8 @@ class Tree:
         if nb is None:
             nb = Neighbour(noise_key, self._free_port(now), now)
             self.neighbours[noise_key] = nb
+            self._by_address[derive_address(noise_key).packed] = noise_key
+            self._dirty.add(noise_key)  # it learns our key (and can certify us) without waiting a tick
         return nb.port
 
     def remove(self, noise_key: bytes, now: float) -> None:
@@ -162,9 +169,14 @@ class Tree:
         nb = self.neighbours.pop(noise_key, None)
         if nb is None:
             return
+        self._by_address.pop(derive_address(noise_key).packed, None)
         self._freed_ports[nb.port] = now + PORT_REUSE_DELAY
+        self._dirty.discard(noise_key)
         if self.parent == noise_key:
+            before = (self.root, self.path)
             self._reselect(now)
+            if (self.root, self.path) != before:
+                self._dirty.update(self.neighbours)  # our subtree must learn our new position at once
         self.version += 1
 
     def _free_port(self, now: float) -> int:
@@ -196,11 +208,13 @@ class Tree:
         self.stats["announcements"] += 1
         if nb.key is None:
             nb.key = ann.sender
+            self._dirty.add(noise_key)  # now we can give it a certificate
         self._echo(nb, ann, now)
         old = nb.ann
         if old is None or old.root != ann.root or ann.seq > old.seq:
             nb.seq_at = now
         moved = old is None or old.root != ann.root or old.path != ann.path
+        was_child = self.is_child(nb)
         nb.ann, nb.ann_at = ann, now
         nb.bloom = ann.bloom
         nb.heard_number, nb.heard_at = ann.number, now
@@ -208,8 +222,15 @@ class Tree:
             self._root_seen = (ann.seq, now)
         if moved:
             self.version += 1
+        if self.is_child(nb) != was_child:
+            self._dirty.add(noise_key)  # a new tree link: it needs our lookup filter now
+        before = (self.root, self.path, self.parent)
         if self.parent == noise_key:
             self._follow_parent(now)
+        if moved and (ann.root < self.root or self.parent is None or self.parent == noise_key):
+            self._reselect(now)  # a better root, or a change of our parent: decide now, not at the next tick
+        if (self.root, self.path, self.parent) != before:
+            self._dirty.update(self.neighbours)
 
     def _check(self, nb: Neighbour, ann: Announcement) -> None:
         sender = ann.sender
@@ -323,8 +344,11 @@ class Tree:
     # --- ticking -------------------------------------------------------------------------------------
     def tick(self, now: float) -> list[tuple[bytes, bytes]]:
         """One heartbeat: choose our parent, advance our number if we are root, and return the announcement
-        for each neighbour as (noise key, bytes)."""
+        for each neighbour as (noise key, bytes); a neighbour sent one within ANNOUNCE_SPACING gets the next."""
+        before = (self.root, self.path, self.parent)
         self._reselect(now)
+        if (self.root, self.path, self.parent) != before:
+            self._dirty.update(self.neighbours)
         if self.is_root:
             self._own_seq += 1
             self.seq = self._own_seq
@@ -332,7 +356,24 @@ class Tree:
             self._root_seen = (self.seq, now)
         out = []
         for nb in self.neighbours.values():
+            if nb.sent and now - nb.sent[-1][1] < ANNOUNCE_SPACING:
+                continue
+            self._dirty.discard(nb.noise_key)
             out.append((nb.noise_key, encode_announcement(self._announcement_for(nb, now))))
+        return out
+
+    def urgent(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Announcements owed now, between ticks: to a new neighbour, to one whose key we just learned, to a new
+        child, and to everyone when our position changed (ironwood sends such updates at once). A neighbour sent
+        one within ANNOUNCE_SPACING stays owed until it may be sent (or until the next tick)."""
+        out = []
+        for key in list(self._dirty):
+            nb = self.neighbours.get(key)
+            if nb is None:
+                self._dirty.discard(key)
+            elif not nb.sent or now - nb.sent[-1][1] >= ANNOUNCE_SPACING:
+                self._dirty.discard(key)
+                out.append((key, encode_announcement(self._announcement_for(nb, now))))
         return out
 
     def _announcement_for(self, nb: Neighbour, now: float) -> Announcement:
@@ -379,6 +420,10 @@ class Tree:
                 and self.is_tree_link(nb.noise_key)]
 
     # --- for routing and inspection ------------------------------------------------------------------
+    def neighbour_by_address(self, address: bytes) -> bytes | None:
+        """The noise key of the neighbour whose overlay address is ``address``, if any."""
+        return self._by_address.get(address)
+
     def routing_neighbours(self, now: float) -> list[tuple[bytes, tuple[int, ...], float]]:
         """(noise key, path, cost) of the neighbours in our tree with a recent announcement."""
         out = []

@@ -23,6 +23,9 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's axiomnet, not an installed one
 
 try:
     import atheris  # type: ignore[import-not-found]

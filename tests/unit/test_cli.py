@@ -24,10 +24,14 @@ from axiomnet.identity import IDENTITY_FILENAME, derive_address
 KEY_A = "ab" * 32
 PEER_KEY = "11" * 32
 STATE: dict[str, Any] = {
-    "self": {"address": "fc12:3456::1", "public_key": "cd" * 32, "coords": [0.25, 1.5],
+    "self": {"address": "fc12:3456::1", "public_key": "cd" * 32, "coords": {"root": "ee" * 32, "depth": 1,
+                                                                            "path": [2]},
              "listen": "[::]:7443", "tun": "axn0", "uptime": 12.5},
-    "peers": [{"public_key": PEER_KEY, "address": "fcaa::2", "endpoint": "192.0.2.7:7443",
-               "coords": [0.5, 3.0], "load": 0.125, "last_seen": 0.75, "alive": True}],
+    "peers": [{"public_key": PEER_KEY, "address": "fcaa::2", "endpoint": "192.0.2.7:7443", "port": 3,
+               "coords": [2, 1], "tree_link": True, "rtt_ms": 0.125, "last_seen": 0.75, "alive": True}],
+    "tree": {"root": "ee" * 32, "root_seq": 77, "is_root": False, "parent": PEER_KEY, "depth": 1, "coords": [2]},
+    "lookups": {"cache": [{"address": "fcbb::3", "root": "ee" * 8, "coords": [2, 1, 4], "expires_in": 42.0}],
+                "pending": [{"address": "fccc::4", "age": 0.5, "queued": 2}]},
     "sessions": [{"peer": PEER_KEY, "endpoint": "192.0.2.7:7443", "state": "established", "initiator": True,
                   "age": 3.25, "rx_packets": 4242, "tx_packets": 4343, "rx_bytes": 987654,
                   "tx_bytes": 123456, "dropped": 7}],
@@ -270,8 +274,9 @@ def test_inspect_prints_tables(admin: Any, tmp_path: Path, capsys: pytest.Captur
     assert cli.inspect_main(["--admin-socket", str(tmp_path / "admin.sock")]) == 0
     out = capsys.readouterr().out
     assert server.requests == [b'{"cmd": "state"}\n']
-    for text in ("SELF", "fc12:3456::1", "cd" * 32, "r=0.2500 th=1.5000", "[::]:7443", "axn0", "12.5s",
-                 "PEERS (1)", PEER_KEY[:16], "fcaa::2", "192.0.2.7:7443", "0.125", "0.8s",
+    for text in ("SELF", "fc12:3456::1", "cd" * 32, "/2 under root " + "ee" * 8, "[::]:7443", "axn0", "12.5s",
+                 "PEERS (1)", PEER_KEY[:16], "fcaa::2", "192.0.2.7:7443", "/2/1", "0.125", "0.8s",
+                 "TREE", "77", "LOOKUPS (1 cached, 1 pending)", "fcbb::3", "/2/1/4", "42.0s", "fccc::4",
                  "SESSIONS (1)", "established", "initiator", "4242", "4343", "987654", "123456",
                  "ACTORS (1)", "SessionActor-1", "MAILBOX"):
         assert text in out, text
@@ -290,7 +295,8 @@ def test_inspect_json_prints_the_raw_state(admin: Any, tmp_path: Path, capsys: p
 def test_inspect_empty_tables(admin: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     admin(lambda request: json.dumps({"self": {}, "peers": [], "sessions": [], "actors": []}).encode() + b"\n")
     assert cli.inspect_main(["--admin-socket", str(tmp_path / "admin.sock")]) == 0
-    assert capsys.readouterr().out.count("(none)") == 3
+    out = capsys.readouterr().out
+    assert out.count("(none)") == 4 and "no tree yet" in out  # peers, lookups, sessions, actors
 
 
 def test_inspect_without_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -78,7 +78,7 @@ def test_a_peer_cannot_deliver_a_packet_with_a_source_it_does_not_own() -> None:
     pair = Pair()
     pair.send(1, b"warm up")
     # A modified node 1 (its own outbound filter bypassed) seals a packet with a source that is not its own.
-    me, other = pair.nodes[1].address, pair.nodes[2].address
+    other = pair.nodes[2].address
     session = pair.nodes[1].sessions[other]
     spoofed = session.send_batch(PacketType.DATA, [ipv6(ident(9).address.packed, other, b"spoofed")], pair.now)
     pair.run(1, E2EOutput(sends={other: spoofed}))

@@ -79,10 +79,10 @@ def test_watermark_strictly_falls_along_the_path() -> None:
 
 
 def test_a_packet_that_would_loop_is_dropped_by_the_watermark() -> None:
-    overlay = settle(Overlay(nx.path_graph(3), seed=8))
+    overlay = settle(Overlay(nx.path_graph(4), seed=8))
     mid = overlay.nodes[1]
     tree = mid.tree
-    far = overlay.nodes[2]
+    far = overlay.nodes[3]  # not a neighbour of mid: greedy routing (and the watermark) decide
     packet = encode_routed(Kind.TRAFFIC, root_tag=root_tag(tree.root), dst=far.identity.address.packed,
                            src=overlay.address(0), dst_path=far.tree.path, src_path=overlay.nodes[0].tree.path,
                            payload=b"x", watermark=0)
@@ -91,16 +91,17 @@ def test_a_packet_that_would_loop_is_dropped_by_the_watermark() -> None:
 
 
 def test_dead_end_sends_path_broken_and_the_source_looks_up_again() -> None:
-    g = nx.path_graph(4)
-    overlay = settle(Overlay(g, seed=9))
+    # 0-1-2-3 and 0-4-5; node 3 then moves from under 2 to under 5, where the source's cached path cannot lead.
+    g = nx.Graph([(0, 1), (1, 2), (2, 3), (0, 4), (4, 5)])
+    overlay = settle(Overlay(g, seed=9), 20)
     overlay.send(0, 3, b"first")
     assert delivered(overlay, 3, b"first")
-    # Move node 3 (cut 2-3, link 1-3): the source's cached coordinates now lead to a dead end.
     old = overlay.nodes[3].tree.path
     overlay.cut(2, 3)
-    overlay.graph.add_edge(1, 3)
-    overlay.link(1, 3)
-    overlay.tick(6)
+    overlay.graph.remove_edge(2, 3)
+    overlay.graph.add_edge(3, 5)
+    overlay.link(3, 5)
+    overlay.tick(8)
     assert overlay.nodes[3].tree.path != old
     source = overlay.nodes[0].forwarder.pathfinder
     overlay.send(0, 3, b"second")
