@@ -6,6 +6,7 @@ import random
 
 import networkx as nx
 from tests.unit.overlay_net import Overlay
+from tests.unit.stack_net import Stack
 
 from axiomnet.constants import REKEY_AFTER_TIME
 from axiomnet.e2e import E2EOutput, EndToEnd
@@ -172,3 +173,25 @@ def test_relays_across_the_overlay_see_only_ciphertext() -> None:
     pump(src, e2e[src].outbound([ipv6(e2e[src].address, e2e[dst].address, canary)], overlay.now))
     assert [p[40:] for p in delivered] == [canary]
     assert relayed and not any(canary in p for p in relayed)
+
+
+def test_traffic_across_three_hops_flows_through_link_and_end_to_end_rekeys() -> None:
+    """Issue 9: four nodes in a line, one packet a second from end to end for 3.5 rekey periods; every link
+    session and the end-to-end session rekey, and nothing sent after the first contact is lost."""
+    stack = Stack(4, [(0, 1), (1, 2), (2, 3)])
+    stack.run(12)
+    src, dst = stack.nodes[0], stack.nodes[3]
+    assert src.tree.root == dst.tree.root
+    sent = []
+    for second in range(int(3.5 * REKEY_AFTER_TIME)):
+        packet = ipv6(src.address, dst.address, b"%d" % second)
+        sent.append(packet)
+        stack.tun_send(0, [packet])
+        stack.run(1.0)
+    assert dst.tun == sent
+    e2e_session = src.e2e.sessions[dst.address]
+    assert e2e_session.stats["rekeys"] + dst.e2e.sessions[src.address].stats["rekeys"] >= 3
+    for a, b in ((0, 1), (1, 2), (2, 3)):
+        link = stack.nodes[a].link.sessions[stack.nodes[b].identity.public_key]
+        peer = stack.nodes[b].link.sessions[stack.nodes[a].identity.public_key]
+        assert link.stats["rekeys"] + peer.stats["rekeys"] >= 3, (a, b)
