@@ -1,7 +1,8 @@
 """TunActor: owns the TUN device (created with TUNSETIFF, configured with pyroute2) and its reader thread.
 
 The reader drains up to READER_BATCH_MAX IP packets per wake-up and hands them to the router in one
-bounded tell. Closing the file descriptor of a non-persistent TUN device removes the device, so stopping
+bounded tell; a packet whose source is not this node's own address (axiomnet/ownership.py) never enters
+the overlay (counted tx_dropped_foreign_source). Closing the file descriptor of a non-persistent TUN device removes the device, so stopping
 the actor (or the process dying) leaves no interface behind.
 """
 
@@ -19,6 +20,7 @@ from loguru import logger
 from pyroute2 import IPRoute
 
 from axiomnet.constants import READER_BATCH_MAX, READER_POLL_TIMEOUT
+from axiomnet.ownership import source_is
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, bounded_tell
 
@@ -104,6 +106,7 @@ class TunActor(SupervisedActor):
         poller.register(fd, select.POLLIN)
         timeout_ms = int(READER_POLL_TIMEOUT * 1000)
         bufsize = self.mtu + 64
+        own = self.address.packed
         while not self._stopping.is_set():
             if not poller.poll(timeout_ms):
                 continue
@@ -118,9 +121,18 @@ class TunActor(SupervisedActor):
                         return
                     raise
             if batch:
+                self.counters["rx_packets"] += len(batch)
+                batch = self._own(batch, own)
+            if batch:
                 if not bounded_tell(self.refs.get("router"), m.TunPackets(batch)):
                     self.counters["rx_dropped_backpressure"] += len(batch)
-                self.counters["rx_packets"] += len(batch)
+
+    def _own(self, batch: list[bytes], own: bytes) -> list[bytes]:
+        """The packets of ``batch`` this node may send into the overlay: those with our address as source."""
+        kept = [packet for packet in batch if source_is(packet, own)]
+        if len(kept) != len(batch):
+            self.counters["tx_dropped_foreign_source"] += len(batch) - len(kept)
+        return kept
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, m.TunWrite):
