@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable
 
@@ -14,16 +15,17 @@ class RecordingActor(pykka.ThreadingActor):
     """Stands in for the socket or TUN actor: records every message; what a BindIndex carries counts as sent
     (a real socket actor sends it once the index is bound to its owner)."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, recovered: threading.Event | None = None) -> None:
         super().__init__()
-        self.delay = delay  # seconds each message takes (a slow collaborator)
+        self.delay = delay  # seconds each message takes (a slow collaborator) ...
+        self.recovered = recovered or threading.Event()  # ... until this is set
         self.sent: list[tuple[bytes, m.Addr]] = []
         self.written: list[bytes] = []
         self.other: list[Any] = []
 
     def on_receive(self, message: Any) -> Any:
         if self.delay and not isinstance(message, (GetSent, GetWritten, GetOther)):
-            time.sleep(self.delay)
+            self.recovered.wait(self.delay)
         if isinstance(message, m.BindIndex):
             self.sent.extend(message.send)
             self.other.append(message)

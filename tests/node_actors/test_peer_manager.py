@@ -3,6 +3,7 @@ registry survive slow, dead and restarting collaborators; admission keeps one ho
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -117,7 +118,8 @@ def _debug_remaining(mgr: Manager) -> str:
 def test_a_slow_socket_actor_neither_blocks_nor_crashes_the_peer_manager(recorder):
     """The socket actor takes 2.5 s per message (the old ClaimIndex ask gave up after 2 s and crashed the peer
     manager): the manager keeps answering, and the handshake completes once the socket catches up."""
-    slow = RecordingActor.start(delay=2.5)
+    recovered = threading.Event()
+    slow = RecordingActor.start(delay=2.5, recovered=recovered)
     try:
         mgr = start_manager(recorder, sock=slow)
         addr = ("192.0.2.40", 7443)
@@ -135,6 +137,7 @@ def test_a_slow_socket_actor_neither_blocks_nor_crashes_the_peer_manager(recorde
         assert wait_for(lambda: established_sessions(mgr) == 1, timeout=20)
         assert mgr.ref.is_alive()
     finally:
+        recovered.set()  # the socket catches up: nothing queued behind the test keeps it busy
         slow.stop(block=False)
 
 
