@@ -381,9 +381,9 @@ class Session:
         return out
 
     def receive(self, header: Header, datagram: bytes, now: float) -> Received:
-        """Process one datagram addressed to this session (transport, HANDSHAKE_RESP/FINAL, COOKIE_REPLY).
-
-        Raises a RemoteProtocolError subclass for anything refused (the caller counts it and moves on).
+        """Process one datagram addressed to this session (transport, HANDSHAKE_RESP/FINAL, COOKIE_REPLY,
+        KEY_REPLY). Raises a RemoteProtocolError subclass for anything refused (the caller counts it and moves
+        on, and moves no endpoint: only a returned ``Received`` with ``authenticated`` may do that).
         """
         ptype = header.ptype
         if FIRST_TRANSPORT <= ptype <= LAST_TRANSPORT:  # DATA / CONTROL / KEEPALIVE: the per-packet path
