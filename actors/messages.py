@@ -224,19 +224,21 @@ class Probe(Urgent):
 
 
 @dataclass(frozen=True)
-class ClaimIndex(Urgent):
-    owner: Any
-
-
-@dataclass(frozen=True)
 class BindIndex(Urgent):
+    """Route receiver ``index`` to ``owner`` (who picked it), then send ``send``; if another owner holds the index,
+    nothing is sent and ``owner`` is told IndexRefused (axiomnet/indices.py)."""
+
     index: int
     owner: Any
+    send: tuple[tuple[bytes, Addr], ...] = ()
 
 
 @dataclass(frozen=True)
 class ReleaseIndex(Urgent):
+    """Stop routing ``index`` (only if ``owner`` holds it; ``owner=None``: whoever holds it)."""
+
     index: int
+    owner: Any = None
 
 
 @dataclass(frozen=True)
@@ -261,3 +263,29 @@ class GetRef(Urgent):
     """Ask the supervisor for the current ref of ``role``."""
 
     role: str
+
+
+# --- receiver indices and admission (the front door) ---------------------------------------------
+@dataclass(frozen=True)
+class MoveIndex(Urgent):
+    """Route ``index`` to ``new`` instead of ``old`` (a completed responder handshake changes hands); if a third
+    owner holds it, ``new`` is told IndexRefused."""
+
+    index: int
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class IndexRefused(Urgent):
+    """The socket actor routes ``index`` to another owner: drop what was built on it, pick again."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class SessionActive(Urgent):
+    """A session heard its peer at ``heard_at`` (monotonic): the peer manager's least-recently-active order."""
+
+    ref: Any
+    heard_at: float

@@ -124,7 +124,8 @@ def build_specs(config: Config, identity: Identity, with_tun: bool, started: flo
     specs += [
         ChildSpec("peers", lambda sup, refs: PeerManagerActor.start(
             sup, refs, static_private=identity.private_key, static_public=identity.public_key,
-            self_address=address.packed, static_peers=peers, local_payload=payload)),
+            self_address=address.packed, static_peers=peers, local_payload=payload,
+            allowed_keys=config.allowed_keys, discoverable=config.discoverable)),
         ChildSpec("heartbeat", lambda sup, refs: HeartbeatActor.start(sup, refs)),
         ChildSpec("admin", lambda sup, refs: AdminActor.start(sup, refs, config.admin_socket, identity,
                                                                config.tun_name if with_tun else None, started)),

@@ -1,9 +1,13 @@
 """PeerManagerActor: the node's front door for unknown senders and the registry of session actors.
 
-It owns the core HandshakeResponder (cookies, rate limits, bounded half-open table), creates one
-SessionActor per peer (static peers at start, inbound peers when their handshake completes), keeps the
-registry bounded by MAX_SESSIONS (seed failure #8), restarts crashed session actors with backoff and,
+It owns the core HandshakeResponder (mac1, cookies, rate limits, key probes, allowed_keys, bounded half-open
+table) and the core Admission policy, creates one SessionActor per peer (static peers at start, inbound
+peers when their handshake completes and admission gives them a slot: per-source and unnamed-key bounds,
+named peers evicting the least recently active stranger), restarts crashed session actors with backoff and,
 through the supervisor, stops the node when sessions crash-loop. Its ticker drives every session's timers.
+
+It never waits on another actor: receiver indices are picked by the core and told to the socket actor, and
+a collaborator that is slow, dead or restarting only loses tells that the restart replays (rewired).
 """
 
 from __future__ import annotations
@@ -17,19 +21,24 @@ from typing import Any
 import pykka
 from loguru import logger
 
+from axiomnet.admission import Admission, Refuse
 from axiomnet.config import PeerSpec
-from axiomnet.constants import MAX_SESSIONS
+from axiomnet.constants import MAX_SESSIONS, MAX_SESSIONS_PER_SOURCE, MAX_UNPINNED_SESSIONS
 from axiomnet.control import HandshakePayload
+from axiomnet.cookie import source_key
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.responder import HandshakeResponder
+from axiomnet.session import HandshakeResult
 from axiomnet.supervision import RestartPolicy
 from axiomnet.wire import PacketType, decode_header
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, bounded_tell, schedule_tell, tell
 from axiomnet.actors.session import SessionActor
-from axiomnet.actors.socket import claim_index
+from axiomnet.actors.socket import tell_indices
 
 TICK_INTERVAL = 0.1  # how often session timers are driven; finer than any protocol timer needs
+REFUSAL_LOG_INTERVAL = 10.0  # one warning per this many seconds about refused peers; every refusal is counted
+_FRONT_DOOR_TYPES = (PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_FINAL, PacketType.KEY_PROBE)
 
 
 def canonical_endpoint(host: str, port: int) -> m.Addr:
@@ -53,6 +62,8 @@ class SessionSpec:
     dial: bool
     known_key: bytes | None = None
     up: bool = False
+    named: bool = True  # configured, pinned or listed in allowed_keys (admission)
+    inbound: bool = False  # created by a handshake the peer started (evictable when unnamed)
 
 
 class PeerManagerActor(SupervisedActor):
@@ -71,6 +82,10 @@ class PeerManagerActor(SupervisedActor):
         static_peers: tuple[PeerSpec, ...],
         local_payload: HandshakePayload | None = None,
         max_sessions: int = MAX_SESSIONS,
+        max_unpinned_sessions: int = MAX_UNPINNED_SESSIONS,
+        max_sessions_per_source: int = MAX_SESSIONS_PER_SOURCE,
+        allowed_keys: frozenset[bytes] | None = None,
+        discoverable: bool = True,
     ) -> None:
         super().__init__(supervisor, refs)
         self.static_private = static_private
@@ -79,28 +94,40 @@ class PeerManagerActor(SupervisedActor):
         self.static_peers = static_peers
         self.local_payload = local_payload or HandshakePayload()
         self.max_sessions = max_sessions
+        pinned = frozenset(p.public_key for p in static_peers if p.public_key is not None)
+        # Keys the operator named get a slot whatever the bounds; with allowed_keys nobody else gets one at all.
+        self.named_keys = pinned | (allowed_keys or frozenset())
+        self.allowed_keys = None if allowed_keys is None else self.named_keys
+        self.discoverable = discoverable
+        self.admission = Admission(max_sessions, max_unpinned_sessions, max_sessions_per_source)
         self.specs: dict[str, SessionSpec] = {}  # by actor urn
         self.by_key: dict[bytes, str] = {}
         self.policy = RestartPolicy()
         self.responder: HandshakeResponder | None = None
         self._timers: list[threading.Timer] = []
+        self._refusal_logged = -REFUSAL_LOG_INTERVAL
 
     # --- lifecycle -------------------------------------------------------------------------------
     def setup(self) -> None:
-        me = self.actor_ref
         self.responder = HandshakeResponder(
             self.static_private,
             self.static_public,
-            allocate_index=lambda: claim_index(self.refs["socket"], me),
-            release_index=self._release_index,
             local_payload=self.local_payload,
+            allowed_keys=self.allowed_keys,
+            discoverable=self.discoverable,
         )
-        for peer in self.static_peers:
+        for peer in self.static_peers:  # configured peers always get their slot
             self._spawn(canonical_endpoint(peer.host, peer.port), peer.public_key, dial=True)
         self.start_ticker(TICK_INTERVAL, m.Tick())
 
-    def _release_index(self, index: int) -> None:
-        tell(self.refs.get("socket"), m.ReleaseIndex(index))
+    def _send(self, items: list[tuple[bytes, m.Addr]]) -> None:
+        """Send the responder's answers, after telling the socket the indices it issued or retired."""
+        assert self.responder is not None
+        commands = self.responder.index_commands()
+        if commands:
+            items = tell_indices(self.refs.get("socket"), self.actor_ref, commands, items)
+        if items and not bounded_tell(self.refs.get("socket"), m.SendDatagrams(items)):
+            self.counters["tx_dropped_backpressure"] += len(items)
 
     def teardown(self) -> None:
         for timer in self._timers:
@@ -126,7 +153,9 @@ class PeerManagerActor(SupervisedActor):
     def _session_refs(self) -> dict[str, Any]:
         return {**self.refs, "peers": self.actor_ref}
 
-    def _spawn(self, endpoint: m.Addr, expected_key: bytes | None, dial: bool) -> Any:
+    def _spawn(
+        self, endpoint: m.Addr, expected_key: bytes | None, dial: bool, named: bool = True, inbound: bool = False
+    ) -> Any:
         ref = SessionActor.start(
             self.actor_ref,
             self._session_refs(),
@@ -137,8 +166,12 @@ class PeerManagerActor(SupervisedActor):
             expected_key=expected_key,
             dial=dial,
             local_payload=self.local_payload,
+            allowed_keys=self.allowed_keys,
         )
-        self.specs[ref.actor_urn] = SessionSpec(ref, endpoint, expected_key, dial, known_key=expected_key)
+        self.specs[ref.actor_urn] = SessionSpec(ref, endpoint, expected_key, dial, known_key=expected_key,
+                                                named=named, inbound=inbound)
+        self.admission.add(ref.actor_urn, named=named, source=source_key(endpoint), inbound=inbound,
+                           now=time.monotonic())
         if expected_key is not None:
             self.by_key.setdefault(expected_key, ref.actor_urn)
         return ref
@@ -161,11 +194,18 @@ class PeerManagerActor(SupervisedActor):
             self._session_crashed(message)
         elif isinstance(message, m.RestartChild):
             self._restart(message.role)
+        elif isinstance(message, m.IndexRefused):
+            assert self.responder is not None
+            self.responder.index_refused(message.index)
+            self.counters["index_collisions"] += 1
+        elif isinstance(message, m.SessionActive):
+            self.admission.touch(message.ref.actor_urn, message.heard_at)
         elif isinstance(message, m.ListSessions):
             return [spec.ref for spec in self.specs.values()]
         elif isinstance(message, m.Snapshot):
             assert self.responder is not None
-            return {"sessions": len(self.specs), "pending_handshakes": self.responder.pending_count,
+            return {"sessions": len(self.specs), "unnamed_sessions": self.admission.unnamed,
+                    "pending_handshakes": self.responder.pending_count,
                     "responder": dict(self.responder.stats), **self.counters}
         else:
             return super().handle(message)
@@ -174,6 +214,7 @@ class PeerManagerActor(SupervisedActor):
     def _tick(self) -> None:
         assert self.responder is not None
         self.responder.expire(time.monotonic())
+        self._send([])  # the indices of expired half-open handshakes
         tick = m.Tick()
         for spec in self.specs.values():
             bounded_tell(spec.ref, tick, limit=64)
@@ -186,7 +227,7 @@ class PeerManagerActor(SupervisedActor):
         for data, addr in items:
             try:
                 header = decode_header(data)
-                if header.ptype not in (PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_FINAL):
+                if header.ptype not in _FRONT_DOOR_TYPES:
                     self.counters["rx_unknown_receiver"] += 1
                     continue
                 replies, result = responder.receive(header, data, addr, now)
@@ -196,12 +237,11 @@ class PeerManagerActor(SupervisedActor):
                 continue
             out.extend((r, addr) for r in replies)
             if result is not None:
-                self._completed(result, canonical_endpoint(*addr))
-        if out:
-            bounded_tell(self.refs.get("socket"), m.SendDatagrams(out))
+                self._completed(result, canonical_endpoint(*addr), now)
+        self._send(out)
 
-    def _completed(self, result: Any, addr: m.Addr) -> None:
-        """A handshake we answered finished: give its keys to the peer's session, creating one if new."""
+    def _completed(self, result: HandshakeResult, addr: m.Addr, now: float) -> None:
+        """A handshake we answered finished: give its keys to the peer's session, creating one if admitted."""
         key = result.remote_static
         urn = self.by_key.get(key)
         if urn is None:
@@ -214,23 +254,51 @@ class PeerManagerActor(SupervisedActor):
                         "peer at {}:{} authenticated as {} but is configured with key {}: refused",
                         addr[0], addr[1], key.hex()[:16], spec.expected_key.hex()[:16],
                     )
-                    tell(self.refs.get("socket"), m.ReleaseIndex(result.local_index))
-                    self.counters["refused_key_mismatch"] += 1
+                    self._refuse(result, "refused_key_mismatch")
                     return
         if urn is None:
-            if len(self.specs) >= self.max_sessions:
-                self.counters["refused_session_limit"] += 1
-                logger.warning("refusing peer {} at {}:{}: {} sessions already (MAX_SESSIONS)",
-                               key.hex()[:16], addr[0], addr[1], len(self.specs))
-                tell(self.refs.get("socket"), m.ReleaseIndex(result.local_index))
+            named = key in self.named_keys
+            decision = self.admission.decide(named=named, source=source_key(addr))
+            if isinstance(decision, Refuse):
+                self._refuse(result, decision.reason, addr, now)
                 return
-            ref = self._spawn(addr, None, dial=False)
+            if decision.evict is not None:
+                self._evict(str(decision.evict), key)
+            try:
+                ref = self._spawn(addr, None, dial=False, named=named, inbound=True)
+            except Exception as exc:  # no thread left, say: refuse this peer, keep the node
+                logger.error("cannot start a session for {} at {}:{}: {!r}", key.hex()[:16], addr[0], addr[1], exc)
+                self._refuse(result, "refused_spawn_failed")
+                return
             urn = ref.actor_urn
         spec = self.specs[urn]
         spec.known_key = key
         self.by_key[key] = urn
-        tell(self.refs.get("socket"), m.BindIndex(result.local_index, spec.ref))
+        tell(self.refs.get("socket"), m.MoveIndex(result.local_index, self.actor_ref, spec.ref))
         tell(spec.ref, m.InstallKeys(result, addr))
+
+    def _refuse(self, result: HandshakeResult, reason: str, addr: m.Addr | None = None, now: float = 0.0) -> None:
+        """No session for this completed handshake: its index goes back, the refusal is counted (and logged,
+        at most every REFUSAL_LOG_INTERVAL: a host minting keys must not flood the log)."""
+        tell(self.refs.get("socket"), m.ReleaseIndex(result.local_index, self.actor_ref))
+        self.counters[reason] += 1
+        if addr is not None and now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
+            self._refusal_logged = now
+            logger.warning("refusing peer {} at {}:{} ({}; {} sessions, {} of unnamed keys; counted in {})",
+                           result.remote_static.hex()[:16], addr[0], addr[1], reason.replace("_", " "),
+                           len(self.specs), self.admission.unnamed, reason)
+
+    def _evict(self, urn: str, newcomer: bytes) -> None:
+        """Make room for a named peer: stop the least recently active session of an unnamed inbound key."""
+        spec = self._forget(urn)
+        if spec is None:
+            return
+        self.counters["evicted_for_named_peer"] += 1
+        logger.info("evicting session {} at {}:{} to make room for named peer {}",
+                    (spec.known_key or b"").hex()[:16], spec.endpoint[0], spec.endpoint[1], newcomer.hex()[:16])
+        spec.ref.stop(block=False)
+        if spec.known_key is not None:
+            tell(self.refs.get("router"), m.SessionDown(spec.ref, spec.known_key, "evicted"))
 
     def _session_up(self, msg: m.SessionUp) -> None:
         urn = msg.ref.actor_urn
@@ -255,6 +323,7 @@ class PeerManagerActor(SupervisedActor):
 
     def _forget(self, urn: str) -> SessionSpec | None:
         spec = self.specs.pop(urn, None)
+        self.admission.remove(urn)
         if spec is not None:
             if spec.known_key is not None and self.by_key.get(spec.known_key) == urn:
                 del self.by_key[spec.known_key]
@@ -286,6 +355,7 @@ class PeerManagerActor(SupervisedActor):
         if spec is None:
             return
         # A restarted session lost its keys: it dials the peer it knew, expecting the key it had seen.
-        self._spawn(spec.endpoint, spec.expected_key or spec.known_key, dial=True)
+        self._spawn(spec.endpoint, spec.expected_key or spec.known_key, dial=True, named=spec.named,
+                    inbound=spec.inbound)
         logger.info("session to {}:{} restarted", *spec.endpoint)
         self.counters["session_restarts"] += 1

@@ -5,6 +5,11 @@ one message at a time. Datagrams arrive in batches from the socket reader (DATA 
 type on the control lane); the plaintext of DATA is a routed packet, handed to the router with the peer's key;
 the plaintext of CONTROL is a tree announcement, handed to the router on the control lane. Routed packets to
 send arrive in batches from the router; the peer manager's ticker drives the session's timers.
+
+It never waits on another actor: the core picks its receiver indices and this actor tells the socket
+(BindIndex/ReleaseIndex, axiomnet/indices.py). The peer's endpoint moves only to the source of a datagram
+the core says authenticated (WireGuard's roaming rule). Whose source address an IP packet may carry is checked
+end to end (axiomnet/e2e.py), where the packet's key is known.
 """
 
 from __future__ import annotations
@@ -13,22 +18,20 @@ import random
 import time
 from typing import Any
 
-import pykka
 from loguru import logger
 
-from axiomnet.constants import DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX, PEER_SEEN_INTERVAL
+from axiomnet.constants import DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX, PEER_SEEN_INTERVAL, SESSION_ACTIVITY_REPORT
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.session import Session
 from axiomnet.wire import PacketType, decode_header
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, tell, bounded_tell
-from axiomnet.actors.socket import claim_index
+from axiomnet.actors.socket import tell_indices
 
 DATA = PacketType.DATA
 CONTROL = PacketType.CONTROL
 KEEPALIVE = PacketType.KEEPALIVE
-_ROAMING_TYPES = frozenset({PacketType.DATA, PacketType.CONTROL, PacketType.KEEPALIVE, PacketType.HANDSHAKE_RESP})
 
 
 class SessionActor(SupervisedActor):
@@ -48,8 +51,10 @@ class SessionActor(SupervisedActor):
         expected_key: bytes | None,
         dial: bool,
         local_payload: HandshakePayload,
+        allowed_keys: frozenset[bytes] | None = None,
     ) -> None:
         super().__init__(supervisor, refs)
+        self.allowed_keys = allowed_keys
         self.static_private = static_private
         self.static_public = static_public
         self.self_address = self_address
@@ -65,6 +70,8 @@ class SessionActor(SupervisedActor):
         self._rng = random.Random()
         self._last_skip_log = 0.0
         self._seen_told = -1e9  # when the router was last told PeerSeen
+        self._reported_heard: float | None = None
+        self._report_at = 0.0
 
     @property
     def name(self) -> str:
@@ -73,46 +80,28 @@ class SessionActor(SupervisedActor):
 
     # --- lifecycle -------------------------------------------------------------------------------
     def setup(self) -> None:
-        me = self.actor_ref
         self.session = Session(
             self.static_private,
             self.static_public,
-            allocate_index=lambda: claim_index(self.refs["socket"], me),
-            release_index=self._release_index,
             local_payload=self.local_payload,
             expected_remote_key=self.expected_key,
             peer_name=self.name,
+            allowed_keys=self.allowed_keys,
         )
         if self.dial:
-            try:
-                self._send(self.session.initiate(time.monotonic()))
-            except (pykka.ActorDeadError, pykka.Timeout):
-                self._schedule_redial(force=True)
-
-    def _release_index(self, index: int) -> None:
-        tell(self.refs.get("socket"), m.ReleaseIndex(index))
+            self._send(self.session.initiate(time.monotonic()))
 
     def teardown(self) -> None:
         tell(self.refs.get("socket"), m.ReleaseOwner(self.actor_ref))
 
     def rewired(self, role: str) -> None:
         if role == "socket" and self.session is not None:
+            # The new socket actor starts with an empty table: route our indices to us again.
             for index in self.session.local_indices():
                 tell(self.refs.get("socket"), m.BindIndex(index, self.actor_ref))
 
     # --- messages --------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
-        try:
-            return self._handle(message)
-        except (pykka.ActorDeadError, pykka.Timeout) as exc:
-            # The socket actor is being restarted and could not hand us a receiver index: not our crash.
-            self.counters["socket_unavailable"] += 1
-            logger.warning("{}: socket actor unavailable ({}); retrying the handshake shortly", self.name,
-                           type(exc).__name__)
-            self._schedule_redial(force=True)
-            return None
-
-    def _handle(self, message: Any) -> Any:
         if isinstance(message, (m.Datagrams, m.ControlDatagrams)):
             self._receive(message.items)
         elif isinstance(message, m.LinkPackets):
@@ -125,9 +114,14 @@ class SessionActor(SupervisedActor):
             self._tick()
         elif isinstance(message, m.InstallKeys):
             assert self.session is not None
-            self.endpoint = message.addr
-            self._send(self.session.install(message.result, time.monotonic()))
+            got = self.session.install(message.result, time.monotonic())
+            if got.authenticated:  # the handshake authenticated the peer from there; a refused one moves nothing
+                self._roam(message.addr)
+            self._send(got.replies)
             self._drain_events()
+        elif isinstance(message, m.IndexRefused):
+            assert self.session is not None
+            self._send(self.session.index_refused(message.index, time.monotonic()))
         elif isinstance(message, m.Snapshot):
             return self.snapshot()
         else:
@@ -149,11 +143,10 @@ class SessionActor(SupervisedActor):
                 self.counters["rx_" + type(exc).__name__] += 1
                 logger.debug("{}: dropped datagram: {}", self.name, exc)
                 continue
+            if got.authenticated and addr != self.endpoint:
+                self._roam(addr)  # before the replies are sent: they go where the peer now is
             if got.replies:
                 out.extend(got.replies)
-            if header.ptype in _ROAMING_TYPES and addr != self.endpoint:
-                logger.info("{}: peer roamed to {}:{}", self.name, *addr)
-                self.endpoint = addr
             ptype = got.ptype
             if ptype is None:
                 continue
@@ -214,15 +207,34 @@ class SessionActor(SupervisedActor):
             logger.debug("{}: re-dialling", self.name)
             self._send(session.initiate(now))
         self._drain_events()
+        heard = session.last_heard
+        if heard is not None and heard != self._reported_heard and now >= self._report_at:
+            # The peer manager evicts the least recently active inbound session first (admission).
+            self._reported_heard = heard
+            self._report_at = now + SESSION_ACTIVITY_REPORT
+            tell(self.refs.get("peers"), m.SessionActive(self.actor_ref, heard))
+
+    def _roam(self, addr: m.Addr) -> None:
+        if addr != self.endpoint:
+            logger.info("{}: peer roamed to {}:{}", self.name, *addr)
+            self.endpoint = addr
 
     def _send(self, datagrams: list[bytes]) -> None:
-        if not datagrams:
-            return
+        """Send to the peer's endpoint, after telling the socket about the indices the core issued or retired."""
+        session = self.session
+        assert session is not None
         endpoint = self.endpoint
-        if not bounded_tell(self.refs.get("socket"), m.SendDatagrams([(d, endpoint) for d in datagrams])):
-            self.counters["tx_dropped_backpressure"] += len(datagrams)
+        items = [(d, endpoint) for d in datagrams]
+        commands = session.index_commands()
+        if commands:
+            items = tell_indices(self.refs.get("socket"), self.actor_ref, commands, items)
+            self.counters["tx_datagrams"] += len(datagrams) - len(items)
+        if not items:
+            return
+        if not bounded_tell(self.refs.get("socket"), m.SendDatagrams(items)):
+            self.counters["tx_dropped_backpressure"] += len(items)
         else:
-            self.counters["tx_datagrams"] += len(datagrams)
+            self.counters["tx_datagrams"] += len(items)
 
     def _drain_events(self) -> None:
         session = self.session
@@ -242,8 +254,9 @@ class SessionActor(SupervisedActor):
                         tell(ref, up)
             elif kind == "Rekeyed":
                 logger.debug("{}: rekeyed", self.name)
-            elif kind == "KeyMismatch":
+            elif kind in ("KeyMismatch", "KeyRefused"):
                 logger.error("{}: {}", self.name, getattr(event, "message", event))
+                self.counters["keys_refused" if kind == "KeyRefused" else "key_mismatches"] += 1
                 self._schedule_redial()
             elif kind == "HandshakeGaveUp":
                 logger.warning("{}: handshake gave up: {}", self.name, getattr(event, "reason", event))

@@ -4,26 +4,28 @@ The reader drains up to READER_BATCH_MAX ready datagrams, groups them by the 24-
 their header and hands each group to the owning session actor in one bounded tell; datagrams for unknown
 indices (first handshake messages among them) go to the peer manager. The dispatch table is replaced,
 never mutated, so the reader always sees a consistent immutable snapshot.
+
+The actor never chooses an index: owners pick their own (axiomnet/indices.py) and tell BindIndex,
+MoveIndex and ReleaseIndex. A bind of an index another owner holds is refused (IndexRefused to the
+owner) and the datagrams that named it are not sent, so the collision costs the owner one re-pick.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
-import random
 import select
 import socket
 import time
-from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
-import pykka
 from loguru import logger
 
-from axiomnet.constants import MAX_RECEIVER_INDEX, READER_BATCH_MAX, READER_POLL_TIMEOUT
-from axiomnet.wire import PacketType, peek_receiver
+from axiomnet.constants import READER_BATCH_MAX, READER_POLL_TIMEOUT
+from axiomnet.indices import IndexCommand, IndexIssued, IndexTable
+from axiomnet.wire import PacketType, peek_receiver, sender_index
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import SupervisedActor, bounded_tell
+from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
 
 SOCKET_BUFFER_BYTES = 4 << 20
 _DATA_TYPE = int(PacketType.DATA)
@@ -47,9 +49,7 @@ class SocketActor(SupervisedActor):
         super().__init__(supervisor, refs)
         self.listen = listen
         self.sock: socket.socket | None = None
-        self._dispatch: Mapping[int, Any] = MappingProxyType({})
-        self._owners: dict[int, Any] = {}
-        self._rng = random.SystemRandom()
+        self._table: IndexTable[Any] = IndexTable()
         self._last_error_log: dict[m.Addr, float] = {}
         self.family = socket.AF_INET6
 
@@ -112,7 +112,7 @@ class SocketActor(SupervisedActor):
                 self._dispatch_batch(batch)
 
     def _dispatch_batch(self, batch: list[tuple[bytes, tuple[Any, ...]]]) -> None:
-        dispatch = self._dispatch  # one immutable snapshot per batch
+        dispatch = self._table.snapshot()  # one immutable snapshot per batch
         # DATA goes on the owner's data lane; every other type (announcements, keepalives, handshakes) on its
         # control lane, so that a flood of data cannot delay or shed them (the type nibble is byte 4's low half).
         groups: dict[tuple[Any, bool], list[tuple[bytes, m.Addr]]] = {}
@@ -136,37 +136,34 @@ class SocketActor(SupervisedActor):
     def handle(self, message: Any) -> Any:
         if isinstance(message, m.SendDatagrams):
             return self._send(message.items)
-        if isinstance(message, m.ClaimIndex):
-            return self._claim(message.owner)
         if isinstance(message, m.BindIndex):
-            self._owners[message.index] = message.owner
-            self._publish()
+            if self._table.bind(message.index, message.owner):
+                if message.send:
+                    self._send(list(message.send))
+            else:
+                self._refuse(message.index, message.owner, len(message.send))
+            return None
+        if isinstance(message, m.MoveIndex):
+            if not self._table.move(message.index, message.old, message.new):
+                self._refuse(message.index, message.new, 0)
             return None
         if isinstance(message, m.ReleaseOwner):
-            stale = [i for i, owner in self._owners.items() if owner == message.owner]
-            for index in stale:
-                del self._owners[index]
-            if stale:
-                self._publish()
+            self._table.release_owner(message.owner)
             return None
         if isinstance(message, m.ReleaseIndex):
-            if self._owners.pop(message.index, None) is not None:
-                self._publish()
+            owner = message.owner if message.owner is not None else self._table.owner(message.index)
+            if owner is not None:
+                self._table.release(message.index, owner)
             return None
         if isinstance(message, m.Snapshot):
-            return {"listen": self.bound_address(), "indices": len(self._owners), **self.counters}
+            return {"listen": self.bound_address(), "indices": len(self._table), **self.counters}
         return super().handle(message)
 
-    def _claim(self, owner: Any) -> int:
-        while True:
-            index = self._rng.randint(1, MAX_RECEIVER_INDEX)
-            if index not in self._owners:
-                self._owners[index] = owner
-                self._publish()
-                return index
-
-    def _publish(self) -> None:
-        self._dispatch = MappingProxyType(dict(self._owners))
+    def _refuse(self, index: int, owner: Any, unsent: int) -> None:
+        """Another owner holds ``index``: tell ``owner`` to pick again; what named the index stays unsent."""
+        self.counters["index_collisions"] += 1
+        self.counters["tx_dropped_index_refused"] += unsent
+        tell(owner, m.IndexRefused(index))
 
     def _send(self, items: list[tuple[bytes, m.Addr]]) -> None:
         sock = self.sock
@@ -191,7 +188,30 @@ class SocketActor(SupervisedActor):
                     logger.warning("UDP send to {}:{} failed: {} (counted as tx_errors)", addr[0], addr[1], exc)
 
 
-def claim_index(socket_ref: pykka.ActorRef[Any], owner: Any, timeout: float = 2.0) -> int:
-    """Ask the socket actor for a fresh receiver index routed to ``owner`` (control path only)."""
-    index: int = socket_ref.ask(m.ClaimIndex(owner), timeout=timeout)  # type: ignore[assignment]
-    return index
+
+def tell_indices(
+    socket_ref: Any, owner: Any, commands: list[IndexCommand], items: list[tuple[bytes, m.Addr]]
+) -> list[tuple[bytes, m.Addr]]:
+    """Turn an owner's index commands into tells to the socket actor, in order (never an ask).
+
+    A datagram that names a newly issued index as its sender rides with that index's BindIndex, so it leaves
+    only if the bind holds. Returns the other datagrams, for the owner's usual bounded SendDatagrams (told
+    after the binds, so the socket routes answers before it sends what asks for them).
+    """
+    if not commands:
+        return items
+    issued = {c.index for c in commands if isinstance(c, IndexIssued)}
+    riding: dict[int, list[tuple[bytes, m.Addr]]] = {}
+    rest: list[tuple[bytes, m.Addr]] = []
+    for item in items:
+        index = sender_index(item[0])
+        if index in issued:
+            riding.setdefault(index, []).append(item)
+        else:
+            rest.append(item)
+    for command in commands:
+        if isinstance(command, IndexIssued):
+            tell(socket_ref, m.BindIndex(command.index, owner, tuple(riding.pop(command.index, ()))))
+        else:
+            tell(socket_ref, m.ReleaseIndex(command.index, owner))
+    return rest

@@ -120,7 +120,6 @@ class TunActor(SupervisedActor):
             if batch:
                 if not bounded_tell(self.refs.get("e2e"), m.TunPackets(batch)):
                     self.counters["rx_dropped_backpressure"] += len(batch)
-                self.counters["rx_packets"] += len(batch)
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, m.TunWrite):

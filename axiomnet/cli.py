@@ -102,7 +102,8 @@ examples:
   axiomnet daemon --config node.toml --tun axn1 --mtu 1400 --log-json
 
 environment: AXIOMNET_LISTEN, AXIOMNET_PEERS (comma separated), AXIOMNET_TUN, AXIOMNET_NO_TUN=1, AXIOMNET_MTU,
-AXIOMNET_DATA_DIR, AXIOMNET_ADMIN_SOCKET, AXIOMNET_LOG_LEVEL, AXIOMNET_LOG_JSON; flags win over them.
+AXIOMNET_DATA_DIR, AXIOMNET_ADMIN_SOCKET, AXIOMNET_LOG_LEVEL, AXIOMNET_LOG_JSON, AXIOMNET_ALLOWED_KEYS (comma
+separated), AXIOMNET_DISCOVERABLE; flags win over them.
 """
 
 _IDENTITY_EPILOG = f"""\
@@ -145,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--admin-socket", metavar="PATH", help="admin Unix socket path")
     daemon.add_argument("--log-level", metavar="LEVEL", help="one of " + ", ".join(LOG_LEVELS) + " (default INFO)")
     daemon.add_argument("--log-json", action="store_true", default=None, help="log one JSON object per line")
+    daemon.add_argument("--allowed-key", action="append", metavar="PUBKEYHEX",
+                        help="accept handshakes only from this key (repeat for more; pinned --peer keys are always "
+                             "accepted); without it any key may connect (trust on first use)")
+    daemon.add_argument("--no-discoverable", action="store_true", default=None,
+                        help="do not tell our public key to peers that probe for it (only peers that already "
+                             "know it can connect)")
 
     identity = commands.add_parser(
         "identity", help="show this node's identity", description="Identity commands.",
@@ -194,6 +201,8 @@ def _run_daemon(args: argparse.Namespace) -> int:
         "admin_socket": args.admin_socket,
         "log_level": args.log_level,
         "log_json": args.log_json,
+        "allowed_keys": args.allowed_key,
+        "discoverable": False if args.no_discoverable else None,
     }
     config = load_config(config_file=args.config, env=os.environ, overrides=overrides)
     configure_logging(config.log_level, config.log_json)

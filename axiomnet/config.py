@@ -28,9 +28,11 @@ MAX_CONFIG_FILE_SIZE = 1 << 20  # a larger "config file" is a mistake, not a con
 ROOT_DATA_DIR = Path("/var/lib/axiomnet")
 ROOT_ADMIN_SOCKET = Path("/run/axiomnet/admin.sock")
 
-TOML_KEYS = ("listen", "peers", "tun", "mtu", "data_dir", "admin_socket", "log_level", "log_json")
+TOML_KEYS = ("listen", "peers", "tun", "mtu", "data_dir", "admin_socket", "log_level", "log_json",
+             "allowed_keys", "discoverable")
 ENV_PREFIX = "AXIOMNET_"
-ENV_KEYS = ("LISTEN", "PEERS", "TUN", "NO_TUN", "MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL", "LOG_JSON")
+ENV_KEYS = ("LISTEN", "PEERS", "TUN", "NO_TUN", "MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL", "LOG_JSON",
+            "ALLOWED_KEYS", "DISCOVERABLE")
 OVERRIDE_KEYS = TOML_KEYS + ("listen_host", "listen_port", "tun_enabled", "tun_name", "no_tun")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -218,6 +220,22 @@ def _parse_peers(value: object, key: str, where: str = "") -> tuple[PeerSpec, ..
     return tuple(peers)
 
 
+def _parse_allowed_keys(value: object, key: str, where: str = "") -> frozenset[bytes]:
+    """A list of 64-hex-character public keys (or, from the environment, one comma-separated string)."""
+    if isinstance(value, (frozenset, set)) and all(isinstance(k, bytes) and len(k) == 32 for k in value):
+        return frozenset(value)
+    if isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, Iterable):
+        raise _bad(key + where, value, "expected a list of public keys (64 hexadecimal characters each)")
+    keys = set()
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not _HEX_KEY.fullmatch(item.strip()):
+            raise _bad(f"{key}[{index}]{where}", item, "a public key is 64 hexadecimal characters")
+        keys.add(bytes.fromhex(item.strip()))
+    return frozenset(keys)
+
+
 def _check_unique_peers(peers: tuple[PeerSpec, ...], key: str, where: str = "") -> None:
     seen: dict[tuple[str, int], int] = {}
     for index, peer in enumerate(peers):
@@ -270,6 +288,9 @@ class Config:
     admin_socket: Path = None  # type: ignore[assignment]  # None: derived from data_dir in __post_init__
     log_level: str = "INFO"
     log_json: bool = False
+    # None: any key may complete a handshake (trust on first use); a set: only these keys and pinned static peers.
+    allowed_keys: frozenset[bytes] | None = None
+    discoverable: bool = True  # answer KEY_PROBE with our public key (peers configured without our key need it)
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -289,6 +310,9 @@ class Config:
         put("admin_socket", _check_socket_path(self.admin_socket, "admin_socket"))
         put("log_level", _check_log_level(self.log_level, "log_level"))
         put("log_json", _check_bool(self.log_json, "log_json"))
+        if self.allowed_keys is not None:
+            put("allowed_keys", _parse_allowed_keys(self.allowed_keys, "allowed_keys"))
+        put("discoverable", _check_bool(self.discoverable, "discoverable"))
 
     @property
     def listen(self) -> str:
@@ -303,6 +327,9 @@ def _apply(values: dict[str, Any], name: str, value: object, key: str, base: Pat
     """Validate one setting (TOML/override naming) into Config field values; errors name ``key + where``."""
     if name == "peers":
         values["peers"] = _parse_peers(value, key, where)
+        return
+    if name == "allowed_keys":
+        values["allowed_keys"] = _parse_allowed_keys(value, key, where)
         return
     key += where
     if name == "listen":
@@ -336,6 +363,8 @@ def _apply(values: dict[str, Any], name: str, value: object, key: str, base: Pat
         values["log_level"] = _check_log_level(value, key)
     elif name == "log_json":
         values["log_json"] = _check_bool(value, key)
+    elif name == "discoverable":
+        values["discoverable"] = _check_bool(value, key)
     else:  # pragma: no cover - callers filter unknown keys first
         raise ConfigError(f"unknown setting {key!r}")
 
@@ -362,8 +391,10 @@ def _toml_layer(path: Path, values: dict[str, Any]) -> None:
         if name == "tun" and value is True:
             values["tun_enabled"] = True
             continue
-        if name in ("log_json",) and not isinstance(value, bool):
+        if name in ("log_json", "discoverable") and not isinstance(value, bool):
             raise _bad(key, value, "expected true or false")
+        if name == "allowed_keys" and not isinstance(value, list):
+            raise _bad(key, value, 'expected an array of public keys ("64 hexadecimal characters")')
         if name in ("mtu",) and not isinstance(value, int):
             raise _bad(key, value, "expected an integer")
         if name in ("listen", "data_dir", "admin_socket", "log_level") and not isinstance(value, str):
@@ -391,9 +422,11 @@ def _env_layer(env: Mapping[str, str], values: dict[str, Any]) -> None:
         values["tun_enabled"] = False
     elif (text := get("TUN")) is not None:
         _apply(values, "tun", text, "AXIOMNET_TUN")
-    for name in ("MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL", "LOG_JSON"):
+    for name in ("MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL", "LOG_JSON", "DISCOVERABLE"):
         if (text := get(name)) is not None:
             _apply(values, name.lower(), text, ENV_PREFIX + name)
+    if (text := get("ALLOWED_KEYS")) is not None and text.strip():  # empty: not set
+        _apply(values, "allowed_keys", text, "AXIOMNET_ALLOWED_KEYS")
 
 
 def _override_layer(overrides: Mapping[str, object], values: dict[str, Any]) -> None:

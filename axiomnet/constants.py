@@ -107,3 +107,26 @@ PATH_BROKEN_INTERVAL = 1.0  # a relay sends at most one path-broken signal per s
 # --- files ------------------------------------------------------------------------------------------
 FILE_IO_TIMEOUT = 10.0  # bound on any identity file operation (seed failure #2)
 ADMIN_REPLY_MAX = 4 * 1024 * 1024  # bytes of one admin reply line read by axiomnet-inspect; longer is a bad reply
+
+# --- the front door: macs, cookies, key discovery (docs/PROTOCOL.md §3.5) -------------------------
+MAC_SIZE = 16  # mac1 / mac2 of HANDSHAKE_INIT and HANDSHAKE_RESP (keyed BLAKE2s-128, as WireGuard)
+COOKIE_NONCE_SIZE = 24  # random XChaCha20-Poly1305 nonce of a COOKIE_REPLY
+# The responder stays "under load" (cookies demanded, per-source limits applied) this long after the half-open
+# count fell below COOKIE_LOAD_THRESHOLD (wireguard-go's UnderLoadAfterTime), so load does not flap.
+UNDER_LOAD_AFTER_TIME = 1.0
+KEY_PROBE_CHALLENGE_SIZE = 16  # random bytes a KEY_PROBE carries and its KEY_REPLY echoes
+KEY_REPLY_RATE = 50.0  # KEY_REPLY datagrams per second this node sends in all (token bucket) ...
+KEY_REPLY_BURST = 100.0  # ... bucket depth; past it probes go unanswered (counted key_probes_limited)
+# While the node-wide bucket is below half, each source (IPv4 address, IPv6 /64) is also held to this rate, so
+# one noisy prober cannot use up everybody's replies; not applied otherwise (a spoofer cannot lock a victim out).
+KEY_PROBE_RATE_PER_SOURCE = 2.0
+KEY_PROBE_BURST_PER_SOURCE = 5.0
+
+# --- admission: who gets a session slot (docs/PROTOCOL.md §3.6) ---------------------------------
+# Sessions with a key nobody named (not a static peer's, not in allowed_keys) from one source (IPv4 address,
+# IPv6 /64); the next such handshake from that source is refused (counted refused_source_limit).
+MAX_SESSIONS_PER_SOURCE = 8
+# Sessions with a key nobody named, node-wide; past it such handshakes are refused (refused_unpinned_limit), which
+# keeps MAX_SESSIONS - MAX_UNPINNED_SESSIONS slots for named peers (who may also evict, least recently active first).
+MAX_UNPINNED_SESSIONS = 768
+SESSION_ACTIVITY_REPORT = 1.0  # a session actor tells the peer manager it heard its peer at most this often

@@ -23,13 +23,13 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from axiomnet.constants import LOOKUP_GIVE_UP, MAX_QUEUED_PER_DESTINATION, MAX_RECEIVER_INDEX, MAX_SESSIONS
+from axiomnet.constants import LOOKUP_GIVE_UP, MAX_QUEUED_PER_DESTINATION, MAX_SESSIONS
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.identity import derive_address
+from axiomnet.indices import IndexRetired, IndexTable
 from axiomnet.responder import HandshakeResponder
 from axiomnet.session import Established, Expired, Session
 from axiomnet.wire import Header, PacketType, decode_header
@@ -37,6 +37,7 @@ from axiomnet.wire import Header, PacketType, decode_header
 IPV6_HEADER = 40
 OVERLAY_PREFIX = 0xFC
 RESOLVE_TIMEOUT = LOOKUP_GIVE_UP + 5.0  # packets waiting for a key the router never resolved are dropped
+RESPONDER = b""  # the owner name of the responder's half-open handshakes in the index table
 NUDGE_INTERVAL = 5.0  # at most one handshake per source per this, answering traffic for a session we lost
 MAX_NUDGED = 1024  # sources remembered for that limit; the oldest is forgotten past this
 DATA = PacketType.DATA
@@ -58,7 +59,7 @@ class E2EOutput:
 
 _STATS = ("tx_packets", "rx_packets", "tx_dropped_foreign_source", "tx_dropped_not_overlay", "tx_dropped_not_ipv6",
           "queued", "queue_dropped", "unresolvable_dropped", "rx_dropped_spoofed_source", "rx_dropped_not_for_us",
-          "rx_refused_wrong_owner", "rx_unknown_index", "rx_rejected", "nudges", "sessions_created", "sessions_expired",
+          "rx_refused_wrong_owner", "rx_unknown_index", "rx_rejected", "nudges", "index_collisions", "sessions_created", "sessions_expired",
           "sessions_refused")
 
 
@@ -74,25 +75,32 @@ class EndToEnd:
         self._rng = rng if rng is not None else random.Random()
         self._max_sessions = max_sessions
         self.sessions: dict[bytes, Session] = {}
-        self._owner: dict[int, bytes | None] = {}  # our receiver index -> session address (None: the responder)
         self._waiting: dict[bytes, tuple[float, deque[bytes]]] = {}  # destination -> (since, packets waiting)
         self._nudged: dict[bytes, float] = {}  # source -> when we last answered its unknown session (bounded)
-        self.responder = HandshakeResponder(static_private, static_public, allocate_index=self._claim(None),
-                                            release_index=self._release, local_payload=self._payload)
+        # Our receiver indices -> owner (a session's address, or RESPONDER): picked by the sessions and the
+        # responder themselves (axiomnet/indices.py), routed here because our datagrams arrive through the router.
+        self._owners: IndexTable[bytes] = IndexTable()
+        self.responder = HandshakeResponder(static_private, static_public, local_payload=self._payload,
+                                            rng=self._rng)
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
 
-    # --- receiver indices (our own space: end-to-end datagrams arrive through the router, not the socket) ----
-    def _claim(self, owner: bytes | None) -> Callable[[], int]:
-        def allocate() -> int:
-            while True:
-                index = self._rng.randint(1, MAX_RECEIVER_INDEX)
-                if index not in self._owner:
-                    self._owner[index] = owner
-                    return index
-        return allocate
-
-    def _release(self, index: int) -> None:
-        self._owner.pop(index, None)
+    def _sync(self, owner: bytes, out: E2EOutput, now: float) -> None:
+        """Route the indices ``owner`` (a session's address, or RESPONDER) issued or retired since last time. A
+        collision with another owner makes that owner pick again (its datagrams under the new index go out)."""
+        source = self.responder if owner == RESPONDER else self.sessions.get(owner)
+        while source is not None:
+            commands = source.index_commands()
+            if not commands:
+                return
+            for command in commands:
+                if isinstance(command, IndexRetired):
+                    self._owners.release(command.index, owner)
+                elif not self._owners.bind(command.index, owner):
+                    self.stats["index_collisions"] += 1
+                    if isinstance(source, HandshakeResponder):
+                        source.index_refused(command.index)
+                    else:
+                        out.send(owner, source.index_refused(command.index, now))
 
     def _session(self, dst: bytes, key: bytes | None) -> Session | None:
         session = self.sessions.get(dst)
@@ -100,8 +108,7 @@ class EndToEnd:
             if len(self.sessions) >= self._max_sessions:
                 self.stats["sessions_refused"] += 1
                 return None
-            session = Session(self._private, self._public, allocate_index=self._claim(dst),
-                              release_index=self._release, local_payload=self._payload, expected_remote_key=key,
+            session = Session(self._private, self._public, local_payload=self._payload, expected_remote_key=key,
                               peer_name=str(ipaddress.IPv6Address(dst)), rng=self._rng)
             self.sessions[dst] = session
             self.stats["sessions_created"] += 1
@@ -179,11 +186,11 @@ class EndToEnd:
                 if header.ptype is PacketType.HANDSHAKE_INIT:
                     self._on_init(src, header, datagram, out, now)
                     continue
-                owner = self._owner.get(header.receiver, b"")
-                if owner is None:  # a HANDSHAKE_FINAL for the responder
+                owner = self._owners.owner(header.receiver)
+                if owner == RESPONDER:  # a HANDSHAKE_FINAL for the responder
                     self._on_final(src, header, datagram, out, now)
                     continue
-                session = self.sessions.get(owner) if owner else None
+                session = self.sessions.get(owner) if owner is not None else None
                 if session is None or owner != src:
                     self.stats["rx_unknown_index"] += 1
                     self._nudge(src, header.ptype, out, now)
@@ -215,25 +222,31 @@ class EndToEnd:
         out.resolve.append(src)
 
     def _on_init(self, src: bytes, header: Header, datagram: bytes, out: E2EOutput, now: float) -> None:
-        replies, _ = self.responder.receive(header, datagram, (str(ipaddress.IPv6Address(src)), 0), now)
+        try:
+            replies, _ = self.responder.receive(header, datagram, (str(ipaddress.IPv6Address(src)), 0), now)
+        finally:
+            self._sync(RESPONDER, out, now)  # route the index of a new half-open handshake before its reply goes
         out.send(src, replies)
 
     def _on_final(self, src: bytes, header: Header, datagram: bytes, out: E2EOutput, now: float) -> None:
-        replies, result = self.responder.receive(header, datagram, (str(ipaddress.IPv6Address(src)), 0), now)
+        try:
+            replies, result = self.responder.receive(header, datagram, (str(ipaddress.IPv6Address(src)), 0), now)
+        finally:
+            self._sync(RESPONDER, out, now)
         out.send(src, replies)
         if result is None:
             return
         if derive_address(result.remote_static).packed != src:
             # It proved a key, but not one that owns the source address it routed from: refuse it.
-            self._release(result.local_index)
+            self._owners.release(result.local_index, RESPONDER)
             self.stats["rx_refused_wrong_owner"] += 1
             return
         session = self._session(src, result.remote_static)
         if session is None:
-            self._release(result.local_index)
+            self._owners.release(result.local_index, RESPONDER)
             return
-        self._owner[result.local_index] = src
-        out.send(src, session.install(result, now))
+        self._owners.move(result.local_index, RESPONDER, src)
+        out.send(src, session.install(result, now).replies)
         entry = self._waiting.pop(src, None)
         if entry is not None and entry[1]:
             self.stats["tx_packets"] += len(entry[1])
@@ -254,6 +267,7 @@ class EndToEnd:
         """Run every session's timers (retransmission, rekey, keepalive, expiry); expired sessions go."""
         out = E2EOutput()
         self.responder.expire(now)
+        self._sync(RESPONDER, out, now)
         for dst, (since, _) in list(self._waiting.items()):
             if now - since > RESOLVE_TIMEOUT:  # the router never answered (it gave up, or it restarted)
                 self.unresolvable(dst)
@@ -263,6 +277,8 @@ class EndToEnd:
         return out
 
     def _collect(self, dst: bytes, session: Session, out: E2EOutput, now: float) -> None:
+        """After any call into ``session``: route its indices, then act on its events."""
+        self._sync(dst, out, now)
         for event in session.events():
             if isinstance(event, Established) and event.initiator and session.is_established:
                 # Tell the responder at once that we send under these keys: it may hold them pending behind keys we
@@ -270,6 +286,7 @@ class EndToEnd:
                 out.send(dst, session.send(KEEPALIVE, b"", now))
             if isinstance(event, Expired):
                 self.sessions.pop(dst, None)
+                self._owners.release_owner(dst)
                 self.stats["sessions_expired"] += 1
 
     def snapshot(self, now: float) -> list[dict[str, object]]:

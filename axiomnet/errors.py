@@ -89,3 +89,15 @@ class RateLimited(RemoteProtocolError):
 
 class UnsupportedIdentityVersion(CorruptIdentity):
     """The identity file was written, intact, by another format version; it is refused, never replaced."""
+
+
+class InvalidMac(RemoteProtocolError):
+    """A handshake message's mac1 does not verify: its sender does not know our public key (or it is forged)."""
+
+
+class NotAllowed(RemoteProtocolError):
+    """A peer authenticated with a key that ``allowed_keys`` does not list; no session is created for it."""
+
+
+class Ignored(RemoteProtocolError):
+    """A request this node deliberately leaves unanswered (a key probe while not discoverable, over its rate)."""

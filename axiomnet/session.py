@@ -16,13 +16,14 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from nacl.exceptions import CryptoError
 
 from axiomnet.constants import (
     COOKIE_SECRET_LIFETIME,
     HANDSHAKE_INITIAL_RETRANSMIT,
+    KEY_PROBE_CHALLENGE_SIZE,
     KEEPALIVE_TIMEOUT,
     MAX_PREVIOUS_KEYPAIRS,
     MAX_STAGED_PACKETS,
@@ -39,6 +40,7 @@ from axiomnet.constants import (
 from axiomnet.control import HandshakePayload, decode_handshake_payload
 from axiomnet.errors import (
     DecryptionFailed,
+    InvalidMac,
     MalformedPacket,
     RemoteProtocolError,
     ReplayedPacket,
@@ -53,20 +55,22 @@ from axiomnet.keypairs import (
     seal,
     seal_confirmation,
 )
-from axiomnet.noise import NoiseFailure, NoiseHandshake
+from axiomnet.indices import IndexCommand, LocalIndices
+from axiomnet.initiation import Initiation
+from axiomnet.noise import NoiseFailure
 from axiomnet.wire import (
-    NO_COOKIE,
     NOISE_KEY_SIZE,
     Header,
     PacketType,
     decode_cookie_reply,
     decode_handshake_final,
     decode_handshake_resp,
+    decode_key_reply,
     encode_handshake_final,
-    encode_handshake_init,
 )
 
 _KEEPALIVE = PacketType.KEEPALIVE
+_Body = TypeVar("_Body")
 
 
 # --- events ------------------------------------------------------------------------------------------
@@ -111,6 +115,14 @@ class KeyMismatch(SessionEvent):
 
 
 @dataclass(frozen=True)
+class KeyRefused(SessionEvent):
+    """The peer authenticated with a key that ``allowed_keys`` does not list; that handshake was aborted."""
+
+    actual: bytes
+    message: str
+
+
+@dataclass(frozen=True)
 class Expired(SessionEvent):
     """No usable keys and nothing heard for SESSION_EXPIRY; every index of the session was released."""
 
@@ -134,29 +146,21 @@ class HandshakeResult:
 
 
 class Received(NamedTuple):
-    """Outcome of :meth:`Session.receive`: a transport payload (ptype None for handshake traffic) and replies."""
+    """Outcome of :meth:`Session.receive` (and :meth:`Session.install`): a transport payload (ptype None for
+    handshake traffic), replies, and whether the datagram proved it comes from the peer.
+
+    ``authenticated`` is True only for a transport datagram that decrypted, a HANDSHAKE_RESP that completed our
+    handshake with the expected key, and a handshake result ``install`` accepted: only those may move the peer's
+    endpoint (WireGuard's roaming rule). Anything refused raises, or returns False, and changes no endpoint.
+    """
 
     ptype: PacketType | None
     payload: bytes
     replies: list[bytes]
+    authenticated: bool = False
 
 
 # --- per-session state -----------------------------------------------------------------------------------
-
-class _Initiation:
-    """Our handshake in flight: waiting for HANDSHAKE_RESP, retransmitting HANDSHAKE_INIT."""
-
-    __slots__ = ("noise", "local_index", "msg1", "started", "next_at", "attempts", "cookie_resend_at")
-
-    def __init__(self, noise: NoiseHandshake, local_index: int, msg1: bytes, started: float) -> None:
-        self.noise = noise
-        self.local_index = local_index
-        self.msg1 = msg1
-        self.started = started
-        self.next_at = started
-        self.attempts = 0  # retransmissions so far
-        self.cookie_resend_at = -math.inf
-
 
 class _FinalRetransmit:
     """HANDSHAKE_FINAL we resend until the responder proves (by sending under the keys) that it got it."""
@@ -188,7 +192,13 @@ _SESSION_STATS = (
     "simultaneous_opens",
     "nudges_sent",
     "key_mismatches",
+    "keys_refused",
+    "keys_discovered",
     "cookies_received",
+    "forged_cookie_replies",
+    "bad_key_replies",
+    "bad_mac1",
+    "index_collisions",
     "malformed",
     "decryption_failed",
     "replayed",
@@ -207,12 +217,11 @@ class Session:
         static_private: bytes,
         static_public: bytes,
         *,
-        allocate_index: Callable[[], int],
-        release_index: Callable[[int], None],
         local_payload: HandshakePayload,
         expected_remote_key: bytes | None = None,
         peer_name: str = "peer",
         rng: random.Random | None = None,
+        allowed_keys: frozenset[bytes] | None = None,
     ) -> None:
         if len(static_private) != NOISE_KEY_SIZE or len(static_public) != NOISE_KEY_SIZE:
             raise ValueError("static keys must be 32-byte X25519 keys")
@@ -220,12 +229,13 @@ class Session:
             raise ValueError("expected_remote_key must be 32 bytes")
         self._static_private = bytes(static_private)
         self._static_public = bytes(static_public)
-        self._allocate_index = allocate_index
-        self._release_index = release_index
         self._payload = local_payload.encode()
         self.expected_remote_key = expected_remote_key
+        self.allowed_keys = allowed_keys  # None: any key (trust on first use unless expected_remote_key is set)
         self.peer_name = peer_name
-        self._rng = rng if rng is not None else random.Random()  # jitter only; never key material
+        # Retransmission jitter, receiver indices and key-probe challenges; never key material.
+        self._rng = rng if rng is not None else random.SystemRandom()
+        self._indices = LocalIndices(self._rng)
         self.remote_static: bytes | None = None  # set by the first authenticated handshake, then pinned
         self.remote_payload: HandshakePayload | None = None
         self._current: Keypair | None = None  # sends and receives
@@ -233,9 +243,9 @@ class Session:
         self._pending: list[Keypair] = []  # the peer's handshakes' keys: likewise (confirmed, not yet used)
         self._retired: list[Keypair] = []  # receive-only until their dead_at (grace)
         self._by_index: dict[int, Keypair] = {}  # every live keypair by our receiver index
-        self._init: _Initiation | None = None
+        self._init: Initiation | None = None
         self._confirm: _FinalRetransmit | None = None
-        self._cookie = NO_COOKIE
+        self._cookie: bytes | None = None  # from the peer's last COOKIE_REPLY, for mac2
         self._cookie_at = -math.inf
         self._staged: deque[tuple[PacketType, bytes]] = deque()
         self._events: list[SessionEvent] = []
@@ -262,6 +272,11 @@ class Session:
         return self._expired
 
     @property
+    def last_heard(self) -> float | None:
+        """When the last authenticated datagram or completed handshake arrived (None: never)."""
+        return self._last_heard
+
+    @property
     def is_handshaking(self) -> bool:
         """True while our own HANDSHAKE_INIT is in flight."""
         return self._init is not None
@@ -277,6 +292,29 @@ class Session:
         """Events since the last call, oldest first."""
         events, self._events = self._events, []
         return events
+
+    def index_commands(self) -> list[IndexCommand]:
+        """Indices issued and retired since the last call, in order (axiomnet/indices.py). The owner routes an
+        issued index to this session before it sends any datagram returned since the previous call."""
+        return self._indices.take_commands()
+
+    def index_refused(self, index: int, now: float) -> list[bytes]:
+        """The dispatcher gave ``index`` to another owner; datagrams to send instead.
+
+        Our handshake in flight picks a fresh index and sends again at once (its datagram naming the refused
+        index never left); a keypair under it is dropped (nothing can reach it).
+        """
+        if not self._indices.forget(index):
+            return []
+        self.stats["index_collisions"] += 1
+        init = self._init
+        if init is not None and init.local_index == index:
+            init.local_index = self._indices.pick()
+            return [self._init_datagram(init, now)]
+        kp = self._by_index.pop(index, None)
+        if kp is not None:
+            self._discard(kp, now)
+        return []
 
     def snapshot(self, now: float) -> dict[str, object]:
         """Plain-data view for inspection (the admin socket's session entry, minus the endpoint)."""
@@ -343,12 +381,12 @@ class Session:
         return out
 
     def receive(self, header: Header, datagram: bytes, now: float) -> Received:
-        """Process one datagram addressed to this session (transport, HANDSHAKE_RESP/FINAL, COOKIE_REPLY).
-
-        Raises a RemoteProtocolError subclass for anything refused (the caller counts it and moves on).
+        """Process one datagram addressed to this session (transport, HANDSHAKE_RESP/FINAL, COOKIE_REPLY,
+        KEY_REPLY). Raises a RemoteProtocolError subclass for anything refused (the caller counts it and moves
+        on, and moves no endpoint: only a returned ``Received`` with ``authenticated`` may do that).
         """
         ptype = header.ptype
-        if ptype >= FIRST_TRANSPORT:  # DATA / CONTROL / KEEPALIVE: the per-packet path
+        if FIRST_TRANSPORT <= ptype <= LAST_TRANSPORT:  # DATA / CONTROL / KEEPALIVE: the per-packet path
             kp = self._by_index.get(header.receiver)
             if kp is None:
                 raise self._reject(UnknownReceiver, "unknown_receiver", f"no keypair has index {header.receiver}")
@@ -378,8 +416,8 @@ class Session:
                 self._keepalive_due = now + KEEPALIVE_TIMEOUT
             if kp is self._current and kp.heard:
                 self._current_heard = now
-                return Received(ptype, payload, [])
-            return Received(ptype, payload, self._off_current(kp, ptype, counter, now))
+                return Received(ptype, payload, [], True)
+            return Received(ptype, payload, self._off_current(kp, ptype, counter, now), True)
         self._touch(now)
         if ptype is PacketType.HANDSHAKE_RESP:
             return self._receive_response(header, datagram, now)
@@ -387,22 +425,30 @@ class Session:
             return self._receive_cookie(header, datagram, now)
         if ptype is PacketType.HANDSHAKE_FINAL:
             return self._receive_final(header, datagram, now)
-        raise self._reject(UnknownReceiver, "unknown_receiver", "HANDSHAKE_INIT belongs to the HandshakeResponder")
+        if ptype is PacketType.KEY_REPLY:
+            return self._receive_key_reply(header, datagram, now)
+        raise self._reject(UnknownReceiver, "unknown_receiver", f"{ptype.name} belongs to the HandshakeResponder")
 
-    def install(self, result: HandshakeResult, now: float) -> list[bytes]:
-        """Take a handshake this node completed as responder; returns a KEEPALIVE (key confirmation) and any
-        staged packets. Ownership of ``result.local_index`` passes to this session (released if refused)."""
+    def install(self, result: HandshakeResult, now: float) -> Received:
+        """Take a handshake this node completed as responder: replies are a KEEPALIVE (key confirmation) and any
+        staged packets; ``authenticated`` says whether it was accepted (False: refused, nothing changed but a
+        KeyMismatch / KeyRefused event). Ownership of ``result.local_index`` passes to this session (released
+        if refused)."""
         self._touch(now)
+        self._indices.adopt(result.local_index)
         expected = self.expected_remote_key or self.remote_static
         if expected is not None and result.remote_static != expected:
-            self._release_index(result.local_index)
+            self._indices.release(result.local_index)
             self._key_mismatch(expected, result.remote_static)
-            return []
+            return Received(None, b"", [], False)
+        if not self._key_allowed(result.remote_static):
+            self._indices.release(result.local_index)
+            return Received(None, b"", [], False)
         init = self._init
         if init is not None and result.remote_static < self._static_public:
             # Simultaneous open: the peer's handshake wins (smaller initiator key), ours would be discarded.
             self._init = None
-            self._release_index(init.local_index)
+            self._indices.release(init.local_index)
         self.remote_static = result.remote_static
         self.remote_payload = result.remote_payload
         kp = Keypair(
@@ -415,7 +461,7 @@ class Session:
             now,
             result.started_at,
         )
-        return self._accept_keypair(kp, now, None)
+        return Received(None, b"", self._accept_keypair(kp, now, None), True)
 
     def tick(self, now: float) -> list[bytes]:
         """Run due timers: retransmissions, give-up, rekey, keepalive, silence, key and session expiry."""
@@ -494,62 +540,78 @@ class Session:
         return min(deadlines) if deadlines else None
 
     # --- handshake (initiator side) ------------------------------------------------------------------
+    def _responder_key(self) -> bytes | None:
+        return self.expected_remote_key or self.remote_static
+
     def _start_handshake(self, now: float) -> list[bytes]:
         self._revive(now)
-        noise = NoiseHandshake(self._static_private, initiator=True)
-        msg1 = noise.write(b"")  # message 1 is plaintext: it carries no payload
-        init = _Initiation(noise, self._allocate_index(), msg1, now)
+        challenge = self._rng.randbytes(KEY_PROBE_CHALLENGE_SIZE)
+        init = Initiation(self._static_private, self._indices.pick(), self._responder_key(), challenge, now)
         init.next_at = now + retransmit_delay(0, self._rng)
         self._init = init
         self.stats["handshakes_started"] += 1
         return [self._init_datagram(init, now)]
 
-    def _restart_initiation(self, init: _Initiation) -> None:
+    def _restart_initiation(self, init: Initiation, forget_hint: bool = False) -> None:
         """Abort this Noise handshake but keep dialling: a fresh one goes out at the next retransmission."""
-        self._release_index(init.local_index)
-        noise = NoiseHandshake(self._static_private, initiator=True)
-        init.noise = noise
-        init.msg1 = noise.write(b"")
-        init.local_index = self._allocate_index()
+        self._indices.release(init.local_index)
+        init.restart(self._indices.pick(), forget_hint)
 
-    def _init_datagram(self, init: _Initiation, now: float) -> bytes:
-        cookie = self._cookie if now - self._cookie_at < COOKIE_SECRET_LIFETIME else NO_COOKIE
-        return encode_handshake_init(init.local_index, cookie, init.msg1)
+    def _init_datagram(self, init: Initiation, now: float) -> bytes:
+        cookie = self._cookie if now - self._cookie_at < COOKIE_SECRET_LIFETIME else None
+        return init.datagram(cookie)
 
     def _give_up(self, now: float) -> None:
         init = self._init
         assert init is not None
         self._init = None
-        self._release_index(init.local_index)
+        self._indices.release(init.local_index)
         dropped = len(self._staged)
         self._staged.clear()
         self.stats["staged_dropped"] += dropped
         self.stats["dropped"] += dropped
         self.stats["handshakes_given_up"] += 1
         attempts = init.attempts + 1
-        reason = f"{self.peer_name}: no handshake response after {attempts} attempts in {now - init.started:.1f} s"
+        what = "key reply" if init.probing else "handshake response"
+        reason = f"{self.peer_name}: no {what} after {attempts} attempts in {now - init.started:.1f} s"
         self._events.append(HandshakeGaveUp(self.peer_name, reason, attempts, dropped))
 
-    def _receive_response(self, header: Header, datagram: bytes, now: float) -> Received:
+    def _in_flight(self, header: Header, what: str) -> Initiation:
         init = self._init
         if init is None or header.receiver != init.local_index:
             if header.receiver in self._by_index:
-                raise self._reject(ReplayedPacket, "replayed", "handshake response for a completed handshake")
-            raise self._reject(UnknownReceiver, "unknown_receiver", f"no handshake has index {header.receiver}")
-        try:
-            resp = decode_handshake_resp(datagram)
-        except MalformedPacket as exc:
-            raise self._reject(MalformedPacket, "malformed", str(exc)) from None
+                raise self._reject(ReplayedPacket, "replayed", f"{what} for a completed handshake")
+            raise self._reject(UnknownReceiver, "unknown_receiver", f"{what} for unknown index {header.receiver}")
+        return init
+
+    def _receive_key_reply(self, header: Header, datagram: bytes, now: float) -> Received:
+        init = self._in_flight(header, "key reply")
+        reply = self._decoded(decode_key_reply, datagram)
+        if not init.learn_key(reply):
+            raise self._reject(InvalidMac, "bad_key_replies", "key reply that does not answer our probe")
+        self.stats["keys_discovered"] += 1
+        init.next_at = now + retransmit_delay(init.attempts, self._rng)
+        return Received(None, b"", [self._init_datagram(init, now)])
+
+    def _receive_response(self, header: Header, datagram: bytes, now: float) -> Received:
+        init = self._in_flight(header, "handshake response")
+        resp = self._decoded(decode_handshake_resp, datagram)
+        if not init.response_mac_ok(datagram):
+            # Not from the node whose key we hold (or forged): refused before any Diffie-Hellman.
+            raise self._reject(InvalidMac, "bad_mac1", "handshake response with an invalid mac1")
         try:
             payload_bytes = init.noise.read(resp.noise)
         except NoiseFailure as exc:
             # State restored: the genuine response can still complete this handshake.
             raise self._reject(DecryptionFailed, "decryption_failed", f"handshake response rejected ({exc})") from None
         remote = init.noise.remote_static()
-        expected = self.expected_remote_key or self.remote_static
+        expected = self._responder_key() or init.responder_key
         if expected is not None and remote != expected:
             self._key_mismatch(expected, remote)
-            self._restart_initiation(init)  # abort before message 3; the genuine peer may still answer
+            self._restart_initiation(init, forget_hint=True)  # abort before message 3; the genuine peer may answer
+            return Received(None, b"", [])
+        if not self._key_allowed(remote):
+            self._restart_initiation(init)
             return Received(None, b"", [])
         try:
             payload = decode_handshake_payload(payload_bytes)
@@ -564,33 +626,38 @@ class Session:
         kp = Keypair(init.local_index, resp.sender, send_key, recv_key, True, self._static_public, now, init.started)
         replies = [final]
         replies += self._accept_keypair(kp, now, final)
-        return Received(None, b"", replies)
+        return Received(None, b"", replies, True)
 
     def _receive_cookie(self, header: Header, datagram: bytes, now: float) -> Received:
-        init = self._init
-        if init is None or header.receiver != init.local_index:
-            raise self._reject(UnknownReceiver, "unknown_receiver", f"cookie reply for unknown index {header.receiver}")
-        try:
-            cookie = decode_cookie_reply(datagram)
-        except MalformedPacket as exc:
-            raise self._reject(MalformedPacket, "malformed", str(exc)) from None
+        init = self._in_flight(header, "cookie reply")
+        reply = self._decoded(decode_cookie_reply, datagram)
+        cookie = init.open_cookie_reply(reply)
+        if cookie is None:
+            # Not sealed by the responder for our last INIT: forged, or answers another message. Nothing changes.
+            raise self._reject(DecryptionFailed, "forged_cookie_replies", "cookie reply that does not open")
         self._cookie = cookie
         self._cookie_at = now
         self.stats["cookies_received"] += 1
-        # Cookie replies are unauthenticated: bound how fast they can make us resend (no reflection engine).
+        # Bound how fast cookie replies can make us resend (the responder's key is no secret: no reflection engine).
         if now < init.cookie_resend_at:
             return Received(None, b"", [])
         init.cookie_resend_at = now + HANDSHAKE_INITIAL_RETRANSMIT
         return Received(None, b"", [self._init_datagram(init, now)])
 
+    def _key_allowed(self, remote: bytes) -> bool:
+        """False (and a KeyRefused event) if ``allowed_keys`` is set and does not list ``remote``."""
+        if self.allowed_keys is None or remote in self.allowed_keys:
+            return True
+        self.stats["keys_refused"] += 1
+        message = f"{self.peer_name}: peer authenticated with key {remote.hex()[:16]}... which allowed_keys does not list"
+        self._events.append(KeyRefused(self.peer_name, remote, message))
+        return False
+
     def _receive_final(self, header: Header, datagram: bytes, now: float) -> Received:
         kp = self._by_index.get(header.receiver)
         if kp is None:
             raise self._reject(UnknownReceiver, "unknown_receiver", f"handshake final for index {header.receiver}")
-        try:
-            decode_handshake_final(datagram)
-        except MalformedPacket as exc:
-            raise self._reject(MalformedPacket, "malformed", str(exc)) from None
+        self._decoded(decode_handshake_final, datagram)
         if not kp.initiator and not kp.heard and now < kp.dead_at:
             # The initiator retransmits message 3 because our key confirmation was lost: confirm again.
             if kp in self._pending:
@@ -769,10 +836,24 @@ class Session:
 
     def _drop(self, kp: Keypair) -> None:
         if self._by_index.pop(kp.local_index, None) is not None:
-            self._release_index(kp.local_index)
+            self._indices.release(kp.local_index)
         confirm = self._confirm
         if confirm is not None and confirm.keypair is kp:
             self._confirm = None
+
+    def _discard(self, kp: Keypair, now: float) -> None:
+        """Take ``kp`` out of every role (its index is already gone), then let the usual rules fill the gap."""
+        if self._current is kp:
+            self._current = None
+        if self._next is kp:
+            self._next = None
+        for held in (self._pending, self._retired):
+            if kp in held:
+                held.remove(kp)
+        confirm = self._confirm
+        if confirm is not None and confirm.keypair is kp:
+            self._confirm = None
+        self._sweep(now)
 
     def _sweep(self, now: float) -> None:
         """Drop keypairs past their dead_at; an unconfirmed next keypair stands in for a dead current one."""
@@ -857,7 +938,7 @@ class Session:
         init = self._init
         if init is not None:
             self._init = None
-            self._release_index(init.local_index)
+            self._indices.release(init.local_index)
         for kp in list(self._by_index.values()):
             self._drop(kp)
         self._current = self._next = None
@@ -880,6 +961,13 @@ class Session:
             f"but {expected.hex()[:16]}... was expected; handshake aborted"
         )
         self._events.append(KeyMismatch(self.peer_name, expected, actual, message))
+
+    def _decoded(self, decode: Callable[[bytes], _Body], datagram: bytes) -> _Body:
+        """``decode(datagram)``, a MalformedPacket counted and re-raised with the peer's name."""
+        try:
+            return decode(datagram)
+        except MalformedPacket as exc:
+            raise self._reject(MalformedPacket, "malformed", str(exc)) from None
 
     def _reject(self, kind: type[RemoteProtocolError], stat: str, message: str) -> RemoteProtocolError:
         stats = self.stats

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 from typing import NamedTuple
 
 from axiomnet.constants import (
     AEAD_TAG_SIZE,
+    COOKIE_NONCE_SIZE,
     COOKIE_SIZE,
     HEADER_SIZE,
+    KEY_PROBE_CHALLENGE_SIZE,
+    MAC_SIZE,
     MAX_DATAGRAM_SIZE,
     MAX_RECEIVER_INDEX,
     PROTOCOL_VERSION,
@@ -39,21 +43,27 @@ MAX_HANDSHAKE_PAYLOAD = 1024  # plaintext payload bytes carried by one handshake
 
 
 class PacketType(enum.IntEnum):
-    """The 4-bit packet type of the switch header. 0 and 8..15 are reserved (MalformedPacket)."""
+    """The 4-bit packet type of the switch header. 0 and 8..13 are reserved (MalformedPacket)."""
 
     HANDSHAKE_INIT = 1  # Noise XX message 1; receiver index 0
     HANDSHAKE_RESP = 2  # Noise XX message 2
     HANDSHAKE_FINAL = 3  # Noise XX message 3
-    COOKIE_REPLY = 4  # responder under load: echo this cookie in your next HANDSHAKE_INIT
+    COOKIE_REPLY = 4  # responder under load: your sealed cookie; put mac2 under it on your next HANDSHAKE_INIT
     DATA = 5  # encrypted IP packet
     CONTROL = 6  # encrypted msgpack control message (heartbeat, ...)
     KEEPALIVE = 7  # encrypted empty payload
+    # 8..13 are left to the routing layer.
+    KEY_PROBE = 14  # "what is your static public key?" (trust on first use); receiver index 0
+    KEY_REPLY = 15  # the answer of a discoverable node
 
 
 TRANSPORT_TYPES = frozenset({PacketType.DATA, PacketType.CONTROL, PacketType.KEEPALIVE})
 HANDSHAKE_TYPES = frozenset(
-    {PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_RESP, PacketType.HANDSHAKE_FINAL, PacketType.COOKIE_REPLY}
+    {PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_RESP, PacketType.HANDSHAKE_FINAL, PacketType.COOKIE_REPLY,
+     PacketType.KEY_PROBE, PacketType.KEY_REPLY}
 )
+# Types that open a conversation: receiver index 0, and the body names the sender's index.
+FIRST_CONTACT_TYPES = frozenset({PacketType.HANDSHAKE_INIT, PacketType.KEY_PROBE})
 _VALID_TYPES = frozenset(int(t) for t in PacketType)
 
 
@@ -94,9 +104,9 @@ def decode_header(datagram: bytes | bytearray | memoryview) -> Header:
         raise MalformedPacket(f"unknown packet type {t}")
     ptype = PacketType(t)
     receiver = word & MAX_RECEIVER_INDEX
-    if ptype is PacketType.HANDSHAKE_INIT:
+    if ptype in FIRST_CONTACT_TYPES:
         if receiver != 0:
-            raise MalformedPacket("handshake initiation must have receiver index 0")
+            raise MalformedPacket(f"{ptype.name} must have receiver index 0")
     elif receiver == 0:
         raise MalformedPacket(f"{ptype.name} with receiver index 0")
     if ptype in TRANSPORT_TYPES and n < HEADER_SIZE + AEAD_TAG_SIZE:
@@ -113,22 +123,55 @@ def peek_receiver(datagram: bytes | bytearray | memoryview) -> int:
 
 # --- handshake datagram bodies ---------------------------------------------------------------------
 class HandshakeInit(NamedTuple):
-    """Body of HANDSHAKE_INIT: sender index, cookie (zeros when none) and Noise message 1."""
+    """Body of HANDSHAKE_INIT: sender index, Noise message 1, mac1 and mac2 (zeros when no cookie is held)."""
 
     sender: int
-    cookie: bytes
     noise: bytes
+    mac1: bytes
+    mac2: bytes
 
 
 class HandshakeResp(NamedTuple):
-    """Body of HANDSHAKE_RESP: the responder's sender index and Noise message 2."""
+    """Body of HANDSHAKE_RESP: the responder's sender index, Noise message 2 and mac1."""
 
     sender: int
     noise: bytes
+    mac1: bytes
 
 
-NO_COOKIE = bytes(COOKIE_SIZE)
+class CookieReply(NamedTuple):
+    """Body of COOKIE_REPLY: a random XChaCha20-Poly1305 nonce and the sealed cookie (cookie + tag)."""
+
+    nonce: bytes
+    sealed: bytes
+
+
+class KeyProbe(NamedTuple):
+    """Body of KEY_PROBE: the prober's sender index and a random challenge (then zero padding)."""
+
+    sender: int
+    challenge: bytes
+
+
+class KeyReply(NamedTuple):
+    """Body of KEY_REPLY: the answering node's static public key and the probe's challenge."""
+
+    public_key: bytes
+    challenge: bytes
+
+
+NO_MAC = bytes(MAC_SIZE)
 _MAX_NOISE = MAX_HANDSHAKE_PAYLOAD + NOISE_MSG2_MIN
+INIT_BODY_MIN = 4 + NOISE_MSG1_MIN + 2 * MAC_SIZE
+INIT_BODY_MAX = INIT_BODY_MIN + MAX_HANDSHAKE_PAYLOAD
+RESP_BODY_MIN = 4 + NOISE_MSG2_MIN + MAC_SIZE
+RESP_BODY_MAX = 4 + _MAX_NOISE + MAC_SIZE
+SEALED_COOKIE_SIZE = COOKIE_SIZE + AEAD_TAG_SIZE
+COOKIE_REPLY_BODY = COOKIE_NONCE_SIZE + SEALED_COOKIE_SIZE
+KEY_REPLY_BODY = NOISE_KEY_SIZE + KEY_PROBE_CHALLENGE_SIZE
+# A probe is padded to the size of the reply it asks for, so answering it amplifies nothing.
+KEY_PROBE_BODY = KEY_REPLY_BODY
+_PROBE_PADDING = bytes(KEY_PROBE_BODY - 4 - KEY_PROBE_CHALLENGE_SIZE)
 
 
 def _check_sender(sender: int) -> None:
@@ -136,38 +179,47 @@ def _check_sender(sender: int) -> None:
         raise MalformedPacket(f"sender index {sender} outside 1..2^24-1")
 
 
-def encode_handshake_init(sender: int, cookie: bytes, noise: bytes) -> bytes:
-    """Whole HANDSHAKE_INIT datagram."""
-    if len(cookie) != COOKIE_SIZE:
-        raise ValueError("cookie must be COOKIE_SIZE bytes")
-    return encode_header(PacketType.HANDSHAKE_INIT, 0, 0) + _U32.pack(sender) + cookie + noise
+def _check_size(value: bytes, size: int, what: str) -> None:
+    if len(value) != size:
+        raise ValueError(f"{what} must be {size} bytes")
+
+
+def encode_handshake_init(sender: int, noise: bytes, mac1: bytes = NO_MAC, mac2: bytes = NO_MAC) -> bytes:
+    """Whole HANDSHAKE_INIT datagram (the initiator fills the macs with :func:`axiomnet.cookie.add_macs`)."""
+    _check_size(mac1, MAC_SIZE, "mac1")
+    _check_size(mac2, MAC_SIZE, "mac2")
+    return encode_header(PacketType.HANDSHAKE_INIT, 0, 0) + _U32.pack(sender) + noise + mac1 + mac2
 
 
 def decode_handshake_init(datagram: bytes) -> HandshakeInit:
     """Body of a HANDSHAKE_INIT datagram whose header was already decoded."""
     body = datagram[HEADER_SIZE:]
-    if len(body) < 4 + COOKIE_SIZE + NOISE_MSG1_MIN:
+    if len(body) < INIT_BODY_MIN:
         raise MalformedPacket(f"handshake initiation body of {len(body)} bytes is truncated")
-    if len(body) > 4 + COOKIE_SIZE + NOISE_MSG1_MIN + MAX_HANDSHAKE_PAYLOAD:
+    if len(body) > INIT_BODY_MAX:
         raise MalformedPacket("handshake initiation is oversized")
     (sender,) = _U32.unpack_from(body, 0)
     _check_sender(sender)
-    return HandshakeInit(sender, bytes(body[4 : 4 + COOKIE_SIZE]), bytes(body[4 + COOKIE_SIZE :]))
+    smac1 = len(body) - 2 * MAC_SIZE
+    return HandshakeInit(
+        sender, bytes(body[4:smac1]), bytes(body[smac1 : smac1 + MAC_SIZE]), bytes(body[smac1 + MAC_SIZE :])
+    )
 
 
-def encode_handshake_resp(receiver: int, sender: int, noise: bytes) -> bytes:
-    """Whole HANDSHAKE_RESP datagram."""
-    return encode_header(PacketType.HANDSHAKE_RESP, receiver, 0) + _U32.pack(sender) + noise
+def encode_handshake_resp(receiver: int, sender: int, noise: bytes, mac1: bytes = NO_MAC) -> bytes:
+    """Whole HANDSHAKE_RESP datagram (the responder fills mac1 with :func:`axiomnet.cookie.add_mac1`)."""
+    _check_size(mac1, MAC_SIZE, "mac1")
+    return encode_header(PacketType.HANDSHAKE_RESP, receiver, 0) + _U32.pack(sender) + noise + mac1
 
 
 def decode_handshake_resp(datagram: bytes) -> HandshakeResp:
     """Body of a HANDSHAKE_RESP datagram whose header was already decoded."""
     body = datagram[HEADER_SIZE:]
-    if not 4 + NOISE_MSG2_MIN <= len(body) <= 4 + _MAX_NOISE:
+    if not RESP_BODY_MIN <= len(body) <= RESP_BODY_MAX:
         raise MalformedPacket(f"handshake response body of {len(body)} bytes has the wrong size")
     (sender,) = _U32.unpack_from(body, 0)
     _check_sender(sender)
-    return HandshakeResp(sender, bytes(body[4:]))
+    return HandshakeResp(sender, bytes(body[4:-MAC_SIZE]), bytes(body[-MAC_SIZE:]))
 
 
 def encode_handshake_final(receiver: int, noise: bytes) -> bytes:
@@ -183,36 +235,104 @@ def decode_handshake_final(datagram: bytes) -> bytes:
     return bytes(body)
 
 
-def encode_cookie_reply(receiver: int, cookie: bytes) -> bytes:
-    """Whole COOKIE_REPLY datagram."""
-    if len(cookie) != COOKIE_SIZE:
-        raise ValueError("cookie must be COOKIE_SIZE bytes")
-    return encode_header(PacketType.COOKIE_REPLY, receiver, 0) + cookie
+def encode_cookie_reply(receiver: int, nonce: bytes, sealed: bytes) -> bytes:
+    """Whole COOKIE_REPLY datagram (``sealed`` from :func:`axiomnet.cookie.seal_cookie`)."""
+    _check_size(nonce, COOKIE_NONCE_SIZE, "cookie reply nonce")
+    _check_size(sealed, SEALED_COOKIE_SIZE, "sealed cookie")
+    return encode_header(PacketType.COOKIE_REPLY, receiver, 0) + nonce + sealed
 
 
-def decode_cookie_reply(datagram: bytes) -> bytes:
-    """Cookie of a COOKIE_REPLY datagram whose header was already decoded."""
+def decode_cookie_reply(datagram: bytes) -> CookieReply:
+    """Nonce and sealed cookie of a COOKIE_REPLY datagram whose header was already decoded."""
     body = datagram[HEADER_SIZE:]
-    if len(body) != COOKIE_SIZE:
-        raise MalformedPacket(f"cookie reply body of {len(body)} bytes (expected {COOKIE_SIZE})")
-    return bytes(body)
+    if len(body) != COOKIE_REPLY_BODY:
+        raise MalformedPacket(f"cookie reply body of {len(body)} bytes (expected {COOKIE_REPLY_BODY})")
+    return CookieReply(bytes(body[:COOKIE_NONCE_SIZE]), bytes(body[COOKIE_NONCE_SIZE:]))
 
 
-def decode_datagram(datagram: bytes) -> tuple[Header, object]:
-    """Decode header and body of any datagram: the body is a handshake tuple, a cookie, or the ciphertext.
+def encode_key_probe(sender: int, challenge: bytes) -> bytes:
+    """Whole KEY_PROBE datagram (zero-padded to the size of its reply)."""
+    _check_size(challenge, KEY_PROBE_CHALLENGE_SIZE, "key probe challenge")
+    return encode_header(PacketType.KEY_PROBE, 0, 0) + _U32.pack(sender) + challenge + _PROBE_PADDING
+
+
+def decode_key_probe(datagram: bytes) -> KeyProbe:
+    """Body of a KEY_PROBE datagram whose header was already decoded; the padding must be zeros."""
+    body = datagram[HEADER_SIZE:]
+    if len(body) != KEY_PROBE_BODY:
+        raise MalformedPacket(f"key probe body of {len(body)} bytes (expected {KEY_PROBE_BODY})")
+    (sender,) = _U32.unpack_from(body, 0)
+    _check_sender(sender)
+    end = 4 + KEY_PROBE_CHALLENGE_SIZE
+    if body[end:] != _PROBE_PADDING:
+        raise MalformedPacket("key probe padding is not zeros")
+    return KeyProbe(sender, bytes(body[4:end]))
+
+
+def encode_key_reply(receiver: int, public_key: bytes, challenge: bytes) -> bytes:
+    """Whole KEY_REPLY datagram."""
+    _check_size(public_key, NOISE_KEY_SIZE, "public key")
+    _check_size(challenge, KEY_PROBE_CHALLENGE_SIZE, "key probe challenge")
+    return encode_header(PacketType.KEY_REPLY, receiver, 0) + public_key + challenge
+
+
+def decode_key_reply(datagram: bytes) -> KeyReply:
+    """Body of a KEY_REPLY datagram whose header was already decoded."""
+    body = datagram[HEADER_SIZE:]
+    if len(body) != KEY_REPLY_BODY:
+        raise MalformedPacket(f"key reply body of {len(body)} bytes (expected {KEY_REPLY_BODY})")
+    return KeyReply(bytes(body[:NOISE_KEY_SIZE]), bytes(body[NOISE_KEY_SIZE:]))
+
+
+def sender_index(datagram: bytes) -> int:
+    """The sender index a HANDSHAKE_INIT, HANDSHAKE_RESP or KEY_PROBE we built names (0 for any other datagram).
+
+    The actors bind that index at the dispatcher before the datagram may leave (axiomnet/indices.py).
+    """
+    if len(datagram) < HEADER_SIZE + 4:
+        return 0
+    t = datagram[4] & 0x0F
+    if t in (PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_RESP, PacketType.KEY_PROBE):
+        return int(_U32.unpack_from(datagram, HEADER_SIZE)[0])
+    return 0
+
+
+Body = HandshakeInit | HandshakeResp | CookieReply | KeyProbe | KeyReply | bytes
+
+_BODY_DECODERS: dict[PacketType, Callable[[bytes], Body]] = {
+    PacketType.HANDSHAKE_INIT: decode_handshake_init,
+    PacketType.HANDSHAKE_RESP: decode_handshake_resp,
+    PacketType.HANDSHAKE_FINAL: decode_handshake_final,
+    PacketType.COOKIE_REPLY: decode_cookie_reply,
+    PacketType.KEY_PROBE: decode_key_probe,
+    PacketType.KEY_REPLY: decode_key_reply,
+}
+
+
+def decode_datagram(datagram: bytes) -> tuple[Header, Body]:
+    """Decode header and body of any datagram: a handshake tuple, Noise message 3, or the ciphertext.
 
     Used by tests, fuzzing and ``axiomnet-inspect``; the data path decodes the header alone.
     """
     header = decode_header(datagram)
-    body: object
-    if header.ptype is PacketType.HANDSHAKE_INIT:
-        body = decode_handshake_init(datagram)
-    elif header.ptype is PacketType.HANDSHAKE_RESP:
-        body = decode_handshake_resp(datagram)
-    elif header.ptype is PacketType.HANDSHAKE_FINAL:
-        body = decode_handshake_final(datagram)
-    elif header.ptype is PacketType.COOKIE_REPLY:
-        body = decode_cookie_reply(datagram)
-    else:
-        body = bytes(datagram[HEADER_SIZE:])
+    decoder: Callable[[bytes], Body] | None = _BODY_DECODERS.get(header.ptype)
+    body = decoder(datagram) if decoder is not None else bytes(datagram[HEADER_SIZE:])
     return header, body
+
+
+def encode_datagram(header: Header, body: Body) -> bytes:
+    """The exact inverse of :func:`decode_datagram`: ``encode_datagram(*decode_datagram(d)) == d``."""
+    raw = encode_header(header.ptype, header.receiver, header.counter, header.route_label)
+    if isinstance(body, HandshakeInit):
+        rest = encode_handshake_init(body.sender, body.noise, body.mac1, body.mac2)
+    elif isinstance(body, HandshakeResp):
+        rest = encode_handshake_resp(header.receiver, body.sender, body.noise, body.mac1)
+    elif isinstance(body, CookieReply):
+        rest = encode_cookie_reply(header.receiver, body.nonce, body.sealed)
+    elif isinstance(body, KeyProbe):
+        rest = encode_key_probe(body.sender, body.challenge)
+    elif isinstance(body, KeyReply):
+        rest = encode_key_reply(header.receiver, body.public_key, body.challenge)
+    else:
+        return raw + body
+    return raw + rest[HEADER_SIZE:]

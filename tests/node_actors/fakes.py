@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import threading
 import time
 from typing import Any, Callable
 
@@ -12,19 +12,24 @@ from axiomnet.actors import messages as m
 
 
 class RecordingActor(pykka.ThreadingActor):
-    """Stands in for the socket or TUN actor: hands out receiver indices and records every message."""
+    """Stands in for the socket or TUN actor: records every message; what a BindIndex carries counts as sent
+    (a real socket actor sends it once the index is bound to its owner)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0, recovered: threading.Event | None = None) -> None:
         super().__init__()
-        self.indices = itertools.count(1)
+        self.delay = delay  # seconds each message takes (a slow collaborator) ...
+        self.recovered = recovered or threading.Event()  # ... until this is set
         self.sent: list[tuple[bytes, m.Addr]] = []
         self.written: list[bytes] = []
         self.other: list[Any] = []
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, m.ClaimIndex):
-            return next(self.indices)
-        if isinstance(message, m.SendDatagrams):
+        if self.delay and not isinstance(message, (GetSent, GetWritten, GetOther)):
+            self.recovered.wait(self.delay)
+        if isinstance(message, m.BindIndex):
+            self.sent.extend(message.send)
+            self.other.append(message)
+        elif isinstance(message, m.SendDatagrams):
             self.sent.extend(message.items)
         elif isinstance(message, m.TunWrite):
             self.written.extend(message.packets)

@@ -10,8 +10,9 @@ import pytest
 from axiomnet.control import HandshakePayload
 from axiomnet.identity import Identity
 from axiomnet.responder import HandshakeResponder
-from axiomnet.session import Session
-from axiomnet.wire import PacketType, decode_header
+from axiomnet.session import HandshakeResult, Session
+from axiomnet.cookie import add_macs, cookie_key, mac1_key, seal_cookie
+from axiomnet.wire import PacketType, decode_datagram, decode_header, encode_cookie_reply
 from axiomnet.actors import messages as m
 from axiomnet.actors.session import SessionActor
 from tests.node_actors.fakes import GetOther, GetSent, wait_for
@@ -24,41 +25,52 @@ class Peer:
 
     def __init__(self) -> None:
         self.identity = Identity.generate()
-        counter = iter(range(1000, 10**6))
         self.responder = HandshakeResponder(self.identity.private_key, self.identity.public_key,
-                                            allocate_index=lambda: next(counter), release_index=lambda i: None,
                                             local_payload=HandshakePayload())
         self.session = Session(self.identity.private_key, self.identity.public_key,
-                               allocate_index=lambda: next(counter), release_index=lambda i: None,
                                local_payload=HandshakePayload(), peer_name="actor-under-test")
+        self.src = self.identity.address.packed  # the source address this peer's key owns
 
-    def answer(self, datagram: bytes) -> tuple[list[bytes], object]:
+    def answer(self, datagram: bytes) -> tuple[list[bytes], HandshakeResult | None]:
         return self.responder.receive(decode_header(datagram), datagram, ENDPOINT, time.monotonic())
 
 
-def ipv6_packet(dst: bytes, n: int) -> bytes:
+def answer_dial(actor, sock, peer: Peer, seen: int = 0, source=ENDPOINT) -> int:
+    """Answer what ``actor`` sends (KEY_PROBE, HANDSHAKE_INIT, HANDSHAKE_FINAL) with ``peer``'s front door from
+    ``source`` until a handshake completes; install it at the peer. Returns how many datagrams were sent."""
+    result = None
+    while result is None:
+        assert wait_for(lambda: len(sock.ask(GetSent())) > seen)
+        datagram = sock.ask(GetSent())[seen][0]
+        seen += 1
+        replies, result = peer.answer(datagram)
+        if replies:
+            actor.tell(m.Datagrams([(reply, source) for reply in replies]))
+    peer.session.install(result, time.monotonic())
+    return seen
+
+
+def ipv6_packet(dst: bytes, n: int, src: bytes = bytes(16)) -> bytes:
     payload = n.to_bytes(8, "big")
-    return bytes([0x60, 0, 0, 0, 0, len(payload), 17, 64]) + bytes(16) + dst + payload
+    return bytes([0x60, 0, 0, 0, 0, len(payload), 17, 64]) + src + dst + payload
+
+
+def dialler(recorder, expected_key: bytes | None):
+    """A SessionActor dialling ENDPOINT with recording socket and router stand-ins: (actor, socket, router, me)."""
+    me = Identity.generate()
+    sock, router = recorder(), recorder()
+    actor = SessionActor.start(None, {"socket": sock, "router": router}, static_private=me.private_key,
+                               static_public=me.public_key, self_address=me.address.packed, endpoint=ENDPOINT,
+                               expected_key=expected_key, dial=True, local_payload=HandshakePayload())
+    return actor, sock, router, me
 
 
 @pytest.fixture
 def established(recorder):
     """A SessionActor that dialled a Peer and completed the handshake; returns (actor, peer, socket, router)."""
-    me = Identity.generate()
-    sock, router = recorder(), recorder()
     peer = Peer()
-    actor = SessionActor.start(None, {"socket": sock, "router": router}, static_private=me.private_key,
-                               static_public=me.public_key, self_address=me.address.packed, endpoint=ENDPOINT,
-                               expected_key=None, dial=True, local_payload=HandshakePayload())
-    assert wait_for(lambda: len(sock.ask(GetSent())) == 1)
-    (init, _), = sock.ask(GetSent())
-    (resp,), _ = peer.answer(init)
-    actor.tell(m.Datagrams([(resp, ENDPOINT)]))
-    assert wait_for(lambda: len(sock.ask(GetSent())) == 2)
-    final = sock.ask(GetSent())[1][0]
-    replies, result = peer.answer(final)
-    assert result is not None
-    peer.session.install(result, time.monotonic())
+    actor, sock, router, me = dialler(recorder, None)
+    assert answer_dial(actor, sock, peer) == 3  # KEY_PROBE (no key configured: trust on first use), INIT, FINAL
     assert actor.ask(m.Snapshot(), timeout=5)["state"] == "established"
     return actor, peer, sock, router, me
 
@@ -78,7 +90,7 @@ def test_session_concurrent_process(established, monkeypatch):
     outgoing = [[ipv6_packet(peer.identity.address.packed, t * 1000 + i) for i in range(per_thread)]
                 for t in range(100)]
     now = time.monotonic()
-    incoming = [[peer.session.send(PacketType.DATA, ipv6_packet(me.address.packed, t * 1000 + i), now)[0]
+    incoming = [[peer.session.send(PacketType.DATA, ipv6_packet(me.address.packed, t * 1000 + i, peer.src), now)[0]
                  for i in range(per_thread)] for t in range(100)]
     sent_before = len(sock.ask(GetSent()))
     barrier = threading.Barrier(100)
@@ -115,14 +127,14 @@ def test_session_concurrent_process(established, monkeypatch):
         received.add(got.payload)
     assert received == {p for batch in outgoing for p in batch}
     assert sorted(routed(router)) == sorted(
-        ipv6_packet(me.address.packed, t * 1000 + i) for t in range(100) for i in range(per_thread))
+        ipv6_packet(me.address.packed, t * 1000 + i, peer.src) for t in range(100) for i in range(per_thread))
     snap = actor.ask(m.Snapshot(), timeout=5)
     assert not any(k.startswith("rx_") and v for k, v in snap["counters"].items())
 
 
 def test_forged_and_garbage_datagrams_are_counted_not_fatal(established):
     actor, peer, sock, router, me = established
-    good = peer.session.send(PacketType.DATA, ipv6_packet(me.address.packed, 1), time.monotonic())[0]
+    good = peer.session.send(PacketType.DATA, ipv6_packet(me.address.packed, 1, peer.src), time.monotonic())[0]
     forged = good[:16] + bytes(len(good) - 16)
     actor.tell(m.Datagrams([(b"\x00" * 5, ENDPOINT), (forged, ENDPOINT), (good, ENDPOINT), (good, ENDPOINT)]))
     assert wait_for(lambda: len(routed(router)) == 1)
@@ -174,3 +186,98 @@ def test_full_socket_mailbox_sheds_and_counts_instead_of_growing(established, mo
     actor.tell(m.LinkPackets([ipv6_packet(peer.identity.address.packed, i) for i in range(10)]))
     assert wait_for(lambda: actor.ask(m.Snapshot(), timeout=5)["counters"].get("tx_dropped_backpressure") == 10)
     assert actor.is_alive()
+
+
+# --- endpoints move only on authenticated packets (WireGuard's roaming rule) -----------------------------
+NEW_PLACE = ("198.51.100.20", 40000)
+ELSEWHERE = ("203.0.113.66", 6666)
+
+
+def endpoint(actor) -> str:
+    return actor.ask(m.Snapshot(), timeout=5)["endpoint"]
+
+
+def test_an_authenticated_packet_from_a_new_address_moves_the_endpoint(established):
+    actor, peer, sock, router, me = established
+    forged = peer.session.send(PacketType.DATA, ipv6_packet(me.address.packed, 1, peer.src), time.monotonic())[0]
+    actor.tell(m.Datagrams([(forged[:16] + bytes(len(forged) - 16), ELSEWHERE)]))  # does not authenticate
+    assert wait_for(lambda: actor.ask(m.Snapshot(), timeout=5)["counters"].get("rx_DecryptionFailed") == 1)
+    assert endpoint(actor) == "192.0.2.7:7443"
+    actor.tell(m.Datagrams([(forged, NEW_PLACE)]))
+    assert wait_for(lambda: endpoint(actor) == "198.51.100.20:40000")
+    before = len(sock.ask(GetSent()))
+    actor.tell(m.LinkPackets([ipv6_packet(peer.src, 2, me.address.packed)]))
+    assert wait_for(lambda: len(sock.ask(GetSent())) > before)
+    assert sock.ask(GetSent())[-1][1] == NEW_PLACE  # replies follow the peer
+
+
+@pytest.fixture
+def dialling(recorder):
+    """A SessionActor dialling a peer whose key it was given (so its first datagram is a HANDSHAKE_INIT)."""
+    peer = Peer()
+    actor, sock, router, me = dialler(recorder, peer.identity.public_key)
+    assert wait_for(lambda: len(sock.ask(GetSent())) == 1)
+    (init, to), = sock.ask(GetSent())
+    assert decode_header(init).ptype is PacketType.HANDSHAKE_INIT and to == ENDPOINT
+    return actor, peer, sock, init, me
+
+
+def test_a_response_under_the_wrong_key_or_a_forged_cookie_reply_changes_nothing(dialling):
+    actor, peer, sock, init, me = dialling
+    impostor = Peer()
+    impostor.responder._mac1_key = mac1_key(peer.identity.public_key)  # it knows whom we dial, not their secret
+    (wrong_key_resp,), _ = impostor.answer(init)
+    stranger = Peer()  # does not even know the key: its mac1 is wrong
+    (bad_mac_resp,), _ = stranger.answer(add_macs(init[:-32] + bytes(32), mac1_key(stranger.identity.public_key),
+                                                  None)[0])
+    body = decode_datagram(init)[1]
+    forged_cookie = encode_cookie_reply(body.sender, bytes(24), bytes(32))
+    sealed_elsewhere = encode_cookie_reply(body.sender, bytes(24), seal_cookie(
+        cookie_key(impostor.identity.public_key), bytes(24), bytes(16), body.mac1))
+    before = actor.ask(m.Snapshot(), timeout=5)
+    # The wrong-key response last: it aborts this Noise handshake (a fresh index and message 1 follow).
+    actor.tell(m.Datagrams([(bad_mac_resp, ELSEWHERE), (forged_cookie, ELSEWHERE), (sealed_elsewhere, ELSEWHERE),
+                            (wrong_key_resp, ELSEWHERE)]))
+    assert wait_for(lambda: actor.ask(m.Snapshot(), timeout=5)["counters"].get("key_mismatches") == 1)
+    after = actor.ask(m.Snapshot(), timeout=5)
+    assert after["counters"]["rx_InvalidMac"] == 1 and after["counters"]["rx_DecryptionFailed"] == 2
+    assert after["endpoint"] == before["endpoint"] == "192.0.2.7:7443"
+    assert after["state"] == "handshaking" and after["peer"] is None
+    assert all(to == ENDPOINT for _, to in sock.ask(GetSent()))  # nothing went to the impostors
+    # The genuine peer still completes the handshake (its RESP answers our retransmitted INIT).
+    assert wait_for(lambda: actor.tell(m.Tick()) or len(sock.ask(GetSent())) >= 2)  # ticks drive retransmission
+    retransmitted = sock.ask(GetSent())[-1][0]
+    (resp,), _ = peer.answer(retransmitted)
+    actor.tell(m.Datagrams([(resp, ENDPOINT)]))
+    assert wait_for(lambda: actor.ask(m.Snapshot(), timeout=5)["state"] == "established")
+    assert actor.ask(m.Snapshot(), timeout=5)["peer"] == peer.identity.public_key.hex()
+
+
+def test_a_refused_install_does_not_move_the_endpoint(established):
+    actor, peer, sock, router, me = established
+    other = Identity.generate()  # completes a handshake with us, but is not the peer this session knows
+    front = HandshakeResponder(me.private_key, me.public_key, local_payload=HandshakePayload())
+    dialler = Session(other.private_key, other.public_key, local_payload=HandshakePayload(),
+                      expected_remote_key=me.public_key)
+    (resp,), _ = front.receive(decode_header(i := dialler.initiate(time.monotonic())[0]), i, ELSEWHERE,
+                               time.monotonic())
+    (final,) = dialler.receive(decode_header(resp), resp, time.monotonic()).replies
+    _, result = front.receive(decode_header(final), final, ELSEWHERE, time.monotonic())
+    actor.tell(m.InstallKeys(result, ELSEWHERE))
+    assert wait_for(lambda: actor.ask(m.Snapshot(), timeout=5)["counters"].get("key_mismatches") == 1)
+    assert endpoint(actor) == "192.0.2.7:7443"
+    assert actor.ask(m.Snapshot(), timeout=5)["peer"] == peer.identity.public_key.hex()
+
+
+def test_a_refused_index_is_picked_again_and_the_init_sent_under_the_new_one(dialling):
+    actor, peer, sock, init, me = dialling
+    binds = [x for x in sock.ask(GetOther()) if isinstance(x, m.BindIndex)]
+    assert [b.send[0][0] for b in binds] == [init]  # the INIT rode with the bind of its index
+    first = binds[0].index
+    actor.tell(m.IndexRefused(first))  # another owner holds it: the INIT above never left
+    assert wait_for(lambda: len([x for x in sock.ask(GetOther()) if isinstance(x, m.BindIndex)]) == 2)
+    again = [x for x in sock.ask(GetOther()) if isinstance(x, m.BindIndex)][1]
+    assert again.index != first and decode_datagram(again.send[0][0])[1].sender == again.index
+    (resp,), _ = peer.answer(again.send[0][0])
+    actor.tell(m.Datagrams([(resp, ENDPOINT)]))
+    assert wait_for(lambda: actor.ask(m.Snapshot(), timeout=5)["state"] == "established")

@@ -10,7 +10,7 @@ from loguru import logger
 
 from axiomnet.wire import PacketType, encode_header
 from axiomnet.actors import messages as m
-from axiomnet.actors.socket import SocketActor, claim_index
+from axiomnet.actors.socket import SocketActor
 from tests.node_actors.fakes import GetOther, wait_for
 
 
@@ -22,7 +22,8 @@ def test_datagrams_go_to_the_owner_of_their_receiver_index(recorder):
     peers, session = recorder(), recorder()
     sock_actor = SocketActor.start(None, {"peers": peers}, ("127.0.0.1", 0))
     port = int(sock_actor.ask(m.Snapshot(), timeout=5)["listen"].rsplit(":", 1)[1])
-    index = claim_index(sock_actor, session)
+    index = 0x0ABCDE  # picked by its owner, told (never asked for)
+    sock_actor.tell(m.BindIndex(index, session))
     owned = encode_header(PacketType.DATA, index, 1) + bytes(16)
     stranger = encode_header(PacketType.DATA, index ^ 1 or 2, 1) + bytes(16)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -68,3 +69,47 @@ def test_stop_is_prompt_with_no_traffic(recorder):
     started = time.monotonic()
     sock_actor.stop(timeout=5)
     assert time.monotonic() - started < 2.0
+
+
+def bound_port(sock_actor) -> int:
+    return int(sock_actor.ask(m.Snapshot(), timeout=5)["listen"].rsplit(":", 1)[1])
+
+
+def test_a_bind_of_an_index_another_owner_holds_is_refused_and_sends_nothing(recorder):
+    peers, first, second = recorder(), recorder(), recorder()
+    sock_actor = SocketActor.start(None, {"peers": peers}, ("127.0.0.1", 0))
+    port = bound_port(sock_actor)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        here = s.getsockname()
+        sock_actor.tell(m.BindIndex(77, first, ((b"first", here),)))
+        assert s.recvfrom(100)[0] == b"first"  # bound, then sent
+        sock_actor.tell(m.BindIndex(77, second, ((b"second", here),)))  # the same index, picked by another owner
+        assert wait_for(lambda: m.IndexRefused(77) in second.ask(GetOther()))
+        sock_actor.tell(m.BindIndex(77, first, ((b"again", here),)))  # the holder re-binding is fine
+        assert s.recvfrom(100)[0] == b"again"  # and "second" never left
+        snap = sock_actor.ask(m.Snapshot(), timeout=5)
+        assert snap["index_collisions"] == 1 and snap["tx_dropped_index_refused"] == 1
+        s.sendto(encode_header(PacketType.DATA, 77, 1) + bytes(16), ("127.0.0.1", port))
+        assert wait_for(lambda: len(datagrams_received(first)) == 1)  # still routed to the holder
+        assert datagrams_received(second) == []
+
+
+def test_moves_and_releases_only_act_for_the_holder(recorder):
+    peers, owner, thief, heir = recorder(), recorder(), recorder(), recorder()
+    sock_actor = SocketActor.start(None, {"peers": peers}, ("127.0.0.1", 0))
+    port = bound_port(sock_actor)
+    sock_actor.tell(m.BindIndex(99, owner))
+    sock_actor.tell(m.ReleaseIndex(99, thief))  # a stale or foreign release changes nothing
+    sock_actor.tell(m.MoveIndex(99, thief, heir))  # nor does a move by someone who does not hold it
+    assert wait_for(lambda: m.IndexRefused(99) in heir.ask(GetOther()))
+    sock_actor.tell(m.MoveIndex(99, owner, heir))
+    sock_actor.ask(m.Snapshot(), timeout=5)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(encode_header(PacketType.DATA, 99, 1) + bytes(16), ("127.0.0.1", port))
+    assert wait_for(lambda: len(datagrams_received(heir)) == 1)
+    assert datagrams_received(owner) == [] and datagrams_received(thief) == []
+    assert sock_actor.ask(m.Snapshot(), timeout=5)["indices"] == 1
+    sock_actor.tell(m.ReleaseIndex(99, heir))
+    assert wait_for(lambda: sock_actor.ask(m.Snapshot(), timeout=5)["indices"] == 0)

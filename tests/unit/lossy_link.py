@@ -1,8 +1,10 @@
-"""Test harness for the session core: index pools, nodes wired like the actors wire them, a lossy link.
+"""Test harness for the session core: index tables, nodes wired like the actors wire them, a lossy link.
 
 A :class:`Node` owns one HandshakeResponder and one Session per peer, and dispatches datagrams the way the
 socket/peers/session actors do: receiver 0 and pending indices go to the responder, other indices to the
-session that owns them, a completed responder handshake is installed into the peer's session.
+session that owns them, a completed responder handshake is installed into the peer's session. Like the socket
+actor, it routes each index to the owner that issued it (axiomnet/indices.py), refuses an index another owner
+holds, and holds back a datagram naming a refused index.
 A :class:`LossyLink` drops, duplicates and reorders with a seeded rng. Nothing here reads a clock.
 """
 
@@ -15,12 +17,12 @@ from collections.abc import Callable, Iterable
 
 from nacl.public import PrivateKey
 
-from axiomnet.constants import MAX_RECEIVER_INDEX
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError, UnknownReceiver
+from axiomnet.indices import IndexIssued, IndexTable
 from axiomnet.responder import HandshakeResponder
 from axiomnet.session import HandshakeResult, Session, SessionEvent
-from axiomnet.wire import PacketType, decode_header
+from axiomnet.wire import PacketType, decode_header, sender_index
 
 PAYLOAD = HandshakePayload(capabilities=("test",))
 
@@ -37,86 +39,134 @@ def ordered_seeds() -> tuple[int, int]:
     return (1, 2) if a < b else (2, 1)
 
 
+Owner = Session | HandshakeResponder
+
+
 class IndexPool:
-    """allocate_index/release_index for one node: unique random indices, double release is a test failure."""
+    """A node's dispatcher: the IndexTable the socket actor keeps, fed with every owner's index commands.
 
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-        self.live: set[int] = set()
-        self.allocated = 0
+    A release of an index its owner does not hold (double release, or release of another's) fails the test.
+    """
 
-    def allocate(self) -> int:
-        """A fresh index in 1..2^24-1."""
-        while True:
-            index = self.rng.randint(1, MAX_RECEIVER_INDEX)
-            if index not in self.live:
-                self.live.add(index)
-                self.allocated += 1
-                return index
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.table: IndexTable[Owner] = IndexTable()
 
-    def release(self, index: int) -> None:
-        """Give an index back; it must be live."""
-        assert index in self.live, f"index {index} released but not live"
-        self.live.remove(index)
+    @property
+    def live(self) -> set[int]:
+        """Indices routed to some owner right now (after applying every pending command)."""
+        self.node.sync()
+        return set(self.table.snapshot())
+
+    def apply(self, owner: Owner) -> list[int]:
+        """Apply ``owner``'s pending index commands; the indices the table refused (held by another owner)."""
+        refused = []
+        for command in owner.index_commands():
+            if isinstance(command, IndexIssued):
+                if not self.table.bind(command.index, owner):
+                    refused.append(command.index)
+            else:
+                assert self.table.release(command.index, owner), f"index {command.index} released but not held"
+        return refused
 
 
 class Node:
     """One simulated node: a responder front door plus one Session per peer key."""
 
-    def __init__(self, name: str, seed: int, *, secret_source: Callable[[int], bytes] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        seed: int,
+        *,
+        secret_source: Callable[[int], bytes] | None = None,
+        allowed_keys: frozenset[bytes] | None = None,
+        discoverable: bool = True,
+    ) -> None:
         self.name = name
         self.seed = seed
         self.rng = random.Random(seed)
         self.private, self.public = static_keypair(seed)
         self.addr = (f"10.0.0.{seed % 250 + 1}", 7443)
-        self.indices = IndexPool(self.rng)
+        self.indices = IndexPool(self)
+        self.allowed_keys = allowed_keys
         cookie_rng = random.Random(seed * 7919)
         self.responder = HandshakeResponder(
             self.private,
             self.public,
-            allocate_index=self.indices.allocate,
-            release_index=self.indices.release,
             local_payload=PAYLOAD,
+            rng=self.rng,
             secret_source=secret_source or (lambda n: cookie_rng.randbytes(n)),
+            allowed_keys=allowed_keys,
+            discoverable=discoverable,
         )
         self.sessions: dict[bytes, Session] = {}
         self.delivered: list[tuple[PacketType, bytes]] = []
         self.errors: Counter[str] = Counter()
         self.events: list[SessionEvent] = []
 
-    def session_for(self, peer_public: bytes, *, expected: bytes | None = None, pin: bool = True) -> Session:
-        """The session toward ``peer_public`` (created on first use, expecting that key when ``pin``)."""
-        session = self.sessions.get(peer_public)
+    def session_for(
+        self, peer_public: bytes | None, *, expected: bytes | None = None, pin: bool = True
+    ) -> Session:
+        """The session toward ``peer_public`` (created on first use, expecting that key when ``pin``).
+
+        ``peer_public=None`` with ``pin=False`` is a peer configured without a key (trust on first use): its
+        session is filed under the key its first handshake authenticates.
+        """
+        session = self.sessions.get(peer_public) if peer_public is not None else None
         if session is None:
             session = Session(
                 self.private,
                 self.public,
-                allocate_index=self.indices.allocate,
-                release_index=self.indices.release,
                 local_payload=PAYLOAD,
                 expected_remote_key=expected if expected is not None else (peer_public if pin else None),
-                peer_name=f"{self.name}->{peer_public.hex()[:8]}",
+                peer_name=f"{self.name}->{peer_public.hex()[:8] if peer_public else 'tofu'}",
                 rng=random.Random(self.seed * 31 + len(self.sessions)),
+                allowed_keys=self.allowed_keys,
             )
-            self.sessions[peer_public] = session
+            self.sessions[peer_public if peer_public is not None else b"tofu%d" % len(self.sessions)] = session
         return session
 
+    def sync(self, now: float = 0.0) -> list[bytes]:
+        """Apply every owner's pending index commands; datagrams the refused owners send instead."""
+        out: list[bytes] = []
+        for owner in (self.responder, *self.sessions.values()):
+            for index in self.indices.apply(owner):
+                if isinstance(owner, Session):
+                    out += owner.index_refused(index, now)
+                else:
+                    owner.index_refused(index)
+        return out
+
+    def _guarded(self, owner: Owner, datagrams: list[bytes], now: float) -> list[bytes]:
+        """What the actors let out after a core call: a datagram naming a refused index stays home."""
+        refused = set(self.indices.apply(owner))
+        out = [d for d in datagrams if sender_index(d) not in refused]
+        for index in refused:
+            if isinstance(owner, Session):
+                out += self._guarded(owner, owner.index_refused(index, now), now)
+            else:
+                owner.index_refused(index)
+        return out
+
     def _owner(self, index: int) -> Session | None:
-        for session in self.sessions.values():
-            if index in session.local_indices():
-                return session
-        return None
+        self.sync()
+        owner = self.indices.table.owner(index)
+        return owner if isinstance(owner, Session) else None
 
     def handle(self, datagram: bytes, addr: tuple[str, int], now: float) -> list[bytes]:
         """Dispatch one datagram as the actors would; returns the replies. Refusals are counted by class."""
+        self.sync(now)
         try:
             header = decode_header(datagram)
             if header.receiver == 0 or (
                 header.ptype is PacketType.HANDSHAKE_FINAL and header.receiver in self.responder.pending_indices()
             ):
                 replies, result = self.responder.receive(header, datagram, addr, now)
+                replies = self._guarded(self.responder, replies, now)
                 if result is not None:
-                    replies = replies + self.session_for(result.remote_static).install(result, now)
+                    session = self.session_for(result.remote_static)
+                    assert self.indices.table.move(result.local_index, self.responder, session)
+                    replies = replies + self._guarded(session, session.install(result, now).replies, now)
                 return replies
             session = self._owner(header.receiver)
             if session is None:
@@ -127,14 +177,14 @@ class Node:
             return []
         if got.ptype is PacketType.DATA or got.ptype is PacketType.CONTROL:
             self.delivered.append((got.ptype, got.payload))
-        return got.replies
+        return self._guarded(session, got.replies, now)
 
     def tick(self, now: float) -> list[bytes]:
         """Run every session's timers and the responder's expiry; datagrams to send."""
         self.responder.expire(now)
-        out: list[bytes] = []
-        for session in self.sessions.values():
-            out += session.tick(now)
+        out: list[bytes] = self.sync(now)
+        for session in list(self.sessions.values()):
+            out += self._guarded(session, session.tick(now), now)
             self.events += session.events()
         return out
 
@@ -145,7 +195,7 @@ class Node:
         return self.events
 
     def owned_indices(self) -> set[int]:
-        """Indices held by the sessions and the responder (must equal the pool's live set: no leak)."""
+        """Indices held by the sessions and the responder (must equal the table's live set: no leak)."""
         owned = set(self.responder.pending_indices())
         for session in self.sessions.values():
             owned |= session.local_indices()

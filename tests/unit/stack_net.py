@@ -32,8 +32,7 @@ class StackNode:
         link = Node(name, seed)
         link.private, link.public = ident.private_key, ident.public_key
         link.addr = (f"10.0.1.{seed % 250 + 1}", 7443)
-        link.responder = HandshakeResponder(ident.private_key, ident.public_key, allocate_index=link.indices.allocate,
-                                            release_index=link.indices.release, local_payload=PAYLOAD)
+        link.responder = HandshakeResponder(ident.private_key, ident.public_key, local_payload=PAYLOAD, rng=link.rng)
         self.link = link
         self.address = ident.address.packed
         self.tree = Tree(ident.signing_secret, ident.signing_key, self.address, now=0.0, seq_start=1)
@@ -54,7 +53,8 @@ class Stack:
         self.wire: deque[tuple[StackNode, StackNode, bytes]] = deque()
         for a, b in edges:
             u, v = self.nodes[a], self.nodes[b]
-            self._send(u, v, u.link.session_for(v.identity.public_key).initiate(self.now))
+            session = u.link.session_for(v.identity.public_key)
+            self._send(u, v, u.link._guarded(session, session.initiate(self.now), self.now))
         self.pump()
 
     def _send(self, src: StackNode, dst: StackNode, datagrams: list[bytes]) -> None:
@@ -68,13 +68,17 @@ class Stack:
 
     def _receive(self, node: StackNode, src: StackNode, datagram: bytes) -> None:
         link, now = node.link, self.now
+        link.sync(now)
         try:
             header = decode_header(datagram)
             if header.receiver == 0 or (header.ptype is PacketType.HANDSHAKE_FINAL
                                         and header.receiver in link.responder.pending_indices()):
                 replies, result = link.responder.receive(header, datagram, src.link.addr, now)
+                replies = link._guarded(link.responder, replies, now)
                 if result is not None:
-                    replies = replies + link.session_for(result.remote_static).install(result, now)
+                    session = link.session_for(result.remote_static)
+                    assert link.indices.table.move(result.local_index, link.responder, session)
+                    replies = replies + link._guarded(session, session.install(result, now).replies, now)
                 self._send(node, src, replies)
                 self._links_up(node)
                 return
@@ -84,7 +88,7 @@ class Stack:
             got = session.receive(header, datagram, now)
         except RemoteProtocolError:
             return
-        self._send(node, src, got.replies)
+        self._send(node, src, link._guarded(session, got.replies, now))
         self._links_up(node)
         key = session.remote_static
         assert key is not None
@@ -109,12 +113,14 @@ class Stack:
         for key, data in announcements:
             session = node.link.sessions[key]
             if session.is_established:
-                self._send(node, self.by_key[key], session.send(PacketType.CONTROL, data, self.now))
+                sealed = session.send(PacketType.CONTROL, data, self.now)
+                self._send(node, self.by_key[key], node.link._guarded(session, sealed, self.now))
 
     def _dispatch(self, node: StackNode, out: Output) -> None:
         for key, packets in out.links.items():
             session = node.link.sessions[key]
-            self._send(node, self.by_key[key], session.send_batch(PacketType.DATA, packets, self.now))
+            sealed = session.send_batch(PacketType.DATA, packets, self.now)
+            self._send(node, self.by_key[key], node.link._guarded(session, sealed, self.now))
         if out.delivered:
             self._dispatch_e2e(node, node.e2e.inbound(out.delivered, self.now))
         for dst, key in out.resolved:
@@ -143,7 +149,7 @@ class Stack:
             beat = abs(self.now - round(self.now)) < 1e-9
             for node in self.nodes:
                 for key, session in node.link.sessions.items():
-                    self._send(node, self.by_key[key], session.tick(self.now))
+                    self._send(node, self.by_key[key], node.link._guarded(session, session.tick(self.now), self.now))
                 node.link.responder.expire(self.now)
                 self._dispatch_e2e(node, node.e2e.tick(self.now))
                 if beat:

@@ -361,3 +361,11 @@ def test_configure_logging_json_and_level(capsys: pytest.CaptureFixture[str]) ->
     cli.configure_logging("DEBUG", json=False)
     logger.debug("plain text")
     assert "plain text" in capsys.readouterr().err
+
+
+def test_daemon_front_door_flags(fake_node: list[Config]) -> None:
+    assert cli.main(["daemon", "--no-tun", "--allowed-key", KEY_A, "--allowed-key", KEY_A, "--no-discoverable"]) == 0
+    config = fake_node[-1]
+    assert config.allowed_keys == frozenset({bytes.fromhex(KEY_A)}) and config.discoverable is False
+    assert cli.main(["daemon", "--no-tun"]) == 0
+    assert fake_node[-1].allowed_keys is None and fake_node[-1].discoverable is True

@@ -269,3 +269,54 @@ def test_peer_spec_round_trips_through_text(
 @pytest.mark.parametrize("tun", ["eth0", "a", "x" * 15, "axn%d", "tun-1.2_b"])
 def test_valid_tun_names(user: dict[str, str], tun: str) -> None:
     assert load_config(env=user, overrides={"tun": tun}).tun_name == tun
+
+
+# --- the front door: allowed_keys, discoverable ----------------------------------------------------------
+def test_allowed_keys_and_discoverable_default_to_open(user: dict[str, str]) -> None:
+    config = load_config(env=user)
+    assert config.allowed_keys is None and config.discoverable is True
+
+
+def test_allowed_keys_and_discoverable_from_each_layer(user: dict[str, str], tmp_path: Path) -> None:
+    path = toml(tmp_path, f'allowed_keys = ["{KEY_A}", "{KEY_A.upper()}"]\ndiscoverable = false\n')
+    config = load_config(config_file=path, env=user)
+    assert config.allowed_keys == frozenset({bytes.fromhex(KEY_A)}) and config.discoverable is False
+    assert load_config(config_file=toml(tmp_path, "allowed_keys = []\n", "empty.toml"), env=user).allowed_keys \
+        == frozenset()  # an empty list: only pinned static peers may connect
+    env = dict(user, AXIOMNET_ALLOWED_KEYS=f" {KEY_A} , {KEY_B} ", AXIOMNET_DISCOVERABLE="no")
+    config = load_config(env=env)
+    assert config.allowed_keys == frozenset({bytes.fromhex(KEY_A), bytes.fromhex(KEY_B)})
+    assert config.discoverable is False
+    assert load_config(env=dict(user, AXIOMNET_ALLOWED_KEYS="")).allowed_keys is None  # empty: not set
+    config = load_config(config_file=path, env=env, overrides={"allowed_keys": [KEY_B], "discoverable": True})
+    assert config.allowed_keys == frozenset({bytes.fromhex(KEY_B)}) and config.discoverable is True
+
+
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        ("toml-str", "allowed_keys (in"),
+        ("toml-bad-key", "allowed_keys[1] (in"),
+        ("env-bad-key", "AXIOMNET_ALLOWED_KEYS[0]"),
+        ("flag-bad-key", "--allowed-keys[0]"),
+        ("toml-discoverable", "discoverable (in"),
+        ("env-discoverable", "AXIOMNET_DISCOVERABLE"),
+    ],
+)
+def test_bad_front_door_settings_name_their_key(user: dict[str, str], tmp_path: Path, source: str,
+                                                named: str) -> None:
+    kwargs: dict[str, object] = {"env": user}
+    if source == "toml-str":
+        kwargs["config_file"] = toml(tmp_path, f'allowed_keys = "{KEY_A}"\n')
+    elif source == "toml-bad-key":
+        kwargs["config_file"] = toml(tmp_path, f'allowed_keys = ["{KEY_A}", "abc"]\n')
+    elif source == "env-bad-key":
+        kwargs["env"] = dict(user, AXIOMNET_ALLOWED_KEYS="xyz")
+    elif source == "flag-bad-key":
+        kwargs["overrides"] = {"allowed_keys": ["12"]}
+    elif source == "toml-discoverable":
+        kwargs["config_file"] = toml(tmp_path, 'discoverable = "maybe"\n')
+    else:
+        kwargs["env"] = dict(user, AXIOMNET_DISCOVERABLE="maybe")
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("(", r"\(")):
+        load_config(**kwargs)  # type: ignore[arg-type]

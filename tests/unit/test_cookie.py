@@ -8,6 +8,7 @@ import pytest
 from tests.unit.lossy_link import Network, Node
 
 from axiomnet.constants import (
+    MAC_SIZE,
     COOKIE_LOAD_THRESHOLD,
     COOKIE_SECRET_LIFETIME,
     COOKIE_SIZE,
@@ -16,9 +17,17 @@ from axiomnet.constants import (
     HANDSHAKE_RATE_PER_SOURCE,
     MAX_RATE_LIMITED_SOURCES,
 )
-from axiomnet.cookie import CookieChecker, SourceRateLimiter, source_key
-from axiomnet.errors import UnknownReceiver
-from axiomnet.wire import NO_COOKIE, PacketType, decode_datagram, decode_header, encode_cookie_reply
+from axiomnet.cookie import (
+    CookieChecker,
+    SourceRateLimiter,
+    cookie_key,
+    mac,
+    open_cookie,
+    seal_cookie,
+    source_key,
+)
+from axiomnet.errors import DecryptionFailed, UnknownReceiver
+from axiomnet.wire import NO_MAC, PacketType, decode_datagram, decode_header, encode_cookie_reply
 
 INIT, RESP, COOKIE, DATA = (
     PacketType.HANDSHAKE_INIT,
@@ -53,9 +62,23 @@ def loaded(node: Node, now: float = 0.0) -> None:
 
 
 def first_message(datagram: bytes) -> tuple[int, bytes]:
-    """(sender index, cookie) of a HANDSHAKE_INIT."""
+    """(sender index, mac2) of a HANDSHAKE_INIT."""
     body = decode_datagram(datagram)[1]
-    return body.sender, body.cookie
+    return body.sender, body.mac2
+
+
+def cookie_in(reply: bytes, responder: Node, init: bytes) -> bytes:
+    """The cookie sealed in ``reply`` (the test knows the responder's key and the INIT it answered)."""
+    body = decode_datagram(reply)[1]
+    cookie = open_cookie(cookie_key(responder.public), body.nonce, body.sealed, decode_datagram(init)[1].mac1)
+    assert cookie is not None
+    return cookie
+
+
+def sealed_reply(responder_public: bytes, init: bytes, cookie: bytes, nonce: bytes) -> bytes:
+    """A COOKIE_REPLY for ``init`` sealed the way ``responder_public``'s node seals it."""
+    body = decode_datagram(init)[1]
+    return encode_cookie_reply(body.sender, nonce, seal_cookie(cookie_key(responder_public), nonce, cookie, body.mac1))
 
 
 # --- CookieChecker ------------------------------------------------------------------------------------
@@ -67,7 +90,7 @@ def test_cookie_is_bound_to_the_source_address_and_port() -> None:
     assert checker.is_valid(cookie, HERE, 1.0)
     assert not checker.is_valid(cookie, THERE, 1.0)
     assert not checker.is_valid(cookie, (HERE[0], HERE[1] + 1), 1.0)
-    assert not checker.is_valid(NO_COOKIE, HERE, 1.0)
+    assert not checker.is_valid(bytes(COOKIE_SIZE), HERE, 1.0)
 
 
 def test_rotation_keeps_the_previous_secret_valid_once() -> None:
@@ -111,7 +134,8 @@ def test_initiator_echoes_the_cookie_at_once_and_completes() -> None:
     cookie_reply = b.handle(init[0], a.addr, 0.0)
     echo = a.handle(cookie_reply[0], b.addr, 0.0)
     assert [decode_header(d).ptype for d in echo] == [INIT]
-    assert first_message(echo[0]) == (first_message(init[0])[0], decode_datagram(cookie_reply[0])[1])
+    cookie = cookie_in(cookie_reply[0], b, init[0])
+    assert first_message(echo[0]) == (first_message(init[0])[0], mac(cookie, echo[0][:-MAC_SIZE]))
     net.send(a, echo)
     net.settle(0.0)
     assert sa.is_established and b.delivered == [(DATA, b"after the cookie")]
@@ -138,28 +162,51 @@ def test_retransmitted_init_keeps_carrying_the_cookie() -> None:
     cookie_reply = b.handle(sa.initiate(0.0)[0], a.addr, 0.0)
     a.handle(cookie_reply[0], b.addr, 0.0)
     retransmit = sa.tick(sa.next_deadline() or 0.0)
-    assert first_message(retransmit[0])[1] == decode_datagram(cookie_reply[0])[1]
+    cookie = cookie_in(cookie_reply[0], b, retransmit[0])
+    assert first_message(retransmit[0])[1] == mac(cookie, retransmit[0][:-MAC_SIZE]) != NO_MAC
 
 
 def test_cookie_replies_cannot_make_the_initiator_resend_faster_than_the_first_retransmit() -> None:
-    a = Node("a", 1)
-    sa = a.session_for(Node("b", 2).public)
-    sender, _ = first_message(sa.initiate(0.0)[0])
+    a, b = Node("a", 1), Node("b", 2)
+    sa = a.session_for(b.public)
+    init = sa.initiate(0.0)[0]
     resent = []
-    for i in range(10):
-        reply = encode_cookie_reply(sender, bytes([i]) * COOKIE_SIZE)
+    for i in range(10):  # valid replies (whoever saw the INIT and knows b's public key can seal one)
+        reply = sealed_reply(b.public, init, bytes([i]) * COOKIE_SIZE, bytes([i]) * 24)
         resent += sa.receive(decode_header(reply), reply, 0.01 * i).replies
-    assert len(resent) == 1  # ten forged cookie replies inside HANDSHAKE_INITIAL_RETRANSMIT: one resend
-    reply = encode_cookie_reply(sender, bytes(COOKIE_SIZE))
+    assert len(resent) == 1  # ten cookie replies inside HANDSHAKE_INITIAL_RETRANSMIT: one resend
+    reply = sealed_reply(b.public, init, bytes(COOKIE_SIZE), bytes(24))
     assert len(sa.receive(decode_header(reply), reply, HANDSHAKE_INITIAL_RETRANSMIT + 0.01).replies) == 1
 
 
 def test_cookie_reply_for_an_index_not_in_flight_is_refused() -> None:
-    a = Node("a", 1)
-    sa = a.session_for(Node("b", 2).public)
-    reply = encode_cookie_reply(12345, bytes(COOKIE_SIZE))
+    a, b = Node("a", 1), Node("b", 2)
+    sa = a.session_for(b.public)
+    reply = encode_cookie_reply(12345, bytes(24), bytes(COOKIE_SIZE + 16))
     with pytest.raises(UnknownReceiver):
         sa.receive(decode_header(reply), reply, 0.0)
+
+
+@pytest.mark.parametrize("forgery", ["another responder's key", "another message's mac1", "garbage"])
+def test_a_forged_cookie_reply_is_refused_and_changes_nothing(forgery: str) -> None:
+    a, b, c = Node("a", 1), Node("b", 2), Node("c", 3)
+    sa = a.session_for(b.public)
+    init = sa.initiate(0.0)[0]
+    other_init = c.session_for(b.public).initiate(0.0)[0]
+    cookie = bytes(range(COOKIE_SIZE))
+    reply = {
+        "another responder's key": sealed_reply(c.public, init, cookie, bytes(24)),
+        "another message's mac1": encode_cookie_reply(
+            first_message(init)[0], bytes(24),
+            seal_cookie(cookie_key(b.public), bytes(24), cookie, decode_datagram(other_init)[1].mac1)),
+        "garbage": encode_cookie_reply(first_message(init)[0], bytes(24), bytes(range(32))),
+    }[forgery]
+    deadline = sa.next_deadline()
+    with pytest.raises(DecryptionFailed):
+        sa.receive(decode_header(reply), reply, 0.0)
+    assert sa.stats["forged_cookie_replies"] == 1 and sa.stats["cookies_received"] == 0
+    assert sa.next_deadline() == deadline  # no resend scheduled or sent
+    assert first_message(sa.tick(deadline or 0.0)[0])[1] == NO_MAC  # the retransmission carries no mac2
 
 
 # --- SourceRateLimiter ------------------------------------------------------------------------------------
@@ -191,3 +238,22 @@ def test_ipv6_sources_share_a_bucket_per_64_and_mapped_ipv4_is_ipv4() -> None:
     assert source_key("::ffff:192.0.2.7") == source_key("192.0.2.7")
     assert source_key("::ffff:192.0.2.7") != source_key("::ffff:192.0.2.8")
     assert source_key("fe80::1%eth0") == source_key("fe80::2")
+
+
+# --- known answers (docs/PROTOCOL.md §2.2 and §3.5 print these bytes) --------------------------------------
+def test_mac_and_cookie_reply_known_answers() -> None:
+    from axiomnet.cookie import add_macs, mac1_key
+    from axiomnet.wire import encode_handshake_init
+
+    public = bytes(range(32))
+    assert mac1_key(public).hex() == "4fb2527ac956001553dc1ad9b55171b7d9daa3de1cdbcd71451830170c7e6cac"
+    assert cookie_key(public).hex() == "3dd5869c5202e45146936d1644f76ff697061661c181f3fd450eae43932eacec"
+    datagram, mac1 = add_macs(encode_handshake_init(0x010203, bytes([0x42]) * 32), mac1_key(public), None)
+    assert datagram.hex() == ("00000000" "11000000" "0000000000000000" "00010203" + "42" * 32
+                              + "e1f85226f226f733a3bc4d1dfb070338" + "00" * 16)
+    cookie = bytes([0xC0]) * 16
+    assert add_macs(datagram, mac1_key(public), cookie)[0][-16:].hex() == "3a43122d89b2af6995241a88232c870b"
+    reply = encode_cookie_reply(0x010203, bytes([0x0A]) * 24, seal_cookie(cookie_key(public), bytes([0x0A]) * 24,
+                                                                           cookie, mac1))
+    assert reply.hex() == ("00000000" "14010203" "0000000000000000" + "0a" * 24
+                           + "d3d64b1bf9e3367b716ee9d1c53f9231847deb124abaf26fb0fcdd85ef5af9a9")

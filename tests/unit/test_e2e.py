@@ -9,6 +9,7 @@ from tests.unit.overlay_net import Overlay
 from tests.unit.stack_net import Stack
 
 from axiomnet.constants import REKEY_AFTER_TIME
+from axiomnet.cookie import mac1_key
 from axiomnet.e2e import E2EOutput, EndToEnd
 from axiomnet.identity import Identity
 from axiomnet.routed import Kind, decode_routed
@@ -120,7 +121,11 @@ def test_the_initiator_refuses_a_responder_with_another_key() -> None:
     mal = EndToEnd(mallory.private_key, mallory.public_key, rng=random.Random(3))
     out = alice.resolved(b.address.packed, b.public_key, 0.0)
     (init,) = out.sends[b.address.packed]
-    (resp,) = mal.inbound([(a.address.packed, init)], 0.0).sends[a.address.packed]  # Mallory answers for Bob
+    # Mallory cannot even answer: the INIT's mac1 is keyed by Bob's key, not hers (no reply, no Diffie-Hellman).
+    assert not mal.inbound([(a.address.packed, init)], 0.0).sends
+    # Even one that knows whom Alice dials (so mac1 checks out) is refused by Alice before message 3.
+    mal.responder._mac1_key = mac1_key(b.public_key)
+    (resp,) = mal.inbound([(a.address.packed, init)], 0.0).sends[a.address.packed]
     after = alice.inbound([(b.address.packed, resp)], 0.0)
     assert not after.sends.get(b.address.packed)  # no FINAL: the handshake was aborted before message 3
     assert not alice.sessions[b.address.packed].is_established

@@ -18,29 +18,35 @@ from tests.unit.lossy_link import (
 )
 
 from axiomnet.constants import (
-    COOKIE_SIZE,
     HEADER_SIZE,
+    MAC_SIZE,
     NEW_HANDSHAKE_AFTER_SILENCE,
     PENDING_HANDSHAKE_TIMEOUT,
     REKEY_AFTER_TIME,
     SIMULTANEOUS_OPEN_WINDOW,
 )
 from axiomnet.control import HandshakePayload
+from axiomnet.cookie import add_mac1, cookie_key, mac, mac1_key, seal_cookie
 from axiomnet.errors import (
     DecryptionFailed,
+    InvalidMac,
     MalformedPacket,
     ReplayedPacket,
     UnknownReceiver,
 )
-from axiomnet.session import Established, KeyMismatch, Session
+from axiomnet.session import Established, HandshakeGaveUp, KeyMismatch, Session
 from axiomnet.wire import (
-    NO_COOKIE,
+    NO_MAC,
     NOISE_MSG1_MIN,
     PacketType,
     decode_datagram,
     decode_header,
+    encode_cookie_reply,
     encode_handshake_final,
     encode_handshake_resp,
+    encode_header,
+    encode_key_probe,
+    encode_key_reply,
 )
 
 INIT, RESP, FINAL = PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_RESP, PacketType.HANDSHAKE_FINAL
@@ -78,12 +84,14 @@ def test_handshake_datagrams_follow_the_wire_layout() -> None:
     init = sa.initiate(0.0)[0]
     header, body = decode_datagram(init)
     assert header.ptype is INIT and header.receiver == 0 and header.counter == 0
-    assert len(init) == HEADER_SIZE + 4 + COOKIE_SIZE + NOISE_MSG1_MIN  # message 1: the ephemeral key only
-    assert body.cookie == NO_COOKIE and body.sender in sa.local_indices()
+    assert len(init) == HEADER_SIZE + 4 + NOISE_MSG1_MIN + 2 * MAC_SIZE  # message 1: the ephemeral key only
+    assert body.mac2 == NO_MAC and body.sender in sa.local_indices()  # no cookie held: mac2 is zeros
+    assert body.mac1 == mac(mac1_key(b.public), init[: -2 * MAC_SIZE])  # keyed by the responder's key
     (resp,), _ = respond(b.responder, init, a.addr)
     header, rbody = decode_datagram(resp)
     assert header.ptype is RESP and header.receiver == body.sender
     assert rbody.sender in b.responder.pending_indices()
+    assert rbody.mac1 == mac(mac1_key(b.public), resp[:-MAC_SIZE])
     final = a.handle(resp, b.addr, 0.0)
     header, _ = decode_datagram(final[0])
     assert header.ptype is FINAL and header.receiver == rbody.sender
@@ -94,9 +102,22 @@ def test_handshake_datagrams_follow_the_wire_layout() -> None:
 
 
 # --- whose key ---------------------------------------------------------------------------------------
-def test_initiator_aborts_before_message_3_when_the_peer_has_another_key() -> None:
+def test_an_init_meant_for_another_key_gets_no_answer() -> None:
     a, b = Node("a", 1), Node("b", 2)
+    sa = a.session_for(b.public, expected=static_keypair(3)[1])
+    assert b.handle(sa.initiate(0.0)[0], a.addr, 0.0) == []  # mac1 is keyed by the key a expects, not b's
+    assert b.responder.stats["bad_mac1"] == 1 and b.responder.pending_count == 0
+
+
+def impersonating(node: Node, key: bytes) -> Node:
+    """``node`` answering INITs meant for ``key`` (an impostor who knows that public key) with its own static."""
+    node.responder._mac1_key = mac1_key(key)
+    return node
+
+
+def test_initiator_aborts_before_message_3_when_the_peer_has_another_key() -> None:
     wanted = static_keypair(3)[1]
+    a, b = Node("a", 1), impersonating(Node("b", 2), wanted)
     sa = a.session_for(b.public, expected=wanted)
     init = sa.initiate(0.0)
     old_index = decode_datagram(init[0])[1].sender
@@ -134,7 +155,8 @@ def test_remote_key_is_pinned_by_the_first_handshake() -> None:
     final = c.handle(resp[0], b.addr, 1.0)
     _, result = respond(b.responder, final[0], c.addr, 1.0)
     assert result is not None
-    assert sb.install(result, 1.0) == []  # c's keys must not take over b's session with a
+    refused = sb.install(result, 1.0)  # c's keys must not take over b's session with a
+    assert refused.replies == [] and not refused.authenticated
     assert isinstance(sb.events()[-1], KeyMismatch) and keys(sb) == keys(sa)[::-1]
 
 
@@ -398,8 +420,12 @@ def test_forged_response_does_not_spoil_the_genuine_handshake() -> None:
     rng = random.Random(4)
     for _ in range(3):
         forged = encode_handshake_resp(index, rng.randrange(1, 1 << 24), rng.randbytes(32 + 48 + 40))
+        with pytest.raises(InvalidMac):  # from someone who does not know b's key: no DH spent on it
+            sa.receive(decode_header(forged), forged, 0.0)
+        forged = add_mac1(forged, mac1_key(b.public))  # from someone who does: Noise refuses it, atomically
         with pytest.raises(DecryptionFailed):
             sa.receive(decode_header(forged), forged, 0.0)
+    assert sa.stats["bad_mac1"] == 3 and sa.stats["decryption_failed"] == 3
     final = a.handle(b.handle(init[0], a.addr, 0.0)[0], b.addr, 0.0)
     assert types_of(final) == [FINAL]
     b.handle(final[0], a.addr, 0.0)
@@ -503,3 +529,122 @@ def test_peer_restarting_within_the_simultaneous_window_is_accepted_at_once(rest
     assert (PacketType.DATA, b"from survivor 1.2") in second_life.delivered
     assert (PacketType.DATA, b"from restarted 1.2") in survivor.delivered
     assert keys(s_session) == keys(r_session)[::-1]
+
+
+# --- key discovery (a peer configured without a key: trust on first use) --------------------------------
+def probe_exchange(a: Node, b: Node, sa: Session, now: float = 0.0) -> list[bytes]:
+    """Run ``sa``'s first datagrams against ``b`` until nothing is left to send; the datagrams a sent."""
+    sent: list[bytes] = []
+    out = sa.initiate(now)
+    while out:
+        sent += out
+        out = [r for d in out for r in b.handle(d, a.addr, now)]
+        out = [r for d in out for r in a.handle(d, b.addr, now)]
+    return sent
+
+
+def test_a_peer_configured_without_a_key_is_probed_then_dialled_with_mac1() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    sa = a.session_for(None, pin=False)
+    probe = sa.initiate(0.0)
+    header, body = decode_datagram(probe[0])
+    assert header.ptype is PacketType.KEY_PROBE and header.receiver == 0 and len(probe[0]) == 64
+    assert body.sender in sa.local_indices()
+    (reply,) = b.handle(probe[0], a.addr, 0.0)
+    assert decode_datagram(reply)[1].public_key == b.public and len(reply) == len(probe[0])  # no amplification
+    (init,) = a.handle(reply, b.addr, 0.0)
+    assert decode_datagram(init)[1].sender == body.sender  # the same index carries on
+    assert decode_datagram(init)[1].mac1 == mac(mac1_key(b.public), init[: -2 * MAC_SIZE])
+    net = Network(a, b)
+    net.send(a, [init])
+    net.settle(0.0)
+    assert sa.is_established and sa.remote_static == b.public and sa.stats["keys_discovered"] == 1
+    assert a.indices.live == a.owned_indices()
+
+
+def test_a_node_that_is_not_discoverable_answers_no_probe_but_still_its_pinned_peers() -> None:
+    a, b = Node("a", 1), Node("b", 2, discoverable=False)
+    sa = a.session_for(None, pin=False)
+    probe = sa.initiate(0.0)
+    assert b.handle(probe[0], a.addr, 0.0) == [] and b.responder.stats["key_probes_ignored"] == 1
+    now = 0.0
+    events: list[object] = []
+    while not events:
+        now = sa.next_deadline() or now + 1.0
+        again = sa.tick(now)
+        assert types_of(again) in ([], [PacketType.KEY_PROBE])
+        for d in again:
+            assert b.handle(d, a.addr, now) == []
+        events += sa.events()
+    (gave_up,) = events
+    assert isinstance(gave_up, HandshakeGaveUp)
+    assert "key reply" in gave_up.reason
+    c = Node("c", 3)  # a peer that was given b's key is answered as usual
+    sc = c.session_for(b.public)
+    assert types_of(b.handle(sc.initiate(now)[0], c.addr, now)) == [RESP]
+
+
+def test_a_key_reply_that_does_not_answer_our_probe_is_refused_and_changes_nothing() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    sa = a.session_for(None, pin=False)
+    probe = sa.initiate(0.0)[0]
+    sender = decode_datagram(probe)[1].sender
+    for forged in (encode_key_reply(sender, static_keypair(9)[1], bytes(16)),  # wrong challenge
+                   encode_key_reply(sender ^ 1 or 2, b.public, decode_datagram(probe)[1].challenge)):  # wrong index
+        with pytest.raises((InvalidMac, UnknownReceiver)):
+            sa.receive(decode_header(forged), forged, 0.0)
+    assert sa.stats["bad_key_replies"] == 1
+    assert types_of(sa.tick(sa.next_deadline() or 1.0)) == [PacketType.KEY_PROBE]  # still probing, same probe
+
+
+def test_a_probed_key_the_handshake_does_not_confirm_is_forgotten() -> None:
+    """An on-path impostor answers the probe with key X, then the handshake authenticates another key: the
+    session does not keep X but probes again (what it learned unauthenticated never pins anything)."""
+    a, b = Node("a", 1), Node("b", 2)
+    x = static_keypair(9)[1]
+    impersonating(b, x)  # b answers INITs meant for x, as an impostor would
+    sa = a.session_for(None, pin=False)
+    probe = sa.initiate(0.0)[0]
+    body = decode_datagram(probe)[1]
+    forged_reply = encode_key_reply(body.sender, x, body.challenge)
+    (init,) = a.handle(forged_reply, b.addr, 0.0)
+    resp = b.handle(init, a.addr, 0.0)
+    assert a.handle(resp[0], b.addr, 0.0) == []  # no FINAL: b authenticated as b, not as x
+    assert any(isinstance(e, KeyMismatch) and e.expected == x for e in sa.events())
+    assert sa.remote_static is None and not sa.is_established
+    assert types_of(sa.tick(sa.next_deadline() or 1.0)) == [PacketType.KEY_PROBE]
+
+
+def test_probe_floods_are_bounded_but_a_spoofer_cannot_starve_one_victims_probes() -> None:
+    b = Node("b", 2)
+    victim = ("192.0.2.77", 7443)
+    probe = encode_key_probe(5, bytes(16))
+    answered = 0
+    now = 0.0
+    for _ in range(100):  # a spoofer sends 10 probes a second with the victim's address: all answered
+        now += 0.1
+        answered += len(b.handle(probe, victim, now))
+    assert answered == 100
+    loud = ("198.51.100.1", 1)
+    answers = [len(b.handle(probe, loud, now)) for _ in range(200)]  # one source all at once
+    assert sum(answers) < 60 and b.responder.stats["key_probes_limited"] > 140
+    assert b.handle(probe, victim, now) != []  # the loud source used up its own share, not the victim's
+
+
+# --- what authenticates (the roaming rule's input) ----------------------------------------------------
+def test_only_authenticated_datagrams_say_so() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    sa = a.session_for(b.public)
+    init = sa.initiate(0.0)[0]
+    body = decode_datagram(init)[1]
+    reply = encode_cookie_reply(body.sender, bytes(24), seal_cookie(cookie_key(b.public), bytes(24), bytes(16),
+                                                                    body.mac1))
+    assert not sa.receive(decode_header(reply), reply, 0.0).authenticated  # a valid cookie reply proves no key
+    (resp,) = b.handle(init, a.addr, 0.0)
+    assert sa.receive(decode_header(resp), resp, 0.0).authenticated  # completes our handshake
+    net, a, b, sa, sb = established_pair()
+    data = sa.send(DATA, b"y", 1.0)[0]
+    assert sb.receive(decode_header(data), data, 1.0).authenticated
+    forged = encode_header(DATA, decode_header(data).receiver, 99) + bytes(len(data) - HEADER_SIZE)
+    with pytest.raises(DecryptionFailed):  # a forgery raises: it never returns, so it can never move an endpoint
+        sb.receive(decode_header(forged), forged, 1.0)

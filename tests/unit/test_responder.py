@@ -7,7 +7,9 @@ import struct
 from collections import Counter
 
 import pytest
+from noise.backends.default.diffie_hellmans import ED25519
 from tests.unit.lossy_link import (
+    Network,
     respond,
     types_of,
     Node,
@@ -16,18 +18,21 @@ from tests.unit.lossy_link import (
 
 from axiomnet.constants import (
     COOKIE_LOAD_THRESHOLD,
-    COOKIE_SIZE,
+    HANDSHAKE_BURST_PER_SOURCE,
+    MAC_SIZE,
     MAX_PENDING_HANDSHAKES,
     PENDING_HANDSHAKE_TIMEOUT,
+    UNDER_LOAD_AFTER_TIME,
 )
+from axiomnet.cookie import add_macs, cookie_key, mac1_key, open_cookie
 from axiomnet.errors import (
+    InvalidMac,
     MalformedPacket,
     RateLimited,
     RemoteProtocolError,
     UnknownReceiver,
 )
 from axiomnet.wire import (
-    NO_COOKIE,
     NOISE_MSG1_MIN,
     PacketType,
     decode_datagram,
@@ -40,10 +45,37 @@ INIT, RESP, FINAL = PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_RESP, Packet
 COOKIE, DATA, KEEPALIVE = PacketType.COOKIE_REPLY, PacketType.DATA, PacketType.KEEPALIVE
 
 
+@pytest.fixture
+def dh_count(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Counts every X25519 operation noiseprotocol performs (the cost a flood must not make us pay)."""
+    counts: Counter[str] = Counter()
+    real = ED25519.dh
+
+    def counting(self: ED25519, private_key: object, public_key: object) -> bytes:
+        counts["dh"] += 1
+        return real(self, private_key, public_key)
+
+    monkeypatch.setattr(ED25519, "dh", counting)
+    return counts
+
+
 def random_addr(rng: random.Random) -> tuple[str, int]:
     """A random IPv4 source address and port."""
     return (f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
             rng.randrange(1024, 65536))
+
+
+def init_for(node: Node, sender: int, noise: bytes, cookie: bytes | None = None) -> bytes:
+    """A HANDSHAKE_INIT to ``node`` with a valid mac1 (the sender knows its key), mac2 under ``cookie``."""
+    return add_macs(encode_handshake_init(sender, noise), mac1_key(node.public), cookie)[0]
+
+
+def cookie_of(node: Node, reply: bytes, init: bytes) -> bytes:
+    """Open the COOKIE_REPLY ``node`` sent for ``init`` (as the initiator does)."""
+    body = decode_datagram(reply)[1]
+    cookie = open_cookie(cookie_key(node.public), body.nonce, body.sealed, decode_datagram(init)[1].mac1)
+    assert cookie is not None
+    return cookie
 
 
 def fill_pending(node: Node, count: int, now: float = 0.0) -> None:
@@ -60,10 +92,10 @@ def test_first_messages_that_are_not_valid_leave_no_state() -> None:
     b = Node("b", 2)
     e = static_keypair(7)[1]
     bad = {
-        "payload in message 1": encode_handshake_init(5, NO_COOKIE, e + b"extra"),
-        "sender index 0": encode_header(INIT, 0, 0) + struct.pack(">I", 0) + NO_COOKIE + e,
-        "truncated": encode_header(INIT, 0, 0) + struct.pack(">I", 5) + NO_COOKIE + e[:10],
-        "low-order ephemeral": encode_handshake_init(5, NO_COOKIE, bytes(32)),
+        "payload in message 1": init_for(b, 5, e + b"extra"),
+        "sender index 0": encode_header(INIT, 0, 0) + struct.pack(">I", 0) + e + bytes(2 * MAC_SIZE),
+        "truncated": encode_header(INIT, 0, 0) + struct.pack(">I", 5) + e[:10] + bytes(2 * MAC_SIZE),
+        "low-order ephemeral": init_for(b, 5, bytes(32)),
     }
     for name, datagram in bad.items():
         with pytest.raises(MalformedPacket):
@@ -74,38 +106,90 @@ def test_first_messages_that_are_not_valid_leave_no_state() -> None:
         respond(b.responder, transport, ("192.0.2.1", 1))
 
 
-def test_rate_limit_per_source_address() -> None:
+def test_inits_without_a_valid_mac1_get_no_reply_and_cost_no_diffie_hellman(dh_count: Counter[str]) -> None:
     b = Node("b", 2)
-    rng = random.Random(8)
+    rng = random.Random(12)
+    e = static_keypair(7)[1]
+    wrong_key = Node("c", 3)
+    inits = [encode_handshake_init(1 + i, e) for i in range(100)]  # zero macs: a scan
+    inits += [init_for(wrong_key, 200 + i, e) for i in range(100)]  # meant for another node's key
+    inits += [init_for(b, 400 + i, e)[:-2 * MAC_SIZE] + rng.randbytes(2 * MAC_SIZE) for i in range(100)]  # guessed
+    for datagram in inits:
+        with pytest.raises(InvalidMac):
+            respond(b.responder, datagram, random_addr(rng))
+    assert dh_count["dh"] == 0
+    assert b.responder.stats["bad_mac1"] == 300 and b.responder.stats["responses_sent"] == 0
+    assert b.responder.pending_count == 0 and b.indices.live == set()
+    respond(b.responder, init_for(b, 999, e), random_addr(rng))  # the same INIT with a valid mac1 is answered
+    assert dh_count["dh"] > 0 and b.responder.stats["responses_sent"] == 1
+
+
+def test_no_rate_limit_and_no_cookie_below_the_load_threshold() -> None:
+    """Below load nothing is rate-limited at all (wireguard-go applies its limiter only under load, after the
+    cookie check): INITs spoofed with a victim's address cannot use up the victim's bucket."""
+    b = Node("b", 2)
+    victim = ("198.51.100.9", 7443)
+    now = 0.0
+    rate = (COOKIE_LOAD_THRESHOLD - 4) / PENDING_HANDSHAKE_TIMEOUT  # just under the load threshold
+    for i in range(int(3 * HANDSHAKE_BURST_PER_SOURCE)):
+        now += 1.0 / rate
+        replies, _ = respond(b.responder, init_for(b, i + 1, static_keypair(100 + i)[1]), victim, now)
+        assert types_of(replies) == [RESP]
+    assert b.responder.stats["rate_limited"] == 0 and b.responder.stats["cookie_replies"] == 0
+    assert b.responder.pending_count < COOKIE_LOAD_THRESHOLD
+
+
+def test_under_load_the_rate_limit_applies_per_source_after_the_cookie_check() -> None:
+    b = Node("b", 2)
+    fill_pending(b, COOKIE_LOAD_THRESHOLD)
+    noisy = ("198.51.100.9", 1000)
     outcomes: Counter[str] = Counter()
     for i in range(100):
-        init = encode_handshake_init(i + 1, NO_COOKIE, static_keypair(100 + i)[1])
+        e = static_keypair(100 + i)[1]
+        (reply,), _ = respond(b.responder, init_for(b, i + 1, e), noisy, 0.0)
+        assert types_of([reply]) == [COOKIE]  # no mac2 yet: a cookie reply, and no token taken
+        cookie = cookie_of(b, reply, init_for(b, i + 1, e))
         try:
-            respond(b.responder, init, ("198.51.100.9", 1000 + i), 0.0)  # same IP, any port
+            respond(b.responder, init_for(b, i + 1, e, cookie), noisy, 0.0)
             outcomes["answered"] += 1
         except RateLimited:
             outcomes["limited"] += 1
-    assert outcomes["answered"] == 40 and outcomes["limited"] == 60  # HANDSHAKE_BURST_PER_SOURCE
-    init = encode_handshake_init(999, NO_COOKIE, static_keypair(200)[1])
-    respond(b.responder, init, random_addr(rng), 0.0)  # another source is not affected
+    assert outcomes["answered"] == HANDSHAKE_BURST_PER_SOURCE and outcomes["limited"] == 100 - outcomes["answered"]
+    assert b.responder.stats["cookie_replies"] == 100
+    other = random_addr(random.Random(8))  # another source is not affected
+    init = init_for(b, 999, static_keypair(200)[1])
+    (reply,), _ = respond(b.responder, init, other, 0.0)
+    (answer,), _ = respond(b.responder, init_for(b, 999, static_keypair(200)[1], cookie_of(b, reply, init)), other, 0.0)
+    assert types_of([answer]) == [RESP]
 
 
-def test_100k_garbage_first_messages_keep_the_front_door_bounded() -> None:
+def test_load_outlasts_the_half_open_count_by_under_load_after_time() -> None:
     b = Node("b", 2)
+    fill_pending(b, COOKIE_LOAD_THRESHOLD)
+    assert b.responder.under_load(0.0)
+    b.responder.expire(PENDING_HANDSHAKE_TIMEOUT)  # every half-open handshake times out
+    assert b.responder.pending_count == 0
+    assert b.responder.under_load(PENDING_HANDSHAKE_TIMEOUT - 0.01 + UNDER_LOAD_AFTER_TIME)
+    assert not b.responder.under_load(PENDING_HANDSHAKE_TIMEOUT + UNDER_LOAD_AFTER_TIME)
+
+
+def flood(b: Node, rng: random.Random, count: int, *, mac1_valid: bool) -> Counter[str]:
+    """``count`` random first messages at ``b`` over 50 s, one in ten from one noisy source; outcome counts."""
     responder = b.responder
-    rng = random.Random(9)
     outcomes: Counter[str] = Counter()
     noisy = ("198.51.100.7", 4000)
     header = encode_header(INIT, 0, 0)
     now = 0.0
-    for i in range(100_000):
-        now += 0.0005  # 50 s of flood: half-open entries time out and are replaced
+    for i in range(count):
+        now += 50.0 / count  # half-open entries time out and are replaced
         if i % 3 == 0:
-            body = rng.randbytes(4 + COOKIE_SIZE + NOISE_MSG1_MIN)  # fully random (mostly a bad sender index)
+            body = rng.randbytes(4 + NOISE_MSG1_MIN)  # fully random (mostly a bad sender index)
         else:
-            body = struct.pack(">I", rng.randrange(1, 1 << 24)) + rng.randbytes(COOKIE_SIZE + NOISE_MSG1_MIN)
+            body = struct.pack(">I", rng.randrange(1, 1 << 24)) + rng.randbytes(NOISE_MSG1_MIN)
+        datagram = header + body + bytes(2 * MAC_SIZE)
+        if mac1_valid:
+            datagram = add_macs(datagram, mac1_key(b.public), None)[0]
         addr = noisy if i % 10 == 0 else random_addr(rng)
-        datagram = header + body
         try:
             replies, result = responder.receive(decode_header(datagram), datagram, addr, now)
         except RemoteProtocolError as exc:
@@ -114,11 +198,26 @@ def test_100k_garbage_first_messages_keep_the_front_door_bounded() -> None:
         assert result is None
         outcomes[types_of(replies)[0].name] += 1
         assert responder.pending_count <= COOKIE_LOAD_THRESHOLD <= MAX_PENDING_HANDSHAKES
+    assert b.indices.live == responder.pending_indices()  # nothing leaked
+    return outcomes
+
+
+def test_100k_garbage_first_messages_get_no_reply_and_cost_no_diffie_hellman(dh_count: Counter[str]) -> None:
+    b = Node("b", 2)
+    outcomes = flood(b, random.Random(9), 100_000, mac1_valid=False)
+    assert dh_count["dh"] == 0 and b.responder.pending_count == 0
+    assert outcomes["InvalidMac"] > 60_000 and outcomes["MalformedPacket"] > 20_000
+    assert set(outcomes) == {"InvalidMac", "MalformedPacket"}  # no reply of any kind
+
+
+def test_a_flood_from_senders_that_know_our_key_keeps_the_front_door_bounded(dh_count: Counter[str]) -> None:
+    b = Node("b", 2)
+    outcomes = flood(b, random.Random(9), 100_000, mac1_valid=True)
     assert outcomes["COOKIE_REPLY"] > 50_000  # most of the flood costs one hash and no state
     assert outcomes["HANDSHAKE_RESP"] < 1_000  # few Diffie-Hellmans, bounded by load and time
-    assert outcomes["RateLimited"] > 5_000  # the one noisy source is held to its bucket
+    assert dh_count["dh"] <= 3 * outcomes["HANDSHAKE_RESP"] + 3 * outcomes["MalformedPacket"]
+    assert outcomes["RateLimited"] == 0  # nobody proved an address, so no bucket was touched
     assert outcomes["MalformedPacket"] > 20_000
-    assert b.indices.live == responder.pending_indices()  # nothing leaked
 
 
 def test_pending_table_is_bounded_even_when_every_initiator_echoes_its_cookie() -> None:
@@ -132,13 +231,13 @@ def test_pending_table_is_bounded_even_when_every_initiator_echoes_its_cookie() 
         addr = random_addr(rng)
         sender = i + 1
         e = bytes([(i >> 8) & 0xFF, i & 0xFF]) + e[2:]  # distinct message 1 each time
-        (reply,), _ = respond(responder, encode_handshake_init(sender, NO_COOKIE, e), addr, 1.0)
+        init = init_for(b, sender, e)
+        (reply,), _ = respond(responder, init, addr, 1.0)
         assert decode_header(reply).ptype is COOKIE and responder.pending_count == max(
             COOKIE_LOAD_THRESHOLD, min(created + COOKIE_LOAD_THRESHOLD, MAX_PENDING_HANDSHAKES)
         )
-        cookie = decode_datagram(reply)[1]
         try:
-            (answer,), _ = respond(responder, encode_handshake_init(sender, cookie, e), addr, 1.0)
+            (answer,), _ = respond(responder, init_for(b, sender, e, cookie_of(b, reply, init)), addr, 1.0)
         except MalformedPacket:
             continue  # this ephemeral happened to be unusable
         assert decode_header(answer).ptype is RESP
@@ -162,3 +261,29 @@ def test_pending_handshake_is_dropped_after_timeout() -> None:
     final = a.handle(resp[0], b.addr, PENDING_HANDSHAKE_TIMEOUT)
     with pytest.raises(UnknownReceiver):  # too late: the initiator will rehandshake on silence
         respond(b.responder, final[0], a.addr, PENDING_HANDSHAKE_TIMEOUT)
+
+
+def test_a_spoofed_source_init_flood_cannot_stop_the_real_peer_at_that_source() -> None:
+    """1,000 INITs a second carrying the victim's exact address (and a valid mac1: the attacker knows b's key)
+    for 5 s. The victim, who receives at that address, gets its cookie, passes mac2 and the rate limit, and
+    connects while the flood goes on; the flood never got a RESP to a spoofed sender past the load threshold."""
+    a, b = Node("a", 1), Node("b", 2)
+    net = Network(a, b)
+    rng = random.Random(13)
+    e = static_keypair(14)[1]
+    sa = a.session_for(b.public)
+    now, answered = 0.0, 0
+    net.send(a, sa.initiate(now))
+    while now < 5.0:
+        now += 0.001
+        forged = init_for(b, rng.randrange(1, 1 << 24), bytes([rng.randrange(256)]) + e[1:])
+        try:
+            replies, _ = respond(b.responder, forged, a.addr, now)  # spoofed: the replies go to the victim
+        except RemoteProtocolError:
+            continue
+        answered += types_of(replies) == [RESP]
+        if int(now * 1000) % 50 == 0:
+            net.step(now)  # the victim's own traffic, timers and retransmissions
+    assert sa.is_established and b.sessions[a.public].is_established
+    assert answered < 2 * COOKIE_LOAD_THRESHOLD  # past the load threshold, spoofers got only cookie replies
+    assert b.responder.stats["rate_limited"] == 0  # and never touched the victim's bucket

@@ -17,8 +17,11 @@ from hypothesis import strategies as st
 
 from axiomnet.constants import (
     AEAD_TAG_SIZE,
+    COOKIE_NONCE_SIZE,
     COOKIE_SIZE,
     HEADER_SIZE,
+    KEY_PROBE_CHALLENGE_SIZE,
+    MAC_SIZE,
     MAX_DATAGRAM_SIZE,
     MAX_RECEIVER_INDEX,
     PROTOCOL_VERSION,
@@ -27,14 +30,17 @@ from axiomnet.errors import MalformedPacket, RemoteProtocolError
 from axiomnet.wire import (
     HANDSHAKE_TYPES,
     MAX_HANDSHAKE_PAYLOAD,
-    NO_COOKIE,
+    NO_MAC,
     NOISE_MSG1_MIN,
     NOISE_MSG2_MIN,
     NOISE_MSG3_MIN,
     TRANSPORT_TYPES,
+    CookieReply,
     HandshakeInit,
     HandshakeResp,
     Header,
+    KeyProbe,
+    KeyReply,
     PacketType,
     decode_cookie_reply,
     decode_datagram,
@@ -42,12 +48,18 @@ from axiomnet.wire import (
     decode_handshake_init,
     decode_handshake_resp,
     decode_header,
+    decode_key_probe,
+    decode_key_reply,
     encode_cookie_reply,
+    encode_datagram,
     encode_handshake_final,
     encode_handshake_init,
     encode_handshake_resp,
     encode_header,
+    encode_key_probe,
+    encode_key_reply,
     peek_receiver,
+    sender_index,
 )
 
 FUZZ_INPUTS = 10_000
@@ -55,12 +67,14 @@ FUZZ_INPUTS = 10_000
 # Body sizes each packet type accepts, inclusive (mirrors docs/PROTOCOL.md §2.2).
 BODY_BOUNDS: dict[PacketType, tuple[int, int]] = {
     PacketType.HANDSHAKE_INIT: (
-        4 + COOKIE_SIZE + NOISE_MSG1_MIN,
-        4 + COOKIE_SIZE + NOISE_MSG1_MIN + MAX_HANDSHAKE_PAYLOAD,
+        4 + NOISE_MSG1_MIN + 2 * MAC_SIZE,
+        4 + NOISE_MSG1_MIN + 2 * MAC_SIZE + MAX_HANDSHAKE_PAYLOAD,
     ),
-    PacketType.HANDSHAKE_RESP: (4 + NOISE_MSG2_MIN, 4 + NOISE_MSG2_MIN + MAX_HANDSHAKE_PAYLOAD),
+    PacketType.HANDSHAKE_RESP: (4 + NOISE_MSG2_MIN + MAC_SIZE, 4 + NOISE_MSG2_MIN + MAC_SIZE + MAX_HANDSHAKE_PAYLOAD),
     PacketType.HANDSHAKE_FINAL: (NOISE_MSG3_MIN, NOISE_MSG2_MIN + MAX_HANDSHAKE_PAYLOAD),
-    PacketType.COOKIE_REPLY: (COOKIE_SIZE, COOKIE_SIZE),
+    PacketType.COOKIE_REPLY: (COOKIE_NONCE_SIZE + COOKIE_SIZE + AEAD_TAG_SIZE,) * 2,
+    PacketType.KEY_PROBE: (48, 48),
+    PacketType.KEY_REPLY: (48, 48),
     PacketType.DATA: (AEAD_TAG_SIZE, MAX_DATAGRAM_SIZE - HEADER_SIZE),
     PacketType.CONTROL: (AEAD_TAG_SIZE, MAX_DATAGRAM_SIZE - HEADER_SIZE),
     PacketType.KEEPALIVE: (AEAD_TAG_SIZE, MAX_DATAGRAM_SIZE - HEADER_SIZE),
@@ -73,16 +87,19 @@ def raw_header(version: int, ptype: int, receiver: int, counter: int = 0, route_
     return struct.pack(">IIQ", route_label, (version << 28) | (ptype << 24) | receiver, counter)
 
 
+FIRST_CONTACT = (PacketType.HANDSHAKE_INIT, PacketType.KEY_PROBE)
+
+
 def receiver_for(ptype: PacketType) -> int:
     """A receiver index the header rules accept for ``ptype``."""
-    return 0 if ptype is PacketType.HANDSHAKE_INIT else 7
+    return 0 if ptype in FIRST_CONTACT else 7
 
 
 def minimal_datagram(ptype: PacketType) -> bytes:
     """The shortest valid datagram of ``ptype`` (sender index 1 where there is one)."""
     low, _ = BODY_BOUNDS[ptype]
     body = bytearray(low)
-    if ptype in (PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_RESP):
+    if ptype in (PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_RESP, PacketType.KEY_PROBE):
         body[0:4] = struct.pack(">I", 1)
     return encode_header(ptype, receiver_for(ptype), 0) + bytes(body)
 
@@ -101,20 +118,27 @@ def assert_lossless(data: bytes, decoded: tuple[Header, object]) -> None:
     assert encode_header(header.ptype, header.receiver, header.counter, header.route_label) == data[:HEADER_SIZE]
     if header.ptype is PacketType.HANDSHAKE_INIT:
         assert isinstance(body, HandshakeInit)
-        rebuilt = encode_handshake_init(body.sender, body.cookie, body.noise)
+        rebuilt = encode_handshake_init(body.sender, body.noise, body.mac1, body.mac2)
     elif header.ptype is PacketType.HANDSHAKE_RESP:
         assert isinstance(body, HandshakeResp)
-        rebuilt = encode_handshake_resp(header.receiver, body.sender, body.noise)
+        rebuilt = encode_handshake_resp(header.receiver, body.sender, body.noise, body.mac1)
     elif header.ptype is PacketType.HANDSHAKE_FINAL:
         assert isinstance(body, bytes)
         rebuilt = encode_handshake_final(header.receiver, body)
     elif header.ptype is PacketType.COOKIE_REPLY:
-        assert isinstance(body, bytes)
-        rebuilt = encode_cookie_reply(header.receiver, body)
+        assert isinstance(body, CookieReply)
+        rebuilt = encode_cookie_reply(header.receiver, body.nonce, body.sealed)
+    elif header.ptype is PacketType.KEY_PROBE:
+        assert isinstance(body, KeyProbe)
+        rebuilt = encode_key_probe(body.sender, body.challenge)
+    elif header.ptype is PacketType.KEY_REPLY:
+        assert isinstance(body, KeyReply)
+        rebuilt = encode_key_reply(header.receiver, body.public_key, body.challenge)
     else:
         assert isinstance(body, bytes) and len(body) >= AEAD_TAG_SIZE
         rebuilt = data[:HEADER_SIZE] + body
     assert rebuilt[HEADER_SIZE:] == data[HEADER_SIZE:]
+    assert encode_datagram(header, body) == data  # the generic encoder is the exact inverse too
 
 
 # --- layout ---------------------------------------------------------------------------------------------
@@ -127,6 +151,8 @@ def test_packet_type_values_are_the_documented_ones() -> None:
         "DATA": 5,
         "CONTROL": 6,
         "KEEPALIVE": 7,
+        "KEY_PROBE": 14,
+        "KEY_REPLY": 15,
     }
     assert TRANSPORT_TYPES | HANDSHAKE_TYPES == set(PacketType)
     assert not TRANSPORT_TYPES & HANDSHAKE_TYPES
@@ -149,7 +175,7 @@ def test_header_bytes_match_the_documented_layout() -> None:
 def test_header_roundtrip_for_every_packet_type(
     ptype: PacketType, receiver: int, counter: int, route_label: int
 ) -> None:
-    if ptype is PacketType.HANDSHAKE_INIT:
+    if ptype in FIRST_CONTACT:
         receiver = 0
     low, _ = BODY_BOUNDS[ptype]
     raw = encode_header(ptype, receiver, counter, route_label)
@@ -169,6 +195,7 @@ def test_decode_header_accepts_bytearray_and_memoryview(ptype: PacketType) -> No
     [
         {"ptype": 0, "receiver": 1, "counter": 0},
         {"ptype": 8, "receiver": 1, "counter": 0},
+        {"ptype": 13, "receiver": 1, "counter": 0},
         {"ptype": PacketType.DATA, "receiver": -1, "counter": 0},
         {"ptype": PacketType.DATA, "receiver": MAX_RECEIVER_INDEX + 1, "counter": 0},
         {"ptype": PacketType.DATA, "receiver": 1, "counter": -1},
@@ -184,33 +211,39 @@ def test_encode_header_refuses_out_of_range_fields(kwargs: dict[str, int]) -> No
 # --- prop_protocol_roundtrip ------------------------------------------------------------------------------
 senders = st.integers(1, MAX_RECEIVER_INDEX)
 receivers = st.integers(1, MAX_RECEIVER_INDEX)
+macs = st.binary(min_size=MAC_SIZE, max_size=MAC_SIZE)
 cookies = st.binary(min_size=COOKIE_SIZE, max_size=COOKIE_SIZE)
+challenges = st.binary(min_size=KEY_PROBE_CHALLENGE_SIZE, max_size=KEY_PROBE_CHALLENGE_SIZE)
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     sender=senders,
-    cookie=cookies,
+    mac1=macs,
+    mac2=macs,
     noise=st.binary(min_size=NOISE_MSG1_MIN, max_size=NOISE_MSG1_MIN + MAX_HANDSHAKE_PAYLOAD),
 )
-def test_prop_protocol_roundtrip_handshake_init(sender: int, cookie: bytes, noise: bytes) -> None:
-    data = encode_handshake_init(sender, cookie, noise)
+def test_prop_protocol_roundtrip_handshake_init(sender: int, mac1: bytes, mac2: bytes, noise: bytes) -> None:
+    data = encode_handshake_init(sender, noise, mac1, mac2)
     header, body = decode_datagram(data)
     assert header == Header(0, PROTOCOL_VERSION, PacketType.HANDSHAKE_INIT, 0, 0)
-    assert body == HandshakeInit(sender, cookie, noise) == decode_handshake_init(data)
+    assert body == HandshakeInit(sender, noise, mac1, mac2) == decode_handshake_init(data)
+    assert data[-2 * MAC_SIZE :] == mac1 + mac2 and sender_index(data) == sender
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     receiver=receivers,
     sender=senders,
+    mac1=macs,
     noise=st.binary(min_size=NOISE_MSG2_MIN, max_size=NOISE_MSG2_MIN + MAX_HANDSHAKE_PAYLOAD),
 )
-def test_prop_protocol_roundtrip_handshake_resp(receiver: int, sender: int, noise: bytes) -> None:
-    data = encode_handshake_resp(receiver, sender, noise)
+def test_prop_protocol_roundtrip_handshake_resp(receiver: int, sender: int, mac1: bytes, noise: bytes) -> None:
+    data = encode_handshake_resp(receiver, sender, noise, mac1)
     header, body = decode_datagram(data)
     assert header == Header(0, PROTOCOL_VERSION, PacketType.HANDSHAKE_RESP, receiver, 0)
-    assert body == HandshakeResp(sender, noise) == decode_handshake_resp(data)
+    assert body == HandshakeResp(sender, noise, mac1) == decode_handshake_resp(data)
+    assert data[-MAC_SIZE:] == mac1 and sender_index(data) == sender
 
 
 @settings(max_examples=200, deadline=None)
@@ -223,13 +256,40 @@ def test_prop_protocol_roundtrip_handshake_final(receiver: int, noise: bytes) ->
 
 
 @settings(max_examples=200, deadline=None)
-@given(receiver=receivers, cookie=cookies)
-def test_prop_protocol_roundtrip_cookie_reply(receiver: int, cookie: bytes) -> None:
-    data = encode_cookie_reply(receiver, cookie)
-    assert len(data) == HEADER_SIZE + COOKIE_SIZE
+@given(
+    receiver=receivers,
+    nonce=st.binary(min_size=COOKIE_NONCE_SIZE, max_size=COOKIE_NONCE_SIZE),
+    sealed=st.binary(min_size=COOKIE_SIZE + AEAD_TAG_SIZE, max_size=COOKIE_SIZE + AEAD_TAG_SIZE),
+)
+def test_prop_protocol_roundtrip_cookie_reply(receiver: int, nonce: bytes, sealed: bytes) -> None:
+    data = encode_cookie_reply(receiver, nonce, sealed)
+    assert len(data) == HEADER_SIZE + 24 + 32 == 72  # smaller than the 84-byte INIT it answers
     header, body = decode_datagram(data)
     assert header == Header(0, PROTOCOL_VERSION, PacketType.COOKIE_REPLY, receiver, 0)
-    assert body == cookie == decode_cookie_reply(data)
+    assert body == CookieReply(nonce, sealed) == decode_cookie_reply(data)
+    assert sender_index(data) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(sender=senders, receiver=receivers, challenge=challenges, key=st.binary(min_size=32, max_size=32))
+def test_prop_protocol_roundtrip_key_probe_and_reply(sender: int, receiver: int, challenge: bytes, key: bytes) -> None:
+    probe = encode_key_probe(sender, challenge)
+    reply = encode_key_reply(receiver, key, challenge)
+    assert len(probe) == len(reply) == 64  # the reply is no larger than the probe: nothing to amplify
+    header, body = decode_datagram(probe)
+    assert header == Header(0, PROTOCOL_VERSION, PacketType.KEY_PROBE, 0, 0)
+    assert body == KeyProbe(sender, challenge) == decode_key_probe(probe) and sender_index(probe) == sender
+    assert probe[HEADER_SIZE + 4 + KEY_PROBE_CHALLENGE_SIZE :] == bytes(28)
+    header, body = decode_datagram(reply)
+    assert header == Header(0, PROTOCOL_VERSION, PacketType.KEY_REPLY, receiver, 0)
+    assert body == KeyReply(key, challenge) == decode_key_reply(reply) and sender_index(reply) == 0
+
+
+def test_key_probe_padding_must_be_zeros() -> None:
+    probe = bytearray(encode_key_probe(1, bytes(KEY_PROBE_CHALLENGE_SIZE)))
+    probe[-1] = 1
+    with pytest.raises(MalformedPacket, match="padding"):
+        decode_datagram(bytes(probe))
 
 
 @settings(max_examples=300, deadline=None)
@@ -312,29 +372,30 @@ def test_wrong_version_is_rejected(version: int) -> None:
             decode_datagram(bad)
 
 
-@pytest.mark.parametrize("ptype", [0, *range(8, 16)])
+@pytest.mark.parametrize("ptype", [0, *range(8, 14)])
 def test_unknown_packet_types_are_rejected(ptype: int) -> None:
     for receiver in (0, 1, MAX_RECEIVER_INDEX):
         with pytest.raises(MalformedPacket, match="unknown packet type"):
             decode_datagram(raw_header(PROTOCOL_VERSION, ptype, receiver) + bytes(200))
 
 
+@pytest.mark.parametrize("ptype", FIRST_CONTACT)
 @pytest.mark.parametrize("receiver", [1, 2, MAX_RECEIVER_INDEX])
-def test_handshake_init_with_a_receiver_index_is_rejected(receiver: int) -> None:
-    body = minimal_datagram(PacketType.HANDSHAKE_INIT)[HEADER_SIZE:]
-    data = raw_header(PROTOCOL_VERSION, PacketType.HANDSHAKE_INIT, receiver) + body
+def test_first_contact_with_a_receiver_index_is_rejected(ptype: PacketType, receiver: int) -> None:
+    body = minimal_datagram(ptype)[HEADER_SIZE:]
+    data = raw_header(PROTOCOL_VERSION, ptype, receiver) + body
     with pytest.raises(MalformedPacket, match="receiver index 0"):
         decode_datagram(data)
 
 
-@pytest.mark.parametrize("ptype", [t for t in PacketType if t is not PacketType.HANDSHAKE_INIT])
+@pytest.mark.parametrize("ptype", [t for t in PacketType if t not in FIRST_CONTACT])
 def test_receiver_index_zero_is_rejected_for_every_other_type(ptype: PacketType) -> None:
     data = raw_header(PROTOCOL_VERSION, ptype, 0) + minimal_datagram(ptype)[HEADER_SIZE:]
     with pytest.raises(MalformedPacket, match="receiver index 0"):
         decode_datagram(data)
 
 
-@pytest.mark.parametrize("ptype", [PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_RESP])
+@pytest.mark.parametrize("ptype", [PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_RESP, PacketType.KEY_PROBE])
 @pytest.mark.parametrize("sender", [0, MAX_RECEIVER_INDEX + 1, 0xFFFFFFFF])
 def test_sender_index_outside_24_bits_or_zero_is_rejected(ptype: PacketType, sender: int) -> None:
     data = bytearray(minimal_datagram(ptype))
@@ -343,18 +404,28 @@ def test_sender_index_outside_24_bits_or_zero_is_rejected(ptype: PacketType, sen
         decode_datagram(bytes(data))
 
 
-def test_handshake_init_without_a_cookie_carries_zeros() -> None:
-    data = encode_handshake_init(5, NO_COOKIE, bytes(NOISE_MSG1_MIN))
-    assert data[HEADER_SIZE + 4 : HEADER_SIZE + 4 + COOKIE_SIZE] == bytes(COOKIE_SIZE)
-    assert decode_handshake_init(data).cookie == NO_COOKIE
+def test_handshake_init_bytes_match_the_documented_layout() -> None:
+    noise, mac1, mac2 = bytes(range(32)), bytes([0xA1]) * MAC_SIZE, bytes([0xA2]) * MAC_SIZE
+    data = encode_handshake_init(0x010203, noise, mac1, mac2)
+    assert data == bytes.fromhex("00000000" "11000000" "0000000000000000" "00010203") + noise + mac1 + mac2
+    assert len(data) == 84
+    assert decode_handshake_init(encode_handshake_init(5, noise)).mac2 == NO_MAC  # no cookie: zeros
 
 
-@pytest.mark.parametrize("cookie", [b"", bytes(COOKIE_SIZE - 1), bytes(COOKIE_SIZE + 1)])
-def test_cookie_encoders_refuse_a_cookie_of_the_wrong_size(cookie: bytes) -> None:
+@pytest.mark.parametrize("bad", [b"", bytes(MAC_SIZE - 1), bytes(MAC_SIZE + 1)])
+def test_encoders_refuse_fields_of_the_wrong_size(bad: bytes) -> None:
     with pytest.raises(ValueError):
-        encode_handshake_init(1, cookie, bytes(NOISE_MSG1_MIN))
+        encode_handshake_init(1, bytes(NOISE_MSG1_MIN), bad)
     with pytest.raises(ValueError):
-        encode_cookie_reply(1, cookie)
+        encode_handshake_init(1, bytes(NOISE_MSG1_MIN), NO_MAC, bad)
+    with pytest.raises(ValueError):
+        encode_handshake_resp(1, 1, bytes(NOISE_MSG2_MIN), bad)
+    with pytest.raises(ValueError):
+        encode_cookie_reply(1, bad, bytes(COOKIE_SIZE + AEAD_TAG_SIZE))
+    with pytest.raises(ValueError):
+        encode_key_probe(1, bad)
+    with pytest.raises(ValueError):
+        encode_key_reply(1, bytes(32), bad)
 
 
 def test_malformed_packet_is_a_remote_protocol_error() -> None:
@@ -381,7 +452,7 @@ def structured_datagram(rng: random.Random) -> bytes:
         high = min(high, 2048)
     else:
         receiver, low, high = rng.randrange(MAX_RECEIVER_INDEX + 1), 0, 256
-    if receiver == 0 and ptype not in (0, PacketType.HANDSHAKE_INIT) and rng.random() < 0.5:
+    if receiver == 0 and ptype not in (0, *FIRST_CONTACT) and rng.random() < 0.5:
         receiver = rng.randrange(1, MAX_RECEIVER_INDEX + 1)
     size = rng.choice([low - 1, low, low + 1, high - 1, high, high + 1, rng.randrange(0, high + 2)])
     body = bytearray(rng.randbytes(max(size, 0)))
@@ -433,6 +504,7 @@ def test_fuzz_tool_runs_a_bounded_clean_loop() -> None:
         text=True,
         timeout=60,
         check=False,
+        env={**os.environ, "PYTHONPATH": str(FUZZ_TOOL.parents[1])},  # this tree's axiomnet, not an installed one
     )
     assert done.returncode == 0, done.stderr
     assert "3000 inputs" in done.stdout and "no crash" in done.stdout

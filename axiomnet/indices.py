@@ -1,0 +1,167 @@
+"""Receiver indices: each owner picks its own, the dispatcher only routes by them (no I/O, no blocking call).
+
+A receiver index (24 bits, docs/PROTOCOL.md §3.1.1) names a half-open handshake or a keypair at its node.
+As aioquic's connection picks its own connection IDs and reports them (``ConnectionIdIssued`` /
+``ConnectionIdRetired``), a Session or the HandshakeResponder picks its indices with an injected random
+source through :class:`LocalIndices` and reports them as :class:`IndexIssued` / :class:`IndexRetired`
+commands; the owner's actor turns them into BindIndex / ReleaseIndex tells to the socket actor. Nobody asks
+anybody for an index, so no actor ever waits on another for one.
+
+Owners pick independently, so two of them can pick the same index. The dispatcher (:class:`IndexTable`,
+kept by the socket actor) refuses a bind of an index another owner holds, and the refused owner drops what
+it built on that index and picks again (``Session.index_refused``, ``HandshakeResponder.index_refused``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Generic, TypeVar
+
+from axiomnet.constants import MAX_RECEIVER_INDEX
+
+
+@dataclass(frozen=True)
+class IndexIssued:
+    """The owner started using ``index``: route datagrams for it here (before sending anything naming it)."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class IndexRetired:
+    """The owner no longer uses ``index``: stop routing it here."""
+
+    index: int
+
+
+IndexCommand = IndexIssued | IndexRetired
+
+
+class LocalIndices:
+    """The receiver indices one owner holds: picked at random, never one it already holds, reported as commands.
+
+    ``adopt`` takes an index whose routing another owner moves over (a completed responder handshake) and
+    ``hand_over`` gives one away the same way: neither is reported, the mover tells the dispatcher.
+    """
+
+    __slots__ = ("_rng", "_live", "_commands")
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._live: set[int] = set()
+        self._commands: list[IndexCommand] = []
+
+    def __contains__(self, index: int) -> bool:
+        return index in self._live
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def pick(self) -> int:
+        """A fresh index in 1..2^24-1 that this owner does not hold; reported as IndexIssued."""
+        live = self._live
+        randint = self._rng.randint
+        while True:
+            index = randint(1, MAX_RECEIVER_INDEX)
+            if index not in live:
+                live.add(index)
+                self._commands.append(IndexIssued(index))
+                return index
+
+    def release(self, index: int) -> None:
+        """Stop using ``index`` (reported as IndexRetired); ValueError if it is not held (a local bug)."""
+        if index not in self._live:
+            raise ValueError(f"index {index} released but not held")
+        self._live.remove(index)
+        self._commands.append(IndexRetired(index))
+
+    def forget(self, index: int) -> bool:
+        """Drop ``index`` without a report: the dispatcher refused it, so it was never ours. True if held."""
+        if index not in self._live:
+            return False
+        self._live.remove(index)
+        self._commands = [c for c in self._commands if c.index != index]
+        return True
+
+    def adopt(self, index: int) -> None:
+        """Take over ``index`` from another owner (no report: the mover re-routes it)."""
+        self._live.add(index)
+
+    def hand_over(self, index: int) -> None:
+        """Give ``index`` away to another owner (no report: the mover re-routes it)."""
+        self._live.discard(index)
+
+    def take_commands(self) -> list[IndexCommand]:
+        """Commands since the last call, oldest first (the order matters: a release may precede a re-issue)."""
+        commands, self._commands = self._commands, []
+        return commands
+
+
+Owner = TypeVar("Owner", bound=Hashable)
+
+
+class IndexTable(Generic[Owner]):
+    """The dispatcher's view: which owner each index is routed to; refuses a bind of an index held by another.
+
+    ``snapshot()`` is an immutable mapping replaced on every change, so a reader thread can route by it while
+    the owning actor updates the table.
+    """
+
+    __slots__ = ("_owners", "_snapshot")
+
+    def __init__(self) -> None:
+        self._owners: dict[int, Owner] = {}
+        self._snapshot: Mapping[int, Owner] = MappingProxyType({})
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+    def owner(self, index: int) -> Owner | None:
+        """Who ``index`` is routed to, or None."""
+        return self._owners.get(index)
+
+    def snapshot(self) -> Mapping[int, Owner]:
+        """An immutable copy of the table as of the last change."""
+        return self._snapshot
+
+    def bind(self, index: int, owner: Owner) -> bool:
+        """Route ``index`` to ``owner``; False (nothing changed) if another owner holds it."""
+        held = self._owners.get(index)
+        if held is not None:
+            return held == owner
+        self._owners[index] = owner
+        self._publish()
+        return True
+
+    def move(self, index: int, old: Owner, new: Owner) -> bool:
+        """Re-route ``index`` from ``old`` (or from nobody) to ``new``; False if a third owner holds it."""
+        held = self._owners.get(index)
+        if held is not None and held != old and held != new:
+            return False
+        if held != new:
+            self._owners[index] = new
+            self._publish()
+        return True
+
+    def release(self, index: int, owner: Owner) -> bool:
+        """Stop routing ``index`` if ``owner`` holds it; False otherwise (a stale release changes nothing)."""
+        if index not in self._owners or self._owners[index] != owner:
+            return False
+        del self._owners[index]
+        self._publish()
+        return True
+
+    def release_owner(self, owner: Owner) -> list[int]:
+        """Stop routing every index ``owner`` holds (it crashed or stopped); the indices released."""
+        stale = [index for index, held in self._owners.items() if held == owner]
+        for index in stale:
+            del self._owners[index]
+        if stale:
+            self._publish()
+        return stale
+
+    def _publish(self) -> None:
+        self._snapshot = MappingProxyType(dict(self._owners))

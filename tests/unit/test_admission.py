@@ -1,0 +1,122 @@
+"""Admission: one host minting keys, or many hosts, cannot keep named peers (or other newcomers) out."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from tests.unit.lossy_link import Node, respond, types_of
+
+from axiomnet.admission import Admission, Admit, Refuse
+from axiomnet.constants import MAX_SESSIONS, MAX_SESSIONS_PER_SOURCE, MAX_UNPINNED_SESSIONS
+from axiomnet.cookie import source_key
+from axiomnet.errors import NotAllowed
+from axiomnet.session import KeyRefused
+from axiomnet.wire import Header, decode_header
+
+ATTACKER = source_key(("198.51.100.66", 40000))
+
+
+def admit(table: Admission, sid: object, *, named: bool, source: bytes, now: float) -> Admit | Refuse:
+    """Decide, and on Admit evict and add, as the peer manager does."""
+    decision = table.decide(named=named, source=source)
+    if isinstance(decision, Admit):
+        if decision.evict is not None:
+            table.remove(decision.evict)
+        table.add(sid, named=named, source=source, inbound=True, now=now)
+    return decision
+
+
+def test_a_host_with_5000_fresh_keys_cannot_keep_a_pinned_peer_or_a_newcomer_out() -> None:
+    table = Admission()
+    outcomes = [admit(table, f"key{i}", named=False, source=ATTACKER, now=i * 0.01) for i in range(5000)]
+    admitted = [o for o in outcomes if isinstance(o, Admit)]
+    assert len(admitted) == MAX_SESSIONS_PER_SOURCE
+    assert {o.reason for o in outcomes if isinstance(o, Refuse)} == {"refused_source_limit"}
+    newcomer = admit(table, "newcomer", named=False, source=source_key(("192.0.2.5", 7443)), now=60.0)
+    pinned = admit(table, "pinned", named=True, source=ATTACKER, now=60.0)  # even from the attacker's address
+    assert newcomer == Admit() and pinned == Admit() and len(table) == MAX_SESSIONS_PER_SOURCE + 2
+
+
+def test_5000_hosts_fill_only_the_unnamed_share_and_named_peers_still_get_in() -> None:
+    table = Admission()
+    rng = random.Random(3)
+    for i in range(5000):
+        source = source_key((f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}", 1))
+        admit(table, f"key{i}", named=False, source=source, now=float(i))
+    assert table.unnamed == MAX_UNPINNED_SESSIONS == len(table)
+    for n in range(MAX_SESSIONS - MAX_UNPINNED_SESSIONS):
+        assert admit(table, f"named{n}", named=True, source=ATTACKER, now=9000.0) == Admit()
+    assert len(table) == MAX_SESSIONS
+    # The table is full: a named newcomer evicts the least recently active stranger; strangers are refused.
+    table.touch("key0", 9500.0)  # key0 was heard lately: it is not the one to go
+    decision = admit(table, "late named", named=True, source=ATTACKER, now=9600.0)
+    assert isinstance(decision, Admit) and decision.evict not in (None, "key0")
+    assert admit(table, "late stranger", named=False, source=source_key(("192.0.2.9", 1)), now=9600.0) == Refuse(
+        "refused_session_limit")
+
+
+def test_named_newcomers_never_evict_named_or_outbound_sessions() -> None:
+    table = Admission(max_sessions=2)
+    table.add("static", named=False, source=b"x", inbound=False, now=0.0)  # a session we dialled
+    table.add("friend", named=True, source=b"y", inbound=True, now=0.0)
+    assert table.decide(named=True, source=b"z") == Refuse("refused_session_limit")
+    table.remove("friend")
+    table.add("stranger", named=False, source=b"z", inbound=True, now=5.0)
+    assert table.decide(named=True, source=b"w") == Admit("stranger")
+
+
+@pytest.mark.parametrize("bounds", [(0, 1, 1), (2, -1, 1), (2, 1, -1)])
+def test_bounds_must_make_sense(bounds: tuple[int, int, int]) -> None:
+    with pytest.raises(ValueError):
+        Admission(*bounds)
+
+
+# --- allowed_keys (core) ---------------------------------------------------------------------------------
+def test_allowed_keys_refuses_an_unlisted_initiator_before_any_result_exists() -> None:
+    friend, stranger = Node("friend", 1), Node("stranger", 3)
+    b = Node("b", 2, allowed_keys=frozenset({friend.public}))
+    for dialler in (stranger, friend):
+        s = dialler.session_for(b.public)
+        final = dialler.handle(b.handle(s.initiate(0.0)[0], dialler.addr, 0.0)[0], b.addr, 0.0)
+        b.handle(final[0], dialler.addr, 0.0)
+    assert b.errors["NotAllowed"] == 1 and b.responder.stats["not_allowed"] == 1
+    assert set(b.sessions) == {friend.public}  # no session was ever created for the stranger
+    assert b.indices.live == b.owned_indices()  # and its half-open handshake's index went back
+    with pytest.raises(NotAllowed):  # the refusal is the specific RemoteProtocolError the actors count
+        b.responder.receive(*_final_from(Node("other", 4), b))
+
+
+def test_allowed_keys_also_binds_the_initiator() -> None:
+    a = Node("a", 1, allowed_keys=frozenset())  # a peer configured without a key, and nobody allowed
+    b = Node("b", 2)
+    sa = a.session_for(None, pin=False)
+    out = sa.initiate(0.0)
+    for _ in range(3):  # probe, reply, init, resp
+        out = [r for d in out for r in b.handle(d, a.addr, 0.0)]
+        out = [r for d in out for r in a.handle(d, b.addr, 0.0)]
+    assert not sa.is_established and types_of(out) == []
+    assert any(isinstance(e, KeyRefused) and e.actual == b.public for e in sa.events())
+    assert sa.stats["keys_refused"] == 1 and b.responder.pending_count == 1  # msg 3 never sent
+
+
+def test_an_unlisted_key_cannot_be_installed_either() -> None:
+    a, b = Node("a", 1), Node("b", 2)
+    sa = a.session_for(b.public)
+    final = a.handle(b.handle(sa.initiate(0.0)[0], a.addr, 0.0)[0], b.addr, 0.0)
+    _, result = respond(b.responder, final[0], a.addr)
+    assert result is not None
+    sb = b.session_for(a.public)
+    sb.allowed_keys = frozenset()
+    b.sync()
+    assert b.indices.table.move(result.local_index, b.responder, sb)  # as the peer manager's MoveIndex does
+    got = sb.install(result, 0.0)
+    assert not got.authenticated and got.replies == [] and not sb.is_established
+    assert sb.stats["keys_refused"] == 1 and b.indices.live == b.owned_indices()
+
+
+def _final_from(dialler: Node, b: Node) -> tuple[Header, bytes, tuple[str, int], float]:
+    """The arguments of b.responder.receive for a HANDSHAKE_FINAL from ``dialler`` (a key b does not list)."""
+    s = dialler.session_for(b.public)
+    final = dialler.handle(b.handle(s.initiate(1.0)[0], dialler.addr, 1.0)[0], b.addr, 1.0)[0]
+    return decode_header(final), final, dialler.addr, 1.0
