@@ -56,10 +56,16 @@ def _cli_json(args: Sequence[str], *, ns: Namespace | None = None, timeout: floa
         raise HarnessError(f"{' '.join(args[:3])} printed no JSON: {proc.stdout[:200]!r}") from exc
 
 
+def identity_info(data_dir: str | Path) -> dict[str, str]:
+    """``address`` and ``public_key`` (hex) of the identity in ``data_dir`` (created if absent), via
+    `axiomnet identity show`."""
+    info = _cli_json(["-m", "axiomnet", "identity", "show", "--data-dir", str(data_dir), "--json"])
+    return {"address": str(ipaddress.IPv6Address(info["address"])), "public_key": str(info["public_key"])}
+
+
 def overlay_address(data_dir: str | Path) -> str:
     """The overlay address of the identity in ``data_dir`` (created if absent), via `axiomnet identity show`."""
-    info = _cli_json(["-m", "axiomnet", "identity", "show", "--data-dir", str(data_dir), "--json"])
-    return str(ipaddress.IPv6Address(info["address"]))
+    return identity_info(data_dir)["address"]
 
 
 _INSPECT = "import sys; from axiomnet.cli import inspect_main; sys.exit(inspect_main())"

@@ -1,0 +1,142 @@
+"""Open many AxiomNet sessions to one daemon and hold them: ``python -m axiomnet.lab.session_holder``.
+
+Run inside a lab namespace by tools/bench.py to measure a daemon's memory per idle session. Each session is a
+fresh static key driven by the core's :class:`~axiomnet.session.Session` over UDP, so the daemon sees COUNT
+distinct peers. Sources are spread over 127.0.0.2, 127.0.0.3, ... (at most PER_SOURCE sessions each, below the
+daemon's per-source handshake burst) and at most IN_FLIGHT handshakes are open at once (below its cookie
+threshold), so nothing is refused for load. It prints one JSON line when the sessions are up (or the deadline
+passed), then drains what the daemon sends until its stdin closes or HOLD seconds pass. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import random
+import select
+import socket
+import sys
+import time
+
+from nacl.public import PrivateKey
+
+from axiomnet.constants import HANDSHAKE_BURST_PER_SOURCE, MAX_RECEIVER_INDEX
+from axiomnet.control import HandshakePayload
+from axiomnet.errors import RemoteProtocolError
+from axiomnet.session import Session
+from axiomnet.wire import decode_header
+
+PER_SOURCE = int(HANDSHAKE_BURST_PER_SOURCE) // 2  # sessions opened from one source address
+IN_FLIGHT = 32  # handshakes open at once (the daemon asks for cookies from COOKIE_LOAD_THRESHOLD on)
+TICK_EVERY = 0.1  # session timers (handshake retransmission) run this often
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("host", help="the daemon's UDP address (a loopback address)")
+    parser.add_argument("port", type=int)
+    parser.add_argument("count", type=int, help="sessions to open (1..1024)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="give up opening after this many seconds")
+    parser.add_argument("--hold", type=float, default=120.0, help="hold the sessions at most this long")
+    args = parser.parse_args(argv)
+    if not ipaddress.ip_address(args.host).is_loopback or not 1 <= args.count <= 1024:
+        parser.error("host must be a loopback address and count 1..1024")
+
+    rng = random.Random(7)
+    live: set[int] = set()
+
+    def allocate() -> int:
+        while True:
+            index = rng.randint(1, MAX_RECEIVER_INDEX)
+            if index not in live:
+                live.add(index)
+                return index
+
+    payload = HandshakePayload(capabilities=("relay",))
+    sockets: list[socket.socket] = []
+    owner: dict[int, tuple[Session, socket.socket]] = {}
+    opening: list[tuple[Session, socket.socket]] = []
+    established: list[Session] = []
+    dest = (args.host, args.port)
+    start = time.monotonic()
+    deadline = start + args.timeout
+    started = 0
+    next_tick = start
+
+    def send(sock: socket.socket, datagrams: list[bytes]) -> None:
+        for datagram in datagrams:
+            try:
+                sock.sendto(datagram, dest)
+            except OSError:
+                pass
+
+    def claim(session: Session, sock: socket.socket) -> None:
+        for index in session.local_indices():
+            owner[index] = (session, sock)
+
+    while len(established) < args.count and time.monotonic() < deadline:
+        now = time.monotonic()
+        while len(opening) < IN_FLIGHT and started < args.count:
+            if started % PER_SOURCE == 0:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.bind((str(ipaddress.IPv4Address("127.0.0.2") + len(sockets)), 0))
+                sock.setblocking(False)
+                sockets.append(sock)
+            private = PrivateKey.generate()
+            session = Session(bytes(private), bytes(private.public_key), allocate_index=allocate,
+                              release_index=live.discard, local_payload=payload, peer_name=f"holder-{started}")
+            send(sockets[-1], session.initiate(now))
+            claim(session, sockets[-1])
+            opening.append((session, sockets[-1]))
+            started += 1
+        ready, _, _ = select.select(sockets, [], [], 0.02)
+        now = time.monotonic()
+        for sock in ready:
+            while True:
+                try:
+                    datagram = sock.recv(65536)
+                except BlockingIOError:
+                    break
+                try:
+                    header = decode_header(datagram)
+                    entry = owner.get(header.receiver)
+                    if entry is not None:
+                        send(entry[1], entry[0].receive(header, datagram, now).replies)
+                        claim(*entry)
+                except RemoteProtocolError:
+                    pass
+        if now >= next_tick:
+            next_tick = now + TICK_EVERY
+            for session, sock in opening:
+                send(sock, session.tick(now))
+                claim(session, sock)
+        still = []
+        for session, sock in opening:
+            if session.is_established:
+                established.append(session)
+            else:
+                still.append((session, sock))
+        opening = still
+    print(json.dumps({"established": len(established), "seconds": round(time.monotonic() - start, 3)}), flush=True)
+
+    hold_until = time.monotonic() + args.hold
+    while time.monotonic() < hold_until:
+        ready, _, _ = select.select([*sockets, sys.stdin], [], [], 0.5)
+        if sys.stdin in ready and not sys.stdin.buffer.read1(4096):
+            break
+        for sock in ready:
+            if sock is sys.stdin:
+                continue
+            while True:
+                try:
+                    sock.recv(65536)
+                except BlockingIOError:
+                    break
+    for sock in sockets:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
