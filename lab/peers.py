@@ -98,6 +98,7 @@ class OverlayNode:
     address: str
     tun: str
     log_path: Path
+    leftovers: list[Path] = dataclasses.field(default_factory=list)  # files to remove once it is stopped
 
     @property
     def pids(self) -> list[int]:
@@ -121,8 +122,10 @@ class OverlayNode:
             return ""
 
     def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM the daemon's process groups, SIGKILL after ``grace``, reap."""
+        """SIGTERM the daemon's process groups, SIGKILL after ``grace``, reap; remove its leftover files."""
         terminate_processes(self.procs, grace=grace)
+        for path in self.leftovers:
+            path.unlink(missing_ok=True)
 
 
 def _wait_ready(node: OverlayNode, check: Callable[[], bool], what: str) -> None:
@@ -283,8 +286,8 @@ class WireguardGoOverlay(Overlay):
         # "use the kernel module instead" banner, which is only printed for a daemonising start.
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "WG_PROCESS_FOREGROUND": "1", "LOG_LEVEL": "error"}
         proc, log_path = self._popen(side, ["wireguard-go", "-f", tun], "daemon", env=env)
-        node = OverlayNode(ns, f"wireguard-go-{side}", [proc], self.addresses[side], tun, log_path)
-        sock = WG_SOCKET_DIR / f"{tun}.sock"
+        sock = WG_SOCKET_DIR / f"{tun}.sock"  # removed by wireguard-go on SIGTERM, left behind on SIGKILL
+        node = OverlayNode(ns, f"wireguard-go-{side}", [proc], self.addresses[side], tun, log_path, [sock])
         _wait_ready(node, sock.exists, "its control socket appeared")
         ns.exec(["wg", "setconf", tun, str(self.workdir / f"wg-{side}.conf")], timeout=CLI_TIMEOUT, check=True)
         ns.ip("addr", "add", f"{self.addresses[side]}/64", "dev", tun, "nodad")
