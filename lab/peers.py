@@ -123,8 +123,14 @@ class OverlayNode:
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM the daemon's process groups, SIGKILL after ``grace``, reap; remove its leftover files."""
-        terminate_processes(self.procs, grace=grace)
-        for path in self.leftovers:
+        stop_nodes([self], grace)
+
+
+def stop_nodes(nodes: Sequence[OverlayNode], grace: float = 5.0) -> None:
+    """Stop several overlay daemons at once (SIGTERM to all, then wait), and remove their leftover files."""
+    terminate_processes([proc for node in nodes for proc in node.procs], grace=grace)
+    for node in nodes:
+        for path in node.leftovers:
             path.unlink(missing_ok=True)
 
 
@@ -240,6 +246,7 @@ class AxiomNetOverlay(Overlay):
             tun=self.tun_name(side),
             extra_args=args,
             log_level="WARNING",
+            address=self.addresses[side],
         )
         node = OverlayNode(self.ns(side), proc.name, [proc.popen], proc.address, self.tun_name(side), proc.log_path)
         _wait_ready(node, lambda: self.ns(side).link_exists(node.tun), "TUN device up")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import random
 import select
 import socket
@@ -121,16 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"established": len(established), "seconds": round(time.monotonic() - start, 3)}), flush=True)
 
     hold_until = time.monotonic() + args.hold
+    stdin = sys.stdin.fileno()
+    by_fd = {sock.fileno(): sock for sock in sockets}
     while time.monotonic() < hold_until:
-        ready, _, _ = select.select([*sockets, sys.stdin], [], [], 0.5)
-        if sys.stdin in ready and not sys.stdin.buffer.read1(4096):
-            break
-        for sock in ready:
-            if sock is sys.stdin:
+        readable, _, _ = select.select([*by_fd, stdin], [], [], 0.5)
+        if stdin in readable and not os.read(stdin, 4096):
+            break  # the bench closed our stdin (or is gone): stop holding
+        for fd in readable:
+            if fd == stdin:
                 continue
             while True:
                 try:
-                    sock.recv(65536)
+                    by_fd[fd].recv(65536)
                 except BlockingIOError:
                     break
     for sock in sockets:

@@ -17,6 +17,7 @@ Exit: 0 measured; 1 a measurement failed (its figures say why); 2 cannot run her
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import datetime as dt
 import json
@@ -168,8 +169,7 @@ def measure_overlay(ov: peers.Overlay, pair: netns.NetnsPair, s: Settings, fig: 
             with fig.section(f"{ov.label} with {LOSS_PERCENT}% loss", [f"{prefix}_loss{LOSS_PERCENT}_mbps"]):
                 fig.set(f"{prefix}_loss{LOSS_PERCENT}_mbps", _under_loss(pair, target, s))
     finally:
-        for node in nodes:
-            node.stop()
+        peers.stop_nodes(nodes)
     if first_ping:
         nodes = []
         try:
@@ -277,8 +277,7 @@ def _axiomnet_throughput(pair: netns.NetnsPair, workdir: Path, s: Settings, *, m
         _progress(f"AxiomNet {tag}: {mbps:.0f} Mbit/s")
         return mbps
     finally:
-        for node in nodes:
-            node.stop()
+        peers.stop_nodes(nodes)
 
 
 # --- AxiomNet through a relay -----------------------------------------------------------------------------------
@@ -298,7 +297,7 @@ def measure_relay(workdir: Path, s: Settings, fig: Figures) -> None:
                                  tun=ns.tun_name, log_level="WARNING")
             for ns, mine, hub in ((a, ab.ipv4_a, ab.ipv4_b), (c, bc.ipv4_b, bc.ipv4_a))
         ]
-        if not netns.wait_until(lambda: relay.established_sessions() >= 2, s.first_ping_timeout, interval=0.3):
+        if not netns.wait_until(lambda: established(relay) >= 2, s.first_ping_timeout, interval=0.3):
             raise measure.MeasureError(f"the relay did not get both links up within {s.first_ping_timeout:g} s\n"
                                        f"{relay.log_tail()}")
         if daemons.wait_overlay_reachable(ends[0], relay, timeout=s.first_ping_timeout) is None:
@@ -316,6 +315,19 @@ def measure_relay(workdir: Path, s: Settings, fig: Figures) -> None:
 
 
 # --- idle nodes with 10 peers on loopback, and a daemon holding many sessions -----------------------------------
+ADMIN_WAIT = 30.0  # a daemon holding 1,000 sessions on a loaded host took up to 10 s to answer its admin socket
+SESSIONS_WAIT = 150.0  # the daemon must report every session of the holder within this
+
+
+def established(node: daemons.DaemonProcess) -> int:
+    """Sessions ``node`` reports established, asked on its admin socket (0 while it cannot answer yet)."""
+    try:
+        state = node.admin({"cmd": "state"}, timeout=ADMIN_WAIT)
+    except (OSError, ValueError, netns.HarnessError):
+        return 0
+    return sum(1 for row in state.get("sessions", []) if isinstance(row, dict) and row.get("state") == "established")
+
+
 def _idle_figures(pid: int, s: Settings) -> tuple[float, float, int | None]:
     time.sleep(s.idle_settle)
     cpu0, t0 = netns.process_cpu_seconds(pid), time.monotonic()
@@ -332,12 +344,15 @@ def measure_idle_axiomnet(workdir: Path, s: Settings, fig: Figures) -> None:
         ns = lab.add_namespace("h")
         hub = daemons.start_daemon(ns, name="hub", listen="127.0.0.1:7443", peers=[], data_dir=workdir / "hub",
                                    admin_socket=workdir / "hub.sock", tun=ns.tun_name, log_level="WARNING")
-        for i in range(IDLE_PEERS):
-            daemons.start_daemon(ns, name=f"spoke{i}", listen=f"127.0.0.1:{7444 + i}", peers=["127.0.0.1:7443"],
-                                 data_dir=workdir / f"spoke{i}", admin_socket=workdir / f"spoke{i}.sock", tun=None,
-                                 log_level="WARNING")
-        if not netns.wait_until(lambda: hub.established_sessions() >= IDLE_PEERS, 60.0, interval=0.5):
-            raise measure.MeasureError(f"the hub has {hub.established_sessions()} of {IDLE_PEERS} sessions after 60 s")
+        def spoke(i: int) -> daemons.DaemonProcess:
+            return daemons.start_daemon(ns, name=f"spoke{i}", listen=f"127.0.0.1:{7444 + i}", peers=["127.0.0.1:7443"],
+                                        data_dir=workdir / f"spoke{i}", admin_socket=workdir / f"spoke{i}.sock",
+                                        tun=None, log_level="WARNING")
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:  # their identities in parallel
+            list(pool.map(spoke, range(IDLE_PEERS)))
+        if not netns.wait_until(lambda: established(hub) >= IDLE_PEERS, 60.0, interval=0.5):
+            raise measure.MeasureError(f"the hub has {established(hub)} of {IDLE_PEERS} sessions after 60 s")
         cpu, rss, threads = _idle_figures(hub.pid, s)
         fig.set(f"{prefix}_cpu_percent", cpu)
         fig.set(f"{prefix}_rss_mib", rss)
@@ -389,8 +404,8 @@ def measure_daemon_sessions(workdir: Path, s: Settings, fig: Figures) -> None:
             assert holder.stdout is not None
             line = holder.stdout.readline()
             opened = json.loads(line)["established"] if line.strip() else 0
-            if not netns.wait_until(lambda: node.established_sessions() >= s.sessions, 90.0, interval=1.0):
-                raise measure.MeasureError(f"the daemon holds {node.established_sessions()} of {s.sessions} sessions "
+            if not netns.wait_until(lambda: established(node) >= s.sessions, SESSIONS_WAIT, interval=1.0):
+                raise measure.MeasureError(f"the daemon holds {established(node)} of {s.sessions} sessions "
                                            f"(the client opened {opened})")
             time.sleep(s.idle_settle)
             grown = node.memory_kib()["VmRSS"] - base
@@ -449,7 +464,13 @@ def host_info() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     return {"kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "iperf3": peers.package_version("iperf3")}
+            "iperf3": peers.package_version("iperf3"), "load_at_start": os.getloadavg()[0]}
+
+
+def _script_path() -> str:
+    """This script's path as typed from the repository root (tools/bench.py), else as given."""
+    path = Path(sys.argv[0]).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else sys.argv[0]
 
 
 # --- output --------------------------------------------------------------------------------------------------
@@ -570,7 +591,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"### Side by side, {meta['date']}",
         "",
         f"Command: `{meta['command']}` (as root)  ",
-        f"Host: {h['cpu']} ({h['cpus']} CPUs), Linux {h['kernel']}, Python {h['python']}, iperf3 {h['iperf3']}  ",
+        f"Host: {h['cpu']} ({h['cpus']} CPUs), Linux {h['kernel']}, Python {h['python']}, iperf3 {h['iperf3']}; "
+        f"1-minute load average {h['load_at_start']:.1f} at the start, {h['load_at_end']:.1f} at the end (the host is "
+        "shared: compare ratios within this run)  ",
         f"Method: iperf3 TCP 1 stream, {meta['settings']['seconds']:g} s, median of {meta['settings']['runs']}; "
         f"{meta['settings']['pings']} pings every {meta['settings']['ping_interval']:g} s; CPU and RSS of the "
         "daemons from /proc; ratios are AxiomNet ÷ the peer (Mbit/s: higher is better; RTT, CPU, RSS, first ping: "
@@ -638,7 +661,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     available = availability(args.install)
     meta: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        "command": " ".join(shlex.quote(a) for a in ["python", _script_path(), *sys.argv[1:]]),
         "host": host_info(),
         "settings": s.describe(),
         "overlays": {},
@@ -659,11 +682,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     measure_micro(s, fig)
     values = {key: fig.values.get(key, NA + "not measured (a bench bug)") for key in all_keys()}
     meta["failures"] = fig.failures
+    meta["host"]["load_at_end"] = os.getloadavg()[0]
     return {**values, "meta": meta}
 
 
+_STARTED = time.monotonic()
+
+
 def _progress(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
+    print(f"bench: [{time.monotonic() - _STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
