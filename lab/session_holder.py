@@ -5,7 +5,8 @@ fresh static key driven by the core's :class:`~axiomnet.session.Session` over UD
 distinct peers. Sources are spread over 127.0.0.2, 127.0.0.3, ... (at most PER_SOURCE sessions each, below the
 daemon's per-source handshake burst) and at most IN_FLIGHT handshakes are open at once (below its cookie
 threshold), so nothing is refused for load. It prints one JSON line when the sessions are up (or the deadline
-passed), then drains what the daemon sends until its stdin closes or HOLD seconds pass. Loopback only.
+passed), then keeps every session running (receiving what the daemon sends, running its timers, so a lost
+HANDSHAKE_FINAL is sent again) until its stdin closes or HOLD seconds pass. Loopback only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import math
 import os
 import random
 import select
@@ -58,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     sockets: list[socket.socket] = []
     owner: dict[int, tuple[Session, socket.socket]] = {}
     opening: list[tuple[Session, socket.socket]] = []
-    established: list[Session] = []
     dest = (args.host, args.port)
     start = time.monotonic()
     deadline = start + args.timeout
@@ -76,14 +77,23 @@ def main(argv: list[str] | None = None) -> int:
         for index in session.local_indices():
             owner[index] = (session, sock)
 
-    while len(established) < args.count and time.monotonic() < deadline:
+    stdin = sys.stdin.fileno()
+    by_fd: dict[int, socket.socket] = {}
+    held: list[tuple[Session, socket.socket]] = []  # established: still ticked (a lost HANDSHAKE_FINAL is resent)
+    reported = False
+    hold_until = math.inf
+    while time.monotonic() < hold_until:
         now = time.monotonic()
-        while len(opening) < IN_FLIGHT and started < args.count:
+        if not reported and (len(held) >= args.count or now >= deadline):
+            print(json.dumps({"established": len(held), "seconds": round(now - start, 3)}), flush=True)
+            reported, hold_until = True, now + args.hold
+        while not reported and len(opening) < IN_FLIGHT and started < args.count:
             if started % PER_SOURCE == 0:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 sock.bind((str(ipaddress.IPv4Address("127.0.0.2") + len(sockets)), 0))
                 sock.setblocking(False)
                 sockets.append(sock)
+                by_fd[sock.fileno()] = sock
             private = PrivateKey.generate()
             session = Session(bytes(private), bytes(private.public_key), allocate_index=allocate,
                               release_index=live.discard, local_payload=payload, peer_name=f"holder-{started}")
@@ -91,12 +101,16 @@ def main(argv: list[str] | None = None) -> int:
             claim(session, sockets[-1])
             opening.append((session, sockets[-1]))
             started += 1
-        ready, _, _ = select.select(sockets, [], [], 0.02)
+        readable, _, _ = select.select([*by_fd, *([stdin] if reported else [])], [], [], 0.02)
+        if stdin in readable and not os.read(stdin, 4096):
+            break  # the bench closed our stdin (or is gone): stop holding
         now = time.monotonic()
-        for sock in ready:
+        for fd in readable:
+            if fd == stdin:
+                continue
             while True:
                 try:
-                    datagram = sock.recv(65536)
+                    datagram = by_fd[fd].recv(65536)
                 except BlockingIOError:
                     break
                 try:
@@ -109,33 +123,13 @@ def main(argv: list[str] | None = None) -> int:
                     pass
         if now >= next_tick:
             next_tick = now + TICK_EVERY
-            for session, sock in opening:
+            for session, sock in opening + held:
                 send(sock, session.tick(now))
                 claim(session, sock)
-        still = []
-        for session, sock in opening:
-            if session.is_established:
-                established.append(session)
-            else:
-                still.append((session, sock))
+        still: list[tuple[Session, socket.socket]] = []
+        for entry in opening:
+            (held if entry[0].is_established else still).append(entry)
         opening = still
-    print(json.dumps({"established": len(established), "seconds": round(time.monotonic() - start, 3)}), flush=True)
-
-    hold_until = time.monotonic() + args.hold
-    stdin = sys.stdin.fileno()
-    by_fd = {sock.fileno(): sock for sock in sockets}
-    while time.monotonic() < hold_until:
-        readable, _, _ = select.select([*by_fd, stdin], [], [], 0.5)
-        if stdin in readable and not os.read(stdin, 4096):
-            break  # the bench closed our stdin (or is gone): stop holding
-        for fd in readable:
-            if fd == stdin:
-                continue
-            while True:
-                try:
-                    by_fd[fd].recv(65536)
-                except BlockingIOError:
-                    break
     for sock in sockets:
         sock.close()
     return 0

@@ -31,7 +31,7 @@ AXIOMNET_ALWAYS = [
     "axiomnet_rss_mib", "axiomnet_mtu", "axiomnet_first_ping_ab_s", "axiomnet_first_ping_ba_s",
     "axiomnet_mtu1280_mbps", "axiomnet_mtu1420_mbps", "axiomnet_mtu9000_mbps", "axiomnet_mtu_default_mbps",
     "axiomnet_idle10_cpu_percent", "axiomnet_idle10_rss_mib", "axiomnet_idle10_threads",
-    "axiomnet_daemon_sessions", "axiomnet_daemon_rss_kib_per_session",
+    "axiomnet_daemon_sessions", "axiomnet_daemon_rss_kib_per_session", "axiomnet_daemon_sessions_cpu_percent",
     "micro_encrypt_send_us", "micro_receive_decrypt_us", "micro_handshakes_per_s_core",
     "micro_session_kib_tracemalloc", "micro_next_hop_10_us", "micro_next_hop_1000_us", "micro_next_hop_100000_us",
     "veth_mbps", "veth_rtt_avg_ms",
