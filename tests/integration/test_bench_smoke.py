@@ -6,6 +6,7 @@ and every peer installed here produced numbers, and that the run left no namespa
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -17,8 +18,6 @@ from pathlib import Path
 import pytest
 
 from axiomnet.lab import netns
-
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 NA = "not available: "
@@ -80,6 +79,8 @@ def smoke() -> tuple[int, int, str, dict[str, object]]:
     return proc.pid, proc.returncode, err, result
 
 
+@pytest.mark.netns
+@pytest.mark.slow
 @pytest.mark.timeout(SMOKE_TIMEOUT + 60)
 def test_smoke_run_succeeds_and_every_figure_is_a_number_or_says_why(smoke: tuple[int, int, str, dict[str, object]]) -> None:
     _, returncode, stderr, result = smoke
@@ -94,6 +95,8 @@ def test_smoke_run_succeeds_and_every_figure_is_a_number_or_says_why(smoke: tupl
     assert isinstance(meta, dict) and meta["failures"] == [] and "--smoke" in meta["command"]
 
 
+@pytest.mark.netns
+@pytest.mark.slow
 @pytest.mark.timeout(SMOKE_TIMEOUT + 60)
 def test_smoke_run_measures_axiomnet_and_every_installed_peer(smoke: tuple[int, int, str, dict[str, object]]) -> None:
     result = smoke[3]
@@ -111,6 +114,8 @@ def test_smoke_run_measures_axiomnet_and_every_installed_peer(smoke: tuple[int, 
             assert _is_number(result["wireguard_go_loss1_mbps"]), result["wireguard_go_loss1_mbps"]
 
 
+@pytest.mark.netns
+@pytest.mark.slow
 @pytest.mark.timeout(SMOKE_TIMEOUT + 60)
 def test_smoke_run_leaves_no_namespace_and_no_marker(smoke: tuple[int, int, str, dict[str, object]]) -> None:
     pid = smoke[0]
@@ -124,3 +129,39 @@ def test_smoke_run_leaves_no_namespace_and_no_marker(smoke: tuple[int, int, str,
             if data.get("pid") == pid:
                 leftovers += [name for name in data.get("namespaces", []) if name in netns.list_namespaces()] or [marker.name]
     assert not leftovers, f"the smoke run left {leftovers}"
+
+
+def _bench_module() -> object:
+    """tools/bench.py as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("axiomnet_tools_bench", ROOT / "tools" / "bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "tools"))  # bench.py imports bench_micro beside it
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    return module
+
+
+def test_write_doc_replaces_only_the_marked_section(tmp_path: Path) -> None:
+    bench = _bench_module()
+    doc = tmp_path / "PERFORMANCE.md"
+    doc.write_text("# Performance\n\n## Results\n\n### Older entry\n\nkept\n")
+    bench.write_doc("### Side by side, first", doc)  # type: ignore[attr-defined]
+    first = doc.read_text()
+    assert first.index("Side by side, first") < first.index("### Older entry") and "kept" in first
+    bench.write_doc("### Side by side, second", doc)  # type: ignore[attr-defined]
+    second = doc.read_text()
+    assert "Side by side, second" in second and "Side by side, first" not in second
+    assert second.count(bench.DOC_BEGIN) == 1 and second.endswith("### Older entry\n\nkept\n")  # type: ignore[attr-defined]
+
+
+def test_a_failed_measurement_says_why_instead_of_a_figure() -> None:
+    bench = _bench_module()
+    figures = bench.Figures()  # type: ignore[attr-defined]
+    with figures.section("the thing", ["a_mbps", "b_ms"]):
+        figures.set("a_mbps", 12.5)
+        raise netns.HarnessError("it broke\ndetails")
+    assert figures.values == {"a_mbps": 12.5, "b_ms": NA + "the thing failed: it broke"}
+    assert figures.failures and figures.failures[0].startswith("the thing failed: it broke")
