@@ -60,9 +60,10 @@ def distances_to(matrix: npt.NDArray[np.uint16], lengths: npt.NDArray[np.int64],
     n = min(dst_len, matrix.shape[1])
     if n == 0:
         return lengths + dst_len
-    eq = matrix[:, :n] == dst[:n]
-    # argmin of a boolean row is its first False; a row equal over all n columns has lcp n.
-    lcp = np.where(eq.all(axis=1), n, eq.argmin(axis=1))
+    differs = matrix[:, :n] != dst[:n]
+    first = differs.argmax(axis=1)  # the first differing column, or 0 when none differs
+    # A row that differs nowhere in the first n columns shares the whole destination path as its prefix.
+    lcp = np.where(differs[np.arange(len(first)), first], first, n)
     return lengths + dst_len - 2 * lcp
 
 
@@ -101,7 +102,6 @@ class NeighbourPaths:
         self_distance = tree_distance(self_path, dst)
         if not self.keys or self_distance == 0:
             return NO_HOP, self_distance
-        target = np.zeros(MAX_TREE_DEPTH, dtype=PATH_DTYPE)
-        target[: len(dst)] = dst
+        target = np.fromiter(dst, dtype=PATH_DTYPE, count=len(dst))
         distances = distances_to(self.matrix, self.lengths, target, len(dst))
         return greedy_choice(distances, self.costs, self_distance), self_distance

@@ -57,10 +57,16 @@ def _cli_json(args: Sequence[str], *, ns: Namespace | None = None, timeout: floa
         raise HarnessError(f"{' '.join(args[:3])} printed no JSON: {proc.stdout[:200]!r}") from exc
 
 
+def identity_info(data_dir: str | Path) -> dict[str, str]:
+    """``address`` and ``public_key`` (hex) of the identity in ``data_dir`` (created if absent), via
+    `axiomnet identity show`."""
+    info = _cli_json(["-m", "axiomnet", "identity", "show", "--data-dir", str(data_dir), "--json"])
+    return {"address": str(ipaddress.IPv6Address(info["address"])), "public_key": str(info["public_key"])}
+
+
 def overlay_address(data_dir: str | Path) -> str:
     """The overlay address of the identity in ``data_dir`` (created if absent), via `axiomnet identity show`."""
-    info = _cli_json(["-m", "axiomnet", "identity", "show", "--data-dir", str(data_dir), "--json"])
-    return str(ipaddress.IPv6Address(info["address"]))
+    return identity_info(data_dir)["address"]
 
 
 _INSPECT = "import sys; from axiomnet.cli import inspect_main; sys.exit(inspect_main())"
@@ -201,15 +207,17 @@ def start_daemon(
     extra_args: Sequence[str] = (),
     log_path: str | Path | None = None,
     log_level: str = "INFO",
+    address: str | None = None,
 ) -> DaemonProcess:
     """Start ``python -m axiomnet daemon`` in ``ns`` with stdout+stderr to ``log_path``
     (default: ``<data_dir's parent>/<name>.log``). The overlay address is learned first with
-    `axiomnet identity show` (creating the identity). Does not wait for the daemon to be ready."""
+    `axiomnet identity show` (creating the identity), unless the caller already knows it (``address``).
+    Does not wait for the daemon to be ready."""
     data_dir = Path(data_dir)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     admin_socket = Path(admin_socket)
     log_file = Path(log_path) if log_path is not None else data_dir.parent / f"{name}.log"
-    address = overlay_address(data_dir)
+    address = address or overlay_address(data_dir)
     args = [sys.executable, "-m", "axiomnet", "daemon", "--listen", listen]
     for peer in peers:
         args += ["--peer", peer]

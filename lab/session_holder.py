@@ -1,0 +1,136 @@
+"""Open many AxiomNet sessions to one daemon and hold them: ``python -m axiomnet.lab.session_holder``.
+
+Run inside a lab namespace by tools/bench.py to measure a daemon's memory per idle session. Each session is a
+fresh static key driven by the core's :class:`~axiomnet.session.Session` over UDP, so the daemon sees COUNT
+distinct peers. Sources are spread over 127.0.0.2, 127.0.0.3, ... (at most PER_SOURCE sessions each, below the
+daemon's per-source handshake burst) and at most IN_FLIGHT handshakes are open at once (below its cookie
+threshold), so nothing is refused for load. It prints one JSON line when the sessions are up (or the deadline
+passed), then keeps every session running (receiving what the daemon sends, running its timers, so a lost
+HANDSHAKE_FINAL is sent again) until its stdin closes or HOLD seconds pass. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import hashlib
+import math
+import os
+import select
+import socket
+import sys
+import time
+
+from nacl.public import PrivateKey
+
+from axiomnet.constants import MAX_SESSIONS_PER_SOURCE
+from axiomnet.control import HandshakePayload
+from axiomnet.errors import RemoteProtocolError
+from axiomnet.session import Session
+from axiomnet.wire import decode_header
+
+PER_SOURCE = MAX_SESSIONS_PER_SOURCE  # sessions opened from one source address (the daemon's admission bound)
+IN_FLIGHT = 32  # handshakes open at once (the daemon asks for cookies from COOKIE_LOAD_THRESHOLD on)
+TICK_EVERY = 0.1  # session timers (handshake retransmission) run this often
+
+
+def holder_key(seed: int, i: int) -> PrivateKey:
+    """The ``i``-th session's key for ``--seed`` (the bench lists their public keys in ``allowed_keys``)."""
+    return PrivateKey(hashlib.blake2b(b"axiomnet-holder-%d-%d" % (seed, i), digest_size=32).digest())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("host", help="the daemon's UDP address (a loopback address)")
+    parser.add_argument("port", type=int)
+    parser.add_argument("count", type=int, help="sessions to open (1..1024)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="give up opening after this many seconds")
+    parser.add_argument("--hold", type=float, default=120.0, help="hold the sessions at most this long")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="derive the keys from this seed (holder_key(seed, i)) so the daemon can allow them")
+    args = parser.parse_args(argv)
+    if not ipaddress.ip_address(args.host).is_loopback or not 1 <= args.count <= 1024:
+        parser.error("host must be a loopback address and count 1..1024")
+
+    payload = HandshakePayload(capabilities=("relay",))
+    sockets: list[socket.socket] = []
+    owner: dict[int, tuple[Session, socket.socket]] = {}
+    opening: list[tuple[Session, socket.socket]] = []
+    dest = (args.host, args.port)
+    start = time.monotonic()
+    deadline = start + args.timeout
+    started = 0
+    next_tick = start
+
+    def send(sock: socket.socket, datagrams: list[bytes]) -> None:
+        for datagram in datagrams:
+            try:
+                sock.sendto(datagram, dest)
+            except OSError:
+                pass
+
+    def claim(session: Session, sock: socket.socket) -> None:
+        for index in session.local_indices():
+            owner[index] = (session, sock)
+
+    stdin = sys.stdin.fileno()
+    by_fd: dict[int, socket.socket] = {}
+    held: list[tuple[Session, socket.socket]] = []  # established: still ticked (a lost HANDSHAKE_FINAL is resent)
+    reported = False
+    hold_until = math.inf
+    while time.monotonic() < hold_until:
+        now = time.monotonic()
+        if not reported and (len(held) >= args.count or now >= deadline):
+            print(json.dumps({"established": len(held), "seconds": round(now - start, 3)}), flush=True)
+            reported, hold_until = True, now + args.hold
+        while not reported and len(opening) < IN_FLIGHT and started < args.count:
+            if started % PER_SOURCE == 0:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.bind((str(ipaddress.IPv4Address("127.0.0.2") + len(sockets)), 0))
+                sock.setblocking(False)
+                sockets.append(sock)
+                by_fd[sock.fileno()] = sock
+            private = PrivateKey.generate() if args.seed is None else holder_key(args.seed, started)
+            session = Session(bytes(private), bytes(private.public_key), local_payload=payload,
+                              peer_name=f"holder-{started}")
+            send(sockets[-1], session.initiate(now))
+            claim(session, sockets[-1])
+            opening.append((session, sockets[-1]))
+            started += 1
+        readable, _, _ = select.select([*by_fd, *([stdin] if reported else [])], [], [], 0.02)
+        if stdin in readable and not os.read(stdin, 4096):
+            break  # the bench closed our stdin (or is gone): stop holding
+        now = time.monotonic()
+        for fd in readable:
+            if fd == stdin:
+                continue
+            while True:
+                try:
+                    datagram = by_fd[fd].recv(65536)
+                except BlockingIOError:
+                    break
+                try:
+                    header = decode_header(datagram)
+                    entry = owner.get(header.receiver)
+                    if entry is not None:
+                        send(entry[1], entry[0].receive(header, datagram, now).replies)
+                        claim(*entry)
+                except RemoteProtocolError:
+                    pass
+        if now >= next_tick:
+            next_tick = now + TICK_EVERY
+            for session, sock in opening + held:
+                send(sock, session.tick(now))
+                claim(session, sock)
+        still: list[tuple[Session, socket.socket]] = []
+        for entry in opening:
+            (held if entry[0].is_established else still).append(entry)
+        opening = still
+    for sock in sockets:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
