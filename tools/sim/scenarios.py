@@ -126,12 +126,15 @@ def simulate(opts: Options) -> dict[str, Any]:
     main_root = int(comp[np.argmin(rank[comp])])
     curve_pairs = sample_pairs(comp, opts.curve_pairs, rng)
     cold_curve: list[float] = []
+    root_share: list[float] = []  # share of the component under the final root, per round
     root_round: list[int] = []
 
     def cold_each(sim: Network) -> None:
         # Before one root covers the component some pairs straddle two trees and fail for sure: route the
         # sample only from then on (rounds before count as below 100%).
-        if not root_round and bool((sim.root[comp] == main_root).all()):
+        under = sim.root[comp] == main_root
+        root_share.append(float(under.mean()))
+        if not root_round and bool(under.all()):
             root_round.append(sim.t)
         cold_curve.append(_rate(sim, curve_pairs) if root_round else 0.0)
 
@@ -184,6 +187,7 @@ def simulate(opts: Options) -> dict[str, Any]:
         "lookups": len(msgs),
         "state": state,
         "cold_start_curve": cold_curve,
+        "cold_start_root_share": root_share,
         "failures": [],
     }
     fwd_depth = int(fwd.depth[net.alive].max())

@@ -78,14 +78,16 @@ def plot(_: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     results = _load()
+    color = {t: f"C{i}" for i, t in enumerate(TOPOLOGIES)}  # one colour per topology in every plot
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for topology in TOPOLOGIES:
         rows = sorted((r["nodes"], r) for k, r in results.items() if k.startswith(topology + ":"))
         if not rows:
             continue
         sizes = [n for n, _ in rows]
-        ax1.plot(sizes, [100 * r["delivery"] for _, r in rows], marker="o", label=topology)
-        ax2.plot(sizes, [r["stretch_mean"] for _, r in rows], marker="o", label=topology)
+        ax1.plot(sizes, [100 * r["delivery"] for _, r in rows], marker="o", label=topology,
+                 color=color[topology])
+        ax2.plot(sizes, [r["stretch_mean"] for _, r in rows], marker="o", label=topology, color=color[topology])
     for (topology, n), target in TARGETS.items():
         ax2.scatter([n], [target], marker="x", color="black", zorder=5)
         ax2.annotate(f"target {topology}", (n, target), textcoords="offset points", xytext=(4, -10), fontsize=7)
@@ -105,7 +107,8 @@ def plot(_: argparse.Namespace) -> None:
             r = results.get(f"{topology}:10000")
             f = next((f for f in (r or {}).get("failures", []) if f["case"] == case and "curve" in f), None)
             if f:
-                ax.plot(range(len(f["curve"])), [100 * x for x in f["curve"]], label=topology, drawstyle="steps-post")
+                ax.plot(range(len(f["curve"])), [100 * x for x in f["curve"]], label=topology, drawstyle="steps-post",
+                        color=color[topology])
         ax.set(title=f"{case} lost (10^4 nodes)", xlabel="heartbeats after the failure")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("delivery (%)")
@@ -114,13 +117,15 @@ def plot(_: argparse.Namespace) -> None:
     fig.savefig(IMAGES / "sim-recovery.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for topology in TOPOLOGIES:
-        r = results.get(f"{topology}:10000")
-        if r and r.get("cold_start_curve"):
-            ax.plot(range(1, len(r["cold_start_curve"]) + 1), [100 * x for x in r["cold_start_curve"]],
-                    label=topology, drawstyle="steps-post")
-    ax.set(title="Cold start (10^4 nodes)", xlabel="heartbeats", ylabel="delivery (%)")
+        r = results.get(f"{topology}:100000")
+        if r and r.get("cold_start_root_share"):
+            share = r["cold_start_root_share"]
+            ax.plot(range(1, len(share) + 1), [100 * x for x in share], label=topology, drawstyle="steps-post",
+                    color=color[topology])
+    ax.set(title="Cold start, 10^5 nodes: nodes under the final root", xlabel="heartbeats",
+           ylabel="nodes of the largest component (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -133,26 +138,44 @@ def _cell(value: Any, fmt: str = "{}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def table(_: argparse.Namespace) -> None:
-    results = _load()
-    print("| topology | nodes | links | delivery | stretch mean | p99 | target | cold start (rounds) | max depth |"
+def table(args: argparse.Namespace) -> None:
+    """Print the two markdown tables, or with --doc rewrite them in docs/ROUTING.md between their markers."""
+    text = "\n".join(_tables(_load()))
+    if not args.doc:
+        sys.stdout.write(text + "\n")
+        return
+    doc = ROOT / "docs" / "ROUTING.md"
+    content = doc.read_text()
+    first, second = text.split("\n\n", 1)
+    for name, body in (("results", first), ("repair", second)):
+        start = content.index(f"<!-- {name} table:")
+        start = content.index("\n", start) + 1
+        end = content.index(f"<!-- end {name} table -->")
+        content = content[:start] + body.strip() + "\n" + content[end:]
+    doc.write_text(content)
+    print(f"rewrote the tables in {doc}")
+
+
+def _tables(results: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    out.append("| topology | nodes | links | delivery | stretch mean | p99 | target | cold start (rounds) | max depth |"
           " trees / unplaced | lookup msgs mean / p99 | ann. bytes mean / max | filters bytes mean / max |"
           " s/round | CPU s | peak MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, r in sorted(results.items(), key=lambda kv: (TOPOLOGIES.index(kv[1]["topology"]), kv[1]["nodes"])):
         s = r["state"]
         target = TARGETS.get((r["topology"], r["nodes_requested"]))
-        print(f"| {r['topology']} | {r['nodes']} | {r['edges']} | {100 * r['delivery']:.1f}% | "
-              f"{r['stretch_mean']:.3f} | {r['stretch_p99']:.2f} | {_cell(target)} | "
-              f"{r['converge_rounds']}{'' if r['converged'] else ' (not stable)'} | {r['max_tree_depth']} | "
-              f"{r['trees']} / {r['unplaced']} | {r['lookup_messages_mean']:.1f} / {r['lookup_messages_p99']:.0f} | "
-              f"{s['announcements_bytes_mean']:.0f} / {s['announcements_bytes_max']:.0f} | "
-              f"{s['bloom_bytes_mean']:.0f} / {s['bloom_bytes_max']:.0f} | {r['seconds']['per_round']:.3f} | "
-              f"{r['seconds']['cpu']:.0f} | {r['peak_rss_mib']:.0f} |")
-    print()
-    print("| topology | nodes | depth | leaf | inner node | link near the root | root (target 3+2x depth) |"
-          " 10% of nodes | cold start |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        out.append(f"| {r['topology']} | {r['nodes']} | {r['edges']} | {100 * r['delivery']:.1f}% | "
+                   f"{r['stretch_mean']:.3f} | {r['stretch_p99']:.2f} | {_cell(target)} | "
+                   f"{r['converge_rounds']}{'' if r['converged'] else ' (not stable)'} | {r['max_tree_depth']} | "
+                   f"{r['trees']} / {r['unplaced']} | {r['lookup_messages_mean']:.1f} / {r['lookup_messages_p99']:.0f} | "
+                   f"{s['announcements_bytes_mean']:.0f} / {s['announcements_bytes_max']:.0f} | "
+                   f"{s['bloom_bytes_mean']:.0f} / {s['bloom_bytes_max']:.0f} | {r['seconds']['per_round']:.3f} | "
+                   f"{r['seconds']['cpu']:.0f} | {r['peak_rss_mib']:.0f} |")
+    out.append("")
+    out.append("| topology | nodes | depth | leaf | inner node | link near the root | root (target 3+2x depth) |"
+               " 10% of nodes | cold start |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, r in sorted(results.items(), key=lambda kv: (TOPOLOGIES.index(kv[1]["topology"]), kv[1]["nodes"])):
         if not r["failures"]:
             continue
@@ -166,9 +189,10 @@ def table(_: argparse.Namespace) -> None:
 
         root = f.get("root")
         root_cell = cell("root") + (f" ({root['target_rounds']})" if root and root.get("target_rounds") else "")
-        print(f"| {r['topology']} | {r['nodes']} | {r['max_tree_depth']} | {cell('leaf')} | {cell('inner')} | "
-              f"{cell('root-link')} | {root_cell} | {cell('nodes')} | "
-              f"{_cell(r['cold_start_delivery_round'])} / {r['converge_rounds']} |")
+        out.append(f"| {r['topology']} | {r['nodes']} | {r['max_tree_depth']} | {cell('leaf')} | {cell('inner')} | "
+                   f"{cell('root-link')} | {root_cell} | {cell('nodes')} | "
+                   f"{_cell(r['cold_start_delivery_round'])} / {r['converge_rounds']} |")
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,7 +204,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=3600, help="seconds per run before giving up (default 3600)")
     p.set_defaults(func=run)
     sub.add_parser("plot", help="draw docs/img/*.png").set_defaults(func=plot)
-    sub.add_parser("table", help="print the markdown tables").set_defaults(func=table)
+    p = sub.add_parser("table", help="print the markdown tables")
+    p.add_argument("--doc", action="store_true", help="rewrite them in docs/ROUTING.md instead")
+    p.set_defaults(func=table)
     args = parser.parse_args(argv)
     args.func(args)
 
