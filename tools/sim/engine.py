@@ -178,8 +178,9 @@ class Network:
         """Whether ``key`` is in the first ``length`` hops of ``sender``'s chain as announced in ring ``slot``
         (the `any(h.key == self.key for h in ann.chain)` of Tree._candidates and _follow_parent)."""
         out = np.zeros(len(slot), dtype=bool)
+        by_length = np.argsort(length, kind="stable")  # chunks of similar length: read only what is there
         for lo in range(0, len(slot), CHUNK):
-            sl = slice(lo, lo + CHUNK)
+            sl = by_length[lo: lo + CHUNK]
             w = int(length[sl].max(initial=0))
             if w == 0:
                 continue
