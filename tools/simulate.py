@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Routing simulator: AxiomNet's spanning tree, greedy next hop and lookups on 10^3..10^5-node topologies.
+
+    python tools/simulate.py --topology ba --nodes 10000
+    python tools/simulate.py --topology rgg --nodes 3000 --fail-root --fail-inner --json
+    python tools/simulate.py --topology as --nodes 100000 --fail-nodes 0.1
+
+Builds the graph (networkx), then runs the core's own decisions in synchronous heartbeat rounds over numpy
+arrays: every round one axiomnet.tree.select_parents call for all nodes; packets forwarded hop by hop with
+axiomnet.greedy (distances_to, greedy_choice), watermark and hop limit as axiomnet/forward.py; lookups over
+axiomnet.bloom filters. It reports delivery and stretch over sampled pairs, rounds to converge from a cold
+start, tree depth, per-node state and lookup messages, and for each failure asked for the rounds until
+delivery over the live largest component is 100% again and until the forest is stable.
+A node that would sit deeper than MAX_TREE_DEPTH (127) cannot take a place in the root's tree: it roots a
+tree of its own, and pairs across trees fail; the report counts those nodes ("unplaced") and trees.
+Needs the `sim` extra (pip install -e '.[sim]'). docs/ROUTING.md has the measured tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.sim.graphs import TOPOLOGIES  # noqa: E402
+from tools.sim.scenarios import Options, simulate  # noqa: E402
+
+MAX_NODES = 1_000_000
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser.add_argument("--topology", required=True, choices=TOPOLOGIES,
+                        help="rgg: random geometric (radius just above connectivity); ba: Barabasi-Albert m=2; "
+                             "as: AS-like (Elmokashfi model); grid: square grid; chain: path; "
+                             "tree: random recursive tree")
+    parser.add_argument("--nodes", required=True, type=int, help=f"number of nodes (2..{MAX_NODES})")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (graph, keys, samples; default 0)")
+    parser.add_argument("--fail-nodes", type=float, default=0.0, metavar="F",
+                        help="after convergence, remove a random fraction F (0 < F < 1) of the non-root nodes")
+    parser.add_argument("--fail-root", action="store_true", help="after convergence, remove the root")
+    parser.add_argument("--fail-leaf", action="store_true", help="after convergence, remove a random leaf")
+    parser.add_argument("--fail-inner", action="store_true",
+                        help="after convergence, remove a random inner (non-root, non-leaf) node")
+    parser.add_argument("--fail-root-link", action="store_true",
+                        help="after convergence, cut the root's link to its largest subtree")
+    parser.add_argument("--repair", action="store_true",
+                        help="all four single failures (leaf, inner, root-link, root), each from the converged state")
+    parser.add_argument("--pairs", type=int, default=1000, help="sampled pairs for delivery and stretch (default 1000)")
+    parser.add_argument("--curve-pairs", type=int, default=200,
+                        help="pairs routed after every round of the cold start and of each repair (default 200)")
+    parser.add_argument("--lookups", type=int, default=200, help="sampled lookups (default 200)")
+    parser.add_argument("--max-rounds", type=int, default=3000,
+                        help="give up if the forest is not stable after this many rounds (default 3000)")
+    parser.add_argument("--rgg-radius", type=float, default=None,
+                        help="rgg only: connection radius in the unit square (default sqrt(1.5 ln n / (pi n)))")
+    parser.add_argument("--root", choices=("random", "hub"), default="random",
+                        help="random: the lowest key is a random node, as deployed (default); hub: give it to the "
+                             "highest-degree node (a what-if on root placement)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args(argv)
+    if not 2 <= args.nodes <= MAX_NODES:
+        parser.error(f"--nodes must be between 2 and {MAX_NODES}")
+    if not 0 <= args.fail_nodes < 1:
+        parser.error("--fail-nodes must be a fraction: 0 <= F < 1")
+    if args.pairs < 1 or args.curve_pairs < 1 or args.lookups < 0 or args.max_rounds < 1:
+        parser.error("--pairs, --curve-pairs and --max-rounds must be positive, --lookups not negative")
+    if args.rgg_radius is not None and not 0 < args.rgg_radius < 1.5:
+        parser.error("--rgg-radius must be in (0, 1.5)")
+    return args
+
+
+def options(args: argparse.Namespace) -> Options:
+    chosen = [case for case, flag in (("leaf", args.fail_leaf), ("inner", args.fail_inner),
+                                      ("root-link", args.fail_root_link), ("root", args.fail_root))
+              if flag or args.repair]
+    return Options(args.topology, args.nodes, seed=args.seed, pairs=args.pairs, lookups=args.lookups,
+                   curve_pairs=args.curve_pairs, max_rounds=args.max_rounds, fail_nodes=args.fail_nodes,
+                   failures=chosen, rgg_radius=args.rgg_radius, root=args.root)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def report(r: dict[str, Any]) -> str:
+    """The human-readable report."""
+    s = r["state"]
+    lines = [
+        f"{r['topology']}: {r['nodes']} nodes, {r['edges']} links, seed {r['seed']}"
+        + (f" ({'; '.join(r['notes'])})" if r["notes"] else ""),
+        f"  delivery           {r['delivery']:.2%} of {r['pairs']} pairs"
+        + (f"  (drops: {r['drops']})" if r["drops"] else ""),
+        f"  stretch            mean {r['stretch_mean']:.3f}, p99 {r['stretch_p99']:.3f} "
+        f"(shortest path mean {r['shortest_mean']:.2f} hops)",
+        f"  cold start         forest stable at round {r['converge_rounds']}"
+        + ("" if r["converged"] else " (NOT stable: gave up)")
+        + f", one root everywhere at round {_fmt(r['one_root_round'])}, 100% delivery from round "
+        f"{_fmt(r['cold_start_delivery_round'])}",
+        f"  tree               max depth {r['max_tree_depth']} (bound {r['depth_bound']}), mean "
+        f"{r['mean_tree_depth']:.1f}, {r['trees']} tree(s), {r['unplaced']} node(s) outside the root's tree",
+        f"  lookup             {r['lookup_messages_mean']:.1f} messages mean, p99 {r['lookup_messages_p99']:.0f} "
+        f"({r['lookups']} lookups, {r['lookup_reached']:.0%} reached the owner)",
+        f"  state per node     announcements held {s['announcements_bytes_mean']:.0f} B mean, "
+        f"{s['announcements_bytes_max']:.0f} B max; lookup filters {s['bloom_bytes_mean']:.0f} B mean, "
+        f"{s['bloom_bytes_max']:.0f} B max; bounded caches at most {s['bounded_caches_bytes'] / 2**20:.1f} MiB",
+        f"                     degree mean {s['degree_mean']:.1f}, max {s['degree_max']}",
+    ]
+    for f in r["failures"]:
+        if "skipped" in f:
+            lines.append(f"  fail {f['case']:<10} skipped: {f['skipped']}")
+            continue
+        target = "" if f["target_rounds"] is None else f" (target {f['target_rounds']}: " \
+            f"{'met' if f['met'] else 'MISSED'})"
+        lines.append(f"  fail {f['case']:<10} {f['what']}: 100% delivery over the live component "
+                     f"({f['live_component']} nodes) after {_fmt(f['delivery_rounds'])} rounds{target}, "
+                     f"forest stable after {f['stable_rounds']}" + ("" if f["stable"] else " (NOT stable)")
+                     + f", one root after {_fmt(f['one_root_rounds'])}")
+    sec = r["seconds"]
+    lines.append(f"  time               {sec['total']:.1f} s wall, {sec['cpu']:.1f} s CPU (build {sec['build']}, cold start {sec['cold_start']} "
+                 f"= {sec['per_round']} s/round, measure {sec['measure']}, failures {sec['failures']}); "
+                 f"peak RSS {r['peak_rss_mib']} MiB")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = simulate(options(args))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
