@@ -118,7 +118,7 @@ class Tree:
     """Our place in the spanning tree and our view of the neighbours' places."""
 
     def __init__(self, signing_secret: bytes, signing_key: bytes, address: bytes, *, now: float,
-                 seq_start: int) -> None:
+                 seq_start: int, between_ticks: bool = True) -> None:
         self.key = signing_key
         self._secret = signing_secret
         self.address = address
@@ -136,8 +136,11 @@ class Tree:
         self._root_seen: tuple[int, float] = (seq_start, now)  # (highest seq of our root seen, when it rose)
         self.version = 0  # bumped whenever our coordinates or a routing neighbour's change
         self._dirty: set[bytes] = set()  # neighbours owed an announcement before the next tick (see urgent())
+        # Decide again on an announcement that shows a better root or comes from our parent, not only at ticks.
+        # The daemon does; the simulator's synchronous rounds (one decision per node per heartbeat) do not.
+        self.between_ticks = between_ticks
         self.stats: dict[str, int] = {"announcements": 0, "rejected": 0, "parent_changes": 0, "roots_dead": 0,
-                                      "rate_limited": 0}
+                                      "rate_limited": 0, "orphaned": 0}
 
     # --- our position --------------------------------------------------------------------------------
     @property
@@ -152,6 +155,11 @@ class Tree:
     @property
     def is_root(self) -> bool:
         return self.root == self.key
+
+    @property
+    def orphaned(self) -> bool:
+        """True while we have no parent but keep our position under a root not known dead (see _reselect)."""
+        return self.parent is None and not self.is_root and bool(self.root)
 
     # --- neighbours ----------------------------------------------------------------------------------
     def add(self, noise_key: bytes, now: float) -> int:
@@ -227,7 +235,7 @@ class Tree:
         before = (self.root, self.path, self.parent)
         if self.parent == noise_key:
             self._follow_parent(now)
-        if moved and (ann.root < self.root or self.parent is None or self.parent == noise_key):
+        if self.between_ticks and moved and (ann.root < self.root or self.parent is None or self.parent == noise_key):
             self._reselect(now)  # a better root, or a change of our parent: decide now, not at the next tick
         if (self.root, self.path, self.parent) != before:
             self._dirty.update(self.neighbours)
@@ -293,10 +301,17 @@ class Tree:
         if new_parent != self.parent:
             self.stats["parent_changes"] += 1
             self.parent = new_parent
-        if new_parent is None:
-            self._become_root(now)
-        else:
+        if new_parent is not None:
             self._follow_parent(now)
+        elif not self.is_root and self.root and self.root < self.key:
+            # Orphaned: we lost every candidate, but our root (a better key than ours) is not known dead. Keep our
+            # position (and our subtree's coordinates) rather than split the tree by rooting ourselves at once, and
+            # certify nobody meanwhile; a candidate that turns up is taken at the next decision, and if none does,
+            # _expire_root declares the root dead after ROOT_TIMEOUT and we root ourselves then (ironwood waits
+            # likewise before self-rooting).
+            self.stats["orphaned"] += 1
+        else:
+            self._become_root(now)
 
     def _become_root(self, now: float) -> None:
         if not self.is_root:
@@ -380,7 +395,9 @@ class Tree:
         nb.next_number += 1
         nb.sent.append((nb.next_number, now))
         cert_port, cert_sig = 0, NO_SIGNATURE
-        if nb.key is not None and nb.noise_key != self.parent:
+        # No certificate while orphaned: our position is stale, so nobody may take us as parent now; our children
+        # see that at once and re-attach through any other link instead of waiting for our root number to stall.
+        if nb.key is not None and nb.noise_key != self.parent and not self.orphaned:
             cert_port = nb.port
             cert_sig = sign(self._secret, hop_statement(self.root, self.seq, self.key, nb.key, nb.port))
         delay = int((now - nb.heard_at) * 1e6) if nb.heard_number else 0

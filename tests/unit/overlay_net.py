@@ -37,14 +37,15 @@ class Node:
 class Overlay:
     """Nodes on a networkx graph; ``tick`` runs one heartbeat everywhere, ``send`` one packet to completion."""
 
-    def __init__(self, graph: nx.Graph, seed: int = 0) -> None:
+    def __init__(self, graph: nx.Graph, seed: int = 0, *, between_ticks: bool = True) -> None:
         rng = random.Random(seed)
         self.graph = graph
         self.now = 0.0
         self.nodes: dict[int, Node] = {}
         for v in graph:
             ident = Identity.from_seed(rng.randbytes(32))
-            tree = Tree(ident.signing_secret, ident.signing_key, ident.address.packed, now=0.0, seq_start=1)
+            tree = Tree(ident.signing_secret, ident.signing_key, ident.address.packed, now=0.0, seq_start=1,
+                        between_ticks=between_ticks)
             pathfinder = Pathfinder(ident.address.packed, ident.signing_secret, ident.signing_key,
                                     random.Random(rng.random()))
             self.nodes[v] = Node(v, ident, tree, Forwarder(tree, pathfinder))

@@ -51,8 +51,10 @@ def converge(net: Network, max_rounds: int = 2000) -> None:
 
 # --- the simulator against the real core ------------------------------------------------------------------
 def _twin(graph: nx.Graph, seed: int) -> tuple[Overlay, Network, dict[bytes, int], dict[bytes, int]]:
-    """A real overlay (tests/unit/overlay_net.py) and a Network with the same keys' order and ports."""
-    ov = Overlay(graph, seed=seed)
+    """A real overlay (tests/unit/overlay_net.py) and a Network with the same keys' order and ports. The real
+    trees decide only at ticks, as the simulator's synchronous rounds do (the daemon also decides between ticks,
+    on a better root or a change of its parent: faster, never slower)."""
+    ov = Overlay(graph, seed=seed, between_ticks=False)
     nodes = sorted(graph)
     signing = [ov.nodes[v].identity.signing_key for v in nodes]
     noise = [ov.nodes[v].identity.public_key for v in nodes]

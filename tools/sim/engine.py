@@ -124,6 +124,8 @@ class Network:
         self.dr_touch = np.zeros((n, 0))
         self.stats = {"parent_changes": 0, "roots_dead": 0, "rejected": 0}
         self.changed = n  # nodes whose announced position changed in the last round
+        self._orphans = np.zeros(n, dtype=bool)  # no parent, keeping their position (Tree._reselect)
+        self.a_orphan = self._orphans.copy()
 
     def clone(self) -> Network:
         """An independent copy (to run several failure scenarios from one converged state)."""
@@ -240,8 +242,12 @@ class Network:
         parent[pedge >= 0] = lk.src[pedge[pedge >= 0]]
         self.stats["parent_changes"] += int(np.count_nonzero(self.alive & (parent != self.parent)))
         self.parent, self.pedge = parent, pedge
-        # Tree._become_root for those without a parent that are not root yet.
-        become = self.alive & (pedge < 0) & (self.root != self.nodes)
+        # Tree._reselect: an orphan (no candidate, its root still better than itself and not known dead) keeps its
+        # position; the others without a parent that are not root yet become root (Tree._become_root).
+        lost = self.alive & (pedge < 0) & (self.root != self.nodes)
+        orphan = lost & (self.root >= 0) & (self.rank[np.maximum(self.root, 0)] < self.rank)
+        self._orphans = orphan
+        become = lost & ~orphan
         self.own_seq[become] += 1
         self.seq[become] = self.own_seq[become]
         self.rs_seq[become], self.rs_at[become] = self.seq[become], now
@@ -275,12 +281,15 @@ class Network:
         keys[followers, col] = followers
         ports[followers, col] = lk.port_from_src[pe]
         prev = (self.t - 1) % RING
+        orphans = np.flatnonzero(self._orphans)  # they announce their last chain again (Tree keeps self.chain)
+        keys[orphans], ports[orphans] = self.keys[prev, orphans], self.ports[prev, orphans]
         moved = (self.root != self.a_root) | (self.parent != self.a_parent) | (self.depth != self.a_depth)
         moved |= (ports != self.ports[prev]).any(axis=1)
         self.changed = int(np.count_nonzero(moved & self.alive))
         self.keys[slot], self.ports[slot] = keys, ports
         self.a_root, self.a_seq = self.root.copy(), self.seq.copy()
         self.a_depth, self.a_parent = self.depth.copy(), self.parent.copy()
+        self.a_orphan = self._orphans.copy()
 
     def _receive(self, now: float) -> None:
         lk = self.links
@@ -290,8 +299,9 @@ class Network:
         refused = self.is_dead(v, self.a_root[u], self.a_seq[u])
         self.stats["rejected"] += int(np.count_nonzero(refused))
         e, u, v = e[~refused], u[~refused], v[~refused]
-        # Tree._announcement_for: a certificate for every neighbour whose key we know, except our parent.
-        cert = self.key_known[lk.rev[e]] & (self.a_parent[u] != v)
+        # Tree._announcement_for: a certificate for every neighbour whose key we know, except our parent, unless
+        # we are orphaned.
+        cert = self.key_known[lk.rev[e]] & (self.a_parent[u] != v) & ~self.a_orphan[u]
         # Tree.receive: seq_at moves when the root changes or its number advances.
         advanced = (self.st_heard[e] < 0) | (self.st_root[e] != self.a_root[u]) | (self.a_seq[u] > self.st_seq[e])
         self.st_seq_at[e[advanced]] = now
