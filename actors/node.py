@@ -114,13 +114,14 @@ def build_specs(config: Config, identity: Identity, with_tun: bool, started: flo
     address = identity.address
     payload = HandshakePayload(capabilities=("tun",) if with_tun else ("relay",))
     specs = [
-        ChildSpec("socket", lambda sup, refs: SocketActor.start(sup, refs, (config.listen_host, config.listen_port))),
+        ChildSpec("socket", lambda sup, refs: SocketActor.start(sup, refs, (config.listen_host, config.listen_port),
+                                                                offload=config.offload)),
         ChildSpec("router", lambda sup, refs: RouterActor.start(sup, refs, identity)),
         ChildSpec("e2e", lambda sup, refs: EndToEndActor.start(sup, refs, identity)),
     ]
     if with_tun:
         specs.append(ChildSpec("tun", lambda sup, refs: TunActor.start(sup, refs, config.tun_name, address,
-                                                                        config.mtu)))
+                                                                        config.mtu, offload=config.offload)))
     specs += [
         ChildSpec("peers", lambda sup, refs: PeerManagerActor.start(
             sup, refs, static_private=identity.private_key, static_public=identity.public_key,

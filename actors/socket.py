@@ -8,6 +8,10 @@ never mutated, so the reader always sees a consistent immutable snapshot.
 The actor never chooses an index: owners pick their own (axiomnet/indices.py) and tell BindIndex,
 MoveIndex and ReleaseIndex. A bind of an index another owner holds is refused (IndexRefused to the
 owner) and the datagrams that named it are not sent, so the collision costs the owner one re-pick.
+
+With offloads (the default), consecutive datagrams to one destination leave in one ``sendmsg`` with UDP_SEGMENT
+(GSO) and the reader takes many datagrams per ``recvmsg`` with UDP_GRO (axiomnet/offload.py). A kernel that
+refuses either option gets one system call per datagram instead (logged once); the wire is the same.
 """
 
 from __future__ import annotations
@@ -16,13 +20,23 @@ import errno
 import ipaddress
 import select
 import socket
+import sys
 import time
 from typing import Any
 
 from loguru import logger
 
-from axiomnet.constants import READER_BATCH_MAX, READER_POLL_TIMEOUT
+from axiomnet.constants import (
+    READER_BATCH_BYTES,
+    READER_BATCH_MAX,
+    READER_POLL_TIMEOUT,
+    UDP_GRO_BUFFER,
+    UDP_GSO_MAX_BYTES,
+    UDP_GSO_MAX_SEGMENTS,
+    UNDERLAY_DATAGRAM_TARGET,
+)
 from axiomnet.indices import IndexCommand, IndexIssued, IndexTable
+from axiomnet.offload import gso_groups, split_gro
 from axiomnet.wire import PacketType, peek_receiver, sender_index
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
@@ -30,6 +44,39 @@ from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
 SOCKET_BUFFER_BYTES = 4 << 20
 _DATA_TYPE = int(PacketType.DATA)
 SEND_ERROR_LOG_INTERVAL = 10.0  # one warning per peer address per this many seconds; every error is counted
+SOL_UDP = 17
+UDP_SEGMENT = 103  # linux/udp.h: send one buffer as datagrams of this size (GSO)
+UDP_GRO = 104  # linux/udp.h: receive consecutive datagrams of one flow in one buffer (GRO)
+_GRO_ANCILLARY = socket.CMSG_SPACE(4)
+GSO_MIN_SIZE = 576  # refused below this segment size too: the kernel will not segment at all
+_GSO_OFF_ERRNOS = (errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP)  # the device or kernel cannot segment: stop
+_GSO_SIZE_ERRNOS = (errno.EINVAL, errno.EMSGSIZE)  # the segment does not fit the path: send that size singly
+
+
+def enable_gro(sock: socket.socket) -> bool:
+    """Ask the kernel for UDP_GRO on ``sock``; False if it refuses (older kernel)."""
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def gso_supported(sock: socket.socket) -> bool:
+    """True if the kernel knows UDP_SEGMENT (read back from ``sock``; no segment size is set by default)."""
+    try:
+        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+    except OSError:
+        return False
+    return True
+
+
+def gro_segment(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The segment size of a UDP_GRO read from its ancillary data (0: one datagram)."""
+    for level, kind, data in ancillary:
+        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
+            return int.from_bytes(data[:4], "little" if sys.byteorder == "little" else "big")
+    return 0
 
 
 def normalise_addr(addr: tuple[Any, ...]) -> m.Addr:
@@ -45,9 +92,13 @@ class SocketActor(SupervisedActor):
 
     role = "socket"
 
-    def __init__(self, supervisor: Any, refs: dict[str, Any], listen: m.Addr) -> None:
+    def __init__(self, supervisor: Any, refs: dict[str, Any], listen: m.Addr, offload: bool = True) -> None:
         super().__init__(supervisor, refs)
         self.listen = listen
+        self.offload = offload
+        self.gso = False  # UDP_SEGMENT in use (setup(); switched off if the kernel refuses a send)
+        self.gro = False  # UDP_GRO in use
+        self.gso_max_size = UNDERLAY_DATAGRAM_TARGET  # larger datagrams go singly (they would not fit one segment)
         self.sock: socket.socket | None = None
         self._table: IndexTable[Any] = IndexTable()
         self._last_error_log: dict[m.Addr, float] = {}
@@ -73,7 +124,11 @@ class SocketActor(SupervisedActor):
             raise OSError(exc.errno, f"cannot bind UDP {host}:{port}: {exc.strerror}") from exc
         sock.setblocking(False)
         self.sock = sock
-        logger.info("listening on UDP {}", self.bound_address())
+        if self.offload:
+            self.gso = gso_supported(sock)
+            self.gro = enable_gro(sock)
+        logger.info("listening on UDP {} (GSO {}, GRO {})", self.bound_address(), "on" if self.gso else "off",
+                    "on" if self.gro else "off")
         self.spawn_thread(self._read_loop, "reader")
 
     def release(self) -> None:
@@ -92,13 +147,26 @@ class SocketActor(SupervisedActor):
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
         timeout_ms = int(READER_POLL_TIMEOUT * 1000)
+        gro = self.gro
         while not self._stopping.is_set():
             if not poller.poll(timeout_ms):
                 continue
             batch: list[tuple[bytes, tuple[Any, ...]]] = []
+            size = 0
             for _ in range(READER_BATCH_MAX):
                 try:
-                    batch.append(sock.recvfrom(65535))
+                    if gro:
+                        data, ancillary, _flags, addr = sock.recvmsg(UDP_GRO_BUFFER, _GRO_ANCILLARY)
+                        size += len(data)
+                        segment = gro_segment(ancillary)
+                        if segment and len(data) > segment:
+                            batch += [(d, addr) for d in split_gro(data, segment)]
+                        else:
+                            batch.append((data, addr))
+                        if size >= READER_BATCH_BYTES:
+                            break
+                    else:
+                        batch.append(sock.recvfrom(65535))
                 except BlockingIOError:
                     break
                 except OSError as exc:
@@ -156,7 +224,8 @@ class SocketActor(SupervisedActor):
                 self._table.release(message.index, owner)
             return None
         if isinstance(message, m.Snapshot):
-            return {"listen": self.bound_address(), "indices": len(self._table), **self.counters}
+            return {"listen": self.bound_address(), "indices": len(self._table), "gso": self.gso, "gro": self.gro,
+                    **self.counters}
         return super().handle(message)
 
     def _refuse(self, index: int, owner: Any, unsent: int) -> None:
@@ -166,6 +235,50 @@ class SocketActor(SupervisedActor):
         tell(owner, m.IndexRefused(index))
 
     def _send(self, items: list[tuple[bytes, m.Addr]]) -> None:
+        if not self.gso or len(items) < 2:
+            self._send_each(items)
+            return
+        for addr, group in gso_groups(items, UDP_GSO_MAX_SEGMENTS, UDP_GSO_MAX_BYTES, self.gso_max_size):
+            if len(group) == 1 or not self._send_gso(group, addr):
+                self._send_each([(data, addr) for data in group])
+
+    def _send_gso(self, group: list[bytes], addr: m.Addr) -> bool:
+        """One UDP_SEGMENT send of ``group`` (all of the first one's size but the last); False: send them singly
+        (the kernel refused the segment size, or GSO altogether: then it is switched off, logged once)."""
+        sock = self.sock
+        assert sock is not None
+        target: tuple[Any, ...] = addr
+        if self.family == socket.AF_INET6 and "." in addr[0]:
+            target = ("::ffff:" + addr[0], addr[1])
+        size = len(group[0])
+        try:
+            sock.sendmsg(group, [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))], 0, target)
+        except BlockingIOError:
+            self.counters["tx_dropped_full"] += len(group)
+            return True
+        except OSError as exc:
+            if exc.errno in _GSO_OFF_ERRNOS:
+                self.gso = False
+                logger.warning("UDP GSO refused ({}): sending one datagram per system call", exc.strerror)
+            elif exc.errno in _GSO_SIZE_ERRNOS:
+                # Ambiguous: the segments may not fit the path, or the destination is invalid. Sent singly; if
+                # they leave that way, segments of this size are sent singly from now on.
+                errors = self.counters["tx_errors"]
+                self._send_each([(data, addr) for data in group])
+                if self.counters["tx_errors"] == errors:
+                    self.counters["gso_size_refused"] += 1
+                    self.gso_max_size = size - 1
+                    if self.gso_max_size < GSO_MIN_SIZE:
+                        self.gso = False
+                        logger.warning("UDP GSO refused for every segment size ({}): sending one datagram per "
+                                       "system call", exc.strerror)
+                return True
+            return False  # every other error is counted and logged per datagram by _send_each
+        self.counters["tx_datagrams"] += len(group)
+        self.counters["tx_gso_sends"] += 1
+        return True
+
+    def _send_each(self, items: list[tuple[bytes, m.Addr]]) -> None:
         sock = self.sock
         assert sock is not None
         mapped = self.family == socket.AF_INET6

@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--no-discoverable", action="store_true", default=None,
                         help="do not tell our public key to peers that probe for it (only peers that already "
                              "know it can connect)")
+    daemon.add_argument("--no-offload", action="store_true", default=None,
+                        help="read and write the TUN device and the UDP socket one packet at a time (no TSO, "
+                             "checksum offload, UDP GSO/GRO); the wire format is the same either way")
 
     identity = commands.add_parser(
         "identity", help="show this node's identity", description="Identity commands.",
@@ -203,6 +206,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
         "log_json": args.log_json,
         "allowed_keys": args.allowed_key,
         "discoverable": False if args.no_discoverable else None,
+        "offload": False if args.no_offload else None,
     }
     config = load_config(config_file=args.config, env=os.environ, overrides=overrides)
     configure_logging(config.log_level, config.log_json)

@@ -29,10 +29,10 @@ ROOT_DATA_DIR = Path("/var/lib/axiomnet")
 ROOT_ADMIN_SOCKET = Path("/run/axiomnet/admin.sock")
 
 TOML_KEYS = ("listen", "peers", "tun", "mtu", "data_dir", "admin_socket", "log_level", "log_json",
-             "allowed_keys", "discoverable")
+             "allowed_keys", "discoverable", "offload")
 ENV_PREFIX = "AXIOMNET_"
 ENV_KEYS = ("LISTEN", "PEERS", "TUN", "NO_TUN", "MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL", "LOG_JSON",
-            "ALLOWED_KEYS", "DISCOVERABLE")
+            "ALLOWED_KEYS", "DISCOVERABLE", "OFFLOAD")
 OVERRIDE_KEYS = TOML_KEYS + ("listen_host", "listen_port", "tun_enabled", "tun_name", "no_tun")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -291,6 +291,7 @@ class Config:
     # None: any key may complete a handshake (trust on first use); a set: only these keys and pinned static peers.
     allowed_keys: frozenset[bytes] | None = None
     discoverable: bool = True  # answer KEY_PROBE with our public key (peers configured without our key need it)
+    offload: bool = True  # TUN offloads (TSO, checksums) and UDP GSO/GRO where the kernel grants them
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -313,6 +314,7 @@ class Config:
         if self.allowed_keys is not None:
             put("allowed_keys", _parse_allowed_keys(self.allowed_keys, "allowed_keys"))
         put("discoverable", _check_bool(self.discoverable, "discoverable"))
+        put("offload", _check_bool(self.offload, "offload"))
 
     @property
     def listen(self) -> str:
@@ -365,6 +367,8 @@ def _apply(values: dict[str, Any], name: str, value: object, key: str, base: Pat
         values["log_json"] = _check_bool(value, key)
     elif name == "discoverable":
         values["discoverable"] = _check_bool(value, key)
+    elif name == "offload":
+        values["offload"] = _check_bool(value, key)
     else:  # pragma: no cover - callers filter unknown keys first
         raise ConfigError(f"unknown setting {key!r}")
 
@@ -391,7 +395,7 @@ def _toml_layer(path: Path, values: dict[str, Any]) -> None:
         if name == "tun" and value is True:
             values["tun_enabled"] = True
             continue
-        if name in ("log_json", "discoverable") and not isinstance(value, bool):
+        if name in ("log_json", "discoverable", "offload") and not isinstance(value, bool):
             raise _bad(key, value, "expected true or false")
         if name == "allowed_keys" and not isinstance(value, list):
             raise _bad(key, value, 'expected an array of public keys ("64 hexadecimal characters")')
@@ -422,7 +426,7 @@ def _env_layer(env: Mapping[str, str], values: dict[str, Any]) -> None:
         values["tun_enabled"] = False
     elif (text := get("TUN")) is not None:
         _apply(values, "tun", text, "AXIOMNET_TUN")
-    for name in ("MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL", "LOG_JSON", "DISCOVERABLE"):
+    for name in ("MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL", "LOG_JSON", "DISCOVERABLE", "OFFLOAD"):
         if (text := get(name)) is not None:
             _apply(values, name.lower(), text, ENV_PREFIX + name)
     if (text := get("ALLOWED_KEYS")) is not None and text.strip():  # empty: not set

@@ -130,3 +130,17 @@ MAX_SESSIONS_PER_SOURCE = 8
 # keeps MAX_SESSIONS - MAX_UNPINNED_SESSIONS slots for named peers (who may also evict, least recently active first).
 MAX_UNPINNED_SESSIONS = 768
 SESSION_ACTIVITY_REPORT = 1.0  # a session actor tells the peer manager it heard its peer at most this often
+
+# --- data plane: offloads and batches (axiomnet/offload.py, actors/tun.py, actors/socket.py) ------------------
+# Largest UDP payload that software segmentation sizes TCP segments for: a 1500-byte underlay MTU less the IPv6
+# (40) and UDP (8) headers. A datagram that is bigger anyway (a long routed path, offloads off) is IP-fragmented.
+UNDERLAY_DATAGRAM_TARGET = 1452
+# Tree ports (2 bytes each, both paths together) a routed header is assumed to carry when segments are sized.
+ROUTED_PATH_ALLOWANCE = 16
+# Bytes around an inner IP packet on the wire: link header and tag, routed header with the allowance, end-to-end
+# header and tag. Software TSO cuts segments of at most UNDERLAY_DATAGRAM_TARGET minus this.
+OVERLAY_OVERHEAD = 16 + 16 + 42 + 2 * ROUTED_PATH_ALLOWANCE + 16 + 16
+READER_BATCH_BYTES = 128 * 1024  # bytes a reader drains into one batch (besides READER_BATCH_MAX reads); then it hands over
+UDP_GSO_MAX_SEGMENTS = 64  # datagrams in one UDP_SEGMENT send (the kernel's limit before Linux 6.2 was 64)
+UDP_GSO_MAX_BYTES = 65000  # bytes in one UDP_SEGMENT send (an IP datagram holds at most 64 KiB)
+UDP_GRO_BUFFER = 65535  # bytes of one receive with UDP_GRO (the kernel coalesces at most 64 KiB)

@@ -56,6 +56,9 @@ IDLE_PEERS = 10
 LOSS_PERCENT = 1
 BASE_PACKAGES = ("iproute2", "iputils-ping", "iperf3")
 NEXT_HOP_SIZES = bench_micro.NEXT_HOP_NEIGHBOURS
+# What --only can select: the overlays of the side-by-side table, then AxiomNet's own figures.
+SECTIONS = ("veth", "axiomnet", *PEERS, "loss", "mtu", "no_offload", "relay", "idle", "sessions", "micro")
+NOT_SELECTED = "not selected in this run (--only)"
 
 
 class Settings:
@@ -74,9 +77,18 @@ class Settings:
         self.idle_settle = 1.0 if smoke else 5.0
         self.idle_seconds = 1.0 if smoke else args.idle_seconds
         self.sessions = 50 if smoke else args.sessions
+        self.only: frozenset[str] = frozenset(args.only or SECTIONS)
+
+    def wants(self, section: str) -> bool:
+        """True if ``section`` is among those this run measures (--only; all by default)."""
+        return section in self.only
 
     def describe(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items()}
+        return {k: sorted(v) if isinstance(v, frozenset) else v for k, v in vars(self).items()}
+
+
+class Skipped(Exception):
+    """Raised inside Figures.section when --only leaves the section out: its figures say so."""
 
 
 # --- figures -------------------------------------------------------------------------------------------------
@@ -106,6 +118,8 @@ class Figures:
         """Run a measurement; if it fails, its keys not yet set say why (and the run exits 1)."""
         try:
             yield
+        except Skipped:
+            self.unavailable(keys, NOT_SELECTED)
         except (netns.HarnessError, subprocess.SubprocessError, OSError, RuntimeError, ValueError) as exc:
             text = str(exc).strip().splitlines()
             reason = f"{name} failed: {text[0] if text else type(exc).__name__}"
@@ -221,6 +235,8 @@ def measure_pair(workdir: Path, s: Settings, fig: Figures, available: dict[str, 
     """veth, then every overlay at MTU 1420, then AxiomNet's MTU sweep and offloads off, in one NetnsPair."""
     with netns.NetnsPair() as pair:
         with fig.section("raw veth", ["veth_mbps", "veth_rtt_min_ms", "veth_rtt_avg_ms"]):
+            if not s.wants("veth"):
+                raise Skipped
             _progress(f"raw veth {pair.ip_a} -> {pair.ip_b}")
             rtt = traffic.ping(pair.a, pair.ip_b, count=s.pings, interval=s.ping_interval)
             fig.set("veth_rtt_min_ms", rtt.rtt_min)
@@ -236,7 +252,10 @@ def measure_pair(workdir: Path, s: Settings, fig: Figures, available: dict[str, 
         for prefix, ov, first_ping in overlays:
             loss = prefix in ("axiomnet", "wireguard_go")
             keys = overlay_keys(prefix, first_ping=first_ping, loss=loss)
-            reason = available.get(prefix)
+            reason = available.get(prefix) if s.wants(prefix) else NOT_SELECTED
+            if loss and not s.wants("loss"):
+                fig.unavailable([f"{prefix}_loss{LOSS_PERCENT}_mbps"], NOT_SELECTED)
+                loss = False
             meta["overlays"][prefix] = {"label": LABELS[prefix], "settings": ov.settings(),
                                         "version": ov.version() if reason is None else reason}
             if reason is not None:
@@ -251,6 +270,9 @@ def measure_pair(workdir: Path, s: Settings, fig: Figures, available: dict[str, 
 
         for mtu in MTU_SWEEP:
             key = "axiomnet_mtu_default_mbps" if mtu == DEFAULT_MTU else f"axiomnet_mtu{mtu}_mbps"
+            if not s.wants("mtu"):
+                fig.unavailable([key], NOT_SELECTED)
+                continue
             if mtu == peers.COMPARABLE_MTU and mtu != DEFAULT_MTU:
                 fig.values[key] = fig.values.get("axiomnet_mbps", NA + "the main AxiomNet run failed")
                 continue
@@ -258,7 +280,9 @@ def measure_pair(workdir: Path, s: Settings, fig: Figures, available: dict[str, 
                 fig.set(key, _axiomnet_throughput(pair, workdir, s, mtu=mtu, tag=f"m{mtu}"))
         flag = offload_flag()
         meta["offload_flag"] = flag
-        if flag is None:
+        if not s.wants("no_offload"):
+            fig.unavailable(["axiomnet_no_offload_mbps"], NOT_SELECTED)
+        elif flag is None:
             fig.unavailable(["axiomnet_no_offload_mbps"], "`axiomnet daemon --help` has no flag to switch offloads "
                             "off (--no-offload); the data plane has no offloads yet")
         else:
@@ -286,6 +310,8 @@ def measure_relay(workdir: Path, s: Settings, fig: Figures) -> None:
     """a - b - c over two veths; a and c peer with b only; the overlay from a to c must go through b."""
     keys = ["axiomnet_relay_mbps", "axiomnet_relay_rtt_avg_ms"]
     with fig.section("AxiomNet over a relay", keys), netns.NetnsLab() as lab:
+        if not s.wants("relay"):
+            raise Skipped
         a, b, c = lab.add_namespace("a"), lab.add_namespace("b"), lab.add_namespace("c")
         ab = lab.connect(a, b, ipv4_subnet="198.18.0.0/24", ipv6_subnet="2001:2::/64")
         bc = lab.connect(b, c, ipv4_subnet="198.18.1.0/24", ipv6_subnet="2001:2:0:1::/64")
@@ -342,6 +368,8 @@ def measure_idle_axiomnet(workdir: Path, s: Settings, fig: Figures) -> None:
     prefix = f"axiomnet_idle{IDLE_PEERS}"
     with fig.section("AxiomNet idle hub", [f"{prefix}_cpu_percent", f"{prefix}_rss_mib", f"{prefix}_threads"]), \
             netns.NetnsLab() as lab:
+        if not s.wants("idle"):
+            raise Skipped
         ns = lab.add_namespace("h")
         hub = daemons.start_daemon(ns, name="hub", listen="127.0.0.1:7443", peers=[], data_dir=workdir / "hub",
                                    admin_socket=workdir / "hub.sock", tun=ns.tun_name, log_level="WARNING")
@@ -365,6 +393,8 @@ def measure_idle_axiomnet(workdir: Path, s: Settings, fig: Figures) -> None:
 def measure_idle_yggdrasil(workdir: Path, s: Settings, fig: Figures, reason: str | None) -> None:
     prefix = f"yggdrasil_idle{IDLE_PEERS}"
     keys = [f"{prefix}_cpu_percent", f"{prefix}_rss_mib", f"{prefix}_threads"]
+    if not s.wants("idle"):
+        reason = NOT_SELECTED
     if reason is not None:
         fig.unavailable(keys, reason)
         return
@@ -393,6 +423,8 @@ def measure_daemon_sessions(workdir: Path, s: Settings, fig: Figures) -> None:
     """RSS growth and CPU of a daemon (no TUN) while a client holds ``s.sessions`` sessions open to it (loopback)."""
     keys = ["axiomnet_daemon_sessions", "axiomnet_daemon_rss_kib_per_session", "axiomnet_daemon_sessions_cpu_percent"]
     with fig.section("AxiomNet daemon holding sessions", keys), netns.NetnsLab() as lab:
+        if not s.wants("sessions"):
+            raise Skipped
         ns = lab.add_namespace("h")
         # Strangers are capped (MAX_UNPINNED_SESSIONS, 8 per source): the held sessions' keys are allowed, as the
         # keys of a node's real peers would be, so the daemon admits all of them.
@@ -438,6 +470,8 @@ def measure_micro(s: Settings, fig: Figures) -> None:
     keys = ["micro_encrypt_send_us", "micro_receive_decrypt_us", "micro_handshakes_per_s_core",
             "micro_handshakes_per_s_responder", "micro_session_kib_tracemalloc"] + [f"micro_next_hop_{n}_us" for n in NEXT_HOP_SIZES]
     with fig.section("micro-benchmarks", keys):
+        if not s.wants("micro"):
+            raise Skipped
         micro = bench_micro.run_all(smoke=s.smoke)
         fig.set("micro_encrypt_send_us", micro["packets"]["encrypt_send_us"])
         fig.set("micro_receive_decrypt_us", micro["packets"]["receive_decrypt_us"])
@@ -653,6 +687,15 @@ def write_doc(markdown: str, path: Path = DOC) -> None:
 
 
 # --- main ----------------------------------------------------------------------------------------------------
+def _sections(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown section(s) {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {', '.join(SECTIONS)}")
+    return names
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="Figures and method: docs/PERFORMANCE.md. Needs root.")
@@ -667,6 +710,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pings", type=int, default=20, help="pings per RTT figure (default 20, 3..1000)")
     parser.add_argument("--idle-seconds", type=float, default=30.0, help="idle CPU window (default 30, 1..600)")
     parser.add_argument("--sessions", type=int, default=1000, help="sessions the daemon holds (default 1000, 10..1024)")
+    parser.add_argument("--only", type=_sections, metavar="SECTION[,SECTION...]",
+                        help="measure only these (the others read 'not selected'; docs untouched): "
+                        + ", ".join(SECTIONS))
     args = parser.parse_args(argv)
     if not 1 <= args.seconds <= 120 or not 1 <= args.runs <= 9 or not 3 <= args.pings <= 1000:
         parser.error("--seconds must be 1..120, --runs 1..9, --pings 3..1000")
@@ -748,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text_table(axiomnet_rows(result)))
         for note in not_available_notes(result):
             print(note)
-    if not args.smoke and not args.no_doc:
+    if not args.smoke and not args.no_doc and not args.only:
         write_doc(markdown)
         _progress(f"wrote the results into {DOC.relative_to(ROOT)}")
     failures = result["meta"]["failures"]
