@@ -186,6 +186,7 @@ class SessionUp(Urgent):
     peer_key: bytes
     endpoint: Addr
     static_peer: bool
+    capabilities: tuple[str, ...] = ()  # what the peer announced in its handshake payload
 
 
 @dataclass(frozen=True)
@@ -289,3 +290,21 @@ class SessionActive(Urgent):
 
     ref: Any
     heard_at: float
+
+
+# --- traffic between neighbours (docs/PROTOCOL.md §6.6) ----------------------------------------
+@dataclass(frozen=True)
+class NeighbourPackets:
+    """IP packets from our TUN device for the address of this session's peer itself (tun reader -> session)."""
+
+    packets: list[bytes]
+
+
+@dataclass(frozen=True)
+class NeighbourRoute(Urgent):
+    """Packets for ``address`` may go straight to the session ``ref`` (its peer owns the address and takes IP
+    packets over the link); ``ref=None``: not any more through ``via`` (session -> tun)."""
+
+    address: bytes
+    ref: Any
+    via: Any = None

@@ -23,6 +23,7 @@ from axiomnet.constants import ACTOR_STOP_TIMEOUT, SHUTDOWN_DEADLINE
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import AxiomNetError, ConfigError
 from axiomnet.identity import Identity, load_or_create_identity
+from axiomnet.routed import NEIGHBOUR_CAPABILITY
 from axiomnet.actors.admin import AdminActor
 from axiomnet.actors.e2e import EndToEndActor
 from axiomnet.actors.heartbeat import HeartbeatActor
@@ -112,7 +113,8 @@ def build_specs(config: Config, identity: Identity, with_tun: bool, started: flo
                 peers: tuple[PeerSpec, ...]) -> list[ChildSpec]:
     """The supervised actors in start order (dependencies first)."""
     address = identity.address
-    payload = HandshakePayload(capabilities=("tun",) if with_tun else ("relay",))
+    # With a TUN device the node takes IP packets for its own address straight over a link (docs/PROTOCOL.md §6.6).
+    payload = HandshakePayload(capabilities=("tun", NEIGHBOUR_CAPABILITY) if with_tun else ("relay",))
     specs = [
         ChildSpec("socket", lambda sup, refs: SocketActor.start(sup, refs, (config.listen_host, config.listen_port),
                                                                 offload=config.offload)),

@@ -6,6 +6,11 @@ type on the control lane); the plaintext of DATA is a routed packet, handed to t
 the plaintext of CONTROL is a tree announcement, handed to the router on the control lane. Routed packets to
 send arrive in batches from the router; the peer manager's ticker drives the session's timers.
 
+Traffic between the two neighbours themselves skips the end-to-end layer (docs/PROTOCOL.md §6.6): when the peer
+announced NEIGHBOUR_CAPABILITY, this actor tells the TUN actor that packets for the peer's address come straight
+here (NeighbourRoute), seals them as link DATA behind the NEIGHBOUR_IP byte, and writes such packets from the
+peer to the TUN device itself after the ownership checks (source: the peer's address; destination: ours).
+
 It never waits on another actor: the core picks its receiver indices and this actor tells the socket
 (BindIndex/ReleaseIndex, axiomnet/indices.py). The peer's endpoint moves only to the source of a datagram
 the core says authenticated (WireGuard's roaming rule). Whose source address an IP packet may carry is checked
@@ -23,6 +28,8 @@ from loguru import logger
 from axiomnet.constants import DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX, PEER_SEEN_INTERVAL, SESSION_ACTIVITY_REPORT
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
+from axiomnet.ownership import address_of, destined_to, source_is
+from axiomnet.routed import NEIGHBOUR_CAPABILITY, NEIGHBOUR_PREFIX
 from axiomnet.session import Session
 from axiomnet.wire import PacketType, decode_header
 from axiomnet.actors import messages as m
@@ -72,6 +79,8 @@ class SessionActor(SupervisedActor):
         self._seen_told = -1e9  # when the router was last told PeerSeen
         self._reported_heard: float | None = None
         self._report_at = 0.0
+        self.neighbour_ip = False  # the peer takes IP packets for its own address over this link (§6.6)
+        self._route_told = False  # the TUN actor routes the peer's address to us
 
     @property
     def name(self) -> str:
@@ -93,12 +102,16 @@ class SessionActor(SupervisedActor):
 
     def teardown(self) -> None:
         tell(self.refs.get("socket"), m.ReleaseOwner(self.actor_ref))
+        self._route(False)
 
     def rewired(self, role: str) -> None:
         if role == "socket" and self.session is not None:
             # The new socket actor starts with an empty table: route our indices to us again.
             for index in self.session.local_indices():
                 tell(self.refs.get("socket"), m.BindIndex(index, self.actor_ref))
+        if role == "tun" and self._route_told:
+            self._route_told = False
+            self._route(True)  # the new TUN actor starts with no neighbour routes
 
     # --- messages --------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
@@ -106,6 +119,8 @@ class SessionActor(SupervisedActor):
             self._receive(message.items)
         elif isinstance(message, m.LinkPackets):
             self._send_data(message.packets)
+        elif isinstance(message, m.NeighbourPackets):
+            self._send_neighbour(message.packets)
         elif isinstance(message, m.Probe):
             self._probe()
         elif isinstance(message, m.SendControl):
@@ -134,6 +149,7 @@ class SessionActor(SupervisedActor):
         now = time.monotonic()
         out: list[bytes] = []
         routed: list[bytes] = []
+        mine: list[bytes] = []
         authentic = False
         for data, addr in items:
             try:
@@ -152,12 +168,18 @@ class SessionActor(SupervisedActor):
                 continue
             authentic = True
             if ptype is DATA:
-                routed.append(got.payload)
+                payload = got.payload
+                if payload[:1] == NEIGHBOUR_PREFIX:
+                    mine.append(payload[1:])
+                else:
+                    routed.append(payload)
             elif ptype is CONTROL:
                 self._control(got.payload)
         if out:
             self._send(out)
         key = session.remote_static
+        if mine and key is not None:
+            self._deliver(key, mine)
         if routed and key is not None:
             if not bounded_tell(self.refs.get("router"), m.RoutedPackets(key, routed)):
                 self.counters["rx_dropped_relay"] += len(routed)
@@ -166,6 +188,25 @@ class SessionActor(SupervisedActor):
             self._seen_told = now
             tell(self.refs.get("router"), m.PeerSeen(key))
         self._drain_events()
+
+    def _deliver(self, key: bytes, packets: list[bytes]) -> None:
+        """IP packets the peer sent to us over the link (§6.6): into the TUN device if the peer owns their source
+        and we their destination; anything else is dropped and counted."""
+        source, me = address_of(key), self.self_address
+        good = []
+        for pkt in packets:
+            if not destined_to(pkt, me):
+                self.counters["rx_dropped_not_for_us"] += 1
+            elif not source_is(pkt, source):
+                self.counters["rx_dropped_spoofed_source"] += 1
+            else:
+                good.append(pkt)
+        self.counters["rx_neighbour_packets"] += len(good)
+        tun = self.refs.get("tun")
+        if tun is None:
+            self.counters["rx_dropped_no_tun"] += len(good)
+        elif good and not bounded_tell(tun, m.TunWrite(good)):
+            self.counters["rx_dropped_backpressure"] += len(good)
 
     def _control(self, payload: bytes) -> None:
         key = self.session.remote_static if self.session is not None else None
@@ -183,6 +224,36 @@ class SessionActor(SupervisedActor):
         # Without keys the core stages the packets (bounded) and starts a handshake: nothing to catch here.
         self._send(self.session.send_batch(DATA, packets, time.monotonic()))
         self._drain_events()
+
+    def _send_neighbour(self, packets: list[bytes]) -> None:
+        """IP packets from our TUN for the peer's own address: sealed on the link behind NEIGHBOUR_IP, or, if the
+        peer no longer takes them (it came back as another build), handed to the end-to-end layer instead."""
+        assert self.session is not None
+        if not self.neighbour_ip:
+            self.counters["neighbour_to_e2e"] += len(packets)
+            if not bounded_tell(self.refs.get("e2e"), m.TunPackets(packets)):
+                self.counters["tx_dropped_backpressure"] += len(packets)
+            return
+        prefix = NEIGHBOUR_PREFIX
+        self._send(self.session.send_batch(DATA, [prefix + p for p in packets], time.monotonic()))
+        self.counters["tx_neighbour_packets"] += len(packets)
+        self._drain_events()
+
+    def _route(self, on: bool) -> None:
+        """Tell the TUN actor to send packets for the peer's address here (``on``), or no longer."""
+        session = self.session
+        key = session.remote_static if session is not None else None
+        if key is None or on == self._route_told:
+            return
+        self._route_told = on
+        tun = self.refs.get("tun")
+        if tun is not None:
+            ref = self.actor_ref
+            tell(tun, m.NeighbourRoute(address_of(key), ref if on else None, ref))
+
+    def _peer_capabilities(self) -> tuple[str, ...]:
+        payload = self.session.remote_payload if self.session is not None else None
+        return payload.capabilities if payload is not None else ()
 
     def _send_control(self, payload: bytes) -> None:
         assert self.session is not None
@@ -247,13 +318,19 @@ class SessionActor(SupervisedActor):
                 self.up = True
                 self._dial_backoff = DIAL_BACKOFF_INITIAL
                 logger.info("{}: session established with {}", self.name, key.hex()[:16])
-                up = m.SessionUp(self.actor_ref, key, self.endpoint, self.dial)
+                caps = self._peer_capabilities()
+                self.neighbour_ip = NEIGHBOUR_CAPABILITY in caps
+                self._route(self.neighbour_ip)
+                up = m.SessionUp(self.actor_ref, key, self.endpoint, self.dial, caps)
                 for role in ("peers", "router"):
                     ref = self.refs.get(role)
                     if ref is not None:
                         tell(ref, up)
             elif kind == "Rekeyed":
                 logger.debug("{}: rekeyed", self.name)
+                # A new handshake may come from another build of the peer (it restarted): follow what it says now.
+                self.neighbour_ip = NEIGHBOUR_CAPABILITY in self._peer_capabilities()
+                self._route(self.neighbour_ip and self.up)
             elif kind in ("KeyMismatch", "KeyRefused"):
                 logger.error("{}: {}", self.name, getattr(event, "message", event))
                 self.counters["keys_refused" if kind == "KeyRefused" else "key_mismatches"] += 1
@@ -279,6 +356,7 @@ class SessionActor(SupervisedActor):
         if not self.up:
             return
         self.up = False
+        self._route(False)
         down = m.SessionDown(self.actor_ref, self.session.remote_static if self.session else None, reason)
         for role in ("peers", "router"):
             ref = self.refs.get(role)

@@ -8,7 +8,10 @@ so a bulk transfer costs one system call per ~40 packets each way. A kernel that
 plain device (logged); nothing on the wire depends on either side's choice.
 
 The reader drains up to READER_BATCH_MAX frames (at most READER_BATCH_BYTES bytes) per wake-up and hands their
-packets to the end-to-end actor in one bounded tell. Closing the file descriptor of a non-persistent TUN device
+packets to the end-to-end actor in one bounded tell, except packets for the address of a neighbour that takes IP
+packets over its link (docs/PROTOCOL.md §6.6): those go straight to that neighbour's session actor. The table of
+such neighbours is this actor's, built from what the session actors tell it (NeighbourRoute), and replaced, never
+mutated, so that the reader always reads a consistent snapshot. Closing the file descriptor of a non-persistent TUN device
 removes the device, so stopping the actor (or the process dying) leaves no interface behind.
 """
 
@@ -20,7 +23,8 @@ import ipaddress
 import os
 import select
 import struct
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from loguru import logger
 from pyroute2 import IPRoute
@@ -47,6 +51,7 @@ TUN_OFFLOADS = TUN_F_CSUM | TUN_F_TSO6
 MAX_FRAME = VNET_HDR_SIZE + 0xFFFF + 40  # a virtio-net header and the largest IPv6 packet
 # Largest IP packet software segmentation cuts: each must fit one underlay datagram once sealed and routed.
 SEGMENT_MAX_PACKET = UNDERLAY_DATAGRAM_TARGET - OVERLAY_OVERHEAD
+_Ref = TypeVar("_Ref")
 IFA_F_NODAD = 0x02
 OVERLAY_PREFIXLEN = 8  # fc00::/8: every overlay address is reached through the TUN device
 
@@ -98,6 +103,24 @@ def configure_tun(name: str, address: ipaddress.IPv6Address, mtu: int) -> None:
         ipr.link("set", index=idx, state="up")
 
 
+def split_by_neighbour(batch: list[bytes], neighbours: Mapping[bytes, _Ref],
+                       me: bytes) -> tuple[dict[_Ref, list[bytes]], list[bytes]]:
+    """IPv6 packets from ``me`` to a neighbour's address, grouped by its session; and all the others, in order."""
+    rest: list[bytes] = []
+    groups: dict[_Ref, list[bytes]] = {}
+    for pkt in batch:
+        ref = neighbours.get(pkt[24:40]) if pkt[8:24] == me and pkt[0] >> 4 == 6 else None
+        if ref is None:
+            rest.append(pkt)
+        else:
+            group = groups.get(ref)
+            if group is None:
+                groups[ref] = [pkt]
+            else:
+                group.append(pkt)
+    return groups, rest
+
+
 class TunActor(SupervisedActor):
     """The node's TUN interface: packets read go to the e2e actor, TunWrite packets go into the kernel."""
 
@@ -111,6 +134,7 @@ class TunActor(SupervisedActor):
         self.mtu = mtu
         self.offload = offload  # asked for; setup() leaves what the kernel granted
         self.fd: int | None = None
+        self._neighbours: dict[bytes, Any] = {}  # address -> session actor; replaced on change (the reader's snapshot)
 
     def setup(self) -> None:
         fd, actual, self.offload = open_tun(self.name, self.offload)
@@ -169,17 +193,36 @@ class TunActor(SupervisedActor):
                     break
             counters["rx_frames"] += frames
             counters["rx_packets"] += len(batch)
+            neighbours = self._neighbours
+            if neighbours and batch:
+                batch = self._to_neighbours(batch, neighbours)
             if batch:
                 if not bounded_tell(self.refs.get("e2e"), m.TunPackets(batch)):
                     self.counters["rx_dropped_backpressure"] += len(batch)
+
+    def _to_neighbours(self, batch: list[bytes], neighbours: dict[bytes, Any]) -> list[bytes]:
+        """Tell each neighbour's session the packets from us to its address; the rest, for the e2e actor."""
+        groups, rest = split_by_neighbour(batch, neighbours, self.address.packed)
+        for ref, packets in groups.items():
+            if not bounded_tell(ref, m.NeighbourPackets(packets)):
+                self.counters["rx_dropped_backpressure"] += len(packets)
+        return rest
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, m.TunWrite):
             self._write(message.packets)
             return None
+        if isinstance(message, m.NeighbourRoute):
+            neighbours = dict(self._neighbours)
+            if message.ref is not None:
+                neighbours[message.address] = message.ref
+            elif getattr(neighbours.get(message.address), "actor_urn", None) == getattr(message.via, "actor_urn", 0):
+                del neighbours[message.address]  # only the session that set the route takes it away
+            self._neighbours = neighbours  # one assignment: the reader sees the old table or the new one
+            return None
         if isinstance(message, m.Snapshot):
             return {"name": self.name, "address": str(self.address), "mtu": self.mtu, "offload": self.offload,
-                    **self.counters}
+                    "neighbour_routes": len(self._neighbours), **self.counters}
         return super().handle(message)
 
     def _write(self, packets: list[bytes]) -> None:

@@ -46,6 +46,13 @@ class Kind(enum.IntEnum):
 
 _KINDS = frozenset(int(k) for k in Kind)
 
+# A link DATA plaintext whose first byte is NEIGHBOUR_IP is not a routed packet: the rest is an IPv6 packet from
+# the link's peer to the receiving node itself, sent only to a peer whose handshake announced NEIGHBOUR_CAPABILITY
+# and never relayed (docs/PROTOCOL.md §6.6). Between neighbours the link session is end to end.
+NEIGHBOUR_IP = 5
+NEIGHBOUR_PREFIX = bytes([NEIGHBOUR_IP])
+NEIGHBOUR_CAPABILITY = "neighbour-ip"
+
 
 class RoutedHeader(NamedTuple):
     """A decoded routed header; ``offset`` is where the payload starts."""
