@@ -27,11 +27,10 @@ from loguru import logger
 
 from axiomnet.constants import DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX, PEER_SEEN_INTERVAL, SESSION_ACTIVITY_REPORT
 from axiomnet.control import HandshakePayload
-from axiomnet.errors import RemoteProtocolError
 from axiomnet.ownership import address_of, destined_to, source_is
 from axiomnet.routed import NEIGHBOUR_CAPABILITY, NEIGHBOUR_PREFIX
 from axiomnet.session import Session
-from axiomnet.wire import PacketType, decode_header
+from axiomnet.wire import PacketType
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, tell, bounded_tell
 from axiomnet.actors.socket import tell_indices
@@ -147,43 +146,34 @@ class SessionActor(SupervisedActor):
         session = self.session
         assert session is not None
         now = time.monotonic()
-        out: list[bytes] = []
+        got = session.receive_batch([data for data, _ in items], now)
+        for exc in got.errors:
+            self.counters["rx_" + type(exc).__name__] += 1
+            logger.debug("{}: dropped datagram: {}", self.name, exc)
+        if got.last_authentic >= 0:
+            addr = items[got.last_authentic][1]
+            if addr != self.endpoint:
+                self._roam(addr)  # before the replies are sent: they go where the peer now is
+        if got.replies:
+            self._send(got.replies)
+        key = session.remote_static
         routed: list[bytes] = []
         mine: list[bytes] = []
-        authentic = False
-        for data, addr in items:
-            try:
-                header = decode_header(data)
-                got = session.receive(header, data, now)
-            except RemoteProtocolError as exc:
-                self.counters["rx_" + type(exc).__name__] += 1
-                logger.debug("{}: dropped datagram: {}", self.name, exc)
-                continue
-            if got.authenticated and addr != self.endpoint:
-                self._roam(addr)  # before the replies are sent: they go where the peer now is
-            if got.replies:
-                out.extend(got.replies)
-            ptype = got.ptype
-            if ptype is None:
-                continue
-            authentic = True
+        prefix = NEIGHBOUR_PREFIX
+        for ptype, payload in got.payloads:
             if ptype is DATA:
-                payload = got.payload
-                if payload[:1] == NEIGHBOUR_PREFIX:
+                if payload[:1] == prefix:
                     mine.append(payload[1:])
                 else:
                     routed.append(payload)
             elif ptype is CONTROL:
-                self._control(got.payload)
-        if out:
-            self._send(out)
-        key = session.remote_static
+                self._control(payload)
         if mine and key is not None:
             self._deliver(key, mine)
         if routed and key is not None:
             if not bounded_tell(self.refs.get("router"), m.RoutedPackets(key, routed)):
                 self.counters["rx_dropped_relay"] += len(routed)
-        elif authentic and key is not None and now - self._seen_told >= PEER_SEEN_INTERVAL:
+        elif got.last_authentic >= 0 and key is not None and now - self._seen_told >= PEER_SEEN_INTERVAL:
             # Liveness comes from any authenticated packet; routed packets already tell the router so.
             self._seen_told = now
             tell(self.refs.get("router"), m.PeerSeen(key))

@@ -15,6 +15,7 @@ import struct
 
 from nacl._sodium import ffi as _ffi
 from nacl._sodium import lib as _lib
+from nacl.bindings import sodium_init
 from nacl.exceptions import CryptoError
 
 from axiomnet.constants import (
@@ -42,6 +43,9 @@ LAST_TRANSPORT = int(PacketType.KEEPALIVE)
 # libsodium's ChaCha20-Poly1305 (IETF) through pynacl's own cffi binding, called directly: pynacl's wrapper
 # checks and copies its arguments on every call, which cost as much as the cipher on a 1400-byte packet. Output
 # goes into a scratch buffer of the call (not zeroed: every byte used is written first), then one copy to bytes.
+# sodium_init() picks the CPU's fastest implementations (AVX2 ChaCha20 here: twice the reference code's speed);
+# pynacl calls it when nacl.bindings is imported, which this import guarantees whatever else was imported first.
+sodium_init()
 _encrypt = _lib.crypto_aead_chacha20poly1305_ietf_encrypt
 _decrypt = _lib.crypto_aead_chacha20poly1305_ietf_decrypt
 _scratch = _ffi.new_allocator(should_clear_after_alloc=False)
@@ -156,3 +160,23 @@ def open_sealed(kp: Keypair, datagram: bytes, counter: int) -> bytes:
                 NONCE_STRUCT.pack(counter), kp.recv_key):
         raise CryptoError("authentication tag mismatch")
     return _ffi.buffer(buf, size)[:]
+
+
+class Opener:
+    """Opens the transport datagrams of one batch into one scratch buffer (one allocation per batch)."""
+
+    __slots__ = ("_buf", "_view")
+
+    def __init__(self, largest: int) -> None:
+        self._buf = _scratch("unsigned char[]", max(1, largest - HEADER_SIZE - AEAD_TAG_SIZE))
+        self._view = _ffi.buffer(self._buf)
+
+    def open(self, key: bytes, datagram: bytes, counter: int) -> bytes | None:
+        """Plaintext of ``datagram`` (at most the ``largest`` bytes given) under ``key``; None if the tag does not
+        verify. Like :func:`open_sealed`, it neither checks nor moves a replay window."""
+        size = len(datagram) - HEADER_SIZE - AEAD_TAG_SIZE
+        src = _ffi.from_buffer(datagram)
+        if _decrypt(self._buf, _NULL, _NULL, src + HEADER_SIZE, size + AEAD_TAG_SIZE, src, HEADER_SIZE,
+                    NONCE_STRUCT.pack(counter), key):
+            return None
+        return self._view[:size]

@@ -522,3 +522,47 @@ def test_no_index_leaks_across_rekeys_and_expiry(seeds: tuple[int, int]) -> None
         assert node.indices.live == node.owned_indices()
         assert len(node.indices.live) <= 4  # current + next + MAX_PREVIOUS_KEYPAIRS
     assert end > 0
+
+
+# --- receive_batch: the fast path is receive(), gathered ----------------------------------------------------
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["data", "control", "keepalive", "replay", "flip", "garbage", "short"]),
+                          st.integers(0, 1500)), min_size=1, max_size=40))
+def test_receive_batch_agrees_with_receive_datagram_by_datagram(ops: list[tuple[str, int]]) -> None:
+    import copy
+
+    _net, _a, _b, sa, sb = established_pair()
+    deliver(sb, sa.send(DATA, b"first", 1.0)[0], 1.0)  # the peer has used the keypair: the fast path applies
+    twin = copy.deepcopy(sb)
+    stream: list[bytes] = []
+    for op, n in ops:
+        if op in ("data", "control", "keepalive"):
+            ptype = {"data": DATA, "control": CONTROL, "keepalive": KEEPALIVE}[op]
+            stream += transport(sa.send(ptype, b"" if ptype is KEEPALIVE else os.urandom(n), 2.0))
+        elif op == "replay" and stream:
+            stream.append(stream[n % len(stream)])
+        elif op == "flip" and stream and stream[n % len(stream)]:
+            d = bytearray(stream[n % len(stream)])
+            d[n % len(d)] ^= 1
+            stream.append(bytes(d))
+        elif op == "garbage":
+            stream.append(os.urandom(n))
+        elif op == "short":
+            stream.append(stream[-1][:HEADER_SIZE + 15] if stream else b"")
+    batch = sb.receive_batch(stream, 3.0)
+    payloads, replies, errors, last = [], [], [], -1
+    for i, d in enumerate(stream):
+        try:
+            got = twin.receive(decode_header(d), d, 3.0)
+        except RemoteProtocolError as exc:
+            errors.append(type(exc))
+            continue
+        replies += got.replies
+        last = i if got.authenticated else last
+        if got.ptype is not None and got.ptype is not KEEPALIVE:
+            payloads.append((got.ptype, got.payload))
+    assert batch.payloads == payloads
+    assert [type(e) for e in batch.errors] == errors
+    assert batch.replies == replies and batch.last_authentic == last
+    assert sb.stats == twin.stats
+    assert sb.last_heard == twin.last_heard and sb.next_deadline() == twin.next_deadline()
