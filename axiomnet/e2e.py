@@ -25,14 +25,15 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from axiomnet.constants import LOOKUP_GIVE_UP, MAX_QUEUED_PER_DESTINATION, MAX_SESSIONS
+from axiomnet.constants import HEADER_SIZE, LOOKUP_GIVE_UP, MAX_QUEUED_PER_DESTINATION, MAX_SESSIONS
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.identity import derive_address
 from axiomnet.indices import IndexRetired, IndexTable
 from axiomnet.responder import HandshakeResponder
+from axiomnet.keypairs import FIRST_TRANSPORT, LAST_TRANSPORT
 from axiomnet.session import Established, Expired, Session
-from axiomnet.wire import Header, PacketType, decode_header
+from axiomnet.wire import Header, PacketType, decode_header, peek_receiver
 
 IPV6_HEADER = 40
 OVERLAY_PREFIX = 0xFC
@@ -178,32 +179,65 @@ class EndToEnd:
 
     # --- inbound -------------------------------------------------------------------------------------
     def inbound(self, items: list[tuple[bytes, bytes]], now: float) -> E2EOutput:
-        """(source address, end-to-end datagram) pairs the router delivered to us."""
+        """(source address, end-to-end datagram) pairs the router delivered to us.
+
+        Consecutive transport datagrams from one source to its session are opened together
+        (:meth:`Session.receive_batch`); everything else one by one, in order.
+        """
         out = E2EOutput()
+        run: list[bytes] = []
+        run_src = b""
         for src, datagram in items:
-            try:
-                header = decode_header(datagram)
-                if header.ptype is PacketType.HANDSHAKE_INIT:
-                    self._on_init(src, header, datagram, out, now)
+            if len(datagram) >= HEADER_SIZE and FIRST_TRANSPORT <= datagram[4] & 0x0F <= LAST_TRANSPORT:
+                owner = self._owners.owner(peek_receiver(datagram))
+                if owner == src and owner in self.sessions:
+                    if run and src != run_src:
+                        self._open_run(run_src, run, out, now)
+                        run = []
+                    run_src = src
+                    run.append(datagram)
                     continue
-                owner = self._owners.owner(header.receiver)
-                if owner == RESPONDER:  # a HANDSHAKE_FINAL for the responder
-                    self._on_final(src, header, datagram, out, now)
-                    continue
-                session = self.sessions.get(owner) if owner is not None else None
-                if session is None or owner != src:
-                    self.stats["rx_unknown_index"] += 1
-                    self._nudge(src, header.ptype, out, now)
-                    continue
-                got = session.receive(header, datagram, now)
-            except RemoteProtocolError:
-                self.stats["rx_rejected"] += 1
-                continue
-            out.send(src, got.replies)
-            if got.ptype is DATA:
-                self._to_tun(src, got.payload, out)
-            self._collect(src, session, out, now)
+            if run:
+                self._open_run(run_src, run, out, now)
+                run = []
+            self._inbound_one(src, datagram, out, now)
+        if run:
+            self._open_run(run_src, run, out, now)
         return out
+
+    def _open_run(self, src: bytes, datagrams: list[bytes], out: E2EOutput, now: float) -> None:
+        session = self.sessions[src]
+        got = session.receive_batch(datagrams, now)
+        self.stats["rx_rejected"] += len(got.errors)
+        out.send(src, got.replies)
+        for ptype, payload in got.payloads:
+            if ptype is DATA:
+                self._to_tun(src, payload, out)
+        self._collect(src, session, out, now)
+
+    def _inbound_one(self, src: bytes, datagram: bytes, out: E2EOutput, now: float) -> None:
+        try:
+            header = decode_header(datagram)
+            if header.ptype is PacketType.HANDSHAKE_INIT:
+                self._on_init(src, header, datagram, out, now)
+                return
+            owner = self._owners.owner(header.receiver)
+            if owner == RESPONDER:  # a HANDSHAKE_FINAL for the responder
+                self._on_final(src, header, datagram, out, now)
+                return
+            session = self.sessions.get(owner) if owner is not None else None
+            if session is None or owner != src:
+                self.stats["rx_unknown_index"] += 1
+                self._nudge(src, header.ptype, out, now)
+                return
+            got = session.receive(header, datagram, now)
+        except RemoteProtocolError:
+            self.stats["rx_rejected"] += 1
+            return
+        out.send(src, got.replies)
+        if got.ptype is DATA:
+            self._to_tun(src, got.payload, out)
+        self._collect(src, session, out, now)
 
     def _nudge(self, src: bytes, ptype: PacketType, out: E2EOutput, now: float) -> None:
         """Transport traffic from ``src`` for a session we do not have: it kept keys we lost (we restarted). Start

@@ -28,11 +28,22 @@ from axiomnet.errors import RemoteProtocolError
 from axiomnet.greedy import NO_HOP, NeighbourPaths
 from axiomnet.identity import derive_address, noise_key_of
 from axiomnet.lookup import Coords, Pathfinder, decode_lookup, decode_path_broken, encode_lookup, encode_path_broken
-from axiomnet.routed import NO_WATERMARK, Kind, RoutedHeader, decode_routed, encode_routed, forwarded, root_tag
+from axiomnet.routed import (
+    FIXED_SIZE,
+    NO_WATERMARK,
+    Kind,
+    RoutedHeader,
+    decode_routed,
+    encode_routed,
+    forwarded,
+    root_tag,
+)
 from axiomnet.tree import Tree
 
 MAX_BROKEN_SOURCES = 1024  # sources remembered for the PATH_BROKEN rate limit; the oldest is forgotten past it
 MAX_HOP_CACHE = 4096  # destination paths whose next hop is remembered until a coordinate changes
+_TRAFFIC = int(Kind.TRAFFIC)
+_DELIVER, _DIRECT, _RELAY = 0, 1, 2  # what a batch's TRAFFIC with one header gets (Forwarder.receive)
 
 
 @dataclass
@@ -135,15 +146,23 @@ class Forwarder:
     def _originate(self, kind: Kind, dst: bytes, dst_path: tuple[int, ...], payloads: Iterable[bytes],
                    out: Output, now: float) -> None:
         key, distance = self.decide(dst_path, now)
-        tag, src_path = root_tag(self.tree.root), self.tree.path
-        for payload in payloads:
-            if key is None:
-                self.stats["dropped_no_route"] += 1
-                continue
-            out.send(key, encode_routed(kind, root_tag=tag, dst=dst, src=self.address, dst_path=dst_path,
-                                        src_path=src_path, payload=payload, hop_limit=HOP_LIMIT,
-                                        watermark=distance))
-            self.stats["originated"] += 1
+        payloads = list(payloads)
+        if key is None:
+            self.stats["dropped_no_route"] += len(payloads)
+            return
+        # Every packet of the batch has the same header: built once, prepended to each payload.
+        head = encode_routed(kind, root_tag=root_tag(self.tree.root), dst=dst, src=self.address, dst_path=dst_path,
+                             src_path=self.tree.path, payload=b"", hop_limit=HOP_LIMIT, watermark=distance)
+        self._send_all(key, head, payloads, out)
+
+    def _send_all(self, key: bytes, head: bytes, payloads: list[bytes], out: Output) -> None:
+        packets = [head + payload for payload in payloads]
+        group = out.links.get(key)
+        if group is None:
+            out.links[key] = packets
+        else:
+            group += packets
+        self.stats["originated"] += len(packets)
 
     def neighbour_up(self, key: bytes) -> Output:
         """A link to ``key`` came up: anything waiting for a lookup of its address goes to it directly now."""
@@ -156,11 +175,9 @@ class Forwarder:
         return out
 
     def _to_neighbour(self, key: bytes, dst: bytes, payloads: Iterable[bytes], out: Output) -> None:
-        tag, src_path = root_tag(self.tree.root), self.tree.path
-        for payload in payloads:
-            out.send(key, encode_routed(Kind.TRAFFIC, root_tag=tag, dst=dst, src=self.address, dst_path=(),
-                                        src_path=src_path, payload=payload, watermark=0))
-            self.stats["originated"] += 1
+        head = encode_routed(Kind.TRAFFIC, root_tag=root_tag(self.tree.root), dst=dst, src=self.address, dst_path=(),
+                             src_path=self.tree.path, payload=b"", watermark=0)
+        self._send_all(key, head, list(payloads), out)
 
     def _lookup(self, dst: bytes, nonce: int, out: Output) -> None:
         targets = self.tree.lookup_targets(dst)
@@ -184,13 +201,41 @@ class Forwarder:
 
     # --- receiving -----------------------------------------------------------------------------------
     def receive(self, from_key: bytes, packets: Iterable[bytes], now: float) -> Output:
-        """Handle routed packets that arrived over the link to ``from_key``."""
+        """Handle routed packets that arrived over the link to ``from_key``.
+
+        TRAFFIC takes a fast path: the packets of a batch mostly share one header (kind, root tag, addresses,
+        paths), so the decision for a header is made once per batch (on its first packet, by the general path)
+        and applied to the others, with their own hop limit and watermark checked per packet as always.
+        """
         out = Output()
+        decided: dict[bytes, tuple[int, bytes, int]] = {}
+        stats = self.stats
         for data in packets:
+            n = len(data)
+            if n >= FIXED_SIZE and data[0] == _TRAFFIC:
+                end = FIXED_SIZE + 2 * (data[40] + data[41])
+                if end <= n:
+                    key = data[4:end]
+                    decision = decided.get(key)
+                    if decision is not None:
+                        action, link, distance = decision
+                        if action == _DELIVER:
+                            stats["delivered"] += 1
+                            out.delivered.append((data[24:40], data[end:]))
+                            continue
+                        hop_limit, watermark = data[1], (data[2] << 8) | data[3]
+                        if hop_limit > 1 and (action == _DIRECT or distance < watermark):
+                            out.send(link, forwarded(data, hop_limit - 1, distance))
+                            stats["relayed"] += 1
+                            continue
+                    else:
+                        decision = self._traffic_decision(data, now)
+                        if decision is not None:
+                            decided[key] = decision
             try:
                 header = decode_routed(data)
             except RemoteProtocolError:
-                self.stats["dropped_malformed"] += 1
+                stats["dropped_malformed"] += 1
                 continue
             if header.kind is Kind.LOOKUP:
                 self._on_lookup(from_key, data, header, out, now)
@@ -199,6 +244,24 @@ class Forwarder:
             else:
                 self._relay(data, header, out, now)
         return out
+
+    def _traffic_decision(self, data: bytes, now: float) -> tuple[int, bytes, int] | None:
+        """What ``_deliver`` / ``_relay`` do with TRAFFIC of this packet's header whatever its hop limit and
+        watermark: (_DELIVER, -, -), (_DIRECT, neighbour, 0) or (_RELAY, next hop, our distance); None when it is
+        anything else (malformed, another root, no route: those go the general way every time)."""
+        try:
+            header = decode_routed(data)
+        except RemoteProtocolError:
+            return None
+        if header.dst == self.address:
+            return (_DELIVER, b"", 0)
+        direct = self.tree.neighbour_by_address(header.dst)
+        if direct is not None:
+            return (_DIRECT, direct, 0)
+        if header.root_tag != root_tag(self.tree.root):
+            return None
+        key, distance = self.decide(header.dst_path, now)
+        return None if key is None else (_RELAY, key, distance)
 
     def _relay(self, data: bytes, header: RoutedHeader, out: Output, now: float) -> None:
         direct = self.tree.neighbour_by_address(header.dst)

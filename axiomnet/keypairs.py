@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 import struct
+from collections.abc import Callable
 
 from nacl._sodium import ffi as _ffi
 from nacl._sodium import lib as _lib
@@ -162,21 +163,21 @@ def open_sealed(kp: Keypair, datagram: bytes, counter: int) -> bytes:
     return _ffi.buffer(buf, size)[:]
 
 
-class Opener:
-    """Opens the transport datagrams of one batch into one scratch buffer (one allocation per batch)."""
+def opener(key: bytes, largest: int) -> Callable[[bytes, int], bytes | None]:
+    """A function opening the transport datagrams of one batch (each at most ``largest`` bytes) under ``key`` into
+    one scratch buffer: plaintext, or None if the tag does not verify. Like :func:`open_sealed`, it neither checks
+    nor moves a replay window."""
+    buf = _scratch("unsigned char[]", max(1, largest - HEADER_SIZE - AEAD_TAG_SIZE))
+    view = _ffi.buffer(buf)
+    from_buffer, decrypt, pack_nonce = _ffi.from_buffer, _decrypt, NONCE_STRUCT.pack
+    overhead = HEADER_SIZE + AEAD_TAG_SIZE
 
-    __slots__ = ("_buf", "_view")
-
-    def __init__(self, largest: int) -> None:
-        self._buf = _scratch("unsigned char[]", max(1, largest - HEADER_SIZE - AEAD_TAG_SIZE))
-        self._view = _ffi.buffer(self._buf)
-
-    def open(self, key: bytes, datagram: bytes, counter: int) -> bytes | None:
-        """Plaintext of ``datagram`` (at most the ``largest`` bytes given) under ``key``; None if the tag does not
-        verify. Like :func:`open_sealed`, it neither checks nor moves a replay window."""
-        size = len(datagram) - HEADER_SIZE - AEAD_TAG_SIZE
-        src = _ffi.from_buffer(datagram)
-        if _decrypt(self._buf, _NULL, _NULL, src + HEADER_SIZE, size + AEAD_TAG_SIZE, src, HEADER_SIZE,
-                    NONCE_STRUCT.pack(counter), key):
+    def open_one(datagram: bytes, counter: int) -> bytes | None:
+        size = len(datagram) - overhead
+        src = from_buffer(datagram)
+        if decrypt(buf, _NULL, _NULL, src + HEADER_SIZE, size + AEAD_TAG_SIZE, src, HEADER_SIZE, pack_nonce(counter),
+                   key):
             return None
-        return self._view[:size]
+        return view[:size]
+
+    return open_one

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
@@ -91,7 +92,8 @@ def _segment_sums(data: memoryview, size: int, count: int) -> list[int]:
     words = np.frombuffer(data, dtype="<u2", count=count * size // 2).reshape(count, size // 2)
     out = []
     for little in words.sum(axis=1, dtype=np.uint64).tolist():
-        little = fold(little)
+        little = (little & 0xFFFF) + (little >> 16)
+        little = (little & 0xFFFF) + (little >> 16)
         out.append(((little & 0xFF) << 8) | (little >> 8))
     return out
 
@@ -137,6 +139,14 @@ def complete_checksum(packet: memoryview, csum_start: int, csum_offset: int) -> 
     return b"".join((packet[:at], _U16.pack(check), packet[at + 2:]))
 
 
+@lru_cache(maxsize=64)
+def _segment_header(ip_rest: int, tail: int) -> struct.Struct:
+    """The layout of a segment's IPv6 + TCP header as pieces (``ip_rest``: bytes 6.. of the IPv6 header and any
+    extension headers; ``tail``: urgent pointer and options): payload length, sequence number, flags and
+    checksum are the fields that change from one segment to the next."""
+    return struct.Struct(f">4sH{ip_rest}s4sI5sB2sH{tail}s")
+
+
 def segment_tcp6(packet: memoryview, tcp_start: int, gso_size: int, max_packet: int) -> list[bytes]:
     """Software TSO: the TCP segments (complete checksums) of one TCP/IPv6 super-packet, each at most
     ``max_packet`` bytes with at most ``gso_size`` payload bytes. The first keeps CWR, the last FIN and PSH (as the
@@ -158,46 +168,47 @@ def segment_tcp6(packet: memoryview, tcp_start: int, gso_size: int, max_packet: 
         return [complete_checksum(packet, tcp_start, TCP_CSUM_OFFSET)]
     full, last = divmod(data, size)
     count = full + (1 if last else 0)
-    ext = tcp_start - IPV6_HEADER  # extension headers between the IPv6 header and TCP, carried in every segment
-    ip_head = bytearray(packet[:tcp_start])
-    tcp_head = bytearray(packet[tcp_start:head])
-    seq = _U32.unpack_from(tcp_head, 4)[0]
-    flags = tcp_head[13]
-    # The sum of the TCP header without sequence number, flags and checksum, and of the addresses: fixed.
-    tcp_head[4:8] = b"\0\0\0\0"
-    tcp_head[13] = 0
-    tcp_head[16:18] = b"\0\0"
-    fixed = ones_sum(tcp_head) + ones_sum(packet[8:24]) + ones_sum(packet[24:40]) + IPPROTO_TCP
+    tcp = tcp_start
+    seq = _U32.unpack_from(packet, tcp + 4)[0]
+    flags = packet[tcp + 13]
+    # Each segment's header is the super-packet's but for the IPv6 payload length, the sequence number, the flags
+    # and the checksum; the checksum sums what is fixed, what varies, and the segment's payload.
+    ip0, ip_rest, ports = bytes(packet[0:4]), bytes(packet[6:tcp]), bytes(packet[tcp:tcp + 4])
+    ack_doff, window, tail = bytes(packet[tcp + 8:tcp + 13]), bytes(packet[tcp + 14:tcp + 16]), bytes(packet[tcp + 18:head])
+    fixed = (ones_sum(ports) + ones_sum(ack_doff) + ones_sum(window) + ones_sum(tail) + ones_sum(packet[8:24])
+             + ones_sum(packet[24:40]) + IPPROTO_TCP + thl)
+    pack = _segment_header(tcp - 6, thl - 18).pack
+    ext = tcp - IPV6_HEADER  # extension headers, carried in every segment
     payload = packet[head:]
     sums = _segment_sums(payload, size, full)
     if last:
         sums.append(ones_sum(payload[full * size:]))
     out: list[bytes] = []
     append = out.append
-    pack_len = _IP6_LEN.pack_into
+    final = count - 1
     for i in range(count):
         length = size if i < full else last
         seg_flags = flags
         if i:
             seg_flags &= ~_CWR
-        if i < count - 1:
+        if i < final:
             seg_flags &= ~(_FIN | _PSH)
         s = (seq + i * size) & 0xFFFFFFFF
-        tcp_len = thl + length
-        total = fixed + (s >> 16) + (s & 0xFFFF) + seg_flags + tcp_len + sums[i]
-        struct.pack_into(">I", tcp_head, 4, s)
-        tcp_head[13] = seg_flags
-        _U16.pack_into(tcp_head, 16, _checksum(total))
-        pack_len(ip_head, 4, ext + tcp_len)
-        append(b"".join((ip_head, tcp_head, payload[i * size:i * size + length])))
+        total = fixed + (s >> 16) + (s & 0xFFFF) + seg_flags + length + sums[i]
+        total = (total & 0xFFFF) + (total >> 16)
+        total = (total & 0xFFFF) + (total >> 16)
+        check = (~total & 0xFFFF) or 0xFFFF
+        start = i * size
+        append(b"".join((pack(ip0, ext + thl + length, ip_rest, ports, s, ack_doff, seg_flags, window, check, tail),
+                         payload[start:start + length])))
     return out
 
 
 # --- into the TUN device ----------------------------------------------------------------------------------------
 class _Run:
-    """Consecutive TCP segments of one flow being merged into one super-packet."""
+    """Consecutive TCP segments of one flow being merged into one super-packet (see :func:`coalesce`)."""
 
-    __slots__ = ("first", "thl", "size", "next_seq", "parts", "data", "last_flags", "open")
+    __slots__ = ("first", "thl", "size", "next_seq", "parts", "data", "last_flags", "open", "same")
 
     def __init__(self, first: bytes, thl: int, size: int, next_seq: int, flags: int) -> None:
         self.first = first
@@ -208,23 +219,7 @@ class _Run:
         self.data = size
         self.last_flags = flags
         self.open = not flags & _PSH
-
-    def takes(self, pkt: bytes, thl: int, length: int, seq: int) -> bool:
-        first = self.first
-        head = IPV6_HEADER + thl
-        return (self.open and thl == self.thl and seq == self.next_seq and length <= self.size
-                and thl + self.data + length <= MAX_IP_PAYLOAD
-                # version, traffic class, flow label, next header, hop limit; ack, data offset, window, options
-                and pkt[0:4] == first[0:4] and pkt[6:8] == first[6:8] and pkt[48:53] == first[48:53]
-                and pkt[54:56] == first[54:56] and pkt[60:head] == first[60:head])
-
-    def add(self, pkt: bytes, length: int, flags: int) -> None:
-        self.parts.append(memoryview(pkt)[IPV6_HEADER + self.thl:])
-        self.data += length
-        self.next_seq = (self.next_seq + length) & 0xFFFFFFFF
-        self.last_flags = flags
-        if flags & _PSH or length < self.size:
-            self.open = False
+        self.same = _same(first, IPV6_HEADER + thl)
 
     def frame(self) -> list[Bytes]:
         """The pieces of one TUN write: a virtio-net header and the packet."""
@@ -242,6 +237,12 @@ class _Run:
         return [vnet, head, *self.parts]
 
 
+def _same(pkt: bytes, head: int) -> bytes:
+    """What must be equal in two segments to merge them, besides addresses and ports: version, traffic class and
+    flow label; next header and hop limit; ack and data offset; window; urgent pointer and options."""
+    return pkt[0:4] + pkt[6:8] + pkt[48:53] + pkt[54:56] + pkt[58:head]
+
+
 def coalesce(packets: Sequence[bytes]) -> list[list[Bytes]]:
     """TUN writes (each a virtio-net header and packet pieces, for ``os.writev``) for ``packets``, in order per flow.
 
@@ -251,13 +252,15 @@ def coalesce(packets: Sequence[bytes]) -> list[list[Bytes]]:
     """
     runs: list[_Run | bytes] = []
     by_flow: dict[bytes, _Run] = {}
+    unpack_seq = _U32.unpack_from
     for pkt in packets:
         n = len(pkt)
         if n < IPV6_HEADER + MIN_TCP_HEADER or pkt[6] != IPPROTO_TCP or pkt[0] >> 4 != 6:
             runs.append(pkt)
             continue
         thl = (pkt[52] >> 4) * 4
-        length = n - IPV6_HEADER - thl
+        head = IPV6_HEADER + thl
+        length = n - head
         flags = pkt[53]
         key = pkt[8:44]
         if thl < MIN_TCP_HEADER or length <= 0 or flags & _NOT_COALESCED:
@@ -266,10 +269,16 @@ def coalesce(packets: Sequence[bytes]) -> list[list[Bytes]]:
                 run.open = False  # nothing of this flow that came after it may be written before it
             runs.append(pkt)
             continue
-        seq = _U32.unpack_from(pkt, 44)[0]
+        seq = unpack_seq(pkt, 44)[0]
         run = by_flow.get(key)
-        if run is not None and run.takes(pkt, thl, length, seq):
-            run.add(pkt, length, flags)
+        if (run is not None and run.open and seq == run.next_seq and thl == run.thl and length <= run.size
+                and thl + run.data + length <= MAX_IP_PAYLOAD and _same(pkt, head) == run.same):
+            run.parts.append(memoryview(pkt)[head:])
+            run.data += length
+            run.next_seq = (seq + length) & 0xFFFFFFFF
+            run.last_flags = flags
+            if flags & _PSH or length < run.size:
+                run.open = False
             continue
         run = by_flow[key] = _Run(pkt, thl, length, (seq + length) & 0xFFFFFFFF, flags)
         runs.append(run)

@@ -112,4 +112,4 @@ def decode_routed(data: bytes) -> RoutedHeader:
 
 def forwarded(data: bytes, hop_limit: int, watermark: int) -> bytes:
     """``data`` with its hop limit and watermark replaced (what a relay sends on)."""
-    return data[:1] + _HOP_WM.pack(hop_limit, watermark) + data[4:]
+    return b"".join((data[:1], _HOP_WM.pack(hop_limit, watermark), memoryview(data)[4:]))

@@ -54,8 +54,8 @@ from axiomnet.keypairs import (
     LAST_TRANSPORT,
     VERSION_BITS,
     Keypair,
-    Opener,
     open_sealed,
+    opener,
     retransmit_delay,
     seal,
     seal_confirmation,
@@ -466,25 +466,22 @@ class Session:
         errors: list[RemoteProtocolError] = []
         last = -1
         kp = self._current
-        fast = kp is not None and kp.heard and now < kp.dead_at
-        word = key = replay = opener = None
-        if fast:
-            assert kp is not None
+        word = -1  # no switch-header word matches: everything takes the general path
+        if kp is not None and kp.heard and now < kp.dead_at:
             word = VERSION_BITS | (int(_DATA) << 24) | kp.local_index
-            key, replay = kp.recv_key, kp.replay
-            opener = Opener(max(map(len, datagrams), default=0))
+            replay = kp.replay
+            open_one = opener(kp.recv_key, max(map(len, datagrams), default=0))
         opened = opened_bytes = 0
         unpack = _WORD_COUNTER.unpack_from
         for i, datagram in enumerate(datagrams):
             n = len(datagram)
-            if fast and _MIN_TRANSPORT <= n <= MAX_DATAGRAM_SIZE:
+            if _MIN_TRANSPORT <= n <= MAX_DATAGRAM_SIZE:
                 got_word, counter = unpack(datagram, 4)
                 if got_word == word and counter < REJECT_AFTER_MESSAGES:
-                    assert replay is not None and opener is not None and key is not None
                     if not replay.check(counter):
                         errors.append(self._reject(ReplayedPacket, "replayed", f"counter {counter} replayed or too old"))
                         continue
-                    payload = opener.open(key, datagram, counter)
+                    payload = open_one(datagram, counter)
                     if payload is None:
                         errors.append(self._reject(DecryptionFailed, "decryption_failed", "authentication tag mismatch"))
                         continue

@@ -200,3 +200,22 @@ def test_traffic_across_three_hops_flows_through_link_and_end_to_end_rekeys() ->
         link = stack.nodes[a].link.sessions[stack.nodes[b].identity.public_key]
         peer = stack.nodes[b].link.sessions[stack.nodes[a].identity.public_key]
         assert link.stats["rekeys"] + peer.stats["rekeys"] >= 3, (a, b)
+
+
+def test_a_batch_is_opened_in_order_with_refusals_counted_one_by_one() -> None:
+    pair = Pair()
+    pair.send(1, b"warm up")
+    me, other = pair.nodes[1].address, pair.nodes[2].address
+    session = pair.nodes[1].sessions[other]
+    packets = [ipv6(me, other, b"packet %d" % i) for i in range(6)]
+    sealed = session.send_batch(PacketType.DATA, packets, pair.now)
+    flipped = sealed[2][:-1] + bytes([sealed[2][-1] ^ 1])
+    unknown = sealed[4][:5] + bytes([sealed[4][5] ^ 0xFF]) + sealed[4][6:]  # another receiver index
+    items = [(me, d) for d in sealed[:2] + [flipped] + sealed[3:4] + [unknown] + sealed[4:]]
+    before = dict(pair.nodes[2].stats)
+    out = pair.nodes[2].inbound(items, pair.now)
+    assert out.tun == [p for i, p in enumerate(packets) if i != 2]
+    stats = pair.nodes[2].stats
+    assert stats["rx_rejected"] - before["rx_rejected"] == 1
+    assert stats["rx_unknown_index"] - before["rx_unknown_index"] == 1
+    assert stats["rx_packets"] - before["rx_packets"] == 5

@@ -169,3 +169,41 @@ def test_lookup_queue_is_bounded_and_gives_up() -> None:
     assert pf.stats["queue_dropped"] == 68
     pf.due(overlay.now + 11.0)
     assert pf.stats["gave_up"] == 1 and pf.stats["gave_up_dropped"] == 32
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["relay", "deliver", "direct", "other_root", "malformed"]),
+                          st.integers(0, 255), st.integers(0, 0xFFFF)), min_size=1, max_size=30))
+def test_a_batch_is_forwarded_exactly_as_its_packets_one_by_one(ops: list[tuple[str, int, int]]) -> None:
+    import copy
+
+    overlay = settle(Overlay(nx.path_graph(5), seed=11))
+    relay = overlay.nodes[1]
+    sender_key = overlay.nodes[0].identity.public_key
+
+    def traffic_to(dst: int) -> bytes:
+        out = overlay.nodes[0].forwarder.send(overlay.address(dst), [b"payload %d" % dst], overlay.now)
+        (packet,) = out.links[relay.identity.public_key]
+        return packet
+
+    base = {"relay": traffic_to(4), "deliver": traffic_to(1), "direct": traffic_to(2)}
+    batch = []
+    for kind, hop, watermark in ops:
+        if kind == "malformed":
+            batch.append(base["relay"][:30])
+        elif kind == "other_root":
+            p = base["relay"]
+            batch.append(p[:4] + bytes(4) + p[8:])
+        else:
+            batch.append(forwarded(base[kind], hop, watermark))
+    together, alone = copy.deepcopy(relay.forwarder), copy.deepcopy(relay.forwarder)
+    got = together.receive(sender_key, batch, overlay.now)
+    links: dict[bytes, list[bytes]] = {}
+    delivered_alone: list[tuple[bytes, bytes]] = []
+    for packet in batch:
+        one = alone.receive(sender_key, [packet], overlay.now)
+        for key, packets in one.links.items():
+            links.setdefault(key, []).extend(packets)
+        delivered_alone += one.delivered
+    assert got.links == links and got.delivered == delivered_alone
+    assert together.stats == alone.stats
