@@ -79,3 +79,14 @@ ADMIN_TIMEOUT = 2.0  # admin socket read/ask timeout
 # --- files ------------------------------------------------------------------------------------------
 FILE_IO_TIMEOUT = 10.0  # bound on any identity file operation (seed failure #2)
 ADMIN_REPLY_MAX = 4 * 1024 * 1024  # bytes of one admin reply line read by axiomnet-inspect; longer is a bad reply
+
+# --- operations (admin socket, metrics, health) ------------------------------------------------------
+ADMIN_GATHER_DEADLINE = 1.5  # the admin actor asks every actor at once; who has not answered by then is "unanswered"
+ADMIN_CLIENT_TIMEOUT = 5.0  # axiomnet-inspect's default wait for a reply (more than the gather deadline)
+ADMIN_REFUSAL_LOG_INTERVAL = 10.0  # one log line per refused uid per this many seconds; every refusal is counted
+DEFAULT_METRICS_PORT = 9473  # the Prometheus HTTP listener's port when only "on" is asked for
+DROP_SUMMARY_INTERVAL = 60.0  # drops since the last summary are logged (info; warning past the threshold) this often
+DROP_SUMMARY_WARN = 1000  # more drops than this in one summary interval are logged as a warning
+HEALTH_PEER_GRACE = 30.0  # a node with static peers and none established this long after start is degraded
+HEALTH_MAILBOX_WARN = MAX_QUEUED_BATCHES // 2  # an actor's mailbox this deep is backpressure: degraded
+WATCHDOG_MIN_INTERVAL = 1.0  # shortest interval between systemd WATCHDOG=1 notifications
