@@ -34,7 +34,7 @@ class Rewire:
 
 @dataclass(frozen=True)
 class InjectFault:
-    """Fault injection (only reachable when the daemon runs with AXIOMNET_FAULT_INJECTION=1)."""
+    """Fault injection (only reachable with the daemon flag --fault-injection and AXIOMNET_FAULT_INJECTION=1)."""
 
     reason: str = "injected"
 
@@ -191,3 +191,26 @@ class GetRef:
     """Ask the supervisor for the current ref of ``role``."""
 
     role: str
+
+
+# --- static peers at runtime (admin socket, SIGHUP) ---------------------------------------------
+@dataclass(frozen=True)
+class AddPeer:
+    """Ask the peer manager to dial a new static peer (a literal IP; names are resolved before)."""
+
+    host: str
+    port: int
+    public_key: bytes | None = None
+
+
+@dataclass(frozen=True)
+class RemovePeer:
+    """Ask the peer manager to forget a static peer and close its session."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ListStaticPeers:
+    """Ask the peer manager for its static peers ("HOST:PORT[#KEY]" strings)."""

@@ -57,8 +57,8 @@ def _cli_json(args: Sequence[str], *, ns: Namespace | None = None, timeout: floa
 
 
 def overlay_address(data_dir: str | Path) -> str:
-    """The overlay address of the identity in ``data_dir`` (created if absent), via `axiomnet identity show`."""
-    info = _cli_json(["-m", "axiomnet", "identity", "show", "--data-dir", str(data_dir), "--json"])
+    """The overlay address of the identity in ``data_dir`` (created if absent), via `axiomnet identity create`."""
+    info = _cli_json(["-m", "axiomnet", "identity", "create", "--data-dir", str(data_dir), "--json"])
     return str(ipaddress.IPv6Address(info["address"]))
 
 
@@ -203,7 +203,7 @@ def start_daemon(
 ) -> DaemonProcess:
     """Start ``python -m axiomnet daemon`` in ``ns`` with stdout+stderr to ``log_path``
     (default: ``<data_dir's parent>/<name>.log``). The overlay address is learned first with
-    `axiomnet identity show` (creating the identity). Does not wait for the daemon to be ready."""
+    `axiomnet identity create` (creating the identity if absent). Does not wait for the daemon to be ready."""
     data_dir = Path(data_dir)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     admin_socket = Path(admin_socket)
