@@ -127,3 +127,17 @@ def test_drop_reason(counter: str, reason: str | None) -> None:
 def test_snake() -> None:
     assert snake("rx_MalformedPacket") == "rx_malformed_packet"
     assert snake("weird name/with.dots") == "weird_name_with_dots"
+
+
+def test_operations_doc_names_every_explicit_family() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "OPERATIONS.md").read_text()
+    full = state(tree={"depth": 3}, routes=[], lookups=[])
+    generic_prefixes = tuple(f"axiomnet_{role}_" for role in (*full["counters"], *full["snapshots"], "session"))
+    names = {f.name for f in text_string_to_metric_families(render(full))}
+    explicit = {name for name in names if not name.startswith(generic_prefixes)}
+    assert len(explicit) >= 15
+    for name in explicit:
+        family = name if name.endswith("_info") or f"`{name}`" in doc else f"{name}_total"
+        assert f"`{family}`" in doc, f"docs/OPERATIONS.md does not name the metric family {name}"
