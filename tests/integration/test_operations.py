@@ -139,16 +139,21 @@ def test_sighup_applies_a_changed_config_and_refuses_a_broken_one(pair, workdir)
     assert json.loads(cli(a, _AXIOMNET, "peers", "list", "--json").stdout)["peers"] == [f"{pair.ip_b}:7443"]
 
 
-def test_the_daemon_tells_systemd_it_is_ready_and_stopping(pair, workdir, monkeypatch):
+def test_the_daemon_tells_systemd_it_is_ready_alive_and_stopping(pair, workdir, monkeypatch):
     path = workdir / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
         listener.bind(str(path))
         listener.settimeout(20.0)
         monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        monkeypatch.setenv("WATCHDOG_USEC", "2000000")  # systemd's WatchdogSec=2s: WATCHDOG=1 every second
         a = daemons.start_daemon(pair.a, name="a", listen=f"{pair.ip_a}:7443", peers=[], data_dir=workdir / "a",
                                  admin_socket=workdir / "a.sock", tun=pair.a.tun_name)
         ready = listener.recv(4096).decode()
         assert ready.split("\n")[0] == "READY=1" and f"STATUS=up: {a.address}" in ready
         assert a.admin_socket.exists()  # READY comes once the actors (the admin socket among them) run
+        assert [listener.recv(4096) for _ in range(2)] == [b"WATCHDOG=1"] * 2
         assert a.stop() == 0
-        assert listener.recv(4096) == b"STOPPING=1"
+        messages = []
+        while (message := listener.recv(4096)) != b"STOPPING=1":
+            messages.append(message)
+        assert set(messages) <= {b"WATCHDOG=1"}
