@@ -64,6 +64,24 @@ def test_default_demo_passes_and_leaves_nothing_behind(capsys: pytest.CaptureFix
 
 @pytest.mark.netns
 @pytest.mark.slow
+def test_a_failed_check_fails_the_demo_and_still_cleans_up(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from axiomnet.lab import traffic
+
+    def broken_transfer(*args, **kwargs):  # type: ignore[no-untyped-def]
+        return traffic.TransferResult(1_000_000, None, 0, None, None, "connection reset (simulated)")
+
+    monkeypatch.setattr(demo.traffic, "tcp_transfer", broken_transfer)
+    assert demo.run_demo(argparse.Namespace(seconds=1.0, size_mb=1)) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  TCP 1 MB A -> B          connection reset (simulated)" in out and "RESULT: FAIL" in out
+    assert "daemon logs kept in" in out
+    spaces = _namespaces_named_in(out)
+    assert len(spaces) == 2 and not spaces & set(netns.list_namespaces())
+
+
+@pytest.mark.netns
+@pytest.mark.slow
 @pytest.mark.xfail(reason="needs multi-hop routing (issue 8)", strict=True)
 def test_demo_with_4_nodes_in_a_line_in_a_short_mode(capsys: pytest.CaptureFixture[str]) -> None:
     code = demo.run_demo(argparse.Namespace(nodes=4, topology="line", seconds=1.0, size_mb=1))
