@@ -12,6 +12,7 @@ thread serves one JSON line request per connection, each read bounded in size an
     {"cmd": "peer-add", "peer": "..."}      {"ok": true, "added": bool, "peers": [...]}
     {"cmd": "peer-remove", "peer": "..."}   {"ok": true, "removed": int, "peers": [...]}
     {"cmd": "inject-fault", "actor": "..."} chaos tests only: needs --fault-injection AND AXIOMNET_FAULT_INJECTION=1
+    {"cmd": "corrupt-relayed", "count": n}  the same gate: the router flips a bit in the next n relayed packets
 
 The optional HTTP listener (``metrics_listen``, off by default, loopback when only a port is given) serves
 the same metrics at /metrics through prometheus_client. A thread logs a summary of drops every
@@ -306,10 +307,12 @@ class AdminActor(SupervisedActor):
             return self._peer_command(m.ListStaticPeers())
         if cmd in ("peer-add", "peer-remove"):
             return self._change_peer(cmd, request.get("peer"))
-        if cmd == "inject-fault":
+        if cmd in ("inject-fault", "corrupt-relayed"):
             if not self.faults_enabled:
                 return {"error": "fault injection is disabled (it needs the daemon flag --fault-injection and "
                                  f"{FAULT_INJECTION_ENV}=1 in its environment)"}
+            if cmd == "corrupt-relayed":
+                return self._corrupt_relayed(request.get("count", 1))
             return self._inject(str(request.get("actor", "")))
         return {"error": f"unknown command {cmd!r} (known: state, metrics, health, peers, peer-add, peer-remove)"}
 
@@ -375,6 +378,14 @@ class AdminActor(SupervisedActor):
             return {"error": f"no actor {target!r} to crash"}
         tell(ref, m.InjectFault("admin request"))
         return {"ok": True, "actor": target}
+
+    def _corrupt_relayed(self, count: object) -> dict[str, Any]:
+        """Have the router flip a bit in the next ``count`` packets it relays (end-to-end integrity tests)."""
+        if type(count) is not int or not 1 <= count <= 1000:
+            return {"error": "count must be an integer in 1..1000"}
+        logger.warning("admin: corrupting the next {} relayed packet(s) (fault injection is enabled)", count)
+        tell(self.refs.get("router"), m.CorruptRelayed(count))
+        return {"ok": True, "count": count}
 
     def _ask_sessions(self) -> list[Any]:
         peers = self.refs.get("peers")

@@ -1,34 +1,66 @@
-"""What every AxiomNet actor shares: supervision hooks, bounded hand-offs, reader threads, tickers.
+"""What every AxiomNet actor shares: two-lane mailboxes, supervision hooks, bounded hand-offs, threads, tickers.
 
 pykka mailboxes are unbounded queues; on the data path a peer on the network controls the rate, so every
-hand-off goes through :func:`bounded_tell`, which drops (and counts) a batch when the receiver's mailbox
-is already MAX_QUEUED_BATCHES deep, like a NIC ring that is full.
+hand-off goes through :func:`bounded_tell`, which drops (and counts) a batch when the receiver's data lane
+is already MAX_QUEUED_BATCHES deep, like a NIC ring that is full. Each mailbox has two lanes
+(:class:`TwoLaneInbox`): messages marked :class:`~axiomnet.actors.messages.Urgent` (ticks, announcements,
+session changes, snapshots) are served first and bounded on their own (MAX_QUEUED_URGENT), so control
+traffic is never stuck or shed behind data.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any, Callable
 
 import pykka
 from loguru import logger
 
-from axiomnet.constants import MAX_QUEUED_BATCHES
+from axiomnet.constants import MAX_QUEUED_BATCHES, MAX_QUEUED_URGENT
 from axiomnet.actors import messages as m
 
 
-def mailbox_depth(ref: pykka.ActorRef[Any]) -> int:
-    """Messages waiting in ``ref``'s mailbox (a queue.Queue for ThreadingActor; pykka types it loosely)."""
-    return int(ref.actor_inbox.qsize())  # type: ignore[attr-defined]
+class TwoLaneInbox(queue.Queue[Any]):
+    """A pykka mailbox with a control lane: envelopes of Urgent messages are served before all others."""
+
+    def _init(self, maxsize: int) -> None:
+        self.queue: deque[Any] = deque()
+        self.urgent: deque[Any] = deque()
+
+    def _qsize(self) -> int:
+        return len(self.queue) + len(self.urgent)
+
+    def _put(self, item: Any) -> None:
+        (self.urgent if isinstance(getattr(item, "message", None), m.Urgent) else self.queue).append(item)
+
+    def _get(self) -> Any:
+        return self.urgent.popleft() if self.urgent else self.queue.popleft()
+
+    def lane_depth(self, urgent: bool) -> int:
+        """Messages waiting in one lane (a racy read, as qsize is: good enough for shedding)."""
+        return len(self.urgent if urgent else self.queue)
+
+
+def mailbox_depth(ref: pykka.ActorRef[Any], urgent: bool = False) -> int:
+    """Messages waiting in one lane of ``ref``'s mailbox (the data lane by default)."""
+    inbox: Any = ref.actor_inbox
+    if isinstance(inbox, TwoLaneInbox):
+        return inbox.lane_depth(urgent)
+    return int(inbox.qsize())
 
 
 def bounded_tell(ref: pykka.ActorRef[Any] | None, message: Any, limit: int | None = None) -> bool:
-    """Tell ``ref`` unless its mailbox already holds ``limit`` (default MAX_QUEUED_BATCHES) messages or it is
-    dead; True if told."""
-    if ref is not None and mailbox_depth(ref) >= (MAX_QUEUED_BATCHES if limit is None else limit):
-        return False
+    """Tell ``ref`` unless the lane ``message`` goes to already holds ``limit`` messages (default
+    MAX_QUEUED_BATCHES for data, MAX_QUEUED_URGENT for the control lane) or it is dead; True if told."""
+    if ref is not None:
+        urgent = isinstance(message, m.Urgent)
+        if limit is None:
+            limit = MAX_QUEUED_URGENT if urgent else MAX_QUEUED_BATCHES
+        if mailbox_depth(ref, urgent) >= limit:
+            return False
     return tell(ref, message)
 
 
@@ -63,6 +95,10 @@ class SupervisedActor(pykka.ThreadingActor):
     """
 
     role = "actor"
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return TwoLaneInbox()
 
     def __init__(self, supervisor: pykka.ActorRef[Any] | None, refs: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -153,7 +189,7 @@ class SupervisedActor(pykka.ThreadingActor):
         def tick() -> None:
             while not self._stopping.wait(interval):
                 try:
-                    if mailbox_depth(self.actor_ref) < MAX_QUEUED_BATCHES:
+                    if mailbox_depth(self.actor_ref, isinstance(message, m.Urgent)) < MAX_QUEUED_BATCHES:
                         self.actor_ref.tell(message)
                 except pykka.ActorDeadError:
                     return

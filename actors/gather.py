@@ -25,6 +25,8 @@ from axiomnet.actors import messages as m
 # a top-level section of its own.
 _ROUTER_KEYS = ("peers", "counters", "coords")
 _TOP_LEVEL = ("self", "peers", "sessions", "actors", "counters", "snapshots", "unanswered", "health", "errors")
+# Lists in other actors' snapshots that are sections of their own: (role, key) -> section.
+_ACTOR_SECTIONS = {("e2e", "sessions"): "e2e"}
 
 UNANSWERED = object()  # the ask timed out or the actor is dead
 
@@ -99,10 +101,14 @@ def gather_state(
         if snapshot is UNANSWERED and role_counters is UNANSWERED:
             unanswered.append(role)
             continue
-        if isinstance(role_counters, dict):
-            counters[role] = role_counters
         if isinstance(snapshot, dict):
+            # A snapshot's own "counters" (an actor's and its core's statistics) are counters too.
+            nested = snapshot.pop("counters", None)
+            counters[role] = {**(nested if isinstance(nested, dict) else {}),
+                              **(role_counters if isinstance(role_counters, dict) else {})}
             snapshots[role] = snapshot
+        elif isinstance(role_counters, dict):
+            counters[role] = role_counters
         elif isinstance(snapshot, Exception) and not isinstance(snapshot, TypeError):
             errors[role] = repr(snapshot)  # TypeError: the actor has no snapshot, only counters
     if own_counters is not None:
@@ -125,6 +131,8 @@ def gather_state(
         actors = []
 
     router = snapshots.pop("router", {})
+    sections = {section: snapshots.get(role, {}).pop(key) for (role, key), section in _ACTOR_SECTIONS.items()
+                if key in snapshots.get(role, {})}
     endpoints = {s.get("peer"): s.get("endpoint") for s in sessions if s.get("peer")}
     peers = [{**p, "endpoint": endpoints.get(p.get("public_key"))} for p in router.get("peers", [])
              if isinstance(p, dict)]
@@ -144,7 +152,7 @@ def gather_state(
         "actors": actors,
     }
     state["self"].pop("started", None)
-    for key, value in router.items():
+    for key, value in [*router.items(), *sections.items()]:
         if key not in _ROUTER_KEYS:
             (state if key not in _TOP_LEVEL else snapshots.setdefault("router", {}))[key] = value
     # Snapshot values that are also counters are reported once, as counters.

@@ -1,7 +1,8 @@
-"""HeartbeatActor: every HEARTBEAT_INTERVAL, an authenticated heartbeat to every peer, and a liveness check.
+"""HeartbeatActor: the node's heartbeat clock.
 
-Heartbeats ride inside each link session (CONTROL packets), carrying our coordinates and load. A peer we
-cannot send to (its session is still handshaking) is logged per peer, rate-limited, never silently skipped.
+Every HEARTBEAT_INTERVAL it tells the router one Tick (on the control lane): the router then sends each
+neighbour its signed announcement, checks liveness and resends due lookups. Keeping the clock in its own actor
+means a busy router never delays its own next beat: ticks queue ahead of data, and the router catches up.
 """
 
 from __future__ import annotations
@@ -9,57 +10,46 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pykka
 from loguru import logger
 
-from axiomnet.constants import ADMIN_TIMEOUT, HEARTBEAT_INTERVAL
-from axiomnet.control import Heartbeat, encode_control
+from axiomnet.constants import HEARTBEAT_INTERVAL
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import SupervisedActor, tell, bounded_tell
+from axiomnet.actors.base import SupervisedActor, bounded_tell
+
+
+class _Beat(m.Urgent):
+    """The ticker's own wake-up (never leaves this actor)."""
 
 
 class HeartbeatActor(SupervisedActor):
-    """The node's heartbeat clock."""
+    """Tells the router Tick every HEARTBEAT_INTERVAL."""
 
     role = "heartbeat"
 
     def __init__(self, supervisor: Any, refs: dict[str, Any], interval: float = HEARTBEAT_INTERVAL) -> None:
         super().__init__(supervisor, refs)
         self.interval = interval
-        self.seq = int(time.time() * 1000)  # strictly increasing across restarts of the actor or the node
-        self._router_silent_since: float | None = None
+        self.beats = 0
+        self._last_missed_log = 0.0
 
     def setup(self) -> None:
-        self.start_ticker(self.interval, m.Tick())
+        self.start_ticker(self.interval, _Beat())
 
     def handle(self, message: Any) -> Any:
-        if isinstance(message, m.Tick):
+        if isinstance(message, _Beat):
             self._beat()
             return None
         if isinstance(message, m.Snapshot):
-            return {"seq": self.seq, **self.counters}
+            return {"beats": self.beats, **self.counters}
         return super().handle(message)
 
     def _beat(self) -> None:
-        router = self.refs.get("router")
         now = time.monotonic()
-        if router is None:
+        self.beats += 1
+        if bounded_tell(self.refs.get("router"), m.Tick(now)):
+            self.counters["ticks_sent"] += 1
             return
-        try:
-            coords, load, sessions = router.ask(m.HeartbeatInfo(), timeout=ADMIN_TIMEOUT)
-        except (pykka.Timeout, pykka.ActorDeadError) as exc:
-            self.counters["router_unanswered"] += 1
-            if self._router_silent_since is None:
-                self._router_silent_since = now
-                logger.warning("heartbeat: router did not answer ({}); skipping this beat", type(exc).__name__)
-            return
-        self._router_silent_since = None
-        self.seq += 1
-        payload = encode_control(Heartbeat(seq=self.seq, coords=coords, load=load))
-        for key, ref in sessions:
-            if not bounded_tell(ref, m.SendControl(payload)):
-                self.counters["send_failed"] += 1
-                logger.warning("heartbeat to peer {} not queued: session busy or gone", key.hex()[:16])
-            else:
-                self.counters["sent"] += 1
-        tell(router, m.CheckLiveness(now))
+        self.counters["ticks_missed"] += 1
+        if now - self._last_missed_log > 30.0:
+            self._last_missed_log = now
+            logger.warning("heartbeat: router unavailable or its control lane is full; tick missed")

@@ -1,6 +1,9 @@
 """The messages actors exchange: small frozen dataclasses holding only immutable values and refs.
 
 Data-path messages carry lists of bytes built by the sender and never touched again after the tell.
+Messages of the control lane derive from :class:`Urgent`: every actor's mailbox serves them before any data
+batch (actors/base.py), so heartbeats, announcements and session changes are never stuck or shed behind a
+saturated data path.
 """
 
 from __future__ import annotations
@@ -11,21 +14,27 @@ from typing import Any
 Addr = tuple[str, int]
 
 
+class Urgent:
+    """Marker: this message rides the control lane (served before data batches, bounded separately)."""
+
+    __slots__ = ()
+
+
 # --- supervision ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class ChildFailed:
+class ChildFailed(Urgent):
     role: str
     urn: str
     error: str
 
 
 @dataclass(frozen=True)
-class RestartChild:
+class RestartChild(Urgent):
     role: str
 
 
 @dataclass(frozen=True)
-class Rewire:
+class Rewire(Urgent):
     """``role`` was restarted; ``ref`` is the new actor."""
 
     role: str
@@ -40,18 +49,25 @@ class InjectFault:
 
 
 @dataclass(frozen=True)
-class ThreadCrashed:
+class CorruptRelayed(Urgent):
+    """Fault injection: flip one payload bit of the next ``count`` TRAFFIC packets this node relays."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class ThreadCrashed(Urgent):
     name: str
     error: str
 
 
 @dataclass(frozen=True)
-class GetCounters:
+class GetCounters(Urgent):
     """Ask any supervised actor for its counters (also how the supervisor waits for a child's start)."""
 
 
 @dataclass(frozen=True)
-class Fatal:
+class Fatal(Urgent):
     """Stop the daemon and exit non-zero."""
 
     reason: str
@@ -74,16 +90,68 @@ class SendDatagrams:
 
 @dataclass(frozen=True)
 class TunPackets:
-    """IP packets read from the TUN device (tun reader -> router), or to forward (router -> session)."""
+    """IP packets read from the TUN device (tun reader -> e2e)."""
 
     packets: list[bytes]
 
 
 @dataclass(frozen=True)
-class RelayPackets:
-    """IP packets a session received whose destination is another node (session -> router)."""
+class ControlDatagrams(Urgent):
+    """UDP datagrams of every type but DATA for one session (socket reader -> session), on the control lane."""
+
+    items: list[tuple[bytes, Addr]]
+
+
+@dataclass(frozen=True)
+class LinkPackets:
+    """Routed packets to send over one link (router -> that peer's session)."""
 
     packets: list[bytes]
+
+
+@dataclass(frozen=True)
+class RoutedPackets:
+    """Routed packets that arrived over the link to ``peer_key`` (session -> router)."""
+
+    peer_key: bytes
+    packets: list[bytes]
+
+
+@dataclass(frozen=True)
+class RouteOut:
+    """End-to-end datagrams for the node that owns ``dst`` (e2e -> router)."""
+
+    dst: bytes
+    datagrams: list[bytes]
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """End-to-end datagrams routed to us, each with the routed header's source address (router -> e2e)."""
+
+    items: list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class Resolve(Urgent):
+    """Find the key of the node that owns ``dst`` (e2e -> router)."""
+
+    dst: bytes
+
+
+@dataclass(frozen=True)
+class Resolved(Urgent):
+    """``key`` (a verified Noise key) owns ``dst`` (router -> e2e)."""
+
+    dst: bytes
+    key: bytes
+
+
+@dataclass(frozen=True)
+class Unresolvable(Urgent):
+    """The lookup of ``dst`` was given up (router -> e2e)."""
+
+    dst: bytes
 
 
 @dataclass(frozen=True)
@@ -95,12 +163,12 @@ class TunWrite:
 
 # --- control path --------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Tick:
+class Tick(Urgent):
     now: float = 0.0
 
 
 @dataclass(frozen=True)
-class InstallKeys:
+class InstallKeys(Urgent):
     """A handshake the node completed as responder for this session's peer (peer manager -> session)."""
 
     result: Any  # axiomnet.session.HandshakeResult (frozen)
@@ -108,12 +176,12 @@ class InstallKeys:
 
 
 @dataclass(frozen=True)
-class SendControl:
+class SendControl(Urgent):
     payload: bytes
 
 
 @dataclass(frozen=True)
-class SessionUp:
+class SessionUp(Urgent):
     ref: Any
     peer_key: bytes
     endpoint: Addr
@@ -121,14 +189,14 @@ class SessionUp:
 
 
 @dataclass(frozen=True)
-class SessionDown:
+class SessionDown(Urgent):
     ref: Any
     peer_key: bytes | None
     reason: str
 
 
 @dataclass(frozen=True)
-class SessionGone:
+class SessionGone(Urgent):
     """A session actor stopped for good (expired inbound peer)."""
 
     ref: Any
@@ -136,58 +204,60 @@ class SessionGone:
 
 
 @dataclass(frozen=True)
-class PeerHeartbeat:
+class Announce(Urgent):
+    """A tree announcement from the peer ``peer_key`` (session -> router)."""
+
     peer_key: bytes
-    seq: int
-    coords: Any  # axiomnet.geometry.Coords (frozen)
-    load: float
+    data: bytes
 
 
 @dataclass(frozen=True)
-class HeartbeatInfo:
-    """Ask the router for what a heartbeat carries and whom to send it to."""
+class PeerSeen(Urgent):
+    """An authenticated packet arrived from ``peer_key`` (session -> router, at most every PEER_SEEN_INTERVAL)."""
+
+    peer_key: bytes
 
 
 @dataclass(frozen=True)
-class CheckLiveness:
-    now: float
+class Probe(Urgent):
+    """Send the peer an authenticated keepalive (router -> session of a neighbour marked dead)."""
 
 
 @dataclass(frozen=True)
-class ClaimIndex:
+class ClaimIndex(Urgent):
     owner: Any
 
 
 @dataclass(frozen=True)
-class BindIndex:
+class BindIndex(Urgent):
     index: int
     owner: Any
 
 
 @dataclass(frozen=True)
-class ReleaseIndex:
+class ReleaseIndex(Urgent):
     index: int
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class Snapshot(Urgent):
     """Ask an actor for its inspectable state (a JSON-ready dict)."""
 
 
 @dataclass(frozen=True)
-class ReleaseOwner:
+class ReleaseOwner(Urgent):
     """Forget every receiver index routed to ``owner`` (it crashed or stopped)."""
 
     owner: Any
 
 
 @dataclass(frozen=True)
-class ListSessions:
+class ListSessions(Urgent):
     """Ask the peer manager for its session actors."""
 
 
 @dataclass(frozen=True)
-class GetRef:
+class GetRef(Urgent):
     """Ask the supervisor for the current ref of ``role``."""
 
     role: str
@@ -195,7 +265,7 @@ class GetRef:
 
 # --- static peers at runtime (admin socket, SIGHUP) ---------------------------------------------
 @dataclass(frozen=True)
-class AddPeer:
+class AddPeer(Urgent):
     """Ask the peer manager to dial a new static peer (a literal IP; names are resolved before)."""
 
     host: str
@@ -204,7 +274,7 @@ class AddPeer:
 
 
 @dataclass(frozen=True)
-class RemovePeer:
+class RemovePeer(Urgent):
     """Ask the peer manager to forget a static peer and close its session."""
 
     host: str
@@ -212,5 +282,5 @@ class RemovePeer:
 
 
 @dataclass(frozen=True)
-class ListStaticPeers:
+class ListStaticPeers(Urgent):
     """Ask the peer manager for its static peers ("HOST:PORT[#KEY]" strings)."""

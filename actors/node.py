@@ -29,10 +29,10 @@ from axiomnet.config import Config, PeerSpec
 from axiomnet.constants import ACTOR_STOP_TIMEOUT, ADMIN_TIMEOUT, SHUTDOWN_DEADLINE, WATCHDOG_MIN_INTERVAL
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import AxiomNetError, ConfigError
-from axiomnet.geometry import coords_from_key
 from axiomnet.identity import Identity, load_or_create_identity
 from axiomnet.actors import messages as m
 from axiomnet.actors.admin import FAULT_INJECTION_ENV, AdminActor
+from axiomnet.actors.e2e import EndToEndActor
 from axiomnet.actors.heartbeat import HeartbeatActor
 from axiomnet.actors.peers import PeerManagerActor
 from axiomnet.actors.router import RouterActor
@@ -218,14 +218,14 @@ def build_specs(config: Config, identity: Identity, with_tun: bool, started: flo
                 peers: tuple[PeerSpec, ...] | PeerBook, *, listen_host: str | None = None,
                 faults: bool = False) -> list[ChildSpec]:
     """The supervised actors in start order (dependencies first)."""
-    coords = coords_from_key(identity.public_key)
     address = identity.address
     payload = HandshakePayload(capabilities=("tun",) if with_tun else ("relay",))
     book = peers if isinstance(peers, PeerBook) else PeerBook(peers)
     listen = (listen_host or config.listen_host, config.listen_port)
     specs = [
         ChildSpec("socket", lambda sup, refs: SocketActor.start(sup, refs, listen)),
-        ChildSpec("router", lambda sup, refs: RouterActor.start(sup, refs, identity.public_key, coords)),
+        ChildSpec("router", lambda sup, refs: RouterActor.start(sup, refs, identity)),
+        ChildSpec("e2e", lambda sup, refs: EndToEndActor.start(sup, refs, identity)),
     ]
     if with_tun:
         specs.append(ChildSpec("tun", lambda sup, refs: TunActor.start(sup, refs, config.tun_name, address,

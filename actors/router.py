@@ -1,8 +1,12 @@
-"""RouterActor: owns the routing table and makes the forwarding decision for every IP packet.
+"""RouterActor: the node's place in the spanning tree and the forwarding decision for every routed packet.
 
-Packets from the TUN device (and packets a session received for somebody else) are grouped by next hop
-and handed to that peer's session actor in one bounded tell per batch. Relayed packets have their IPv6
-hop limit decremented so that a routing loop cannot circulate a packet forever.
+It is the thin shell around the routing core (axiomnet/tree.py, lookup.py, forward.py): it feeds the core the
+announcements and routed packets the link sessions hand it and the end-to-end datagrams the e2e actor hands
+it, with the time, and hands each result on: routed packets to the session of the next hop, TRAFFIC for us and
+resolved keys to the e2e actor. Every HEARTBEAT_INTERVAL (a Tick from the heartbeat actor) it
+sends each live neighbour its announcement, resends lookups that are due, and marks neighbours silent for
+PEER_DEAD_AFTER dead: their routes are withdrawn and they get only a keepalive probe every DEAD_PROBE_INTERVAL
+until they answer.
 """
 
 from __future__ import annotations
@@ -12,80 +16,178 @@ from typing import Any
 
 from loguru import logger
 
-from axiomnet.constants import MAX_QUEUED_BATCHES
-from axiomnet.geometry import Coords
-from axiomnet.routing import RoutingTable
+from axiomnet.constants import DEAD_PROBE_INTERVAL, PEER_DEAD_AFTER
+from axiomnet.errors import RemoteProtocolError
+from axiomnet.forward import Forwarder, Output
+from axiomnet.identity import Identity, derive_address
+from axiomnet.lookup import Pathfinder
+from axiomnet.routed import Kind
+from axiomnet.tree import Tree
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import SupervisedActor, bounded_tell, mailbox_depth
+from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
 
-IPV6_HEADER = 40
 
 
 class RouterActor(SupervisedActor):
-    """Neighbour table + greedy forwarding; learns peers from SessionUp/Down and heartbeats."""
+    """Spanning tree + lookups + greedy forwarding; learns its links from SessionUp/Down."""
 
     role = "router"
 
-    def __init__(self, supervisor: Any, refs: dict[str, Any], self_key: bytes, self_coords: Coords) -> None:
+    def __init__(self, supervisor: Any, refs: dict[str, Any], identity: Identity,
+                 seq_start: int | None = None) -> None:
         super().__init__(supervisor, refs)
-        self.table = RoutingTable(self_key, self_coords)
-        self.sessions: dict[bytes, Any] = {}
+        now = time.monotonic()
+        self.address = identity.address.packed
+        # The root sequence number starts from the wall clock in ms, so a restarted root is newer than it was.
+        start = int(time.time() * 1000) if seq_start is None else seq_start
+        self.tree = Tree(identity.signing_secret, identity.signing_key, self.address, now=now, seq_start=start)
+        self.pathfinder = Pathfinder(self.address, identity.signing_secret, identity.signing_key)
+        self.forwarder = Forwarder(self.tree, self.pathfinder)
+        self.sessions: dict[bytes, Any] = {}  # noise key -> session actor, while the link is up
+        self.last_seen: dict[bytes, float] = {}
+        self.dead: dict[bytes, float] = {}  # noise key -> when it was last probed
+        self._corrupt_left = 0  # fault injection (CorruptRelayed): relayed TRAFFIC packets still to damage
 
     def handle(self, message: Any) -> Any:
-        if isinstance(message, m.TunPackets):
-            self._forward(message.packets, relayed=False)
-        elif isinstance(message, m.RelayPackets):
-            self._forward(message.packets, relayed=True)
+        now = time.monotonic()
+        if isinstance(message, m.RouteOut):
+            self._dispatch(self.forwarder.send(message.dst, message.datagrams, now))
+        elif isinstance(message, m.Resolve):
+            self._dispatch(self.forwarder.resolve(message.dst, now))
+        elif isinstance(message, m.RoutedPackets):
+            self._seen(message.peer_key, now)
+            packets = self._corrupt(message.packets) if self._corrupt_left else message.packets
+            self._dispatch(self.forwarder.receive(message.peer_key, packets, now))
+        elif isinstance(message, m.CorruptRelayed):
+            self._corrupt_left = message.count
+            logger.warning("fault injection: the next {} relayed TRAFFIC packets get one bit flipped", message.count)
+        elif isinstance(message, m.Announce):
+            self._announce(message.peer_key, message.data, now)
+            self._send_urgent(now)
+        elif isinstance(message, m.PeerSeen):
+            self._seen(message.peer_key, now)
+            self._send_urgent(now)
+        elif isinstance(message, m.Tick):
+            self._tick(now)
         elif isinstance(message, m.SessionUp):
             self.sessions[message.peer_key] = message.ref
-            self.table.add(message.peer_key, time.monotonic())
+            self.last_seen[message.peer_key] = now
+            self.dead.pop(message.peer_key, None)
+            self.tree.add(message.peer_key, now)
+            self._send_urgent(now)
+            self._dispatch(self.forwarder.neighbour_up(message.peer_key))
             logger.info("peer {} up via {}:{}", message.peer_key.hex()[:16], *message.endpoint)
         elif isinstance(message, (m.SessionDown, m.SessionGone)):
             key = message.peer_key
             if key is not None and self.sessions.get(key) is message.ref:
                 del self.sessions[key]
-                self.table.remove(key)
-        elif isinstance(message, m.PeerHeartbeat):
-            self.table.heartbeat(message.peer_key, message.seq, message.coords, message.load, time.monotonic())
-        elif isinstance(message, m.CheckLiveness):
-            for key in self.table.withdraw_dead(time.monotonic()):
-                logger.warning("peer {} silent for over {:.0f} s: routes withdrawn", key.hex()[:16],
-                               self.table.dead_after)
-                self.counters["peers_withdrawn"] += 1
-        elif isinstance(message, m.HeartbeatInfo):
-            load = min(1.0, mailbox_depth(self.actor_ref) / MAX_QUEUED_BATCHES)
-            return self.table.self_coords, load, list(self.sessions.items())
+                self.last_seen.pop(key, None)
+                self.dead.pop(key, None)
+                self.tree.remove(key, now)
+                self._send_urgent(now)
         elif isinstance(message, m.Snapshot):
-            return {"peers": self.table.snapshot(time.monotonic()), "counters": dict(self.counters),
-                    "coords": [self.table.self_coords.r, self.table.self_coords.theta]}
+            return self.snapshot(now)
         else:
             return super().handle(message)
         return None
 
-    def _forward(self, packets: list[bytes], relayed: bool) -> None:
-        groups: dict[bytes, list[bytes]] = {}
-        next_hop = self.table.next_hop
+    # --- packets -------------------------------------------------------------------------------------
+    def _corrupt(self, packets: list[bytes]) -> list[bytes]:
+        """Fault injection: flip the last bit of relayed TRAFFIC (not ours), as a malicious relay could."""
+        out = []
         for pkt in packets:
-            if len(pkt) < IPV6_HEADER or pkt[0] >> 4 != 6:
-                self.counters["dropped_not_ipv6"] += 1
-                continue
-            if relayed:
-                hop_limit = pkt[7]
-                if hop_limit <= 1:
-                    self.counters["dropped_hop_limit"] += 1
-                    continue
-                pkt = pkt[:7] + bytes((hop_limit - 1,)) + pkt[8:]
-            key = next_hop(pkt[24:40])
-            if key is None:
-                self.counters["dropped_no_route"] += 1
-                continue
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [pkt]
+            if self._corrupt_left and len(pkt) > 42 and pkt[0] == Kind.TRAFFIC and pkt[8:24] != self.address:
+                pkt = pkt[:-1] + bytes([pkt[-1] ^ 1])
+                self._corrupt_left -= 1
+                self.counters["fault_corrupted"] += 1
+            out.append(pkt)
+        return out
+
+    def _dispatch(self, out: Output) -> None:
+        for key, packets in out.links.items():
+            if bounded_tell(self.sessions.get(key), m.LinkPackets(packets)):
+                self.counters["link_packets"] += len(packets)
             else:
-                group.append(pkt)
-        for key, group in groups.items():
-            if bounded_tell(self.sessions.get(key), m.TunPackets(group)):
-                self.counters["forwarded"] += len(group)
-            else:
-                self.counters["dropped_backpressure"] += len(group)
+                self.counters["dropped_backpressure"] += len(packets)
+        e2e = self.refs.get("e2e")
+        if out.delivered and not bounded_tell(e2e, m.Delivered(out.delivered)):
+            self.counters["rx_dropped_no_e2e"] += len(out.delivered)
+        for dst, key in out.resolved:
+            tell(e2e, m.Resolved(dst, key))
+        for dst in out.unresolvable:
+            tell(e2e, m.Unresolvable(dst))
+
+    # --- the tree ------------------------------------------------------------------------------------
+    def _announce(self, key: bytes, data: bytes, now: float) -> None:
+        self._seen(key, now)
+        try:
+            self.tree.receive(key, data, now)
+        except RemoteProtocolError as exc:
+            self.counters["announce_" + type(exc).__name__] += 1
+            logger.debug("announcement from {} refused: {}", key.hex()[:16], exc)
+
+    def _seen(self, key: bytes, now: float) -> None:
+        if key not in self.sessions:
+            return
+        self.last_seen[key] = now
+        if key in self.dead:
+            del self.dead[key]
+            self.tree.add(key, now)
+            logger.info("peer {} answers again: routes restored", key.hex()[:16])
+
+    def _send_urgent(self, now: float) -> None:
+        """Announcements the tree owes between ticks (new neighbour, new child, our position changed)."""
+        for key, data in self.tree.urgent(now):
+            if not bounded_tell(self.sessions.get(key), m.SendControl(data)):
+                self.counters["announce_not_queued"] += 1
+
+    def _tick(self, now: float) -> None:
+        for key, seen in self.last_seen.items():
+            if key not in self.dead and now - seen > PEER_DEAD_AFTER:
+                self.dead[key] = now
+                self.tree.remove(key, now)
+                self.counters["peers_withdrawn"] += 1
+                logger.warning("peer {} silent for over {:.1f} s: routes withdrawn", key.hex()[:16], PEER_DEAD_AFTER)
+        for key, probed in self.dead.items():
+            if now - probed >= DEAD_PROBE_INTERVAL:
+                self.dead[key] = now
+                tell(self.sessions.get(key), m.Probe())
+        for key, data in self.tree.tick(now):
+            if not bounded_tell(self.sessions.get(key), m.SendControl(data)):
+                self.counters["announce_not_queued"] += 1
+        self._dispatch(self.forwarder.tick(now))
+
+    # --- inspection ----------------------------------------------------------------------------------
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """Sections for axiomnet-inspect: peers, tree, routes, lookups, counters."""
+        tree = self.tree.snapshot(now)
+        peers = []
+        for nb in tree["neighbours"]:  # type: ignore[attr-defined]
+            key = bytes.fromhex(nb["peer"])
+            seen = self.last_seen.get(key)
+            peers.append({
+                "public_key": nb["peer"],
+                "address": str(derive_address(key)),
+                "port": nb["port"],
+                "coords": nb["coords"],
+                "tree_link": nb["tree_link"],
+                "rtt_ms": nb["rtt_ms"],
+                "last_seen": None if seen is None else round(now - seen, 3),
+                "alive": key not in self.dead,
+            })
+        for key in self.dead:  # withdrawn neighbours are no longer in the tree; show them as dead
+            seen = self.last_seen.get(key)
+            peers.append({"public_key": key.hex(), "address": str(derive_address(key)), "port": None,
+                          "coords": None, "tree_link": False, "rtt_ms": None,
+                          "last_seen": None if seen is None else round(now - seen, 3), "alive": False})
+        lookups = self.pathfinder.snapshot(now)
+        routes = [{"address": row["address"], "coords": row["coords"], "expires_in": row["expires_in"]}
+                  for row in lookups["cache"]]  # type: ignore[attr-defined]
+        return {
+            "peers": peers,
+            "coords": {"root": tree["root"], "depth": tree["depth"], "path": tree["coords"]},
+            "tree": {k: v for k, v in tree.items() if k != "neighbours"},
+            "routes": routes,
+            "lookups": lookups,
+            "counters": {**self.counters, **{f"fwd_{k}": v for k, v in self.forwarder.stats.items()}},
+        }

@@ -1,8 +1,10 @@
 """SessionActor: one per peer; owns that peer's core Session, so every access to it is serialised.
 
 The seed's race on ``process_incoming`` cannot exist here: only this actor's thread touches the Session,
-one message at a time. Datagrams arrive in batches from the socket reader; IP packets to send arrive in
-batches from the router; the peer manager's ticker drives the session's timers.
+one message at a time. Datagrams arrive in batches from the socket reader (DATA on the data lane, every other
+type on the control lane); the plaintext of DATA is a routed packet, handed to the router with the peer's key;
+the plaintext of CONTROL is a tree announcement, handed to the router on the control lane. Routed packets to
+send arrive in batches from the router; the peer manager's ticker drives the session's timers.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any
 import pykka
 from loguru import logger
 
-from axiomnet.constants import DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX
-from axiomnet.control import HandshakePayload, decode_control
+from axiomnet.constants import DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX, PEER_SEEN_INTERVAL
+from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.session import Session
 from axiomnet.wire import PacketType, decode_header
@@ -23,9 +25,9 @@ from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, tell, bounded_tell
 from axiomnet.actors.socket import claim_index
 
-IPV6_HEADER = 40
 DATA = PacketType.DATA
 CONTROL = PacketType.CONTROL
+KEEPALIVE = PacketType.KEEPALIVE
 _ROAMING_TYPES = frozenset({PacketType.DATA, PacketType.CONTROL, PacketType.KEEPALIVE, PacketType.HANDSHAKE_RESP})
 
 
@@ -62,6 +64,7 @@ class SessionActor(SupervisedActor):
         self._dial_backoff = DIAL_BACKOFF_INITIAL
         self._rng = random.Random()
         self._last_skip_log = 0.0
+        self._seen_told = -1e9  # when the router was last told PeerSeen
 
     @property
     def name(self) -> str:
@@ -110,10 +113,12 @@ class SessionActor(SupervisedActor):
             return None
 
     def _handle(self, message: Any) -> Any:
-        if isinstance(message, m.Datagrams):
+        if isinstance(message, (m.Datagrams, m.ControlDatagrams)):
             self._receive(message.items)
-        elif isinstance(message, m.TunPackets):
+        elif isinstance(message, m.LinkPackets):
             self._send_data(message.packets)
+        elif isinstance(message, m.Probe):
+            self._probe()
         elif isinstance(message, m.SendControl):
             self._send_control(message.payload)
         elif isinstance(message, m.Tick):
@@ -134,9 +139,8 @@ class SessionActor(SupervisedActor):
         assert session is not None
         now = time.monotonic()
         out: list[bytes] = []
-        to_tun: list[bytes] = []
-        relay: list[bytes] = []
-        me = self.self_address
+        routed: list[bytes] = []
+        authentic = False
         for data, addr in items:
             try:
                 header = decode_header(data)
@@ -151,36 +155,35 @@ class SessionActor(SupervisedActor):
                 logger.info("{}: peer roamed to {}:{}", self.name, *addr)
                 self.endpoint = addr
             ptype = got.ptype
+            if ptype is None:
+                continue
+            authentic = True
             if ptype is DATA:
-                payload = got.payload
-                if len(payload) >= IPV6_HEADER and payload[24:40] == me:
-                    to_tun.append(payload)
-                else:
-                    relay.append(payload)
+                routed.append(got.payload)
             elif ptype is CONTROL:
                 self._control(got.payload)
         if out:
             self._send(out)
-        if to_tun:
-            if not bounded_tell(self.refs.get("tun"), m.TunWrite(to_tun)):
-                self.counters["rx_dropped_no_tun"] += len(to_tun)
-        if relay:
-            if not bounded_tell(self.refs.get("router"), m.RelayPackets(relay)):
-                self.counters["rx_dropped_relay"] += len(relay)
+        key = session.remote_static
+        if routed and key is not None:
+            if not bounded_tell(self.refs.get("router"), m.RoutedPackets(key, routed)):
+                self.counters["rx_dropped_relay"] += len(routed)
+        elif authentic and key is not None and now - self._seen_told >= PEER_SEEN_INTERVAL:
+            # Liveness comes from any authenticated packet; routed packets already tell the router so.
+            self._seen_told = now
+            tell(self.refs.get("router"), m.PeerSeen(key))
         self._drain_events()
 
     def _control(self, payload: bytes) -> None:
-        session = self.session
-        assert session is not None
-        try:
-            hb = decode_control(payload)
-        except RemoteProtocolError as exc:
-            self.counters["rx_bad_control"] += 1
-            logger.debug("{}: bad control message: {}", self.name, exc)
-            return
-        key = session.remote_static
-        if key is not None:
-            bounded_tell(self.refs.get("router"), m.PeerHeartbeat(key, hb.seq, hb.coords, hb.load))
+        key = self.session.remote_static if self.session is not None else None
+        if key is not None and not bounded_tell(self.refs.get("router"), m.Announce(key, payload)):
+            self.counters["rx_dropped_control"] += 1
+
+    def _probe(self) -> None:
+        assert self.session is not None
+        if self.session.is_established:
+            self._send(self.session.send(KEEPALIVE, b"", time.monotonic()))
+            self._drain_events()
 
     def _send_data(self, packets: list[bytes]) -> None:
         assert self.session is not None
@@ -191,12 +194,12 @@ class SessionActor(SupervisedActor):
     def _send_control(self, payload: bytes) -> None:
         assert self.session is not None
         if not self.session.is_established:
-            # A heartbeat is only worth its moment: never staged behind a handshake, but never silently lost.
-            self.counters["heartbeat_skipped"] += 1
+            # An announcement is only worth its moment: never staged behind a handshake, but never silently lost.
+            self.counters["announce_skipped"] += 1
             now = time.monotonic()
             if now - self._last_skip_log > 30.0:
                 self._last_skip_log = now
-                logger.warning("{}: heartbeat not sent: session not established", self.name)
+                logger.warning("{}: announcement not sent: session not established", self.name)
             return
         self._send(self.session.send(CONTROL, payload, time.monotonic()))
         self._drain_events()

@@ -21,11 +21,12 @@ import pykka
 from loguru import logger
 
 from axiomnet.constants import MAX_RECEIVER_INDEX, READER_BATCH_MAX, READER_POLL_TIMEOUT
-from axiomnet.wire import peek_receiver
+from axiomnet.wire import PacketType, peek_receiver
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, bounded_tell
 
 SOCKET_BUFFER_BYTES = 4 << 20
+_DATA_TYPE = int(PacketType.DATA)
 SEND_ERROR_LOG_INTERVAL = 10.0  # one warning per peer address per this many seconds; every error is counted
 
 
@@ -112,18 +113,22 @@ class SocketActor(SupervisedActor):
 
     def _dispatch_batch(self, batch: list[tuple[bytes, tuple[Any, ...]]]) -> None:
         dispatch = self._dispatch  # one immutable snapshot per batch
-        groups: dict[Any, list[tuple[bytes, m.Addr]]] = {}
+        # DATA goes on the owner's data lane; every other type (announcements, keepalives, handshakes) on its
+        # control lane, so that a flood of data cannot delay or shed them (the type nibble is byte 4's low half).
+        groups: dict[tuple[Any, bool], list[tuple[bytes, m.Addr]]] = {}
         default = self.refs.get("peers")
         for data, addr in batch:
+            control = len(data) < 5 or data[4] & 0x0F != _DATA_TYPE
             owner = dispatch.get(peek_receiver(data), default)
             item = (data, normalise_addr(addr))
-            group = groups.get(owner)
+            group = groups.get((owner, control))
             if group is None:
-                groups[owner] = [item]
+                groups[(owner, control)] = [item]
             else:
                 group.append(item)
-        for owner, items in groups.items():
-            if not bounded_tell(owner, m.Datagrams(items)):
+        for (owner, control), items in groups.items():
+            message = m.ControlDatagrams(items) if control and owner is not default else m.Datagrams(items)
+            if not bounded_tell(owner, message):
                 self.counters["rx_dropped_backpressure"] += len(items)
         self.counters["rx_datagrams"] += len(batch)
 

@@ -1,7 +1,7 @@
 """TunActor: owns the TUN device (created with TUNSETIFF, configured with pyroute2) and its reader thread.
 
-The reader drains up to READER_BATCH_MAX IP packets per wake-up and hands them to the router in one
-bounded tell. Closing the file descriptor of a non-persistent TUN device removes the device, so stopping
+The reader drains up to READER_BATCH_MAX IP packets per wake-up and hands them to the end-to-end actor in
+one bounded tell. Closing the file descriptor of a non-persistent TUN device removes the device, so stopping
 the actor (or the process dying) leaves no interface behind.
 """
 
@@ -67,7 +67,7 @@ def configure_tun(name: str, address: ipaddress.IPv6Address, mtu: int) -> None:
 
 
 class TunActor(SupervisedActor):
-    """The node's TUN interface: packets read go to the router, TunWrite packets go into the kernel."""
+    """The node's TUN interface: packets read go to the e2e actor, TunWrite packets go into the kernel."""
 
     role = "tun"
 
@@ -118,7 +118,7 @@ class TunActor(SupervisedActor):
                         return
                     raise
             if batch:
-                if not bounded_tell(self.refs.get("router"), m.TunPackets(batch)):
+                if not bounded_tell(self.refs.get("e2e"), m.TunPackets(batch)):
                     self.counters["rx_dropped_backpressure"] += len(batch)
                 self.counters["rx_packets"] += len(batch)
 

@@ -56,17 +56,17 @@ DEFAULT_UDP_PORT = 7443
 DEFAULT_TUN_NAME = "axn0"
 DEFAULT_MTU = 1400
 MAX_SESSIONS = 1024  # live SessionActors; a new peer past this is refused (logged, counted)
-HEARTBEAT_INTERVAL = 1.0  # link heartbeat with coordinates and load, per peer
-PEER_DEAD_AFTER = 6.0  # no authenticated packet from a peer for this long: its routes are withdrawn
-# Heartbeat sequence numbers start from the sender's clock in ms: a drop larger than this (60 s) is a restart
-# with the clock stepped back, not reordering; it starts a new epoch instead of being ignored.
-HEARTBEAT_SEQ_EPOCH_JUMP = 60_000
-MAX_COORD_CACHE = 4096  # destination coordinates the router remembers; the least recently used is forgotten
+HEARTBEAT_INTERVAL = 1.0  # one tick of the tree: a signed announcement to every neighbour (docs/ROUTING.md)
+PEER_DEAD_AFTER = 3.5 * HEARTBEAT_INTERVAL  # nothing authenticated from a peer for this long: routes withdrawn
 DIAL_BACKOFF_INITIAL = 0.2  # first re-dial of a lost static peer; doubles with jitter
 DIAL_BACKOFF_MAX = 5.0  # cap of the re-dial backoff
 READER_POLL_TIMEOUT = 0.5  # reader threads wake at least this often to notice shutdown
 READER_BATCH_MAX = 64  # datagrams/packets a reader drains into one batch
 MAX_QUEUED_BATCHES = 256  # batches queued at one data-path actor; past this new batches are dropped, counted
+MAX_QUEUED_URGENT = 1024  # control-lane messages queued at one actor; past this new ones are dropped, counted
+PEER_SEEN_INTERVAL = 0.5  # a session tells the router "authenticated packet from the peer" at most this often
+E2E_TICK_INTERVAL = 0.1  # how often end-to-end session timers are driven (as the link sessions' ticker)
+DEAD_PROBE_INTERVAL = 10.0  # a neighbour marked dead gets one authenticated keepalive per this, not announcements
 ACTOR_STOP_TIMEOUT = 2.0  # each actor gets this long to stop on shutdown
 SHUTDOWN_DEADLINE = 5.0  # the whole daemon is gone within this after SIGTERM
 RESTART_BACKOFF_INITIAL = 0.1  # supervisor: first restart delay of a crashed actor; doubles
@@ -75,6 +75,34 @@ RESTART_INTENSITY = 5  # more than this many restarts ...
 RESTART_WINDOW = 30.0  # ... within this many seconds: the daemon stops and exits non-zero
 ADMIN_REQUEST_MAX = 4096  # bytes of one admin request line
 ADMIN_TIMEOUT = 2.0  # admin socket read/ask timeout
+
+# --- routing: spanning tree and announcements (axiomnet/tree.py) --------------------------------------
+# One tick of the tree is one HEARTBEAT_INTERVAL (H). Repair times in docs/ROUTING.md are counted in H.
+MAX_TREE_DEPTH = 127  # hops from the root; a deeper position is refused (2 x 127 < 255, the overlay hop limit)
+MAX_PORT = 0xFFFF  # ports are u16, 1..MAX_PORT; 0 is padding and "no port"
+PORT_REUSE_DELAY = 60.0  # a port freed by a departed neighbour is not given to another one for this long
+NEIGHBOUR_TIMEOUT = 3.0 * HEARTBEAT_INTERVAL  # no valid announcement for this long: not a parent candidate
+ROOT_TIMEOUT = 3.0 * HEARTBEAT_INTERVAL  # a root (or a neighbour's branch) whose seq has not advanced: dead
+PARENT_SWITCH_RATIO = 0.5  # a valid parent is kept unless another candidate costs less than this times it
+MIN_ANNOUNCE_INTERVAL = HEARTBEAT_INTERVAL / 4  # announcements arriving faster from one neighbour are dropped
+MAX_DEAD_ROOTS = 64  # roots remembered as dead (key -> last seq); the oldest is forgotten past this
+MAX_VERIFIED_SIGNATURES = 8192  # signatures remembered as verified (siblings share ancestors); LRU past this
+MAX_ANNOUNCEMENT_SIZE = 16384  # bytes of one announcement (127 hops x 98 bytes + bloom + header fit)
+RTT_EWMA_WEIGHT = 0.25  # weight of a new RTT sample in a link's smoothed RTT (parent cost = depth x RTT)
+DEFAULT_LINK_RTT = 0.001  # assumed RTT (s) of a link until it is measured
+MIN_LINK_RTT = 0.0001  # RTT samples are clamped up to this, so that a cost is never 0
+
+# --- routing: lookup (axiomnet/bloom.py, axiomnet/lookup.py) and the routed header -------------------
+BLOOM_BITS = 8192  # bits of one lookup bloom filter (1 KiB), as ironwood
+BLOOM_HASHES = 8  # bits set per address
+LOOKUP_CACHE_TTL = 60.0  # a looked-up destination's coordinates are used for this long, then looked up again
+MAX_LOOKUP_CACHE = 4096  # destinations cached; the least recently used is forgotten past this
+LOOKUP_RETRY = 1.0  # a lookup with no reply is sent again after this (and at most this often per destination)
+LOOKUP_GIVE_UP = 10.0  # a destination unanswered this long: its queued packets are dropped (counted)
+MAX_PENDING_LOOKUPS = 256  # destinations being looked up at once; new ones past this are refused (counted)
+MAX_QUEUED_PER_DESTINATION = 32  # packets waiting for a destination's lookup; the oldest is dropped past this
+HOP_LIMIT = 255  # hop limit of a routed packet; a relay drops it (counted) when it reaches 0
+PATH_BROKEN_INTERVAL = 1.0  # a relay sends at most one path-broken signal per source per this long
 
 # --- files ------------------------------------------------------------------------------------------
 FILE_IO_TIMEOUT = 10.0  # bound on any identity file operation (seed failure #2)

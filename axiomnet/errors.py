@@ -66,6 +66,11 @@ class InvalidCoordinates(RemoteProtocolError):
     """Coordinates that are not a finite point strictly inside the Poincaré disk."""
 
 
+class InvalidAnnouncement(InvalidCoordinates):
+    """A tree announcement whose claims do not hold: a bad signature, a loop, a stale or dead root, a sender
+    that is not the peer, a position deeper than MAX_TREE_DEPTH."""
+
+
 class ReplayedPacket(RemoteProtocolError):
     """A transport counter that was already seen or is too old for the replay window."""
 

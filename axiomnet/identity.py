@@ -1,11 +1,18 @@
-"""The node's static X25519 identity: its file format, crash-safe creation, recovery and address.
+"""The node's identity: an Ed25519 signing key, the X25519 key derived from it, the file, the address.
 
-The identity file ``identity.key`` (102 bytes, all offsets in bytes)::
+The Ed25519 key signs the node's routing announcements and lookup replies; the X25519 key derived from it
+(libsodium's ``crypto_sign_ed25519_sk_to_curve25519``) is the Noise static key; the overlay address is the
+hash of that X25519 public key, so anyone holding the Ed25519 public key can check which address it owns.
+The identity file ``identity.key`` (format version 2, 102 bytes, all offsets in bytes)::
 
     0       5   6                      38                     70                     102
-    | magic | v | private key (X25519) | public key (X25519)  | checksum             |
-     b"AXNID" 01        32 bytes              32 bytes          blake2b-256 of [0:70]
+    | magic | v | Ed25519 seed          | Ed25519 public key   | checksum             |
+     b"AXNID" 02        32 bytes              32 bytes          blake2b-256 of [0:70]
                                                                  person=b"axn-identity"
+
+Format version 1 (an X25519 private and public key, no signing key) cannot sign; such a file is upgraded
+loudly: it is kept aside as ``identity.key.v1-<UTC timestamp>`` and a version 2 identity replaces it, with
+an error log naming the old and the new address (the address changes; docs/CONFIG.md §1.1).
 
 A file is only ever put in place whole: it is written to a uniquely named temporary file in the same
 directory (mode 0600, fsync), renamed over the final name (``os.replace``, atomic) and the directory is
@@ -40,7 +47,7 @@ from types import TracebackType
 
 import nacl.bindings
 import nacl.exceptions
-import nacl.public
+import nacl.utils
 from loguru import logger
 
 from axiomnet.constants import FILE_IO_TIMEOUT
@@ -53,18 +60,23 @@ from axiomnet.errors import (
     UnsupportedIdentityVersion,
 )
 
+
+class LegacyIdentity(CorruptIdentity):
+    """An intact format-1 identity file: it has no signing key and is upgraded (a new key and address)."""
+
 IDENTITY_FILENAME = "identity.key"
 IDENTITY_BACKUP_FILENAME = IDENTITY_FILENAME + ".bak"
 IDENTITY_LOCK_FILENAME = ".identity.lock"  # flock()ed while creating/recovering; empty
 TEMP_MARKER = ".tmp-"  # temporary files are ".<final name>.tmp-<pid>-<random hex>"
 
 IDENTITY_MAGIC = b"AXNID"
-IDENTITY_VERSION = 1
+IDENTITY_VERSION = 2
+LEGACY_IDENTITY_VERSION = 1  # X25519 only, no signing key: upgraded (new key, new address) on load
 KEY_SIZE = 32
 CHECKSUM_SIZE = 32
 CHECKSUM_PERSON = b"axn-identity"
-_PRIVATE_OFFSET = len(IDENTITY_MAGIC) + 1
-_PUBLIC_OFFSET = _PRIVATE_OFFSET + KEY_SIZE
+_SEED_OFFSET = len(IDENTITY_MAGIC) + 1
+_PUBLIC_OFFSET = _SEED_OFFSET + KEY_SIZE
 _CHECKSUM_OFFSET = _PUBLIC_OFFSET + KEY_SIZE
 IDENTITY_FILE_SIZE = _CHECKSUM_OFFSET + CHECKSUM_SIZE  # 102
 
@@ -79,37 +91,62 @@ _INSECURE_DIR_BITS = 0o022  # group/other may write: they could swap the key
 
 @dataclass(frozen=True)
 class Identity:
-    """A static X25519 keypair; the public key names the node and derives its overlay address."""
+    """An Ed25519 signing keypair and the X25519 (Noise static) keypair derived from it.
+
+    ``private_key``/``public_key`` are the X25519 keys (the Noise ``s`` key, which derives the address);
+    ``signing_seed``/``signing_key`` are the Ed25519 seed and public key that sign announcements.
+    """
 
     private_key: bytes = field(repr=False)
     public_key: bytes
+    signing_seed: bytes = field(repr=False)
+    signing_key: bytes
 
     def __post_init__(self) -> None:
-        for name in ("private_key", "public_key"):
+        for name in ("private_key", "public_key", "signing_seed", "signing_key"):
             value = getattr(self, name)
             if not isinstance(value, bytes) or len(value) != KEY_SIZE:
                 raise ValueError(f"Identity.{name} must be {KEY_SIZE} bytes")
 
     @classmethod
     def generate(cls) -> Identity:
-        """A fresh random keypair (libsodium's CSPRNG)."""
-        key = nacl.public.PrivateKey.generate()
-        return cls(private_key=bytes(key), public_key=bytes(key.public_key))
+        """A fresh random identity (libsodium's CSPRNG)."""
+        return cls.from_seed(nacl.utils.random(KEY_SIZE))
 
     @classmethod
-    def from_private_key(cls, private_key: bytes) -> Identity:
-        """The identity whose public key is derived from ``private_key``."""
-        return cls(private_key=private_key, public_key=nacl.bindings.crypto_scalarmult_base(private_key))
+    def from_seed(cls, seed: bytes) -> Identity:
+        """The identity whose Ed25519 key is made from ``seed`` and whose X25519 key is derived from that."""
+        if not isinstance(seed, bytes) or len(seed) != KEY_SIZE:
+            raise ValueError(f"an Ed25519 seed is {KEY_SIZE} bytes")
+        signing_key, secret = nacl.bindings.crypto_sign_seed_keypair(seed)
+        private_key = nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(secret)
+        public_key = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(signing_key)
+        return cls(private_key=private_key, public_key=public_key, signing_seed=seed, signing_key=signing_key)
+
+    @property
+    def signing_secret(self) -> bytes:
+        """The 64-byte libsodium Ed25519 secret key (seed || public key) for ``crypto_sign``."""
+        return self.signing_seed + self.signing_key
 
     @property
     def address(self) -> ipaddress.IPv6Address:
-        """The overlay IPv6 address (fc00::/8) derived from the public key."""
+        """The overlay IPv6 address (fc00::/8) derived from the X25519 public key."""
         return derive_address(self.public_key)
 
     @property
     def public_hex(self) -> str:
-        """The public key as 64 lowercase hex characters."""
+        """The X25519 (Noise) public key as 64 lowercase hex characters: what peers pin."""
         return self.public_key.hex()
+
+
+def noise_key_of(signing_key: bytes) -> bytes:
+    """The X25519 (Noise static) public key that belongs to an Ed25519 public key; ValueError if invalid."""
+    if not isinstance(signing_key, bytes) or len(signing_key) != KEY_SIZE:
+        raise ValueError(f"an Ed25519 public key is {KEY_SIZE} bytes")
+    try:
+        return nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(signing_key)
+    except nacl.exceptions.CryptoError as exc:  # not a point on the curve, or a small-order point
+        raise ValueError(f"not a usable Ed25519 public key: {exc}") from None
 
 
 def derive_address(public_key: bytes) -> ipaddress.IPv6Address:
@@ -127,7 +164,7 @@ def _checksum(body: bytes) -> bytes:
 
 def encode_identity(identity: Identity) -> bytes:
     """The 102-byte identity file content for ``identity`` (layout in the module docstring)."""
-    body = IDENTITY_MAGIC + bytes([IDENTITY_VERSION]) + identity.private_key + identity.public_key
+    body = IDENTITY_MAGIC + bytes([IDENTITY_VERSION]) + identity.signing_seed + identity.signing_key
     return body + _checksum(body)
 
 
@@ -143,6 +180,8 @@ def decode_identity(data: bytes, path: Path | str = "<memory>") -> Identity:
     version = data[len(IDENTITY_MAGIC)]
     size_ok = len(data) == IDENTITY_FILE_SIZE
     checksum_ok = size_ok and hmac.compare_digest(_checksum(data[:_CHECKSUM_OFFSET]), data[_CHECKSUM_OFFSET:])
+    if version == LEGACY_IDENTITY_VERSION and checksum_ok:
+        raise LegacyIdentity(f"{where} has format version 1 (no signing key)")
     if version != IDENTITY_VERSION:
         # An intact file (or one of another size) from a newer format is refused, never replaced: a
         # downgrade must not cost the node its address. A bit flip in the version byte fails the checksum.
@@ -157,14 +196,14 @@ def decode_identity(data: bytes, path: Path | str = "<memory>") -> Identity:
         raise CorruptIdentity(f"{where} is corrupt: it is {size} bytes, expected {IDENTITY_FILE_SIZE}")
     if not checksum_ok:
         raise CorruptIdentity(f"{where} is corrupt: checksum mismatch (the file was damaged)")
-    private_key = data[_PRIVATE_OFFSET:_PUBLIC_OFFSET]
-    public_key = data[_PUBLIC_OFFSET:_CHECKSUM_OFFSET]
+    seed = data[_SEED_OFFSET:_PUBLIC_OFFSET]
+    signing_key = data[_PUBLIC_OFFSET:_CHECKSUM_OFFSET]
     try:
-        derived = Identity.from_private_key(private_key)
+        derived = Identity.from_seed(seed)
     except (nacl.exceptions.CryptoError, ValueError) as exc:
-        raise CorruptIdentity(f"{where} is corrupt: the private key is unusable ({exc})") from exc
-    if not hmac.compare_digest(derived.public_key, public_key):
-        raise CorruptIdentity(f"{where} is corrupt: the stored public key does not match the private key")
+        raise CorruptIdentity(f"{where} is corrupt: the seed is unusable ({exc})") from exc
+    if not hmac.compare_digest(derived.signing_key, signing_key):
+        raise CorruptIdentity(f"{where} is corrupt: the stored public key does not match the seed")
     return derived
 
 
@@ -426,6 +465,10 @@ def _load_backup(backup: Path) -> Identity | None:
         return _read_identity_file(backup)
     except UnsupportedIdentityVersion:
         raise
+    except LegacyIdentity:
+        aside = _move_aside(backup, "v1")
+        logger.warning("backup {} has format version 1 (no signing key); kept it as {}", backup, aside)
+        return None
     except CorruptIdentity as exc:
         aside = _move_aside(backup, "corrupt")
         logger.error("{}; moved it aside to {}", exc, aside)
@@ -440,6 +483,10 @@ def _refresh_backup(identity: Identity, backup: Path, cancel: threading.Event) -
         except UnsupportedIdentityVersion as exc:
             logger.warning("{}; leaving the backup alone", exc)
             return
+        except LegacyIdentity:
+            aside = _move_aside(backup, "v1")
+            logger.warning("backup {} had format version 1; kept it as {}", backup, aside)
+            current = None
         except CorruptIdentity as exc:
             aside = _move_aside(backup, "corrupt")
             logger.warning("{}; moved it aside to {} and writing a fresh backup", exc, aside)
@@ -474,6 +521,38 @@ def _create(primary: Path, backup: Path, cancel: threading.Event) -> Identity:
     return identity
 
 
+def _legacy_address(path: Path) -> str:
+    """The address a format-1 file at ``path`` gave its node (for the upgrade log line), or "unknown"."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(IDENTITY_FILE_SIZE)
+        return str(derive_address(data[_PUBLIC_OFFSET:_CHECKSUM_OFFSET]))
+    except (OSError, ValueError):
+        return "unknown"
+
+
+def _upgrade_legacy(primary: Path, backup: Path, cancel: threading.Event) -> tuple[Identity, bool]:
+    """Replace an intact format-1 identity (no signing key) by a new format-2 one, loudly; the old file stays."""
+    _checkpoint(cancel)
+    old_address = _legacy_address(primary)
+    aside = _move_aside(primary, "v1")
+    if os.path.lexists(backup):
+        try:
+            _read_identity_file(backup)
+        except LegacyIdentity:
+            _move_aside(backup, "v1")
+        except CorruptIdentity:
+            _move_aside(backup, "corrupt")
+    identity = _create(primary, backup, cancel)
+    logger.error(
+        "IDENTITY UPGRADED: {} had format version 1, which has no signing key (routing announcements must be "
+        "signed). Generated a format 2 identity: this node's overlay address CHANGED from {} to {} (public key "
+        "{}); peers that pinned the old key must be updated. The old file is kept at {}",
+        primary, old_address, identity.address, identity.public_hex, aside,
+    )
+    return identity, True
+
+
 def _load_or_create_now(data_dir: Path, cancel: threading.Event) -> tuple[Identity, bool]:
     _ensure_data_dir(data_dir)
     primary = data_dir / IDENTITY_FILENAME
@@ -485,6 +564,8 @@ def _load_or_create_now(data_dir: Path, cancel: threading.Event) -> tuple[Identi
             identity = _read_identity_file(primary)
         except UnsupportedIdentityVersion:
             raise
+        except LegacyIdentity:
+            return _upgrade_legacy(primary, backup, cancel)
         except CorruptIdentity as exc:
             _checkpoint(cancel)
             aside = _move_aside(primary, "corrupt")

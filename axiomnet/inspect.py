@@ -11,16 +11,20 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-SECTIONS = ("self", "peers", "sessions", "tree", "routes", "lookups", "actors", "health")
+SECTIONS = ("self", "peers", "sessions", "e2e", "tree", "routes", "lookups", "actors", "health")
 COMMANDS = SECTIONS + ("metrics", "all")
 _EMPTY = {
     "tree": "no tree yet (the daemon reports no spanning tree)",
     "routes": "no routes yet (the daemon reports no route table)",
     "lookups": "no lookups yet (the daemon reports no lookup cache)",
+    "e2e": "no end-to-end sessions (the daemon reports none)",
 }
+_TITLES = {"e2e": "END-TO-END SESSIONS"}
 _PREFERRED = {
-    "tree": ("root", "parent", "depth", "coords", "coordinates", "port", "children", "updated"),
+    "tree": ("root", "root_seq", "is_root", "parent", "depth", "coords", "key"),
 }
+_KEYS = ("public_key", "peer", "root", "parent", "key")  # shown cut to 16 hex characters
+_SECONDS = ("last_seen", "last_handshake", "age", "expires_in", "announced")
 MAX_GENERIC_COLUMNS = 10
 
 
@@ -36,9 +40,10 @@ def cell(value: object) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.3f}"
-    if isinstance(value, list) and len(value) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        return f"r={value[0]:.4f} th={value[1]:.4f}"
+    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return "/" + "/".join(str(v) for v in value)  # tree coordinates: the ports from the root ("/": the root)
+    if isinstance(value, dict) and "path" in value:
+        return f"{cell(value.get('path'))} under root {short_key(value.get('root'))}"
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":"), default=str)
     return str(value)
@@ -112,7 +117,8 @@ def render_peers(state: Mapping[str, Any]) -> list[str]:
                      "tx_bytes": session.get("tx_bytes"), "drops": drops_by_reason(session.get("counters"))})
     headers = _columns((("PUBLIC KEY", "public_key"), ("ADDRESS", "address"), ("ENDPOINT", "endpoint"),
                         ("STATE", "state"), ("ALIVE", "alive"), ("LAST SEEN", "last_seen"),
-                        ("LAST HANDSHAKE", "last_handshake"), ("RTT", "rtt"), ("LOAD", "load"),
+                        ("LAST HANDSHAKE", "last_handshake"), ("RTT MS", "rtt_ms"), ("PORT", "port"),
+                        ("TREE LINK", "tree_link"), ("LOAD", "load"),
                         ("COORDS", "coords"), ("RX PKTS", "rx_packets"), ("TX PKTS", "tx_packets"),
                         ("RX BYTES", "rx_bytes"), ("TX BYTES", "tx_bytes"), ("DROPS", "drops")), rows)
     if not rows:
@@ -123,9 +129,9 @@ def render_peers(state: Mapping[str, Any]) -> list[str]:
 
 
 def _format(key: str, value: object) -> str:
-    if key in ("public_key", "peer"):
+    if key in _KEYS:
         return short_key(value)
-    if key in ("last_seen", "last_handshake", "age"):
+    if key in _SECONDS:
         return seconds(value)
     return cell(value)
 
@@ -162,6 +168,22 @@ def render_actors(state: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def render_lookups(state: Mapping[str, Any]) -> list[str]:
+    """The lookup cache and the lookups in flight (the router's ``lookups``: cache, pending, statistics)."""
+    lookups = state.get("lookups")
+    if not isinstance(lookups, dict) or not ("cache" in lookups or "pending" in lookups):
+        return render_generic("lookups", lookups)
+    cache, pending = records(lookups, "cache"), records(lookups, "pending")
+    lines = [f"LOOKUPS ({len(cache)} cached, {len(pending)} pending)"]
+    lines += table(("ADDRESS", "ROOT", "COORDS", "EXPIRES IN"),
+                   [(cell(r.get("address")), cell(r.get("root")), cell(r.get("coords")), seconds(r.get("expires_in")))
+                    for r in cache] + [(cell(p.get("address")), "-", "(looking up)", "-") for p in pending])
+    stats = {k: v for k, v in lookups.items() if k not in ("cache", "pending")}
+    if stats:
+        lines.append("  " + "  ".join(f"{k}={cell(v)}" for k, v in stats.items()))
+    return lines
+
+
 def render_health(state: Mapping[str, Any]) -> list[str]:
     health = state.get("health")
     if not isinstance(health, dict):
@@ -173,7 +195,7 @@ def render_health(state: Mapping[str, Any]) -> list[str]:
 
 def render_generic(name: str, value: object) -> list[str]:
     """Any section: a one-line empty state when absent, key/value lines for an object, a table for a list."""
-    title = name.upper()
+    title = _TITLES.get(name, name.upper())
     if value is None:
         return [title, "  " + _EMPTY.get(name, f"no {name} (the daemon reports none)")]
     if isinstance(value, dict):
@@ -184,7 +206,7 @@ def render_generic(name: str, value: object) -> list[str]:
         order = [k for k in _PREFERRED.get(name, ()) if k in value] + [k for k in value if k not in
                                                                        _PREFERRED.get(name, ())]
         width = max((len(str(k)) for k in order), default=0)
-        return [title] + [f"  {str(k):<{width}}  {cell(value[k])}" for k in order]
+        return [title] + [f"  {str(k):<{width}}  {_format(str(k), value[k])}" for k in order]
     if isinstance(value, list):
         rows = [v if isinstance(v, dict) else {"value": v} for v in value]
         keys: list[str] = []
@@ -199,7 +221,7 @@ def render_generic(name: str, value: object) -> list[str]:
 
 
 _RENDERERS = {"self": render_self, "peers": render_peers, "sessions": render_sessions, "actors": render_actors,
-              "health": render_health}
+              "lookups": render_lookups, "health": render_health}
 
 
 def render(state: Mapping[str, Any], sections: Sequence[str] = SECTIONS) -> str:

@@ -4,7 +4,8 @@ Two kinds of families:
 
 * explicit ones for the core gauges and the figures operators graph (build info, uptime, peers, sessions,
   pending handshakes, actor liveness/restarts/mailboxes, per-peer packets and bytes, drops by reason,
-  handshakes, health, unanswered actors, and the tree/routes/lookups sizes once the router reports them);
+  handshakes, health, unanswered actors, and the sizes and numbers of the tree, routes, lookups and
+  end-to-end sections once the daemon reports them);
 * generic ones derived from whatever the actors report, so a counter or an actor added later becomes a
   metric without new code here: every actor counter ``C`` of role ``R`` is ``axiomnet_R_C_total`` (per peer
   for session actors) and every number in an actor's snapshot ``K`` is the gauge ``axiomnet_R_K``.
@@ -24,6 +25,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 PREFIX = "axiomnet"
 HEALTH_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+SECTION_FAMILIES = ("tree", "routes", "lookups", "e2e")  # sections whose sizes and numbers become gauges
 
 # Responder statistics that are a handshake outcome (the rest are drops, counted by reason).
 _HANDSHAKE_RESULTS = {"completed": "ok", "rate_limited": "rate_limited", "decryption_failed": "failed",
@@ -198,24 +200,34 @@ def families(state: Mapping[str, Any]) -> list[Metric]:
         handshakes.add_metric([result], value)
     out.add(handshakes, [f"{PREFIX}_handshakes_total"])
 
-    for section, doc in (("routes", "Entries in the route table"), ("lookups", "Entries in the lookup cache")):
-        entries = state.get(section)
-        if isinstance(entries, (list, dict)):
-            family = _gauge(f"{section}_entries", doc)
-            family.add_metric([], len(entries))
-            out.add(family)
-    tree = state.get("tree")
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            number = _number(value)
-            if number is not None:
-                family = _gauge(f"tree_{snake(key)}", f"Spanning tree: {key}")
-                family.add_metric([], number)
-                out.add(family)
+    for section in SECTION_FAMILIES:
+        _section_families(out, section, state.get(section))
 
     _generic_counters(out, counters, sessions)
     _generic_snapshots(out, snapshots, counters)
     return list(out.by_name.values())
+
+
+def _section_families(out: _Families, section: str, value: object) -> None:
+    """Sizes and numbers of a section the daemon reports: a list is ``axiomnet_S_entries``; in an object, a
+    number K is ``axiomnet_S_K`` and a list K is ``axiomnet_S_K_entries``. Nothing when it is absent."""
+    if isinstance(value, list):
+        family = _gauge(f"{section}_entries", f"Entries of the {section} section")
+        family.add_metric([], len(value))
+        out.add(family)
+        return
+    if not isinstance(value, dict):
+        return
+    for key, item in value.items():
+        if isinstance(item, list):
+            family = _gauge(f"{section}_{snake(key)}_entries", f"Entries of {section}.{key}")
+            family.add_metric([], len(item))
+        elif (number := _number(item)) is not None:
+            family = _gauge(f"{section}_{snake(key)}", f"{section}.{key}")
+            family.add_metric([], number)
+        else:
+            continue
+        out.add(family)
 
 
 def drop_totals(state: Mapping[str, Any]) -> dict[tuple[str, str], float]:

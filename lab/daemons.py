@@ -21,16 +21,17 @@ from axiomnet.constants import DEFAULT_UDP_PORT, SHUTDOWN_DEADLINE
 
 
 from axiomnet.lab.netns import (
-    KILL_WAIT,
-    process_cpu_seconds,
-    process_memory_kib,
-    signal_group,
-    signal_process,
     CLI_TIMEOUT,
+    KILL_WAIT,
     HarnessError,
     Namespace,
+    NetnsLab,
     NetnsPair,
+    process_cpu_seconds,
+    process_memory_kib,
     run_bounded,
+    signal_group,
+    signal_process,
     wait_until,
 )
 from axiomnet.lab.traffic import ping
@@ -256,6 +257,46 @@ def start_daemon_pair(
             )
         )
     return daemons[0], daemons[1]
+
+
+def start_overlay(
+    lab: NetnsLab,
+    nodes: int,
+    edges: Sequence[tuple[int, int]],
+    workdir: str | Path,
+    *,
+    port: int = DEFAULT_UDP_PORT,
+    log_level: str = "INFO",
+    extra_args: Sequence[str] = (),
+) -> list[DaemonProcess]:
+    """``nodes`` namespaces (suffixes n0, n1, ...) joined by one veth per edge (198.18.<k>.0/24 and
+    2001:2:0:<k>::/64 for the k-th edge) and one daemon in each, listening on every address; for each edge the
+    lower-numbered node dials the other. Does not wait for readiness."""
+    if not 1 <= nodes <= 200 or len(edges) > 250:
+        raise HarnessError("an overlay lab holds 1..200 nodes and at most 250 links")
+    workdir = Path(workdir)
+    spaces = [lab.add_namespace(f"n{i}") for i in range(nodes)]
+    dials: dict[int, list[str]] = {i: [] for i in range(nodes)}
+    for k, (a, b) in enumerate(edges):
+        a, b = min(a, b), max(a, b)
+        link = lab.connect(spaces[a], spaces[b], ipv4_subnet=f"198.18.{k}.0/24", ipv6_subnet=f"2001:2:0:{k}::/64")
+        dials[a].append(format_endpoint(link.ipv4_b, port))
+    daemons = []
+    for i, ns in enumerate(spaces):
+        daemons.append(
+            start_daemon(
+                ns,
+                name=f"node-{i}",
+                listen=format_endpoint("::", port),
+                peers=dials[i],
+                data_dir=workdir / f"node-{i}",
+                admin_socket=workdir / f"node-{i}.sock",
+                tun=ns.tun_name,
+                extra_args=extra_args,
+                log_level=log_level,
+            )
+        )
+    return daemons
 
 
 def wait_overlay_reachable(src: DaemonProcess, dst: DaemonProcess, timeout: float = 15.0) -> float | None:

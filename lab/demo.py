@@ -1,7 +1,7 @@
 """`axiomnet demo`: N real daemons in N network namespaces linked as a topology, proven to carry traffic.
 
-Steps: one namespace per node, one veth per link of the topology (198.18.<link>.0/30), one identity and one
-daemon per namespace peering only with its topology neighbours; wait until every link has its session;
+Steps: one namespace per node, one veth per link of the topology, one identity and one daemon per namespace
+peering only with its topology neighbours (lab/daemons.py ``start_overlay``); wait until every link has its session;
 ping every pair of nodes (a live table shows path, hops, RTT and loss as the answers come); send random
 bytes over TCP across the longest path and compare SHA-256 on both ends; print each node's
 ``axiomnet-inspect`` tables; stop every daemon with SIGTERM (exit 0 within 5 s, TUN removed); remove
@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from axiomnet.lab import daemons, netns, topology, traffic
-from axiomnet.constants import DEFAULT_MTU, DEFAULT_UDP_PORT, SHUTDOWN_DEADLINE
+from axiomnet.constants import DEFAULT_MTU, SHUTDOWN_DEADLINE
 
 NOT_ROOT_MESSAGE = "axiomnet demo needs root for network namespaces and TUN devices; run it as root or use sudo"
-READY_TIMEOUT = 15.0  # how long the links get to come up, and each pair to answer its first ping
+READY_TIMEOUT = 15.0  # how long the links get to come up
+PAIR_TIMEOUT = 40.0  # how long each pair gets to answer its first ping (the tree and a lookup must settle)
 PING_INTERVAL = 0.2
 TRANSFER_PORT = 5301
 MAX_NODES = 10  # namespaces, veths and daemons on a 2-core machine
@@ -165,36 +166,13 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 # --- the steps ------------------------------------------------------------------------------------------
-def _build_network(lab: netns.NetnsLab, topo: topology.Topology) -> tuple[list[netns.Namespace], dict[tuple[int, int], str]]:
-    """One namespace per node, one veth per link; returns the namespaces and, for (a, b), b's address on their link."""
-    spaces = [lab.add_namespace(f"n{i}") for i in range(topo.nodes)]
-    address: dict[tuple[int, int], str] = {}
-    for index, (a, b) in enumerate(topo.edges):
-        link = lab.connect(spaces[a], spaces[b], ipv4_subnet=f"198.18.{index}.0/30", ipv6_subnet=None)
-        address[(a, b)], address[(b, a)] = link.ipv4_b, link.ipv4_a
-    return spaces, address
-
-
-def _start_nodes(topo: topology.Topology, spaces: list[netns.Namespace], address: dict[tuple[int, int], str],
-                 workdir: Path) -> list[daemons.DaemonProcess]:
-    def start(i: int) -> daemons.DaemonProcess:
-        name = topo.name(i)
-        return daemons.start_daemon(
-            spaces[i], name=f"node-{name}", listen=f"0.0.0.0:{DEFAULT_UDP_PORT}",
-            peers=[f"{address[(i, j)]}:{DEFAULT_UDP_PORT}" for j in topo.neighbours(i)],
-            data_dir=workdir / f"node-{name}", admin_socket=workdir / f"node-{name}.sock", tun=spaces[i].tun_name,
-        )
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=PARALLEL_PROBES) as pool:
-        return list(pool.map(start, range(topo.nodes)))
-
-
 def _run_steps(lab: netns.NetnsLab, settings: Settings, workdir: Path, checks: list[Check], notes: list[str]) -> None:
     topo = settings.topology
-    spaces, address = _build_network(lab, topo)
     links = ", ".join(f"{topo.name(a)}-{topo.name(b)}" for a, b in topo.edges)
     _say(f"[1/6] {topo.nodes} namespaces linked as a {topo.kind} by {len(topo.edges)} veth(s): {links}")
-    nodes = _start_nodes(topo, spaces, address, workdir)
+    nodes = daemons.start_overlay(lab, topo.nodes, topo.edges, workdir)
+    for i, node in enumerate(nodes):
+        node.name = f"node-{topo.name(i)}"
     _say("[2/6] daemons started, each peering only with its neighbours:")
     for i, node in enumerate(nodes):
         peers = ", ".join(topo.name(j) for j in topo.neighbours(i))
@@ -316,17 +294,18 @@ def _probe(topo: topology.Topology, nodes: list[daemons.DaemonProcess], a: int, 
     key = board._pair(a, b)
     board.set(key, hops=str(hops), path="-".join(topo.name(i) for i in path), status="first reply?")
     name = f"ping {key}"
-    ready = daemons.wait_overlay_reachable(nodes[a], nodes[b], timeout=READY_TIMEOUT)
+    ready = daemons.wait_overlay_reachable(nodes[a], nodes[b], timeout=PAIR_TIMEOUT)
     if ready is None:
         board.set(key, status="FAIL: no reply")
         return Check(name, False, f"({hops} hop{'s' if hops > 1 else ''}{via}) no reply from "
-                                  f"{nodes[b].address} within {READY_TIMEOUT:.0f} s")
+                                  f"{nodes[b].address} within {PAIR_TIMEOUT:.0f} s")
     board.set(key, status="pinging")
     result = traffic.ping(nodes[a].ns, nodes[b].address, count=count, interval=PING_INTERVAL)
     passed = result.sent > 0 and result.received == result.sent
     board.set(key, status="ok" if passed else "FAIL", loss=f"{result.loss_percent:.0f}%",
               rtt=f"{result.rtt_avg:.2f}" if result.rtt_avg is not None else "-")
-    return Check(name, passed, f"({hops} hop{'s' if hops > 1 else ''}{via}) {_ping_detail(result)}")
+    return Check(name, passed, f"({hops} hop{'s' if hops > 1 else ''}{via}, first reply after {ready:.1f} s) "
+                               f"{_ping_detail(result)}")
 
 
 def _ping_pairs(topo: topology.Topology, nodes: list[daemons.DaemonProcess], count: int, board: Board) -> list[Check]:

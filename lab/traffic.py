@@ -258,3 +258,92 @@ def flood_hostile_datagrams(ns: Namespace, host: str, port: int, *, count: int, 
     if proc.returncode != 0:
         raise HarnessError(f"flood generator failed: {proc.stderr.strip()[-500:]}")
     return int(proc.stdout)
+
+
+# --- a UDP canary and a packet capture (end-to-end encryption checks) -----------------------------------
+_UDP_RECEIVER = r"""
+import socket, sys, time
+host, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind((host, port))
+print("listening", flush=True)
+s.settimeout(timeout)
+try:
+    data, addr = s.recvfrom(65535)
+    print(addr[0], data.hex(), flush=True)
+except socket.timeout:
+    print("timeout", flush=True)
+"""
+
+_UDP_SENDER = r"""
+import socket, sys, time
+host, port, payload, count = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3]), int(sys.argv[4])
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+for _ in range(count):
+    s.sendto(payload, (host, port))
+    time.sleep(0.2)
+"""
+
+_CAPTURE = r"""
+import socket, sys, time, select
+seconds, limit = float(sys.argv[1]), int(sys.argv[2])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))  # every frame on every interface
+print("capturing", flush=True)
+deadline = time.monotonic() + seconds
+frames = 0
+while frames < limit and time.monotonic() < deadline:
+    if select.select([s], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        frame = s.recv(65535)
+        print(frame.hex(), flush=True)
+        frames += 1
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class UdpCanary:
+    """What a one-shot UDP receiver saw: the sender's address and the payload, or nothing."""
+
+    source: str | None
+    payload: bytes | None
+
+
+def udp_canary(server_ns: Namespace, client_ns: Namespace, server_addr: str, payload: bytes, *,
+               port: int = 5302, sends: int = 5, timeout: float = 15.0) -> UdpCanary:
+    """Send ``payload`` over UDP (``sends`` times, 0.2 s apart) from ``client_ns`` to a one-shot receiver on
+    ``server_addr`` in ``server_ns``; return what the receiver got first. Bounded by ``timeout``."""
+    receiver = server_ns.popen([sys.executable, "-c", _UDP_RECEIVER, server_addr, str(port), str(timeout)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert receiver.stdout is not None
+        if _readline_with_timeout(receiver.stdout, min(timeout, CLI_TIMEOUT)).strip() != "listening":
+            raise HarnessError("UDP receiver did not start")
+        client_ns.exec([sys.executable, "-c", _UDP_SENDER, server_addr, str(port), payload.hex(), str(sends)],
+                       timeout=sends * 0.2 + 10.0)
+        line = _readline_with_timeout(receiver.stdout, timeout).split()
+        if len(line) == 2:
+            return UdpCanary(line[0], bytes.fromhex(line[1]))
+        return UdpCanary(None, None)
+    finally:
+        terminate_processes([receiver], grace=1.0)
+
+
+class Capture:
+    """Every frame seen on every interface of a namespace while it runs (AF_PACKET), bounded in time and count."""
+
+    def __init__(self, ns: Namespace, seconds: float, limit: int = 20_000) -> None:
+        self.proc = ns.popen([sys.executable, "-c", _CAPTURE, str(seconds), str(limit)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.seconds = seconds
+        assert self.proc.stdout is not None
+        if _readline_with_timeout(self.proc.stdout, CLI_TIMEOUT).strip() != "capturing":
+            terminate_processes([self.proc], grace=1.0)
+            raise HarnessError("packet capture did not start")
+
+    def frames(self) -> list[bytes]:
+        """Wait for the capture to end (its time or its count) and return the frames."""
+        try:
+            out, _ = self.proc.communicate(timeout=self.seconds + 10.0)
+        except subprocess.TimeoutExpired:
+            terminate_processes([self.proc], grace=1.0)
+            out, _ = self.proc.communicate()
+        return [bytes.fromhex(line) for line in out.split() if line]

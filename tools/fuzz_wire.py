@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Fuzz target for the wire and control decoders: only a RemoteProtocolError may ever come out.
+"""Fuzz target for the wire, announcement and routed-header decoders: only a RemoteProtocolError may come out.
 
 With atheris installed this is a coverage-guided libFuzzer target; without it, a bounded random loop over
-raw bytes and near-valid datagrams / control messages (seeded, so a failure can be replayed)::
+raw bytes and near-valid datagrams / announcements / routed packets (seeded, so a failure can be replayed)::
 
     python tools/fuzz_wire.py -atheris_runs=200000            # atheris if importable, else the loop
     python tools/fuzz_wire.py --runs 100000 --seconds 60       # the loop's bounds (also caps atheris)
@@ -23,6 +23,9 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's axiomnet, not an installed one
 
 try:
     import atheris  # type: ignore[import-not-found]
@@ -31,13 +34,12 @@ except ImportError:
 
 if atheris is not None:
     with atheris.instrument_imports():
-        from axiomnet import control, wire
+        from axiomnet import announce, routed, wire
 else:
-    from axiomnet import control, wire
+    from axiomnet import announce, routed, wire
 
 from axiomnet.constants import AEAD_TAG_SIZE, COOKIE_SIZE, HEADER_SIZE, MAX_RECEIVER_INDEX, PROTOCOL_VERSION
 from axiomnet.errors import RemoteProtocolError
-from axiomnet.geometry import Coords
 
 DEFAULT_RUNS = 100_000
 DEFAULT_SECONDS = 300.0
@@ -68,22 +70,39 @@ def check_datagram(data: bytes) -> bool:
 
 
 def check_control(data: bytes) -> bool:
-    """Decode ``data`` as a control message; True if accepted. Raises anything but RemoteProtocolError."""
+    """Decode ``data`` as a tree announcement; True if accepted. Raises anything but RemoteProtocolError."""
     try:
-        msg = control.decode_control(data)
+        ann = announce.decode_announcement(data)
     except RemoteProtocolError:
         return False
-    if control.decode_control(control.encode_control(msg)) != msg:
-        raise InvariantBroken("accepted control message does not survive a re-encode")
+    if announce.decode_announcement(announce.encode_announcement(ann)) != ann:
+        raise InvariantBroken("accepted announcement does not survive a re-encode")
+    return True
+
+
+def check_routed(data: bytes) -> bool:
+    """Decode ``data`` as a routed header; True if accepted. Raises anything but RemoteProtocolError."""
+    try:
+        header = routed.decode_routed(data)
+    except RemoteProtocolError:
+        return False
+    rebuilt = routed.encode_routed(header.kind, root_tag=header.root_tag, dst=header.dst, src=header.src,
+                                   dst_path=header.dst_path, src_path=header.src_path,
+                                   payload=data[header.offset:], hop_limit=header.hop_limit,
+                                   watermark=header.watermark)
+    if rebuilt != data:
+        raise InvariantBroken("accepted routed packet does not re-encode to the same bytes")
     return True
 
 
 def test_one_input(data: bytes) -> None:
-    """The fuzz target: both decoders on the same bytes (and the control decoder on a datagram's body)."""
+    """The fuzz target: every decoder on the same bytes (and the inner decoders on a datagram's body)."""
     check_datagram(data)
     check_control(data)
+    check_routed(data)
     if len(data) > HEADER_SIZE:
         check_control(data[HEADER_SIZE:])
+        check_routed(data[HEADER_SIZE:])
 
 
 # --- fallback: seeded random inputs near the valid space ------------------------------------------------
@@ -107,8 +126,22 @@ def _datagram(rng: random.Random) -> bytes:
 
 
 def _control(rng: random.Random) -> bytes:
-    hb = control.Heartbeat(rng.getrandbits(63), Coords(rng.random() * 0.999, rng.random() * 6.28), rng.random())
-    return _mutate(rng, control.encode_control(hb))
+    hops = tuple(announce.Hop(rng.randbytes(32), rng.randrange(1, 1 << 16), rng.randbytes(64))
+                 for _ in range(rng.choice([0, 1, 3, rng.randrange(0, 20)])))
+    ann = announce.Announcement(rng.getrandbits(64), rng.getrandbits(64), rng.getrandbits(32), rng.randbytes(32),
+                                rng.getrandbits(64), rng.randbytes(64), hops, rng.randrange(1 << 16),
+                                rng.randbytes(64), None)
+    return _mutate(rng, announce.encode_announcement(ann))
+
+
+def _routed(rng: random.Random) -> bytes:
+    def path() -> tuple[int, ...]:
+        return tuple(rng.randrange(1, 1 << 16) for _ in range(rng.choice([0, 1, 4, rng.randrange(0, 40)])))
+
+    data = routed.encode_routed(routed.Kind(rng.randrange(1, 5)), root_tag=rng.getrandbits(32),
+                                dst=rng.randbytes(16), src=rng.randbytes(16), dst_path=path(), src_path=path(),
+                                payload=rng.randbytes(rng.randrange(0, 100)))
+    return _mutate(rng, data)
 
 
 def _mutate(rng: random.Random, data: bytes) -> bytes:
@@ -129,7 +162,8 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(buf)
 
 
-GENERATORS: tuple[Callable[[random.Random], bytes], ...] = (_raw, _datagram, _datagram, _control, _control)
+GENERATORS: tuple[Callable[[random.Random], bytes], ...] = (_raw, _datagram, _datagram, _control, _control,
+                                                             _routed, _routed)
 
 
 def run_random_loop(runs: int, seconds: float, seed: int) -> int:

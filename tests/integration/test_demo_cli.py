@@ -82,7 +82,6 @@ def test_a_failed_check_fails_the_demo_and_still_cleans_up(monkeypatch: pytest.M
 
 @pytest.mark.netns
 @pytest.mark.slow
-@pytest.mark.xfail(reason="needs multi-hop routing (issue 8)", strict=True)
 def test_demo_with_4_nodes_in_a_line_in_a_short_mode(capsys: pytest.CaptureFixture[str]) -> None:
     code = demo.run_demo(argparse.Namespace(nodes=4, topology="line", seconds=1.0, size_mb=1))
     out = capsys.readouterr().out

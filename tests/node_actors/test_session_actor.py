@@ -14,7 +14,7 @@ from axiomnet.session import Session
 from axiomnet.wire import PacketType, decode_header
 from axiomnet.actors import messages as m
 from axiomnet.actors.session import SessionActor
-from tests.node_actors.fakes import GetSent, GetWritten, wait_for
+from tests.node_actors.fakes import GetOther, GetSent, wait_for
 
 ENDPOINT = ("192.0.2.7", 7443)  # documentation address: nothing is ever sent, the socket is a recorder
 
@@ -43,11 +43,11 @@ def ipv6_packet(dst: bytes, n: int) -> bytes:
 
 @pytest.fixture
 def established(recorder):
-    """A SessionActor that dialled a Peer and completed the handshake; returns (actor, peer, socket, tun)."""
+    """A SessionActor that dialled a Peer and completed the handshake; returns (actor, peer, socket, router)."""
     me = Identity.generate()
-    sock, tun = recorder(), recorder()
+    sock, router = recorder(), recorder()
     peer = Peer()
-    actor = SessionActor.start(None, {"socket": sock, "tun": tun}, static_private=me.private_key,
+    actor = SessionActor.start(None, {"socket": sock, "router": router}, static_private=me.private_key,
                                static_public=me.public_key, self_address=me.address.packed, endpoint=ENDPOINT,
                                expected_key=None, dial=True, local_payload=HandshakePayload())
     assert wait_for(lambda: len(sock.ask(GetSent())) == 1)
@@ -60,7 +60,12 @@ def established(recorder):
     assert result is not None
     peer.session.install(result, time.monotonic())
     assert actor.ask(m.Snapshot(), timeout=5)["state"] == "established"
-    return actor, peer, sock, tun, me
+    return actor, peer, sock, router, me
+
+
+def routed(router) -> list[bytes]:
+    """Every routed packet the session handed the router, in order."""
+    return [p for x in router.ask(GetOther()) if isinstance(x, m.RoutedPackets) for p in x.packets]
 
 
 def test_session_concurrent_process(established, monkeypatch):
@@ -68,7 +73,7 @@ def test_session_concurrent_process(established, monkeypatch):
     # The recording stand-ins are slower than a real socket; lift the mailbox bound so that nothing is shed
     # (shedding under load is tested on its own below).
     monkeypatch.setattr("axiomnet.actors.base.MAX_QUEUED_BATCHES", 10**6)
-    actor, peer, sock, tun, me = established
+    actor, peer, sock, router, me = established
     per_thread = 20
     outgoing = [[ipv6_packet(peer.identity.address.packed, t * 1000 + i) for i in range(per_thread)]
                 for t in range(100)]
@@ -83,7 +88,7 @@ def test_session_concurrent_process(established, monkeypatch):
         try:
             barrier.wait()
             for i in range(per_thread):
-                actor.tell(m.TunPackets([outgoing[t][i]]))
+                actor.tell(m.LinkPackets([outgoing[t][i]]))
                 actor.tell(m.Datagrams([(incoming[t][i], ENDPOINT)]))
         except BaseException as exc:  # noqa: BLE001 - any failure must fail the test
             errors.append(exc)
@@ -96,7 +101,7 @@ def test_session_concurrent_process(established, monkeypatch):
     assert not errors
     total = 100 * per_thread
     assert wait_for(lambda: len(sock.ask(GetSent())) >= sent_before + total)
-    assert wait_for(lambda: len(tun.ask(GetWritten())) == total)
+    assert wait_for(lambda: len(routed(router)) == total)
     assert actor.is_alive()
 
     data = [d for d, _ in sock.ask(GetSent())[sent_before:] if decode_header(d).ptype is PacketType.DATA]
@@ -109,18 +114,18 @@ def test_session_concurrent_process(established, monkeypatch):
         assert got.ptype is PacketType.DATA
         received.add(got.payload)
     assert received == {p for batch in outgoing for p in batch}
-    assert sorted(tun.ask(GetWritten())) == sorted(
+    assert sorted(routed(router)) == sorted(
         ipv6_packet(me.address.packed, t * 1000 + i) for t in range(100) for i in range(per_thread))
     snap = actor.ask(m.Snapshot(), timeout=5)
     assert not any(k.startswith("rx_") and v for k, v in snap["counters"].items())
 
 
 def test_forged_and_garbage_datagrams_are_counted_not_fatal(established):
-    actor, peer, sock, tun, me = established
+    actor, peer, sock, router, me = established
     good = peer.session.send(PacketType.DATA, ipv6_packet(me.address.packed, 1), time.monotonic())[0]
     forged = good[:16] + bytes(len(good) - 16)
     actor.tell(m.Datagrams([(b"\x00" * 5, ENDPOINT), (forged, ENDPOINT), (good, ENDPOINT), (good, ENDPOINT)]))
-    assert wait_for(lambda: len(tun.ask(GetWritten())) == 1)
+    assert wait_for(lambda: len(routed(router)) == 1)
     counters = actor.ask(m.Snapshot(), timeout=5)["counters"]
     assert counters["rx_MalformedPacket"] == 1
     assert counters["rx_DecryptionFailed"] == 1
@@ -128,37 +133,44 @@ def test_forged_and_garbage_datagrams_are_counted_not_fatal(established):
     assert actor.is_alive()
 
 
-def test_packets_for_another_node_go_to_the_router(established, recorder):
-    actor, peer, sock, tun, me = established
-    router = recorder()
-    actor.tell(m.Rewire("router", router))
+def test_data_goes_to_the_router_with_the_authenticated_key(established):
+    actor, peer, sock, router, me = established
     other = Identity.generate().address.packed
     dgram = peer.session.send(PacketType.DATA, ipv6_packet(other, 5), time.monotonic())[0]
     actor.tell(m.Datagrams([(dgram, ENDPOINT)]))
-    from tests.node_actors.fakes import GetOther
-    assert wait_for(lambda: any(isinstance(x, m.RelayPackets) for x in router.ask(GetOther())))
-    assert tun.ask(GetWritten()) == []
+    assert wait_for(lambda: len(routed(router)) == 1)
+    (batch,) = [x for x in router.ask(GetOther()) if isinstance(x, m.RoutedPackets)]
+    assert batch.peer_key == peer.identity.public_key and batch.packets == [ipv6_packet(other, 5)]
 
 
-def test_heartbeat_reaches_the_router_with_the_authenticated_key(established, recorder):
-    from axiomnet.control import Heartbeat, encode_control
-    from axiomnet.geometry import Coords
-    from tests.node_actors.fakes import GetOther
-    actor, peer, sock, tun, me = established
-    router = recorder()
-    actor.tell(m.Rewire("router", router))
-    hb = encode_control(Heartbeat(seq=7, coords=Coords(0.25, 1.0), load=0.5))
-    dgram = peer.session.send(PacketType.CONTROL, hb, time.monotonic())[0]
-    actor.tell(m.Datagrams([(dgram, ENDPOINT)]))
-    assert wait_for(lambda: any(isinstance(x, m.PeerHeartbeat) for x in router.ask(GetOther())))
-    beat = next(x for x in router.ask(GetOther()) if isinstance(x, m.PeerHeartbeat))
-    assert beat.peer_key == peer.identity.public_key
-    assert (beat.seq, beat.coords, beat.load) == (7, Coords(0.25, 1.0), 0.5)
+def test_announcement_reaches_the_router_on_the_control_lane_with_the_authenticated_key(established):
+    actor, peer, sock, router, me = established
+    dgram = peer.session.send(PacketType.CONTROL, b"\x01announcement", time.monotonic())[0]
+    actor.tell(m.ControlDatagrams([(dgram, ENDPOINT)]))
+    assert wait_for(lambda: any(isinstance(x, m.Announce) for x in router.ask(GetOther())))
+    ann = next(x for x in router.ask(GetOther()) if isinstance(x, m.Announce))
+    assert isinstance(ann, m.Urgent)
+    assert ann.peer_key == peer.identity.public_key and ann.data == b"\x01announcement"
+
+
+def test_a_keepalive_tells_the_router_the_peer_is_alive(established):
+    actor, peer, sock, router, me = established
+    actor.tell(m.Datagrams([(peer.session.send(PacketType.KEEPALIVE, b"", time.monotonic())[0], ENDPOINT)]))
+    assert wait_for(lambda: any(isinstance(x, m.PeerSeen) for x in router.ask(GetOther())))
+
+
+def test_probe_sends_an_authenticated_keepalive(established):
+    actor, peer, sock, router, me = established
+    before = len(sock.ask(GetSent()))
+    actor.tell(m.Probe())
+    assert wait_for(lambda: len(sock.ask(GetSent())) == before + 1)
+    probe = sock.ask(GetSent())[-1][0]
+    assert peer.session.receive(decode_header(probe), probe, time.monotonic()).ptype is PacketType.KEEPALIVE
 
 
 def test_full_socket_mailbox_sheds_and_counts_instead_of_growing(established, monkeypatch):
-    actor, peer, sock, tun, me = established
+    actor, peer, sock, router, me = established
     monkeypatch.setattr("axiomnet.actors.base.MAX_QUEUED_BATCHES", 0)  # every hand-off finds the next mailbox full
-    actor.tell(m.TunPackets([ipv6_packet(peer.identity.address.packed, i) for i in range(10)]))
+    actor.tell(m.LinkPackets([ipv6_packet(peer.identity.address.packed, i) for i in range(10)]))
     assert wait_for(lambda: actor.ask(m.Snapshot(), timeout=5)["counters"].get("tx_dropped_backpressure") == 10)
     assert actor.is_alive()

@@ -27,10 +27,14 @@ from axiomnet.metrics import render
 KEY_A = "ab" * 32
 PEER_KEY = "11" * 32
 STATE: dict[str, Any] = {
-    "self": {"address": "fc12:3456::1", "public_key": "cd" * 32, "coords": [0.25, 1.5],
+    "self": {"address": "fc12:3456::1", "public_key": "cd" * 32, "coords": {"root": "ee" * 32, "depth": 1,
+                                                                            "path": [2]},
              "listen": "[::]:7443", "tun": "axn0", "uptime": 12.5, "version": "0.1.0", "pid": 4242},
-    "peers": [{"public_key": PEER_KEY, "address": "fcaa::2", "endpoint": "192.0.2.7:7443",
-               "coords": [0.5, 3.0], "load": 0.125, "last_seen": 0.75, "alive": True}],
+    "peers": [{"public_key": PEER_KEY, "address": "fcaa::2", "endpoint": "192.0.2.7:7443", "port": 3,
+               "coords": [2, 1], "tree_link": True, "rtt_ms": 0.125, "last_seen": 0.75, "alive": True}],
+    "tree": {"root": "ee" * 32, "root_seq": 77, "is_root": False, "parent": PEER_KEY, "depth": 1, "coords": [2]},
+    "lookups": {"cache": [{"address": "fcbb::3", "root": "ee" * 8, "coords": [2, 1, 4], "expires_in": 42.0}],
+                "pending": [{"address": "fccc::4", "age": 0.5, "queued": 2}]},
     "sessions": [{"peer": PEER_KEY, "endpoint": "192.0.2.7:7443", "state": "established", "initiator": True,
                   "age": 3.25, "rx_packets": 4242, "tx_packets": 4343, "rx_bytes": 987654,
                   "tx_bytes": 123456, "dropped": 7, "static": True,
@@ -408,11 +412,12 @@ def test_inspect_prints_tables(admin: Any, tmp_path: Path, capsys: pytest.Captur
     assert inspect(tmp_path) == 0
     out = capsys.readouterr().out
     assert server.requests == [b'{"cmd": "state"}\n']
-    for text in ("SELF", "fc12:3456::1", "cd" * 32, "r=0.2500 th=1.5000", "[::]:7443", "axn0", "12.5s",
-                 "PEERS (1)", PEER_KEY[:16], "fcaa::2", "192.0.2.7:7443", "0.125", "0.8s",
+    for text in ("SELF", "fc12:3456::1", "cd" * 32, "/2 under root " + "ee" * 8, "[::]:7443", "axn0", "12.5s",
+                 "PEERS (1)", PEER_KEY[:16], "fcaa::2", "192.0.2.7:7443", "/2/1", "0.125", "0.8s", "RTT MS",
+                 "TREE\n", "77", "LOOKUPS (1 cached, 1 pending)", "fcbb::3", "/2/1/4", "42.0s", "fccc::4",
                  "SESSIONS (1)", "established", "initiator", "4242", "4343", "987654", "123456",
                  "decryption_failed=2 replayed_packet=5", "ACTORS (1)", "SessionActor-1", "MAILBOX",
-                 "HEALTH HEALTHY", "TREE\n  no tree yet", "ROUTES\n  no routes yet", "LOOKUPS\n  no lookups yet"):
+                 "HEALTH HEALTHY", "ROUTES\n  no routes yet", "END-TO-END SESSIONS\n  no end-to-end sessions"):
         assert text in out, text
     actor_line = next(line for line in out.splitlines() if "SessionActor-1" in line)
     assert actor_line.split() == ["SessionActor-1", "yes", "2", "5", "yes"]
@@ -420,19 +425,22 @@ def test_inspect_prints_tables(admin: Any, tmp_path: Path, capsys: pytest.Captur
 
 def test_inspect_renders_tree_routes_and_lookups_the_daemon_reports(admin: Any, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    state = {**STATE, "tree": {"depth": 2, "root": "ef" * 32, "parent": "12" * 32, "coords": [3, 1]},
-             "routes": [{"destination": "fcaa::2", "next_hop": PEER_KEY[:16], "hops": 2}],
-             "lookups": {"fcbb::3": {"coords": [3, 1, 4], "expires": 12.5}}}
+    state = {**STATE, "routes": [{"address": "fcaa::2", "coords": [3, 1], "expires_in": 12.5}],
+             "e2e": [{"address": "fcaa::2", "peer": PEER_KEY, "state": "established", "rx_packets": 5}]}
     admin(answer(state))
     assert inspect(tmp_path, "tree") == 0
     tree = capsys.readouterr().out.splitlines()
-    assert tree[0] == "TREE" and tree[1].split() == ["root", "ef" * 32] and tree[3].split() == ["depth", "2"]
+    assert tree[0] == "TREE" and tree[1].split() == ["root", "ee" * 8] and tree[3].split() == ["is_root", "no"]
+    assert tree[4].split() == ["parent", PEER_KEY[:16]] and tree[6].split() == ["coords", "/2"]
     assert inspect(tmp_path, "routes") == 0
     routes = capsys.readouterr().out
-    assert "ROUTES (1)" in routes and "NEXT HOP" in routes and "fcaa::2" in routes
+    assert "ROUTES (1)" in routes and "EXPIRES IN" in routes and "fcaa::2  /3/1    12.5s" in routes
     assert inspect(tmp_path, "lookups") == 0
     lookups = capsys.readouterr().out
-    assert "LOOKUPS (1)" in lookups and "fcbb::3" in lookups and "[3,1,4]" in lookups
+    assert "LOOKUPS (1 cached, 1 pending)" in lookups and "fccc::4" in lookups and "(looking up)" in lookups
+    assert inspect(tmp_path, "e2e") == 0
+    e2e = capsys.readouterr().out
+    assert "END-TO-END SESSIONS (1)" in e2e and PEER_KEY[:16] in e2e and "established" in e2e
 
 
 def test_inspect_json_all_has_every_section(admin: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -441,9 +449,9 @@ def test_inspect_json_all_has_every_section(admin: Any, tmp_path: Path, capsys: 
     monkeypatch.setenv("AXIOMNET_ADMIN_SOCKET", str(tmp_path / "admin.sock"))  # found via the environment
     assert cli.inspect_main(["--json"]) == 0
     document = json.loads(capsys.readouterr().out)
-    for section in ("self", "peers", "sessions", "tree", "routes", "lookups", "actors", "health"):
+    for section in ("self", "peers", "sessions", "e2e", "tree", "routes", "lookups", "actors", "health"):
         assert section in document
-    assert document["tree"] is None and document["peers"] == STATE["peers"]
+    assert document["routes"] is None and document["peers"] == STATE["peers"]
     assert cli.inspect_main(["--json", "sessions"]) == 0
     assert json.loads(capsys.readouterr().out) == STATE["sessions"]
 
@@ -452,7 +460,7 @@ def test_inspect_empty_tables(admin: Any, tmp_path: Path, capsys: pytest.Capture
     admin(answer({"self": {}, "peers": [], "sessions": [], "actors": []}))
     assert inspect(tmp_path) == 0
     out = capsys.readouterr().out
-    assert out.count("(none)") == 3 and "the daemon reports no health" in out
+    assert out.count("(none)") == 3 and "the daemon reports no health" in out and "no tree yet" in out
 
 
 def test_inspect_metrics_prints_the_exposition_and_json(admin: Any, tmp_path: Path,

@@ -40,6 +40,7 @@ from axiomnet.identity import (
     Identity,
     decode_identity,
     derive_address,
+    noise_key_of,
     encode_identity,
     load_identity,
     load_or_create_identity,
@@ -122,28 +123,31 @@ def test_identity_properties_and_repr_hides_private_key() -> None:
     assert ident.address == reference_address(ident.public_key)
     assert ident.public_hex == ident.public_key.hex() and len(ident.public_hex) == 64
     assert ident.private_key.hex() not in repr(ident) and repr(ident.private_key) not in repr(ident)
-    assert Identity.from_private_key(ident.private_key) == ident
+    assert ident.signing_seed.hex() not in repr(ident)
+    assert Identity.from_seed(ident.signing_seed) == ident
+    assert noise_key_of(ident.signing_key) == ident.public_key
 
 
 # --- file format ----------------------------------------------------------------------------------------
 def test_file_layout_matches_documentation() -> None:
-    ident = Identity.from_private_key(b"\x01" * 32)
+    ident = Identity.from_seed(b"\x01" * 32)
     data = encode_identity(ident)
     assert len(data) == IDENTITY_FILE_SIZE == 102
-    assert data[0:5] == b"AXNID" and data[5] == 1
-    assert data[6:38] == ident.private_key and data[38:70] == ident.public_key
+    assert data[0:5] == b"AXNID" and data[5] == 2
+    assert data[6:38] == ident.signing_seed and data[38:70] == ident.signing_key
     assert data[70:] == hashlib.blake2b(data[:70], digest_size=32, person=b"axn-identity").digest()
     # The worked example of docs/CONFIG.md §1.1.
-    assert ident.public_hex == "a4e09292b651c278b9772c569f5fa9bb13d906b46ab68c9df9dc2b4409f8a209"
-    assert str(ident.address) == "fce8:8efb:164d:7e09:f893:5811:f4e1:31e8" == str(reference_address(ident.public_key))
-    assert data.hex().endswith("f077f95f8bfb3b399af3d3f5279351b9933ac6f631c80b4a29cb8a4fd5f55f48")
+    assert ident.signing_key.hex() == "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
+    assert ident.public_hex == "1b1b58dd50ea14b60da17b790cd02754d970c9bab864ebb3c0f3016fe51d3f57"
+    assert str(ident.address) == "fc4b:9a5a:29c7:a79c:b08f:dcde:569d:75d7" == str(reference_address(ident.public_key))
+    assert data.hex().endswith("0053aab43a4c6516ae7dd26bba2b2baa2517331028a5b8f3ef0717b6c8c835f2")
     assert decode_identity(data) == ident
 
 
 def _mismatched_key_file() -> bytes:
     ident = Identity.generate()
     other = Identity.generate()
-    return with_checksum(b"AXNID\x01" + ident.private_key + other.public_key)
+    return with_checksum(b"AXNID\x02" + ident.signing_seed + other.signing_key)
 
 
 @pytest.mark.parametrize(
@@ -154,11 +158,13 @@ def _mismatched_key_file() -> bytes:
         (lambda d: d + b"\x00", "more than 102"),
         (lambda d: b"XXNID" + d[5:], "magic"),
         (lambda d: d[:5] + b"\x00" + d[6:], "version 0"),
+    (lambda d: d[:5] + b"\x01" + d[6:], "version 1"),
         (lambda d: flip(d, 80), "checksum"),
         (lambda d: flip(d, 10), "checksum"),
         (lambda d: _mismatched_key_file(), "does not match"),
     ],
-    ids=["empty", "truncated", "padded", "magic", "version0", "checksum-byte", "private-byte", "key-mismatch"],
+    ids=["empty", "truncated", "padded", "magic", "version0", "version1-damaged", "checksum-byte", "private-byte",
+         "key-mismatch"],
 )
 def test_decode_names_what_is_wrong_and_where(make: Any, reason: str) -> None:
     data = make(encode_identity(Identity.generate()))
@@ -171,7 +177,7 @@ def test_decode_names_what_is_wrong_and_where(make: Any, reason: str) -> None:
 @settings(max_examples=300)
 @given(st.integers(0, IDENTITY_FILE_SIZE - 1), st.integers(1, 255))
 def test_every_single_byte_change_is_detected_as_corruption(index: int, mask: int) -> None:
-    data = encode_identity(Identity.from_private_key(b"\x07" * 32))
+    data = encode_identity(Identity.from_seed(b"\x07" * 32))
     with pytest.raises(CorruptIdentity) as info:
         decode_identity(flip(data, index, mask))
     # A damaged version byte is corruption (checksum fails), never "a newer format".
@@ -180,9 +186,9 @@ def test_every_single_byte_change_is_detected_as_corruption(index: int, mask: in
 
 def test_intact_newer_version_is_unsupported_and_never_replaced(tmp_path: Path) -> None:
     ident = Identity.generate()
-    newer = with_checksum(b"AXNID\x02" + ident.private_key + ident.public_key)
+    newer = with_checksum(b"AXNID\x03" + ident.signing_seed + ident.signing_key)
     write_file(tmp_path / IDENTITY_FILENAME, newer)
-    with pytest.raises(UnsupportedIdentityVersion, match="version 2"):
+    with pytest.raises(UnsupportedIdentityVersion, match="version 3"):
         load_identity(tmp_path / IDENTITY_FILENAME)
     with pytest.raises(UnsupportedIdentityVersion):
         load_or_create_identity(tmp_path)
@@ -539,3 +545,33 @@ def test_atomic_identity_write_survives_sigkill(tmp_path: Path) -> None:
     assert kills == 100
     # The kills landed inside the write sequence (not only between identities), or the test proved nothing.
     assert states.get("temp", 0) + states.get("partial-set", 0) > 0, states
+
+
+# --- format 1 (no signing key) -----------------------------------------------------------------------------
+def _v1_file(private_key: bytes) -> tuple[bytes, bytes]:
+    """An intact format-1 file (X25519 private + public key) and its public key."""
+    import nacl.bindings
+
+    public_key = nacl.bindings.crypto_scalarmult_base(private_key)
+    return with_checksum(b"AXNID\x01" + private_key + public_key), public_key
+
+
+def test_format_1_identity_is_upgraded_loudly_and_kept_aside(tmp_path: Path) -> None:
+    old, old_public = _v1_file(b"\x05" * 32)
+    write_file(tmp_path / IDENTITY_FILENAME, old)
+    write_file(tmp_path / IDENTITY_BACKUP_FILENAME, old)
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(str(m)), level="ERROR")
+    try:
+        ident, created = load_or_create_identity(tmp_path)
+    finally:
+        logger.remove(sink)
+    assert created and ident.public_key != old_public
+    assert decode_identity((tmp_path / IDENTITY_FILENAME).read_bytes()) == ident
+    assert decode_identity((tmp_path / IDENTITY_BACKUP_FILENAME).read_bytes()) == ident
+    kept = sorted(tmp_path.glob(f"{IDENTITY_FILENAME}.v1-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == old
+    text = "\n".join(messages)
+    assert "IDENTITY UPGRADED" in text and str(derive_address(old_public)) in text and str(ident.address) in text
+    again, created_again = load_or_create_identity(tmp_path)
+    assert again == ident and not created_again

@@ -101,13 +101,19 @@ def test_a_new_counter_or_actor_becomes_a_metric_without_new_code() -> None:
     assert ("axiomnet_e2e_lookups_sent", ()) not in found  # a snapshot number that is a counter is one metric
 
 
-def test_tree_routes_and_lookups_appear_only_when_reported() -> None:
+def test_tree_routes_lookups_and_e2e_appear_only_when_reported() -> None:
     families = {f.name for f in text_string_to_metric_families(render(state()))}
-    assert not {"axiomnet_routes_entries", "axiomnet_lookups_entries", "axiomnet_tree_depth"} & families
-    found = samples(render(state(tree={"depth": 3, "root": "ab" * 32}, routes=[{"a": 1}, {"a": 2}],
-                                 lookups={"fc::1": {}})))
-    assert value(found, "axiomnet_tree_depth") == 3
-    assert value(found, "axiomnet_routes_entries") == 2 and value(found, "axiomnet_lookups_entries") == 1
+    assert not {n for n in families if n.startswith(("axiomnet_routes", "axiomnet_lookups", "axiomnet_tree"))}
+    found = samples(render(state(
+        tree={"depth": 3, "root": "ab" * 32, "is_root": False, "root_seq": 77, "coords": [1, 2, 3]},
+        routes=[{"address": "fc::1"}, {"address": "fc::2"}],
+        lookups={"cache": [{"address": "fc::1"}], "pending": [], "sent": 4},
+        e2e=[{"address": "fc::1", "state": "established"}])))
+    assert value(found, "axiomnet_tree_depth") == 3 and value(found, "axiomnet_tree_root_seq") == 77
+    assert value(found, "axiomnet_tree_is_root") == 0 and value(found, "axiomnet_tree_coords_entries") == 3
+    assert value(found, "axiomnet_routes_entries") == 2
+    assert value(found, "axiomnet_lookups_cache_entries") == 1 and value(found, "axiomnet_lookups_pending_entries") == 0
+    assert value(found, "axiomnet_lookups_sent") == 4 and value(found, "axiomnet_e2e_entries") == 1
 
 
 def test_an_empty_document_still_renders() -> None:
@@ -133,7 +139,7 @@ def test_operations_doc_names_every_explicit_family() -> None:
     from pathlib import Path
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "OPERATIONS.md").read_text()
-    full = state(tree={"depth": 3}, routes=[], lookups=[])
+    full = state(tree={"depth": 3}, routes=[], lookups={"cache": [], "pending": []}, e2e=[])
     generic_prefixes = tuple(f"axiomnet_{role}_" for role in (*full["counters"], *full["snapshots"], "session"))
     names = {f.name for f in text_string_to_metric_families(render(full))}
     explicit = {name for name in names if not name.startswith(generic_prefixes)}

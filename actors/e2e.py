@@ -1,0 +1,62 @@
+"""EndToEndActor: the node's end-to-end sessions, between its TUN device and the router.
+
+The thin shell around axiomnet/e2e.py: IP packets read from the TUN device come here, are sealed in the
+session with the node that owns their destination address and handed to the router; TRAFFIC the router
+delivers comes here, is opened, checked (its source must be the address of the session's key) and written to
+the TUN device. A destination without a session waits (bounded) while the router resolves its key. The
+actor's ticker drives the sessions' timers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from axiomnet.constants import E2E_TICK_INTERVAL
+from axiomnet.control import HandshakePayload
+from axiomnet.e2e import E2EOutput, EndToEnd
+from axiomnet.identity import Identity
+from axiomnet.actors import messages as m
+from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
+
+
+class EndToEndActor(SupervisedActor):
+    """End-to-end Noise sessions keyed by overlay address."""
+
+    role = "e2e"
+
+    def __init__(self, supervisor: Any, refs: dict[str, Any], identity: Identity,
+                 local_payload: HandshakePayload | None = None) -> None:
+        super().__init__(supervisor, refs)
+        self.core = EndToEnd(identity.private_key, identity.public_key, local_payload=local_payload)
+
+    def setup(self) -> None:
+        self.start_ticker(E2E_TICK_INTERVAL, m.Tick())
+
+    def handle(self, message: Any) -> Any:
+        now = time.monotonic()
+        if isinstance(message, m.TunPackets):
+            self._dispatch(self.core.outbound(message.packets, now))
+        elif isinstance(message, m.Delivered):
+            self._dispatch(self.core.inbound(message.items, now))
+        elif isinstance(message, m.Resolved):
+            self._dispatch(self.core.resolved(message.dst, message.key, now))
+        elif isinstance(message, m.Unresolvable):
+            self.core.unresolvable(message.dst)
+        elif isinstance(message, m.Tick):
+            self._dispatch(self.core.tick(now))
+        elif isinstance(message, m.Snapshot):
+            return {"sessions": self.core.snapshot(now), "counters": {**self.counters, **self.core.stats}}
+        else:
+            return super().handle(message)
+        return None
+
+    def _dispatch(self, out: E2EOutput) -> None:
+        router = self.refs.get("router")
+        for dst, datagrams in out.sends.items():
+            if not bounded_tell(router, m.RouteOut(dst, datagrams)):
+                self.counters["tx_dropped_backpressure"] += len(datagrams)
+        if out.tun and not bounded_tell(self.refs.get("tun"), m.TunWrite(out.tun)):
+            self.counters["rx_dropped_no_tun"] += len(out.tun)
+        for dst in out.resolve:
+            tell(router, m.Resolve(dst))

@@ -1,0 +1,207 @@
+"""Signed tree announcements: the byte layout, the signed statements, and their verification (pure, no I/O).
+
+Every HEARTBEAT_INTERVAL a node tells each neighbour where it sits in the spanning tree (docs/PROTOCOL.md §5):
+
+* the root's Ed25519 key and sequence number, with the root's signature over them (the root advances the
+  number every interval, so a dead root is noticed within ROOT_TIMEOUT);
+* its chain: for every hop from the root down to the sender, the child's key, the port its parent gave it and
+  the parent's signature over (root, seq, parent, child, port) — so a node cannot claim a place it does not have
+  now, and cannot speak for another key;
+* a certificate for the receiver: the port the sender gives it, signed the same way, which the receiver
+  appends to the sender's chain if it takes the sender as its parent;
+* an RTT echo (the last announcement number received from the receiver and how long it was held) and, on tree
+  links only, the sender's lookup bloom filter.
+
+Layout (big-endian)::
+
+    0   u8   control type = 1 (ANNOUNCE)
+    1   u8   flags: bit 0 = a bloom filter follows the certificate
+    2   u16  n, hops in the chain (0 when the sender is the root; at most MAX_TREE_DEPTH)
+    4   u64  number of this announcement (per sender and receiver, strictly increasing)
+    12  u64  echo: number of the last announcement received from the receiver (0: none)
+    20  u32  echo delay: microseconds between receiving that one and sending this one
+    24  32B  root key (Ed25519)
+    56  u64  root seq
+    64  64B  root signature over ROOT_STATEMENT || root || seq
+    128 n x (32B child key, u16 port, 64B parent signature over HOP_STATEMENT || root || seq || parent ||
+             child || port)
+    ..  u16  certificate port for the receiver (0: none), 64B signature (zeros when the port is 0)
+    ..  [bloom filter, axiomnet/bloom.py encoding]    (iff flags bit 0)
+
+Signatures are verified once each: a bounded cache remembers verified (key, statement, signature) triples,
+which siblings share.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import nacl.bindings
+import nacl.exceptions
+
+from axiomnet.bloom import Bloom, decode_bloom
+from axiomnet.constants import MAX_ANNOUNCEMENT_SIZE, MAX_PORT, MAX_TREE_DEPTH, MAX_VERIFIED_SIGNATURES
+from axiomnet.errors import InvalidAnnouncement, MalformedPacket
+
+ANNOUNCE = 1  # control type byte
+FLAG_BLOOM = 0x01
+ROOT_STATEMENT = b"axn-root"
+HOP_STATEMENT = b"axn-hop\x00"
+KEY_SIZE = 32
+SIG_SIZE = 64
+NO_SIGNATURE = bytes(SIG_SIZE)
+_HEAD = struct.Struct(">BBHQQI32sQ64s")
+_HOP = struct.Struct(">32sH64s")
+_CERT = struct.Struct(">H64s")
+_U64 = struct.Struct(">Q")
+_PORT = struct.Struct(">H")
+MAX_U64 = (1 << 64) - 1
+MAX_ECHO_DELAY = (1 << 32) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One link of a chain: ``key`` is a child, ``port`` the port its parent gave it, ``sig`` the parent's."""
+
+    key: bytes
+    port: int
+    sig: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """A decoded announcement (not yet verified: see :class:`Verifier`)."""
+
+    number: int
+    echo: int
+    echo_delay_us: int
+    root: bytes
+    seq: int
+    root_sig: bytes
+    chain: tuple[Hop, ...]
+    cert_port: int
+    cert_sig: bytes
+    bloom: Bloom | None = None
+
+    @property
+    def sender(self) -> bytes:
+        """The Ed25519 key of the node that sent it: the last hop's child, or the root itself."""
+        return self.chain[-1].key if self.chain else self.root
+
+    @property
+    def path(self) -> tuple[int, ...]:
+        """The sender's coordinates below the root: the ports of its chain."""
+        return tuple(h.port for h in self.chain)
+
+
+def root_statement(root: bytes, seq: int) -> bytes:
+    """What a root signs to say it is alive at ``seq``."""
+    return ROOT_STATEMENT + root + _U64.pack(seq)
+
+
+def hop_statement(root: bytes, seq: int, parent: bytes, child: bytes, port: int) -> bytes:
+    """What ``parent`` signs to give ``child`` the port ``port`` under ``root`` at ``seq``."""
+    return HOP_STATEMENT + root + _U64.pack(seq) + parent + child + _PORT.pack(port)
+
+
+def sign(secret: bytes, statement: bytes) -> bytes:
+    """The 64-byte Ed25519 signature of ``statement`` under the 64-byte libsodium secret key."""
+    return nacl.bindings.crypto_sign(statement, secret)[:SIG_SIZE]
+
+
+def encode_announcement(ann: Announcement) -> bytes:
+    """The bytes of ``ann`` (ValueError on out-of-range fields: a local bug)."""
+    if len(ann.chain) > MAX_TREE_DEPTH:
+        raise ValueError(f"chain of {len(ann.chain)} hops is too deep")
+    if not (0 <= ann.number <= MAX_U64 and 0 <= ann.echo <= MAX_U64 and 0 <= ann.seq <= MAX_U64):
+        raise ValueError("announcement number, echo or seq out of range")
+    flags = FLAG_BLOOM if ann.bloom is not None else 0
+    delay = min(max(ann.echo_delay_us, 0), MAX_ECHO_DELAY)
+    parts = [_HEAD.pack(ANNOUNCE, flags, len(ann.chain), ann.number, ann.echo, delay, ann.root, ann.seq,
+                        ann.root_sig)]
+    parts.extend(_HOP.pack(h.key, h.port, h.sig) for h in ann.chain)
+    parts.append(_CERT.pack(ann.cert_port, ann.cert_sig))
+    if ann.bloom is not None:
+        parts.append(ann.bloom.encode())
+    return b"".join(parts)
+
+
+def decode_announcement(data: bytes) -> Announcement:
+    """Parse an announcement; MalformedPacket for anything truncated, oversized or out of range.
+
+    Only the layout is checked here; what it claims is checked by :class:`Verifier`.
+    """
+    n = len(data)
+    if n > MAX_ANNOUNCEMENT_SIZE:
+        raise MalformedPacket(f"announcement of {n} bytes exceeds {MAX_ANNOUNCEMENT_SIZE}")
+    if n < _HEAD.size + _CERT.size:
+        raise MalformedPacket(f"announcement of {n} bytes is truncated")
+    ctype, flags, hops, number, echo, delay, root, seq, root_sig = _HEAD.unpack_from(data, 0)
+    if ctype != ANNOUNCE:
+        raise MalformedPacket(f"control type {ctype} is not an announcement")
+    if flags & ~FLAG_BLOOM:
+        raise MalformedPacket(f"announcement has unknown flags {flags:#04x}")
+    if hops > MAX_TREE_DEPTH:
+        raise MalformedPacket(f"announcement chain of {hops} hops exceeds MAX_TREE_DEPTH ({MAX_TREE_DEPTH})")
+    offset = _HEAD.size
+    end = offset + hops * _HOP.size + _CERT.size
+    if n < end:
+        raise MalformedPacket(f"announcement with {hops} hops is truncated at {n} bytes")
+    chain = []
+    for _ in range(hops):
+        key, port, sig = _HOP.unpack_from(data, offset)
+        if not 1 <= port <= MAX_PORT:
+            raise MalformedPacket("announcement hop with port 0")
+        chain.append(Hop(key, port, sig))
+        offset += _HOP.size
+    cert_port, cert_sig = _CERT.unpack_from(data, offset)
+    offset += _CERT.size
+    bloom = None
+    if flags & FLAG_BLOOM:
+        bloom, offset = decode_bloom(data, offset)
+    if offset != n:
+        raise MalformedPacket(f"announcement has {n - offset} trailing bytes")
+    return Announcement(number, echo, delay, root, seq, root_sig, tuple(chain), cert_port, cert_sig, bloom)
+
+
+class Verifier:
+    """Checks what an announcement claims; remembers verified signatures (bounded LRU)."""
+
+    def __init__(self, capacity: int = MAX_VERIFIED_SIGNATURES) -> None:
+        self._verified: OrderedDict[bytes, None] = OrderedDict()
+        self._capacity = capacity
+        self.verifications = 0  # signatures actually checked (cache misses), for inspection and benchmarks
+
+    def _check(self, key: bytes, statement: bytes, sig: bytes, what: str) -> None:
+        token = sig + key + statement
+        if token in self._verified:
+            self._verified.move_to_end(token)
+            return
+        self.verifications += 1
+        try:
+            nacl.bindings.crypto_sign_open(sig + statement, key)
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
+            raise InvalidAnnouncement(f"bad signature on {what}") from None
+        self._verified[token] = None
+        if len(self._verified) > self._capacity:
+            self._verified.popitem(last=False)
+
+    def verify(self, ann: Announcement, receiver: bytes) -> None:
+        """InvalidAnnouncement unless every signature holds and the chain is a simple path from the root.
+
+        ``receiver`` is our own Ed25519 key: the certificate (if any) must be signed for it.
+        """
+        keys = [ann.root] + [h.key for h in ann.chain]
+        if len(set(keys)) != len(keys):
+            raise InvalidAnnouncement("announcement chain repeats a key (a loop)")
+        self._check(ann.root, root_statement(ann.root, ann.seq), ann.root_sig, "the root's sequence number")
+        parent = ann.root
+        for depth, hop in enumerate(ann.chain, 1):
+            statement = hop_statement(ann.root, ann.seq, parent, hop.key, hop.port)
+            self._check(parent, statement, hop.sig, f"hop {depth}")
+            parent = hop.key
+        if ann.cert_port:
+            statement = hop_statement(ann.root, ann.seq, ann.sender, receiver, ann.cert_port)
+            self._check(ann.sender, statement, ann.cert_sig, "our certificate")

@@ -1,0 +1,282 @@
+"""End-to-end sessions: the node's IP traffic encrypted from source node to destination node (pure, no I/O).
+
+Relays see only the routed header (axiomnet/routed.py); what it carries is an end-to-end datagram of the
+same Noise XX session protocol the links use (axiomnet/session.py, axiomnet/responder.py: explicit counters,
+replay window, rekey, bounded staging), between this node and the node that owns the destination address.
+
+* **Outbound** (packets read from our TUN): a packet whose source is not our address never enters the overlay
+  (counted). A destination with a session gets the packets sealed at once. A destination without one waits in a
+  small bounded queue (oldest dropped, counted) while the router looks up its key and coordinates; the session
+  is created pinned to the looked-up key (whose address the lookup already checked), so a handshake that
+  authenticates any other key is aborted: the initiator knows it reached the address it asked for.
+* **Inbound** (TRAFFIC payloads the router delivers, with the routed header's source address): a handshake
+  initiation goes to the responder; a completed handshake is accepted only if the key it authenticated owns
+  that source address. A decrypted packet is written to the TUN only if its IPv6 source is the address of the
+  session's key and its destination is ours; anything else is dropped and counted.
+
+Results come back as an :class:`E2EOutput`: datagrams to route per destination address, packets for the
+TUN, and addresses whose key must be resolved.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from axiomnet.constants import LOOKUP_GIVE_UP, MAX_QUEUED_PER_DESTINATION, MAX_RECEIVER_INDEX, MAX_SESSIONS
+from axiomnet.control import HandshakePayload
+from axiomnet.errors import RemoteProtocolError
+from axiomnet.identity import derive_address
+from axiomnet.responder import HandshakeResponder
+from axiomnet.session import Established, Expired, Session
+from axiomnet.wire import Header, PacketType, decode_header
+
+IPV6_HEADER = 40
+OVERLAY_PREFIX = 0xFC
+RESOLVE_TIMEOUT = LOOKUP_GIVE_UP + 5.0  # packets waiting for a key the router never resolved are dropped
+NUDGE_INTERVAL = 5.0  # at most one handshake per source per this, answering traffic for a session we lost
+MAX_NUDGED = 1024  # sources remembered for that limit; the oldest is forgotten past this
+DATA = PacketType.DATA
+KEEPALIVE = PacketType.KEEPALIVE
+
+
+@dataclass
+class E2EOutput:
+    """What handling some packets produced."""
+
+    sends: dict[bytes, list[bytes]] = field(default_factory=dict)  # destination address -> datagrams to route
+    tun: list[bytes] = field(default_factory=list)  # IPv6 packets for our TUN device
+    resolve: list[bytes] = field(default_factory=list)  # addresses whose key the router must look up
+
+    def send(self, dst: bytes, datagrams: list[bytes]) -> None:
+        if datagrams:
+            self.sends.setdefault(dst, []).extend(datagrams)
+
+
+_STATS = ("tx_packets", "rx_packets", "tx_dropped_foreign_source", "tx_dropped_not_overlay", "tx_dropped_not_ipv6",
+          "queued", "queue_dropped", "unresolvable_dropped", "rx_dropped_spoofed_source", "rx_dropped_not_for_us",
+          "rx_refused_wrong_owner", "rx_unknown_index", "rx_rejected", "nudges", "sessions_created", "sessions_expired",
+          "sessions_refused")
+
+
+class EndToEnd:
+    """Every end-to-end session of this node, keyed by the other node's overlay address."""
+
+    def __init__(self, static_private: bytes, static_public: bytes, *, local_payload: HandshakePayload | None = None,
+                 rng: random.Random | None = None, max_sessions: int = MAX_SESSIONS) -> None:
+        self._private = static_private
+        self._public = static_public
+        self.address = derive_address(static_public).packed
+        self._payload = local_payload or HandshakePayload(capabilities=("e2e",))
+        self._rng = rng if rng is not None else random.Random()
+        self._max_sessions = max_sessions
+        self.sessions: dict[bytes, Session] = {}
+        self._owner: dict[int, bytes | None] = {}  # our receiver index -> session address (None: the responder)
+        self._waiting: dict[bytes, tuple[float, deque[bytes]]] = {}  # destination -> (since, packets waiting)
+        self._nudged: dict[bytes, float] = {}  # source -> when we last answered its unknown session (bounded)
+        self.responder = HandshakeResponder(static_private, static_public, allocate_index=self._claim(None),
+                                            release_index=self._release, local_payload=self._payload)
+        self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
+
+    # --- receiver indices (our own space: end-to-end datagrams arrive through the router, not the socket) ----
+    def _claim(self, owner: bytes | None) -> Callable[[], int]:
+        def allocate() -> int:
+            while True:
+                index = self._rng.randint(1, MAX_RECEIVER_INDEX)
+                if index not in self._owner:
+                    self._owner[index] = owner
+                    return index
+        return allocate
+
+    def _release(self, index: int) -> None:
+        self._owner.pop(index, None)
+
+    def _session(self, dst: bytes, key: bytes | None) -> Session | None:
+        session = self.sessions.get(dst)
+        if session is None:
+            if len(self.sessions) >= self._max_sessions:
+                self.stats["sessions_refused"] += 1
+                return None
+            session = Session(self._private, self._public, allocate_index=self._claim(dst),
+                              release_index=self._release, local_payload=self._payload, expected_remote_key=key,
+                              peer_name=str(ipaddress.IPv6Address(dst)), rng=self._rng)
+            self.sessions[dst] = session
+            self.stats["sessions_created"] += 1
+        return session
+
+    # --- outbound ------------------------------------------------------------------------------------
+    def outbound(self, packets: list[bytes], now: float) -> E2EOutput:
+        """IPv6 packets read from our TUN device."""
+        out = E2EOutput()
+        groups: dict[bytes, list[bytes]] = {}
+        me = self.address
+        for pkt in packets:
+            if len(pkt) < IPV6_HEADER or pkt[0] >> 4 != 6:
+                self.stats["tx_dropped_not_ipv6"] += 1
+            elif pkt[8:24] != me:
+                self.stats["tx_dropped_foreign_source"] += 1  # only our own address enters the overlay
+            elif pkt[24] != OVERLAY_PREFIX:
+                self.stats["tx_dropped_not_overlay"] += 1
+            else:
+                groups.setdefault(pkt[24:40], []).append(pkt)
+        for dst, group in groups.items():
+            session = self.sessions.get(dst)
+            if session is not None:
+                self.stats["tx_packets"] += len(group)
+                out.send(dst, session.send_batch(DATA, group, now))
+                self._collect(dst, session, out, now)
+            else:
+                self._wait(dst, group, out, now)
+        return out
+
+    def _wait(self, dst: bytes, packets: list[bytes], out: E2EOutput, now: float) -> None:
+        entry = self._waiting.get(dst)
+        if entry is None:
+            entry = self._waiting[dst] = (now, deque())
+            out.resolve.append(dst)
+        queue = entry[1]
+        for pkt in packets:
+            if len(queue) >= MAX_QUEUED_PER_DESTINATION:
+                queue.popleft()
+                self.stats["queue_dropped"] += 1
+            queue.append(pkt)
+            self.stats["queued"] += 1
+
+    def resolved(self, dst: bytes, key: bytes, now: float) -> E2EOutput:
+        """The router found ``dst``'s (verified) Noise key: open the session and send what waited."""
+        out = E2EOutput()
+        queued = self._waiting.pop(dst, (now, deque()))[1]
+        if derive_address(key).packed != dst:  # the lookup checked this; a mismatch here is a local bug
+            raise ValueError("resolved key does not own the address")
+        session = self._session(dst, key)
+        if session is None:
+            self.stats["queue_dropped"] += len(queued)
+            return out
+        if queued:
+            self.stats["tx_packets"] += len(queued)
+            out.send(dst, session.send_batch(DATA, list(queued), now))
+        elif not session.is_established and not session.is_handshaking:
+            out.send(dst, session.initiate(now))
+        self._collect(dst, session, out, now)
+        return out
+
+    def unresolvable(self, dst: bytes) -> None:
+        """The router gave up looking ``dst`` up: drop what waited for it (counted)."""
+        entry = self._waiting.pop(dst, None)
+        if entry is not None:
+            self.stats["unresolvable_dropped"] += len(entry[1])
+
+    # --- inbound -------------------------------------------------------------------------------------
+    def inbound(self, items: list[tuple[bytes, bytes]], now: float) -> E2EOutput:
+        """(source address, end-to-end datagram) pairs the router delivered to us."""
+        out = E2EOutput()
+        for src, datagram in items:
+            try:
+                header = decode_header(datagram)
+                if header.ptype is PacketType.HANDSHAKE_INIT:
+                    self._on_init(src, header, datagram, out, now)
+                    continue
+                owner = self._owner.get(header.receiver, b"")
+                if owner is None:  # a HANDSHAKE_FINAL for the responder
+                    self._on_final(src, header, datagram, out, now)
+                    continue
+                session = self.sessions.get(owner) if owner else None
+                if session is None or owner != src:
+                    self.stats["rx_unknown_index"] += 1
+                    self._nudge(src, header.ptype, out, now)
+                    continue
+                got = session.receive(header, datagram, now)
+            except RemoteProtocolError:
+                self.stats["rx_rejected"] += 1
+                continue
+            out.send(src, got.replies)
+            if got.ptype is DATA:
+                self._to_tun(src, got.payload, out)
+            self._collect(src, session, out, now)
+        return out
+
+    def _nudge(self, src: bytes, ptype: PacketType, out: E2EOutput, now: float) -> None:
+        """Transport traffic from ``src`` for a session we do not have: it kept keys we lost (we restarted). Start
+        a handshake to it (after resolving its key), at most once per NUDGE_INTERVAL per source; the handshake is
+        authenticated, so a forged datagram can cost us no more than that one lookup and handshake."""
+        if ptype < PacketType.DATA or src in self.sessions or src in self._waiting:
+            return
+        last = self._nudged.get(src)
+        if last is not None and now - last < NUDGE_INTERVAL:
+            return
+        self._nudged[src] = now
+        if len(self._nudged) > MAX_NUDGED:
+            self._nudged.pop(next(iter(self._nudged)))
+        self.stats["nudges"] += 1
+        self._waiting[src] = (now, deque())
+        out.resolve.append(src)
+
+    def _on_init(self, src: bytes, header: Header, datagram: bytes, out: E2EOutput, now: float) -> None:
+        replies, _ = self.responder.receive(header, datagram, (str(ipaddress.IPv6Address(src)), 0), now)
+        out.send(src, replies)
+
+    def _on_final(self, src: bytes, header: Header, datagram: bytes, out: E2EOutput, now: float) -> None:
+        replies, result = self.responder.receive(header, datagram, (str(ipaddress.IPv6Address(src)), 0), now)
+        out.send(src, replies)
+        if result is None:
+            return
+        if derive_address(result.remote_static).packed != src:
+            # It proved a key, but not one that owns the source address it routed from: refuse it.
+            self._release(result.local_index)
+            self.stats["rx_refused_wrong_owner"] += 1
+            return
+        session = self._session(src, result.remote_static)
+        if session is None:
+            self._release(result.local_index)
+            return
+        self._owner[result.local_index] = src
+        out.send(src, session.install(result, now))
+        entry = self._waiting.pop(src, None)
+        if entry is not None and entry[1]:
+            self.stats["tx_packets"] += len(entry[1])
+            out.send(src, session.send_batch(DATA, list(entry[1]), now))
+        self._collect(src, session, out, now)
+
+    def _to_tun(self, src: bytes, pkt: bytes, out: E2EOutput) -> None:
+        if len(pkt) < IPV6_HEADER or pkt[0] >> 4 != 6 or pkt[24:40] != self.address:
+            self.stats["rx_dropped_not_for_us"] += 1
+        elif pkt[8:24] != src:
+            self.stats["rx_dropped_spoofed_source"] += 1  # the session's key does not own that source address
+        else:
+            self.stats["rx_packets"] += 1
+            out.tun.append(pkt)
+
+    # --- timers --------------------------------------------------------------------------------------
+    def tick(self, now: float) -> E2EOutput:
+        """Run every session's timers (retransmission, rekey, keepalive, expiry); expired sessions go."""
+        out = E2EOutput()
+        self.responder.expire(now)
+        for dst, (since, _) in list(self._waiting.items()):
+            if now - since > RESOLVE_TIMEOUT:  # the router never answered (it gave up, or it restarted)
+                self.unresolvable(dst)
+        for dst, session in list(self.sessions.items()):
+            out.send(dst, session.tick(now))
+            self._collect(dst, session, out, now)
+        return out
+
+    def _collect(self, dst: bytes, session: Session, out: E2EOutput, now: float) -> None:
+        for event in session.events():
+            if isinstance(event, Established) and event.initiator and session.is_established:
+                # Tell the responder at once that we send under these keys: it may hold them pending behind keys we
+                # lost (we restarted), and would otherwise wait for data we may not have to send.
+                out.send(dst, session.send(KEEPALIVE, b"", now))
+            if isinstance(event, Expired):
+                self.sessions.pop(dst, None)
+                self.stats["sessions_expired"] += 1
+
+    def snapshot(self, now: float) -> list[dict[str, object]]:
+        """One row per end-to-end session for axiomnet-inspect."""
+        rows = []
+        for dst, session in self.sessions.items():
+            core = session.snapshot(now)
+            rows.append({"address": str(ipaddress.IPv6Address(dst)), **{k: core[k] for k in (
+                "peer", "state", "initiator", "age", "rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "dropped")}})
+        return rows

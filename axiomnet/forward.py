@@ -1,0 +1,286 @@
+"""Forwarding: what a node does with every routed packet it originates, relays or receives (pure, no I/O).
+
+The :class:`Forwarder` joins the tree (our coordinates, the neighbours' coordinates, the lookup filters), the
+pathfinder (destinations' coordinates) and the greedy next hop into ironwood's traffic handling:
+
+* **originate**: a payload for an address goes out with its destination's cached coordinates, or waits in the
+  pathfinder's bounded queue while a LOOKUP goes down the tree;
+* **relay**: the next hop is the neighbour strictly closest to the destination among those strictly closer than
+  us (axiomnet/greedy.py, one numpy pass per destination, cached until a coordinate changes); the watermark must
+  strictly fall (so no packet can loop, even while coordinates change) and the hop limit bounds the rest;
+* **dead end**: a relay that cannot make progress drops the packet, counts it, and (rate-limited per source)
+  sends a PATH_BROKEN back to the source, which looks the destination up again: never a silent black hole;
+* **deliver**: TRAFFIC for our address goes up to the end-to-end layer; LOOKUP_REPLY and PATH_BROKEN feed the
+  pathfinder; a LOOKUP for our address is answered with our signed coordinates.
+
+Results come back as an :class:`Output`: routed packets per link (by the neighbour's noise key) and payloads
+delivered to us. Every drop has a counter in ``stats``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from axiomnet.constants import HOP_LIMIT, PATH_BROKEN_INTERVAL
+from axiomnet.errors import RemoteProtocolError
+from axiomnet.greedy import NO_HOP, NeighbourPaths
+from axiomnet.identity import derive_address, noise_key_of
+from axiomnet.lookup import Coords, Pathfinder, decode_lookup, decode_path_broken, encode_lookup, encode_path_broken
+from axiomnet.routed import NO_WATERMARK, Kind, RoutedHeader, decode_routed, encode_routed, forwarded, root_tag
+from axiomnet.tree import Tree
+
+MAX_BROKEN_SOURCES = 1024  # sources remembered for the PATH_BROKEN rate limit; the oldest is forgotten past it
+MAX_HOP_CACHE = 4096  # destination paths whose next hop is remembered until a coordinate changes
+
+
+@dataclass
+class Output:
+    """What handling some packets produced: routed packets per link and payloads delivered to us."""
+
+    links: dict[bytes, list[bytes]] = field(default_factory=dict)
+    delivered: list[tuple[bytes, bytes]] = field(default_factory=list)  # (source address, TRAFFIC payload)
+    resolved: list[tuple[bytes, bytes]] = field(default_factory=list)  # (address, its verified Noise key)
+    unresolvable: list[bytes] = field(default_factory=list)  # addresses whose lookup was given up
+
+    def send(self, key: bytes, packet: bytes) -> None:
+        group = self.links.get(key)
+        if group is None:
+            self.links[key] = [packet]
+        else:
+            group.append(packet)
+
+
+_STATS = ("originated", "relayed", "delivered", "lookups_forwarded", "lookups_answered", "lookup_dead_end",
+          "dropped_malformed", "dropped_other_root", "dropped_hop_limit", "dropped_watermark", "dropped_no_route",
+          "dropped_no_tree", "path_broken_sent", "path_broken_limited", "replies_rejected")
+
+
+class Forwarder:
+    """A node's forwarding engine over its :class:`Tree` and :class:`Pathfinder`."""
+
+    def __init__(self, tree: Tree, pathfinder: Pathfinder) -> None:
+        self.tree = tree
+        self.pathfinder = pathfinder
+        self.address = pathfinder.address
+        self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
+        self._table = NeighbourPaths([], [], [])
+        self._table_version = -1
+        self._table_now = -1.0
+        self._hops: dict[tuple[int, ...], tuple[int, int]] = {}
+        self._broken_at: OrderedDict[bytes, float] = OrderedDict()
+
+    # --- the neighbour table and the next hop --------------------------------------------------------
+    def _refresh(self, now: float) -> None:
+        # Rebuilt when a coordinate changed, and at least once a tick (announcements age out with time).
+        if self.tree.version != self._table_version or now - self._table_now >= 1.0:
+            rows = self.tree.routing_neighbours(now)
+            self._table = NeighbourPaths([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+            self._table_version = self.tree.version
+            self._table_now = now
+            self._hops.clear()
+
+    def decide(self, dst_path: tuple[int, ...], now: float) -> tuple[bytes | None, int]:
+        """(noise key of the next hop or None, our own tree distance to ``dst_path``)."""
+        self._refresh(now)
+        hit = self._hops.get(dst_path)
+        if hit is None:
+            hit = self._table.next_hop(self.tree.path, dst_path)
+            if len(self._hops) >= MAX_HOP_CACHE:
+                self._hops.clear()
+            self._hops[dst_path] = hit
+        index, distance = hit
+        return (None if index == NO_HOP else self._table.keys[index]), distance
+
+    # --- originating ---------------------------------------------------------------------------------
+    def send(self, dst: bytes, payloads: list[bytes], now: float) -> Output:
+        """Route end-to-end payloads to the node that owns ``dst`` (or queue them behind a lookup)."""
+        out = Output()
+        direct = self.tree.neighbour_by_address(dst)
+        if direct is not None:
+            # A neighbour is reached over its link whatever the tree says (it may not have converged yet).
+            self._to_neighbour(direct, dst, payloads, out)
+            return out
+        coords = self.pathfinder.route(dst, now)
+        if coords is not None and (coords.root != self.tree.root or self.decide(coords.path, now)[0] is None):
+            # Looked up in another tree (the root changed since), or no neighbour leads there now: ask again.
+            self.pathfinder.forget(dst)
+            coords = None
+        if coords is None:
+            nonce = self.pathfinder.wait(dst, payloads, now)
+            if nonce is not None:
+                self._lookup(dst, nonce, out)
+            return out
+        self._originate(Kind.TRAFFIC, dst, coords.path, payloads, out, now)
+        return out
+
+    def resolve(self, dst: bytes, now: float) -> Output:
+        """Find the Noise key of the node that owns ``dst`` (for its end-to-end session): at once for a neighbour
+        or from the cache, else after a lookup (``Output.resolved`` then, or ``Output.unresolvable``)."""
+        out = Output()
+        direct = self.tree.neighbour_by_address(dst)
+        if direct is not None:
+            out.resolved.append((dst, direct))
+            return out
+        key = self.pathfinder.key_for(dst, now)
+        if key is not None:
+            out.resolved.append((dst, noise_key_of(key)))
+            return out
+        nonce = self.pathfinder.wait(dst, (), now)
+        if nonce is not None:
+            self._lookup(dst, nonce, out)
+        return out
+
+    def _originate(self, kind: Kind, dst: bytes, dst_path: tuple[int, ...], payloads: Iterable[bytes],
+                   out: Output, now: float) -> None:
+        key, distance = self.decide(dst_path, now)
+        tag, src_path = root_tag(self.tree.root), self.tree.path
+        for payload in payloads:
+            if key is None:
+                self.stats["dropped_no_route"] += 1
+                continue
+            out.send(key, encode_routed(kind, root_tag=tag, dst=dst, src=self.address, dst_path=dst_path,
+                                        src_path=src_path, payload=payload, hop_limit=HOP_LIMIT,
+                                        watermark=distance))
+            self.stats["originated"] += 1
+
+    def neighbour_up(self, key: bytes) -> Output:
+        """A link to ``key`` came up: anything waiting for a lookup of its address goes to it directly now."""
+        out = Output()
+        dst = derive_address(key).packed
+        queued = self.pathfinder.take(dst)
+        if queued is not None:
+            out.resolved.append((dst, key))
+            self._to_neighbour(key, dst, queued, out)
+        return out
+
+    def _to_neighbour(self, key: bytes, dst: bytes, payloads: Iterable[bytes], out: Output) -> None:
+        tag, src_path = root_tag(self.tree.root), self.tree.path
+        for payload in payloads:
+            out.send(key, encode_routed(Kind.TRAFFIC, root_tag=tag, dst=dst, src=self.address, dst_path=(),
+                                        src_path=src_path, payload=payload, watermark=0))
+            self.stats["originated"] += 1
+
+    def _lookup(self, dst: bytes, nonce: int, out: Output) -> None:
+        targets = self.tree.lookup_targets(dst)
+        if not targets:
+            self.stats["dropped_no_tree"] += 1
+            return
+        packet = encode_routed(Kind.LOOKUP, root_tag=root_tag(self.tree.root), dst=dst, src=self.address,
+                               dst_path=(), src_path=self.tree.path, payload=encode_lookup(nonce))
+        for key in targets:
+            out.send(key, packet)
+
+    def tick(self, now: float) -> Output:
+        """Lookups due again; call once per heartbeat."""
+        out = Output()
+        self._table_now = -1.0  # rebuild the table on next use: announcements may have aged out
+        for dst, nonce in self.pathfinder.due(now):
+            self._lookup(dst, nonce, out)
+        out.unresolvable.extend(self.pathfinder.given_up)
+        self.pathfinder.given_up.clear()
+        return out
+
+    # --- receiving -----------------------------------------------------------------------------------
+    def receive(self, from_key: bytes, packets: Iterable[bytes], now: float) -> Output:
+        """Handle routed packets that arrived over the link to ``from_key``."""
+        out = Output()
+        for data in packets:
+            try:
+                header = decode_routed(data)
+            except RemoteProtocolError:
+                self.stats["dropped_malformed"] += 1
+                continue
+            if header.kind is Kind.LOOKUP:
+                self._on_lookup(from_key, data, header, out, now)
+            elif header.dst == self.address:
+                self._deliver(data, header, out, now)
+            else:
+                self._relay(data, header, out, now)
+        return out
+
+    def _relay(self, data: bytes, header: RoutedHeader, out: Output, now: float) -> None:
+        direct = self.tree.neighbour_by_address(header.dst)
+        if direct is not None and header.hop_limit > 1:
+            out.send(direct, forwarded(data, header.hop_limit - 1, 0))  # the last hop: delivered, never relayed
+            self.stats["relayed"] += 1
+            return
+        if header.root_tag != root_tag(self.tree.root):
+            self.stats["dropped_other_root"] += 1
+            return
+        if header.hop_limit <= 1:
+            self.stats["dropped_hop_limit"] += 1
+            return
+        key, distance = self.decide(header.dst_path, now)
+        if distance >= header.watermark:
+            self.stats["dropped_watermark"] += 1
+            return
+        if key is None:
+            self.stats["dropped_no_route"] += 1
+            if header.kind is Kind.TRAFFIC:
+                self._path_broken(header, out, now)
+            return
+        out.send(key, forwarded(data, header.hop_limit - 1, distance))
+        self.stats["relayed"] += 1
+
+    def _path_broken(self, header: RoutedHeader, out: Output, now: float) -> None:
+        last = self._broken_at.get(header.src)
+        if last is not None and now - last < PATH_BROKEN_INTERVAL:
+            self.stats["path_broken_limited"] += 1
+            return
+        self._broken_at[header.src] = now
+        self._broken_at.move_to_end(header.src)
+        while len(self._broken_at) > MAX_BROKEN_SOURCES:
+            self._broken_at.popitem(last=False)
+        self.stats["path_broken_sent"] += 1
+        self._originate(Kind.PATH_BROKEN, header.src, header.src_path, [encode_path_broken(header.dst)], out, now)
+
+    def _deliver(self, data: bytes, header: RoutedHeader, out: Output, now: float) -> None:
+        payload = data[header.offset:]
+        if header.kind is Kind.TRAFFIC:
+            self.stats["delivered"] += 1
+            out.delivered.append((header.src, payload))
+            return
+        try:
+            if header.kind is Kind.LOOKUP_REPLY:
+                dst, queued = self.pathfinder.accept(header, payload, now)
+                key = self.pathfinder.key_for(dst, now)
+                if key is not None:
+                    out.resolved.append((dst, noise_key_of(key)))
+                if queued:
+                    coords = self.pathfinder.route(dst, now)
+                    if coords is not None:
+                        self._originate(Kind.TRAFFIC, dst, coords.path, queued, out, now)
+            else:  # PATH_BROKEN
+                nonce = self.pathfinder.broken(decode_path_broken(payload), now)
+                if nonce is not None:
+                    self._lookup(decode_path_broken(payload), nonce, out)
+        except RemoteProtocolError:
+            self.stats["replies_rejected"] += 1
+
+    def _on_lookup(self, from_key: bytes, data: bytes, header: RoutedHeader, out: Output, now: float) -> None:
+        if header.root_tag != root_tag(self.tree.root):
+            self.stats["dropped_other_root"] += 1
+            return
+        if header.dst == self.address:
+            try:
+                nonce = decode_lookup(data[header.offset:])
+            except RemoteProtocolError:
+                self.stats["dropped_malformed"] += 1
+                return
+            reply = self.pathfinder.answer(nonce, Coords(self.tree.root, self.tree.path))
+            self.stats["lookups_answered"] += 1
+            self._originate(Kind.LOOKUP_REPLY, header.src, header.src_path, [reply], out, now)
+            return
+        if header.hop_limit <= 1:
+            self.stats["dropped_hop_limit"] += 1
+            return
+        targets = self.tree.lookup_targets(header.dst, exclude=from_key)
+        if not targets:
+            self.stats["lookup_dead_end"] += 1
+            return
+        packet = forwarded(data, header.hop_limit - 1, NO_WATERMARK)
+        for key in targets:
+            out.send(key, packet)
+        self.stats["lookups_forwarded"] += 1

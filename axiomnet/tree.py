@@ -1,0 +1,463 @@
+"""The spanning tree: root election, parent choice, our coordinates, and what we announce (pure, no I/O).
+
+One :class:`Tree` per node, fed the announcements its neighbours send (axiomnet/announce.py) and the time,
+asked every HEARTBEAT_INTERVAL (one tick) what to announce to each neighbour. ironwood's router.go is the model
+(docs/ROUTING.md §2 says where we follow it and where not):
+
+* **Root**: the lowest Ed25519 key any valid candidate leads to (or ourselves). The root signs a sequence
+  number it advances every tick; a root whose number has not advanced for ROOT_TIMEOUT is dead for every
+  number up to the last one seen, so a lost root is noticed in bounded time, and it can come back only with a
+  higher number (after a restart).
+* **Parent**: among neighbours whose announcement is valid (signatures hold), recent (NEIGHBOUR_TIMEOUT),
+  whose root number still advances (ROOT_TIMEOUT), whose chain does not contain us (no loop can form), who
+  gave us a certificate, under the best root: the lowest cost, cost = (its depth + 1) x smoothed link RTT. A
+  valid parent is kept unless another costs under PARENT_SWITCH_RATIO of it. With no candidate a node is its
+  own root.
+* **Coordinates**: (root, root seq, the ports of our chain). :func:`select_parents` is the whole decision, over
+  numpy arrays, so the simulator (tools/simulate.py) runs exactly this code for 10^5 nodes at once.
+* **Lookup filters** (axiomnet/bloom.py) ride on announcements over tree links.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from axiomnet.announce import (
+    NO_SIGNATURE,
+    Announcement,
+    Hop,
+    Verifier,
+    decode_announcement,
+    encode_announcement,
+    hop_statement,
+    root_statement,
+    sign,
+)
+from axiomnet.bloom import Bloom
+from axiomnet.constants import (
+    DEFAULT_LINK_RTT,
+    MAX_DEAD_ROOTS,
+    MAX_PORT,
+    MAX_TREE_DEPTH,
+    MIN_ANNOUNCE_INTERVAL,
+    MIN_LINK_RTT,
+    NEIGHBOUR_TIMEOUT,
+    PARENT_SWITCH_RATIO,
+    PORT_REUSE_DELAY,
+    ROOT_TIMEOUT,
+    RTT_EWMA_WEIGHT,
+)
+from axiomnet.errors import InvalidAnnouncement
+from axiomnet.identity import derive_address, noise_key_of
+
+SENT_REMEMBERED = 16  # our announcements per neighbour remembered for RTT echoes
+# Our announcements to one neighbour are at least this far apart (the receiver drops ones closer than
+# MIN_ANNOUNCE_INTERVAL; the margin absorbs jitter on the link).
+ANNOUNCE_SPACING = MIN_ANNOUNCE_INTERVAL * 1.5
+
+
+def select_parents(owner: npt.NDArray[np.int64], root_rank: npt.NDArray[np.int64], cost: npt.NDArray[np.float64],
+                   current: npt.NDArray[np.bool_], self_rank: npt.NDArray[np.int64],
+                   switch_ratio: float = PARENT_SWITCH_RATIO) -> npt.NDArray[np.int64]:
+    """For each node ``o`` (0..len(self_rank)-1): the row of its chosen parent among the candidate rows with
+    ``owner == o``, or -1 when it is its own root.
+
+    Rows are valid candidates only (the caller filtered out loops, stale and dead roots). A node roots itself if
+    its own rank is below every candidate's root rank; otherwise it takes the best root's cheapest candidate,
+    except that a current parent under that root is kept unless the cheapest costs under ``switch_ratio`` of it.
+    Ties in cost go to the lower row (callers order rows by key to make that deterministic).
+    """
+    nodes = len(self_rank)
+    choice = np.full(nodes, -1, dtype=np.int64)
+    if len(owner) == 0:
+        return choice
+    order = np.lexsort((np.arange(len(owner)), cost, root_rank, owner))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = owner[order[1:]] != owner[order[:-1]]
+    best = order[first]  # per owner with candidates: best root, then lowest cost
+    best_owner = owner[best]
+    takes = root_rank[best] < self_rank[best_owner]
+    choice[best_owner[takes]] = best[takes]
+    # Hysteresis: a current parent under the chosen root stays unless the best is much cheaper.
+    cur = np.flatnonzero(current)
+    if cur.size:
+        o = owner[cur]
+        chosen = choice[o]
+        keep = (chosen >= 0) & (root_rank[cur] == root_rank[np.maximum(chosen, 0)])
+        keep &= ~(cost[np.maximum(chosen, 0)] < switch_ratio * cost[cur])
+        choice[o[keep]] = cur[keep]
+    return choice
+
+
+@dataclass
+class Neighbour:
+    """A peer with a link session, as the tree sees it."""
+
+    noise_key: bytes  # X25519 key the link session authenticated (how the actors name it)
+    port: int  # the port we give it
+    added: float
+    key: bytes | None = None  # its Ed25519 key, from its first valid announcement
+    ann: Announcement | None = None  # its latest valid announcement
+    ann_at: float = -1.0  # when that was accepted
+    seq_at: float = -1.0  # when its root's number last advanced (or its root changed)
+    rtt: float = DEFAULT_LINK_RTT
+    rtt_measured: bool = False
+    bloom: Bloom | None = None  # what it says can be found through it (tree links only)
+    next_number: int = 0
+    sent: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=SENT_REMEMBERED))
+    heard_number: int = 0
+    heard_at: float = 0.0
+    rejected: int = 0
+
+
+class Tree:
+    """Our place in the spanning tree and our view of the neighbours' places."""
+
+    def __init__(self, signing_secret: bytes, signing_key: bytes, address: bytes, *, now: float,
+                 seq_start: int) -> None:
+        self.key = signing_key
+        self._secret = signing_secret
+        self.address = address
+        self.neighbours: dict[bytes, Neighbour] = {}  # by noise key
+        self._by_address: dict[bytes, bytes] = {}  # overlay address -> noise key
+        self._freed_ports: dict[int, float] = {}  # port -> when it may be given out again
+        self._verifier = Verifier()
+        self._dead_roots: OrderedDict[bytes, int] = OrderedDict()  # root -> highest seq known to be dead
+        self._own_seq = seq_start  # our number when we are root; never goes back
+        self.root = signing_key
+        self.seq = seq_start
+        self._root_sig = sign(signing_secret, root_statement(signing_key, seq_start))
+        self.parent: bytes | None = None  # noise key of our parent
+        self.chain: tuple[Hop, ...] = ()
+        self._root_seen: tuple[int, float] = (seq_start, now)  # (highest seq of our root seen, when it rose)
+        self.version = 0  # bumped whenever our coordinates or a routing neighbour's change
+        self._dirty: set[bytes] = set()  # neighbours owed an announcement before the next tick (see urgent())
+        self.stats: dict[str, int] = {"announcements": 0, "rejected": 0, "parent_changes": 0, "roots_dead": 0,
+                                      "rate_limited": 0}
+
+    # --- our position --------------------------------------------------------------------------------
+    @property
+    def path(self) -> tuple[int, ...]:
+        """Our coordinates below the root (the ports of our chain)."""
+        return tuple(h.port for h in self.chain)
+
+    @property
+    def depth(self) -> int:
+        return len(self.chain)
+
+    @property
+    def is_root(self) -> bool:
+        return self.root == self.key
+
+    # --- neighbours ----------------------------------------------------------------------------------
+    def add(self, noise_key: bytes, now: float) -> int:
+        """A link session to ``noise_key`` is up; returns the port we give it."""
+        nb = self.neighbours.get(noise_key)
+        if nb is None:
+            nb = Neighbour(noise_key, self._free_port(now), now)
+            self.neighbours[noise_key] = nb
+            self._by_address[derive_address(noise_key).packed] = noise_key
+            self._dirty.add(noise_key)  # it learns our key (and can certify us) without waiting a tick
+        return nb.port
+
+    def remove(self, noise_key: bytes, now: float) -> None:
+        """The link to ``noise_key`` is gone: forget its announcement and free its port (after a delay)."""
+        nb = self.neighbours.pop(noise_key, None)
+        if nb is None:
+            return
+        self._by_address.pop(derive_address(noise_key).packed, None)
+        self._freed_ports[nb.port] = now + PORT_REUSE_DELAY
+        self._dirty.discard(noise_key)
+        if self.parent == noise_key:
+            before = (self.root, self.path)
+            self._reselect(now)
+            if (self.root, self.path) != before:
+                self._dirty.update(self.neighbours)  # our subtree must learn our new position at once
+        self.version += 1
+
+    def _free_port(self, now: float) -> int:
+        used = {nb.port for nb in self.neighbours.values()}
+        for port, free_at in list(self._freed_ports.items()):
+            if free_at <= now:
+                del self._freed_ports[port]
+        for port in range(1, MAX_PORT + 1):
+            if port not in used and port not in self._freed_ports:
+                return port
+        raise RuntimeError("no free port: more than 65535 neighbours")  # MAX_SESSIONS keeps us far below
+
+    # --- receiving -----------------------------------------------------------------------------------
+    def receive(self, noise_key: bytes, data: bytes, now: float) -> None:
+        """Take an announcement from the neighbour ``noise_key``; RemoteProtocolError if refused (counted)."""
+        nb = self.neighbours.get(noise_key)
+        if nb is None:
+            raise InvalidAnnouncement("announcement from a peer that is not a neighbour")
+        if nb.ann is not None and now - nb.ann_at < MIN_ANNOUNCE_INTERVAL:
+            self.stats["rate_limited"] += 1
+            raise InvalidAnnouncement("announcements arrive faster than MIN_ANNOUNCE_INTERVAL")
+        try:
+            ann = decode_announcement(data)
+            self._check(nb, ann)
+        except Exception:
+            nb.rejected += 1
+            self.stats["rejected"] += 1
+            raise
+        self.stats["announcements"] += 1
+        if nb.key is None:
+            nb.key = ann.sender
+            self._dirty.add(noise_key)  # now we can give it a certificate
+        self._echo(nb, ann, now)
+        old = nb.ann
+        if old is None or old.root != ann.root or ann.seq > old.seq:
+            nb.seq_at = now
+        moved = old is None or old.root != ann.root or old.path != ann.path
+        was_child = self.is_child(nb)
+        nb.ann, nb.ann_at = ann, now
+        nb.bloom = ann.bloom
+        nb.heard_number, nb.heard_at = ann.number, now
+        if ann.root == self.root and ann.seq > self._root_seen[0]:
+            self._root_seen = (ann.seq, now)
+        if moved:
+            self.version += 1
+        if self.is_child(nb) != was_child:
+            self._dirty.add(noise_key)  # a new tree link: it needs our lookup filter now
+        before = (self.root, self.path, self.parent)
+        if self.parent == noise_key:
+            self._follow_parent(now)
+        if moved and (ann.root < self.root or self.parent is None or self.parent == noise_key):
+            self._reselect(now)  # a better root, or a change of our parent: decide now, not at the next tick
+        if (self.root, self.path, self.parent) != before:
+            self._dirty.update(self.neighbours)
+
+    def _check(self, nb: Neighbour, ann: Announcement) -> None:
+        sender = ann.sender
+        if nb.key is not None:
+            if sender != nb.key:
+                raise InvalidAnnouncement("announcement speaks for another key than the peer's")
+        else:
+            try:
+                owner = noise_key_of(sender)
+            except ValueError as exc:
+                raise InvalidAnnouncement(str(exc)) from None
+            if owner != nb.noise_key:
+                raise InvalidAnnouncement("announcement's key does not belong to the peer's session key")
+        dead = self._dead_roots.get(ann.root)
+        if dead is not None and ann.seq <= dead:
+            raise InvalidAnnouncement("announcement under a root known to be dead")
+        self._verifier.verify(ann, self.key)
+
+    def _echo(self, nb: Neighbour, ann: Announcement, now: float) -> None:
+        for number, sent_at in nb.sent:
+            if number == ann.echo:
+                sample = max(MIN_LINK_RTT, now - sent_at - ann.echo_delay_us / 1e6)
+                nb.rtt = sample if not nb.rtt_measured else nb.rtt + RTT_EWMA_WEIGHT * (sample - nb.rtt)
+                nb.rtt_measured = True
+                break
+
+    # --- choosing ------------------------------------------------------------------------------------
+    def _candidates(self, now: float) -> list[Neighbour]:
+        out = []
+        for nb in self.neighbours.values():
+            ann = nb.ann
+            if ann is None or not ann.cert_port or len(ann.chain) + 1 > MAX_TREE_DEPTH:
+                continue
+            if now - nb.ann_at > NEIGHBOUR_TIMEOUT or now - nb.seq_at > ROOT_TIMEOUT:
+                continue
+            dead = self._dead_roots.get(ann.root)
+            if dead is not None and ann.seq <= dead:
+                continue
+            if ann.root == self.key or any(h.key == self.key for h in ann.chain):
+                continue  # we are its ancestor: taking it as parent would close a loop
+            out.append(nb)
+        return out
+
+    def _reselect(self, now: float) -> None:
+        """Run the parent decision on the current candidates and take the result."""
+        self._expire_root(now)
+        cands = sorted(self._candidates(now), key=lambda nb: nb.noise_key)
+        roots = sorted({nb.ann.root for nb in cands if nb.ann is not None} | {self.key})
+        rank = {root: i for i, root in enumerate(roots)}
+        n = len(cands)
+        choice = select_parents(
+            np.zeros(n, dtype=np.int64),
+            np.fromiter((rank[nb.ann.root] for nb in cands if nb.ann is not None), dtype=np.int64, count=n),
+            np.fromiter(((len(nb.ann.chain) + 1) * nb.rtt for nb in cands if nb.ann is not None),
+                        dtype=np.float64, count=n),
+            np.fromiter((nb.noise_key == self.parent for nb in cands), dtype=bool, count=n),
+            np.array([rank[self.key]], dtype=np.int64),
+        )[0]
+        new_parent = None if choice < 0 else cands[int(choice)].noise_key
+        if new_parent != self.parent:
+            self.stats["parent_changes"] += 1
+            self.parent = new_parent
+        if new_parent is None:
+            self._become_root(now)
+        else:
+            self._follow_parent(now)
+
+    def _become_root(self, now: float) -> None:
+        if not self.is_root:
+            self.root, self.chain = self.key, ()
+            self._own_seq += 1
+            self.seq = self._own_seq
+            self._root_sig = sign(self._secret, root_statement(self.key, self.seq))
+            self._root_seen = (self.seq, now)
+            self.version += 1
+
+    def _follow_parent(self, now: float) -> None:
+        """Take our root, number and chain from our parent's latest announcement and its certificate for us."""
+        nb = self.neighbours.get(self.parent) if self.parent is not None else None
+        if nb is None or nb.ann is None or not nb.ann.cert_port:
+            return
+        ann = nb.ann
+        if ann.root == self.key or any(h.key == self.key for h in ann.chain) or len(ann.chain) + 1 > MAX_TREE_DEPTH:
+            return  # it took us (or a descendant) as its parent meanwhile: the next tick drops it as a candidate
+        chain = ann.chain + (Hop(self.key, ann.cert_port, ann.cert_sig),)
+        moved = ann.root != self.root or tuple(h.port for h in chain) != self.path
+        if ann.root != self.root:
+            self._root_seen = (ann.seq, now)
+        self.root, self.seq, self._root_sig, self.chain = ann.root, ann.seq, ann.root_sig, chain
+        if moved:
+            self.version += 1
+
+    def _expire_root(self, now: float) -> None:
+        """A root (not us) whose number has not advanced for ROOT_TIMEOUT is dead up to that number."""
+        if self.is_root:
+            return
+        for nb in self.neighbours.values():  # the highest number any neighbour shows for our root
+            if nb.ann is not None and nb.ann.root == self.root and nb.ann.seq > self._root_seen[0]:
+                self._root_seen = (nb.ann.seq, now)
+        seq, since = self._root_seen
+        if now - since > ROOT_TIMEOUT:
+            self._dead_roots[self.root] = max(seq, self._dead_roots.get(self.root, -1))
+            self._dead_roots.move_to_end(self.root)
+            while len(self._dead_roots) > MAX_DEAD_ROOTS:
+                self._dead_roots.popitem(last=False)
+            self.stats["roots_dead"] += 1
+            self.parent = None
+            self.chain = ()
+            self.root = b""  # no root until the reselection that follows picks one (or us)
+
+    # --- ticking -------------------------------------------------------------------------------------
+    def tick(self, now: float) -> list[tuple[bytes, bytes]]:
+        """One heartbeat: choose our parent, advance our number if we are root, and return the announcement
+        for each neighbour as (noise key, bytes); a neighbour sent one within ANNOUNCE_SPACING gets the next."""
+        before = (self.root, self.path, self.parent)
+        self._reselect(now)
+        if (self.root, self.path, self.parent) != before:
+            self._dirty.update(self.neighbours)
+        if self.is_root:
+            self._own_seq += 1
+            self.seq = self._own_seq
+            self._root_sig = sign(self._secret, root_statement(self.key, self.seq))
+            self._root_seen = (self.seq, now)
+        out = []
+        for nb in self.neighbours.values():
+            if nb.sent and now - nb.sent[-1][1] < ANNOUNCE_SPACING:
+                continue
+            self._dirty.discard(nb.noise_key)
+            out.append((nb.noise_key, encode_announcement(self._announcement_for(nb, now))))
+        return out
+
+    def urgent(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Announcements owed now, between ticks: to a new neighbour, to one whose key we just learned, to a new
+        child, and to everyone when our position changed (ironwood sends such updates at once). A neighbour sent
+        one within ANNOUNCE_SPACING stays owed until it may be sent (or until the next tick)."""
+        out = []
+        for key in list(self._dirty):
+            nb = self.neighbours.get(key)
+            if nb is None:
+                self._dirty.discard(key)
+            elif not nb.sent or now - nb.sent[-1][1] >= ANNOUNCE_SPACING:
+                self._dirty.discard(key)
+                out.append((key, encode_announcement(self._announcement_for(nb, now))))
+        return out
+
+    def _announcement_for(self, nb: Neighbour, now: float) -> Announcement:
+        nb.next_number += 1
+        nb.sent.append((nb.next_number, now))
+        cert_port, cert_sig = 0, NO_SIGNATURE
+        if nb.key is not None and nb.noise_key != self.parent:
+            cert_port = nb.port
+            cert_sig = sign(self._secret, hop_statement(self.root, self.seq, self.key, nb.key, nb.port))
+        delay = int((now - nb.heard_at) * 1e6) if nb.heard_number else 0
+        bloom = self.bloom_for(nb.noise_key) if self.is_tree_link(nb.noise_key) else None
+        return Announcement(nb.next_number, nb.heard_number, delay, self.root, self.seq, self._root_sig,
+                            self.chain, cert_port, cert_sig, bloom)
+
+    # --- tree links and lookup filters ---------------------------------------------------------------
+    def is_child(self, nb: Neighbour) -> bool:
+        """True if ``nb`` announces us as its parent under our root."""
+        ann = nb.ann
+        if ann is None or not ann.chain or ann.root != self.root:
+            return False
+        parent = ann.chain[-2].key if len(ann.chain) >= 2 else ann.root
+        return parent == self.key
+
+    def is_tree_link(self, noise_key: bytes) -> bool:
+        """True if the link to ``noise_key`` is a tree edge (our parent or one of our children)."""
+        if noise_key == self.parent:
+            return True
+        nb = self.neighbours.get(noise_key)
+        return nb is not None and self.is_child(nb)
+
+    def bloom_for(self, noise_key: bytes) -> Bloom:
+        """What we tell the tree neighbour ``noise_key`` can be found through us: our address and every filter
+        our other tree neighbours told us."""
+        bloom = Bloom.of([self.address])
+        for nb in self.neighbours.values():
+            if nb.noise_key != noise_key and nb.bloom is not None and self.is_tree_link(nb.noise_key):
+                bloom |= nb.bloom
+        return bloom
+
+    def lookup_targets(self, address: bytes, exclude: bytes | None = None) -> list[bytes]:
+        """Tree neighbours (noise keys) whose filter holds ``address``, except ``exclude``."""
+        return [nb.noise_key for nb in self.neighbours.values()
+                if nb.noise_key != exclude and nb.bloom is not None and address in nb.bloom
+                and self.is_tree_link(nb.noise_key)]
+
+    # --- for routing and inspection ------------------------------------------------------------------
+    def neighbour_by_address(self, address: bytes) -> bytes | None:
+        """The noise key of the neighbour whose overlay address is ``address``, if any."""
+        return self._by_address.get(address)
+
+    def routing_neighbours(self, now: float) -> list[tuple[bytes, tuple[int, ...], float]]:
+        """(noise key, path, cost) of the neighbours in our tree with a recent announcement."""
+        out = []
+        for nb in self.neighbours.values():
+            ann = nb.ann
+            if ann is not None and ann.root == self.root and now - nb.ann_at <= NEIGHBOUR_TIMEOUT:
+                out.append((nb.noise_key, ann.path, nb.rtt))
+        return out
+
+    def snapshot(self, now: float) -> dict[str, object]:
+        """JSON-ready view for axiomnet-inspect."""
+        parent = self.neighbours.get(self.parent) if self.parent is not None else None
+        return {
+            "root": self.root.hex(),
+            "root_seq": self.seq,
+            "is_root": self.is_root,
+            "parent": parent.noise_key.hex() if parent is not None else None,
+            "depth": self.depth,
+            "coords": list(self.path),
+            "key": self.key.hex(),
+            "neighbours": [
+                {
+                    "peer": nb.noise_key.hex(),
+                    "port": nb.port,
+                    "root": nb.ann.root.hex() if nb.ann else None,
+                    "coords": list(nb.ann.path) if nb.ann else None,
+                    "tree_link": self.is_tree_link(nb.noise_key),
+                    "rtt_ms": round(nb.rtt * 1000, 3) if nb.rtt_measured else None,
+                    "announced": round(now - nb.ann_at, 3) if nb.ann else None,
+                    "rejected": nb.rejected,
+                }
+                for nb in self.neighbours.values()
+            ],
+            "dead_roots": len(self._dead_roots),
+            "signatures_verified": self._verifier.verifications,
+            **self.stats,
+        }

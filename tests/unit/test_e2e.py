@@ -1,0 +1,197 @@
+"""End-to-end sessions: handshake over the overlay, address ownership, tampering, rekeys, relays see ciphertext."""
+
+from __future__ import annotations
+
+import random
+
+import networkx as nx
+from tests.unit.overlay_net import Overlay
+from tests.unit.stack_net import Stack
+
+from axiomnet.constants import REKEY_AFTER_TIME
+from axiomnet.e2e import E2EOutput, EndToEnd
+from axiomnet.identity import Identity
+from axiomnet.routed import Kind, decode_routed
+from axiomnet.wire import PacketType
+
+
+def ident(n: int) -> Identity:
+    return Identity.from_seed(bytes([n]) * 32)
+
+
+def ipv6(src: bytes, dst: bytes, payload: bytes) -> bytes:
+    return bytes([0x60, 0, 0, 0, 0, len(payload), 17, 64]) + src + dst + payload
+
+
+class Pair:
+    """Two EndToEnd nodes whose datagrams reach each other directly (a perfect overlay), keys resolved on ask."""
+
+    def __init__(self) -> None:
+        self.ids = {n: ident(n) for n in (1, 2)}
+        self.nodes = {n: EndToEnd(i.private_key, i.public_key, rng=random.Random(n)) for n, i in self.ids.items()}
+        self.by_addr = {self.nodes[n].address: n for n in self.nodes}
+        self.tun: dict[int, list[bytes]] = {1: [], 2: []}
+        self.now = 0.0
+        self.tamper = None
+
+    def run(self, n: int, out: E2EOutput) -> None:
+        pending = [(n, out)]
+        while pending:
+            at, out = pending.pop(0)
+            self.tun[at].extend(out.tun)
+            for dst in out.resolve:
+                other = self.by_addr[dst]
+                pending.append((at, self.nodes[at].resolved(dst, self.ids[other].public_key, self.now)))
+            for dst, datagrams in out.sends.items():
+                other = self.by_addr[dst]
+                if self.tamper is not None:
+                    datagrams = [self.tamper(d) for d in datagrams]
+                src = self.nodes[at].address
+                pending.append((other, self.nodes[other].inbound([(src, d) for d in datagrams], self.now)))
+
+    def send(self, n: int, payload: bytes, src: bytes | None = None) -> None:
+        me, other = self.nodes[n].address, self.nodes[3 - n].address
+        self.run(n, self.nodes[n].outbound([ipv6(src or me, other, payload)], self.now))
+
+    def tick(self, seconds: float) -> None:
+        self.now += seconds
+        for n in (1, 2):
+            self.run(n, self.nodes[n].tick(self.now))
+
+
+def test_first_packet_waits_for_the_key_then_arrives_through_a_handshake() -> None:
+    pair = Pair()
+    pair.send(1, b"hello")
+    assert [p[40:] for p in pair.tun[2]] == [b"hello"]
+    assert pair.nodes[1].stats["queued"] == 1 and pair.nodes[2].stats["rx_packets"] == 1
+    pair.send(2, b"back")
+    assert [p[40:] for p in pair.tun[1]] == [b"back"]
+
+
+def test_a_packet_from_our_tun_with_another_source_never_enters_the_overlay() -> None:
+    pair = Pair()
+    out = pair.nodes[1].outbound([ipv6(ident(9).address.packed, pair.nodes[2].address, b"x")], 0.0)
+    assert not out.sends and not out.resolve
+    assert pair.nodes[1].stats["tx_dropped_foreign_source"] == 1
+
+
+def test_a_peer_cannot_deliver_a_packet_with_a_source_it_does_not_own() -> None:
+    pair = Pair()
+    pair.send(1, b"warm up")
+    # A modified node 1 (its own outbound filter bypassed) seals a packet with a source that is not its own.
+    other = pair.nodes[2].address
+    session = pair.nodes[1].sessions[other]
+    spoofed = session.send_batch(PacketType.DATA, [ipv6(ident(9).address.packed, other, b"spoofed")], pair.now)
+    pair.run(1, E2EOutput(sends={other: spoofed}))
+    assert [p[40:] for p in pair.tun[2]] == [b"warm up"]
+    assert pair.nodes[2].stats["rx_dropped_spoofed_source"] == 1
+
+
+def test_a_flipped_bit_is_dropped_and_counted() -> None:
+    pair = Pair()
+    pair.send(1, b"warm up")
+
+    def flip(datagram: bytes) -> bytes:
+        return datagram[:-1] + bytes([datagram[-1] ^ 1])
+
+    pair.tamper = flip
+    pair.send(1, b"tampered")
+    assert [p[40:] for p in pair.tun[2]] == [b"warm up"]
+    assert pair.nodes[2].stats["rx_rejected"] == 1
+
+
+def test_a_handshake_from_a_key_that_does_not_own_the_routed_source_is_refused() -> None:
+    a, b, c = ident(1), ident(2), ident(3)
+    alice = EndToEnd(a.private_key, a.public_key, rng=random.Random(1))
+    bob = EndToEnd(b.private_key, b.public_key, rng=random.Random(2))
+    # Alice completes a handshake with Bob, but Bob sees it routed from Carol's address.
+    out = alice.resolved(bob.address, b.public_key, 0.0)
+    (init,) = out.sends[bob.address]
+    (resp,) = bob.inbound([(c.address.packed, init)], 0.0).sends[c.address.packed]
+    final = alice.inbound([(bob.address, resp)], 0.0).sends[bob.address]
+    after = bob.inbound([(c.address.packed, d) for d in final], 0.0)
+    assert bob.stats["rx_refused_wrong_owner"] == 1
+    assert not bob.sessions and not after.sends
+
+
+def test_the_initiator_refuses_a_responder_with_another_key() -> None:
+    a, b, mallory = ident(1), ident(2), ident(3)
+    alice = EndToEnd(a.private_key, a.public_key, rng=random.Random(1))
+    mal = EndToEnd(mallory.private_key, mallory.public_key, rng=random.Random(3))
+    out = alice.resolved(b.address.packed, b.public_key, 0.0)
+    (init,) = out.sends[b.address.packed]
+    (resp,) = mal.inbound([(a.address.packed, init)], 0.0).sends[a.address.packed]  # Mallory answers for Bob
+    after = alice.inbound([(b.address.packed, resp)], 0.0)
+    assert not after.sends.get(b.address.packed)  # no FINAL: the handshake was aborted before message 3
+    assert not alice.sessions[b.address.packed].is_established
+
+
+def test_traffic_keeps_flowing_through_several_rekeys() -> None:
+    pair = Pair()
+    sent = 0
+    for step in range(int(3.5 * REKEY_AFTER_TIME)):
+        pair.send(1, b"%d" % step)
+        sent += 1
+        pair.tick(1.0)
+    assert len(pair.tun[2]) == sent
+    assert pair.nodes[1].sessions[pair.nodes[2].address].stats["rekeys"] >= 3
+
+
+def test_relays_across_the_overlay_see_only_ciphertext() -> None:
+    overlay = Overlay(nx.path_graph(5), seed=21)
+    overlay.tick(16)
+    assert overlay.converged()
+    e2e = {v: EndToEnd(n.identity.private_key, n.identity.public_key, rng=random.Random(v))
+           for v, n in overlay.nodes.items()}
+    canary = b"CANARY-e2e-" + bytes(range(32))
+    relayed: list[bytes] = []
+    original = overlay._run
+
+    def spy(origin, out, max_steps=10_000):  # type: ignore[no-untyped-def]
+        for packets in out.links.values():
+            relayed.extend(p for p in packets if decode_routed(p).kind is Kind.TRAFFIC)
+        return original(origin, out, max_steps)
+
+    overlay._run = spy  # type: ignore[method-assign]
+    src, dst = 0, 4
+
+    def pump(v: int, out: E2EOutput) -> None:
+        for addr in out.resolve:
+            other = next(u for u in e2e if e2e[u].address == addr)
+            pump(v, e2e[v].resolved(addr, overlay.nodes[other].identity.public_key, overlay.now))
+        for addr, datagrams in out.sends.items():
+            overlay._run(v, overlay.nodes[v].forwarder.send(addr, datagrams, overlay.now))
+        for u in e2e:
+            got, overlay.nodes[u].delivered = overlay.nodes[u].delivered, []
+            if got:
+                answer = e2e[u].inbound(got, overlay.now)
+                if u == dst:
+                    delivered.extend(answer.tun)
+                pump(u, answer)
+
+    delivered: list[bytes] = []
+    pump(src, e2e[src].outbound([ipv6(e2e[src].address, e2e[dst].address, canary)], overlay.now))
+    assert [p[40:] for p in delivered] == [canary]
+    assert relayed and not any(canary in p for p in relayed)
+
+
+def test_traffic_across_three_hops_flows_through_link_and_end_to_end_rekeys() -> None:
+    """Issue 9: four nodes in a line, one packet a second from end to end for 3.5 rekey periods; every link
+    session and the end-to-end session rekey, and nothing sent after the first contact is lost."""
+    stack = Stack(4, [(0, 1), (1, 2), (2, 3)])
+    stack.run(12)
+    src, dst = stack.nodes[0], stack.nodes[3]
+    assert src.tree.root == dst.tree.root
+    sent = []
+    for second in range(int(3.5 * REKEY_AFTER_TIME)):
+        packet = ipv6(src.address, dst.address, b"%d" % second)
+        sent.append(packet)
+        stack.tun_send(0, [packet])
+        stack.run(1.0)
+    assert dst.tun == sent
+    e2e_session = src.e2e.sessions[dst.address]
+    assert e2e_session.stats["rekeys"] + dst.e2e.sessions[src.address].stats["rekeys"] >= 3
+    for a, b in ((0, 1), (1, 2), (2, 3)):
+        link = stack.nodes[a].link.sessions[stack.nodes[b].identity.public_key]
+        peer = stack.nodes[b].link.sessions[stack.nodes[a].identity.public_key]
+        assert link.stats["rekeys"] + peer.stats["rekeys"] >= 3, (a, b)

@@ -1,0 +1,76 @@
+"""The exact tree metric and the one-pass greedy next hop."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from axiomnet.constants import MAX_PORT, MAX_TREE_DEPTH
+from axiomnet.greedy import NO_HOP, NeighbourPaths, distances_to, greedy_choice, pad_paths, tree_distance, valid_path
+
+paths = st.lists(st.integers(1, 6), max_size=12).map(tuple)
+
+
+def test_tree_distance_examples() -> None:
+    assert tree_distance((), ()) == 0
+    assert tree_distance((1, 2), (1, 2)) == 0
+    assert tree_distance((1,), (1, 2, 3)) == 2  # an ancestor two levels up
+    assert tree_distance((1, 2), (1, 3)) == 2  # siblings
+    assert tree_distance((2,), (1, 3)) == 3  # through the root
+
+
+@settings(max_examples=300)
+@given(paths, paths)
+def test_prop_coordinate_distance_commutative(a: tuple[int, ...], b: tuple[int, ...]) -> None:
+    """The seed's prop_coordinate_distance_commutative, for the metric routing uses."""
+    assert tree_distance(a, b) == tree_distance(b, a) >= 0
+    assert (tree_distance(a, b) == 0) == (a == b)
+
+
+@settings(max_examples=300)
+@given(paths, paths, paths)
+def test_tree_distance_is_a_metric(a: tuple[int, ...], b: tuple[int, ...], c: tuple[int, ...]) -> None:
+    assert tree_distance(a, c) <= tree_distance(a, b) + tree_distance(b, c)
+
+
+@settings(max_examples=200)
+@given(st.lists(paths, min_size=1, max_size=20), paths)
+def test_vectorised_distances_equal_the_scalar_metric(rows: list[tuple[int, ...]], dst: tuple[int, ...]) -> None:
+    matrix, lengths = pad_paths(rows, MAX_TREE_DEPTH)
+    target = np.zeros(MAX_TREE_DEPTH, dtype=np.uint16)
+    target[: len(dst)] = dst
+    assert distances_to(matrix, lengths, target, len(dst)).tolist() == [tree_distance(r, dst) for r in rows]
+
+
+def test_greedy_choice_takes_only_strictly_closer_and_breaks_ties_by_cost() -> None:
+    distances = np.array([5, 3, 3, 4])
+    costs = np.array([0.1, 0.9, 0.2, 0.0])
+    assert greedy_choice(distances, costs, self_distance=4) == 2
+    assert greedy_choice(distances, costs, self_distance=3) == NO_HOP
+
+
+def test_neighbour_paths_next_hop_goes_down_to_the_child_or_up_to_the_parent() -> None:
+    # We are (1,); neighbours: parent (), child (1, 4), and a cross link (2, 7).
+    table = NeighbourPaths([b"p", b"c", b"x"], [(), (1, 4), (2, 7)], [1.0, 1.0, 1.0])
+    assert table.next_hop((1,), (1, 4, 9)) == (1, 2)
+    assert table.next_hop((1,), (3,)) == (0, 2)
+    assert table.next_hop((1,), (2, 7, 1)) == (2, 4)  # the cross link is closer than the parent
+    assert table.next_hop((1,), (1,)) == (NO_HOP, 0)
+
+
+def test_next_hop_over_max_depth_paths_and_many_neighbours_is_exact() -> None:
+    rng = np.random.default_rng(1)
+    rows = [tuple(int(x) for x in rng.integers(1, 4, size=rng.integers(0, MAX_TREE_DEPTH + 1))) for _ in range(500)]
+    dst = rows[17]
+    table = NeighbourPaths([bytes([i % 256, i // 256]) for i in range(500)], rows, [1.0] * 500)
+    index, own = table.next_hop((9,), dst)
+    assert own == tree_distance((9,), dst)
+    assert index == 17 or tree_distance(rows[index], dst) == 0
+
+
+def test_valid_path_bounds() -> None:
+    assert valid_path(()) and valid_path((1, MAX_PORT))
+    assert not valid_path((0,)) and not valid_path((MAX_PORT + 1,))
+    assert not valid_path((1,) * (MAX_TREE_DEPTH + 1)) and valid_path((1,) * MAX_TREE_DEPTH)
+    assert not valid_path((1.0,))  # type: ignore[arg-type]  # no float ever reaches a routing decision

@@ -1,0 +1,208 @@
+"""The spanning tree: convergence, root loss, and announcements that lie (rejected and counted, never a crash)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import replace
+
+import networkx as nx
+import pytest
+from tests.unit.overlay_net import Overlay
+
+from axiomnet.announce import (
+    Announcement,
+    Hop,
+    Verifier,
+    decode_announcement,
+    encode_announcement,
+    hop_statement,
+    root_statement,
+    sign,
+)
+from axiomnet.bloom import Bloom, decode_bloom
+from axiomnet.constants import MAX_TREE_DEPTH, ROOT_TIMEOUT
+from axiomnet.errors import InvalidAnnouncement, MalformedPacket, RemoteProtocolError
+from axiomnet.identity import Identity
+from axiomnet.tree import Tree, select_parents
+
+import numpy as np
+
+
+def ident(n: int) -> Identity:
+    return Identity.from_seed(bytes([n]) * 32)
+
+
+def tree_of(i: Identity) -> Tree:
+    return Tree(i.signing_secret, i.signing_key, i.address.packed, now=0.0, seq_start=100)
+
+
+def signed(root: Identity, chain: list[tuple[Identity, int]], receiver: Identity | None, seq: int = 5,
+           **overrides: object) -> Announcement:
+    """A correctly signed announcement from the last node of ``chain`` (or the root) to ``receiver``."""
+    hops, parent = [], root
+    for child, port in chain:
+        hops.append(Hop(child.signing_key, port,
+                        sign(parent.signing_secret, hop_statement(root.signing_key, seq, parent.signing_key,
+                                                                  child.signing_key, port))))
+        parent = child
+    cert_port, cert_sig = 0, bytes(64)
+    if receiver is not None:
+        cert_port = 3
+        cert_sig = sign(parent.signing_secret, hop_statement(root.signing_key, seq, parent.signing_key,
+                                                             receiver.signing_key, cert_port))
+    fields = dict(number=1, echo=0, echo_delay_us=0, root=root.signing_key, seq=seq,
+                  root_sig=sign(root.signing_secret, root_statement(root.signing_key, seq)), chain=tuple(hops),
+                  cert_port=cert_port, cert_sig=cert_sig, bloom=None)
+    fields.update(overrides)
+    return Announcement(**fields)  # type: ignore[arg-type]
+
+
+# --- codec ------------------------------------------------------------------------------------------
+def test_announcement_roundtrip_with_bloom() -> None:
+    a, b, c = ident(1), ident(2), ident(3)
+    ann = signed(a, [(b, 7)], c, bloom=Bloom.of([a.address.packed, b.address.packed]))
+    data = encode_announcement(ann)
+    assert decode_announcement(data) == ann
+    assert len(data) == 128 + 98 + 66 + 2 + 2 * 16  # header, one hop, certificate, sparse bloom of 16 bits
+
+
+@pytest.mark.parametrize("cut", [0, 10, 127, 128 + 50, 128 + 98 + 10])
+def test_truncated_announcement_is_malformed(cut: int) -> None:
+    data = encode_announcement(signed(ident(1), [(ident(2), 7)], ident(3)))
+    with pytest.raises(MalformedPacket):
+        decode_announcement(data[:cut])
+
+
+def test_a_10000_hop_chain_is_refused_before_it_is_read() -> None:
+    head = struct.pack(">BBHQQI32sQ64s", 1, 0, 10_000, 1, 0, 0, bytes(32), 1, bytes(64))
+    with pytest.raises(MalformedPacket, match="exceeds MAX_TREE_DEPTH"):
+        decode_announcement(head + bytes(98 * 10_000 + 66)[:16000 - len(head)])
+
+
+def test_bloom_roundtrip_sparse_and_raw() -> None:
+    few = Bloom.of([bytes([i]) * 16 for i in range(3)])
+    many = Bloom.of([bytes([i, j]) * 8 for i in range(40) for j in range(20)])
+    for bloom in (few, many):
+        decoded, end = decode_bloom(bloom.encode())
+        assert decoded == bloom and end == len(bloom.encode())
+        assert all(bytes([i]) * 16 in few for i in range(3))
+    assert len(few.encode()) < 64 and len(many.encode()) == 2 + 1024
+
+
+# --- verification -----------------------------------------------------------------------------------
+def test_verifier_accepts_a_true_chain_and_caches_signatures() -> None:
+    a, b, c, me = ident(1), ident(2), ident(3), ident(4)
+    verifier = Verifier()
+    ann = signed(a, [(b, 1), (c, 2)], me)
+    verifier.verify(ann, me.signing_key)
+    checked = verifier.verifications
+    verifier.verify(ann, me.signing_key)
+    assert checked == 4 and verifier.verifications == 4
+
+
+@pytest.mark.parametrize("forgery", ["root_sig", "hop_port", "hop_key", "cert", "loop", "seq"])
+def test_forged_announcements_are_rejected(forgery: str) -> None:
+    a, b, c, me = ident(1), ident(2), ident(3), ident(4)
+    ann = signed(a, [(b, 1), (c, 2)], me)
+    if forgery == "root_sig":
+        ann = replace(ann, root_sig=bytes(64))
+    elif forgery == "hop_port":  # c claims another port than b gave it
+        ann = replace(ann, chain=(ann.chain[0], Hop(c.signing_key, 9, ann.chain[1].sig)))
+    elif forgery == "hop_key":  # me claims c's place
+        ann = replace(ann, chain=(ann.chain[0], Hop(me.signing_key, 2, ann.chain[1].sig)))
+    elif forgery == "cert":
+        ann = replace(ann, cert_port=4)
+    elif forgery == "loop":
+        ann = signed(a, [(b, 1), (a, 2)], me)
+    elif forgery == "seq":  # an old chain replayed under a fresher root number
+        fresh = signed(a, [(b, 1), (c, 2)], me, seq=6)
+        ann = replace(fresh, chain=ann.chain)
+    with pytest.raises(InvalidAnnouncement):
+        Verifier().verify(ann, me.signing_key)
+
+
+def _tree_with_neighbour(me: Identity, peer: Identity) -> Tree:
+    tree = tree_of(me)
+    tree.add(peer.public_key, 0.0)
+    return tree
+
+
+def test_announcement_for_another_key_than_the_session_is_refused_and_counted() -> None:
+    me, peer, liar = ident(1), ident(2), ident(3)
+    tree = _tree_with_neighbour(me, peer)
+    with pytest.raises(InvalidAnnouncement, match="session key"):
+        tree.receive(peer.public_key, encode_announcement(signed(liar, [], me)), 1.0)
+    assert tree.stats["rejected"] == 1 and tree.neighbours[peer.public_key].rejected == 1
+    tree.receive(peer.public_key, encode_announcement(signed(peer, [], me)), 2.0)
+    assert tree.stats["announcements"] == 1
+
+
+@pytest.mark.parametrize("data", [b"", b"\x01", b"\x02" + bytes(300), bytes(20000), b"\x81\xa1t\xa2hb"])
+def test_garbage_announcements_raise_protocol_errors_only(data: bytes) -> None:
+    me, peer = ident(1), ident(2)
+    tree = _tree_with_neighbour(me, peer)
+    with pytest.raises(RemoteProtocolError):
+        tree.receive(peer.public_key, data, 1.0)
+
+
+def test_claimed_root_with_a_higher_key_is_not_followed() -> None:
+    # Three nodes in a line; the middle one cannot make a higher key the root by announcing it.
+    g = nx.path_graph(3)
+    overlay = Overlay(g, seed=4)
+    overlay.tick(8)
+    assert overlay.converged()
+    lowest = min(overlay.nodes[v].identity.signing_key for v in g)
+    assert all(overlay.nodes[v].tree.root == lowest for v in g)
+
+
+def test_announcements_faster_than_the_minimum_interval_are_dropped() -> None:
+    me, peer = ident(1), ident(2)
+    tree = _tree_with_neighbour(me, peer)
+    tree.receive(peer.public_key, encode_announcement(signed(peer, [], me, seq=5)), 1.0)
+    with pytest.raises(InvalidAnnouncement, match="faster"):
+        tree.receive(peer.public_key, encode_announcement(signed(peer, [], me, seq=6)), 1.01)
+    assert tree.stats["rate_limited"] == 1
+
+
+# --- the decision -----------------------------------------------------------------------------------
+def test_select_parents_prefers_root_then_cost_and_keeps_a_valid_parent() -> None:
+    owner = np.array([0, 0, 0, 1, 1])
+    root_rank = np.array([1, 0, 0, 0, 0])
+    cost = np.array([0.1, 3.0, 2.0, 2.0, 1.5])
+    current = np.array([False, True, False, True, False])
+    choice = select_parents(owner, root_rank, cost, current, np.array([5, 5]))
+    assert choice.tolist() == [1, 3]  # node 0 keeps row 1 (2.0 is not < 0.5 x 3.0); node 1 keeps row 3
+    cost[2] = 1.0
+    assert select_parents(owner, root_rank, cost, current, np.array([5, 5]))[0] == 2
+    assert select_parents(owner, root_rank, cost, current, np.array([0, 5]))[0] == -1  # we are the lowest key
+
+
+# --- the tree in motion --------------------------------------------------------------------------------
+def test_a_line_converges_to_the_lowest_key_with_consistent_coordinates() -> None:
+    overlay = Overlay(nx.path_graph(6), seed=1)
+    overlay.tick(10)
+    assert overlay.converged()
+    root = next(v for v in overlay.alive if overlay.nodes[v].tree.is_root)
+    for v, node in overlay.nodes.items():
+        assert node.tree.depth == abs(v - root)
+    assert overlay.rejected == 0
+
+
+def test_root_loss_is_noticed_and_the_next_lowest_key_takes_over() -> None:
+    overlay = Overlay(nx.cycle_graph(8), seed=2)
+    overlay.tick(10)
+    root = next(v for v in overlay.alive if overlay.nodes[v].tree.is_root)
+    overlay.kill(root)
+    depth = max(overlay.nodes[v].tree.depth for v in overlay.alive)
+    for ticks in range(1, 3 + 2 * depth + 4):
+        overlay.tick()
+        if overlay.converged():
+            break
+    assert overlay.converged(), "no single root after the old one died"
+    assert ticks <= int(ROOT_TIMEOUT) + 2 * depth + 3
+
+
+def test_no_position_deeper_than_the_bound() -> None:
+    overlay = Overlay(nx.path_graph(5), seed=3)
+    overlay.tick(8)
+    assert max(overlay.nodes[v].tree.depth for v in overlay.alive) <= MAX_TREE_DEPTH
