@@ -1,7 +1,7 @@
 """The node's health, judged from the admin state document (pure; documented in docs/OPERATIONS.md).
 
-* **unhealthy** — the data path is down: a data-path actor (socket, router, peers, tun when the node has a
-  TUN device) is dead or did not answer within the gather deadline, or the supervisor did not answer (the
+* **unhealthy** — the data path is down: a data-path actor (socket, router, peers, e2e, and tun when the node
+  has a TUN device) is dead or did not answer within the gather deadline, or the supervisor did not answer (the
   actors' state is unknown). ``axiomnet-inspect health`` also says unhealthy (exit 2) when it cannot reach
   the daemon at all.
 * **degraded** — the node forwards but something needs attention: another actor is dead or unanswered,
@@ -21,7 +21,7 @@ from axiomnet.constants import HEALTH_MAILBOX_WARN, HEALTH_PEER_GRACE
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
-DATA_PATH_ACTORS = ("socket", "router", "peers", "tun")
+DATA_PATH_ACTORS = ("socket", "router", "peers", "tun", "e2e")
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from axiomnet.health import DEGRADED, HEALTHY, UNHEALTHY, evaluate
 
-ACTORS = ("socket", "router", "tun", "peers", "heartbeat", "admin")
+ACTORS = ("socket", "router", "e2e", "tun", "peers", "heartbeat", "admin")
 
 
 def state(**changes: Any) -> dict[str, Any]:
@@ -29,10 +31,11 @@ def test_a_running_node_is_healthy() -> None:
     assert (health.status, health.exit_code, health.reasons) == (HEALTHY, 0, ())
 
 
-def test_a_dead_data_path_actor_is_unhealthy() -> None:
-    health = evaluate(state(actors=with_actor("router", alive=False, restarts=2)))
+@pytest.mark.parametrize("name", ["socket", "router", "e2e", "tun", "peers"])
+def test_a_dead_data_path_actor_is_unhealthy(name: str) -> None:
+    health = evaluate(state(actors=with_actor(name, alive=False, restarts=2)))
     assert health.status == UNHEALTHY and health.exit_code == 2
-    assert health.reasons == ("actor router is not running (restarts: 2)",)
+    assert health.reasons == (f"actor {name} is not running (restarts: 2)",)
 
 
 def test_an_unanswered_data_path_actor_or_supervisor_is_unhealthy() -> None:
