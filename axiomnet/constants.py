@@ -130,3 +130,14 @@ MAX_SESSIONS_PER_SOURCE = 8
 # keeps MAX_SESSIONS - MAX_UNPINNED_SESSIONS slots for named peers (who may also evict, least recently active first).
 MAX_UNPINNED_SESSIONS = 768
 SESSION_ACTIVITY_REPORT = 1.0  # a session actor tells the peer manager it heard its peer at most this often
+
+# --- operations (admin socket, metrics, health) ------------------------------------------------------
+ADMIN_GATHER_DEADLINE = 1.5  # the admin actor asks every actor at once; who has not answered by then is "unanswered"
+ADMIN_CLIENT_TIMEOUT = 5.0  # axiomnet-inspect's default wait for a reply (more than the gather deadline)
+ADMIN_REFUSAL_LOG_INTERVAL = 10.0  # one log line per refused uid per this many seconds; every refusal is counted
+DEFAULT_METRICS_PORT = 9473  # the Prometheus HTTP listener's port when only "on" is asked for
+DROP_SUMMARY_INTERVAL = 60.0  # drops since the last summary are logged (info; warning past the threshold) this often
+DROP_SUMMARY_WARN = 1000  # more drops than this in one summary interval are logged as a warning
+HEALTH_PEER_GRACE = 30.0  # a node with static peers and none established this long after start is degraded
+HEALTH_MAILBOX_WARN = MAX_QUEUED_BATCHES // 2  # an actor's mailbox this deep is backpressure: degraded
+WATCHDOG_MIN_INTERVAL = 1.0  # shortest interval between systemd WATCHDOG=1 notifications

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from axiomnet.lab import daemons, netns, traffic  # noqa: E402
 
 REACH = 20.0
+FAULTS = ["--fault-injection"]  # with AXIOMNET_FAULT_INJECTION=1 (set in main): the daemons accept inject-fault
 RESTART_SPACING = 8.0  # seconds between injected crashes, so a soak never trips the restart-intensity limit
 
 
@@ -37,7 +38,7 @@ class Soak:
         self.pair = pair
         self.workdir = workdir
         self.rng = rng
-        self.a, self.b = daemons.start_daemon_pair(pair, workdir, log_level="WARNING")
+        self.a, self.b = daemons.start_daemon_pair(pair, workdir, log_level="WARNING", extra_args=FAULTS)
         self.last_crash = 0.0
 
     def reachable(self) -> None:
@@ -88,7 +89,7 @@ class Soak:
             raise AssertionError(f"daemon b exited {code} on SIGTERM")
         self.b = daemons.start_daemon(self.pair.b, name="node-b", listen=old.listen, peers=[f"{self.pair.ip_a}:7443"],
                                     data_dir=old.data_dir, admin_socket=old.admin_socket, tun=old.tun,
-                                    log_level="WARNING")
+                                    log_level="WARNING", extra_args=FAULTS)
         if self.b.address != address:
             raise AssertionError("address changed across a restart")
         self.reachable()

@@ -51,7 +51,7 @@ def test_flood_of_malformed_datagrams_leaves_the_node_up_and_bounded(pair, workd
     assert a.running()
     assert_reachable(b, a)
     state = a.inspect()
-    assert state["counters"]["peers"]["pending_handshakes"] <= 1024
+    assert state["snapshots"]["peers"]["pending_handshakes"] <= 1024
     assert all(row["alive"] for row in state["actors"])
     rss_after = a.memory_kib()["VmRSS"]
     # Mailboxes and half-open handshakes are bounded: the flood must not leave a large residue behind.

@@ -38,9 +38,12 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+FAULTS = ["--fault-injection"]  # the flag half of fault injection; the `faults` fixture sets the environment half
+
+
 @pytest.fixture
 def faults(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Daemons started in this test accept inject-fault on their admin socket."""
+    """Daemons started in this test with FAULTS accept inject-fault on their admin socket."""
     monkeypatch.setenv("AXIOMNET_FAULT_INJECTION", "1")
 
 
@@ -146,7 +149,7 @@ def test_first_ping_comes_soon_after_the_later_daemon_starts(pair, workdir, firs
 
 
 def test_session_actor_crash_is_restarted_and_ping_works_again(pair, workdir, faults):
-    a, b = daemons.start_daemon_pair(pair, workdir)
+    a, b = daemons.start_daemon_pair(pair, workdir, extra_args=FAULTS)
     assert_reachable(a, b)
     assert a.admin({"cmd": "inject-fault", "actor": "session"}) == {"ok": True, "actor": "session"}
     assert netns.wait_until(lambda: "session actor for" in a.log(), 5.0)
@@ -157,7 +160,7 @@ def test_session_actor_crash_is_restarted_and_ping_works_again(pair, workdir, fa
 
 
 def test_router_actor_crash_is_restarted_and_ping_works_again(pair, workdir, faults):
-    a, b = daemons.start_daemon_pair(pair, workdir)
+    a, b = daemons.start_daemon_pair(pair, workdir, extra_args=FAULTS)
     assert_reachable(a, b)
     assert a.admin({"cmd": "inject-fault", "actor": "router"}) == {"ok": True, "actor": "router"}
     assert netns.wait_until(lambda: "actor router restarted" in a.log(), 10.0), a.log_tail(30)
@@ -169,7 +172,7 @@ def test_router_actor_crash_is_restarted_and_ping_works_again(pair, workdir, fau
 
 
 def test_too_many_crashes_make_the_daemon_exit_non_zero(pair, workdir, faults):
-    a, b = daemons.start_daemon_pair(pair, workdir)
+    a, b = daemons.start_daemon_pair(pair, workdir, extra_args=FAULTS)
     assert_reachable(a, b)
     deadline = time.monotonic() + 30.0
     while a.running() and time.monotonic() < deadline:
@@ -191,6 +194,15 @@ def test_fault_injection_is_refused_unless_enabled(pair, workdir, monkeypatch):
     assert_reachable(a, b)
     reply = a.admin({"cmd": "inject-fault", "actor": "router"})
     assert "disabled" in reply["error"]
+    assert a.running()
+
+
+def test_fault_injection_needs_the_flag_as_well_as_the_environment(pair, workdir, faults):
+    a, b = daemons.start_daemon_pair(pair, workdir)  # the environment half only
+    assert_reachable(a, b)
+    reply = a.admin({"cmd": "inject-fault", "actor": "router"})
+    assert "--fault-injection" in reply["error"]
+    assert "fault injection stays off" in a.log()
     assert a.running()
 
 

@@ -45,9 +45,9 @@ def test_a_canary_crosses_the_relay_encrypted_end_to_end(workdir):
 
 
 def test_a_relay_that_flips_a_bit_makes_the_destination_drop_and_count(workdir, monkeypatch):
-    monkeypatch.setenv("AXIOMNET_FAULT_INJECTION", "1")
+    monkeypatch.setenv("AXIOMNET_FAULT_INJECTION", "1")  # with --fault-injection: both halves of the gate
     with netns.NetnsLab(stop_grace=2.0) as lab:
-        a, relay, b = daemons.start_overlay(lab, 3, [(0, 1), (1, 2)], workdir)
+        a, relay, b = daemons.start_overlay(lab, 3, [(0, 1), (1, 2)], workdir, extra_args=["--fault-injection"])
         assert daemons.wait_overlay_reachable(a, b, timeout=REACH_TIMEOUT) is not None, a.log_tail(30)
         before = b.inspect()["counters"]["e2e"].get("rx_rejected", 0)
         assert relay.admin({"cmd": "corrupt-relayed", "count": 3}).get("ok")
