@@ -591,9 +591,9 @@ def test_configure_logging_json_and_level(capsys: pytest.CaptureFixture[str]) ->
     assert "plain text" in capsys.readouterr().err
 
 
-def test_daemon_front_door_flags(fake_node: list[Config]) -> None:
+def test_daemon_front_door_flags(fake_node: list[tuple[Config, Any]]) -> None:
     assert cli.main(["daemon", "--no-tun", "--allowed-key", KEY_A, "--allowed-key", KEY_A, "--no-discoverable"]) == 0
-    config = fake_node[-1]
+    config = fake_node[-1][0]
     assert config.allowed_keys == frozenset({bytes.fromhex(KEY_A)}) and config.discoverable is False
     assert cli.main(["daemon", "--no-tun"]) == 0
-    assert fake_node[-1].allowed_keys is None and fake_node[-1].discoverable is True
+    assert fake_node[-1][0].allowed_keys is None and fake_node[-1][0].discoverable is True
