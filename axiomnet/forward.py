@@ -155,6 +155,11 @@ class Forwarder:
             self._to_neighbour(key, dst, queued, out)
         return out
 
+    def neighbour_down(self, key: bytes) -> None:
+        """The link to ``key`` went away: whatever we cached of its address's coordinates goes with it (the next
+        packet for it is looked up again, never sent on to whoever now holds its old position)."""
+        self.pathfinder.forget(derive_address(key).packed)
+
     def _to_neighbour(self, key: bytes, dst: bytes, payloads: Iterable[bytes], out: Output) -> None:
         tag, src_path = root_tag(self.tree.root), self.tree.path
         for payload in payloads:

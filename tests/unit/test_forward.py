@@ -169,3 +169,12 @@ def test_lookup_queue_is_bounded_and_gives_up() -> None:
     assert pf.stats["queue_dropped"] == 68
     pf.due(overlay.now + 11.0)
     assert pf.stats["gave_up"] == 1 and pf.stats["gave_up_dropped"] == 32
+
+
+def test_a_departed_neighbours_cached_coordinates_go_with_it() -> None:
+    overlay = settle(Overlay(nx.path_graph(4), seed=14))
+    source = overlay.nodes[0].forwarder
+    overlay.send(0, 3, b"looked up")  # node 3 is not a neighbour of 0: its coordinates are cached
+    assert source.pathfinder.route(overlay.address(3), overlay.now) is not None
+    source.neighbour_down(overlay.nodes[3].identity.public_key)
+    assert source.pathfinder.route(overlay.address(3), overlay.now) is None
