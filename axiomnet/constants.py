@@ -79,3 +79,9 @@ ADMIN_TIMEOUT = 2.0  # admin socket read/ask timeout
 # --- files ------------------------------------------------------------------------------------------
 FILE_IO_TIMEOUT = 10.0  # bound on any identity file operation (seed failure #2)
 ADMIN_REPLY_MAX = 4 * 1024 * 1024  # bytes of one admin reply line read by axiomnet-inspect; longer is a bad reply
+
+# --- per-destination circuit breaker (seed hardening item 10) -------------------------------------
+BREAKER_FAILURE_THRESHOLD = 5  # consecutive send failures to one endpoint open its breaker (sends skipped, counted)
+BREAKER_COOLDOWN_INITIAL = 1.0  # an open breaker lets one probe through after this; a failed probe doubles it
+BREAKER_COOLDOWN_MAX = 30.0  # cap of the doubled cool-down
+MAX_BREAKERS = 4096  # endpoints with recent failures tracked; past it the least recently failing is forgotten
