@@ -25,6 +25,7 @@ from axiomnet.errors import AxiomNetError, ConfigError
 from axiomnet.geometry import coords_from_key
 from axiomnet.identity import Identity, load_or_create_identity
 from axiomnet.actors.admin import AdminActor
+from axiomnet.actors.base import install_crash_hooks
 from axiomnet.actors.heartbeat import HeartbeatActor
 from axiomnet.actors.peers import PeerManagerActor
 from axiomnet.actors.router import RouterActor
@@ -136,6 +137,7 @@ def run_daemon(config: Config) -> int:
     """Run the node until a signal (exit 0) or a fatal supervision decision (exit 1)."""
     started = time.monotonic()
     route_stdlib_logging()
+    install_crash_hooks()
     try:
         identity, created = load_or_create_identity(config.data_dir)
     except AxiomNetError as exc:
