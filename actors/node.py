@@ -23,10 +23,11 @@ from axiomnet.constants import ACTOR_STOP_TIMEOUT, SHUTDOWN_DEADLINE
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import AxiomNetError, ConfigError
 from axiomnet.geometry import coords_from_key
-from axiomnet.identity import Identity, load_or_create_identity
+from axiomnet.identity import Identity
 from axiomnet.actors.admin import AdminActor
 from axiomnet.actors.base import install_crash_hooks
 from axiomnet.actors.heartbeat import HeartbeatActor
+from axiomnet.actors.isolate import load_or_create_identity_isolated
 from axiomnet.actors.peers import PeerManagerActor
 from axiomnet.actors.router import RouterActor
 from axiomnet.actors.socket import SocketActor
@@ -139,7 +140,7 @@ def run_daemon(config: Config) -> int:
     route_stdlib_logging()
     install_crash_hooks()
     try:
-        identity, created = load_or_create_identity(config.data_dir)
+        identity, created = load_or_create_identity_isolated(config.data_dir)
     except AxiomNetError as exc:
         logger.error("cannot load identity: {}", exc)
         return 1
