@@ -228,7 +228,8 @@ def tcp_transfer(
 _CAPTURE_SCRIPT = r"""
 import json, signal, socket, struct, sys, time
 ifname, port, seconds, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+stopping = []
+signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))  # drain what is queued, then exit
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
 s.bind((ifname, 0))
 SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)  # Linux; Python does not always export it
@@ -237,9 +238,15 @@ s.settimeout(0.2)
 print(json.dumps({"ready": True}), flush=True)
 deadline, count = time.monotonic() + seconds, 0
 while count < limit and time.monotonic() < deadline:
+    if stopping:
+        s.settimeout(0.0)
     try:
         frame, anc, _, _ = s.recvmsg(65600, socket.CMSG_SPACE(16))
-    except socket.timeout:
+    except (socket.timeout, BlockingIOError):
+        if stopping:
+            break
+        continue
+    except InterruptedError:
         continue
     if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
         continue
@@ -283,21 +290,35 @@ class Capture:
         self.proc = ns.popen([sys.executable, "-c", _CAPTURE_SCRIPT, ifname, str(port), str(seconds), str(limit)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
+        self._seen: list[CapturedDatagram] = []
         first = _readline_with_timeout(self.proc.stdout, CLI_TIMEOUT)
         if '"ready"' not in first:
             terminate_processes([self.proc], grace=1.0)
             raise HarnessError(f"capture on {ifname} did not start: {first!r}")
 
+    def _parse(self, lines: list[str]) -> None:
+        for line in lines:
+            if line.strip():
+                row = json.loads(line)
+                self._seen.append(CapturedDatagram(row["ts"], row["src"], row["sport"], row["dst"], row["dport"],
+                                                   bytes.fromhex(row["data"])))
+
+    def seen(self) -> list[CapturedDatagram]:
+        """The datagrams captured so far (the capture keeps running)."""
+        assert self.proc.stdout is not None
+        while select.select([self.proc.stdout], [], [], 0)[0]:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self._parse([line])
+        return list(self._seen)
+
     def stop(self) -> list[CapturedDatagram]:
-        """End the capture (SIGTERM) and parse every datagram it printed."""
+        """End the capture (SIGTERM: it drains the frames already queued first) and return every datagram."""
         terminate_processes([self.proc], grace=2.0)
         assert self.proc.stdout is not None
-        out = []
-        for line in self.proc.stdout.read().splitlines():
-            row = json.loads(line)
-            out.append(CapturedDatagram(row["ts"], row["src"], row["sport"], row["dst"], row["dport"],
-                                        bytes.fromhex(row["data"])))
-        return out
+        self._parse(self.proc.stdout.read().splitlines())
+        return list(self._seen)
 
 
 # --- hostile floods --------------------------------------------------------------------------------------

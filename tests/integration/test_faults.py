@@ -160,15 +160,12 @@ def test_graceful_shutdown_stops_heartbeat_with_a_peer(pair, workdir):
     a, b = daemons.start_daemon_pair(pair, workdir, log_level="DEBUG")
     assert_reachable(a, b)
     capture = traffic.Capture(pair.b, pair.link.ifname_b, 7443)
-    # B has A's coordinates: heartbeats arrive (condition), and two more intervals of them are on the wire.
-    assert netns.wait_until(lambda: any(p["coords"] for p in b.inspect()["peers"]), 15.0)
-    seen = time.monotonic()
-    assert netns.wait_until(lambda: time.monotonic() - seen > 2.5, 5.0)
+    def heartbeats_seen() -> int:
+        return sum(1 for d in capture.seen() if d.src == pair.ip_a and d.ptype == 6)  # 6: CONTROL (heartbeats)
+
+    assert netns.wait_until(lambda: heartbeats_seen() >= 3, 15.0), "no heartbeats from A on the wire"
     a.popen.send_signal(signal.SIGTERM)
     assert a.popen.wait(timeout=15) == 0, a.log_tail(30)
-    exited = time.time()
-    # Anything A sent before it exited has reached B's veth by now; the capture keeps nothing but UDP 7443.
-    assert netns.wait_until(lambda: time.time() - exited > 0.5, 2.0)
     datagrams = capture.stop()
     rows = log_times(a)
     heartbeat_stopped = first_time(rows, "heartbeat stopped")
@@ -178,7 +175,7 @@ def test_graceful_shutdown_stops_heartbeat_with_a_peer(pair, workdir):
     assert heartbeat_stopped <= sessions_stopped <= socket_stopped <= stopped_cleanly
     assert any("heartbeat stopped (1 owned threads joined, 0 still running)" in line for _, line in rows)
     assert "did not stop" not in a.log()
-    control = [d for d in datagrams if d.src == pair.ip_a and d.ptype == 6]  # 6: CONTROL (heartbeats)
+    control = [d for d in datagrams if d.src == pair.ip_a and d.ptype == 6]
     assert len(control) >= 2, [(d.src, d.ptype) for d in datagrams]
     shutdown = first_time(rows, "SIGTERM received")
     assert control[-1].ts > shutdown - 2.5  # heartbeats were flowing right up to the shutdown

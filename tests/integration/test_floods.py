@@ -9,7 +9,6 @@ packet above DEBUG. A longer soak: tools/chaos.py (its flood scenario) with --ro
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -49,9 +48,19 @@ class Arena:
         assert traffic.ping(self.b.ns, self.a.address, count=5, interval=0.05).received == 5
         self.captured = [c.data for c in capture.stop()]
         assert len(self.captured) >= 10  # handshake, data and keepalive datagrams of the real session
-        time.sleep(1.0)  # let start-up allocations settle before the baseline (no condition to wait on)
-        self.baseline_kib = self.a.memory_kib()["VmRSS"]
+        self.baseline_kib = self.settled_rss_kib()
         self.log_lines = len(self.a.log().splitlines())
+
+    def settled_rss_kib(self) -> int:
+        """A's RSS once start-up allocation has settled: two samples 0.5 s apart within 256 KiB."""
+        samples = [self.a.memory_kib()["VmRSS"]]
+
+        def settled() -> bool:
+            samples.append(self.a.memory_kib()["VmRSS"])
+            return abs(samples[-1] - samples[-2]) < 256
+
+        assert netns.wait_until(settled, 20.0, interval=0.5), samples
+        return samples[-1]
 
     def ping_during(self, seconds: float) -> subprocess.Popen[str]:
         count = int(seconds / PING_INTERVAL)

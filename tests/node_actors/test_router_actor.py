@@ -20,7 +20,7 @@ def packet(dst_key: bytes, hop_limit: int = 64) -> bytes:
     return bytes([0x60, 0, 0, 0, 0, 0, 59, hop_limit]) + bytes(16) + derive_address(dst_key).packed
 
 
-def test_simulate_lock_contention_1000_concurrent_writers_complete_without_deadlock(recorder):
+def test_chaos_simulate_lock_contention_1000_concurrent_writers_complete_without_deadlock(recorder):
     """Seed chaos 'simulate lock contention': 1000 threads update the routing table at the same moment (each a
     session coming up, a heartbeat, a packet to forward, and an ask on the control path); no deadlock, every
     update lands, all within the seed's 10 s."""

@@ -67,7 +67,7 @@ def test_stop_is_prompt_with_no_traffic(recorder):
     sock_actor.ask(m.Snapshot(), timeout=5)
     started = time.monotonic()
     sock_actor.stop(timeout=5)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 4.0  # readers wake every 0.5 s; slack for a loaded box
 
 
 def test_circuit_breaker_opens_for_an_endpoint_whose_sends_keep_failing(recorder):

@@ -383,7 +383,7 @@ def test_hung_filesystem_call_raises_iotimeout_within_bound(
     finally:
         release.set()
         _join_helper_threads()
-    assert 0.45 <= elapsed < 2.0
+    assert 0.45 <= elapsed < 5.0  # bounded by the timeout, not by the 30 s hang (slack for a loaded box)
     assert str(data_dir) in str(info.value)
     # The abandoned helper stopped at its next checkpoint instead of writing after the deadline.
     monkeypatch.undo()
