@@ -116,9 +116,11 @@ def test_second_signal_exits_at_once(pair, workdir):
         a.popen.send_signal(signal.SIGTERM)
     finally:
         a.popen.send_signal(signal.SIGCONT)
-    assert a.popen.wait(timeout=10) == 143
+    assert a.popen.wait(timeout=10) == 143  # SIGINT (2) runs first, SIGTERM (15) is the second signal
     log = a.log()
-    assert "SIGINT received: shutting down" in log and "second signal" in log
+    # The second handler can run nested inside the first one's log call, before that line is written (and the
+    # process is gone right after): so "SIGINT received" may or may not be there, "second signal" always is.
+    assert "second signal: exiting at once" in log, log[-3000:]
     assert "stopped cleanly" not in log  # it did not wait for the orderly shutdown
     assert netns.wait_until(lambda: not tun_exists(a), 5.0)  # the kernel removes the TUN with the process
 
