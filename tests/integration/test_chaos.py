@@ -68,11 +68,11 @@ def test_chaos_send_failures_open_the_circuit_breaker_visibly_and_it_closes_afte
             return sock.get("breakers_open", 0) >= 1 and sock.get("tx_dropped_breaker_open", 0) > 0
 
         assert netns.wait_until(breaker_open, 30.0, interval=0.5), a.log_tail(20)
+        log = a.log()  # before the snapshot: openings only grow, so the log can only lag behind it
         sock = a.inspect()["counters"]["socket"]
         assert sock["tx_errors"] >= BREAKER_FAILURE_THRESHOLD
         (row,) = [r for r in sock["breakers"] if r["endpoint"] == f"{pair.ip_b}:7443"]
         assert row["state"] in ("open", "half-open") and row["opened"] >= 1
-        log = a.log()
         assert f"UDP sends to {pair.ip_b}:7443 keep failing" in log and "circuit open" in log
         assert log.count("circuit open") <= row["opened"]  # one line per opening, never one per packet
         assert a.running()

@@ -344,3 +344,12 @@ def test_mutated_heartbeats_only_decode_or_raise_protocol_errors() -> None:
             decode_or_none(data)
         except Exception as exc:  # report the seed so the failure can be replayed with AXIOMNET_FUZZ_SEED
             raise AssertionError(f"input #{i} of seed {seed} ({data.hex()}) raised {exc!r}") from exc
+
+
+def test_handshake_payload_with_map_keys_of_mixed_types_is_malformed() -> None:
+    """Found by tools/fuzz.py handshake_payload: unknown keys of mixed types (str and bytes) made the error
+    message's sort raise TypeError, which a peer could send inside Noise message 3 to crash the peer manager."""
+    with pytest.raises(MalformedPacket, match="unknown keys"):
+        decode_handshake_payload(bytes.fromhex("82a11c00c60000000000"))  # {"\x1c": 0, b"": ...}
+    with pytest.raises(MalformedPacket, match="unknown keys"):
+        decode_handshake_payload(msgpack.packb({"v": 1, "x": 1, b"y": 2, 3: 4}, use_bin_type=True))
