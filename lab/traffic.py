@@ -475,3 +475,13 @@ def flood_hostile_datagrams(ns: Namespace, host: str, port: int, *, count: int, 
     """Send up to ``count`` hostile datagrams of every kind to ``host:port`` from ``ns`` within ``seconds``;
     return how many were sent."""
     return flood(ns, host, port, mix=ALL_HOSTILE_KINDS, count=count, seconds=seconds, seed=seed).total
+
+
+def udp_receive_buffer_errors(ns: Namespace) -> int:
+    """Datagrams the kernel of ``ns`` dropped because a UDP socket's receive buffer was full (RcvbufErrors of
+    /proc/net/snmp): losses no daemon can see or count itself."""
+    proc = ns.exec(["cat", "/proc/net/snmp"], timeout=IP_TIMEOUT)
+    rows = [line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("Udp:")]
+    if len(rows) < 2:
+        raise HarnessError(f"no Udp counters in /proc/net/snmp of {ns.name}")
+    return int(dict(zip(rows[0], rows[1]))["RcvbufErrors"])
