@@ -288,7 +288,10 @@ class AdminActor(SupervisedActor):
                 raise ValueError("request too long")
         if not parse:
             return {}
-        request = json.loads(buf.split(b"\n", 1)[0] or b"{}")
+        try:
+            request = json.loads(buf.split(b"\n", 1)[0] or b"{}")
+        except RecursionError:  # "[[[[..." deeper than the interpreter allows: found by tools/fuzz.py
+            raise ValueError("request nested too deeply") from None
         if not isinstance(request, dict):
             raise ValueError("request must be a JSON object")
         return request

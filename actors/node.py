@@ -29,11 +29,13 @@ from axiomnet.config import Config, PeerSpec
 from axiomnet.constants import ACTOR_STOP_TIMEOUT, ADMIN_TIMEOUT, SHUTDOWN_DEADLINE, WATCHDOG_MIN_INTERVAL
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import AxiomNetError, ConfigError
-from axiomnet.identity import Identity, load_or_create_identity
+from axiomnet.identity import Identity
 from axiomnet.actors import messages as m
 from axiomnet.actors.admin import FAULT_INJECTION_ENV, AdminActor
+from axiomnet.actors.base import install_crash_hooks
 from axiomnet.actors.e2e import EndToEndActor
 from axiomnet.actors.heartbeat import HeartbeatActor
+from axiomnet.actors.isolate import load_or_create_identity_isolated
 from axiomnet.actors.peers import PeerManagerActor
 from axiomnet.actors.router import RouterActor
 from axiomnet.actors.socket import SocketActor
@@ -287,8 +289,9 @@ def run_daemon(config: Config, reload: Callable[[], Config] | None = None) -> in
     """
     started = time.monotonic()
     route_stdlib_logging()
+    install_crash_hooks()
     try:
-        identity, created = load_or_create_identity(config.data_dir)
+        identity, created = load_or_create_identity_isolated(config.data_dir)
     except AxiomNetError as exc:
         logger.error("cannot load identity: {}", exc)
         return 1

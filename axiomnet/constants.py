@@ -141,3 +141,9 @@ DROP_SUMMARY_WARN = 1000  # more drops than this in one summary interval are log
 HEALTH_PEER_GRACE = 30.0  # a node with static peers and none established this long after start is degraded
 HEALTH_MAILBOX_WARN = MAX_QUEUED_BATCHES // 2  # an actor's mailbox this deep is backpressure: degraded
 WATCHDOG_MIN_INTERVAL = 1.0  # shortest interval between systemd WATCHDOG=1 notifications
+
+# --- per-destination circuit breaker (seed hardening item 10) -------------------------------------
+BREAKER_FAILURE_THRESHOLD = 5  # consecutive send failures to one endpoint open its breaker (sends skipped, counted)
+BREAKER_COOLDOWN_INITIAL = 1.0  # an open breaker lets one probe through after this; a failed probe doubles it
+BREAKER_COOLDOWN_MAX = 30.0  # cap of the doubled cool-down
+MAX_BREAKERS = 4096  # endpoints with recent failures tracked; past it the least recently failing is forgotten
