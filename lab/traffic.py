@@ -330,8 +330,8 @@ class Capture:
 #   huge       oversized fields: 64 KB datagrams, oversized handshake bodies, sender index 0xffffffff
 #   garbage    a valid transport header with a live receiver index (from `captured`) and garbage ciphertext
 #   replay     a captured datagram replayed verbatim, or with its counter bumped (a forgery)
-#   init       a handshake initiation: random ephemeral, or (well_formed) a real X25519 one built by
-#              well_formed_init() below; the one place to change when the handshake gains a mac1
+#   init       a handshake initiation: random ephemeral and macs, or (well_formed) a real X25519 one built by
+#              well_formed_init() below, whose mac1 is valid when the target's public key is given
 _FLOOD_SCRIPT = r"""
 import json, os, random, socket, struct, sys, time
 cfg = json.loads(sys.argv[1])
@@ -347,12 +347,21 @@ except ImportError:
 def header(ptype, receiver, counter=0, version=1, label=0):
     return struct.pack(">IIQ", label, (version << 28) | (ptype << 24) | (receiver & 0xFFFFFF), counter & (2**64 - 1))
 
+import hashlib
+target_key = bytes.fromhex(cfg["target_key"]) if cfg.get("target_key") else None
+mac1_key = hashlib.blake2s(b"mac1----" + target_key).digest() if target_key else None
+
 def well_formed_init():
+    # HANDSHAKE_INIT (docs/PROTOCOL.md 2.2.1): header, sender, a real X25519 ephemeral, mac1, mac2 (no cookie).
+    # With the target's public key (an attacker that knows it) mac1 is valid and the INIT reaches the Noise
+    # handshake; without it mac1 is random and the front door drops it before any Diffie-Hellman.
     eph = bytes(PrivateKey.generate().public_key) if PrivateKey else os.urandom(32)
-    return header(1, 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) + bytes(16) + eph
+    head = header(1, 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) + eph
+    mac1 = hashlib.blake2s(head, key=mac1_key, digest_size=16).digest() if mac1_key else os.urandom(16)
+    return head + mac1 + bytes(16)
 
 def random_init():
-    return header(1, 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) + os.urandom(16) + os.urandom(32)
+    return header(1, 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) + os.urandom(32) + os.urandom(32)
 
 nibble = [0]
 def make(kind):
@@ -435,11 +444,11 @@ class FloodReport:
 
 def start_flood(ns: Namespace, host: str, port: int, *, mix: dict[str, float], count: int, seconds: float, seed: int,
                 captured: list[bytes] | None = None, ports: int = 64, sources: list[str] | None = None,
-                well_formed: float = 0.5, pace: int = 0) -> subprocess.Popen[str]:
+                well_formed: float = 0.5, pace: int = 0, target_key: bytes | None = None) -> subprocess.Popen[str]:
     """Start a flood in the background (see :func:`flood`); :func:`finish_flood` waits for its report."""
     config = {"host": host, "port": port, "mix": mix, "count": count, "seconds": seconds, "seed": seed,
               "captured": [d.hex() for d in (captured or [])][:500], "ports": ports, "sources": sources or [],
-              "well_formed": well_formed, "pace": pace}
+              "well_formed": well_formed, "pace": pace, "target_key": target_key.hex() if target_key else None}
     return ns.popen([sys.executable, "-c", _FLOOD_SCRIPT, json.dumps(config)], stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE, text=True)
 
@@ -459,12 +468,13 @@ def finish_flood(proc: subprocess.Popen[str], timeout: float = 120.0) -> FloodRe
 
 def flood(ns: Namespace, host: str, port: int, *, mix: dict[str, float], count: int, seconds: float, seed: int,
           captured: list[bytes] | None = None, ports: int = 64, sources: list[str] | None = None,
-          well_formed: float = 0.5, pace: int = 0) -> FloodReport:
+          well_formed: float = 0.5, pace: int = 0, target_key: bytes | None = None) -> FloodReport:
     """Send up to ``count`` hostile datagrams of the kinds in ``mix`` (kind -> weight, see _FLOOD_SCRIPT) from
     ``ns`` to ``host:port`` within ``seconds``, from ``ports`` source ports (bound to ``sources`` in turn),
-    at most ``pace`` per second when given; ``captured`` datagrams feed the replay and garbage kinds."""
+    at most ``pace`` per second when given; ``captured`` datagrams feed the replay and garbage kinds;
+    ``target_key`` (the target's static public key) makes well-formed initiations carry a valid mac1."""
     proc = start_flood(ns, host, port, mix=mix, count=count, seconds=seconds, seed=seed, captured=captured,
-                       ports=ports, sources=sources, well_formed=well_formed, pace=pace)
+                       ports=ports, sources=sources, well_formed=well_formed, pace=pace, target_key=target_key)
     return finish_flood(proc, timeout=seconds + 60.0)
 
 
