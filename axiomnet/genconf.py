@@ -99,4 +99,8 @@ log_json = false
 
 # Prometheus metrics over HTTP at /metrics: off unless set. A bare port listens on 127.0.0.1.
 # metrics_listen = "127.0.0.1:{DEFAULT_METRICS_PORT}"
+
+# TUN offloads (TCP segmentation, checksums) and UDP GSO/GRO where the kernel grants them (the wire format is
+# the same either way); false: one packet per system call.
+# offload = true
 """

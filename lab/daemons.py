@@ -165,6 +165,11 @@ class DaemonProcess:
             raise HarnessError(f"axiomnet-inspect returned {type(state).__name__}, not an object")
         return state
 
+    def actor_view(self, role: str, timeout: float = CLI_TIMEOUT) -> dict[str, Any]:
+        """One actor as inspect shows it, counters and snapshot (e.g. the socket's breakers, GSO state) merged."""
+        state = self.inspect(timeout=timeout)
+        return {**state["snapshots"].get(role, {}), **state["counters"].get(role, {})}
+
     def inspect_text(self, timeout: float = CLI_TIMEOUT) -> str:
         """The human-readable tables of ``axiomnet-inspect`` (stdout, or stderr if it failed)."""
         try:

@@ -52,12 +52,6 @@ def nft(ns: netns.Namespace, *rule: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def socket_view(daemon: daemons.DaemonProcess) -> dict:
-    """The socket actor as inspect shows it: its counters and its snapshot (breakers, indices) in one mapping."""
-    state = daemon.inspect()
-    return {**state["snapshots"].get("socket", {}), **state["counters"]["socket"]}
-
-
 def test_chaos_send_failures_open_the_circuit_breaker_visibly_and_it_closes_after_healing(pair, workdir):
     """Seed failure #10 and hardening item 10 on a real daemon: nftables in A's namespace rejects A's UDP to
     its peer (every sendto fails with EPERM). The errors are counted and logged with the address, the
@@ -70,12 +64,12 @@ def test_chaos_send_failures_open_the_circuit_breaker_visibly_and_it_closes_afte
     nft(pair.a, "add", "rule", "inet", "axnchaos", "out", "ip", "daddr", pair.ip_b, "udp", "dport", "7443", "drop")
     try:
         def breaker_open() -> bool:
-            sock = socket_view(a)
+            sock = a.actor_view("socket")
             return sock.get("breakers_open", 0) >= 1 and sock.get("tx_dropped_breaker_open", 0) > 0
 
         assert netns.wait_until(breaker_open, 30.0, interval=0.5), a.log_tail(20)
         log = a.log()  # before the snapshot: openings only grow, so the log can only lag behind it
-        sock = socket_view(a)
+        sock = a.actor_view("socket")
         assert sock["tx_errors"] >= BREAKER_FAILURE_THRESHOLD
         (row,) = [r for r in sock["breakers"] if r["endpoint"] == f"{pair.ip_b}:7443"]
         assert row["state"] in ("open", "half-open") and row["opened"] >= 1
@@ -87,7 +81,7 @@ def test_chaos_send_failures_open_the_circuit_breaker_visibly_and_it_closes_afte
     assert netns.wait_until(lambda: "work again: circuit closed" in a.log(), 60.0, interval=0.5), a.log_tail(20)
     assert_reachable(a, b)
     assert_reachable(b, a)
-    assert socket_view(a)["breakers_open"] == 0
+    assert a.actor_view("socket")["breakers_open"] == 0
 
 
 def test_chaos_exhaust_file_descriptors_with_100_peers_fails_clearly_or_runs_all_100(pair, workdir):
@@ -109,7 +103,7 @@ def test_chaos_exhaust_file_descriptors_with_100_peers_fails_clearly_or_runs_all
                                   admin_socket=workdir / "fd.sock", tun=pair.a.tun_name, log_path=log_path)
         assert netns.wait_until(lambda: not d.running() or "node up" in d.log(), 30.0), d.log_tail(20)
         if d.running():
-            assert netns.wait_until(lambda: socket_view(d).get("indices", 0) == 100, 20.0)
+            assert netns.wait_until(lambda: d.actor_view("socket").get("indices", 0) == 100, 20.0)
             held = []
             for _ in range(8):  # connections waiting in the backlog cost the daemon no descriptor
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
