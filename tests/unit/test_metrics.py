@@ -147,3 +147,16 @@ def test_operations_doc_names_every_explicit_family() -> None:
     for name in explicit:
         family = name if name.endswith("_info") or f"`{name}`" in doc else f"{name}_total"
         assert f"`{family}`" in doc, f"docs/OPERATIONS.md does not name the metric family {name}"
+
+
+def test_the_daemon_does_not_load_prometheus_client_until_metrics_are_asked_for() -> None:
+    """An idle node's RSS is a target (issue 11: <= 64 MiB); prometheus_client costs 3.4 MiB of it and is only
+    needed to build families (a scrape, `axiomnet-inspect metrics`). Checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, axiomnet.actors.node, axiomnet.metrics as m; before = 'prometheus_client' in sys.modules; "
+             "text = m.render({'self': {'version': 'x'}}); print(before, 'prometheus_client' in sys.modules, "
+             "'axiomnet_build_info' in text)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.split() == ["False", "True", "True"], out
