@@ -308,3 +308,11 @@ class NeighbourRoute(Urgent):
     address: bytes
     ref: Any
     via: Any = None
+
+
+@dataclass(frozen=True)
+class WakeAt(Urgent):
+    """Tick the session ``ref`` at ``when`` (monotonic seconds): its next timer deadline (session -> peer manager)."""
+
+    ref: Any
+    when: float

@@ -81,6 +81,7 @@ class EndToEnd:
         # Our receiver indices -> owner (a session's address, or RESPONDER): picked by the sessions and the
         # responder themselves (axiomnet/indices.py), routed here because our datagrams arrive through the router.
         self._owners: IndexTable[bytes] = IndexTable()
+        self._touched: set[bytes] = set()  # sessions used since next_deadline() last looked
         self.responder = HandshakeResponder(static_private, static_public, local_payload=self._payload,
                                             rng=self._rng)
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
@@ -310,8 +311,26 @@ class EndToEnd:
             self._collect(dst, session, out, now)
         return out
 
+    def next_deadline(self, touched_only: bool = False) -> float | None:
+        """The earliest time :meth:`tick` has work: a session's timer, a destination waiting too long for its key,
+        a half-open handshake to expire; None when there is nothing to do until a packet comes. With
+        ``touched_only``, only the sessions used since the last call count (cheap after a data batch; the caller
+        keeps the earlier answer for the others)."""
+        if touched_only:
+            sessions = [self.sessions[dst] for dst in self._touched if dst in self.sessions]
+        else:
+            sessions = list(self.sessions.values())
+        self._touched.clear()
+        deadlines = [d for d in (session.next_deadline() for session in sessions) if d is not None]
+        deadlines += [since + RESOLVE_TIMEOUT for since, _ in self._waiting.values()]
+        expiry = self.responder.next_deadline()
+        if expiry is not None:
+            deadlines.append(expiry)
+        return min(deadlines, default=None)
+
     def _collect(self, dst: bytes, session: Session, out: E2EOutput, now: float) -> None:
         """After any call into ``session``: route its indices, then act on its events."""
+        self._touched.add(dst)
         self._sync(dst, out, now)
         for event in session.events():
             if isinstance(event, Established) and event.initiator and session.is_established:

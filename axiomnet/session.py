@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 import struct
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
@@ -78,6 +78,9 @@ from axiomnet.wire import (
 
 _KEEPALIVE = PacketType.KEEPALIVE
 _DATA = PacketType.DATA
+# One for every Session that is given none: it draws from os.urandom and holds no state (a Random of its own
+# per session would carry 2.5 KiB of Mersenne Twister state that SystemRandom never uses).
+_SYSTEM_RANDOM = random.SystemRandom()
 _Body = TypeVar("_Body")
 _WORD_COUNTER = struct.Struct(">IQ")  # bytes 4..16 of the switch header: version/type/receiver, counter
 _MIN_TRANSPORT = HEADER_SIZE + AEAD_TAG_SIZE
@@ -259,7 +262,7 @@ class Session:
         self.allowed_keys = allowed_keys  # None: any key (trust on first use unless expected_remote_key is set)
         self.peer_name = peer_name
         # Retransmission jitter, receiver indices and key-probe challenges; never key material.
-        self._rng = rng if rng is not None else random.SystemRandom()
+        self._rng = rng if rng is not None else _SYSTEM_RANDOM
         self._indices = LocalIndices(self._rng)
         self.remote_static: bytes | None = None  # set by the first authenticated handshake, then pinned
         self.remote_payload: HandshakePayload | None = None
@@ -283,7 +286,8 @@ class Session:
         self._quiet_since = 0.0  # expiry baseline: creation, revival or the last thing heard
         self._keyed = False  # Established was reported and keys have not been lost since
         self._expired = False
-        self.stats: dict[str, int] = dict.fromkeys(_SESSION_STATS, 0)
+        # Counted as they happen (a key reads 0 until then): an idle session holds no 27-key table.
+        self.stats: Counter[str] = Counter()
 
     # --- public state ----------------------------------------------------------------------------
     @property
