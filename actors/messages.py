@@ -43,7 +43,7 @@ class Rewire(Urgent):
 
 @dataclass(frozen=True)
 class InjectFault:
-    """Fault injection (only reachable when the daemon runs with AXIOMNET_FAULT_INJECTION=1)."""
+    """Fault injection (only reachable with the daemon flag --fault-injection and AXIOMNET_FAULT_INJECTION=1)."""
 
     reason: str = "injected"
 
@@ -316,3 +316,26 @@ class WakeAt(Urgent):
 
     ref: Any
     when: float
+
+
+# --- static peers at runtime (admin socket, SIGHUP) ---------------------------------------------
+@dataclass(frozen=True)
+class AddPeer(Urgent):
+    """Ask the peer manager to dial a new static peer (a literal IP; names are resolved before)."""
+
+    host: str
+    port: int
+    public_key: bytes | None = None
+
+
+@dataclass(frozen=True)
+class RemovePeer(Urgent):
+    """Ask the peer manager to forget a static peer and close its session."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ListStaticPeers(Urgent):
+    """Ask the peer manager for its static peers ("HOST:PORT[#KEY]" strings)."""

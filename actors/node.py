@@ -1,11 +1,16 @@
-"""The daemon: identity, the supervisor and its actors, signals, and a bounded shutdown.
+"""The daemon: identity, the supervisor and its actors, signals, systemd notification, a bounded shutdown.
 
-``run_daemon(config)`` returns the process exit code: 0 after SIGTERM/SIGINT, 1 when start-up fails or
-the supervisor gives up on a crash-looping actor. A second signal exits at once.
+``run_daemon(config, reload)`` returns the process exit code: 0 after SIGTERM/SIGINT, 1 when start-up fails
+or the supervisor gives up on a crash-looping actor. A second signal exits at once. SIGHUP re-reads the
+configuration through ``reload`` and applies what can change at runtime (static peers); a faulty file is
+refused with a log line and the running settings stay. Under systemd (Type=notify) the daemon sends
+READY=1 once its actors run, WATCHDOG=1 while the supervisor answers, RELOADING=1/READY=1 around a
+reload and STOPPING=1 on the way out: one datagram to $NOTIFY_SOCKET each, no library needed.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import os
@@ -13,20 +18,25 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pykka
 from loguru import logger
 
+from axiomnet.bounded import CallTimedOut, call_bounded
 from axiomnet.config import Config, PeerSpec
-from axiomnet.constants import ACTOR_STOP_TIMEOUT, SHUTDOWN_DEADLINE
+from axiomnet.constants import ACTOR_STOP_TIMEOUT, ADMIN_TIMEOUT, SHUTDOWN_DEADLINE, WATCHDOG_MIN_INTERVAL
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import AxiomNetError, ConfigError
-from axiomnet.identity import Identity, load_or_create_identity
+from axiomnet.identity import Identity
 from axiomnet.routed import NEIGHBOUR_CAPABILITY
-from axiomnet.actors.admin import AdminActor
+from axiomnet.actors import messages as m
+from axiomnet.actors.admin import FAULT_INJECTION_ENV, AdminActor
+from axiomnet.actors.base import install_crash_hooks
 from axiomnet.actors.e2e import EndToEndActor
 from axiomnet.actors.heartbeat import HeartbeatActor
+from axiomnet.actors.isolate import load_or_create_identity_isolated
 from axiomnet.actors.peers import PeerManagerActor
 from axiomnet.actors.router import RouterActor
 from axiomnet.actors.socket import SocketActor
@@ -72,7 +82,22 @@ def tun_available(config: Config) -> str | None:
         return "/dev/net/tun does not exist"
     if not has_cap_net_admin():
         return "no CAP_NET_ADMIN (run as root or grant the capability)"
+    if ipv6_disabled():
+        return ("IPv6 is disabled in this network namespace (net.ipv6.conf.all.disable_ipv6=1), so the TUN device "
+                "cannot have its overlay address; in a container add --sysctl net.ipv6.conf.all.disable_ipv6=0")
     return None
+
+
+def ipv6_disabled(proc: str = "/proc/sys/net/ipv6/conf") -> bool:
+    """True when new interfaces get no IPv6 (Docker does this in containers unless told otherwise)."""
+    for scope in ("all", "default"):
+        try:
+            with open(f"{proc}/{scope}/disable_ipv6") as handle:
+                if handle.read().strip() == "1":
+                    return True
+        except OSError:
+            continue  # no IPv6 at all: usable_listen_host and the TUN actor say so
+    return False
 
 
 RESOLVE_TIMEOUT = 5.0  # per peer host name, at start; a lookup never runs inside an actor
@@ -88,36 +113,121 @@ def resolve_peers(peers: tuple[PeerSpec, ...], timeout: float = RESOLVE_TIMEOUT)
             continue
         except ValueError:
             pass
-        box: dict[str, Any] = {}
-
-        def lookup(host: str = peer.host, port: int = peer.port) -> None:
-            try:
-                box["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-            except OSError as exc:
-                box["error"] = exc
-
-        worker = threading.Thread(target=lookup, name="axn-resolve", daemon=True)
-        worker.start()
-        worker.join(timeout)
-        if worker.is_alive():
-            raise ConfigError(f"peer {peer}: resolving {peer.host!r} took longer than {timeout:g} s")
-        if "error" in box or not box.get("infos"):
-            raise ConfigError(f"peer {peer}: cannot resolve {peer.host!r}: {box.get('error')}")
-        host = box["infos"][0][4][0]
+        try:
+            infos = call_bounded(lambda: socket.getaddrinfo(peer.host, peer.port, type=socket.SOCK_DGRAM),
+                                 timeout, "axn-resolve")
+        except CallTimedOut:
+            raise ConfigError(f"peer {peer}: resolving {peer.host!r} took longer than {timeout:g} s") from None
+        except OSError as exc:
+            raise ConfigError(f"peer {peer}: cannot resolve {peer.host!r}: {exc}") from None
+        if not infos:
+            raise ConfigError(f"peer {peer}: cannot resolve {peer.host!r}: no address")
+        host = str(infos[0][4][0])
         logger.info("peer {} resolved to {}", peer.host, host)
         resolved.append(PeerSpec(host, peer.port, peer.public_key))
     return tuple(resolved)
 
 
+class PeerBook:
+    """The static peers as they stand now (config, then `axiomnet peers add/remove` and SIGHUP), so that a
+    restarted peer manager dials the current list, not the one of the start. Thread-safe."""
+
+    def __init__(self, peers: Iterable[PeerSpec]) -> None:
+        self._lock = threading.Lock()
+        self._peers = tuple(peers)
+
+    def current(self) -> tuple[PeerSpec, ...]:
+        with self._lock:
+            return self._peers
+
+    def replace(self, peers: Iterable[PeerSpec | str]) -> None:
+        parsed = tuple(p if isinstance(p, PeerSpec) else PeerSpec.parse(p) for p in peers)
+        with self._lock:
+            self._peers = parsed
+
+
+# --- listen address ------------------------------------------------------------------------------
+_NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
+
+
+def usable_listen_host(host: str) -> str:
+    """``host``, except that the default ``::`` becomes ``0.0.0.0`` (one log line) where IPv6 is unavailable
+    (kernel booted with ipv6.disable=1, or IPv6 compiled out): the node still runs, on IPv4."""
+    if host != "::":
+        return host
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            probe.bind(("::", 0))
+        finally:
+            probe.close()
+    except OSError as exc:
+        if exc.errno not in _NO_IPV6:
+            raise
+        logger.warning("IPv6 is not available on this host ({}): listening on 0.0.0.0 (IPv4 only) instead of [::]",
+                       exc.strerror or exc)
+        return "0.0.0.0"
+    return host
+
+
+# --- systemd notification (sd_notify without libsystemd) ---------------------------------------------
+def sd_notify(state: str, env: Mapping[str, str] | None = None) -> bool:
+    """Send ``state`` ("READY=1", "WATCHDOG=1", ...) to $NOTIFY_SOCKET; False when not under systemd."""
+    env = os.environ if env is None else env
+    address = env.get("NOTIFY_SOCKET", "")
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    elif not address.startswith("/"):
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        logger.warning("cannot notify systemd ({}): {}", state.split("\n", 1)[0], exc)
+        return False
+    return True
+
+
+def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
+    """How often to send WATCHDOG=1 (half of $WATCHDOG_USEC), or None when systemd watches no one here."""
+    env = os.environ if env is None else env
+    try:
+        usec = int(env.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    pid = env.get("WATCHDOG_PID")
+    if usec <= 0 or (pid and pid != str(os.getpid())):
+        return None
+    return max(WATCHDOG_MIN_INTERVAL, usec / 2e6)
+
+
+def fault_injection_enabled(config: Config, env: Mapping[str, str] | None = None) -> bool:
+    """Fault injection needs both halves: the flag (or config key) and AXIOMNET_FAULT_INJECTION=1."""
+    env = os.environ if env is None else env
+    from_env = env.get(FAULT_INJECTION_ENV) == "1"
+    if config.fault_injection and from_env:
+        logger.warning("fault injection is ENABLED: callers of the admin socket may crash actors (tests only)")
+        return True
+    if config.fault_injection:
+        logger.warning("--fault-injection ignored: {}=1 is not set in the environment", FAULT_INJECTION_ENV)
+    elif from_env:
+        logger.info("{}=1 is set but --fault-injection was not given: fault injection stays off",
+                    FAULT_INJECTION_ENV)
+    return False
+
+
 def build_specs(config: Config, identity: Identity, with_tun: bool, started: float,
-                peers: tuple[PeerSpec, ...]) -> list[ChildSpec]:
+                peers: tuple[PeerSpec, ...] | PeerBook, *, listen_host: str | None = None,
+                faults: bool = False) -> list[ChildSpec]:
     """The supervised actors in start order (dependencies first)."""
     address = identity.address
     # With a TUN device the node takes IP packets for its own address straight over a link (docs/PROTOCOL.md §6.6).
     payload = HandshakePayload(capabilities=("tun", NEIGHBOUR_CAPABILITY) if with_tun else ("relay",))
+    book = peers if isinstance(peers, PeerBook) else PeerBook(peers)
+    listen = (listen_host or config.listen_host, config.listen_port)
     specs = [
-        ChildSpec("socket", lambda sup, refs: SocketActor.start(sup, refs, (config.listen_host, config.listen_port),
-                                                                offload=config.offload)),
+        ChildSpec("socket", lambda sup, refs: SocketActor.start(sup, refs, listen, offload=config.offload)),
         ChildSpec("router", lambda sup, refs: RouterActor.start(sup, refs, identity)),
         ChildSpec("e2e", lambda sup, refs: EndToEndActor.start(sup, refs, identity)),
     ]
@@ -127,21 +237,63 @@ def build_specs(config: Config, identity: Identity, with_tun: bool, started: flo
     specs += [
         ChildSpec("peers", lambda sup, refs: PeerManagerActor.start(
             sup, refs, static_private=identity.private_key, static_public=identity.public_key,
-            self_address=address.packed, static_peers=peers, local_payload=payload,
+            self_address=address.packed, static_peers=book.current(), local_payload=payload,
             allowed_keys=config.allowed_keys, discoverable=config.discoverable)),
         ChildSpec("heartbeat", lambda sup, refs: HeartbeatActor.start(sup, refs)),
-        ChildSpec("admin", lambda sup, refs: AdminActor.start(sup, refs, config.admin_socket, identity,
-                                                               config.tun_name if with_tun else None, started)),
+        ChildSpec("admin", lambda sup, refs: AdminActor.start(
+            sup, refs, config.admin_socket, identity, config.tun_name if with_tun else None, started,
+            admin_group=config.admin_group, metrics_listen=config.metrics_listen, faults_enabled=faults,
+            peer_book=book, resolve=resolve_peers)),
     ]
     return specs
 
 
-def run_daemon(config: Config) -> int:
-    """Run the node until a signal (exit 0) or a fatal supervision decision (exit 1)."""
+# --- SIGHUP ------------------------------------------------------------------------------------------
+_RESTART_ONLY = ("listen_host", "listen_port", "tun_enabled", "tun_name", "mtu", "data_dir", "admin_socket",
+                 "log_level", "log_json", "metrics_listen", "admin_group", "fault_injection")
+
+
+def reload_config(reload: Callable[[], Config], running: Config, peers_ref: Any, book: PeerBook) -> Config:
+    """Re-read the configuration and apply the static peers it lists; the running Config on any fault."""
+    try:
+        new = reload()
+        wanted = resolve_peers(new.peers)
+    except ConfigError as exc:
+        logger.error("SIGHUP: configuration refused, the running settings stay: {}", exc)
+        return running
+    for name in _RESTART_ONLY:
+        if getattr(new, name, None) != getattr(running, name, None):
+            logger.warning("SIGHUP: {} changed; it takes effect at the next restart", name)
+    if getattr(new, "allowed_keys", None) != getattr(running, "allowed_keys", None):
+        logger.warning("SIGHUP: allowed_keys changed; this build applies it at the next restart")
+    current = book.current()
+    keep = {str(p) for p in wanted}
+    have = {str(p) for p in current}
+    changes: list[Any] = [m.RemovePeer(p.host, p.port) for p in current if str(p) not in keep]
+    changes += [m.AddPeer(p.host, p.port, p.public_key) for p in wanted if str(p) not in have]
+    for change in changes:
+        try:
+            reply = peers_ref.ask(change, timeout=ADMIN_TIMEOUT)
+        except (pykka.Timeout, pykka.ActorDeadError) as exc:
+            logger.error("SIGHUP: the peer manager did not take {} ({!r}); retry with another SIGHUP", change, exc)
+            return running
+        if isinstance(reply, dict) and "peers" in reply:
+            book.replace(reply["peers"])
+    logger.info("SIGHUP: configuration re-read: {} static peer(s), {} change(s)", len(wanted), len(changes))
+    return new
+
+
+def run_daemon(config: Config, reload: Callable[[], Config] | None = None) -> int:
+    """Run the node until a signal (exit 0) or a fatal supervision decision (exit 1).
+
+    ``reload`` builds a fresh Config (the same file, environment and flags) when SIGHUP arrives; without
+    it SIGHUP is logged and ignored.
+    """
     started = time.monotonic()
     route_stdlib_logging()
+    install_crash_hooks()
     try:
-        identity, created = load_or_create_identity(config.data_dir)
+        identity, created = load_or_create_identity_isolated(config.data_dir)
     except AxiomNetError as exc:
         logger.error("cannot load identity: {}", exc)
         return 1
@@ -155,8 +307,16 @@ def run_daemon(config: Config) -> int:
     why_no_tun = tun_available(config)
     if why_no_tun is not None:
         logger.warning("running as a relay-only node without a TUN device: {}", why_no_tun)
+    try:
+        listen_host = usable_listen_host(config.listen_host)
+    except OSError as exc:
+        logger.error("cannot listen on {}: {}", config.listen, exc)
+        return 1
+    faults = fault_injection_enabled(config)
+    book = PeerBook(peers)
 
     stop = threading.Event()
+    hangup = threading.Event()
     outcome: dict[str, Any] = {"code": 0, "signals": 0}
 
     def on_fatal(reason: str) -> None:
@@ -172,8 +332,13 @@ def run_daemon(config: Config) -> int:
         logger.info("{} received: shutting down", signal.Signals(signum).name)
         stop.set()
 
+    def on_hangup(_signum: int, _frame: Any) -> None:
+        hangup.set()
+
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    supervisor = SupervisorActor.start(build_specs(config, identity, why_no_tun is None, started, peers), on_fatal)
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+    specs = build_specs(config, identity, why_no_tun is None, started, book, listen_host=listen_host, faults=faults)
+    supervisor = SupervisorActor.start(specs, on_fatal)
     try:
         try:
             supervisor.ask(StartAll(), timeout=30)
@@ -182,11 +347,13 @@ def run_daemon(config: Config) -> int:
             outcome["code"] = 1
             stop.set()
         else:
-            logger.info("node up: {} on UDP {}:{} with {} static peer(s)", identity.address,
-                        config.listen_host, config.listen_port, len(config.peers))
-        while not stop.wait(0.5):
-            pass
+            logger.info("node up: {} on UDP {} with {} static peer(s)", identity.address,
+                        f"[{listen_host}]:{config.listen_port}" if ":" in listen_host else
+                        f"{listen_host}:{config.listen_port}", len(config.peers))
+            sd_notify(f"READY=1\nSTATUS=up: {identity.address} on UDP port {config.listen_port}\nMAINPID={os.getpid()}")
+        config = _main_loop(supervisor, stop, hangup, config, reload, book)
     finally:
+        sd_notify("STOPPING=1")
         _shutdown(supervisor)
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -195,6 +362,35 @@ def run_daemon(config: Config) -> int:
     else:
         logger.info("stopped cleanly")
     return int(outcome["code"])
+
+
+def _main_loop(supervisor: Any, stop: threading.Event, hangup: threading.Event, config: Config,
+               reload: Callable[[], Config] | None, book: PeerBook) -> Config:
+    """Wait for a stop signal; meanwhile apply SIGHUP and feed the systemd watchdog. Returns the last Config."""
+    interval = watchdog_interval()
+    next_ping = time.monotonic()
+    while not stop.wait(0.5):
+        if hangup.is_set():
+            hangup.clear()
+            if reload is None:
+                logger.warning("SIGHUP: no configuration source to re-read; ignored")
+            else:
+                sd_notify("RELOADING=1")
+                config = reload_config(reload, config, _current_ref(supervisor, "peers"), book)
+                sd_notify("READY=1")
+        if interval is not None and time.monotonic() >= next_ping:
+            next_ping = time.monotonic() + interval
+            # The watchdog is fed only while the supervisor answers: a wedged daemon is restarted by systemd.
+            if _current_ref(supervisor, "peers", timeout=min(interval, ADMIN_TIMEOUT)) is not None:
+                sd_notify("WATCHDOG=1")
+    return config
+
+
+def _current_ref(supervisor: Any, role: str, timeout: float = ADMIN_TIMEOUT) -> Any:
+    try:
+        return supervisor.ask(m.GetRef(role), timeout=timeout)
+    except (pykka.Timeout, pykka.ActorDeadError):
+        return None
 
 
 def _shutdown(supervisor: Any) -> None:

@@ -214,6 +214,8 @@ class PeerManagerActor(SupervisedActor):
             self.admission.touch(message.ref.actor_urn, message.heard_at)
         elif isinstance(message, m.ListSessions):
             return [spec.ref for spec in self.specs.values()]
+        elif isinstance(message, (m.AddPeer, m.RemovePeer, m.ListStaticPeers)):
+            return self._static_peer_command(message)
         elif isinstance(message, m.Snapshot):
             assert self.responder is not None
             return {"sessions": len(self.specs), "unnamed_sessions": self.admission.unnamed,
@@ -394,3 +396,35 @@ class PeerManagerActor(SupervisedActor):
                     inbound=spec.inbound)
         logger.info("session to {}:{} restarted", *spec.endpoint)
         self.counters["session_restarts"] += 1
+
+    # --- static peers at runtime (admin socket `axiomnet peers`, SIGHUP) ---------------------------
+    def _static_peer_command(self, message: Any) -> dict[str, Any]:
+        """Add or remove a static peer, or list them; the reply always carries the list after the change."""
+        result: dict[str, Any] = {}
+        if isinstance(message, m.AddPeer):
+            spec = PeerSpec(message.host, message.port, message.public_key)
+            endpoint = canonical_endpoint(spec.host, spec.port)
+            known = any(canonical_endpoint(p.host, p.port) == endpoint for p in self.static_peers)
+            if not known and len(self.specs) >= self.max_sessions:
+                return {"error": f"{len(self.specs)} sessions already (MAX_SESSIONS): not adding {spec}"}
+            if not known:
+                self.static_peers += (spec,)
+                self._spawn(endpoint, spec.public_key, dial=True)
+            result["added"] = not known
+        elif isinstance(message, m.RemovePeer):
+            endpoint = canonical_endpoint(message.host, message.port)
+            gone = [p for p in self.static_peers if canonical_endpoint(p.host, p.port) == endpoint]
+            keys = {p.public_key for p in gone if p.public_key is not None}
+            self.static_peers = tuple(p for p in self.static_peers if p not in gone)
+            # The session may have roamed to another endpoint since: its pinned key still names it.
+            urns = [urn for urn, spec in self.specs.items()
+                    if spec.dial and (spec.endpoint == endpoint or spec.expected_key in keys)]
+            for urn in urns:
+                removed = self._forget(urn)
+                assert removed is not None
+                if removed.up and removed.known_key is not None:
+                    tell(self.refs.get("router"), m.SessionDown(removed.ref, removed.known_key, "peer removed"))
+                removed.ref.stop(block=False)
+            result["removed"] = len(gone)
+            result["sessions_closed"] = len(urns)
+        return {**result, "peers": [str(p) for p in self.static_peers]}

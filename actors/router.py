@@ -84,6 +84,7 @@ class RouterActor(SupervisedActor):
                 self.last_seen.pop(key, None)
                 self.dead.pop(key, None)
                 self.tree.remove(key, now)
+                self.forwarder.neighbour_down(key)
                 self._send_urgent(now)
         elif isinstance(message, m.Snapshot):
             return self.snapshot(now)

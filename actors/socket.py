@@ -26,6 +26,7 @@ from typing import Any
 
 from loguru import logger
 
+from axiomnet.breaker import BreakerBoard
 from axiomnet.constants import (
     READER_BATCH_BYTES,
     READER_BATCH_MAX,
@@ -101,6 +102,7 @@ class SocketActor(SupervisedActor):
         self.sock: socket.socket | None = None
         self._table: IndexTable[Any] = IndexTable()
         self._last_error_log: dict[m.Addr, float] = {}
+        self._breakers: BreakerBoard[m.Addr] = BreakerBoard()  # endpoints whose sends keep failing
         self.family = socket.AF_INET6
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -225,8 +227,11 @@ class SocketActor(SupervisedActor):
                 self._table.release(message.index, owner)
             return None
         if isinstance(message, m.Snapshot):
+            now = time.monotonic()
+            breakers = [{**row, "endpoint": f"{row['endpoint'][0]}:{row['endpoint'][1]}"}  # type: ignore[index]
+                        for row in self._breakers.snapshot(now)]
             return {"listen": self.bound_address(), "indices": len(self._table), "gso": self.gso, "gro": self.gro,
-                    **self.counters}
+                    **self.counters, "breakers_open": self._breakers.open_count(now), "breakers": breakers}
         return super().handle(message)
 
     def _refuse(self, index: int, owner: Any, unsent: int) -> None:
@@ -239,8 +244,11 @@ class SocketActor(SupervisedActor):
         if not self.gso or len(items) < 2:
             self._send_each(items)
             return
+        breakers = self._breakers
         for addr, group in gso_groups(items, UDP_GSO_MAX_SEGMENTS, UDP_GSO_MAX_BYTES, self.gso_max_size):
-            if len(group) == 1 or not self._send_gso(group, addr):
+            if len(group) == 1 or (breakers and breakers.is_tracked(addr)):
+                self._send_each([(data, addr) for data in group])  # one by one, through the endpoint's breaker
+            elif not self._send_gso(group, addr):
                 self._send_each([(data, addr) for data in group])
 
     def _send_gso(self, group: list[bytes], addr: m.Addr) -> bool:
@@ -283,23 +291,37 @@ class SocketActor(SupervisedActor):
         sock = self.sock
         assert sock is not None
         mapped = self.family == socket.AF_INET6
+        breakers = self._breakers
+        now = time.monotonic()
         for data, addr in items:
+            if breakers and not breakers.allow(addr, now):
+                self.counters["tx_dropped_breaker_open"] += 1  # not hammering an endpoint that keeps failing
+                continue
             target: tuple[Any, ...] = addr
             if mapped and "." in addr[0]:
                 target = ("::ffff:" + addr[0], addr[1])
             try:
                 sock.sendto(data, target)
                 self.counters["tx_datagrams"] += 1
+                if breakers and breakers.success(addr, now).closed:
+                    logger.info("UDP sends to {}:{} work again: circuit closed", addr[0], addr[1])
             except BlockingIOError:
                 self.counters["tx_dropped_full"] += 1
             except OSError as exc:
-                self.counters["tx_errors"] += 1
-                now = time.monotonic()
-                if now - self._last_error_log.get(addr, -1e9) >= SEND_ERROR_LOG_INTERVAL:
-                    self._last_error_log[addr] = now
-                    if len(self._last_error_log) > 4096:
-                        self._last_error_log.clear()
-                    logger.warning("UDP send to {}:{} failed: {} (counted as tx_errors)", addr[0], addr[1], exc)
+                self._send_failed(addr, exc, now)
+
+    def _send_failed(self, addr: m.Addr, exc: OSError, now: float) -> None:
+        """Count, log (rate-limited per address) and feed the endpoint's circuit breaker."""
+        self.counters["tx_errors"] += 1
+        if self._breakers.failure(addr, now).opened:
+            self.counters["breaker_opened"] += 1
+            logger.warning("UDP sends to {}:{} keep failing ({}): circuit open, next try in {:.1f} s",
+                           addr[0], addr[1], exc, self._breakers.retry_in(addr, now))
+        if now - self._last_error_log.get(addr, -1e9) >= SEND_ERROR_LOG_INTERVAL:
+            self._last_error_log[addr] = now
+            if len(self._last_error_log) > 4096:
+                self._last_error_log.clear()
+            logger.warning("UDP send to {}:{} failed: {} (counted as tx_errors)", addr[0], addr[1], exc)
 
 
 

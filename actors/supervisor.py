@@ -82,6 +82,11 @@ class SupervisorActor(pykka.ThreadingActor):
         for spec in self.specs:
             ref = spec.start(self.actor_ref, dict(self.refs))
             self._wait_started(spec.role, ref)
+            # Those started before learn the new child at once, before the next one starts: a later child may
+            # set traffic going at once (the TUN reader, the peer manager dialling) and an answer must find
+            # its way back (router -> e2e) from the first packet, not from the end of start-up.
+            for other_ref in self.refs.values():
+                tell(other_ref, m.Rewire(spec.role, ref))
             self.refs[spec.role] = ref
             started.append(spec.role)
         # Everyone learns everyone (cycles such as socket <-> peers are closed here).

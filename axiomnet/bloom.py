@@ -4,8 +4,9 @@ Each node tells each tree neighbour (its parent and its children) one filter: it
 address the filters of its OTHER tree neighbours hold, i.e. "what can be found through me". A lookup for an
 address travels only down tree links whose filter holds it. A filter is BLOOM_BITS bits with BLOOM_HASHES bits
 per address, taken from BLAKE2s of the 16-byte address; false positives cost extra lookup messages, never a
-wrong answer (the owner proves its key). On the wire a filter is sparse (a list of set bit numbers) while that
-is shorter than the raw bits.
+wrong answer (the owner proves its key). On the wire a filter is sparse (a list of set bit numbers, strictly
+ascending) while that is shorter than the raw bits, raw otherwise: one encoding per filter, and the decoder
+refuses any other.
 """
 
 from __future__ import annotations
@@ -94,13 +95,18 @@ def decode_bloom(data: bytes | memoryview, offset: int = 0) -> tuple[Bloom, int]
         if len(data) < end:
             raise MalformedPacket("raw bloom filter is truncated")
         words = np.frombuffer(bytes(data[offset:end]), dtype="<u8").astype(np.uint64)
-        return Bloom(words), end
+        bloom = Bloom(words)
+        if 2 * bloom.count() < RAW_SIZE:
+            raise MalformedPacket("raw bloom filter with few enough bits for the sparse form (not canonical)")
+        return bloom, end
     end = offset + 2 * count
     if 2 * count >= RAW_SIZE or len(data) < end:
         raise MalformedPacket(f"sparse bloom filter of {count} bits is oversized or truncated")
     bits = np.frombuffer(bytes(data[offset:end]), dtype=">u2").astype(np.int64)
     if bits.size and int(bits.max()) >= BLOOM_BITS:
         raise MalformedPacket("bloom filter bit number out of range")
+    if bits.size > 1 and not bool(np.all(np.diff(bits) > 0)):
+        raise MalformedPacket("sparse bloom filter bit numbers are not strictly ascending (not canonical)")
     flags = np.zeros(BLOOM_BITS, dtype=np.uint8)
     flags[bits] = 1
     words = np.packbits(flags, bitorder="little").view("<u8").astype(np.uint64)

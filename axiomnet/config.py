@@ -28,11 +28,17 @@ MAX_CONFIG_FILE_SIZE = 1 << 20  # a larger "config file" is a mistake, not a con
 ROOT_DATA_DIR = Path("/var/lib/axiomnet")
 ROOT_ADMIN_SOCKET = Path("/run/axiomnet/admin.sock")
 
-TOML_KEYS = ("listen", "peers", "tun", "mtu", "data_dir", "admin_socket", "log_level", "log_json",
-             "allowed_keys", "discoverable", "offload")
+TOML_KEYS: tuple[str, ...] = ("listen", "peers", "tun", "mtu", "data_dir", "admin_socket", "log_level", "log_json",
+                              "allowed_keys", "discoverable")
 ENV_PREFIX = "AXIOMNET_"
-ENV_KEYS = ("LISTEN", "PEERS", "TUN", "NO_TUN", "MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL", "LOG_JSON",
-            "ALLOWED_KEYS", "DISCOVERABLE", "OFFLOAD")
+ENV_KEYS: tuple[str, ...] = ("LISTEN", "PEERS", "TUN", "NO_TUN", "MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL",
+                             "LOG_JSON", "ALLOWED_KEYS", "DISCOVERABLE")
+# Data plane (issue 11): offloads.
+TOML_KEYS += ("offload",)
+ENV_KEYS += ("OFFLOAD",)
+# Operations settings (issue 10): metrics listener, admin socket group, fault injection (tests only).
+TOML_KEYS += ("metrics_listen", "admin_group", "fault_injection")
+ENV_KEYS += ("METRICS_LISTEN", "ADMIN_GROUP")  # fault_injection has no variable: it is the flag half of a two-part gate
 OVERRIDE_KEYS = TOML_KEYS + ("listen_host", "listen_port", "tun_enabled", "tun_name", "no_tun")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -40,6 +46,7 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _PORT = re.compile(r"[0-9]{1,5}")
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_GROUP_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?|[0-9]{1,10}")  # POSIX-ish group name, or a numeric gid
 
 
 def _bad(key: str, value: object, problem: str) -> ConfigError:
@@ -168,6 +175,35 @@ def _check_socket_path(value: object, key: str, base: Path | None = None) -> Pat
     return path
 
 
+def parse_metrics_listen(value: object, key: str = "metrics_listen") -> tuple[str, int] | None:
+    """"HOST:PORT", "[V6]:PORT" or a bare "PORT" (host 127.0.0.1: loopback unless said otherwise); ""/"off" is None."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, tuple) and len(value) == 2:
+        return _check_ip_literal(str(value[0]), key, value), _check_port(value[1], key)
+    if not isinstance(value, str):
+        raise _bad(key, value, 'expected "HOST:PORT", a port number, or "off"')
+    text = value.strip()
+    if text.lower() in ("", "off", "false", "no"):
+        return None
+    if _PORT.fullmatch(text):
+        return "127.0.0.1", _check_port(text, key)
+    host, port = split_host_port(text, key)
+    return _check_ip_literal(host or "127.0.0.1", key, value), port
+
+
+def _check_group(value: object, key: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _GROUP_NAME.fullmatch(value.strip()):
+        raise _bad(key, value, "expected a group name (e.g. axiomnet) or a numeric gid")
+    return value.strip() or None
+
+
 # --- peers ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PeerSpec:
@@ -292,6 +328,10 @@ class Config:
     allowed_keys: frozenset[bytes] | None = None
     discoverable: bool = True  # answer KEY_PROBE with our public key (peers configured without our key need it)
     offload: bool = True  # TUN offloads (TSO, checksums) and UDP GSO/GRO where the kernel grants them
+    # Operations settings (issue 10).
+    metrics_listen: tuple[str, int] | None = None  # the Prometheus HTTP listener; None: off
+    admin_group: str | None = None  # members may use the admin socket too (mode 0660); None: root and our uid only
+    fault_injection: bool = False  # inject-fault accepted only with this AND AXIOMNET_FAULT_INJECTION=1
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -315,6 +355,9 @@ class Config:
             put("allowed_keys", _parse_allowed_keys(self.allowed_keys, "allowed_keys"))
         put("discoverable", _check_bool(self.discoverable, "discoverable"))
         put("offload", _check_bool(self.offload, "offload"))
+        put("metrics_listen", parse_metrics_listen(self.metrics_listen, "metrics_listen"))
+        put("admin_group", _check_group(self.admin_group, "admin_group"))
+        put("fault_injection", _check_bool(self.fault_injection, "fault_injection"))
 
     @property
     def listen(self) -> str:
@@ -369,6 +412,12 @@ def _apply(values: dict[str, Any], name: str, value: object, key: str, base: Pat
         values["discoverable"] = _check_bool(value, key)
     elif name == "offload":
         values["offload"] = _check_bool(value, key)
+    elif name == "metrics_listen":
+        values["metrics_listen"] = parse_metrics_listen(value, key)
+    elif name == "admin_group":
+        values["admin_group"] = _check_group(value, key)
+    elif name == "fault_injection":
+        values["fault_injection"] = _check_bool(value, key)
     else:  # pragma: no cover - callers filter unknown keys first
         raise ConfigError(f"unknown setting {key!r}")
 
@@ -395,7 +444,7 @@ def _toml_layer(path: Path, values: dict[str, Any]) -> None:
         if name == "tun" and value is True:
             values["tun_enabled"] = True
             continue
-        if name in ("log_json", "discoverable", "offload") and not isinstance(value, bool):
+        if name in ("log_json", "discoverable", "offload", "fault_injection") and not isinstance(value, bool):
             raise _bad(key, value, "expected true or false")
         if name == "allowed_keys" and not isinstance(value, list):
             raise _bad(key, value, 'expected an array of public keys ("64 hexadecimal characters")')
@@ -426,7 +475,8 @@ def _env_layer(env: Mapping[str, str], values: dict[str, Any]) -> None:
         values["tun_enabled"] = False
     elif (text := get("TUN")) is not None:
         _apply(values, "tun", text, "AXIOMNET_TUN")
-    for name in ("MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL", "LOG_JSON", "DISCOVERABLE", "OFFLOAD"):
+    for name in ("MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL", "LOG_JSON", "DISCOVERABLE", "OFFLOAD", "METRICS_LISTEN",
+                 "ADMIN_GROUP"):
         if (text := get(name)) is not None:
             _apply(values, name.lower(), text, ENV_PREFIX + name)
     if (text := get("ALLOWED_KEYS")) is not None and text.strip():  # empty: not set

@@ -144,3 +144,20 @@ READER_BATCH_BYTES = 128 * 1024  # bytes a reader drains into one batch (besides
 UDP_GSO_MAX_SEGMENTS = 64  # datagrams in one UDP_SEGMENT send (the kernel's limit before Linux 6.2 was 64)
 UDP_GSO_MAX_BYTES = 65000  # bytes in one UDP_SEGMENT send (an IP datagram holds at most 64 KiB)
 UDP_GRO_BUFFER = 65535  # bytes of one receive with UDP_GRO (the kernel coalesces at most 64 KiB)
+
+# --- operations (admin socket, metrics, health) ------------------------------------------------------
+ADMIN_GATHER_DEADLINE = 1.5  # the admin actor asks every actor at once; who has not answered by then is "unanswered"
+ADMIN_CLIENT_TIMEOUT = 5.0  # axiomnet-inspect's default wait for a reply (more than the gather deadline)
+ADMIN_REFUSAL_LOG_INTERVAL = 10.0  # one log line per refused uid per this many seconds; every refusal is counted
+DEFAULT_METRICS_PORT = 9473  # the Prometheus HTTP listener's port when only "on" is asked for
+DROP_SUMMARY_INTERVAL = 60.0  # drops since the last summary are logged (info; warning past the threshold) this often
+DROP_SUMMARY_WARN = 1000  # more drops than this in one summary interval are logged as a warning
+HEALTH_PEER_GRACE = 30.0  # a node with static peers and none established this long after start is degraded
+HEALTH_MAILBOX_WARN = MAX_QUEUED_BATCHES // 2  # an actor's mailbox this deep is backpressure: degraded
+WATCHDOG_MIN_INTERVAL = 1.0  # shortest interval between systemd WATCHDOG=1 notifications
+
+# --- per-destination circuit breaker (seed hardening item 10) -------------------------------------
+BREAKER_FAILURE_THRESHOLD = 5  # consecutive send failures to one endpoint open its breaker (sends skipped, counted)
+BREAKER_COOLDOWN_INITIAL = 1.0  # an open breaker lets one probe through after this; a failed probe doubles it
+BREAKER_COOLDOWN_MAX = 30.0  # cap of the doubled cool-down
+MAX_BREAKERS = 4096  # endpoints with recent failures tracked; past it the least recently failing is forgotten

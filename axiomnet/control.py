@@ -89,7 +89,8 @@ def decode_handshake_payload(data: bytes) -> HandshakePayload:
         raise MalformedPacket("handshake payload is not a map")
     unknown = set(obj) - {"v", "caps"}
     if unknown:
-        raise MalformedPacket(f"handshake payload has unknown keys {sorted(unknown)}")
+        # repr, not the keys: a peer may mix key types (str, bytes, int), which do not sort together.
+        raise MalformedPacket(f"handshake payload has unknown keys {sorted(repr(k)[:40] for k in unknown)}")
     version = obj.get("v")
     if type(version) is not int or version != PROTOCOL_VERSION:
         raise MalformedPacket(f"handshake payload version {version!r} (expected {PROTOCOL_VERSION})")

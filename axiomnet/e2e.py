@@ -38,6 +38,7 @@ from axiomnet.wire import Header, PacketType, decode_header, peek_receiver
 IPV6_HEADER = 40
 OVERLAY_PREFIX = 0xFC
 RESOLVE_TIMEOUT = LOOKUP_GIVE_UP + 5.0  # packets waiting for a key the router never resolved are dropped
+RESOLVE_RETRY = 1.0  # a destination still waiting for its key is asked for again this often
 RESPONDER = b""  # the owner name of the responder's half-open handshakes in the index table
 NUDGE_INTERVAL = 5.0  # at most one handshake per source per this, answering traffic for a session we lost
 MAX_NUDGED = 1024  # sources remembered for that limit; the oldest is forgotten past this
@@ -61,7 +62,16 @@ class E2EOutput:
 _STATS = ("tx_packets", "rx_packets", "tx_dropped_foreign_source", "tx_dropped_not_overlay", "tx_dropped_not_ipv6",
           "queued", "queue_dropped", "unresolvable_dropped", "rx_dropped_spoofed_source", "rx_dropped_not_for_us",
           "rx_refused_wrong_owner", "rx_unknown_index", "rx_rejected", "nudges", "index_collisions", "sessions_created", "sessions_expired",
-          "sessions_refused")
+          "sessions_refused", "resolve_retries")
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """Packets for a destination whose key the router was asked for: since when, when last asked."""
+
+    since: float
+    asked: float
+    packets: deque[bytes] = field(default_factory=deque)
 
 
 class EndToEnd:
@@ -76,7 +86,7 @@ class EndToEnd:
         self._rng = rng if rng is not None else random.Random()
         self._max_sessions = max_sessions
         self.sessions: dict[bytes, Session] = {}
-        self._waiting: dict[bytes, tuple[float, deque[bytes]]] = {}  # destination -> (since, packets waiting)
+        self._waiting: dict[bytes, _Waiting] = {}  # destinations whose key the router was asked for
         self._nudged: dict[bytes, float] = {}  # source -> when we last answered its unknown session (bounded)
         # Our receiver indices -> owner (a session's address, or RESPONDER): picked by the sessions and the
         # responder themselves (axiomnet/indices.py), routed here because our datagrams arrive through the router.
@@ -144,9 +154,9 @@ class EndToEnd:
     def _wait(self, dst: bytes, packets: list[bytes], out: E2EOutput, now: float) -> None:
         entry = self._waiting.get(dst)
         if entry is None:
-            entry = self._waiting[dst] = (now, deque())
+            entry = self._waiting[dst] = _Waiting(now, now)
             out.resolve.append(dst)
-        queue = entry[1]
+        queue = entry.packets
         for pkt in packets:
             if len(queue) >= MAX_QUEUED_PER_DESTINATION:
                 queue.popleft()
@@ -157,7 +167,8 @@ class EndToEnd:
     def resolved(self, dst: bytes, key: bytes, now: float) -> E2EOutput:
         """The router found ``dst``'s (verified) Noise key: open the session and send what waited."""
         out = E2EOutput()
-        queued = self._waiting.pop(dst, (now, deque()))[1]
+        waiting = self._waiting.pop(dst, None)
+        queued = waiting.packets if waiting is not None else deque()
         if derive_address(key).packed != dst:  # the lookup checked this; a mismatch here is a local bug
             raise ValueError("resolved key does not own the address")
         session = self._session(dst, key)
@@ -176,7 +187,7 @@ class EndToEnd:
         """The router gave up looking ``dst`` up: drop what waited for it (counted)."""
         entry = self._waiting.pop(dst, None)
         if entry is not None:
-            self.stats["unresolvable_dropped"] += len(entry[1])
+            self.stats["unresolvable_dropped"] += len(entry.packets)
 
     # --- inbound -------------------------------------------------------------------------------------
     def inbound(self, items: list[tuple[bytes, bytes]], now: float) -> E2EOutput:
@@ -253,7 +264,7 @@ class EndToEnd:
         if len(self._nudged) > MAX_NUDGED:
             self._nudged.pop(next(iter(self._nudged)))
         self.stats["nudges"] += 1
-        self._waiting[src] = (now, deque())
+        self._waiting[src] = _Waiting(now, now)
         out.resolve.append(src)
 
     def _on_init(self, src: bytes, header: Header, datagram: bytes, out: E2EOutput, now: float) -> None:
@@ -283,9 +294,9 @@ class EndToEnd:
         self._owners.move(result.local_index, RESPONDER, src)
         out.send(src, session.install(result, now).replies)
         entry = self._waiting.pop(src, None)
-        if entry is not None and entry[1]:
-            self.stats["tx_packets"] += len(entry[1])
-            out.send(src, session.send_batch(DATA, list(entry[1]), now))
+        if entry is not None and entry.packets:
+            self.stats["tx_packets"] += len(entry.packets)
+            out.send(src, session.send_batch(DATA, list(entry.packets), now))
         self._collect(src, session, out, now)
 
     def _to_tun(self, src: bytes, pkt: bytes, out: E2EOutput) -> None:
@@ -303,9 +314,15 @@ class EndToEnd:
         out = E2EOutput()
         self.responder.expire(now)
         self._sync(RESPONDER, out, now)
-        for dst, (since, _) in list(self._waiting.items()):
-            if now - since > RESOLVE_TIMEOUT:  # the router never answered (it gave up, or it restarted)
+        for dst, waiting in list(self._waiting.items()):
+            if now - waiting.since > RESOLVE_TIMEOUT:  # the router never answered (it gave up, or it restarted)
                 self.unresolvable(dst)
+            elif now - waiting.asked >= RESOLVE_RETRY:
+                # Asked again: an answer lost on the way (a router restarting, or not yet wired) costs a second,
+                # not the whole timeout. The router dedupes: a lookup in flight is not sent twice.
+                waiting.asked = now
+                self.stats["resolve_retries"] += 1
+                out.resolve.append(dst)
         for dst, session in list(self.sessions.items()):
             out.send(dst, session.tick(now))
             self._collect(dst, session, out, now)

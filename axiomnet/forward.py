@@ -174,6 +174,11 @@ class Forwarder:
             self._to_neighbour(key, dst, queued, out)
         return out
 
+    def neighbour_down(self, key: bytes) -> None:
+        """The link to ``key`` went away: whatever we cached of its address's coordinates goes with it (the next
+        packet for it is looked up again, never sent on to whoever now holds its old position)."""
+        self.pathfinder.forget(derive_address(key).packed)
+
     def _to_neighbour(self, key: bytes, dst: bytes, payloads: Iterable[bytes], out: Output) -> None:
         head = encode_routed(Kind.TRAFFIC, root_tag=root_tag(self.tree.root), dst=dst, src=self.address, dst_path=(),
                              src_path=self.tree.path, payload=b"", watermark=0)

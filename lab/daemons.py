@@ -59,13 +59,13 @@ def _cli_json(args: Sequence[str], *, ns: Namespace | None = None, timeout: floa
 
 def identity_info(data_dir: str | Path) -> dict[str, str]:
     """``address`` and ``public_key`` (hex) of the identity in ``data_dir`` (created if absent), via
-    `axiomnet identity show`."""
-    info = _cli_json(["-m", "axiomnet", "identity", "show", "--data-dir", str(data_dir), "--json"])
+    `axiomnet identity create` (`identity show` creates nothing)."""
+    info = _cli_json(["-m", "axiomnet", "identity", "create", "--data-dir", str(data_dir), "--json"])
     return {"address": str(ipaddress.IPv6Address(info["address"])), "public_key": str(info["public_key"])}
 
 
 def overlay_address(data_dir: str | Path) -> str:
-    """The overlay address of the identity in ``data_dir`` (created if absent), via `axiomnet identity show`."""
+    """The overlay address of the identity in ``data_dir`` (created if absent)."""
     return identity_info(data_dir)["address"]
 
 
@@ -165,6 +165,11 @@ class DaemonProcess:
             raise HarnessError(f"axiomnet-inspect returned {type(state).__name__}, not an object")
         return state
 
+    def actor_view(self, role: str, timeout: float = CLI_TIMEOUT) -> dict[str, Any]:
+        """One actor as inspect shows it, counters and snapshot (e.g. the socket's breakers, GSO state) merged."""
+        state = self.inspect(timeout=timeout)
+        return {**state["snapshots"].get(role, {}), **state["counters"].get(role, {})}
+
     def inspect_text(self, timeout: float = CLI_TIMEOUT) -> str:
         """The human-readable tables of ``axiomnet-inspect`` (stdout, or stderr if it failed)."""
         try:
@@ -211,8 +216,8 @@ def start_daemon(
 ) -> DaemonProcess:
     """Start ``python -m axiomnet daemon`` in ``ns`` with stdout+stderr to ``log_path``
     (default: ``<data_dir's parent>/<name>.log``). The overlay address is learned first with
-    `axiomnet identity show` (creating the identity), unless the caller already knows it (``address``).
-    Does not wait for the daemon to be ready."""
+    `axiomnet identity create` (creating the identity if absent), unless the caller already knows it
+    (``address``). Does not wait for the daemon to be ready."""
     data_dir = Path(data_dir)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     admin_socket = Path(admin_socket)

@@ -1,14 +1,21 @@
-"""`axiomnet demo`: two real daemons in two network namespaces, proven to carry traffic, then torn down.
+"""`axiomnet demo`: N real daemons in N network namespaces linked as a topology, proven to carry traffic.
 
-Steps: namespaces joined by a veth (198.18.0.1 <-> 198.18.0.2), one identity and one daemon per namespace,
-each peering with the other over UDP; wait until the overlay answers a ping; ping for a few seconds; send a
-few MB of random bytes over TCP across the overlay and compare SHA-256 on both ends; print each node's
-``axiomnet-inspect`` tables; stop both daemons with SIGTERM (exit 0 within 5 s, TUN removed); remove everything.
+Steps: one namespace per node, one veth per link of the topology, one identity and one daemon per namespace
+peering only with its topology neighbours (lab/daemons.py ``start_overlay``); wait until every link has its session;
+ping every pair of nodes (a live table shows path, hops, RTT and loss as the answers come); send random
+bytes over TCP across the longest path and compare SHA-256 on both ends; print each node's
+``axiomnet-inspect`` tables; stop every daemon with SIGTERM (exit 0 within 5 s, TUN removed); remove
+everything — on success, on failure and on Ctrl-C or SIGTERM.
+
+A pair that does not answer is a failed check, never hidden. Nodes that are not neighbours reach each other
+only through relays, which needs multi-hop routing in the daemons; when the daemons report no route table
+the summary says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -19,15 +26,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from axiomnet.lab import daemons, netns, traffic
-from axiomnet.constants import DEFAULT_MTU, DEFAULT_UDP_PORT, SHUTDOWN_DEADLINE
+from axiomnet.lab import daemons, netns, topology, traffic
+from axiomnet.constants import DEFAULT_MTU, SHUTDOWN_DEADLINE
 
 NOT_ROOT_MESSAGE = "axiomnet demo needs root for network namespaces and TUN devices; run it as root or use sudo"
-READY_TIMEOUT = 15.0  # how long the overlay gets to answer its first ping
+READY_TIMEOUT = 15.0  # how long the links get to come up
+PAIR_TIMEOUT = 40.0  # how long each pair gets to answer its first ping (the tree and a lookup must settle)
 PING_INTERVAL = 0.2
 TRANSFER_PORT = 5301
+MAX_NODES = 10  # namespaces, veths and daemons on a 2-core machine
+PARALLEL_PROBES = 4  # pairs pinged at the same time
 
 
 @dataclass
@@ -73,19 +83,43 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _arg(args: argparse.Namespace, name: str, default: float) -> float:
+def _arg(args: argparse.Namespace, name: str, default: Any) -> Any:
     value = getattr(args, name, None)
     return default if value is None else value
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Run the two-node demo; 0 if every check passed, 1 if one failed, 2 if it cannot run here, 130 if interrupted.
+@dataclass(frozen=True)
+class Settings:
+    """What one demo run does."""
 
-    ``args``: ``duration`` (s of pinging, default 3), ``size_mb`` (MB sent over TCP, default 5), ``keep``
-    (leave the work directory with identities and logs, default False); missing attributes take defaults.
-    """
-    duration = float(_arg(args, "duration", 3.0))
+    topology: topology.Topology
+    seconds: float
+    size_mb: int
+
+
+def _settings(args: argparse.Namespace) -> Settings | str:
+    """The run's settings from ``args`` (missing attributes take defaults), or why they are unusable."""
+    seconds = float(_arg(args, "seconds", _arg(args, "duration", 3.0)))
     size_mb = int(_arg(args, "size_mb", 5))
+    nodes = int(_arg(args, "nodes", 2))
+    kind = str(_arg(args, "topology", "line"))
+    if not (0 < seconds <= 600) or not (1 <= size_mb <= 1024):
+        return "--seconds must be in (0, 600] and --size-mb in [1, 1024]"
+    if not 2 <= nodes <= MAX_NODES:
+        return f"--nodes must be from 2 to {MAX_NODES}"
+    try:
+        return Settings(topology.build(kind, nodes), seconds, size_mb)
+    except ValueError as exc:
+        return str(exc)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo; 0 if every check passed, 1 if one failed, 2 if it cannot run here, 130 if interrupted.
+
+    ``args``: ``nodes`` (2), ``topology`` (line), ``seconds`` of pinging per pair (3; ``duration`` is the
+    older name), ``size_mb`` sent over TCP across the longest path (5), ``keep`` (leave the work directory
+    with identities and logs); missing attributes take defaults.
+    """
     if os.geteuid() != 0:
         print(NOT_ROOT_MESSAGE, file=sys.stderr)
         return 2
@@ -94,18 +128,20 @@ def run_demo(args: argparse.Namespace) -> int:
         for line in missing:
             print(f"axiomnet demo: {line}", file=sys.stderr)
         return 2
-    if duration <= 0 or size_mb <= 0 or duration > 600 or size_mb > 1024:
-        print("axiomnet demo: --duration must be in (0, 600] s and --size-mb in [1, 1024]", file=sys.stderr)
+    settings = _settings(args)
+    if isinstance(settings, str):
+        print(f"axiomnet demo: {settings}", file=sys.stderr)
         return 2
 
     checks: list[Check] = []
+    notes: list[str] = []
     keep = bool(getattr(args, "keep", False))
     workdir = tempfile.mkdtemp(prefix="axiomnet-demo-")
     try:
         with _sigterm_raises():
             try:
-                with netns.NetnsPair() as pair:
-                    _run_steps(pair, workdir, duration, size_mb, checks)
+                with netns.NetnsLab() as lab:
+                    _run_steps(lab, settings, Path(workdir), checks, notes)
             finally:
                 if keep:
                     _say(f"\nkept (--keep): identities, admin sockets and logs in {workdir}")
@@ -122,58 +158,193 @@ def run_demo(args: argparse.Namespace) -> int:
     _say("\n== summary ==")
     for check in checks:
         _say(check.line())
+    for note in notes:
+        _say(f"note: {note}")
     passed = bool(checks) and all(c.passed for c in checks)
     _say(f"RESULT: {'PASS' if passed else 'FAIL'}")
     return 0 if passed else 1
 
 
-def _run_steps(pair: netns.NetnsPair, workdir: str, duration: float, size_mb: int, checks: list[Check]) -> None:
-    _say(f"[1/6] namespaces {pair.a.name} ({pair.ip_a}) and {pair.b.name} ({pair.ip_b}) joined by veth "
-         f"{pair.link.ifname_a}/{pair.link.ifname_b}")
-    node_a, node_b = daemons.start_daemon_pair(pair, workdir, port=DEFAULT_UDP_PORT)
-    _say(f"[2/6] daemons started: A pid {node_a.pid} overlay {node_a.address} tun {node_a.tun}")
-    _say(f"                       B pid {node_b.pid} overlay {node_b.address} tun {node_b.tun}")
-    _say(f"      logs: {node_a.log_path} {node_b.log_path} (kept only on failure)")
+# --- the steps ------------------------------------------------------------------------------------------
+def _run_steps(lab: netns.NetnsLab, settings: Settings, workdir: Path, checks: list[Check], notes: list[str]) -> None:
+    topo = settings.topology
+    links = ", ".join(f"{topo.name(a)}-{topo.name(b)}" for a, b in topo.edges)
+    _say(f"[1/6] {topo.nodes} namespaces linked as a {topo.kind} by {len(topo.edges)} veth(s): {links}")
+    nodes = daemons.start_overlay(lab, topo.nodes, topo.edges, workdir)
+    for i, node in enumerate(nodes):
+        node.name = f"node-{topo.name(i)}"
+    _say("[2/6] daemons started, each peering only with its neighbours:")
+    for i, node in enumerate(nodes):
+        peers = ", ".join(topo.name(j) for j in topo.neighbours(i))
+        _say(f"      {topo.name(i)}  pid {node.pid}  overlay {node.address}  tun {node.tun}  peers {peers}")
+    _say(f"      logs: {workdir}/node-*.log (kept only on failure)")
 
-    _say(f"[3/6] waiting up to {READY_TIMEOUT:.0f} s for the overlay to answer a ping ...")
-    ready_after = daemons.wait_overlay_reachable(node_a, node_b, timeout=READY_TIMEOUT)
-    if ready_after is None:
-        exited = [f"daemon {n.name} exited with code {n.returncode}" for n in (node_a, node_b) if not n.running()]
-        if exited:
-            detail = "; ".join(exited) + " before the overlay answered"
-        else:
-            detail = f"no reply from {node_b.address} within {READY_TIMEOUT:.0f} s"
-        checks.append(Check("overlay reachable", False, detail))
-        _stop_daemons((node_a, node_b), checks, show_logs=True)
+    _say(f"[3/6] waiting up to {READY_TIMEOUT:.0f} s for every link's session ...")
+    checks.append(_wait_links(topo, nodes))
+    if not all(node.running() for node in nodes):
+        exited = [f"{n.name} exited with code {n.returncode}" for n in nodes if not n.running()]
+        checks.append(Check("daemons running", False, "; ".join(exited)))
+        _stop_daemons(nodes, checks, show_logs=True)
         return
-    checks.append(Check("overlay reachable", True, f"first reply after {ready_after:.1f} s"))
+    routed = _reports_routes(nodes[0])
 
-    count = max(3, round(duration / PING_INTERVAL))
-    _say(f"[4/6] ping -6 {node_b.address} from A: {count} pings, {PING_INTERVAL} s apart ...")
-    result = traffic.ping(pair.a, node_b.address, count=count, interval=PING_INTERVAL)
-    back = traffic.ping(pair.b, node_a.address, count=3, interval=PING_INTERVAL)
-    checks.append(Check("ping A -> B", result.sent > 0 and result.received == result.sent, _ping_detail(result)))
-    checks.append(Check("ping B -> A", back.sent > 0 and back.received == back.sent, _ping_detail(back)))
-
-    size = size_mb * 1_000_000
-    timeout = max(30.0, size_mb * 10.0)
-    _say(f"[5/6] TCP transfer of {size_mb} MB of random bytes A -> [{node_b.address}]:{TRANSFER_PORT} ...")
-    transfer = traffic.tcp_transfer(pair.b, pair.a, node_b.address, size, port=TRANSFER_PORT, timeout=timeout)
-    if transfer.ok:
-        detail = (f"{size_mb} MB, sha256 {transfer.sent_sha256[:16] if transfer.sent_sha256 else '?'}... equal on both "
-                  f"ends, {transfer.seconds:.2f} s, {transfer.mbit_per_s:.1f} Mbit/s")
-    else:
-        detail = transfer.error or "failed"
-    checks.append(Check(f"TCP {size_mb} MB A -> B", transfer.ok, detail))
+    board = Board(topo)
+    count = max(3, round(settings.seconds / PING_INTERVAL))
+    src, dst = topo.longest_pair()
+    _say(f"[4/6] ping every pair ({len(topo.pairs())}), {count} pings each; "
+         f"[5/6] then {settings.size_mb} MB over TCP {topo.name(src)} -> {topo.name(dst)} (the longest path):")
+    with board.live():
+        pair_checks = _ping_pairs(topo, nodes, count, board)
+        checks.extend(pair_checks)
+        checks.append(_transfer(topo, nodes, src, dst, settings.size_mb, board, pair_checks))
+    failed = [pair for pair, check in zip(topo.pairs(), pair_checks) if not check.passed]
+    if failed and not routed and all(len(topo.path(*pair)) > 2 for pair in failed):
+        notes.append("every failed pair is two or more hops apart, and these daemons report no route table: "
+                     "this build has no multi-hop routing, so nodes that are not neighbours cannot reach each "
+                     "other yet")
 
     _say("[6/6] node state (axiomnet-inspect):")
-    for node in (node_a, node_b):
+    for node in nodes:
         _say(f"--- node {node.name} ({node.ns.name}) ---")
         _say(node.inspect_text().rstrip())
         _say(f"    (TUN {node.tun}: mtu {_link_mtu(node)}; expected {DEFAULT_MTU})")
-    _stop_daemons((node_a, node_b), checks)
+    _stop_daemons(nodes, checks)
 
 
+def _wait_links(topo: topology.Topology, nodes: list[daemons.DaemonProcess]) -> Check:
+    """Every node has an established session with each of its neighbours (or the deadline passed)."""
+    wanted = {i: len(topo.neighbours(i)) for i in range(topo.nodes)}
+    seen: dict[int, int] = {}
+
+    def all_up() -> bool:
+        for i, node in enumerate(nodes):
+            if not node.running():
+                return True  # stop waiting: the caller reports the exit
+            if seen.get(i, 0) < wanted[i]:
+                seen[i] = node.established_sessions()
+        return all(seen.get(i, 0) >= wanted[i] for i in wanted)
+
+    started = time.monotonic()
+    netns.wait_until(all_up, READY_TIMEOUT, interval=0.3)
+    up = sum(min(seen.get(i, 0), wanted[i]) for i in wanted) // 2
+    short = [f"{topo.name(i)} {seen.get(i, 0)}/{wanted[i]}" for i in wanted if seen.get(i, 0) < wanted[i]]
+    detail = f"{up}/{len(topo.edges)} links with an established session after {time.monotonic() - started:.1f} s"
+    return Check("links up", not short, detail + (f" (missing: {', '.join(short)})" if short else ""))
+
+
+def _reports_routes(node: daemons.DaemonProcess) -> bool:
+    """Whether the daemon's admin reply has a route table or a spanning tree (multi-hop routing)."""
+    try:
+        state = node.inspect(timeout=10.0)
+    except netns.HarnessError:
+        return False
+    return any(state.get(section) is not None for section in ("routes", "tree"))
+
+
+# --- pairs and the transfer, shown live --------------------------------------------------------------------
+class Board:
+    """The live table's rows, written by the probing threads, drawn by rich a few times a second."""
+
+    def __init__(self, topo: topology.Topology) -> None:
+        self.topo = topo
+        self.lock = threading.Lock()
+        self.rows: dict[str, dict[str, str]] = {}
+        for a, b in topo.pairs():
+            self.set(self._pair(a, b), status="waiting")
+
+    def _pair(self, a: int, b: int) -> str:
+        return f"{self.topo.name(a)} -> {self.topo.name(b)}"
+
+    def set(self, key: str, **cells: str) -> None:
+        with self.lock:
+            self.rows.setdefault(key, {}).update(cells)
+
+    def table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"AxiomNet demo: {self.topo.nodes} nodes, {self.topo.kind}")
+        for column in ("PAIR", "HOPS", "PATH", "STATUS", "RTT avg (ms)", "LOSS", "THROUGHPUT"):
+            table.add_column(column)
+        with self.lock:
+            rows = [(key, dict(cells)) for key, cells in self.rows.items()]
+        for key, cells in rows:
+            table.add_row(key, cells.get("hops", ""), cells.get("path", ""), cells.get("status", ""),
+                          cells.get("rtt", ""), cells.get("loss", ""), cells.get("throughput", ""))
+        return table
+
+    @contextlib.contextmanager
+    def live(self) -> Iterator[None]:
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console()
+        if not console.is_terminal:  # a log or a pipe: no animation, one final table wide enough to read
+            console = Console(width=max(console.width, 110))
+        with Live(get_renderable=self.table, console=console, refresh_per_second=4, redirect_stdout=False,
+                  redirect_stderr=False):
+            yield
+        console.print()
+
+
+def _probe(topo: topology.Topology, nodes: list[daemons.DaemonProcess], a: int, b: int, count: int,
+           board: Board) -> Check:
+    path = topo.path(a, b)
+    hops = len(path) - 1
+    via = ", via " + "-".join(topo.name(i) for i in path[1:-1]) if hops > 1 else ""
+    key = board._pair(a, b)
+    board.set(key, hops=str(hops), path="-".join(topo.name(i) for i in path), status="first reply?")
+    name = f"ping {key}"
+    ready = daemons.wait_overlay_reachable(nodes[a], nodes[b], timeout=PAIR_TIMEOUT)
+    if ready is None:
+        board.set(key, status="FAIL: no reply")
+        return Check(name, False, f"({hops} hop{'s' if hops > 1 else ''}{via}) no reply from "
+                                  f"{nodes[b].address} within {PAIR_TIMEOUT:.0f} s")
+    board.set(key, status="pinging")
+    result = traffic.ping(nodes[a].ns, nodes[b].address, count=count, interval=PING_INTERVAL)
+    passed = result.sent > 0 and result.received == result.sent
+    board.set(key, status="ok" if passed else "FAIL", loss=f"{result.loss_percent:.0f}%",
+              rtt=f"{result.rtt_avg:.2f}" if result.rtt_avg is not None else "-")
+    return Check(name, passed, f"({hops} hop{'s' if hops > 1 else ''}{via}, first reply after {ready:.1f} s) "
+                               f"{_ping_detail(result)}")
+
+
+def _ping_pairs(topo: topology.Topology, nodes: list[daemons.DaemonProcess], count: int, board: Board) -> list[Check]:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=PARALLEL_PROBES, thread_name_prefix="demo-ping")
+    try:
+        futures = [pool.submit(_probe, topo, nodes, a, b, count, board) for a, b in topo.pairs()]
+        while not all(f.done() for f in futures):  # wait in short steps: Ctrl-C must get through
+            concurrent.futures.wait(futures, timeout=0.2)
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _transfer(topo: topology.Topology, nodes: list[daemons.DaemonProcess], src: int, dst: int, size_mb: int,
+              board: Board, pair_checks: list[Check]) -> Check:
+    key = f"{topo.name(src)} -> {topo.name(dst)} TCP {size_mb} MB"
+    path = topo.path(src, dst)
+    board.set(key, hops=str(len(path) - 1), path="-".join(topo.name(i) for i in path), status="waiting")
+    name = f"TCP {size_mb} MB {topo.name(src)} -> {topo.name(dst)}"
+    ping_check = pair_checks[topo.pairs().index((min(src, dst), max(src, dst)))]
+    if not ping_check.passed:
+        board.set(key, status="FAIL: path down")
+        return Check(name, False, "not attempted: the ping across this path failed")
+    board.set(key, status="sending")
+    size = size_mb * 1_000_000
+    transfer = traffic.tcp_transfer(nodes[dst].ns, nodes[src].ns, nodes[dst].address, size, port=TRANSFER_PORT,
+                                    timeout=max(30.0, size_mb * 10.0))
+    if transfer.ok:
+        board.set(key, status="ok, sha256 equal", throughput=f"{transfer.mbit_per_s:.1f} Mbit/s")
+        detail = (f"{size_mb} MB over {len(path) - 1} hop(s), sha256 "
+                  f"{transfer.sent_sha256[:16] if transfer.sent_sha256 else '?'}... equal on both ends, "
+                  f"{transfer.seconds:.2f} s, {transfer.mbit_per_s:.1f} Mbit/s")
+    else:
+        board.set(key, status="FAIL")
+        detail = transfer.error or "failed"
+    return Check(name, transfer.ok, detail)
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
 def _keep_logs(workdir: str) -> None:
     """Copy the daemons' logs out of the work directory (about to be deleted) and say where they are."""
     logs = sorted(Path(workdir).glob("*.log"))
@@ -197,9 +368,9 @@ def _link_mtu(node: daemons.DaemonProcess) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else "?"
 
 
-def _stop_daemons(nodes: tuple[daemons.DaemonProcess, ...], checks: list[Check], *, show_logs: bool = False) -> None:
+def _stop_daemons(nodes: list[daemons.DaemonProcess], checks: list[Check], *, show_logs: bool = False) -> None:
     """SIGTERM each daemon; a check per daemon (exit 0 within the deadline, TUN gone); logs of failures."""
-    _say("stopping both daemons with SIGTERM ...")
+    _say(f"stopping {len(nodes)} daemons with SIGTERM ...")
     for node in nodes:
         was_running = node.running()
         start = time.monotonic()

@@ -260,6 +260,8 @@ class Namespace:
         self.lab = lab
         self.suffix = suffix
         self.name = f"{NETNS_PREFIX}{lab.run_id}-{suffix}"
+        # When set, processes started with popen() are born in this memory cgroup (so all they allocate counts).
+        self.memory_cgroup: MemoryCgroup | None = None
 
     def __repr__(self) -> str:
         return f"Namespace({self.name!r})"
@@ -303,8 +305,11 @@ class Namespace:
         text: bool = False,
     ) -> subprocess.Popen[Any]:
         """Start ``args`` inside the namespace in a new session; the lab stops and reaps it on close."""
+        command = ["ip", "netns", "exec", self.name, *args]
+        if self.memory_cgroup is not None:  # join the cgroup first, then become the command (same PID)
+            command = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.memory_cgroup.path), *command]
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.name, *args],
+            command,
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
@@ -470,6 +475,21 @@ class NetnsLab:
         self.links.append(link)
         return link
 
+    def add_attacker(self, target: Namespace, *, suffix: str = "x", ipv4_subnet: str = "198.18.1.0/24",
+                     extra_addresses: int = 0) -> tuple[Namespace, VethLink]:
+        """A namespace on a link of its own to ``target`` that reaches *every* address of ``target`` (a route
+        through it), so it can hit a daemon listening on another link's address from an address that is
+        not its peer's. ``extra_addresses`` more IPv4 source addresses (.10, .11, ...) go on its end."""
+        attacker = self.add_namespace(suffix)
+        link = self.connect(target, attacker, ipv4_subnet=ipv4_subnet, ipv6_subnet=None)
+        attacker.ip("route", "add", str(IPV4_ALLOWED), "via", link.ipv4_a)
+        net = ipaddress.IPv4Network(ipv4_subnet)
+        if extra_addresses > net.num_addresses - 12:
+            raise HarnessError(f"{ipv4_subnet} has no room for {extra_addresses} extra addresses")
+        for i in range(extra_addresses):
+            attacker.ip("addr", "add", f"{net.network_address + 10 + i}/{net.prefixlen}", "dev", link.ifname_b)
+        return attacker, link
+
     # --- teardown -----------------------------------------------------------------------------------
     def close(self) -> None:
         """Stop tracked processes (SIGTERM, SIGKILL after stop_grace), kill what is left in our namespaces,
@@ -596,11 +616,93 @@ def cleanup_leftovers(*, include_own: bool = False) -> list[str]:
             removed.append(name)
         except HarnessError as exc:
             log.warning("leftover %s: %s", name, exc)
+    if MEMORY_CGROUP_ROOT.is_dir():
+        for group in MEMORY_CGROUP_ROOT.glob(f"{NETNS_PREFIX}*"):
+            match = re.match(r"^axnt-([0-9a-f]{6})-[a-z0-9]{1,5}$", group.name)
+            if match is None or match.group(1) in live_runs or not group.is_dir():
+                continue
+            try:
+                _remove_cgroup(group)
+                removed.append(group.name)
+            except HarnessError as exc:
+                log.warning("leftover %s: %s", group, exc)
     for run_id in markers:
         if run_id not in live_runs:
             with contextlib.suppress(FileNotFoundError):
                 (MARKER_DIR / f"{run_id}.json").unlink()
     return removed
+
+
+# --- memory limits (cgroup v1) ---------------------------------------------------------------------------
+MEMORY_CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+
+
+def memory_cgroup_unavailable_reason() -> str | None:
+    """Why a cgroup v1 memory limit cannot be set here, or None when it can."""
+    if os.geteuid() != 0:
+        return "needs root to create a memory cgroup"
+    if not (MEMORY_CGROUP_ROOT / "memory.limit_in_bytes").exists():
+        return f"no cgroup v1 memory controller at {MEMORY_CGROUP_ROOT}"
+    return None
+
+
+class MemoryCgroup:
+    """A cgroup v1 memory group ``axnt-<run id>-<suffix>`` with a hard limit; processes are added by PID.
+
+    ``close`` SIGKILLs what is still inside (by PID) and removes the group; :func:`cleanup_leftovers` removes
+    groups of dead runs. Use as a context manager.
+    """
+
+    def __init__(self, lab: NetnsLab, suffix: str, limit_bytes: int) -> None:
+        reason = memory_cgroup_unavailable_reason()
+        if reason is not None:
+            raise HarnessError(reason)
+        if not _SUFFIX_RE.match(suffix):
+            raise HarnessError(f"cgroup suffix must be 1-5 characters of [a-z0-9], not {suffix!r}")
+        self.path = MEMORY_CGROUP_ROOT / f"{NETNS_PREFIX}{lab.run_id}-{suffix}"
+        self.path.mkdir()
+        self.limit_bytes = limit_bytes
+        (self.path / "memory.limit_in_bytes").write_text(str(limit_bytes))
+
+    def add(self, pid: int) -> None:
+        """Move process ``pid`` (and its threads) into the group."""
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def stats(self) -> dict[str, int]:
+        """usage, max_usage (bytes), failcnt (times the limit was hit), oom_kill (processes OOM-killed)."""
+        read = lambda name: int((self.path / name).read_text().split()[0])  # noqa: E731
+        control = dict(line.split() for line in (self.path / "memory.oom_control").read_text().splitlines())
+        return {"usage": read("memory.usage_in_bytes"), "max_usage": read("memory.max_usage_in_bytes"),
+                "failcnt": read("memory.failcnt"), "oom_kill": int(control.get("oom_kill", 0)),
+                "under_oom": int(control.get("under_oom", 0))}
+
+    def close(self) -> None:
+        """SIGKILL every process left inside, then remove the group."""
+        _remove_cgroup(self.path)
+
+    def __enter__(self) -> MemoryCgroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _remove_cgroup(path: Path) -> None:
+    deadline = time.monotonic() + KILL_WAIT
+    while path.exists():
+        try:
+            pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
+        except FileNotFoundError:
+            return
+        for pid in pids:
+            signal_process(pid, signal.SIGKILL)
+        try:
+            path.rmdir()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise HarnessError(f"cannot remove memory cgroup {path}: processes {pids} remain") from None
+            time.sleep(0.05)
 
 
 # --- waiting and measuring --------------------------------------------------------------------------
@@ -617,3 +719,33 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         if remaining <= 0:
             return False
         time.sleep(min(interval, remaining))
+
+
+class PeakMemory:
+    """Samples a process's VmRSS (KiB) every ``interval`` seconds in a thread while in use (a context manager);
+    ``peak`` is the largest sample, ``samples`` how many were taken. Stops by itself when the process goes."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = process_memory_kib(pid)["VmRSS"]
+        self.samples = 1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="axnt-peak-memory", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                rss = process_memory_kib(self.pid)["VmRSS"]
+            except HarnessError:
+                return
+            self.peak = max(self.peak, rss)
+            self.samples += 1
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)

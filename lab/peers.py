@@ -14,6 +14,7 @@ another; one static peer each way; logging at warning level; no discovery (no mu
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import shutil
@@ -144,7 +145,7 @@ def _wait_ready(node: OverlayNode, check: Callable[[], bool], what: str) -> None
         raise HarnessError(f"{node.name}: {what} did not happen within {READY_TIMEOUT:g} s:\n{node.log_tail()}")
 
 
-class Overlay:
+class Overlay(abc.ABC):
     """One kind of overlay daemon, configured for the two ends ``a`` and ``b`` of a NetnsPair."""
 
     key = ""  # figure-key prefix, e.g. "wireguard_go"
@@ -176,18 +177,18 @@ class Overlay:
     def version(self) -> str:
         return " + ".join(f"{pkg} {package_version(pkg)}" for pkg in self.packages)
 
+    @abc.abstractmethod
     def settings(self) -> str:
         """One line: what this overlay is configured with (for the docs)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def prepare(self) -> None:
         """Keys, certificates, config files for both sides; fills ``self.addresses``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def start(self, side: str) -> OverlayNode:
         """Start the daemon of ``side`` and return once its process runs (and is configured, if that is a
         separate step); the overlay may not carry traffic yet."""
-        raise NotImplementedError
 
     def _popen(self, side: str, args: Sequence[str], tag: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[Any], Path]:
         log_path = self.workdir / f"{self.key}-{tag}-{side}.log"

@@ -222,45 +222,282 @@ def tcp_transfer(
         terminate_processes([server], grace=2.0)
 
 
-# A seeded generator of hostile datagrams, run inside a namespace: random bytes, well-formed handshake
-# initiations from ever-new initiators (they would cost state if the front door were unguarded), and transport
-# headers with random receiver indices, huge counters and garbage. Bounded in count and in time.
-_FLOOD_SCRIPT = r"""
-import os, random, socket, struct, sys, time
-host, port, count, seconds, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-rng = random.Random(seed)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-deadline = time.monotonic() + seconds
-sent = 0
-while sent < count and time.monotonic() < deadline:
-    kind = rng.random()
-    if kind < 0.3:       # random bytes of random length
-        data = os.urandom(rng.randrange(0, 1500))
-    elif kind < 0.6:     # a well-formed handshake initiation from a 'new' initiator (costs state if unguarded)
-        data = struct.pack(">IIQ", 0, (1 << 28) | (1 << 24), 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) \
-            + bytes(16) + os.urandom(32)
-    else:                # transport header with a random receiver index, a huge counter and garbage
-        data = struct.pack(">IIQ", 0, (1 << 28) | (5 << 24) | rng.randrange(1, 1 << 24), rng.randrange(1 << 63)) \
-            + os.urandom(rng.randrange(16, 1400))
+# --- capturing the underlay ----------------------------------------------------------------------------
+# Reads every frame on one interface of a namespace (AF_PACKET) and prints the UDP datagrams to or from one
+# port as JSON lines, with the kernel's receive time; stops after `seconds` or `limit` datagrams, or SIGTERM.
+_CAPTURE_SCRIPT = r"""
+import json, signal, socket, struct, sys, time
+ifname, port, seconds, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+stopping = []
+signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))  # drain what is queued, then exit
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+s.bind((ifname, 0))
+SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)  # Linux; Python does not always export it
+s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
+s.settimeout(0.2)
+print(json.dumps({"ready": True}), flush=True)
+deadline, count = time.monotonic() + seconds, 0
+while count < limit and time.monotonic() < deadline:
+    if stopping:
+        s.settimeout(0.0)
     try:
-        s.sendto(data, (host, port))
-    except OSError:
-        pass
-    sent += 1
-print(sent)
+        frame, anc, _, _ = s.recvmsg(65600, socket.CMSG_SPACE(16))
+    except (socket.timeout, BlockingIOError):
+        if stopping:
+            break
+        continue
+    except InterruptedError:
+        continue
+    if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        continue
+    ihl = (frame[14] & 0x0F) * 4
+    sport, dport = struct.unpack_from(">HH", frame, 14 + ihl)
+    if port not in (sport, dport):
+        continue
+    ts = time.time()
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP:
+            sec, usec = struct.unpack("qq", data[:16])
+            ts = sec + usec / 1e6
+    payload = frame[14 + ihl + 8 : 14 + struct.unpack_from(">H", frame, 16)[0]]
+    print(json.dumps({"ts": ts, "src": socket.inet_ntoa(frame[26:30]), "sport": sport,
+                      "dst": socket.inet_ntoa(frame[30:34]), "dport": dport, "data": payload.hex()}), flush=True)
+    count += 1
 """
 
 
-def flood_hostile_datagrams(ns: Namespace, host: str, port: int, *, count: int, seconds: float, seed: int) -> int:
-    """Send up to ``count`` hostile datagrams to ``host:port`` from ``ns`` within ``seconds``; return how many."""
-    proc = ns.exec([sys.executable, "-c", _FLOOD_SCRIPT, host, str(port), str(count), str(seconds), str(seed)],
-                   timeout=seconds + 30.0)
+@dataclasses.dataclass(frozen=True)
+class CapturedDatagram:
+    """One UDP datagram seen on the wire: kernel receive time (wall clock), endpoints, payload."""
+
+    ts: float
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    data: bytes
+
+    @property
+    def ptype(self) -> int | None:
+        """The AxiomNet packet type nibble of the payload (None if too short for a header)."""
+        return self.data[4] & 0x0F if len(self.data) >= 16 else None
+
+
+class Capture:
+    """A running capture of UDP ``port`` on ``ifname`` in ``ns`` (IPv4): ``stop()`` returns what it saw."""
+
+    def __init__(self, ns: Namespace, ifname: str, port: int, *, seconds: float = 60.0, limit: int = 100_000) -> None:
+        self.proc = ns.popen([sys.executable, "-c", _CAPTURE_SCRIPT, ifname, str(port), str(seconds), str(limit)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self._seen: list[CapturedDatagram] = []
+        first = _readline_with_timeout(self.proc.stdout, CLI_TIMEOUT)
+        if '"ready"' not in first:
+            terminate_processes([self.proc], grace=1.0)
+            raise HarnessError(f"capture on {ifname} did not start: {first!r}")
+
+    def _parse(self, lines: list[str]) -> None:
+        for line in lines:
+            if line.strip():
+                row = json.loads(line)
+                self._seen.append(CapturedDatagram(row["ts"], row["src"], row["sport"], row["dst"], row["dport"],
+                                                   bytes.fromhex(row["data"])))
+
+    def seen(self) -> list[CapturedDatagram]:
+        """The datagrams captured so far (the capture keeps running)."""
+        assert self.proc.stdout is not None
+        while select.select([self.proc.stdout], [], [], 0)[0]:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self._parse([line])
+        return list(self._seen)
+
+    def stop(self) -> list[CapturedDatagram]:
+        """End the capture (SIGTERM: it drains the frames already queued first) and return every datagram."""
+        terminate_processes([self.proc], grace=2.0)
+        assert self.proc.stdout is not None
+        self._parse(self.proc.stdout.read().splitlines())
+        return list(self._seen)
+
+
+# --- hostile floods --------------------------------------------------------------------------------------
+# Every kind of hostile datagram, seeded, bounded in count and time, from many source ports (and, if the
+# namespace has several, source addresses). Kinds (the first argument's "mix" gives their weights):
+#   random     random bytes of random length
+#   truncated  a valid header or handshake datagram cut short (0..len-1 bytes)
+#   nibbles    every version/type nibble in turn (0..15) with random receiver, counter and body
+#   huge       oversized fields: 64 KB datagrams, oversized handshake bodies, sender index 0xffffffff
+#   garbage    a valid transport header with a live receiver index (from `captured`) and garbage ciphertext
+#   replay     a captured datagram replayed verbatim, or with its counter bumped (a forgery)
+#   init       a handshake initiation: random ephemeral and macs, or (well_formed) a real X25519 one built by
+#              well_formed_init() below, whose mac1 is valid when the target's public key is given
+_FLOOD_SCRIPT = r"""
+import json, os, random, socket, struct, sys, time
+cfg = json.loads(sys.argv[1])
+rng = random.Random(cfg["seed"])
+host, port = cfg["host"], cfg["port"]
+captured = [bytes.fromhex(h) for h in cfg.get("captured", [])]
+live = sorted({struct.unpack_from(">I", d, 4)[0] & 0xFFFFFF for d in captured if len(d) >= 16 and d[4] & 0xF in (5, 6, 7)})
+try:
+    from nacl.public import PrivateKey
+except ImportError:
+    PrivateKey = None
+
+def header(ptype, receiver, counter=0, version=1, label=0):
+    return struct.pack(">IIQ", label, (version << 28) | (ptype << 24) | (receiver & 0xFFFFFF), counter & (2**64 - 1))
+
+import hashlib
+target_key = bytes.fromhex(cfg["target_key"]) if cfg.get("target_key") else None
+mac1_key = hashlib.blake2s(b"mac1----" + target_key).digest() if target_key else None
+
+def well_formed_init():
+    # HANDSHAKE_INIT (docs/PROTOCOL.md 2.2.1): header, sender, a real X25519 ephemeral, mac1, mac2 (no cookie).
+    # With the target's public key (an attacker that knows it) mac1 is valid and the INIT reaches the Noise
+    # handshake; without it mac1 is random and the front door drops it before any Diffie-Hellman.
+    eph = bytes(PrivateKey.generate().public_key) if PrivateKey else os.urandom(32)
+    head = header(1, 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) + eph
+    mac1 = hashlib.blake2s(head, key=mac1_key, digest_size=16).digest() if mac1_key else os.urandom(16)
+    return head + mac1 + bytes(16)
+
+def random_init():
+    return header(1, 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) + os.urandom(32) + os.urandom(32)
+
+nibble = [0]
+def make(kind):
+    if kind == "random":
+        return os.urandom(rng.randrange(0, 1500))
+    if kind == "truncated":
+        full = rng.choice([random_init(), header(2, rng.randrange(1, 1 << 24)) + os.urandom(100),
+                           header(5, rng.randrange(1, 1 << 24), rng.getrandbits(64)) + os.urandom(40)])
+        return full[: rng.randrange(0, len(full))]
+    if kind == "nibbles":
+        nibble[0] += 1
+        version, ptype = (nibble[0] // 16) % 16, nibble[0] % 16
+        return header(ptype, rng.randrange(0, 1 << 24), rng.getrandbits(64), version=version) + os.urandom(rng.randrange(0, 200))
+    if kind == "huge":
+        return rng.choice([
+            lambda: header(5, rng.randrange(1, 1 << 24), rng.getrandbits(64)) + os.urandom(65000),
+            lambda: header(5, rng.choice(live) if live else 1, rng.getrandbits(64)) + os.urandom(65000),
+            lambda: header(1, 0) + b"\xff\xff\xff\xff" + os.urandom(16 + 32 + 2000),
+            lambda: header(2, rng.randrange(1, 1 << 24)) + b"\xff\xff\xff\xff" + os.urandom(4000),
+            lambda: header(6, rng.randrange(1, 1 << 24), 2**64 - 1) + b"\xdf\xff\xff\xff\xff" + os.urandom(60),
+        ])()
+    if kind == "garbage":
+        receiver = rng.choice(live) if live else rng.randrange(1, 1 << 24)
+        return header(rng.choice([5, 6, 7]), receiver, rng.getrandbits(64)) + os.urandom(rng.randrange(16, 1400))
+    if kind == "replay":
+        if not captured:
+            return os.urandom(64)
+        d = bytearray(rng.choice(captured))
+        if rng.random() < 0.5 and len(d) >= 16:
+            struct.pack_into(">Q", d, 8, (struct.unpack_from(">Q", d, 8)[0] + rng.randrange(1, 1 << 20)) % 2**64)
+        return bytes(d)
+    if kind == "init":
+        return well_formed_init() if rng.random() < cfg.get("well_formed", 0.5) else random_init()
+    raise SystemExit("unknown kind " + kind)
+
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
+socks = []
+for i in range(cfg.get("ports", 64)):
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    sources = cfg.get("sources") or [""]
+    s.bind((sources[i % len(sources)], 0))
+    s.setblocking(False)
+    socks.append(s)
+kinds = sorted(cfg["mix"])
+weights = [cfg["mix"][k] for k in kinds]
+deadline = time.monotonic() + cfg["seconds"]
+sent = {k: 0 for k in kinds}
+errors = 0
+pace = cfg.get("pace", 0)  # datagrams per second at most (0: as fast as we can)
+started = time.monotonic()
+total = 0
+while total < cfg["count"] and time.monotonic() < deadline:
+    kind = rng.choices(kinds, weights)[0]
+    data = make(kind)
+    try:
+        socks[total % len(socks)].sendto(data, (host, port))
+    except (BlockingIOError, OSError):
+        errors += 1
+    sent[kind] += 1
+    total += 1
+    if pace and total % 64 == 0:
+        ahead = total / pace - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+print(json.dumps({"sent": sent, "total": total, "send_errors": errors, "seconds": time.monotonic() - started,
+                  "ports": len(socks)}))
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class FloodReport:
+    """What a flood sent: datagrams per kind, total, local send errors, duration, source ports used."""
+
+    sent: dict[str, int]
+    total: int
+    send_errors: int
+    seconds: float
+    ports: int
+
+
+def start_flood(ns: Namespace, host: str, port: int, *, mix: dict[str, float], count: int, seconds: float, seed: int,
+                captured: list[bytes] | None = None, ports: int = 64, sources: list[str] | None = None,
+                well_formed: float = 0.5, pace: int = 0, target_key: bytes | None = None) -> subprocess.Popen[str]:
+    """Start a flood in the background (see :func:`flood`); :func:`finish_flood` waits for its report."""
+    config = {"host": host, "port": port, "mix": mix, "count": count, "seconds": seconds, "seed": seed,
+              "captured": [d.hex() for d in (captured or [])][:500], "ports": ports, "sources": sources or [],
+              "well_formed": well_formed, "pace": pace, "target_key": target_key.hex() if target_key else None}
+    return ns.popen([sys.executable, "-c", _FLOOD_SCRIPT, json.dumps(config)], stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True)
+
+
+def finish_flood(proc: subprocess.Popen[str], timeout: float = 120.0) -> FloodReport:
+    """Wait (bounded) for a flood started by :func:`start_flood`; its report."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        terminate_processes([proc], grace=1.0)
+        raise HarnessError(f"flood generator did not finish within {timeout:g} s") from None
     if proc.returncode != 0:
-        raise HarnessError(f"flood generator failed: {proc.stderr.strip()[-500:]}")
-    return int(proc.stdout)
+        raise HarnessError(f"flood generator failed: {err.strip()[-800:]}")
+    row = json.loads(out)
+    return FloodReport(row["sent"], row["total"], row["send_errors"], row["seconds"], row["ports"])
 
 
-# --- a UDP canary and a packet capture (end-to-end encryption checks) -----------------------------------
+def flood(ns: Namespace, host: str, port: int, *, mix: dict[str, float], count: int, seconds: float, seed: int,
+          captured: list[bytes] | None = None, ports: int = 64, sources: list[str] | None = None,
+          well_formed: float = 0.5, pace: int = 0, target_key: bytes | None = None) -> FloodReport:
+    """Send up to ``count`` hostile datagrams of the kinds in ``mix`` (kind -> weight, see _FLOOD_SCRIPT) from
+    ``ns`` to ``host:port`` within ``seconds``, from ``ports`` source ports (bound to ``sources`` in turn),
+    at most ``pace`` per second when given; ``captured`` datagrams feed the replay and garbage kinds;
+    ``target_key`` (the target's static public key) makes well-formed initiations carry a valid mac1."""
+    proc = start_flood(ns, host, port, mix=mix, count=count, seconds=seconds, seed=seed, captured=captured,
+                       ports=ports, sources=sources, well_formed=well_formed, pace=pace, target_key=target_key)
+    return finish_flood(proc, timeout=seconds + 60.0)
+
+
+ALL_HOSTILE_KINDS = {"random": 2, "truncated": 2, "nibbles": 2, "huge": 0.5, "garbage": 2, "replay": 2, "init": 1}
+
+
+def flood_hostile_datagrams(ns: Namespace, host: str, port: int, *, count: int, seconds: float, seed: int) -> int:
+    """Send up to ``count`` hostile datagrams of every kind to ``host:port`` from ``ns`` within ``seconds``;
+    return how many were sent."""
+    return flood(ns, host, port, mix=ALL_HOSTILE_KINDS, count=count, seconds=seconds, seed=seed).total
+
+
+def udp_receive_buffer_errors(ns: Namespace) -> int:
+    """Datagrams the kernel of ``ns`` dropped because a UDP socket's receive buffer was full (RcvbufErrors of
+    /proc/net/snmp): losses no daemon can see or count itself."""
+    proc = ns.exec(["cat", "/proc/net/snmp"], timeout=IP_TIMEOUT)
+    rows = [line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("Udp:")]
+    if len(rows) < 2:
+        raise HarnessError(f"no Udp counters in /proc/net/snmp of {ns.name}")
+    return int(dict(zip(rows[0], rows[1]))["RcvbufErrors"])
+
+
+# --- a UDP canary (end-to-end encryption checks; see Capture above for the wire) ---------------------------
 _UDP_RECEIVER = r"""
 import socket, sys, time
 host, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -283,21 +520,6 @@ for _ in range(count):
     s.sendto(payload, (host, port))
     time.sleep(0.2)
 """
-
-_CAPTURE = r"""
-import socket, sys, time, select
-seconds, limit = float(sys.argv[1]), int(sys.argv[2])
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))  # every frame on every interface
-print("capturing", flush=True)
-deadline = time.monotonic() + seconds
-frames = 0
-while frames < limit and time.monotonic() < deadline:
-    if select.select([s], [], [], max(0.0, deadline - time.monotonic()))[0]:
-        frame = s.recv(65535)
-        print(frame.hex(), flush=True)
-        frames += 1
-"""
-
 
 @dataclasses.dataclass(frozen=True)
 class UdpCanary:
@@ -325,25 +547,3 @@ def udp_canary(server_ns: Namespace, client_ns: Namespace, server_addr: str, pay
         return UdpCanary(None, None)
     finally:
         terminate_processes([receiver], grace=1.0)
-
-
-class Capture:
-    """Every frame seen on every interface of a namespace while it runs (AF_PACKET), bounded in time and count."""
-
-    def __init__(self, ns: Namespace, seconds: float, limit: int = 20_000) -> None:
-        self.proc = ns.popen([sys.executable, "-c", _CAPTURE, str(seconds), str(limit)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.seconds = seconds
-        assert self.proc.stdout is not None
-        if _readline_with_timeout(self.proc.stdout, CLI_TIMEOUT).strip() != "capturing":
-            terminate_processes([self.proc], grace=1.0)
-            raise HarnessError("packet capture did not start")
-
-    def frames(self) -> list[bytes]:
-        """Wait for the capture to end (its time or its count) and return the frames."""
-        try:
-            out, _ = self.proc.communicate(timeout=self.seconds + 10.0)
-        except subprocess.TimeoutExpired:
-            terminate_processes([self.proc], grace=1.0)
-            out, _ = self.proc.communicate()
-        return [bytes.fromhex(line) for line in out.split() if line]

@@ -32,12 +32,14 @@ def test_a_canary_crosses_the_relay_encrypted_end_to_end(workdir):
         a, relay, b = daemons.start_overlay(lab, 3, [(0, 1), (1, 2)], workdir)
         assert daemons.wait_overlay_reachable(a, b, timeout=REACH_TIMEOUT) is not None, a.log_tail(30)
         payload = canary()
-        capture = traffic.Capture(relay.ns, seconds=6.0)
+        # Both of the relay's links, in and out (start_overlay: link 0 joins nodes 0-1, link 1 joins nodes 1-2).
+        captures = [traffic.Capture(relay.ns, lab.links[0].ifname_b, 7443, seconds=30.0),
+                    traffic.Capture(relay.ns, lab.links[1].ifname_a, 7443, seconds=30.0)]
         got = traffic.udp_canary(b.ns, a.ns, b.address, payload)
-        frames = capture.frames()
+        seen = [d for capture in captures for d in capture.stop()]
         assert got.payload == payload and got.source == a.address
-        assert len(frames) > 5, "the capture on the relay saw nothing: it proves nothing"
-        assert not any(payload in frame for frame in frames), "the relay's wire carried the plaintext"
+        assert len(seen) > 5, "the capture on the relay saw nothing: it proves nothing"
+        assert not any(payload in d.data for d in seen), "the relay's wire carried the plaintext"
         e2e_b = b.inspect()["counters"]["e2e"]
         assert e2e_b["rx_packets"] > 0
         relayed = relay.inspect()["counters"]["router"].get("fwd_relayed", 0)
@@ -45,9 +47,9 @@ def test_a_canary_crosses_the_relay_encrypted_end_to_end(workdir):
 
 
 def test_a_relay_that_flips_a_bit_makes_the_destination_drop_and_count(workdir, monkeypatch):
-    monkeypatch.setenv("AXIOMNET_FAULT_INJECTION", "1")
+    monkeypatch.setenv("AXIOMNET_FAULT_INJECTION", "1")  # with --fault-injection: both halves of the gate
     with netns.NetnsLab(stop_grace=2.0) as lab:
-        a, relay, b = daemons.start_overlay(lab, 3, [(0, 1), (1, 2)], workdir)
+        a, relay, b = daemons.start_overlay(lab, 3, [(0, 1), (1, 2)], workdir, extra_args=["--fault-injection"])
         assert daemons.wait_overlay_reachable(a, b, timeout=REACH_TIMEOUT) is not None, a.log_tail(30)
         before = b.inspect()["counters"]["e2e"].get("rx_rejected", 0)
         assert relay.admin({"cmd": "corrupt-relayed", "count": 3}).get("ok")

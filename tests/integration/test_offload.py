@@ -40,7 +40,7 @@ def vnet_header_on(node: daemons.DaemonProcess) -> bool:
 
 
 def socket_counters(node: daemons.DaemonProcess) -> dict[str, int]:
-    return node.inspect(timeout=5.0)["counters"]["socket"]
+    return node.actor_view("socket", timeout=5.0)
 
 
 def transfer_both_ways(a: daemons.DaemonProcess, b: daemons.DaemonProcess) -> None:

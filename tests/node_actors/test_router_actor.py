@@ -167,7 +167,7 @@ def test_a_saturated_data_lane_sheds_data_but_not_announcements():
     ref.stop()
 
 
-def test_simulated_lock_contention_1000_writers_complete_without_deadlock(recorder):
+def test_chaos_simulate_lock_contention_1000_concurrent_writers_complete_without_deadlock(recorder):
     """Seed chaos 'simulate lock contention': 1,000 threads hit the router (the routing table) at once."""
     router = RouterActor.start(None, {}, ident(1), seq_start=10)
     peers = [ident(10 + n) for n in range(10)]
@@ -187,6 +187,7 @@ def test_simulated_lock_contention_1000_writers_complete_without_deadlock(record
     started = time.monotonic()
     for th in threads:
         th.start()
+    started = time.monotonic()  # the barrier releases once the last writer is ready
     for th in threads:
         th.join(10)
     assert not any(th.is_alive() for th in threads)

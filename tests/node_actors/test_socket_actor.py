@@ -68,7 +68,7 @@ def test_stop_is_prompt_with_no_traffic(recorder):
     sock_actor.ask(m.Snapshot(), timeout=5)
     started = time.monotonic()
     sock_actor.stop(timeout=5)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 4.0  # readers wake every 0.5 s; slack for a loaded box
 
 
 def bound_port(sock_actor) -> int:
@@ -113,3 +113,30 @@ def test_moves_and_releases_only_act_for_the_holder(recorder):
     assert sock_actor.ask(m.Snapshot(), timeout=5)["indices"] == 1
     sock_actor.tell(m.ReleaseIndex(99, heir))
     assert wait_for(lambda: sock_actor.ask(m.Snapshot(), timeout=5)["indices"] == 0)
+
+
+def test_circuit_breaker_opens_for_an_endpoint_whose_sends_keep_failing(recorder):
+    """Seed hardening item 10: after BREAKER_FAILURE_THRESHOLD failed sends to one endpoint the socket stops
+    hammering it (drops counted), says so once, and shows the open breaker in its snapshot; others still go."""
+    from axiomnet.constants import BREAKER_FAILURE_THRESHOLD
+
+    sock_actor = SocketActor.start(None, {}, ("::", 0))
+    lines: list[str] = []
+    sink = logger.add(lambda msg: lines.append(str(msg)), level="WARNING")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as good:
+            good.bind(("::1", 0))
+            good.settimeout(5)
+            bad = ("::1", 0)  # EINVAL on every send, synchronously
+            sock_actor.tell(m.SendDatagrams([(b"x", bad)] * (BREAKER_FAILURE_THRESHOLD + 20)))
+            sock_actor.tell(m.SendDatagrams([(b"still-works", ("::1", good.getsockname()[1]))]))
+            assert good.recvfrom(100)[0] == b"still-works"
+        snap = sock_actor.ask(m.Snapshot(), timeout=5)
+    finally:
+        logger.remove(sink)
+    assert snap["tx_errors"] == BREAKER_FAILURE_THRESHOLD
+    assert snap["tx_dropped_breaker_open"] == 20
+    assert snap["breaker_opened"] == 1 and snap["breakers_open"] == 1
+    (row,) = snap["breakers"]
+    assert row["endpoint"] == "::1:0" and row["state"] == "open" and row["retry_in"] > 0
+    assert len([line for line in lines if "circuit open" in line and "::1" in line]) == 1

@@ -46,6 +46,22 @@ def test_children_start_in_order_stop_in_reverse_and_know_each_other():
     sup.stop()
 
 
+def test_an_earlier_child_knows_a_later_one_before_the_next_starts():
+    """Found by the bench's first ping: the router learned the e2e actor's ref only after every child had started,
+    while the TUN reader (started in between) already sent traffic whose answer had to go router -> e2e."""
+    seen: dict[str, set[str]] = {}
+
+    def start_c(sup: Any, refs: dict[str, Any]) -> Any:
+        seen["a"] = set(refs["a"].ask("refs", timeout=5))  # what "a" knows as "c" starts
+        return Child.start(sup, refs, "c")
+
+    sup = SupervisorActor.start([*specs("a", "b"), ChildSpec("c", start_c)], on_fatal=lambda reason: None)
+    assert sup.ask(StartAll(), timeout=10) == ["a", "b", "c"]
+    assert seen["a"] == {"b"}
+    sup.ask(StopAll(), timeout=10)
+    sup.stop()
+
+
 def test_crashed_child_is_restarted_and_the_others_are_rewired():
     sup = SupervisorActor.start(specs("a", "b"), on_fatal=lambda reason: None,
                                 policy=RestartPolicy(backoff_initial=0.01))

@@ -160,3 +160,12 @@ def test_arbitrary_bytes_only_decode_or_raise_protocol_errors(data: bytes) -> No
     except MalformedPacket:
         return
     assert decode_handshake_payload(payload.encode()) == payload
+
+
+def test_handshake_payload_with_map_keys_of_mixed_types_is_malformed() -> None:
+    """Found by tools/fuzz.py handshake_payload: unknown keys of mixed types (str and bytes) made the error
+    message's sort raise TypeError, which a peer could send inside Noise message 3 to crash the peer manager."""
+    with pytest.raises(MalformedPacket, match="unknown keys"):
+        decode_handshake_payload(bytes.fromhex("82a11c00c60000000000"))  # {"\x1c": 0, b"": ...}
+    with pytest.raises(MalformedPacket, match="unknown keys"):
+        decode_handshake_payload(msgpack.packb({"v": 1, "x": 1, b"y": 2}, use_bin_type=True))

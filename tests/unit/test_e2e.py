@@ -69,6 +69,24 @@ def test_first_packet_waits_for_the_key_then_arrives_through_a_handshake() -> No
     assert [p[40:] for p in pair.tun[1]] == [b"back"]
 
 
+def test_a_lost_answer_to_resolve_costs_a_retry_not_the_timeout() -> None:
+    """Found by the bench's first ping (b started, then a): the router's answer to the first Resolve was lost (it
+    was not wired to the e2e actor yet), and the packets waited RESOLVE_TIMEOUT (15 s) for nothing. A destination
+    still waiting is asked for again every RESOLVE_RETRY; the answer to the retry sends what waited."""
+    from axiomnet.e2e import RESOLVE_RETRY, RESOLVE_TIMEOUT
+
+    node, other = EndToEnd(ident(1).private_key, ident(1).public_key), ident(2)
+    dst = other.address.packed
+    assert node.outbound([ipv6(node.address, dst, b"first")], 0.0).resolve == [dst]  # this answer is lost
+    assert node.tick(RESOLVE_RETRY / 2).resolve == []  # not yet
+    assert node.tick(RESOLVE_RETRY).resolve == [dst]  # asked again
+    assert node.tick(RESOLVE_RETRY * 1.5).resolve == []  # once per RESOLVE_RETRY
+    assert node.stats["resolve_retries"] == 1
+    out = node.resolved(dst, other.public_key, RESOLVE_RETRY * 1.5)
+    assert out.sends[dst] and node.stats["sessions_created"] == 1  # the handshake leaves; "first" waits on it
+    assert node.tick(RESOLVE_TIMEOUT + 1.0).resolve == [] and node.stats["unresolvable_dropped"] == 0
+
+
 def test_a_packet_from_our_tun_with_another_source_never_enters_the_overlay() -> None:
     pair = Pair()
     out = pair.nodes[1].outbound([ipv6(ident(9).address.packed, pair.nodes[2].address, b"x")], 0.0)

@@ -207,3 +207,12 @@ def test_a_batch_is_forwarded_exactly_as_its_packets_one_by_one(ops: list[tuple[
         delivered_alone += one.delivered
     assert got.links == links and got.delivered == delivered_alone
     assert together.stats == alone.stats
+
+
+def test_a_departed_neighbours_cached_coordinates_go_with_it() -> None:
+    overlay = settle(Overlay(nx.path_graph(4), seed=14))
+    source = overlay.nodes[0].forwarder
+    overlay.send(0, 3, b"looked up")  # node 3 is not a neighbour of 0: its coordinates are cached
+    assert source.pathfinder.route(overlay.address(3), overlay.now) is not None
+    source.neighbour_down(overlay.nodes[3].identity.public_key)
+    assert source.pathfinder.route(overlay.address(3), overlay.now) is None

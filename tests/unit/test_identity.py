@@ -389,7 +389,7 @@ def test_hung_filesystem_call_raises_iotimeout_within_bound(
     finally:
         release.set()
         _join_helper_threads()
-    assert 0.45 <= elapsed < 2.0
+    assert 0.45 <= elapsed < 5.0  # bounded by the timeout, not by the 30 s hang (slack for a loaded box)
     assert str(data_dir) in str(info.value)
     # The abandoned helper stopped at its next checkpoint instead of writing after the deadline.
     monkeypatch.undo()
@@ -515,36 +515,51 @@ def _check_after_kill(subdir: Path) -> str:
     return "partial-set"
 
 
-def test_atomic_identity_write_survives_sigkill(tmp_path: Path) -> None:
+def _check_complete(subdir: Path) -> None:
+    """A directory the writer finished before moving on: both files valid and equal, nothing else."""
+    assert sorted(os.listdir(subdir)) == sorted([IDENTITY_FILENAME, IDENTITY_BACKUP_FILENAME, IDENTITY_LOCK_FILENAME])
+    assert load_identity(subdir / IDENTITY_FILENAME) == load_identity(subdir / IDENTITY_BACKUP_FILENAME)
+
+
+def test_atomic_identity_write_1000_kills_during_key_generation(tmp_path: Path) -> None:
+    """The seed's test_atomic_identity_write at its size: a writer creating identities is SIGKILLed at a random
+    moment 1000 times; every key file left behind is valid or absent, never partial, and a restart recovers.
+    The writers are forked from one warm process (tests/unit/identity_kill_child.py), so a kill costs ms."""
     rng = random.Random(20240601)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
                                                                    os.environ.get("PYTHONPATH")])))
     states: dict[str, int] = {}
-    kills = 0
-    deadline = time.monotonic() + 55
-    for run in range(100):
-        assert time.monotonic() < deadline, "kill test took too long"
-        base = tmp_path / f"run{run:03d}"
-        base.mkdir()
-        child = subprocess.Popen([sys.executable, str(CHILD), str(base)], stdout=subprocess.PIPE, env=env)
-        try:
-            assert child.stdout is not None
-            assert child.stdout.readline() == b"ready\n"
-            time.sleep(rng.uniform(0.0, 0.02))
-            child.send_signal(signal.SIGKILL)
-        finally:
-            child.kill()
-            child.wait(10)
-            if child.stdout:
-                child.stdout.close()
-        assert child.returncode == -signal.SIGKILL
-        kills += 1
-        for subdir in sorted(p for p in base.iterdir() if p.is_dir()):
-            state = _check_after_kill(subdir)
-            states[state] = states.get(state, 0) + 1
-    assert kills == 100
+    server = subprocess.Popen([sys.executable, str(CHILD)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              env=env, text=True, bufsize=1)
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        assert server.stdout.readline() == "ready\n"
+        for run in range(1000):
+            base = tmp_path / f"run{run:04d}"
+            base.mkdir()
+            server.stdin.write(f"{base}\n")
+            pid = int(server.stdout.readline())
+            time.sleep(rng.uniform(0.0005, 0.008))
+            os.kill(pid, signal.SIGKILL)
+            server.stdin.write(f"reap {pid}\n")
+            status = int(server.stdout.readline())
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"writer {pid}: {status}"
+            subdirs = sorted(p for p in base.iterdir() if p.is_dir())
+            for subdir in subdirs[:-1]:
+                _check_complete(subdir)
+            if subdirs:
+                state = _check_after_kill(subdirs[-1])
+                states[state] = states.get(state, 0) + 1
+            else:
+                states["before-mkdir"] = states.get("before-mkdir", 0) + 1
+            shutil.rmtree(base)
+    finally:
+        server.kill()
+        server.wait(10)
+    print(f"where the 1000 kills landed: {states}")  # figures for docs/RELIABILITY.md (pytest -rP shows them)
+    assert sum(states.values()) == 1000
     # The kills landed inside the write sequence (not only between identities), or the test proved nothing.
-    assert states.get("temp", 0) + states.get("partial-set", 0) > 0, states
+    assert states.get("temp", 0) + states.get("partial-set", 0) >= 50, states
 
 
 # --- format 1 (no signing key) -----------------------------------------------------------------------------

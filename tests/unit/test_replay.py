@@ -105,3 +105,26 @@ def test_prop_replay_window_near_the_edge_matches_set_model(base: int, deltas: l
             window.update(counter)
             model.update(counter)
         base = max(base, counter)
+
+
+def test_replay_of_the_oldest_counter_after_a_full_window_jump_is_rejected() -> None:
+    """The sequence 1, 8192, 1: the second 1 is a replay (8192 - 1 < REPLAY_WINDOW_SIZE, so it is still inside
+    the window). A ring without its spare block reuses counter 1's block for 8192, clears it, and accepts it."""
+    assert REPLAY_WINDOW_SIZE == 8192
+    window = ReplayWindow()
+    assert accept(window, 1)
+    assert accept(window, REPLAY_WINDOW_SIZE)
+    assert not window.check(1)
+    assert not accept(window, 1)
+    assert accept(window, 2)  # its neighbours in the same block were never seen: still accepted once
+
+
+def test_ring_without_its_spare_block_fails_the_one_eight_one_sequence(monkeypatch) -> None:
+    """The mutant the test above exists for: with exactly window/64 blocks the replay is accepted."""
+    import axiomnet.replay as replay
+
+    monkeypatch.setattr(replay, "_BLOCKS", REPLAY_WINDOW_SIZE // 64)
+    window = replay.ReplayWindow()
+    for counter in (1, REPLAY_WINDOW_SIZE):
+        window.update(counter)
+    assert window.check(1)  # the broken ring forgot it: the test above would fail on this variant

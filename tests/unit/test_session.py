@@ -566,3 +566,45 @@ def test_receive_batch_agrees_with_receive_datagram_by_datagram(ops: list[tuple[
     assert batch.replies == replies and batch.last_authentic == last
     assert sb.stats == twin.stats
     assert sb.last_heard == twin.last_heard and sb.next_deadline() == twin.next_deadline()
+
+
+def test_session_cleanup_ttl_1000_sessions() -> None:
+    """The seed's test_session_cleanup_ttl at its size: a node holds 1000 established sessions; 950 peers
+    vanish, 50 keep talking (and rekeying). Simulated time runs past SESSION_EXPIRY in 10 s steps, the owner
+    drops every session that reports expired, as the peer manager does: exactly the 950 silent ones go, each
+    one SESSION_EXPIRY after it last heard its peer, and no receiver index is left behind."""
+    hub = Node("hub", 1)
+    peers = [Node(f"p{i}", 10_000 + i) for i in range(1000)]
+    nets = {}
+    for peer in peers:
+        net = nets[peer.public] = Network(peer, hub)
+        net.send(peer, peer.session_for(hub.public).initiate(0.0))
+        net.settle(0.0)
+    assert len(hub.sessions) == 1000 and all(s.is_established for s in hub.sessions.values())
+    talking = peers[:50]
+    silent = {peer.public for peer in peers[50:]}
+    removed_at: dict[bytes, float] = {}
+    now, step = 0.0, 10.0
+    while now < SESSION_EXPIRY + 10 * step:
+        now += step
+        for peer in talking:
+            session = peer.session_for(hub.public)
+            nets[peer.public].send(peer, session.send(DATA, numbered(b"ping", int(now)), now) + peer.tick(now))
+        for key, session in list(hub.sessions.items()):
+            out = session.tick(now)
+            if key in silent:
+                continue  # that peer is gone: nothing reaches it, nothing comes back
+            nets[key].send(hub, out)
+        for peer in talking:
+            nets[peer.public].settle(now)
+        for key, session in list(hub.sessions.items()):
+            if session.is_expired:  # the registry's sweep
+                del hub.sessions[key]
+                removed_at[key] = now
+    assert set(removed_at) == silent
+    assert all(SESSION_EXPIRY <= t < SESSION_EXPIRY + step + 1e-9 for t in removed_at.values())
+    assert {p.public for p in talking} == set(hub.sessions)
+    assert all(s.is_established for s in hub.sessions.values())
+    assert hub.indices.live == hub.owned_indices()  # every expired session released its indices
+    assert len(hub.indices.live) <= 4 * len(talking)
+    assert sum(1 for kind, _ in hub.delivered if kind is DATA) == len(talking) * int(now // step)

@@ -206,3 +206,19 @@ def test_no_position_deeper_than_the_bound() -> None:
     overlay = Overlay(nx.path_graph(5), seed=3)
     overlay.tick(8)
     assert max(overlay.nodes[v].tree.depth for v in overlay.alive) <= MAX_TREE_DEPTH
+
+
+def test_a_bloom_filter_has_one_encoding_and_the_decoder_refuses_others() -> None:
+    """Found by tools/fuzz.py announcement: unsorted (or repeated) sparse bit numbers and a raw filter with few
+    bits decoded, but re-encoded to other bytes; two encodings of one filter let two decoders disagree."""
+    import struct
+
+    with pytest.raises(MalformedPacket, match="ascending"):
+        decode_bloom(struct.pack(">3H", 2, 9, 3))
+    with pytest.raises(MalformedPacket, match="ascending"):
+        decode_bloom(struct.pack(">3H", 2, 3, 3))
+    few = Bloom.of([bytes(16)])
+    raw = struct.pack(">H", 0xFFFF) + few.words.astype("<u8").tobytes()
+    with pytest.raises(MalformedPacket, match="canonical"):
+        decode_bloom(raw)
+    assert decode_bloom(few.encode())[0] == few
