@@ -22,9 +22,7 @@ from typing import Any, Callable
 import pykka
 from loguru import logger
 
-from axiomnet.constants import MAX_QUEUED_BATCHES, MAX_QUEUED_URGENT
-
-TIMER_RETRY = 0.05  # a deadline whose message found the control lane full is told again after this
+from axiomnet.constants import MAX_QUEUED_BATCHES, MAX_QUEUED_URGENT, TIMER_RETRY
 from axiomnet.actors import messages as m
 
 
@@ -238,26 +236,26 @@ class SupervisedActor(pykka.ThreadingActor):
 
     def wakeup_fd(self) -> int:
         """A file descriptor that becomes readable when this actor stops: reader threads poll it beside their
-        socket or device, so they block without a timeout and still stop at once. Closed by the actor on stop."""
-        if not hasattr(self, "_wake_pipe"):
-            read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            self._wake_pipe = (read_end, write_end)
+        socket or device, so they block without a timeout and still stop at once. One eventfd (one descriptor, where
+        a pipe takes two: a daemon started under a tight RLIMIT_NOFILE must still come up), closed on stop."""
+        fd: int | None = getattr(self, "_wake_fd", None)
+        if fd is None:
+            fd = self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
             def wake() -> None:
                 try:
-                    os.write(write_end, b"\0")
+                    os.eventfd_write(fd, 1)
                 except OSError:
-                    pass  # already written or closed: the readers have been woken
+                    pass  # closed: the readers are gone
 
             self._wakers.append(wake)
-        return self._wake_pipe[0]
+        return fd
 
     def _close_wakeup_fd(self) -> None:
-        pipe = getattr(self, "_wake_pipe", None)
-        if pipe is not None and not [t for t in self._threads if t.is_alive()]:
-            del self._wake_pipe
-            for fd in pipe:
-                os.close(fd)
+        fd = getattr(self, "_wake_fd", None)
+        if fd is not None and not [t for t in self._threads if t.is_alive()]:
+            del self._wake_fd
+            os.close(fd)
 
     # --- messages --------------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:

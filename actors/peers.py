@@ -39,12 +39,13 @@ from axiomnet.actors.base import SupervisedActor, bounded_tell, schedule_tell, t
 from axiomnet.actors.session import SessionActor
 from axiomnet.actors.socket import tell_indices
 
+REFUSAL_LOG_INTERVAL = 10.0  # one warning per this many seconds about refused peers; every refusal is counted
+_FRONT_DOOR_TYPES = (PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_FINAL, PacketType.KEY_PROBE)
 
 
 class _Due(m.Urgent):
-    """The deadline timer's wake-up (never leaves this actor)."""
-REFUSAL_LOG_INTERVAL = 10.0  # one warning per this many seconds about refused peers; every refusal is counted
-_FRONT_DOOR_TYPES = (PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_FINAL, PacketType.KEY_PROBE)
+    """The deadline timer's wake-up: the earliest session deadline or half-open handshake expiry has come (never
+    leaves this actor)."""
 
 
 def canonical_endpoint(host: str, port: int) -> m.Addr:
@@ -192,8 +193,10 @@ class PeerManagerActor(SupervisedActor):
         elif isinstance(message, m.WakeAt):
             heapq.heappush(self._wakes, (message.when, message.ref.actor_urn))
             self._deadline_timer.at(message.when)
-        elif isinstance(message, (_Due, m.Tick)):
+        elif isinstance(message, _Due):
             self._tick()
+        elif isinstance(message, m.Tick):
+            self._tick(every=True)
         elif isinstance(message, m.SessionUp):
             self._session_up(message)
         elif isinstance(message, m.SessionDown):
@@ -225,8 +228,9 @@ class PeerManagerActor(SupervisedActor):
             return super().handle(message)
         return None
 
-    def _tick(self) -> None:
-        """Tick the sessions whose deadline has come, expire half-open handshakes; sleep until the next deadline."""
+    def _tick(self, every: bool = False) -> None:
+        """Tick the sessions whose deadline has come (``every``: all of them, as a Tick told from outside asks),
+        expire half-open handshakes; then sleep until the next deadline."""
         assert self.responder is not None
         now = time.monotonic()
         self.responder.expire(now)
@@ -234,6 +238,8 @@ class PeerManagerActor(SupervisedActor):
         wakes, tick, due = self._wakes, m.Tick(), set()
         while wakes and wakes[0][0] <= now:
             due.add(heapq.heappop(wakes)[1])
+        if every:
+            due.update(self.specs)
         for urn in due:
             spec = self.specs.get(urn)
             if spec is not None:

@@ -4,7 +4,8 @@ The seed's race on ``process_incoming`` cannot exist here: only this actor's thr
 one message at a time. Datagrams arrive in batches from the socket reader (DATA on the data lane, every other
 type on the control lane); the plaintext of DATA is a routed packet, handed to the router with the peer's key;
 the plaintext of CONTROL is a tree announcement, handed to the router on the control lane. Routed packets to
-send arrive in batches from the router; the peer manager's ticker drives the session's timers.
+send arrive in batches from the router; the peer manager ticks the session at its next deadline (WakeAt), not
+more often.
 
 Traffic between the two neighbours themselves skips the end-to-end layer (docs/PROTOCOL.md §6.6): when the peer
 announced NEIGHBOUR_CAPABILITY, this actor tells the TUN actor that packets for the peer's address come straight
@@ -174,6 +175,7 @@ class SessionActor(SupervisedActor):
         key = session.remote_static
         routed: list[bytes] = []
         mine: list[bytes] = []
+        announced = False  # an announcement told to the router says the peer is alive, as PeerSeen would
         prefix = NEIGHBOUR_PREFIX
         for ptype, payload in got.payloads:
             if ptype is DATA:
@@ -182,13 +184,14 @@ class SessionActor(SupervisedActor):
                 else:
                     routed.append(payload)
             elif ptype is CONTROL:
-                self._control(payload)
+                announced = self._control(payload) or announced
         if mine and key is not None:
             self._deliver(key, mine)
         if routed and key is not None:
             if not bounded_tell(self.refs.get("router"), m.RoutedPackets(key, routed)):
                 self.counters["rx_dropped_relay"] += len(routed)
-        elif got.last_authentic >= 0 and key is not None and now - self._seen_told >= PEER_SEEN_INTERVAL:
+        elif (got.last_authentic >= 0 and key is not None and not announced
+              and now - self._seen_told >= PEER_SEEN_INTERVAL):
             # Liveness comes from any authenticated packet; routed packets already tell the router so.
             self._seen_told = now
             tell(self.refs.get("router"), m.PeerSeen(key))
@@ -217,10 +220,15 @@ class SessionActor(SupervisedActor):
         elif good and not bounded_tell(tun, m.TunWrite(good)):
             self.counters["rx_dropped_backpressure"] += len(good)
 
-    def _control(self, payload: bytes) -> None:
+    def _control(self, payload: bytes) -> bool:
+        """Hand a tree announcement to the router; whether it was told."""
         key = self.session.remote_static if self.session is not None else None
-        if key is not None and not bounded_tell(self.refs.get("router"), m.Announce(key, payload)):
+        if key is None:
+            return False
+        if not bounded_tell(self.refs.get("router"), m.Announce(key, payload)):
             self.counters["rx_dropped_control"] += 1
+            return False
+        return True
 
     def _probe(self) -> None:
         assert self.session is not None

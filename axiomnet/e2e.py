@@ -315,9 +315,9 @@ class EndToEnd:
         self.responder.expire(now)
         self._sync(RESPONDER, out, now)
         for dst, waiting in list(self._waiting.items()):
-            if now - waiting.since > RESOLVE_TIMEOUT:  # the router never answered (it gave up, or it restarted)
+            if now >= waiting.since + RESOLVE_TIMEOUT:  # the router never answered (it gave up, or it restarted)
                 self.unresolvable(dst)
-            elif now - waiting.asked >= RESOLVE_RETRY:
+            elif now >= waiting.asked + RESOLVE_RETRY:
                 # Asked again: an answer lost on the way (a router restarting, or not yet wired) costs a second,
                 # not the whole timeout. The router dedupes: a lookup in flight is not sent twice.
                 waiting.asked = now
@@ -339,7 +339,8 @@ class EndToEnd:
             sessions = list(self.sessions.values())
         self._touched.clear()
         deadlines = [d for d in (session.next_deadline() for session in sessions) if d is not None]
-        deadlines += [since + RESOLVE_TIMEOUT for since, _ in self._waiting.values()]
+        # A waiting destination is asked for again (RESOLVE_RETRY) until it is given up (RESOLVE_TIMEOUT).
+        deadlines += [min(w.asked + RESOLVE_RETRY, w.since + RESOLVE_TIMEOUT) for w in self._waiting.values()]
         expiry = self.responder.next_deadline()
         if expiry is not None:
             deadlines.append(expiry)

@@ -559,7 +559,7 @@ class Session:
         self._sweep(now)
         init = self._init
         if init is not None:
-            if now - init.started >= REKEY_ATTEMPT_TIME:
+            if now >= init.started + REKEY_ATTEMPT_TIME:  # the comparisons here are next_deadline()'s, exactly
                 self._give_up(now)
             elif now >= init.next_at:
                 init.attempts += 1
@@ -568,7 +568,7 @@ class Session:
                 out.append(self._init_datagram(init, now))
         confirm = self._confirm
         if confirm is not None:
-            if now - confirm.started >= REKEY_ATTEMPT_TIME:
+            if now >= confirm.started + REKEY_ATTEMPT_TIME:
                 # The responder never proved it has these keys. An unconfirmed next keypair is useless; a current
                 # one stays (it may be working one way) and the silence timer will rehandshake if it is not.
                 self._confirm = None
@@ -599,12 +599,14 @@ class Session:
             if kp is not None and kp.send_counter < REJECT_AFTER_MESSAGES:
                 self.stats["keepalives_sent"] += 1
                 out += self._encrypt(kp, _KEEPALIVE, [b""], now)
-        if self._current is None and self._next is None and now - self._quiet_baseline() >= SESSION_EXPIRY:
+        if self._current is None and self._next is None and now >= self._quiet_baseline() + SESSION_EXPIRY:
             self._expire(now)
         return out
 
     def next_deadline(self) -> float | None:
-        """Earliest time tick() has something to do, or None."""
+        """Earliest time tick() has something to do (a time already past: it has work now), or None: nothing until a
+        packet comes or one is sent. Whatever changes it (a send, a receive, a handshake started) happens in a call
+        into this session, so a caller that asks again after each call never misses a deadline that moved earlier."""
         if self._expired:
             return None
         deadlines: list[float] = []
@@ -616,8 +618,11 @@ class Session:
             deadlines.append(min(confirm.next_at, confirm.started + REKEY_ATTEMPT_TIME))
         deadlines.extend(kp.dead_at for kp in self._by_index.values())
         current = self._current
-        if current is not None and init is None and self._next is None and current.rekey_at != math.inf:
-            deadlines.append(current.rekey_at)
+        if current is not None and init is None and self._next is None:
+            if current.send_counter >= REKEY_AFTER_MESSAGES:
+                deadlines.append(current.created)  # due already (send_batch starts it; tick() if that was blocked)
+            elif current.rekey_at != math.inf:
+                deadlines.append(current.rekey_at)
         if self._keepalive_due is not None:
             deadlines.append(self._keepalive_due)
         if self._silence_due is not None:
