@@ -24,6 +24,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+import select
 import socket
 import stat
 import struct
@@ -43,7 +44,6 @@ from axiomnet.constants import (
     ADMIN_TIMEOUT,
     DROP_SUMMARY_INTERVAL,
     DROP_SUMMARY_WARN,
-    READER_POLL_TIMEOUT,
 )
 from axiomnet.errors import ConfigError
 from axiomnet.identity import Identity
@@ -139,6 +139,7 @@ class AdminActor(SupervisedActor):
         self.group_id = resolve_group(self.admin_group)
         self._bind()
         logger.info("admin socket {} (mode {:04o})", self.path, stat.S_IMODE(self.path.stat().st_mode))
+        self.wakeup_fd()  # before the accept thread starts: stopping must find it
         self.spawn_thread(self._serve, "accept")
         self.spawn_thread(self._summarise_drops, "drops")
         if self.metrics_listen is not None:
@@ -179,7 +180,7 @@ class AdminActor(SupervisedActor):
         else:
             os.chmod(self.path, 0o600)
         server.listen(16)
-        server.settimeout(READER_POLL_TIMEOUT)
+        server.setblocking(False)  # the accept thread polls it beside the wake-up eventfd (no timeout, no wake-ups)
         self.server = server
 
     def _start_http(self) -> None:
@@ -235,11 +236,17 @@ class AdminActor(SupervisedActor):
     def _serve(self) -> None:
         server = self.server
         assert server is not None
+        poller = select.poll()
+        poller.register(server.fileno(), select.POLLIN)
+        poller.register(self.wakeup_fd(), select.POLLIN)  # readable once we stop
         while not self._stopping.is_set():
+            poller.poll()
+            if self._stopping.is_set():
+                return
             try:
                 conn, _ = server.accept()
-            except socket.timeout:
-                continue
+            except BlockingIOError:
+                continue  # the caller gave up between poll and accept
             except OSError:
                 if self._stopping.is_set():
                     return

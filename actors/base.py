@@ -10,6 +10,7 @@ traffic is never stuck or shed behind data.
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import threading
@@ -21,12 +22,18 @@ from typing import Any, Callable
 import pykka
 from loguru import logger
 
-from axiomnet.constants import MAX_QUEUED_BATCHES, MAX_QUEUED_URGENT
+from axiomnet.constants import MAX_QUEUED_BATCHES, MAX_QUEUED_URGENT, TIMER_RETRY
 from axiomnet.actors import messages as m
 
 
 class TwoLaneInbox(queue.Queue[Any]):
     """A pykka mailbox with a control lane: envelopes of Urgent messages are served before all others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Unbounded, and nobody joins it: one condition serves all three of queue.Queue's (each holds a deque,
+        # ~0.8 KiB, and every session actor has a mailbox). A spurious notify wakes the only getter, harmlessly.
+        self.not_full = self.all_tasks_done = self.not_empty
 
     def _init(self, maxsize: int) -> None:
         self.queue: deque[Any] = deque()
@@ -109,6 +116,7 @@ class SupervisedActor(pykka.ThreadingActor):
         self.counters: Counter[str] = Counter()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._wakers: list[Callable[[], None]] = []  # called on stop: owned threads that block without a timeout
 
     # --- lifecycle -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -175,7 +183,8 @@ class SupervisedActor(pykka.ThreadingActor):
 
     # --- owned threads ---------------------------------------------------------------------------
     def spawn_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
-        """Start a daemon thread this actor owns; it must poll ``self._stopping`` at least every 0.5 s."""
+        """Start a daemon thread this actor owns; it must poll ``self._stopping`` at least every 0.5 s, or block on
+        something a waker in ``self._wakers`` interrupts (:meth:`wakeup_fd`, :meth:`start_deadline_timer`)."""
 
         def run() -> None:
             try:
@@ -192,6 +201,8 @@ class SupervisedActor(pykka.ThreadingActor):
 
     def _stop_threads(self, timeout: float = 2.0) -> None:
         self._stopping.set()
+        for wake in self._wakers:
+            wake()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             if thread is threading.current_thread():
@@ -200,6 +211,7 @@ class SupervisedActor(pykka.ThreadingActor):
             if thread.is_alive():
                 logger.error("{}: thread {} did not stop within {} s", self.role, thread.name, timeout)
         self._threads = [t for t in self._threads if t.is_alive()]
+        self._close_wakeup_fd()
 
     def start_ticker(self, interval: float, message: Any) -> None:
         """Tell ourselves ``message`` every ``interval`` seconds until we stop (the actor's clock)."""
@@ -213,6 +225,37 @@ class SupervisedActor(pykka.ThreadingActor):
                     return
 
         self.spawn_thread(tick, "ticker")
+
+    def start_deadline_timer(self, message: Any) -> DeadlineTimer:
+        """An owned thread that tells us ``message`` when the earliest time given to its ``at`` comes (an actor
+        whose work has deadlines sleeps until the next one instead of ticking)."""
+        timer = DeadlineTimer(self.actor_ref, message, self._stopping)
+        self._wakers.append(timer.wake)
+        self.spawn_thread(timer.run, "timer")
+        return timer
+
+    def wakeup_fd(self) -> int:
+        """A file descriptor that becomes readable when this actor stops: reader threads poll it beside their
+        socket or device, so they block without a timeout and still stop at once. One eventfd (one descriptor, where
+        a pipe takes two: a daemon started under a tight RLIMIT_NOFILE must still come up), closed on stop."""
+        fd: int | None = getattr(self, "_wake_fd", None)
+        if fd is None:
+            fd = self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+            def wake() -> None:
+                try:
+                    os.eventfd_write(fd, 1)
+                except OSError:
+                    pass  # closed: the readers are gone
+
+            self._wakers.append(wake)
+        return fd
+
+    def _close_wakeup_fd(self) -> None:
+        fd = getattr(self, "_wake_fd", None)
+        if fd is not None and not [t for t in self._threads if t.is_alive()]:
+            del self._wake_fd
+            os.close(fd)
 
     # --- messages --------------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
@@ -234,6 +277,53 @@ class SupervisedActor(pykka.ThreadingActor):
     def handle(self, message: Any) -> Any:
         """Handle a message of this actor's own protocol."""
         raise TypeError(f"{self.role} got an unexpected message {type(message).__name__}")
+
+
+class DeadlineTimer:
+    """Tells an actor ``message`` once the earliest time asked for with :meth:`at` (monotonic seconds) has come.
+
+    It sleeps without a timeout while nothing is asked for, so an idle actor costs no wake-ups. Its thread is owned
+    by the actor (:meth:`SupervisedActor.start_deadline_timer`); :meth:`at` may be called from the actor's thread.
+    """
+
+    def __init__(self, ref: pykka.ActorRef[Any], message: Any, stopping: threading.Event) -> None:
+        self._ref = ref
+        self._message = message
+        self._stopping = stopping
+        self._cond = threading.Condition()
+        self._when: float | None = None
+
+    def at(self, when: float) -> None:
+        """Tell the actor at ``when`` (or earlier, if an earlier time was asked for and has not come yet)."""
+        with self._cond:
+            if self._when is None or when < self._when:
+                self._when = when
+                self._cond.notify()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def run(self) -> None:
+        cond, stopping = self._cond, self._stopping
+        while True:
+            with cond:
+                while not stopping.is_set():
+                    when = self._when
+                    if when is None:
+                        cond.wait()
+                        continue
+                    delay = when - time.monotonic()
+                    if delay <= 0:
+                        break
+                    cond.wait(delay)
+                if stopping.is_set():
+                    return
+                self._when = None
+            if not bounded_tell(self._ref, self._message):
+                if not self._ref.is_alive():
+                    return
+                self.at(time.monotonic() + TIMER_RETRY)  # its control lane is full: try again shortly
 
 
 # --- last-resort crash reporting ---------------------------------------------------------------------

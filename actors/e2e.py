@@ -4,7 +4,7 @@ The thin shell around axiomnet/e2e.py: IP packets read from the TUN device come 
 session with the node that owns their destination address and handed to the router; TRAFFIC the router
 delivers comes here, is opened, checked (its source must be the address of the session's key) and written to
 the TUN device. A destination without a session waits (bounded) while the router resolves its key. The
-actor's ticker drives the sessions' timers.
+sessions' timers are driven by a deadline timer: the actor sleeps until the earliest deadline of its sessions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from axiomnet.constants import E2E_TICK_INTERVAL
 from axiomnet.control import HandshakePayload
 from axiomnet.e2e import E2EOutput, EndToEnd
 from axiomnet.identity import Identity
@@ -31,10 +30,25 @@ class EndToEndActor(SupervisedActor):
         self.core = EndToEnd(identity.private_key, identity.public_key, local_payload=local_payload)
 
     def setup(self) -> None:
-        self.start_ticker(E2E_TICK_INTERVAL, m.Tick())
+        self._timer = self.start_deadline_timer(m.Tick())
+        self._wake_told: float | None = None
 
     def handle(self, message: Any) -> Any:
         now = time.monotonic()
+        result = self._handle(message, now)
+        # After a tick every session's deadline counts; after anything else, only the sessions it used (the
+        # others' are at or after the deadline already set).
+        told = self._wake_told
+        full = isinstance(message, m.Tick) or told is None or told <= now
+        deadline = self.core.next_deadline(touched_only=not full)
+        if deadline is not None and (full or deadline < told):  # type: ignore[operator]
+            self._wake_told = deadline
+            self._timer.at(deadline)
+        elif full:
+            self._wake_told = None
+        return result
+
+    def _handle(self, message: Any, now: float) -> Any:
         if isinstance(message, m.TunPackets):
             self._dispatch(self.core.outbound(message.packets, now))
         elif isinstance(message, m.Delivered):

@@ -309,6 +309,15 @@ class NeighbourRoute(Urgent):
     ref: Any
     via: Any = None
 
+
+@dataclass(frozen=True)
+class WakeAt(Urgent):
+    """Tick the session ``ref`` at ``when`` (monotonic seconds): its next timer deadline (session -> peer manager)."""
+
+    ref: Any
+    when: float
+
+
 # --- static peers at runtime (admin socket, SIGHUP) ---------------------------------------------
 @dataclass(frozen=True)
 class AddPeer(Urgent):

@@ -4,7 +4,9 @@ It owns the core HandshakeResponder (mac1, cookies, rate limits, key probes, all
 table) and the core Admission policy, creates one SessionActor per peer (static peers at start, inbound
 peers when their handshake completes and admission gives them a slot: per-source and unnamed-key bounds,
 named peers evicting the least recently active stranger), restarts crashed session actors with backoff and,
-through the supervisor, stops the node when sessions crash-loop. Its ticker drives every session's timers.
+through the supervisor, stops the node when sessions crash-loop. It drives the sessions' timers: each session
+tells it its next deadline (WakeAt) and gets a Tick then, so an idle node sleeps instead of ticking every
+session ten times a second.
 
 It never waits on another actor: receiver indices are picked by the core and told to the socket actor, and
 a collaborator that is slow, dead or restarting only loses tells that the restart replays (rewired).
@@ -12,6 +14,7 @@ a collaborator that is slow, dead or restarting only loses tells that the restar
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 import threading
 import time
@@ -36,9 +39,13 @@ from axiomnet.actors.base import SupervisedActor, bounded_tell, schedule_tell, t
 from axiomnet.actors.session import SessionActor
 from axiomnet.actors.socket import tell_indices
 
-TICK_INTERVAL = 0.1  # how often session timers are driven; finer than any protocol timer needs
 REFUSAL_LOG_INTERVAL = 10.0  # one warning per this many seconds about refused peers; every refusal is counted
 _FRONT_DOOR_TYPES = (PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_FINAL, PacketType.KEY_PROBE)
+
+
+class _Due(m.Urgent):
+    """The deadline timer's wake-up: the earliest session deadline or half-open handshake expiry has come (never
+    leaves this actor)."""
 
 
 def canonical_endpoint(host: str, port: int) -> m.Addr:
@@ -106,6 +113,8 @@ class PeerManagerActor(SupervisedActor):
         self.responder: HandshakeResponder | None = None
         self._timers: list[threading.Timer] = []
         self._refusal_logged = -REFUSAL_LOG_INTERVAL
+        self._wakes: list[tuple[float, str]] = []  # heap of (deadline, session urn) to tick
+        self._deadline_timer: Any = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -116,9 +125,9 @@ class PeerManagerActor(SupervisedActor):
             allowed_keys=self.allowed_keys,
             discoverable=self.discoverable,
         )
+        self._deadline_timer = self.start_deadline_timer(_Due())
         for peer in self.static_peers:  # configured peers always get their slot
             self._spawn(canonical_endpoint(peer.host, peer.port), peer.public_key, dial=True)
-        self.start_ticker(TICK_INTERVAL, m.Tick())
 
     def _send(self, items: list[tuple[bytes, m.Addr]]) -> None:
         """Send the responder's answers, after telling the socket the indices it issued or retired."""
@@ -180,8 +189,14 @@ class PeerManagerActor(SupervisedActor):
     def handle(self, message: Any) -> Any:
         if isinstance(message, m.Datagrams):
             self._front_door(message.items)
-        elif isinstance(message, m.Tick):
+            self._schedule()  # the expiry of a handshake it left half-open
+        elif isinstance(message, m.WakeAt):
+            heapq.heappush(self._wakes, (message.when, message.ref.actor_urn))
+            self._deadline_timer.at(message.when)
+        elif isinstance(message, _Due):
             self._tick()
+        elif isinstance(message, m.Tick):
+            self._tick(every=True)
         elif isinstance(message, m.SessionUp):
             self._session_up(message)
         elif isinstance(message, m.SessionDown):
@@ -213,13 +228,39 @@ class PeerManagerActor(SupervisedActor):
             return super().handle(message)
         return None
 
-    def _tick(self) -> None:
+    def _tick(self, every: bool = False) -> None:
+        """Tick the sessions whose deadline has come (``every``: all of them, as a Tick told from outside asks),
+        expire half-open handshakes; then sleep until the next deadline."""
         assert self.responder is not None
-        self.responder.expire(time.monotonic())
+        now = time.monotonic()
+        self.responder.expire(now)
         self._send([])  # the indices of expired half-open handshakes
-        tick = m.Tick()
-        for spec in self.specs.values():
-            bounded_tell(spec.ref, tick, limit=64)
+        wakes, tick, due = self._wakes, m.Tick(), set()
+        while wakes and wakes[0][0] <= now:
+            due.add(heapq.heappop(wakes)[1])
+        if every:
+            due.update(self.specs)
+        for urn in due:
+            spec = self.specs.get(urn)
+            if spec is not None:
+                bounded_tell(spec.ref, tick, limit=64)
+        if len(wakes) > 4 * len(self.specs) + 64:  # superseded deadlines pile up only if sessions keep moving theirs
+            earliest: dict[str, float] = {}
+            for when, urn in wakes:
+                if urn in self.specs and when < earliest.get(urn, float("inf")):
+                    earliest[urn] = when
+            self._wakes = wakes = [(when, urn) for urn, when in earliest.items()]
+            heapq.heapify(wakes)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Wake at the earliest session deadline, and while handshakes are half-open, when the oldest expires."""
+        assert self.responder is not None and self._deadline_timer is not None
+        expiry = self.responder.next_deadline()
+        if self._wakes:
+            self._deadline_timer.at(self._wakes[0][0] if expiry is None else min(expiry, self._wakes[0][0]))
+        elif expiry is not None:
+            self._deadline_timer.at(expiry)
 
     def _front_door(self, items: list[tuple[bytes, m.Addr]]) -> None:
         responder = self.responder

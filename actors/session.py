@@ -4,7 +4,8 @@ The seed's race on ``process_incoming`` cannot exist here: only this actor's thr
 one message at a time. Datagrams arrive in batches from the socket reader (DATA on the data lane, every other
 type on the control lane); the plaintext of DATA is a routed packet, handed to the router with the peer's key;
 the plaintext of CONTROL is a tree announcement, handed to the router on the control lane. Routed packets to
-send arrive in batches from the router; the peer manager's ticker drives the session's timers.
+send arrive in batches from the router; the peer manager ticks the session at its next deadline (WakeAt), not
+more often.
 
 Traffic between the two neighbours themselves skips the end-to-end layer (docs/PROTOCOL.md §6.6): when the peer
 announced NEIGHBOUR_CAPABILITY, this actor tells the TUN actor that packets for the peer's address come straight
@@ -60,26 +61,30 @@ class SessionActor(SupervisedActor):
         allowed_keys: frozenset[bytes] | None = None,
     ) -> None:
         super().__init__(supervisor, refs)
-        self.allowed_keys = allowed_keys
-        self.static_private = static_private
-        self.static_public = static_public
         self.self_address = self_address
         self.endpoint = endpoint
-        self.expected_key = expected_key
         self.dial = dial  # a static peer (or a restarted session): keeps re-dialling with backoff
-        self.local_payload = local_payload
-        self.session: Session | None = None
+        # The core is built here and used only by this actor from setup() on. Few attributes: an actor per peer,
+        # and an instance dict of at most 30 keys is shared in layout between all of them.
+        self.session: Session | None = Session(
+            static_private,
+            static_public,
+            local_payload=local_payload,
+            expected_remote_key=expected_key,
+            peer_name=self.name,
+            allowed_keys=allowed_keys,
+        )
         self.created = time.monotonic()
         self.up = False
         self._redial_at: float | None = None
         self._dial_backoff = DIAL_BACKOFF_INITIAL
-        self._rng = random.Random()
         self._last_skip_log = 0.0
         self._seen_told = -1e9  # when the router was last told PeerSeen
         self._reported_heard: float | None = None
         self._report_at = 0.0
         self.neighbour_ip = False  # the peer takes IP packets for its own address over this link (§6.6)
         self._route_told = False  # the TUN actor routes the peer's address to us
+        self._wake_told: float | None = None  # the deadline the peer manager will tick us at
 
     @property
     def name(self) -> str:
@@ -88,16 +93,10 @@ class SessionActor(SupervisedActor):
 
     # --- lifecycle -------------------------------------------------------------------------------
     def setup(self) -> None:
-        self.session = Session(
-            self.static_private,
-            self.static_public,
-            local_payload=self.local_payload,
-            expected_remote_key=self.expected_key,
-            peer_name=self.name,
-            allowed_keys=self.allowed_keys,
-        )
+        assert self.session is not None
         if self.dial:
             self._send(self.session.initiate(time.monotonic()))
+        self._report_deadline()
 
     def teardown(self) -> None:
         tell(self.refs.get("socket"), m.ReleaseOwner(self.actor_ref))
@@ -140,7 +139,24 @@ class SessionActor(SupervisedActor):
             return self.snapshot()
         else:
             return super().handle(message)
+        self._report_deadline()
         return None
+
+    def _report_deadline(self) -> None:
+        """Ask the peer manager to tick us at our next deadline (the core's timers, a re-dial), when it is earlier
+        than the one asked for or that one has passed: an idle session is woken only when it has work."""
+        session = self.session
+        if session is None:
+            return
+        deadline = session.next_deadline()
+        if self._redial_at is not None and (deadline is None or self._redial_at < deadline):
+            deadline = self._redial_at
+        if deadline is None:
+            return
+        told = self._wake_told
+        if told is None or deadline < told or told <= time.monotonic():
+            self._wake_told = deadline
+            tell(self.refs.get("peers"), m.WakeAt(self.actor_ref, deadline))
 
     def _receive(self, items: list[tuple[bytes, m.Addr]]) -> None:
         session = self.session
@@ -159,6 +175,7 @@ class SessionActor(SupervisedActor):
         key = session.remote_static
         routed: list[bytes] = []
         mine: list[bytes] = []
+        announced = False  # an announcement told to the router says the peer is alive, as PeerSeen would
         prefix = NEIGHBOUR_PREFIX
         for ptype, payload in got.payloads:
             if ptype is DATA:
@@ -167,17 +184,20 @@ class SessionActor(SupervisedActor):
                 else:
                     routed.append(payload)
             elif ptype is CONTROL:
-                self._control(payload)
+                announced = self._control(payload) or announced
         if mine and key is not None:
             self._deliver(key, mine)
         if routed and key is not None:
             if not bounded_tell(self.refs.get("router"), m.RoutedPackets(key, routed)):
                 self.counters["rx_dropped_relay"] += len(routed)
-        elif got.last_authentic >= 0 and key is not None and now - self._seen_told >= PEER_SEEN_INTERVAL:
+        elif (got.last_authentic >= 0 and key is not None and not announced
+              and now - self._seen_told >= PEER_SEEN_INTERVAL):
             # Liveness comes from any authenticated packet; routed packets already tell the router so.
             self._seen_told = now
             tell(self.refs.get("router"), m.PeerSeen(key))
         self._drain_events()
+        if now >= self._report_at:
+            self._report_activity(now)
 
     def _deliver(self, key: bytes, packets: list[bytes]) -> None:
         """IP packets the peer sent to us over the link (§6.6): into the TUN device if the peer owns their source
@@ -200,10 +220,15 @@ class SessionActor(SupervisedActor):
         elif good and not bounded_tell(tun, m.TunWrite(good)):
             self.counters["rx_dropped_backpressure"] += len(good)
 
-    def _control(self, payload: bytes) -> None:
+    def _control(self, payload: bytes) -> bool:
+        """Hand a tree announcement to the router; whether it was told."""
         key = self.session.remote_static if self.session is not None else None
-        if key is not None and not bounded_tell(self.refs.get("router"), m.Announce(key, payload)):
+        if key is None:
+            return False
+        if not bounded_tell(self.refs.get("router"), m.Announce(key, payload)):
             self.counters["rx_dropped_control"] += 1
+            return False
+        return True
 
     def _probe(self) -> None:
         assert self.session is not None
@@ -270,6 +295,11 @@ class SessionActor(SupervisedActor):
             logger.debug("{}: re-dialling", self.name)
             self._send(session.initiate(now))
         self._drain_events()
+        self._report_activity(now)
+
+    def _report_activity(self, now: float) -> None:
+        session = self.session
+        assert session is not None
         heard = session.last_heard
         if heard is not None and heard != self._reported_heard and now >= self._report_at:
             # The peer manager evicts the least recently active inbound session first (admission).
@@ -358,7 +388,7 @@ class SessionActor(SupervisedActor):
     def _schedule_redial(self, force: bool = False) -> None:
         if not (self.dial or force):
             return
-        delay = self._dial_backoff * (1.0 + 0.25 * self._rng.random())
+        delay = self._dial_backoff * (1.0 + 0.25 * random.random())  # the module's Random: no state per session
         self._dial_backoff = min(DIAL_BACKOFF_MAX, self._dial_backoff * 2)
         self._redial_at = time.monotonic() + delay
 

@@ -30,7 +30,6 @@ from axiomnet.breaker import BreakerBoard
 from axiomnet.constants import (
     READER_BATCH_BYTES,
     READER_BATCH_MAX,
-    READER_POLL_TIMEOUT,
     UDP_GRO_BUFFER,
     UDP_GSO_MAX_BYTES,
     UDP_GSO_MAX_SEGMENTS,
@@ -131,6 +130,7 @@ class SocketActor(SupervisedActor):
             self.gro = enable_gro(sock)
         logger.info("listening on UDP {} (GSO {}, GRO {})", self.bound_address(), "on" if self.gso else "off",
                     "on" if self.gro else "off")
+        self.wakeup_fd()  # before the reader starts: stopping must find it
         self.spawn_thread(self._read_loop, "reader")
 
     def release(self) -> None:
@@ -148,11 +148,12 @@ class SocketActor(SupervisedActor):
         assert sock is not None
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
-        timeout_ms = int(READER_POLL_TIMEOUT * 1000)
+        poller.register(self.wakeup_fd(), select.POLLIN)  # readable once we stop: no timeout needed
         gro = self.gro
         while not self._stopping.is_set():
-            if not poller.poll(timeout_ms):
-                continue
+            poller.poll()
+            if self._stopping.is_set():
+                return
             batch: list[tuple[bytes, tuple[Any, ...]]] = []
             size = 0
             for _ in range(READER_BATCH_MAX):

@@ -33,7 +33,6 @@ from axiomnet.constants import (
     OVERLAY_OVERHEAD,
     READER_BATCH_BYTES,
     READER_BATCH_MAX,
-    READER_POLL_TIMEOUT,
     UNDERLAY_DATAGRAM_TARGET,
 )
 from axiomnet.offload import VNET_HDR_SIZE, UnsupportedFrame, coalesce, split_frame
@@ -148,6 +147,7 @@ class TunActor(SupervisedActor):
             raise
         logger.info("TUN {} up with {}/{} mtu {}, offloads {}", actual, self.address, OVERLAY_PREFIXLEN, self.mtu,
                     "on" if self.offload else "off")
+        self.wakeup_fd()  # before the reader starts: stopping must find it
         self.spawn_thread(self._read_loop, "reader")
 
     def release(self) -> None:
@@ -161,13 +161,14 @@ class TunActor(SupervisedActor):
         assert fd is not None
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        timeout_ms = int(READER_POLL_TIMEOUT * 1000)
+        poller.register(self.wakeup_fd(), select.POLLIN)  # readable once we stop: no timeout needed
         offload = self.offload
         bufsize = MAX_FRAME if offload else self.mtu + 64
         counters = self.counters
         while not self._stopping.is_set():
-            if not poller.poll(timeout_ms):
-                continue
+            poller.poll()
+            if self._stopping.is_set():
+                return
             batch: list[bytes] = []
             size = frames = 0
             for _ in range(READER_BATCH_MAX):

@@ -60,12 +60,10 @@ HEARTBEAT_INTERVAL = 1.0  # one tick of the tree: a signed announcement to every
 PEER_DEAD_AFTER = 3.5 * HEARTBEAT_INTERVAL  # nothing authenticated from a peer for this long: routes withdrawn
 DIAL_BACKOFF_INITIAL = 0.2  # first re-dial of a lost static peer; doubles with jitter
 DIAL_BACKOFF_MAX = 5.0  # cap of the re-dial backoff
-READER_POLL_TIMEOUT = 0.5  # reader threads wake at least this often to notice shutdown
 READER_BATCH_MAX = 64  # datagrams/packets a reader drains into one batch
 MAX_QUEUED_BATCHES = 256  # batches queued at one data-path actor; past this new batches are dropped, counted
 MAX_QUEUED_URGENT = 1024  # control-lane messages queued at one actor; past this new ones are dropped, counted
 PEER_SEEN_INTERVAL = 0.5  # a session tells the router "authenticated packet from the peer" at most this often
-E2E_TICK_INTERVAL = 0.1  # how often end-to-end session timers are driven (as the link sessions' ticker)
 DEAD_PROBE_INTERVAL = 10.0  # a neighbour marked dead gets one authenticated keepalive per this, not announcements
 ACTOR_STOP_TIMEOUT = 2.0  # each actor gets this long to stop on shutdown
 SHUTDOWN_DEADLINE = 5.0  # the whole daemon is gone within this after SIGTERM
@@ -129,7 +127,9 @@ MAX_SESSIONS_PER_SOURCE = 8
 # Sessions with a key nobody named, node-wide; past it such handshakes are refused (refused_unpinned_limit), which
 # keeps MAX_SESSIONS - MAX_UNPINNED_SESSIONS slots for named peers (who may also evict, least recently active first).
 MAX_UNPINNED_SESSIONS = 768
-SESSION_ACTIVITY_REPORT = 1.0  # a session actor tells the peer manager it heard its peer at most this often
+# A session actor tells the peer manager it heard its peer at most this often: the least recently active stranger
+# evicted for a named peer is picked on activity at most this stale (sessions expire after minutes of silence).
+SESSION_ACTIVITY_REPORT = 10.0
 
 # --- data plane: offloads and batches (axiomnet/offload.py, actors/tun.py, actors/socket.py) ------------------
 # Largest UDP payload that software segmentation sizes TCP segments for: a 1500-byte underlay MTU less the IPv6
@@ -161,3 +161,8 @@ BREAKER_FAILURE_THRESHOLD = 5  # consecutive send failures to one endpoint open 
 BREAKER_COOLDOWN_INITIAL = 1.0  # an open breaker lets one probe through after this; a failed probe doubles it
 BREAKER_COOLDOWN_MAX = 30.0  # cap of the doubled cool-down
 MAX_BREAKERS = 4096  # endpoints with recent failures tracked; past it the least recently failing is forgotten
+
+# --- timers: actors sleep until their next deadline (actors/base.py DeadlineTimer) ---------------------------
+# A deadline timer whose wake-up found the actor's control lane full tells it again after this many seconds (the
+# actor is busy then, and ticks on its own next deadline report; nothing waits longer than this for a full lane).
+TIMER_RETRY = 0.05

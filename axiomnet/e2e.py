@@ -91,6 +91,7 @@ class EndToEnd:
         # Our receiver indices -> owner (a session's address, or RESPONDER): picked by the sessions and the
         # responder themselves (axiomnet/indices.py), routed here because our datagrams arrive through the router.
         self._owners: IndexTable[bytes] = IndexTable()
+        self._touched: set[bytes] = set()  # sessions used since next_deadline() last looked
         self.responder = HandshakeResponder(static_private, static_public, local_payload=self._payload,
                                             rng=self._rng)
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
@@ -314,9 +315,9 @@ class EndToEnd:
         self.responder.expire(now)
         self._sync(RESPONDER, out, now)
         for dst, waiting in list(self._waiting.items()):
-            if now - waiting.since > RESOLVE_TIMEOUT:  # the router never answered (it gave up, or it restarted)
+            if now >= waiting.since + RESOLVE_TIMEOUT:  # the router never answered (it gave up, or it restarted)
                 self.unresolvable(dst)
-            elif now - waiting.asked >= RESOLVE_RETRY:
+            elif now >= waiting.asked + RESOLVE_RETRY:
                 # Asked again: an answer lost on the way (a router restarting, or not yet wired) costs a second,
                 # not the whole timeout. The router dedupes: a lookup in flight is not sent twice.
                 waiting.asked = now
@@ -327,8 +328,27 @@ class EndToEnd:
             self._collect(dst, session, out, now)
         return out
 
+    def next_deadline(self, touched_only: bool = False) -> float | None:
+        """The earliest time :meth:`tick` has work: a session's timer, a destination waiting too long for its key,
+        a half-open handshake to expire; None when there is nothing to do until a packet comes. With
+        ``touched_only``, only the sessions used since the last call count (cheap after a data batch; the caller
+        keeps the earlier answer for the others)."""
+        if touched_only:
+            sessions = [self.sessions[dst] for dst in self._touched if dst in self.sessions]
+        else:
+            sessions = list(self.sessions.values())
+        self._touched.clear()
+        deadlines = [d for d in (session.next_deadline() for session in sessions) if d is not None]
+        # A waiting destination is asked for again (RESOLVE_RETRY) until it is given up (RESOLVE_TIMEOUT).
+        deadlines += [min(w.asked + RESOLVE_RETRY, w.since + RESOLVE_TIMEOUT) for w in self._waiting.values()]
+        expiry = self.responder.next_deadline()
+        if expiry is not None:
+            deadlines.append(expiry)
+        return min(deadlines, default=None)
+
     def _collect(self, dst: bytes, session: Session, out: E2EOutput, now: float) -> None:
         """After any call into ``session``: route its indices, then act on its events."""
+        self._touched.add(dst)
         self._sync(dst, out, now)
         for event in session.events():
             if isinstance(event, Established) and event.initiator and session.is_established:

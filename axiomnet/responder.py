@@ -195,6 +195,12 @@ class HandshakeResponder:
             return True
         return now < self._under_load_until
 
+    def next_deadline(self) -> float | None:
+        """When the oldest half-open handshake expires (the next time :meth:`expire` has work), or None."""
+        for entry in self._pending.values():  # creation order is deadline order: the first one
+            return entry.deadline
+        return None
+
     def expire(self, now: float) -> None:
         """Drop half-open handshakes older than PENDING_HANDSHAKE_TIMEOUT and release their indices."""
         pending = self._pending

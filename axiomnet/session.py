@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 import struct
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
@@ -78,6 +78,9 @@ from axiomnet.wire import (
 
 _KEEPALIVE = PacketType.KEEPALIVE
 _DATA = PacketType.DATA
+# One for every Session that is given none: it draws from os.urandom and holds no state (a Random of its own
+# per session would carry 2.5 KiB of Mersenne Twister state that SystemRandom never uses).
+_SYSTEM_RANDOM = random.SystemRandom()
 _Body = TypeVar("_Body")
 _WORD_COUNTER = struct.Struct(">IQ")  # bytes 4..16 of the switch header: version/type/receiver, counter
 _MIN_TRANSPORT = HEADER_SIZE + AEAD_TAG_SIZE
@@ -259,7 +262,7 @@ class Session:
         self.allowed_keys = allowed_keys  # None: any key (trust on first use unless expected_remote_key is set)
         self.peer_name = peer_name
         # Retransmission jitter, receiver indices and key-probe challenges; never key material.
-        self._rng = rng if rng is not None else random.SystemRandom()
+        self._rng = rng if rng is not None else _SYSTEM_RANDOM
         self._indices = LocalIndices(self._rng)
         self.remote_static: bytes | None = None  # set by the first authenticated handshake, then pinned
         self.remote_payload: HandshakePayload | None = None
@@ -283,7 +286,8 @@ class Session:
         self._quiet_since = 0.0  # expiry baseline: creation, revival or the last thing heard
         self._keyed = False  # Established was reported and keys have not been lost since
         self._expired = False
-        self.stats: dict[str, int] = dict.fromkeys(_SESSION_STATS, 0)
+        # Counted as they happen (a key reads 0 until then): an idle session holds no 27-key table.
+        self.stats: Counter[str] = Counter()
 
     # --- public state ----------------------------------------------------------------------------
     @property
@@ -555,7 +559,7 @@ class Session:
         self._sweep(now)
         init = self._init
         if init is not None:
-            if now - init.started >= REKEY_ATTEMPT_TIME:
+            if now >= init.started + REKEY_ATTEMPT_TIME:  # the comparisons here are next_deadline()'s, exactly
                 self._give_up(now)
             elif now >= init.next_at:
                 init.attempts += 1
@@ -564,7 +568,7 @@ class Session:
                 out.append(self._init_datagram(init, now))
         confirm = self._confirm
         if confirm is not None:
-            if now - confirm.started >= REKEY_ATTEMPT_TIME:
+            if now >= confirm.started + REKEY_ATTEMPT_TIME:
                 # The responder never proved it has these keys. An unconfirmed next keypair is useless; a current
                 # one stays (it may be working one way) and the silence timer will rehandshake if it is not.
                 self._confirm = None
@@ -595,12 +599,14 @@ class Session:
             if kp is not None and kp.send_counter < REJECT_AFTER_MESSAGES:
                 self.stats["keepalives_sent"] += 1
                 out += self._encrypt(kp, _KEEPALIVE, [b""], now)
-        if self._current is None and self._next is None and now - self._quiet_baseline() >= SESSION_EXPIRY:
+        if self._current is None and self._next is None and now >= self._quiet_baseline() + SESSION_EXPIRY:
             self._expire(now)
         return out
 
     def next_deadline(self) -> float | None:
-        """Earliest time tick() has something to do, or None."""
+        """Earliest time tick() has something to do (a time already past: it has work now), or None: nothing until a
+        packet comes or one is sent. Whatever changes it (a send, a receive, a handshake started) happens in a call
+        into this session, so a caller that asks again after each call never misses a deadline that moved earlier."""
         if self._expired:
             return None
         deadlines: list[float] = []
@@ -612,8 +618,11 @@ class Session:
             deadlines.append(min(confirm.next_at, confirm.started + REKEY_ATTEMPT_TIME))
         deadlines.extend(kp.dead_at for kp in self._by_index.values())
         current = self._current
-        if current is not None and init is None and self._next is None and current.rekey_at != math.inf:
-            deadlines.append(current.rekey_at)
+        if current is not None and init is None and self._next is None:
+            if current.send_counter >= REKEY_AFTER_MESSAGES:
+                deadlines.append(current.created)  # due already (send_batch starts it; tick() if that was blocked)
+            elif current.rekey_at != math.inf:
+                deadlines.append(current.rekey_at)
         if self._keepalive_due is not None:
             deadlines.append(self._keepalive_due)
         if self._silence_due is not None:

@@ -24,6 +24,7 @@ def test_datagrams_go_to_the_owner_of_their_receiver_index(recorder):
     port = int(sock_actor.ask(m.Snapshot(), timeout=5)["listen"].rsplit(":", 1)[1])
     index = 0x0ABCDE  # picked by its owner, told (never asked for)
     sock_actor.tell(m.BindIndex(index, session))
+    sock_actor.ask(m.Snapshot(), timeout=5)  # the bind is in (same lane, in order) before the reader sees a datagram
     owned = encode_header(PacketType.DATA, index, 1) + bytes(16)
     stranger = encode_header(PacketType.DATA, index ^ 1 or 2, 1) + bytes(16)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -237,3 +237,37 @@ def test_a_batch_is_opened_in_order_with_refusals_counted_one_by_one() -> None:
     assert stats["rx_rejected"] - before["rx_rejected"] == 1
     assert stats["rx_unknown_index"] - before["rx_unknown_index"] == 1
     assert stats["rx_packets"] - before["rx_packets"] == 5
+
+
+def test_next_deadline_covers_resolve_retries_the_resolve_timeout_and_session_timers() -> None:
+    """The e2e actor ticks the core only at next_deadline(): each of its timers fires there, none before."""
+    from axiomnet.e2e import RESOLVE_RETRY, RESOLVE_TIMEOUT
+
+    node, other = EndToEnd(ident(1).private_key, ident(1).public_key), ident(2)
+    assert node.next_deadline() is None  # idle: nothing to wake for
+    dst = other.address.packed
+    node.outbound([ipv6(node.address, dst, b"first")], 0.0)
+    retries = 0
+    while True:
+        due = node.next_deadline()
+        assert due is not None
+        before = node.tick(due - 1e-6)
+        assert before.resolve == [] and node.stats["unresolvable_dropped"] == 0
+        out = node.tick(due)
+        if node.stats["unresolvable_dropped"]:
+            break
+        assert out.resolve == [dst]
+        retries += 1
+    assert due == RESOLVE_TIMEOUT and retries == len([k for k in range(1, 100) if k * RESOLVE_RETRY < RESOLVE_TIMEOUT])
+    assert node.next_deadline() is None  # given up: nothing left
+
+    pair = Pair()
+    pair.send(1, b"hello")  # a session, established
+    a = pair.nodes[1]
+    whole = a.next_deadline()
+    assert whole is not None and whole <= REKEY_AFTER_TIME
+    assert a.next_deadline(touched_only=True) is None or a.next_deadline(touched_only=True) >= whole
+    pair.now = 3.0
+    pair.send(1, b"again")  # the session sent: its silence deadline, earlier than the rekey, is reported
+    touched = a.next_deadline(touched_only=True)
+    assert touched is not None and touched < REKEY_AFTER_TIME

@@ -287,3 +287,18 @@ def test_a_spoofed_source_init_flood_cannot_stop_the_real_peer_at_that_source() 
     assert sa.is_established and b.sessions[a.public].is_established
     assert answered < 2 * COOKIE_LOAD_THRESHOLD  # past the load threshold, spoofers got only cookie replies
     assert b.responder.stats["rate_limited"] == 0  # and never touched the victim's bucket
+
+
+def test_next_deadline_is_when_the_oldest_half_open_handshake_expires() -> None:
+    """The peer manager and the e2e actor sleep until this instead of expiring half-open handshakes on a tick."""
+    b = Node("b", 2)
+    assert b.responder.next_deadline() is None  # nothing half-open: nothing to expire, ever
+    fill_pending(b, 1, now=1.0)
+    fill_pending(b, 1, now=2.0)
+    assert b.responder.next_deadline() == 1.0 + PENDING_HANDSHAKE_TIMEOUT
+    b.responder.expire(1.0 + PENDING_HANDSHAKE_TIMEOUT - 1e-6)
+    assert b.responder.pending_count == 2  # not before
+    b.responder.expire(1.0 + PENDING_HANDSHAKE_TIMEOUT)
+    assert b.responder.pending_count == 1 and b.responder.next_deadline() == 2.0 + PENDING_HANDSHAKE_TIMEOUT
+    b.responder.expire(2.0 + PENDING_HANDSHAKE_TIMEOUT)
+    assert b.responder.pending_count == 0 and b.responder.next_deadline() is None

@@ -608,3 +608,100 @@ def test_session_cleanup_ttl_1000_sessions() -> None:
     assert hub.indices.live == hub.owned_indices()  # every expired session released its indices
     assert len(hub.indices.live) <= 4 * len(talking)
     assert sum(1 for kind, _ in hub.delivered if kind is DATA) == len(talking) * int(now // step)
+
+
+# --- next_deadline: what the actors sleep until ------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(6))
+def test_every_timer_fires_at_the_deadline_next_deadline_reports_and_never_before(seed: int) -> None:
+    """The session actor is ticked only at next_deadline() (no periodic tick): a tick a hair before it must find
+    nothing to do, and a tick at it must do what was due, so that the deadline moves on (a deadline that stayed
+    put would tick the actor in a loop; one reported late would delay a retransmission, a rekey, a keepalive or
+    an expiry). Two nodes talk at random over a lossy link with blackouts, driven by their deadlines only."""
+    from collections import Counter
+
+    rng = random.Random(seed)
+    a, b = Node("a", 1 + seed % 2), Node("b", 2 - seed % 2)
+    net = Network(a, b, random.Random(seed), loss=0.1)
+    sa = a.session_for(b.public)
+    now = 0.0
+    net.send(a, sa.initiate(now))
+    fired: Counter[str] = Counter()
+    for _ in range(1500):
+        for n in (a, b):
+            net.send(n, n.sync(now))  # the indices a send issued, as the actor tells its socket
+            n.drain_events()
+        pending = [(d, node, s) for node in (a, b) for s in node.sessions.values()
+                   if (d := s.next_deadline()) is not None]
+        due = min((d for d, _, _ in pending), default=None)
+        step = rng.choice((0.05, 0.5, 5.0, 60.0))
+        if due is not None and due <= now + step:
+            for d, node, s in pending:
+                if d == due and d - 1e-6 > now:
+                    assert s.tick(d - 1e-6) == [] and s.events() == [] and s.index_commands() == []
+                    assert s.next_deadline() == d
+            now = max(now, due)
+            for node in {id(node): node for d, node, _ in pending if d == due}.values():
+                stats = {id(s): dict(s.stats) for s in node.sessions.values()}
+                seen = len(node.events)
+                net.send(node, node.tick(now))
+                for s in node.sessions.values():
+                    fired.update(k for k, v in s.stats.items() if v > stats.get(id(s), {}).get(k, 0))
+                fired.update(type(e).__name__ for e in node.events[seen:])
+            for d, node, s in pending:
+                if d == due:
+                    after = s.next_deadline()
+                    assert after is None or after > d, (d, after)  # consumed: not due again at once
+        else:
+            now += step
+            roll = rng.random()
+            if roll < 0.3 and not sa.is_expired:
+                net.send(a, sa.send(DATA, b"a", now))
+            elif roll < 0.45 and a.public in b.sessions and b.sessions[a.public].is_established:
+                net.send(b, b.sessions[a.public].send(DATA, b"b", now))
+            elif roll < 0.5:  # a blackout starts or ends
+                for link in net.link_to.values():
+                    link.loss = 1.0 if link.loss < 1.0 else 0.1
+        net.deliver(now)
+    # Retransmissions of INIT and FINAL, keepalives, rekeys and silence handshakes, give-ups all came from ticks.
+    for what in ("handshake_retransmits", "final_retransmits", "keepalives_sent", "handshakes_started",
+                 "HandshakeGaveUp"):
+        assert fired[what], (what, fired)
+
+
+def test_a_deadline_moves_earlier_when_a_handshake_starts_or_a_packet_is_sent() -> None:
+    """What the actors must re-arm for: calls into the session that pull its deadline in."""
+    node, session = lone_session()
+    assert session.next_deadline() is None  # nothing to do until something is sent
+    session.send(DATA, b"staged", 5.0)  # no keys: staged, and a handshake starts
+    first = session.next_deadline()
+    assert first is not None and 5.0 + HANDSHAKE_INITIAL_RETRANSMIT <= first <= 5.0 + HANDSHAKE_INITIAL_RETRANSMIT + 0.34
+    net, a, b, sa, sb = established_pair()
+    assert sa.next_deadline() == REKEY_AFTER_TIME
+    sa.send(DATA, b"hello", 1.0)  # we sent, heard nothing yet: a silence deadline, earlier than the rekey
+    assert sa.next_deadline() == 1.0 + NEW_HANDSHAKE_AFTER_SILENCE
+    assert types_of(sa.tick(1.0 + NEW_HANDSHAKE_AFTER_SILENCE - 1e-6)) == []
+    assert types_of(sa.tick(1.0 + NEW_HANDSHAKE_AFTER_SILENCE)) == [INIT]
+
+
+def test_a_keypair_past_rekey_after_messages_is_due_at_once() -> None:
+    net, a, b, sa, sb = established_pair()
+    set_send_counter(sa, REKEY_AFTER_MESSAGES)
+    due = sa.next_deadline()
+    assert due is not None and due <= 1.0  # due already, long before REKEY_AFTER_TIME
+    assert types_of(sa.tick(1.0)) == [INIT]
+
+
+def test_give_up_and_expiry_fire_exactly_at_their_deadlines() -> None:
+    node, session = lone_session()
+    session.initiate(0.0)
+    give_up = expiry = None
+    while not session.is_expired:
+        now = session.next_deadline()
+        assert now is not None
+        session.tick(now)
+        kinds = [type(e) for e in session.events()]
+        if HandshakeGaveUp in kinds:
+            give_up = now
+        if Expired in kinds:
+            expiry = now
+    assert give_up == REKEY_ATTEMPT_TIME and expiry == SESSION_EXPIRY  # exactly: the comparisons are the same
