@@ -113,13 +113,17 @@ def test_second_signal_exits_at_once(pair, workdir):
     # Both signals must reach the daemon before its orderly shutdown can finish. Stopped (SIGSTOP), it holds
     # SIGINT and SIGTERM pending; on SIGCONT Python runs both handlers back to back: the first starts the
     # shutdown, the second finds it under way. No race with the shutdown's duration, however loaded the box.
+    # Which handler runs first is not fixed: on SIGCONT the kernel may hand the two pending signals to two of
+    # the daemon's threads, and the main thread may run the first one's handler before the second is flagged
+    # (seen in CI: SIGTERM first, exit 130). Either order is a second signal; exit 0 would be the failure.
     a.popen.send_signal(signal.SIGSTOP)
     try:
         a.popen.send_signal(signal.SIGINT)
         a.popen.send_signal(signal.SIGTERM)
     finally:
         a.popen.send_signal(signal.SIGCONT)
-    assert a.popen.wait(timeout=10) == 143  # SIGINT (2) runs first, SIGTERM (15) is the second signal
+    code = a.popen.wait(timeout=10)
+    assert code in (130, 143), code  # 128 + the number of whichever signal was handled second
     log = a.log()
     # The second handler can run nested inside the first one's log call, before that line is written (and the
     # process is gone right after): so "SIGINT received" may or may not be there, "second signal" always is.
