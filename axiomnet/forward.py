@@ -6,7 +6,7 @@ pathfinder (destinations' coordinates) and the greedy next hop into ironwood's t
 * **originate**: a payload for an address goes out with its destination's cached coordinates, or waits in the
   pathfinder's bounded queue while a LOOKUP goes down the tree;
 * **relay**: the next hop is the neighbour strictly closest to the destination among those strictly closer than
-  us (axiomnet/greedy.py, one numpy pass per destination, cached until a coordinate changes); the watermark must
+  us (axiomnet/greedy.py, one vectorised pass per destination, cached until a coordinate changes); the watermark must
   strictly fall (so no packet can loop, even while coordinates change) and the hop limit bounds the rest;
 * **dead end**: a relay that cannot make progress drops the packet, counts it, and (rate-limited per source)
   sends a PATH_BROKEN back to the source, which looks the destination up again: never a silent black hole;

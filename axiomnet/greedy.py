@@ -8,13 +8,17 @@ goes to the neighbour strictly closest to the destination among those strictly c
 distance strictly falls at every hop and, with consistent coordinates, always reaches the destination (the
 parent, or the child whose subtree holds the destination, is always strictly closer).
 
-Paths live in a padded ``uint16`` matrix, one row per neighbour, 0 past a row's length; since ports are >= 1 a
-padding cell never equals a port, so the common-prefix length of a row and a destination never runs past
-either path. Nothing here sees a float: distances are integers, costs only break ties.
+A node's neighbours live in :class:`NeighbourPaths`: their paths sorted, with the common prefix of each two
+adjacent ones, so every neighbour's distance to a destination is one running minimum in numpy, whatever the
+paths' length. The simulator's batch form (:func:`distances_to`, over rows of many nodes at once) keeps paths in
+a padded ``uint16`` matrix, 0 past a row's length; since ports are >= 1 a padding cell never equals a port, so
+the common-prefix length of a row and a destination never runs past either path; the tests hold both forms
+to the scalar metric. Nothing here sees a float: distances are integers, costs only break ties.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,14 +31,26 @@ NO_HOP = -1
 Path = tuple[int, ...]
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two paths (any sequences of ints: lists and tuples compare)."""
+    if type(a) is not tuple or type(b) is not tuple:
+        a, b = tuple(a), tuple(b)  # slices of a list and a tuple never compare equal
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n - 1  # a[:lo] == b[:lo] and a[:hi + 1] != b[:hi + 1]: bisect on slices compared in C
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def tree_distance(a: Sequence[int], b: Sequence[int]) -> int:
     """Hops between two positions of one tree: |a| + |b| - 2 * (length of their common prefix)."""
-    common = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        common += 1
-    return len(a) + len(b) - 2 * common
+    return len(a) + len(b) - 2 * common_prefix(a, b)
 
 
 def valid_path(path: Sequence[int]) -> bool:
@@ -81,27 +97,72 @@ def greedy_choice(distances: npt.NDArray[np.int64], costs: npt.NDArray[np.float6
 
 
 class NeighbourPaths:
-    """The neighbours that share our tree, as one padded path matrix with their costs (rebuilt on change).
+    """The neighbours that share our tree, their paths sorted, with their costs (rebuilt on change).
 
-    ``next_hop`` is the whole forwarding decision for one destination: ONE vectorised computation of every
-    neighbour's distance to it, then the greedy choice.
+    ``next_hop`` is the whole forwarding decision for one destination: every neighbour's exact distance to it
+    in ONE vectorised pass, then the greedy choice. The pass needs no row-by-column comparison: with the paths
+    sorted, the common prefix of the destination and any row is the running minimum of the adjacent rows'
+    common prefixes from the destination's sorted position out to that row (``adjacent``, computed once per
+    build), starting from the destination's common prefix with its two sorted neighbours. So a lookup is a
+    bisect, two prefix comparisons and O(neighbours) numpy work, independent of path length (docs/ROUTING.md §3).
     """
 
     def __init__(self, keys: Sequence[bytes], paths: Sequence[Path], costs: Sequence[float]) -> None:
         if not len(keys) == len(paths) == len(costs):
             raise ValueError("keys, paths and costs must have one entry per neighbour")
         self.keys = list(keys)
-        self.matrix, self.lengths = pad_paths(paths, MAX_TREE_DEPTH)
-        self.costs = np.asarray(costs, dtype=np.float64)
+        order = sorted(range(len(paths)), key=paths.__getitem__)
+        self._paths = [tuple(paths[i]) for i in order]
+        self._order = np.array(order, dtype=np.int64)
+        self._lengths = np.fromiter((len(p) for p in self._paths), dtype=np.int64, count=len(order))
+        self._costs = np.asarray(costs, dtype=np.float64)[self._order] if order else np.zeros(0)
+        # adjacent[i]: common prefix of sorted rows i - 1 and i (0 for i = 0); shifted[i] = adjacent[i + 1].
+        self._adjacent = np.fromiter(
+            (common_prefix(self._paths[i - 1], self._paths[i]) if i else 0 for i in range(len(order))),
+            dtype=np.int64, count=len(order))
+        self._shifted = np.append(self._adjacent[1:], 0)
 
     def __len__(self) -> int:
         return len(self.keys)
 
+    def distances(self, dst: Path) -> npt.NDArray[np.int64]:
+        """Every neighbour's tree distance to ``dst``, in the order the neighbours were given."""
+        out = np.empty(len(self.keys), dtype=np.int64)
+        if self.keys:
+            out[self._order] = self._sorted_distances(tuple(dst))
+        return out
+
+    def _sorted_distances(self, dst: Path) -> npt.NDArray[np.int64]:
+        paths = self._paths
+        at = bisect_left(paths, dst)  # paths[at - 1] < dst <= paths[at]
+        # Sorted row j's common prefix with dst is the minimum of the adjacent common prefixes between dst's
+        # place and row j, the first step being dst's own common prefix with its sorted neighbour:
+        #   j >= at: min(lcp(dst, paths[at]), adjacent[at + 1], ..., adjacent[j])
+        #   j <  at: min(lcp(dst, paths[at - 1]), adjacent[at - 1], ..., adjacent[j + 1])
+        lcp = np.concatenate((self._shifted[:at], self._adjacent[at:]))
+        if at < len(paths):
+            lcp[at] = common_prefix(dst, paths[at])
+            np.minimum.accumulate(lcp[at:], out=lcp[at:])
+        if at:
+            lcp[at - 1] = common_prefix(dst, paths[at - 1])
+            left = lcp[at - 1::-1]
+            np.minimum.accumulate(left, out=left)
+        lcp *= -2
+        lcp += self._lengths
+        lcp += len(dst)
+        return lcp
+
     def next_hop(self, self_path: Path, dst: Path) -> tuple[int, int]:
-        """(index of the neighbour to forward to or NO_HOP, our own distance to ``dst``)."""
+        """(index of the neighbour to forward to or NO_HOP, our own distance to ``dst``): the smallest distance
+        among those strictly below ours, ties broken by the lower cost, then by the lower index."""
         self_distance = tree_distance(self_path, dst)
         if not self.keys or self_distance == 0:
             return NO_HOP, self_distance
-        target = np.fromiter(dst, dtype=PATH_DTYPE, count=len(dst))
-        distances = distances_to(self.matrix, self.lengths, target, len(dst))
-        return greedy_choice(distances, self.costs, self_distance), self_distance
+        distances = self._sorted_distances(tuple(dst))
+        nearest = distances.min()
+        if nearest >= self_distance:
+            return NO_HOP, self_distance
+        best = np.flatnonzero(distances == nearest)
+        if best.size > 1:  # lexsort: the last key is the primary one
+            best = best[np.lexsort((self._order[best], self._costs[best]))]
+        return int(self._order[best[0]]), self_distance

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from axiomnet.constants import MAX_PORT, MAX_TREE_DEPTH
-from axiomnet.greedy import NO_HOP, NeighbourPaths, distances_to, greedy_choice, pad_paths, tree_distance, valid_path
+from axiomnet.greedy import (NO_HOP, NeighbourPaths, common_prefix, distances_to, greedy_choice, pad_paths, tree_distance,
+                             valid_path)
 
 paths = st.lists(st.integers(1, 6), max_size=12).map(tuple)
 
@@ -74,3 +75,46 @@ def test_valid_path_bounds() -> None:
     assert not valid_path((0,)) and not valid_path((MAX_PORT + 1,))
     assert not valid_path((1,) * (MAX_TREE_DEPTH + 1)) and valid_path((1,) * MAX_TREE_DEPTH)
     assert not valid_path((1.0,))  # type: ignore[arg-type]  # no float ever reaches a routing decision
+
+
+def _brute_force_next_hop(rows: list[tuple[int, ...]], costs: list[float], me: tuple[int, ...],
+                          dst: tuple[int, ...]) -> tuple[int, int]:
+    """The greedy rule written out with the scalar metric: smallest distance below ours, then cost, then index."""
+    own = tree_distance(me, dst)
+    closer = [(tree_distance(r, dst), c, i) for i, (r, c) in enumerate(zip(rows, costs)) if tree_distance(r, dst) < own]
+    return (min(closer)[2] if closer and own else NO_HOP), own
+
+
+# Few port values and short paths make shared prefixes, duplicate rows and distance ties common.
+short_paths = st.lists(st.integers(1, 3), max_size=6).map(tuple)
+
+
+@settings(max_examples=500)
+@given(st.lists(st.tuples(short_paths, st.sampled_from([0.5, 1.0, 2.0])), max_size=16), short_paths, short_paths)
+def test_sorted_next_hop_equals_the_greedy_rule_on_the_scalar_metric(
+        neighbours: list[tuple[tuple[int, ...], float]], me: tuple[int, ...], dst: tuple[int, ...]) -> None:
+    rows = [r for r, _ in neighbours]
+    costs = [c for _, c in neighbours]
+    table = NeighbourPaths([bytes([i]) for i in range(len(rows))], rows, costs)
+    assert table.next_hop(me, dst) == _brute_force_next_hop(rows, costs, me, dst)
+    assert table.distances(dst).tolist() == [tree_distance(r, dst) for r in rows]
+
+
+@settings(max_examples=300)
+@given(paths, paths)
+def test_common_prefix_is_the_first_mismatch(a: tuple[int, ...], b: tuple[int, ...]) -> None:
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    assert common_prefix(a, b) == common_prefix(list(a), b) == common_prefix(b, list(a)) == first
+
+
+def test_next_hop_over_deep_paths_and_many_neighbours_matches_the_scalar_metric() -> None:
+    rng = np.random.default_rng(2)
+    rows = [tuple(int(x) for x in rng.integers(1, 3, size=rng.integers(0, MAX_TREE_DEPTH + 1))) for _ in range(300)]
+    costs = [float(c) for c in rng.integers(1, 3, size=300)]
+    table = NeighbourPaths([bytes([i % 256, i // 256]) for i in range(300)], rows, costs)
+    for _ in range(50):
+        near = rows[int(rng.integers(300))]
+        cut = int(rng.integers(len(near) + 1))
+        dst = near[:cut] + tuple(int(x) for x in rng.integers(1, 3, size=int(rng.integers(0, 20))))
+        me = tuple(int(x) for x in rng.integers(1, 3, size=int(rng.integers(0, 40))))
+        assert table.next_hop(me, dst) == _brute_force_next_hop(rows, costs, me, dst)
