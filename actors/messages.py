@@ -337,5 +337,12 @@ class RemovePeer(Urgent):
 
 
 @dataclass(frozen=True)
+class SetAllowedKeys(Urgent):
+    """Replace ``allowed_keys`` at runtime (SIGHUP): None lets any key in. Peer manager -> each session too."""
+
+    keys: frozenset[bytes] | None
+
+
+@dataclass(frozen=True)
 class ListStaticPeers(Urgent):
     """Ask the peer manager for its static peers ("HOST:PORT[#KEY]" strings)."""

@@ -2,8 +2,8 @@
 
 ``run_daemon(config, reload)`` returns the process exit code: 0 after SIGTERM/SIGINT, 1 when start-up fails
 or the supervisor gives up on a crash-looping actor. A second signal exits at once. SIGHUP re-reads the
-configuration through ``reload`` and applies what can change at runtime (static peers); a faulty file is
-refused with a log line and the running settings stay. Under systemd (Type=notify) the daemon sends
+configuration through ``reload`` and applies what can change at runtime (static peers, allowed_keys); a faulty
+file is refused with a log line and the running settings stay. Under systemd (Type=notify) the daemon sends
 READY=1 once its actors run, WATCHDOG=1 while the supervisor answers, RELOADING=1/READY=1 around a
 reload and STOPPING=1 on the way out: one datagram to $NOTIFY_SOCKET each, no library needed.
 """
@@ -254,7 +254,7 @@ _RESTART_ONLY = ("listen_host", "listen_port", "tun_enabled", "tun_name", "mtu",
 
 
 def reload_config(reload: Callable[[], Config], running: Config, peers_ref: Any, book: PeerBook) -> Config:
-    """Re-read the configuration and apply the static peers it lists; the running Config on any fault."""
+    """Re-read the configuration and apply its static peers and allowed_keys; the running Config on any fault."""
     try:
         new = reload()
         wanted = resolve_peers(new.peers)
@@ -264,13 +264,14 @@ def reload_config(reload: Callable[[], Config], running: Config, peers_ref: Any,
     for name in _RESTART_ONLY:
         if getattr(new, name, None) != getattr(running, name, None):
             logger.warning("SIGHUP: {} changed; it takes effect at the next restart", name)
-    if getattr(new, "allowed_keys", None) != getattr(running, "allowed_keys", None):
-        logger.warning("SIGHUP: allowed_keys changed; this build applies it at the next restart")
     current = book.current()
     keep = {str(p) for p in wanted}
     have = {str(p) for p in current}
     changes: list[Any] = [m.RemovePeer(p.host, p.port) for p in current if str(p) not in keep]
     changes += [m.AddPeer(p.host, p.port, p.public_key) for p in wanted if str(p) not in have]
+    if new.allowed_keys != running.allowed_keys:
+        # After the peers: a pinned key the new file adds is allowed by the time the keys are checked.
+        changes.append(m.SetAllowedKeys(new.allowed_keys))
     for change in changes:
         try:
             reply = peers_ref.ask(change, timeout=ADMIN_TIMEOUT)
@@ -279,6 +280,9 @@ def reload_config(reload: Callable[[], Config], running: Config, peers_ref: Any,
             return running
         if isinstance(reply, dict) and "peers" in reply:
             book.replace(reply["peers"])
+        if isinstance(change, m.SetAllowedKeys) and isinstance(reply, dict):
+            allowed = "any key" if change.keys is None else f"{len(change.keys)} key(s) and the pinned peers"
+            logger.info("SIGHUP: allowed_keys now {}; {} session(s) closed", allowed, reply.get("sessions_closed", 0))
     logger.info("SIGHUP: configuration re-read: {} static peer(s), {} change(s)", len(wanted), len(changes))
     return new
 

@@ -101,16 +101,16 @@ class PeerManagerActor(SupervisedActor):
         self.static_peers = static_peers
         self.local_payload = local_payload or HandshakePayload()
         self.max_sessions = max_sessions
-        pinned = frozenset(p.public_key for p in static_peers if p.public_key is not None)
-        # Keys the operator named get a slot whatever the bounds; with allowed_keys nobody else gets one at all.
-        self.named_keys = pinned | (allowed_keys or frozenset())
-        self.allowed_keys = None if allowed_keys is None else self.named_keys
+        self.responder: HandshakeResponder | None = None
+        self.configured_allowed = allowed_keys  # as configured; allowed_keys below adds the pinned peers' keys
+        self.named_keys: frozenset[bytes] = frozenset()
+        self.allowed_keys: frozenset[bytes] | None = None
+        self._name_keys()
         self.discoverable = discoverable
         self.admission = Admission(max_sessions, max_unpinned_sessions, max_sessions_per_source)
         self.specs: dict[str, SessionSpec] = {}  # by actor urn
         self.by_key: dict[bytes, str] = {}
         self.policy = RestartPolicy()
-        self.responder: HandshakeResponder | None = None
         self._timers: list[threading.Timer] = []
         self._refusal_logged = -REFUSAL_LOG_INTERVAL
         self._wakes: list[tuple[float, str]] = []  # heap of (deadline, session urn) to tick
@@ -217,7 +217,7 @@ class PeerManagerActor(SupervisedActor):
             self.admission.touch(message.ref.actor_urn, message.heard_at)
         elif isinstance(message, m.ListSessions):
             return [spec.ref for spec in self.specs.values()]
-        elif isinstance(message, (m.AddPeer, m.RemovePeer, m.ListStaticPeers)):
+        elif isinstance(message, (m.AddPeer, m.RemovePeer, m.ListStaticPeers, m.SetAllowedKeys)):
             return self._static_peer_command(message)
         elif isinstance(message, m.Snapshot):
             assert self.responder is not None
@@ -403,6 +403,51 @@ class PeerManagerActor(SupervisedActor):
         logger.info("session to {}:{} restarted", *spec.endpoint)
         self.counters["session_restarts"] += 1
 
+    # --- which keys are named and allowed (configuration, static peers, SIGHUP) -----------------------
+    def _name_keys(self) -> None:
+        """Named keys get a slot whatever the bounds: every pinned static peer's and every key in allowed_keys.
+        With allowed_keys set, nobody else gets a session at all (a pinned static peer always does)."""
+        pinned = frozenset(p.public_key for p in self.static_peers if p.public_key is not None)
+        self.named_keys = pinned | (self.configured_allowed or frozenset())
+        self.allowed_keys = None if self.configured_allowed is None else self.named_keys
+        if self.responder is not None:
+            self.responder.allowed_keys = self.allowed_keys
+
+    def _apply_named_keys(self) -> int:
+        """After the named keys changed: tell every session the allowed keys (each checks them on its next
+        handshake), reclassify sessions for admission, and close those whose key is no longer allowed (a
+        static peer's session starts again, as at start-up: it dials, and is refused until its key is allowed).
+        Returns how many sessions were closed."""
+        self._name_keys()
+        closed = 0
+        now = time.monotonic()
+        for urn, spec in list(self.specs.items()):
+            key = spec.known_key or spec.expected_key
+            if key is not None and self.allowed_keys is not None and key not in self.allowed_keys:
+                logger.warning("closing the session of {} at {}:{}: its key is no longer allowed",
+                               key.hex()[:16], *spec.endpoint)
+                self._close(urn, "key no longer allowed")
+                closed += 1
+                if spec.dial:  # a configured peer stays configured: dialled again, refused until allowed again
+                    self._spawn(spec.endpoint, spec.expected_key, dial=True)
+                continue
+            tell(spec.ref, m.SetAllowedKeys(self.allowed_keys))
+            named = spec.dial or (key is not None and key in self.named_keys)
+            if named != spec.named:
+                spec.named = named
+                self.admission.add(urn, named=named, source=source_key(spec.endpoint), inbound=spec.inbound,
+                                   now=now)
+        self.counters["sessions_closed_not_allowed"] += closed
+        return closed
+
+    def _close(self, urn: str, reason: str) -> None:
+        """Stop session ``urn`` for good (not restarted): forgotten, its routes withdrawn, its actor stopped."""
+        removed = self._forget(urn)
+        assert removed is not None
+        if removed.up and removed.known_key is not None:
+            tell(self.refs.get("router"), m.SessionDown(removed.ref, removed.known_key, reason))
+        removed.ref.stop(block=False)
+
     # --- static peers at runtime (admin socket `axiomnet peers`, SIGHUP) ---------------------------
     def _static_peer_command(self, message: Any) -> dict[str, Any]:
         """Add or remove a static peer, or list them; the reply always carries the list after the change."""
@@ -415,6 +460,7 @@ class PeerManagerActor(SupervisedActor):
                 return {"error": f"{len(self.specs)} sessions already (MAX_SESSIONS): not adding {spec}"}
             if not known:
                 self.static_peers += (spec,)
+                self._name_keys()  # its pinned key is allowed before its session starts
                 self._spawn(endpoint, spec.public_key, dial=True)
             result["added"] = not known
         elif isinstance(message, m.RemovePeer):
@@ -426,11 +472,18 @@ class PeerManagerActor(SupervisedActor):
             urns = [urn for urn, spec in self.specs.items()
                     if spec.dial and (spec.endpoint == endpoint or spec.expected_key in keys)]
             for urn in urns:
-                removed = self._forget(urn)
-                assert removed is not None
-                if removed.up and removed.known_key is not None:
-                    tell(self.refs.get("router"), m.SessionDown(removed.ref, removed.known_key, "peer removed"))
-                removed.ref.stop(block=False)
+                self._close(urn, "peer removed")
             result["removed"] = len(gone)
             result["sessions_closed"] = len(urns)
+        elif isinstance(message, m.SetAllowedKeys):
+            self.configured_allowed = message.keys
+            result["sessions_closed"] = self._apply_named_keys()
+            result["allowed_keys"] = None if message.keys is None else len(message.keys)
+            return {**result, "peers": [str(p) for p in self.static_peers]}
+        # A pinned static peer's key is named (and, under allowed_keys, allowed) while it is configured: adding
+        # one closes nothing, removing one closes the other sessions of its key that allowed_keys does not list.
+        if isinstance(message, m.AddPeer):
+            self._apply_named_keys()
+        elif isinstance(message, m.RemovePeer):
+            result["sessions_closed"] += self._apply_named_keys()
         return {**result, "peers": [str(p) for p in self.static_peers]}

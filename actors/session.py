@@ -132,6 +132,13 @@ class SessionActor(SupervisedActor):
                 self._roam(message.addr)
             self._send(got.replies)
             self._drain_events()
+        elif isinstance(message, m.SetAllowedKeys):
+            assert self.session is not None
+            if message.keys != self.session.allowed_keys and self._redial_at is not None:
+                # Waiting to dial again (refused, say): the new keys may let it in, so dial at once.
+                self._redial_at = time.monotonic()
+                self._dial_backoff = DIAL_BACKOFF_INITIAL
+            self.session.allowed_keys = message.keys  # checked at this session's next handshake
         elif isinstance(message, m.IndexRefused):
             assert self.session is not None
             self._send(self.session.index_refused(message.index, time.monotonic()))

@@ -1,5 +1,6 @@
 """Operating real daemons in namespaces: inspect (tables and JSON), metrics (admin socket and HTTP), health
-exit codes, `axiomnet peers add/remove`, SIGHUP with a changed and a broken config, systemd notification."""
+exit codes, `axiomnet peers add/remove`, SIGHUP with a changed and a broken config and a changed allowed_keys,
+systemd notification."""
 
 from __future__ import annotations
 
@@ -138,6 +139,32 @@ def test_sighup_applies_a_changed_config_and_refuses_a_broken_one(pair, workdir)
     assert a.running()
     reachable(a, b)
     assert json.loads(cli(a, _AXIOMNET, "peers", "list", "--json").stdout)["peers"] == [f"{pair.ip_b}:7443"]
+
+
+def test_sighup_revokes_and_readmits_a_key_through_allowed_keys(pair, workdir):
+    config = workdir / "a.toml"
+    config.write_text(f'peers = ["{pair.ip_b}:7443"]\n')  # b's key is learned, not pinned
+    a = daemons.start_daemon(pair.a, name="a", listen=f"{pair.ip_a}:7443", peers=[], data_dir=workdir / "a",
+                             admin_socket=workdir / "a.sock", tun=pair.a.tun_name, extra_args=["--config", str(config)])
+    b = daemons.start_daemon(pair.b, name="b", listen=f"{pair.ip_b}:7443", peers=[], data_dir=workdir / "b",
+                             admin_socket=workdir / "b.sock", tun=pair.b.tun_name)
+    reachable(a, b)
+    key_b = b.inspect()["self"]["public_key"]
+
+    config.write_text(f'peers = ["{pair.ip_b}:7443"]\nallowed_keys = []\n')  # nobody but pinned peers
+    a.popen.send_signal(signal.SIGHUP)
+    assert netns.wait_until(lambda: "allowed_keys now 0 key(s) and the pinned peers; 1 session(s) closed" in a.log(),
+                            10.0), a.log_tail(20)
+    assert netns.wait_until(lambda: not established_with(a, key_b), 10.0)
+    assert netns.wait_until(lambda: "allowed_keys does not list" in a.log(), 15.0), a.log_tail(20)  # redial refused
+    assert not established_with(a, key_b)
+    assert not traffic.ping(pair.a, b.address, count=2, interval=0.2, timeout=2.0).ok
+
+    config.write_text(f'peers = ["{pair.ip_b}:7443"]\nallowed_keys = ["{key_b}"]\n')
+    a.popen.send_signal(signal.SIGHUP)
+    assert netns.wait_until(lambda: "allowed_keys now 1 key(s)" in a.log(), 10.0), a.log_tail(20)
+    reachable(a, b)  # dialled again at once, not after the refusals' backoff
+    assert a.running() and b.running()
 
 
 def test_the_daemon_tells_systemd_it_is_ready_alive_and_stopping(pair, workdir, monkeypatch):

@@ -165,6 +165,22 @@ def test_sighup_applies_the_peers_of_a_changed_file(tmp_path: Path, log_lines):
     assert any("mtu changed; it takes effect at the next restart" in line for line in log_lines)
 
 
+def test_sighup_applies_a_changed_allowed_keys_after_the_peers(tmp_path: Path, log_lines):
+    path = tmp_path / "node.toml"
+    running, book, peers = running_from(path, f'allowed_keys = ["{"ab" * 32}"]\n')
+    path.write_text(f'peers = ["192.0.2.3:7443#{"cd" * 32}"]\nallowed_keys = ["{"cd" * 32}"]\n')
+    new = node.reload_config(lambda: load_config(config_file=path, env={}), running, peers, book)
+    assert new.allowed_keys == frozenset({bytes.fromhex("cd" * 32)})
+    # The new pinned peer first, so its key is allowed by the time the new list is checked.
+    assert peers.proxy().seen.get() == [m.AddPeer("192.0.2.3", 7443, bytes.fromhex("cd" * 32)),
+                                        m.SetAllowedKeys(frozenset({bytes.fromhex("cd" * 32)}))]
+    assert any("SIGHUP: allowed_keys now 1 key(s) and the pinned peers" in line for line in log_lines)
+    path.write_text(f'peers = ["192.0.2.3:7443#{"cd" * 32}"]\n')  # allowed_keys gone: any key again
+    node.reload_config(lambda: load_config(config_file=path, env={}), new, peers, book)
+    assert peers.proxy().seen.get()[-1] == m.SetAllowedKeys(None)
+    assert not any("at the next restart" in line for line in log_lines)
+
+
 def test_sighup_with_a_broken_file_keeps_the_running_settings(tmp_path: Path, log_lines):
     path = tmp_path / "node.toml"
     running, book, peers = running_from(path, 'peers = ["192.0.2.1:7443"]\n')

@@ -223,6 +223,49 @@ def test_allowed_keys_refuses_everyone_else_before_any_session_exists(recorder):
     assert len(released) >= 3  # the refused handshakes' indices went back
 
 
+def _session_keys(mgr: Manager) -> set[str]:
+    refs = mgr.ref.ask(m.ListSessions(), timeout=5)
+    return {r.ask(m.Snapshot(), timeout=5)["peer"] for r in refs}
+
+
+def test_allowed_keys_changed_at_runtime_closes_the_revoked_and_admits_the_new(recorder):
+    friend, stranger, later = Identity.generate(), Identity.generate(), Identity.generate()
+    mgr = start_manager(recorder, allowed_keys=None)
+    dial(mgr, ("192.0.2.81", 7443), peer=friend)
+    dial(mgr, ("192.0.2.82", 7443), peer=stranger)
+    assert wait_for(lambda: established_sessions(mgr) == 2)
+    reply = mgr.ref.ask(m.SetAllowedKeys(frozenset({friend.public_key, later.public_key})), timeout=5)
+    assert reply["sessions_closed"] == 1 and reply["allowed_keys"] == 2
+    assert wait_for(lambda: _session_keys(mgr) == {friend.public_key.hex()})
+    assert mgr.snapshot()["sessions_closed_not_allowed"] == 1
+    downs = [x for x in mgr.router.ask(GetOther()) if isinstance(x, m.SessionDown)]
+    assert [d.peer_key for d in downs] == [stranger.public_key]  # its routes are withdrawn
+    dial(mgr, ("192.0.2.82", 7443), peer=stranger)  # the front door now refuses it
+    assert wait_for(lambda: mgr.snapshot()["responder"]["not_allowed"] == 1)
+    dial(mgr, ("192.0.2.83", 7443), peer=later)  # and admits a key the new list names
+    assert wait_for(lambda: established_sessions(mgr) == 2)
+    assert _session_keys(mgr) == {friend.public_key.hex(), later.public_key.hex()}
+    mgr.ref.ask(m.SetAllowedKeys(None), timeout=5)  # anyone again
+    dial(mgr, ("192.0.2.82", 7443), peer=stranger)
+    assert wait_for(lambda: established_sessions(mgr) == 3)
+
+
+def test_a_static_peer_added_at_runtime_is_allowed_under_allowed_keys(recorder):
+    # Its pinned key is not in allowed_keys: pinned static peers are always allowed, also when added at runtime
+    # (before, the key set was fixed at start and the new peer's own session refused the key it had pinned).
+    friend, pinned = Identity.generate(), Identity.generate()
+    mgr = start_manager(recorder, allowed_keys=frozenset({friend.public_key}))
+    reply = mgr.ref.ask(m.AddPeer("192.0.2.90", 7443, pinned.public_key), timeout=5)
+    assert reply["added"]
+    dial(mgr, ("192.0.2.90", 7443), peer=pinned)  # the pinned peer's own handshake reaches our front door
+    assert wait_for(lambda: mgr.snapshot()["responder"].get("not_allowed", 0) == 0 and established_sessions(mgr) == 1)
+    assert _session_keys(mgr) == {pinned.public_key.hex()}
+    reply = mgr.ref.ask(m.RemovePeer("192.0.2.90", 7443), timeout=5)
+    assert reply["sessions_closed"] == 1
+    dial(mgr, ("192.0.2.90", 7443), peer=pinned)  # no longer configured: no longer allowed
+    assert wait_for(lambda: mgr.snapshot()["responder"].get("not_allowed", 0) == 1)
+
+
 def test_a_spoofed_source_flood_cannot_stop_the_real_peer_at_that_source(recorder):
     """Hundreds of INITs that carry a victim's address (and a valid mac1: the attacker knows our key) put the
     front door under load; the victim, who receives at that address, still connects through the cookie."""
