@@ -291,11 +291,39 @@ def run_daemon(config: Config, reload: Callable[[], Config] | None = None) -> in
     """Run the node until a signal (exit 0) or a fatal supervision decision (exit 1).
 
     ``reload`` builds a fresh Config (the same file, environment and flags) when SIGHUP arrives; without
-    it SIGHUP is logged and ignored.
+    it SIGHUP is logged and ignored. The signal handlers go in first: a stop signal while the node is still
+    starting (creating its identity, say) ends the start-up cleanly instead of killing the process half-way.
     """
     started = time.monotonic()
     route_stdlib_logging()
     install_crash_hooks()
+    stop = threading.Event()
+    hangup = threading.Event()
+    outcome: dict[str, Any] = {"code": 0, "signals": 0}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        outcome["signals"] += 1
+        if outcome["signals"] > 1:
+            logger.warning("second signal: exiting at once")
+            os._exit(130 if signum == signal.SIGINT else 143)
+        logger.info("{} received: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    def on_hangup(_signum: int, _frame: Any) -> None:
+        hangup.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+    try:
+        return _run(config, reload, started, stop, hangup, outcome)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _run(config: Config, reload: Callable[[], Config] | None, started: float, stop: threading.Event,
+         hangup: threading.Event, outcome: dict[str, Any]) -> int:
+    """Start the node's actors and run until ``stop``; the exit code."""
     try:
         identity, created = load_or_create_identity_isolated(config.data_dir)
     except AxiomNetError as exc:
@@ -316,31 +344,17 @@ def run_daemon(config: Config, reload: Callable[[], Config] | None = None) -> in
     except OSError as exc:
         logger.error("cannot listen on {}: {}", config.listen, exc)
         return 1
+    if stop.is_set():
+        logger.info("stopped before start-up finished")
+        return 0
     faults = fault_injection_enabled(config)
     book = PeerBook(peers)
-
-    stop = threading.Event()
-    hangup = threading.Event()
-    outcome: dict[str, Any] = {"code": 0, "signals": 0}
 
     def on_fatal(reason: str) -> None:
         outcome["code"] = 1
         outcome["reason"] = reason
         stop.set()
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        outcome["signals"] += 1
-        if outcome["signals"] > 1:
-            logger.warning("second signal: exiting at once")
-            os._exit(130 if signum == signal.SIGINT else 143)
-        logger.info("{} received: shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    def on_hangup(_signum: int, _frame: Any) -> None:
-        hangup.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     specs = build_specs(config, identity, why_no_tun is None, started, book, listen_host=listen_host, faults=faults)
     supervisor = SupervisorActor.start(specs, on_fatal)
     try:
@@ -359,8 +373,6 @@ def run_daemon(config: Config, reload: Callable[[], Config] | None = None) -> in
     finally:
         sd_notify("STOPPING=1")
         _shutdown(supervisor)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     if outcome["code"]:
         logger.error("exiting with status 1: {}", outcome.get("reason", "start-up failed"))
     else:

@@ -195,3 +195,34 @@ def test_peer_book_replaces_atomically():
     book = node.PeerBook([PeerSpec("192.0.2.1", 1)])
     book.replace(["192.0.2.2:2", PeerSpec("192.0.2.3", 3)])
     assert [str(p) for p in book.current()] == ["192.0.2.2:2", "192.0.2.3:3"]
+
+
+# --- a stop signal during start-up ------------------------------------------------------------------------
+_SIGTERM_DURING_START = """
+import os, signal, sys
+from pathlib import Path
+from axiomnet.actors import node
+from axiomnet.config import Config
+from axiomnet.identity import Identity
+
+def slow_identity(data_dir, timeout=None):  # the stop signal lands while the identity is being made
+    os.kill(os.getpid(), signal.SIGTERM)
+    return Identity.generate(), True
+
+node.load_or_create_identity_isolated = slow_identity
+config = Config(tun_enabled=False, listen_host="127.0.0.1", listen_port=7443, data_dir=Path(sys.argv[1]),
+                admin_socket=Path(sys.argv[1]) / "admin.sock")
+sys.exit(node.run_daemon(config))
+"""
+
+
+def test_a_stop_signal_during_start_up_ends_it_cleanly(tmp_path: Path):
+    # CI saw a daemon SIGTERMed right after it wrote its identity die of the signal (-15): the handlers were
+    # installed only after the identity, the peers and the listen address were ready. They come first now.
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_DURING_START, str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "SIGTERM received: shutting down" in proc.stderr and "stopped before start-up finished" in proc.stderr
+    assert "node up" not in proc.stderr  # no actor was started
