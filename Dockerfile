@@ -27,6 +27,7 @@ WORKDIR /src
 # pip-ca.pe[m]: copied when the build context has one, skipped when it has none.
 COPY pyproject.toml README.md pip-ca.pe[m] ./
 COPY actors/ actors/
+COPY ops/ ops/
 COPY lab/ lab/
 COPY axiomnet/ axiomnet/
 RUN python3 -m venv /opt/axiomnet \

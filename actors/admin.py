@@ -37,7 +37,7 @@ from typing import Any
 import pykka
 from loguru import logger
 
-from axiomnet.config import PeerSpec
+from axiomnet.ops.config import PeerSpec
 from axiomnet.constants import (
     ADMIN_REFUSAL_LOG_INTERVAL,
     ADMIN_REQUEST_MAX,
@@ -47,7 +47,7 @@ from axiomnet.constants import (
 )
 from axiomnet.errors import ConfigError
 from axiomnet.identity import Identity
-from axiomnet.metrics import drop_totals, registry_for, render
+from axiomnet.ops.metrics import drop_totals, registry_for, render
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, tell
 from axiomnet.actors.gather import gather_state

@@ -18,7 +18,7 @@ import pykka
 
 from axiomnet import __version__
 from axiomnet.constants import ADMIN_GATHER_DEADLINE
-from axiomnet.health import evaluate
+from axiomnet.ops.health import evaluate
 from axiomnet.actors import messages as m
 
 # Keys of the router's snapshot the document uses itself; any other key (tree, routes, lookups, ...) becomes

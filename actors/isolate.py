@@ -21,7 +21,8 @@ from loguru import logger
 from axiomnet import errors
 from axiomnet.constants import FILE_IO_TIMEOUT
 from axiomnet.errors import IdentityError, IOTimeout
-from axiomnet.identity import IDENTITY_FILE_SIZE, Identity, decode_identity, encode_identity, load_or_create_identity
+from axiomnet.identity import IDENTITY_FILE_SIZE, Identity, decode_identity, encode_identity
+from axiomnet.ops.identity_store import load_or_create_identity
 
 _REPLY_MAX = 64 * 1024
 _CHILD_GRACE = 1.0  # the child's own timeout fires first; this much later the parent stops waiting

@@ -24,8 +24,8 @@ from typing import Any
 import pykka
 from loguru import logger
 
-from axiomnet.bounded import CallTimedOut, call_bounded
-from axiomnet.config import Config, PeerSpec
+from axiomnet.ops.bounded import CallTimedOut, call_bounded
+from axiomnet.ops.config import Config, PeerSpec
 from axiomnet.constants import ACTOR_STOP_TIMEOUT, ADMIN_TIMEOUT, SHUTDOWN_DEADLINE, WATCHDOG_MIN_INTERVAL
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import AxiomNetError, ConfigError

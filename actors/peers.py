@@ -25,7 +25,7 @@ import pykka
 from loguru import logger
 
 from axiomnet.admission import Admission, Refuse
-from axiomnet.config import PeerSpec
+from axiomnet.ops.config import PeerSpec
 from axiomnet.constants import MAX_SESSIONS, MAX_SESSIONS_PER_SOURCE, MAX_UNPINNED_SESSIONS
 from axiomnet.control import HandshakePayload
 from axiomnet.cookie import source_key

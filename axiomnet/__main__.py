@@ -2,6 +2,6 @@
 
 import sys
 
-from axiomnet.cli import main
+from axiomnet.ops.cli import main
 
 sys.exit(main())

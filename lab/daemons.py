@@ -38,7 +38,11 @@ from axiomnet.lab.traffic import ping
 
 # --- AxiomNet daemons -------------------------------------------------------------------------------
 def _python_env() -> dict[str, str]:
+    # PYTHONSAFEPATH (python -P): the caller's working directory is never put on sys.path, so a checkout's
+    # axiomnet/ folder (the core alone: ops/, actors/ and lab/ are installed beside it) cannot shadow the
+    # installed package when the demo runs from the source tree after a plain `pip install .`.
     env = dict(os.environ)
+    env["PYTHONSAFEPATH"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -69,7 +73,7 @@ def overlay_address(data_dir: str | Path) -> str:
     return identity_info(data_dir)["address"]
 
 
-_INSPECT = "import sys; from axiomnet.cli import inspect_main; sys.exit(inspect_main())"
+_INSPECT = "import sys; from axiomnet.ops.cli import inspect_main; sys.exit(inspect_main())"
 
 
 class DaemonProcess:

@@ -35,15 +35,14 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
-# This tree's axiomnet, for the bench and (through PYTHONPATH) every daemon it starts, wherever it runs from.
-sys.path.insert(0, str(ROOT))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+# axiomnet is the installed package (pip install -e .); tools/ (bench_micro, benchlab) sits beside this file.
 
 import bench_micro  # noqa: E402  (tools/, beside this file)
 
 from axiomnet.constants import DEFAULT_MTU  # noqa: E402
-from axiomnet.lab.session_holder import holder_key  # noqa: E402
-from axiomnet.lab import daemons, measure, netns, peers, traffic  # noqa: E402
+from benchlab.session_holder import holder_key  # noqa: E402
+from axiomnet.lab import daemons, netns, traffic  # noqa: E402
+from benchlab import measure, peers  # noqa: E402
 DOC = ROOT / "docs" / "PERFORMANCE.md"
 DOC_BEGIN = "<!-- tools/bench.py: begin (this section is replaced on each full run) -->"
 DOC_END = "<!-- tools/bench.py: end -->"
@@ -439,7 +438,7 @@ def measure_daemon_sessions(workdir: Path, s: Settings, fig: Figures) -> None:
             raise measure.MeasureError(f"the daemon did not come up:\n{node.log_tail()}")
         time.sleep(s.idle_settle)
         base = node.memory_kib()["VmRSS"]
-        holder = ns.popen([sys.executable, "-m", "axiomnet.lab.session_holder", "127.0.0.1", "7443", str(s.sessions),
+        holder = ns.popen([sys.executable, "-m", "benchlab.session_holder", "127.0.0.1", "7443", str(s.sessions),
                            "--seed", str(seed)],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:

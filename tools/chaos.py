@@ -33,14 +33,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 from axiomnet.errors import CorruptIdentity  # noqa: E402
-from axiomnet.identity import IDENTITY_BACKUP_FILENAME, IDENTITY_FILENAME, TEMP_MARKER, load_identity  # noqa: E402
+from axiomnet.ops.identity_store import IDENTITY_BACKUP_FILENAME, IDENTITY_FILENAME, TEMP_MARKER, load_identity  # noqa: E402
 from axiomnet.lab import daemons, netns, traffic  # noqa: E402
 
 REACH = 20.0
@@ -156,12 +155,12 @@ def key_state(data_dir: Path) -> tuple[str, object]:
 
 
 # A warm process that has imported the daemon once and forks one daemon per request (`axiomnet daemon ...` via
-# axiomnet.cli.main, in its own session, output to a log file): a kill during start-up then costs a fork and
+# axiomnet.ops.cli.main, in its own session, output to a log file): a kill during start-up then costs a fork and
 # the daemon's own start, not an interpreter start and its imports. Commands on stdin: "start JSON" -> PID,
 # "status PID" -> exit code as JSON, or null while it runs.
 _FORK_SERVER = r"""
 import json, os, sys
-import axiomnet.cli, axiomnet.actors.node  # the daemon's whole import graph, once
+import axiomnet.ops.cli, axiomnet.actors.node  # the daemon's whole import graph, once
 print("ready", flush=True)
 for line in sys.stdin:
     command, _, arg = line.rstrip("\n").partition(" ")
@@ -176,7 +175,7 @@ for line in sys.stdin:
                 os.dup2(out, 1)
                 os.dup2(out, 2)
                 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-                code = axiomnet.cli.main(spec["args"])
+                code = axiomnet.ops.cli.main(spec["args"])
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             finally:

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# The repository root, for tools.sim (the core it drives is the installed axiomnet, the same files).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.sim.graphs import TOPOLOGIES  # noqa: E402

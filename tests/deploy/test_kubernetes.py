@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from axiomnet.config import load_config
+from axiomnet.ops.config import load_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.29.0"  # a version most clusters run; the package ships its schemas

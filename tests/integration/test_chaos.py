@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from axiomnet.constants import BREAKER_FAILURE_THRESHOLD, MAX_QUEUED_BATCHES, READER_BATCH_MAX
-from axiomnet.identity import IDENTITY_FILENAME
+from axiomnet.ops.identity_store import IDENTITY_FILENAME
 from axiomnet.lab import daemons, netns, traffic
 from tests.integration.test_daemon import assert_reachable
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from axiomnet.constants import FILE_IO_TIMEOUT
-from axiomnet.identity import IDENTITY_BACKUP_FILENAME, IDENTITY_FILENAME, load_identity
+from axiomnet.ops.identity_store import IDENTITY_BACKUP_FILENAME, IDENTITY_FILENAME, load_identity
 from axiomnet.lab import daemons, netns, traffic
 from tests.integration.test_daemon import assert_reachable
 

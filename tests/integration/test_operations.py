@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 REACH_TIMEOUT = 15.0
 SECTIONS = ("self", "peers", "sessions", "tree", "routes", "lookups", "actors", "health")
-_INSPECT = "import sys; from axiomnet.cli import inspect_main; sys.exit(inspect_main())"
-_AXIOMNET = "import sys; from axiomnet.cli import main; sys.exit(main())"
+_INSPECT = "import sys; from axiomnet.ops.cli import inspect_main; sys.exit(inspect_main())"
+_AXIOMNET = "import sys; from axiomnet.ops.cli import main; sys.exit(main())"
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ import pytest
 from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
-from axiomnet import admin_client
-from axiomnet.config import PeerSpec
+from axiomnet.ops import admin_client
+from axiomnet.ops.config import PeerSpec
 from axiomnet.identity import Identity
 from axiomnet.actors import messages as m
 from axiomnet.actors.admin import AdminActor, caller_allowed, check_socket_directory

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from axiomnet.errors import IdentityError, InsecureIdentityPermissions, IOTimeout
-from axiomnet.identity import IDENTITY_FILENAME, load_identity
+from axiomnet.ops.identity_store import IDENTITY_FILENAME, load_identity
 from axiomnet.actors import isolate
 
 

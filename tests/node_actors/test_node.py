@@ -2,7 +2,7 @@
 
 import pytest
 
-from axiomnet.config import PeerSpec
+from axiomnet.ops.config import PeerSpec
 from axiomnet.errors import ConfigError
 from axiomnet.actors import node
 
@@ -39,7 +39,7 @@ def test_hanging_resolver_is_bounded(monkeypatch):
 
 
 def test_no_tun_flag_makes_a_relay_only_node():
-    from axiomnet.config import Config
+    from axiomnet.ops.config import Config
     reason = node.tun_available(Config(tun_enabled=False))
     assert reason == "--no-tun given"
 
@@ -53,7 +53,7 @@ from pathlib import Path
 import pykka
 from loguru import logger
 
-from axiomnet.config import Config, load_config
+from axiomnet.ops.config import Config, load_config
 from axiomnet.actors import messages as m
 
 
@@ -202,7 +202,7 @@ _SIGTERM_DURING_START = """
 import os, signal, sys
 from pathlib import Path
 from axiomnet.actors import node
-from axiomnet.config import Config
+from axiomnet.ops.config import Config
 from axiomnet.identity import Identity
 
 def slow_identity(data_dir, timeout=None):  # the stop signal lands while the identity is being made

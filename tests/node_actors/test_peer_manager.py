@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from axiomnet.config import PeerSpec
+from axiomnet.ops.config import PeerSpec
 from axiomnet.constants import SESSION_EXPIRY
 from axiomnet.control import HandshakePayload
 from axiomnet.identity import Identity

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from axiomnet.config import PeerSpec
+from axiomnet.ops.config import PeerSpec
 from axiomnet.identity import Identity
 from axiomnet.actors import messages as m
 from axiomnet.actors.peers import PeerManagerActor

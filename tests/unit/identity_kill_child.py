@@ -14,7 +14,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from axiomnet.identity import load_or_create_identity
+from axiomnet.ops.identity_store import load_or_create_identity
 
 
 def write_forever(base: Path) -> None:

@@ -18,11 +18,13 @@ import pytest
 from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
-from axiomnet import __version__, admin_client, cli
-from axiomnet import config as config_mod
-from axiomnet.config import Config, load_config
-from axiomnet.identity import IDENTITY_FILENAME, derive_address
-from axiomnet.metrics import render
+from axiomnet import __version__
+from axiomnet.ops import admin_client, cli
+from axiomnet.ops import config as config_mod
+from axiomnet.ops.config import Config, load_config
+from axiomnet.identity import derive_address
+from axiomnet.ops.identity_store import IDENTITY_FILENAME
+from axiomnet.ops.metrics import render
 
 KEY_A = "ab" * 32
 PEER_KEY = "11" * 32

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from axiomnet.config import (
+from axiomnet.ops.config import (
     Config,
     PeerSpec,
     default_admin_socket,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from axiomnet.health import DEGRADED, HEALTHY, UNHEALTHY, evaluate
+from axiomnet.ops.health import DEGRADED, HEALTHY, UNHEALTHY, evaluate
 
 ACTORS = ("socket", "router", "e2e", "tun", "peers", "heartbeat", "admin")
 

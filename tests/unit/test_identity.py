@@ -31,20 +31,8 @@ from axiomnet.errors import (
     IOTimeout,
     UnsupportedIdentityVersion,
 )
-from axiomnet.identity import (
-    IDENTITY_BACKUP_FILENAME,
-    IDENTITY_FILE_SIZE,
-    IDENTITY_FILENAME,
-    IDENTITY_LOCK_FILENAME,
-    TEMP_MARKER,
-    Identity,
-    decode_identity,
-    derive_address,
-    noise_key_of,
-    encode_identity,
-    load_identity,
-    load_or_create_identity,
-)
+from axiomnet.identity import IDENTITY_FILE_SIZE, Identity, decode_identity, derive_address, noise_key_of, encode_identity
+from axiomnet.ops.identity_store import IDENTITY_BACKUP_FILENAME, IDENTITY_FILENAME, IDENTITY_LOCK_FILENAME, TEMP_MARKER, load_identity, load_or_create_identity
 
 FC00 = ipaddress.IPv6Network("fc00::/8")
 CHILD = Path(__file__).with_name("identity_kill_child.py")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from axiomnet.metrics import drop_reason, drop_totals, render, snake
+from axiomnet.ops.metrics import drop_reason, drop_totals, render, snake
 
 PEER = "11" * 32
 
@@ -155,7 +155,7 @@ def test_the_daemon_does_not_load_prometheus_client_until_metrics_are_asked_for(
     import subprocess
     import sys
 
-    probe = ("import sys, axiomnet.actors.node, axiomnet.metrics as m; before = 'prometheus_client' in sys.modules; "
+    probe = ("import sys, axiomnet.actors.node, axiomnet.ops.metrics as m; before = 'prometheus_client' in sys.modules; "
              "text = m.render({'self': {'version': 'x'}}); print(before, 'prometheus_client' in sys.modules, "
              "'axiomnet_build_info' in text)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True).stdout

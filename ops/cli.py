@@ -22,19 +22,15 @@ from typing import Any
 
 from loguru import logger
 
-from axiomnet import __version__, admin_client
-from axiomnet.admin_client import AdminError
-from axiomnet.bounded import CallTimedOut, call_bounded
-from axiomnet.config import LOG_LEVELS, Config, PeerSpec, load_config
+from axiomnet import __version__
+from axiomnet.ops import admin_client
+from axiomnet.ops.admin_client import AdminError
+from axiomnet.ops.bounded import CallTimedOut, call_bounded
+from axiomnet.ops.config import LOG_LEVELS, Config, PeerSpec, load_config
 from axiomnet.constants import ADMIN_CLIENT_TIMEOUT, DEFAULT_METRICS_PORT, DEFAULT_UDP_PORT, FILE_IO_TIMEOUT
 from axiomnet.errors import ConfigError, IdentityError, IOTimeout, LocalError
-from axiomnet.identity import (
-    IDENTITY_BACKUP_FILENAME,
-    IDENTITY_FILENAME,
-    Identity,
-    load_identity,
-    load_or_create_identity,
-)
+from axiomnet.identity import Identity
+from axiomnet.ops.identity_store import IDENTITY_BACKUP_FILENAME, IDENTITY_FILENAME, load_identity, load_or_create_identity
 
 PROG = "axiomnet"
 INSPECT_PROG = "axiomnet-inspect"
@@ -350,7 +346,7 @@ def _identity(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from axiomnet.genconf import effective_config_text
+    from axiomnet.ops.genconf import effective_config_text
 
     config = load_config(config_file=args.config, env=os.environ, overrides={})
     if args.json:
@@ -446,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config" and args.config_command == "check":
             return _config_check(args)
         if args.command == "genconf":
-            from axiomnet.genconf import default_config_text
+            from axiomnet.ops.genconf import default_config_text
 
             print(default_config_text(), end="")
             return EXIT_OK
@@ -495,7 +491,7 @@ examples:
 
 def build_inspect_parser() -> argparse.ArgumentParser:
     """The ``axiomnet-inspect`` argument parser."""
-    from axiomnet.inspect import COMMANDS
+    from axiomnet.ops.inspect import COMMANDS
 
     parser = argparse.ArgumentParser(
         prog=INSPECT_PROG,
@@ -513,7 +509,7 @@ def build_inspect_parser() -> argparse.ArgumentParser:
 
 def _print_health(args: argparse.Namespace, health: dict[str, Any]) -> int:
     status = str(health.get("status"))
-    from axiomnet.health import EXIT_CODES
+    from axiomnet.ops.health import EXIT_CODES
 
     code = EXIT_CODES.get(status, EXIT_UNREACHABLE)
     if args.json:
@@ -537,7 +533,7 @@ def _metrics_json(text: str) -> list[dict[str, Any]]:
 
 def inspect_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``axiomnet-inspect``; returns the process exit code."""
-    from axiomnet import inspect
+    from axiomnet.ops import inspect
 
     parsed = _parse(build_inspect_parser(), argv)
     if isinstance(parsed, int):
@@ -555,7 +551,7 @@ def inspect_main(argv: Sequence[str] | None = None) -> int:
         if section == "health":
             health = reply.get("health")
             if not isinstance(health, dict):
-                from axiomnet.health import evaluate
+                from axiomnet.ops.health import evaluate
 
                 health = evaluate(reply).as_dict()
             return _print_health(args, health)

@@ -1,4 +1,4 @@
-"""Open many AxiomNet sessions to one daemon and hold them: ``python -m axiomnet.lab.session_holder``.
+"""Open many AxiomNet sessions to one daemon and hold them: ``python -m benchlab.session_holder``.
 
 Run inside a lab namespace by tools/bench.py to measure a daemon's memory per idle session. Each session is a
 fresh static key driven by the core's :class:`~axiomnet.session.Session` over UDP, so the daemon sees COUNT

@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from axiomnet.config import ROOT_ADMIN_SOCKET, ROOT_DATA_DIR, Config
+from axiomnet.ops.config import ROOT_ADMIN_SOCKET, ROOT_DATA_DIR, Config
 from axiomnet.constants import DEFAULT_METRICS_PORT, DEFAULT_MTU, DEFAULT_TUN_NAME, DEFAULT_UDP_PORT
 
 # Config fields that two TOML keys' worth of fields express (listen = host + port, tun = enabled + name).

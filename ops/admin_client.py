@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from axiomnet.config import ROOT_ADMIN_SOCKET, Config, default_admin_socket
+from axiomnet.ops.config import ROOT_ADMIN_SOCKET, Config, default_admin_socket
 from axiomnet.constants import ADMIN_REPLY_MAX
 
 

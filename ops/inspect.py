@@ -74,8 +74,8 @@ def records(state: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
 
 
 def drops_by_reason(counters: object) -> str:
-    """"reason=n ..." for a session's drop counters (see axiomnet.metrics.drop_reason), "-" when none."""
-    from axiomnet.metrics import drop_reason
+    """"reason=n ..." for a session's drop counters (see axiomnet.ops.metrics.drop_reason), "-" when none."""
+    from axiomnet.ops.metrics import drop_reason
 
     if not isinstance(counters, dict):
         return "-"
