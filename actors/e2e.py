@@ -30,7 +30,7 @@ class EndToEndActor(SupervisedActor):
         self.core = EndToEnd(identity.private_key, identity.public_key, local_payload=local_payload)
 
     def setup(self) -> None:
-        self._timer = self.start_deadline_timer(m.Tick())
+        self._timer = self.start_deadline_timer(m.TimerDue())
         self._wake_told: float | None = None
 
     def handle(self, message: Any) -> Any:
@@ -39,7 +39,7 @@ class EndToEndActor(SupervisedActor):
         # After a tick every session's deadline counts; after anything else, only the sessions it used (the
         # others' are at or after the deadline already set).
         told = self._wake_told
-        full = isinstance(message, m.Tick) or told is None or told <= now
+        full = isinstance(message, m.TimerDue) or told is None or told <= now
         deadline = self.core.next_deadline(touched_only=not full)
         if deadline is not None and (full or deadline < told):  # type: ignore[operator]
             self._wake_told = deadline
@@ -57,7 +57,7 @@ class EndToEndActor(SupervisedActor):
             self._dispatch(self.core.resolved(message.dst, message.key, now))
         elif isinstance(message, m.Unresolvable):
             self.core.unresolvable(message.dst)
-        elif isinstance(message, m.Tick):
+        elif isinstance(message, m.TimerDue):
             self._dispatch(self.core.tick(now))
         elif isinstance(message, m.Snapshot):
             return {"sessions": self.core.snapshot(now), "counters": {**self.counters, **self.core.stats}}

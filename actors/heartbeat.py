@@ -1,6 +1,6 @@
 """HeartbeatActor: the node's heartbeat clock.
 
-Every HEARTBEAT_INTERVAL it tells the router one Tick (on the control lane): the router then sends each
+Every HEARTBEAT_INTERVAL it tells the router one HeartbeatTick (on the control lane): the router then sends each
 neighbour its signed announcement, checks liveness and resends due lookups. Keeping the clock in its own actor
 means a busy router never delays its own next beat: ticks queue ahead of data, and the router catches up.
 """
@@ -22,7 +22,7 @@ class _Beat(m.Urgent):
 
 
 class HeartbeatActor(SupervisedActor):
-    """Tells the router Tick every HEARTBEAT_INTERVAL."""
+    """Tells the router HeartbeatTick every HEARTBEAT_INTERVAL."""
 
     role = "heartbeat"
 
@@ -46,7 +46,7 @@ class HeartbeatActor(SupervisedActor):
     def _beat(self) -> None:
         now = time.monotonic()
         self.beats += 1
-        if bounded_tell(self.refs.get("router"), m.Tick(now)):
+        if bounded_tell(self.refs.get("router"), m.HeartbeatTick(now)):
             self.counters["ticks_sent"] += 1
             return
         self.counters["ticks_missed"] += 1

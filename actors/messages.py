@@ -103,14 +103,14 @@ class ControlDatagrams(Urgent):
 
 
 @dataclass(frozen=True)
-class LinkPackets:
+class RoutedToLink:
     """Routed packets to send over one link (router -> that peer's session)."""
 
     packets: list[bytes]
 
 
 @dataclass(frozen=True)
-class RoutedPackets:
+class RoutedFromLink:
     """Routed packets that arrived over the link to ``peer_key`` (session -> router)."""
 
     peer_key: bytes
@@ -163,8 +163,16 @@ class TunWrite:
 
 # --- control path --------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Tick(Urgent):
+class HeartbeatTick(Urgent):
+    """One heartbeat has passed: refresh the tree, expire silent neighbours (heartbeat -> router)."""
+
     now: float = 0.0
+
+
+@dataclass(frozen=True)
+class TimerDue(Urgent):
+    """A deadline the receiver asked for has come: run its timers (deadline timer -> its owner; peer manager ->
+    a session; told from outside, it runs every timer at once)."""
 
 
 @dataclass(frozen=True)
@@ -312,7 +320,7 @@ class NeighbourRoute(Urgent):
 
 @dataclass(frozen=True)
 class WakeAt(Urgent):
-    """Tick the session ``ref`` at ``when`` (monotonic seconds): its next timer deadline (session -> peer manager)."""
+    """Run the timers of session ``ref`` at ``when`` (monotonic seconds): its next timer deadline (session -> peer manager)."""
 
     ref: Any
     when: float

@@ -5,7 +5,7 @@ table) and the core Admission policy, creates one SessionActor per peer (static 
 peers when their handshake completes and admission gives them a slot: per-source and unnamed-key bounds,
 named peers evicting the least recently active stranger), restarts crashed session actors with backoff and,
 through the supervisor, stops the node when sessions crash-loop. It drives the sessions' timers: each session
-tells it its next deadline (WakeAt) and gets a Tick then, so an idle node sleeps instead of ticking every
+tells it its next deadline (WakeAt) and gets a TimerDue then, so an idle node sleeps instead of ticking every
 session ten times a second.
 
 It never waits on another actor: receiver indices are picked by the core and told to the socket actor, and
@@ -195,7 +195,7 @@ class PeerManagerActor(SupervisedActor):
             self._deadline_timer.at(message.when)
         elif isinstance(message, _Due):
             self._tick()
-        elif isinstance(message, m.Tick):
+        elif isinstance(message, m.TimerDue):
             self._tick(every=True)
         elif isinstance(message, m.SessionUp):
             self._session_up(message)
@@ -229,13 +229,13 @@ class PeerManagerActor(SupervisedActor):
         return None
 
     def _tick(self, every: bool = False) -> None:
-        """Tick the sessions whose deadline has come (``every``: all of them, as a Tick told from outside asks),
+        """Run the timers of the sessions whose deadline has come (``every``: all of them, as a TimerDue told from outside asks),
         expire half-open handshakes; then sleep until the next deadline."""
         assert self.responder is not None
         now = time.monotonic()
         self.responder.expire(now)
         self._send([])  # the indices of expired half-open handshakes
-        wakes, tick, due = self._wakes, m.Tick(), set()
+        wakes, tick, due = self._wakes, m.TimerDue(), set()
         while wakes and wakes[0][0] <= now:
             due.add(heapq.heappop(wakes)[1])
         if every:

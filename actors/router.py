@@ -3,7 +3,7 @@
 It is the thin shell around the routing core (axiomnet/tree.py, lookup.py, forward.py): it feeds the core the
 announcements and routed packets the link sessions hand it and the end-to-end datagrams the e2e actor hands
 it, with the time, and hands each result on: routed packets to the session of the next hop, TRAFFIC for us and
-resolved keys to the e2e actor. Every HEARTBEAT_INTERVAL (a Tick from the heartbeat actor) it
+resolved keys to the e2e actor. Every HEARTBEAT_INTERVAL (a HeartbeatTick from the heartbeat actor) it
 sends each live neighbour its announcement, resends lookups that are due, and marks neighbours silent for
 PEER_DEAD_AFTER dead: their routes are withdrawn and they get only a keepalive probe every DEAD_PROBE_INTERVAL
 until they answer.
@@ -54,7 +54,7 @@ class RouterActor(SupervisedActor):
             self._dispatch(self.forwarder.send(message.dst, message.datagrams, now))
         elif isinstance(message, m.Resolve):
             self._dispatch(self.forwarder.resolve(message.dst, now))
-        elif isinstance(message, m.RoutedPackets):
+        elif isinstance(message, m.RoutedFromLink):
             self._seen(message.peer_key, now)
             packets = self._corrupt(message.packets) if self._corrupt_left else message.packets
             self._dispatch(self.forwarder.receive(message.peer_key, packets, now))
@@ -67,7 +67,7 @@ class RouterActor(SupervisedActor):
         elif isinstance(message, m.PeerSeen):
             self._seen(message.peer_key, now)
             self._send_urgent(now)
-        elif isinstance(message, m.Tick):
+        elif isinstance(message, m.HeartbeatTick):
             self._tick(now)
         elif isinstance(message, m.SessionUp):
             self.sessions[message.peer_key] = message.ref
@@ -106,7 +106,7 @@ class RouterActor(SupervisedActor):
 
     def _dispatch(self, out: Output) -> None:
         for key, packets in out.links.items():
-            if bounded_tell(self.sessions.get(key), m.LinkPackets(packets)):
+            if bounded_tell(self.sessions.get(key), m.RoutedToLink(packets)):
                 self.counters["link_packets"] += len(packets)
             else:
                 self.counters["dropped_backpressure"] += len(packets)

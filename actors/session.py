@@ -115,7 +115,7 @@ class SessionActor(SupervisedActor):
     def handle(self, message: Any) -> Any:
         if isinstance(message, (m.Datagrams, m.ControlDatagrams)):
             self._receive(message.items)
-        elif isinstance(message, m.LinkPackets):
+        elif isinstance(message, m.RoutedToLink):
             self._send_data(message.packets)
         elif isinstance(message, m.NeighbourPackets):
             self._send_neighbour(message.packets)
@@ -123,7 +123,7 @@ class SessionActor(SupervisedActor):
             self._probe()
         elif isinstance(message, m.SendControl):
             self._send_control(message.payload)
-        elif isinstance(message, m.Tick):
+        elif isinstance(message, m.TimerDue):
             self._tick()
         elif isinstance(message, m.InstallKeys):
             assert self.session is not None
@@ -195,7 +195,7 @@ class SessionActor(SupervisedActor):
         if mine and key is not None:
             self._deliver(key, mine)
         if routed and key is not None:
-            if not bounded_tell(self.refs.get("router"), m.RoutedPackets(key, routed)):
+            if not bounded_tell(self.refs.get("router"), m.RoutedFromLink(key, routed)):
                 self.counters["rx_dropped_relay"] += len(routed)
         elif (got.last_authentic >= 0 and key is not None and not announced
               and now - self._seen_told >= PEER_SEEN_INTERVAL):

@@ -112,11 +112,11 @@ def test_a_session_actor_asks_the_peer_manager_to_tick_it_at_its_next_deadline(r
     first = wakes()[0]
     assert first > time.monotonic() - 1.0  # a real deadline of this dial, not a stale one
     # The peer manager would tick it at ``first``; ticks before it change nothing and report nothing new.
-    actor.tell(m.Tick())
+    actor.tell(m.TimerDue())
     assert actor.ask(m.Snapshot(), timeout=5)["state"] == "handshaking"
     if time.monotonic() < first:  # the tick was handled before the deadline (a loaded machine may be past it)
         assert wakes() == [first]
     assert wait_for(lambda: time.monotonic() >= first)
-    actor.tell(m.Tick())
+    actor.tell(m.TimerDue())
     assert wait_for(lambda: len(wakes()) == 2)
     assert wakes()[1] > first

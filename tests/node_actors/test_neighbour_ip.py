@@ -88,7 +88,7 @@ def test_the_peers_packets_reach_our_tun_only_from_its_own_address_to_ours(recor
     datagrams = peer.session.send_batch(PacketType.DATA, payloads, now)
     actor.tell(m.Datagrams([(d, ENDPOINT) for d in datagrams]))
     assert wait_for(lambda: tun.ask(GetWritten()) == [good])
-    assert wait_for(lambda: [p for x in router.ask(GetOther()) if isinstance(x, m.RoutedPackets)
+    assert wait_for(lambda: [p for x in router.ask(GetOther()) if isinstance(x, m.RoutedFromLink)
                              for p in x.packets] == [routed_packet])
     counters = actor.ask(m.Snapshot(), timeout=5)["counters"]
     assert counters["rx_dropped_spoofed_source"] == 1 and counters["rx_dropped_not_for_us"] == 1

@@ -172,7 +172,7 @@ def test_a_dead_session_actor_does_not_take_the_manager_down(recorder):
     (ref,) = mgr.ref.ask(m.ListSessions(), timeout=5)
     ref.stop(block=True)  # gone without a word (no SessionGone)
     dial(mgr, ("192.0.2.43", 7443))
-    mgr.ref.tell(m.Tick())  # ticks every session, the dead one included
+    mgr.ref.tell(m.TimerDue())  # ticks every session, the dead one included
     assert wait_for(lambda: mgr.sessions() == 2)
     assert mgr.ref.is_alive()
 

@@ -44,8 +44,8 @@ def test_two_routers_learn_each_other_through_announcements(recorder):
 
     fed = {id(sa): 0, id(sb): 0}
     for _ in range(12):  # the links: carry the newest announcement each way, one per MIN_ANNOUNCE_INTERVAL
-        ra.tell(m.Tick())
-        rb.tell(m.Tick())
+        ra.tell(m.HeartbeatTick())
+        rb.tell(m.HeartbeatTick())
         for session, router, sender in ((sa, rb, a), (sb, ra, b)):
             sent = sent_announcements(session)
             if len(sent) > fed[id(session)]:
@@ -90,7 +90,7 @@ def test_a_neighbour_is_resolved_and_reached_directly_before_the_tree_converges(
     resolved = next(x for x in e2e.ask(GetOther()) if isinstance(x, m.Resolved))
     assert resolved.key == b.public_key
     router.tell(m.RouteOut(b.address.packed, [b"sealed"]))
-    assert wait_for(lambda: any(isinstance(x, m.LinkPackets) for x in session.ask(GetOther())))
+    assert wait_for(lambda: any(isinstance(x, m.RoutedToLink) for x in session.ask(GetOther())))
 
 
 def test_silent_neighbour_is_withdrawn_then_only_probed(recorder, monkeypatch):
@@ -100,22 +100,22 @@ def test_silent_neighbour_is_withdrawn_then_only_probed(recorder, monkeypatch):
     router = RouterActor.start(None, {}, a, seq_start=10)
     session = recorder()
     router.tell(m.SessionUp(session, b.public_key, ("192.0.2.2", 1), True))
-    router.tell(m.Tick())
+    router.tell(m.HeartbeatTick())
     assert wait_for(lambda: len(sent_announcements(session)) == 1)
     clock[0] += PEER_DEAD_AFTER + 0.1
-    router.tell(m.Tick())
+    router.tell(m.HeartbeatTick())
     assert wait_for(lambda: router.ask(m.Snapshot(), timeout=5)["counters"].get("peers_withdrawn") == 1)
     for _ in range(3):
         clock[0] += 1.0
-        router.tell(m.Tick())
+        router.tell(m.HeartbeatTick())
     clock[0] += DEAD_PROBE_INTERVAL
-    router.tell(m.Tick())
+    router.tell(m.HeartbeatTick())
     assert wait_for(lambda: any(isinstance(x, m.Probe) for x in session.ask(GetOther())))
     assert len(sent_announcements(session)) == 1  # no announcement since it went silent
     probes = [x for x in session.ask(GetOther()) if isinstance(x, m.Probe)]
     assert len(probes) == 1
     router.tell(m.PeerSeen(b.public_key))  # it answered: routes and announcements again
-    router.tell(m.Tick())
+    router.tell(m.HeartbeatTick())
     assert wait_for(lambda: len(sent_announcements(session)) == 2)
     assert router.ask(m.Snapshot(), timeout=5)["peers"][0]["alive"]
 
@@ -124,10 +124,10 @@ def test_control_lane_is_served_before_data_and_bounded_apart():
     inbox = TwoLaneInbox()
     from pykka._envelope import Envelope
 
-    inbox.put(Envelope(m.LinkPackets([b"1"])))
-    inbox.put(Envelope(m.LinkPackets([b"2"])))
-    inbox.put(Envelope(m.Tick()))
-    assert isinstance(inbox.get().message, m.Tick)
+    inbox.put(Envelope(m.RoutedToLink([b"1"])))
+    inbox.put(Envelope(m.RoutedToLink([b"2"])))
+    inbox.put(Envelope(m.HeartbeatTick()))
+    assert isinstance(inbox.get().message, m.HeartbeatTick)
     assert inbox.get().message.packets == [b"1"]
     assert inbox.lane_depth(urgent=False) == 1 and inbox.lane_depth(urgent=True) == 0
 
@@ -155,9 +155,9 @@ class _Blocked(pykka.ThreadingActor):
 def test_a_saturated_data_lane_sheds_data_but_not_announcements():
     gate, entered = threading.Event(), threading.Event()
     ref = _Blocked.start(gate, entered)
-    assert bounded_tell(ref, m.LinkPackets([b"first"]))
+    assert bounded_tell(ref, m.RoutedToLink([b"first"]))
     assert entered.wait(10)  # the actor is stuck in its first message; its data lane is empty
-    told = 1 + sum(bounded_tell(ref, m.LinkPackets([b"x"])) for _ in range(MAX_QUEUED_BATCHES + 50))
+    told = 1 + sum(bounded_tell(ref, m.RoutedToLink([b"x"])) for _ in range(MAX_QUEUED_BATCHES + 50))
     assert told == MAX_QUEUED_BATCHES + 1  # the lane holds MAX_QUEUED_BATCHES; the other 50 were shed
     assert bounded_tell(ref, m.Announce(b"k" * 32, b"a"))
     gate.set()

@@ -77,7 +77,7 @@ def established(recorder):
 
 def routed(router) -> list[bytes]:
     """Every routed packet the session handed the router, in order."""
-    return [p for x in router.ask(GetOther()) if isinstance(x, m.RoutedPackets) for p in x.packets]
+    return [p for x in router.ask(GetOther()) if isinstance(x, m.RoutedFromLink) for p in x.packets]
 
 
 def test_session_concurrent_process(established, monkeypatch):
@@ -100,7 +100,7 @@ def test_session_concurrent_process(established, monkeypatch):
         try:
             barrier.wait()
             for i in range(per_thread):
-                actor.tell(m.LinkPackets([outgoing[t][i]]))
+                actor.tell(m.RoutedToLink([outgoing[t][i]]))
                 actor.tell(m.Datagrams([(incoming[t][i], ENDPOINT)]))
         except BaseException as exc:  # noqa: BLE001 - any failure must fail the test
             errors.append(exc)
@@ -151,7 +151,7 @@ def test_data_goes_to_the_router_with_the_authenticated_key(established):
     dgram = peer.session.send(PacketType.DATA, ipv6_packet(other, 5), time.monotonic())[0]
     actor.tell(m.Datagrams([(dgram, ENDPOINT)]))
     assert wait_for(lambda: len(routed(router)) == 1)
-    (batch,) = [x for x in router.ask(GetOther()) if isinstance(x, m.RoutedPackets)]
+    (batch,) = [x for x in router.ask(GetOther()) if isinstance(x, m.RoutedFromLink)]
     assert batch.peer_key == peer.identity.public_key and batch.packets == [ipv6_packet(other, 5)]
 
 
@@ -183,7 +183,7 @@ def test_probe_sends_an_authenticated_keepalive(established):
 def test_full_socket_mailbox_sheds_and_counts_instead_of_growing(established, monkeypatch):
     actor, peer, sock, router, me = established
     monkeypatch.setattr("axiomnet.actors.base.MAX_QUEUED_BATCHES", 0)  # every hand-off finds the next mailbox full
-    actor.tell(m.LinkPackets([ipv6_packet(peer.identity.address.packed, i) for i in range(10)]))
+    actor.tell(m.RoutedToLink([ipv6_packet(peer.identity.address.packed, i) for i in range(10)]))
     assert wait_for(lambda: actor.ask(m.Snapshot(), timeout=5)["counters"].get("tx_dropped_backpressure") == 10)
     assert actor.is_alive()
 
@@ -206,7 +206,7 @@ def test_an_authenticated_packet_from_a_new_address_moves_the_endpoint(establish
     actor.tell(m.Datagrams([(forged, NEW_PLACE)]))
     assert wait_for(lambda: endpoint(actor) == "198.51.100.20:40000")
     before = len(sock.ask(GetSent()))
-    actor.tell(m.LinkPackets([ipv6_packet(peer.src, 2, me.address.packed)]))
+    actor.tell(m.RoutedToLink([ipv6_packet(peer.src, 2, me.address.packed)]))
     assert wait_for(lambda: len(sock.ask(GetSent())) > before)
     assert sock.ask(GetSent())[-1][1] == NEW_PLACE  # replies follow the peer
 
@@ -245,7 +245,7 @@ def test_a_response_under_the_wrong_key_or_a_forged_cookie_reply_changes_nothing
     assert after["state"] == "handshaking" and after["peer"] is None
     assert all(to == ENDPOINT for _, to in sock.ask(GetSent()))  # nothing went to the impostors
     # The genuine peer still completes the handshake (its RESP answers our retransmitted INIT).
-    assert wait_for(lambda: actor.tell(m.Tick()) or len(sock.ask(GetSent())) >= 2)  # ticks drive retransmission
+    assert wait_for(lambda: actor.tell(m.TimerDue()) or len(sock.ask(GetSent())) >= 2)  # ticks drive retransmission
     retransmitted = sock.ask(GetSent())[-1][0]
     (resp,), _ = peer.answer(retransmitted)
     actor.tell(m.Datagrams([(resp, ENDPOINT)]))
