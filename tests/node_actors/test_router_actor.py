@@ -56,6 +56,13 @@ def test_two_routers_learn_each_other_through_announcements(recorder):
     assert converged()
     snap_a = ra.ask(m.Snapshot(), timeout=5)
     assert snap_a["peers"][0]["coords"] is not None and snap_a["peers"][0]["alive"]
+    # For the map: each peer's root, and the chain from the root down to us with keys and addresses.
+    assert snap_a["peers"][0]["root"] == lowest
+    child, root = (a, b) if lowest == b.signing_key.hex() else (b, a)
+    chain = (ra if child is a else rb).ask(m.Snapshot(), timeout=5)["coords"]["chain"]
+    assert [(row["key"], row["public_key"], row["address"]) for row in chain] == [
+        (ident_.signing_key.hex(), ident_.public_key.hex(), str(ident_.address)) for ident_ in (root, child)]
+    assert chain[0]["coords"] == [] and len(chain[1]["coords"]) == 1
 
 
 def test_forged_announcement_is_counted_not_fatal(recorder):
