@@ -23,7 +23,7 @@ from axiomnet.errors import RemoteProtocolError
 from axiomnet.forward import Forwarder, Output
 from axiomnet.identity import Identity, derive_address, noise_key_of
 from axiomnet.lookup import Pathfinder
-from axiomnet.routed import Kind
+from axiomnet.routed import Kind, decode_routed
 from axiomnet.tree import Tree
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
@@ -133,13 +133,24 @@ class RouterActor(SupervisedActor):
 
     def _lookup_started(self, dst: bytes, lookups_before: int, now: float) -> None:
         if self.pathfinder.stats["lookups_sent"] != lookups_before:  # this call sent dst's first LOOKUP
-            self.lookup_sent[dst] = now
-            self.lookup_sent.move_to_end(dst)
-            while len(self.lookup_sent) > MAX_LOOKUP_CACHE:
-                self.lookup_sent.popitem(last=False)
+            self._lookup_sent_at(dst, now)
+
+    def _lookups_resent(self, out: Output, now: float) -> None:
+        """The LOOKUPs a tick sends again (no reply within LOOKUP_RETRY): their round trip starts again."""
+        for packets in out.links.values():
+            for packet in packets:
+                header = decode_routed(packet)
+                if header.kind is Kind.LOOKUP and header.src == self.address:
+                    self._lookup_sent_at(header.dst, now)
+
+    def _lookup_sent_at(self, dst: bytes, now: float) -> None:
+        self.lookup_sent[dst] = now
+        self.lookup_sent.move_to_end(dst)
+        while len(self.lookup_sent) > MAX_LOOKUP_CACHE:
+            self.lookup_sent.popitem(last=False)
 
     def _lookup_answered(self, out: Output, now: float) -> None:
-        """A lookup's round trip, for the map: only a reply before any resend (a later one is not a round trip)."""
+        """A lookup's round trip, for the map: from its last send to the reply, if that came before the next resend."""
         for dst, key in out.resolved:
             self.lookup_keys[dst] = key
             self.lookup_keys.move_to_end(dst)
@@ -190,7 +201,9 @@ class RouterActor(SupervisedActor):
         for key, data in self.tree.tick(now):
             if not bounded_tell(self.sessions.get(key), m.SendControl(data)):
                 self.counters["announce_not_queued"] += 1
-        self._dispatch(self.forwarder.tick(now))
+        out = self.forwarder.tick(now)
+        self._lookups_resent(out, now)
+        self._dispatch(out)
 
     # --- inspection ----------------------------------------------------------------------------------
     def snapshot(self, now: float) -> dict[str, Any]:
