@@ -394,7 +394,7 @@ def render_svg(netmap: NetMap) -> str:
         "data-nodes": str(len(netmap.nodes)), "data-root": netmap.root or "",
     })
     ET.SubElement(svg, "title").text = netmap.title
-    ET.SubElement(svg, "rect", {"x": "0", "y": "0", "width": _fmt(width), "height": _fmt(height), "fill": "#ffffff"})
+    background = ET.SubElement(svg, "rect", {"fill": "#ffffff"})
     ET.SubElement(svg, "circle", {"id": "boundary", "cx": _fmt(centre[0]), "cy": _fmt(centre[1]), "r": _fmt(radius),
                                   "fill": "#f7f9fc", "stroke": "#8899aa", "stroke-width": "1.5"})
 
@@ -454,7 +454,19 @@ def render_svg(netmap: NetMap) -> str:
                                           **({"font-weight": "bold"} if i == 0 else {})}).text = line
     overlaps = label_overlaps([item.box for item in placed])
     svg.set("data-label-overlaps", str(overlaps))
-    _legend(svg, netmap, overlaps, top)
+    # Crop the canvas to what is drawn: the disk, the labels, and the legend above them.
+    boxes = [(centre[0] - radius, centre[1] - radius, centre[0] + radius, centre[1] + radius),
+             *(item.box for item in placed)]
+    x0, y0 = min(b[0] for b in boxes) - 16.0, min(b[1] for b in boxes) - 16.0 - top
+    x1, y1 = max(b[2] for b in boxes) + 16.0, max(b[3] for b in boxes) + 16.0
+    x1 = max(x1, x0 + _legend_width(netmap) + 24.0)
+    drawn = {(netmap.nodes.get(path) or MapNode(path, "relay")).role for path in points}
+    _legend(svg, netmap, overlaps, (x0 + 12.0, y0), drawn)
+    view = {"x": _fmt(x0), "y": _fmt(y0), "width": _fmt(x1 - x0), "height": _fmt(y1 - y0)}
+    background.attrib.update(view)
+    svg.set("width", view["width"])
+    svg.set("height", view["height"])
+    svg.set("viewBox", " ".join(view.values()))
     ET.indent(svg, space=" ")
     for text in svg.iter("text"):  # no indentation inside a text: SVG would draw it as spaces
         if len(text):
@@ -487,33 +499,42 @@ def _legend_height(netmap: NetMap) -> float:
     return height + 12.0
 
 
-def _legend(svg: ET.Element, netmap: NetMap, overlaps: int, top: float) -> None:
-    legend = ET.SubElement(svg, "g", {"id": "legend"})
-    y = 16.0
-    ET.SubElement(legend, "text", {"x": "12", "y": _fmt(y), "font-size": "14", "font-weight": "bold"}).text = netmap.title
-    rows = [f"root {netmap.root[:16] if netmap.root else '?'}  nodes {len(netmap.nodes)}  "
+def _legend_rows(netmap: NetMap, overlaps: int) -> list[str]:
+    return [f"root {netmap.root[:16] if netmap.root else '?'}  nodes {len(netmap.nodes)}  "
             f"label overlaps {overlaps}",
             "the Poincaré disk: the root at the centre, depth d at hyperbolic radius proportional to d "
             "(display only: routing uses the exact tree paths)",
             "solid: tree links (hyperbolic geodesics); dashed: peer links outside the tree", *netmap.notes]
-    for row in rows:
+
+
+def _legend_width(netmap: NetMap) -> float:
+    rows = [*_legend_rows(netmap, 0), *("  ".join(n.lines()) + f"  ({n.note})  " for n in netmap.unplaced)]
+    colours = sum(14 + len(name) * CHAR_WIDTH + 16 for name in ROLE_NAMES.values())
+    return max(max(len(row) for row in rows) * CHAR_WIDTH, colours, len(netmap.title) * 0.602 * 14)
+
+
+def _legend(svg: ET.Element, netmap: NetMap, overlaps: int, origin: tuple[float, float], roles: set[str]) -> None:
+    """Title, explanations, the colours, and the nodes that have no place on the disk, from ``origin`` down."""
+    legend = ET.SubElement(svg, "g", {"id": "legend"})
+    left, y = origin[0], origin[1] + 16.0
+    ET.SubElement(legend, "text", {"x": _fmt(left), "y": _fmt(y), "font-size": "14",
+                                   "font-weight": "bold"}).text = netmap.title
+    for row in _legend_rows(netmap, overlaps):
         y += LINE_HEIGHT + 2
-        ET.SubElement(legend, "text", {"x": "12", "y": _fmt(y)}).text = row
+        ET.SubElement(legend, "text", {"x": _fmt(left), "y": _fmt(y)}).text = row
     y += LINE_HEIGHT + 4
-    x = 12.0
-    for role in ROLE_ORDER:
-        if role == "node" and not any(n.role == "node" for n in netmap.nodes.values()):
-            continue
+    x = left
+    for role in (r for r in ROLE_ORDER if r in roles):
         ET.SubElement(legend, "circle", {"cx": _fmt(x + 5), "cy": _fmt(y - 4), "r": "5", "fill": COLOURS[role]})
         ET.SubElement(legend, "text", {"x": _fmt(x + 14), "y": _fmt(y)}).text = ROLE_NAMES[role]
         x += 14 + len(ROLE_NAMES[role]) * CHAR_WIDTH + 16
     if netmap.unplaced:
         y += LINE_HEIGHT + 2
-        ET.SubElement(legend, "text", {"x": "12", "y": _fmt(y), "font-weight": "bold"}).text = (
+        ET.SubElement(legend, "text", {"x": _fmt(left), "y": _fmt(y), "font-weight": "bold"}).text = (
             f"not on the disk ({len(netmap.unplaced)}):")
         for node in netmap.unplaced:
             y += LINE_HEIGHT
-            attrs = {"x": "24", "y": _fmt(y), "class": f"unplaced {node.role}"}
+            attrs = {"x": _fmt(left + 12), "y": _fmt(y), "class": f"unplaced {node.role}"}
             if node.address:
                 attrs["data-address"] = node.address
             ET.SubElement(legend, "text", attrs).text = f"{'  '.join(node.lines())}  ({node.note})"
