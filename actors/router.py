@@ -11,17 +11,19 @@ until they answer.
 
 from __future__ import annotations
 
+import ipaddress
 import time
+from collections import OrderedDict
 from typing import Any
 
 from loguru import logger
 
-from axiomnet.constants import DEAD_PROBE_INTERVAL, PEER_DEAD_AFTER
+from axiomnet.constants import DEAD_PROBE_INTERVAL, LOOKUP_RETRY, MAX_LOOKUP_CACHE, PEER_DEAD_AFTER
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.forward import Forwarder, Output
-from axiomnet.identity import Identity, derive_address
+from axiomnet.identity import Identity, derive_address, noise_key_of
 from axiomnet.lookup import Pathfinder
-from axiomnet.routed import Kind
+from axiomnet.routed import Kind, decode_routed
 from axiomnet.tree import Tree
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
@@ -47,17 +49,28 @@ class RouterActor(SupervisedActor):
         self.last_seen: dict[bytes, float] = {}
         self.dead: dict[bytes, float] = {}  # noise key -> when it was last probed
         self._corrupt_left = 0  # fault injection (CorruptRelayed): relayed TRAFFIC packets still to damage
+        # For the map (axiomnet-inspect map): when each lookup we started was sent, and its round trip.
+        self.lookup_sent: OrderedDict[bytes, float] = OrderedDict()
+        self.lookup_rtt: OrderedDict[bytes, float] = OrderedDict()
+        self.lookup_keys: OrderedDict[bytes, bytes] = OrderedDict()  # destination -> the Noise key its reply proved
+        self._noise_keys: dict[bytes, bytes | None] = {}  # Ed25519 -> Noise key of chain nodes (a conversion: ~0.3 ms)
 
     def handle(self, message: Any) -> Any:
         now = time.monotonic()
         if isinstance(message, m.RouteOut):
+            started = self.pathfinder.stats["lookups_sent"]
             self._dispatch(self.forwarder.send(message.dst, message.datagrams, now))
+            self._lookup_started(message.dst, started, now)
         elif isinstance(message, m.Resolve):
+            started = self.pathfinder.stats["lookups_sent"]
             self._dispatch(self.forwarder.resolve(message.dst, now))
+            self._lookup_started(message.dst, started, now)
         elif isinstance(message, m.RoutedFromLink):
             self._seen(message.peer_key, now)
             packets = self._corrupt(message.packets) if self._corrupt_left else message.packets
-            self._dispatch(self.forwarder.receive(message.peer_key, packets, now))
+            out = self.forwarder.receive(message.peer_key, packets, now)
+            self._lookup_answered(out, now)
+            self._dispatch(out)
         elif isinstance(message, m.CorruptRelayed):
             self._corrupt_left = message.count
             logger.warning("fault injection: the next {} relayed TRAFFIC packets get one bit flipped", message.count)
@@ -118,6 +131,38 @@ class RouterActor(SupervisedActor):
         for dst in out.unresolvable:
             tell(e2e, m.Unresolvable(dst))
 
+    def _lookup_started(self, dst: bytes, lookups_before: int, now: float) -> None:
+        if self.pathfinder.stats["lookups_sent"] != lookups_before:  # this call sent dst's first LOOKUP
+            self._lookup_sent_at(dst, now)
+
+    def _lookups_resent(self, out: Output, now: float) -> None:
+        """The LOOKUPs a tick sends again (no reply within LOOKUP_RETRY): their round trip starts again."""
+        for packets in out.links.values():
+            for packet in packets:
+                header = decode_routed(packet)
+                if header.kind is Kind.LOOKUP and header.src == self.address:
+                    self._lookup_sent_at(header.dst, now)
+
+    def _lookup_sent_at(self, dst: bytes, now: float) -> None:
+        self.lookup_sent[dst] = now
+        self.lookup_sent.move_to_end(dst)
+        while len(self.lookup_sent) > MAX_LOOKUP_CACHE:
+            self.lookup_sent.popitem(last=False)
+
+    def _lookup_answered(self, out: Output, now: float) -> None:
+        """A lookup's round trip, for the map: from its last send to the reply, if that came before the next resend."""
+        for dst, key in out.resolved:
+            self.lookup_keys[dst] = key
+            self.lookup_keys.move_to_end(dst)
+            if len(self.lookup_keys) > MAX_LOOKUP_CACHE:
+                self.lookup_keys.popitem(last=False)
+            sent = self.lookup_sent.pop(dst, None)
+            if sent is not None and now - sent < LOOKUP_RETRY:
+                self.lookup_rtt[dst] = now - sent
+                self.lookup_rtt.move_to_end(dst)
+                while len(self.lookup_rtt) > MAX_LOOKUP_CACHE:
+                    self.lookup_rtt.popitem(last=False)
+
     # --- the tree ------------------------------------------------------------------------------------
     def _announce(self, key: bytes, data: bytes, now: float) -> None:
         self._seen(key, now)
@@ -156,7 +201,9 @@ class RouterActor(SupervisedActor):
         for key, data in self.tree.tick(now):
             if not bounded_tell(self.sessions.get(key), m.SendControl(data)):
                 self.counters["announce_not_queued"] += 1
-        self._dispatch(self.forwarder.tick(now))
+        out = self.forwarder.tick(now)
+        self._lookups_resent(out, now)
+        self._dispatch(out)
 
     # --- inspection ----------------------------------------------------------------------------------
     def snapshot(self, now: float) -> dict[str, Any]:
@@ -170,6 +217,7 @@ class RouterActor(SupervisedActor):
                 "public_key": nb["peer"],
                 "address": str(derive_address(key)),
                 "port": nb["port"],
+                "root": nb["root"],
                 "coords": nb["coords"],
                 "tree_link": nb["tree_link"],
                 "rtt_ms": nb["rtt_ms"],
@@ -182,13 +230,39 @@ class RouterActor(SupervisedActor):
                           "coords": None, "tree_link": False, "rtt_ms": None,
                           "last_seen": None if seen is None else round(now - seen, 3), "alive": False})
         lookups = self.pathfinder.snapshot(now)
-        routes = [{"address": row["address"], "coords": row["coords"], "expires_in": row["expires_in"]}
-                  for row in lookups["cache"]]  # type: ignore[attr-defined]
+        routes = [self._route_row(row) for row in lookups["cache"]]  # type: ignore[attr-defined]
         return {
             "peers": peers,
-            "coords": {"root": tree["root"], "depth": tree["depth"], "path": tree["coords"]},
+            "coords": {"root": tree["root"], "depth": tree["depth"], "path": tree["coords"], "chain": self._chain()},
             "tree": {k: v for k, v in tree.items() if k != "neighbours"},
             "routes": routes,
             "lookups": lookups,
             "counters": {**self.counters, **{f"fwd_{k}": v for k, v in self.forwarder.stats.items()}},
         }
+
+    def _chain(self) -> list[dict[str, Any]]:
+        """Our chain from the root down to us: each node's keys, address and path (for the map)."""
+        keys = [self.tree.root, *(hop.key for hop in self.tree.chain)]
+        path = self.tree.path
+        rows = []
+        if len(self._noise_keys) > 4 * len(keys) + 64:
+            self._noise_keys.clear()
+        for depth, key in enumerate(keys):
+            if key not in self._noise_keys:
+                try:
+                    self._noise_keys[key] = noise_key_of(key)
+                except ValueError:  # not a point of the curve: it names no address
+                    self._noise_keys[key] = None
+            noise = self._noise_keys[key]
+            rows.append({"key": key.hex(), "public_key": noise.hex() if noise else None,
+                         "address": str(derive_address(noise)) if noise else None, "coords": list(path[:depth])})
+        return rows
+
+    def _route_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A looked-up destination: its address, key, root, path, lookup round trip and time left in the cache."""
+        dst = ipaddress.IPv6Address(row["address"]).packed
+        key = self.lookup_keys.get(dst)
+        rtt = self.lookup_rtt.get(dst)
+        return {"address": row["address"], "public_key": key.hex() if key else None,
+                "root": row["root"], "coords": row["coords"],
+                "rtt_ms": round(rtt * 1000, 3) if rtt is not None else None, "expires_in": row["expires_in"]}

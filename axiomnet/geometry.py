@@ -1,6 +1,12 @@
-"""Poincaré-disk coordinates, hyperbolic distances and the greedy next-hop rule (pure, no I/O).
+"""Poincaré-disk points for display: the tree laid out on the disk, geodesics, distances (pure, no I/O).
 
-A node's coordinates are a point ``(r, theta)`` in polar form strictly inside the unit disk. Every
+Routing never uses this module: it uses the exact integer tree metric (greedy.py, PROTOCOL §5.3), because
+float64 disk coordinates fail greedy routing from tree depth 16 (docs/ROUTING.md). What is here serves the
+network map (ops/netmap.py, ``axiomnet-inspect map``): :func:`tree_layout` derives each node's display point
+from its tree position, and :func:`geodesic` gives the hyperbolic line between two points (a circle arc
+orthogonal to the boundary), along which the map draws tree links.
+
+A point is ``(r, theta)`` in polar form strictly inside the unit disk. Every are a point ``(r, theta)`` in polar form strictly inside the unit disk. Every
 :class:`Coords` instance is valid by construction, so :func:`distance` is finite for any two of them.
 Untrusted numbers (from a peer's heartbeat) go through :meth:`Coords.validated`, which raises
 :class:`InvalidCoordinates`; rows of a numpy array that are not valid points are at distance ``+inf``
@@ -9,10 +15,10 @@ in :func:`distances_to` and are never chosen by :func:`greedy_next_hop` (seed fa
 
 from __future__ import annotations
 
-import hashlib
 import math
 import numbers
 from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,9 +27,6 @@ import numpy.typing as npt
 from axiomnet.errors import InvalidCoordinates
 
 TAU = 2.0 * math.pi
-COORDS_KEY_PERSON = b"axn-crd"  # BLAKE2s personalisation of coords_from_key
-KEY_PLACEMENT_RADIUS = 0.9  # coords_from_key places nodes at r in [0, KEY_PLACEMENT_RADIUS)
-_U53 = float(1 << 53)
 
 
 def _normalise_theta(theta: float) -> float:
@@ -169,15 +172,104 @@ def greedy_next_hop(self_coords: Coords, neighbour_points: npt.ArrayLike, target
     return int(np.argmin(np.where(progress, theirs, np.inf)))
 
 
-def coords_from_key(public_key: bytes) -> Coords:
-    """Deterministic coordinates for a public key: ``r`` in [0, 0.9), ``theta`` in [0, 2pi).
+# --- display: a tree laid out on the disk ----------------------------------------------------------------
+DISPLAY_RIM = 0.86  # the deepest node of a laid-out tree sits at this Euclidean radius
+DISPLAY_MAX_STEP = 1.2  # hyperbolic distance from one depth to the next in a shallow tree
+MAX_WEDGE = 1.5 * math.pi  # a subtree below the root never wraps all the way around the centre
+CHAIN_TWIST_SHARE = 0.4  # a chain below a node turns through at most this share of the node's wedge ...
+MAX_CHAIN_TWIST = math.radians(20.0)  # ... and at most this much per step
+STRAIGHT_RADIUS = 1e6  # a geodesic circle larger than this (in disk radii) is drawn as a straight segment
 
-    ``h = BLAKE2s-256(public_key, person=b"axn-crd")``; ``u``, ``w`` are the top 53 bits of ``h[0:8]``
-    and ``h[8:16]`` (big-endian) divided by 2^53; ``r = 0.9 * sqrt(u)`` (uniform by Euclidean area in the
-    disk of radius 0.9) and ``theta = 2pi * w``.
+TreePath = tuple[int, ...]
+
+
+def disk_radius(rho: float) -> float:
+    """Euclidean radius of the point at hyperbolic distance ``rho`` from the centre: ``tanh(rho / 2)``."""
+    return math.tanh(rho / 2.0)
+
+
+def tree_layout(paths: Iterable[Sequence[int]], *, rim: float = DISPLAY_RIM,
+                max_step: float = DISPLAY_MAX_STEP) -> dict[TreePath, Coords]:
+    """Display points of tree nodes named by their paths (the ports from the root); every prefix of a given
+    path is a node too, so the result holds the whole tree they imply (the root is the empty path).
+
+    Hyperbolic wedge layout: the root is the centre; a node's wedge of angles is split among its children
+    (in port order) in proportion to their numbers of leaves, a wedge below the root being at most 1.5 pi wide;
+    a node sits in the middle of its wedge (a single child: turned from its parent by a small angle, so that a
+    chain curves instead of hiding peer links along one radius) at hyperbolic distance ``depth x step`` from the
+    centre, with
+    ``step = min(max_step, 2 atanh(rim) / deepest depth)``, so the deepest node lands at Euclidean radius
+    ``rim`` however deep the tree is (depth 100 stays inside the disk and every node keeps its own point).
+    Display only: the exact paths stay the routing metric.
     """
-    h = hashlib.blake2s(bytes(public_key), digest_size=32, person=COORDS_KEY_PERSON).digest()
-    u = (int.from_bytes(h[0:8], "big") >> 11) / _U53
-    w = (int.from_bytes(h[8:16], "big") >> 11) / _U53
-    r = min(KEY_PLACEMENT_RADIUS * math.sqrt(u), math.nextafter(KEY_PLACEMENT_RADIUS, 0.0))
-    return Coords.validated(r, TAU * w)
+    if not 0.0 < rim < 1.0 or not max_step > 0.0:
+        raise ValueError(f"rim={rim!r} must be in (0, 1) and max_step={max_step!r} > 0")
+    children: dict[TreePath, set[TreePath]] = {(): set()}
+    for raw in paths:
+        path = tuple(int(p) for p in raw)
+        for depth in range(len(path), 0, -1):
+            node, parent = path[:depth], path[:depth - 1]
+            if node in children.get(parent, ()):
+                break  # this prefix and all above it are known already
+            children.setdefault(node, set())
+            children.setdefault(parent, set()).add(node)
+    order = {node: sorted(kids) for node, kids in children.items()}
+    leaves: dict[TreePath, int] = {}
+    height: dict[TreePath, int] = {}
+    for node in sorted(order, key=len, reverse=True):  # deepest first: children are counted before parents
+        leaves[node] = sum(leaves[kid] for kid in order[node]) or 1
+        height[node] = max((height[kid] + 1 for kid in order[node]), default=0)
+    deepest = max(len(node) for node in order)
+    step = min(max_step, 2.0 * math.atanh(rim) / deepest) if deepest else max_step
+    out: dict[TreePath, Coords] = {}
+    # node, its wedge (start, width), its angle, and the turn per step of the chain it is in (None: not in one)
+    stack: list[tuple[TreePath, float, float, float, float | None]] = [((), 0.0, TAU, 0.0, None)]
+    while stack:
+        node, start, width, angle, turn = stack.pop()
+        out[node] = Coords(disk_radius(len(node) * step), _normalise_theta(angle)) if node else ORIGIN
+        if node:  # below the root a subtree keeps to at most MAX_WEDGE around its node
+            middle = start + width / 2.0
+            width = min(width, MAX_WEDGE)
+            start = middle - width / 2.0
+        kids = order[node]
+        if node and len(kids) == 1:  # a chain turns a little at each step instead of running along one radius
+            if turn is None:  # its first node: the whole chain turns through at most CHAIN_TWIST_SHARE
+                turn = min(CHAIN_TWIST_SHARE * width / height[node], MAX_CHAIN_TWIST)
+            stack.append((kids[0], start, width, angle + turn, turn))
+            continue
+        for kid in kids:
+            share = width * leaves[kid] / leaves[node]
+            stack.append((kid, start, share, start + share / 2.0, None))
+            start += share
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Geodesic:
+    """The hyperbolic line segment between two points of the disk, in Cartesian coordinates: an arc of the
+    circle ``centre``/``radius`` (orthogonal to the unit circle), or a straight segment (``centre`` None) when
+    the two points lie on a diameter."""
+
+    start: tuple[float, float]
+    end: tuple[float, float]
+    centre: tuple[float, float] | None
+    radius: float | None
+
+
+def geodesic(a: Coords, b: Coords) -> Geodesic:
+    """The geodesic from ``a`` to ``b``: the circle through both that meets the boundary at right angles.
+
+    Its centre ``c`` solves ``2 c.p = |p|^2 + 1`` for ``p`` = a and b (orthogonality: ``|c|^2 = radius^2 + 1``);
+    when a, b and the centre of the disk are collinear the system is singular and the geodesic is the
+    diameter's straight segment (also used once the circle would be larger than STRAIGHT_RADIUS).
+    """
+    p, q = a.to_cartesian(), b.to_cartesian()
+    det = p[0] * q[1] - p[1] * q[0]
+    if det != 0.0:
+        sp, sq = p[0] * p[0] + p[1] * p[1] + 1.0, q[0] * q[0] + q[1] * q[1] + 1.0
+        cx = (sp * q[1] - sq * p[1]) / (2.0 * det)
+        cy = (sq * p[0] - sp * q[0]) / (2.0 * det)
+        radius = math.sqrt(max(cx * cx + cy * cy - 1.0, 0.0))
+        if math.isfinite(radius) and radius < STRAIGHT_RADIUS:
+            return Geodesic(p, q, (cx, cy), radius)
+    return Geodesic(p, q, None, None)

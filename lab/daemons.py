@@ -184,6 +184,11 @@ class DaemonProcess:
             return f"axiomnet-inspect timed out after {timeout:g} s"
         return proc.stdout if proc.returncode == 0 else proc.stderr
 
+    def inspect_map(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """``axiomnet-inspect map ARGS`` inside the daemon's namespace (the SVG map of what it knows)."""
+        return self.ns.exec([sys.executable, "-c", _INSPECT, "--admin-socket", str(self.admin_socket), "map", *args],
+                            timeout=timeout, env=_python_env())
+
     def established_sessions(self) -> int:
         """How many sessions the daemon reports as established (0 if it cannot be asked yet)."""
         try:

@@ -208,6 +208,7 @@ def _run_steps(lab: netns.NetnsLab, settings: Settings, workdir: Path, checks: l
         _say(f"--- node {node.name} ({node.ns.name}) ---")
         _say(node.inspect_text().rstrip())
         _say(f"    (TUN {node.tun}: mtu {_link_mtu(node)}; expected {DEFAULT_MTU})")
+    _write_network_map(nodes, notes)
     _stop_daemons(nodes, checks)
 
 
@@ -345,6 +346,19 @@ def _transfer(topo: topology.Topology, nodes: list[daemons.DaemonProcess], src: 
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
+MAP_FILE = "axiomnet-demo-map.svg"
+
+
+def _write_network_map(nodes: list[daemons.DaemonProcess], notes: list[str]) -> None:
+    """Every node's view merged into one map (ops/netmap.py), written to ./axiomnet-demo-map.svg; its path printed."""
+    from axiomnet.ops import netmap
+
+    try:
+        svg = netmap.render_svg(netmap.merge_views([node.inspect(timeout=10.0) for node in nodes],
+                                                   title=f"AxiomNet demo: {len(nodes)} nodes, every node's view merged"))
+        _say(f"network map: {netmap.write_file(Path.cwd() / MAP_FILE, svg)}")
+    except (netns.HarnessError, netmap.MapError, OSError) as exc:
+        notes.append(f"no network map: {exc}")
 def _keep_logs(workdir: str) -> None:
     """Copy the daemons' logs out of the work directory (about to be deleted) and say where they are."""
     logs = sorted(Path(workdir).glob("*.log"))

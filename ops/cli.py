@@ -474,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 _INSPECT_EPILOG = """\
 sections: self, peers, sessions, tree, routes, lookups, actors, health, metrics, all (the default: every
 section but metrics). A section the daemon does not report prints a one-line empty state.
+map: an SVG picture of what the node knows on the Poincare disk (itself, its chain to the root, its peers,
+the destinations it looked up), written to -o FILE (default ./axiomnet-map-<key>.svg; "-" for stdout).
 
 exit codes: 0 printed (health: healthy); 1 health degraded; 2 the daemon cannot be asked (not running,
 permission, no or bad reply), health unhealthy, or a usage/config error. With --liveness, health exits 0
@@ -486,6 +488,8 @@ examples:
   axiomnet-inspect health || echo "not healthy: $?"
   axiomnet-inspect metrics                  # the Prometheus text exposition
   axiomnet-inspect --admin-socket /run/axiomnet/admin.sock --json all
+  axiomnet-inspect map                      # writes ./axiomnet-map-<key>.svg and prints its path
+  axiomnet-inspect map -o - > node.svg
 """
 
 
@@ -499,9 +503,12 @@ def build_inspect_parser() -> argparse.ArgumentParser:
         epilog=_INSPECT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("section", nargs="?", default="all", choices=COMMANDS, metavar="SECTION",
-                        help="one of " + ", ".join(COMMANDS) + " (default all)")
+    commands = (*COMMANDS, "map")
+    parser.add_argument("section", nargs="?", default="all", choices=commands, metavar="SECTION",
+                        help="one of " + ", ".join(commands) + " (default all)")
     _add_client_options(parser, ADMIN_CLIENT_TIMEOUT)
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="map: where to write the SVG (default ./axiomnet-map-<key>.svg; - for stdout)")
     parser.add_argument("--liveness", action="store_true",
                         help="health: exit 0 unless unhealthy or unreachable (then 1)")
     return parser
@@ -531,6 +538,28 @@ def _metrics_json(text: str) -> list[dict[str, Any]]:
             for family in text_string_to_metric_families(text)]
 
 
+def _write_map(state: dict[str, Any], output: str | None) -> int:
+    """``axiomnet-inspect map``: the node's view as SVG, to ``output`` (``-``: stdout) or ./axiomnet-map-<key>.svg."""
+    from axiomnet.ops import netmap
+
+    try:
+        svg = netmap.render_svg(netmap.view_of(state))
+    except netmap.MapError as exc:
+        _error(INSPECT_PROG, f"cannot draw the map: {exc}")
+        return EXIT_UNREACHABLE
+    if output == "-":
+        sys.stdout.write(svg)
+        return EXIT_OK
+    key = str((state.get("self") or {}).get("public_key") or "node")[:8]
+    try:
+        path = netmap.write_file(Path(output) if output else Path.cwd() / f"axiomnet-map-{key}.svg", svg)
+    except OSError as exc:
+        _error(INSPECT_PROG, f"cannot write the map to {output or Path.cwd()}: {exc.strerror or exc}")
+        return EXIT_FAILURE
+    print(path)
+    return EXIT_OK
+
+
 def inspect_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``axiomnet-inspect``; returns the process exit code."""
     from axiomnet.ops import inspect
@@ -545,9 +574,14 @@ def inspect_main(argv: Sequence[str] | None = None) -> int:
         _error(INSPECT_PROG, f"config error: {exc}")
         return EXIT_USAGE
     section = args.section
+    if args.output is not None and section != "map":
+        _error(INSPECT_PROG, "-o/--output is for the map only (axiomnet-inspect map -o FILE)")
+        return EXIT_USAGE
     message = {"cmd": "metrics" if section == "metrics" else "state"}
     try:
         _path, reply = admin_client.request_first(paths, message, args.timeout)
+        if section == "map":
+            return _write_map(reply, args.output)
         if section == "health":
             health = reply.get("health")
             if not isinstance(health, dict):

@@ -42,8 +42,14 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from axiomnet.lab import netns  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)  # the demo writes its network map to the current directory
 
 
 def _namespaces_named_in(output: str) -> set[str]:
@@ -91,6 +97,14 @@ def test_demo_with_4_nodes_in_a_line_in_a_short_mode(capsys: pytest.CaptureFixtu
         assert f"PASS  ping {pair}" in out, out[-3000:]
     assert "PASS  TCP 1 MB A -> D" in out
     assert code == 0 and "RESULT: PASS" in out
+    # The network map: every node's view merged, each node once, by its address.
+    import xml.etree.ElementTree as ET
+
+    written = Path.cwd() / demo.MAP_FILE
+    assert f"network map: {written}" in out
+    addresses = re.findall(r"overlay (fc[0-9a-f:]+)", out)
+    found = {e.get("data-address") for e in ET.parse(written).getroot().iter() if "node" in (e.get("class") or "")}
+    assert len(addresses) == 4 and found == set(addresses)
 
 
 @pytest.mark.netns

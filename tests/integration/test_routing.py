@@ -116,3 +116,19 @@ def test_inspect_shows_the_tree_and_the_lookup_cache(workdir):
         assert states[0]["routes"] and all("coords" in r for r in states[0]["routes"])
         text = ds[0].inspect_text()
         assert "TREE" in text and "LOOKUPS" in text, text
+        # The map: node 0's view has itself, its peer (node 1) and node 2, looked up, with its proven key.
+        keys = [daemons.identity_info(d.data_dir)["public_key"] for d in ds]
+        route = next(r for r in ds[0].inspect()["routes"] if r["address"] == ds[2].address)
+        assert route["public_key"] == keys[2] and (route["rtt_ms"] is None or route["rtt_ms"] > 0), route
+        chain = states[2]["self"]["coords"]["chain"]
+        assert chain[-1]["address"] == ds[2].address and chain[0]["key"] == states[2]["tree"]["root"], chain
+        proc = ds[0].inspect_map("-o", str(workdir / "node-0.svg"))
+        assert proc.returncode == 0 and proc.stdout.strip() == str(workdir / "node-0.svg"), proc.stderr
+        import xml.etree.ElementTree as ET
+
+        svg = ET.parse(workdir / "node-0.svg").getroot()
+        drawn = {e.get("data-address"): e.get("class") for e in svg.iter() if e.get("data-address")}
+        assert {d.address for d in ds} <= set(drawn), drawn
+        assert "self" in drawn[ds[0].address]
+        assert any(role in drawn[ds[2].address] for role in ("lookup", "root")), drawn  # node 2: the root, or not
+        assert svg.get("data-label-overlaps") == "0"

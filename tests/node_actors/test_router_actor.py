@@ -56,6 +56,13 @@ def test_two_routers_learn_each_other_through_announcements(recorder):
     assert converged()
     snap_a = ra.ask(m.Snapshot(), timeout=5)
     assert snap_a["peers"][0]["coords"] is not None and snap_a["peers"][0]["alive"]
+    # For the map: each peer's root, and the chain from the root down to us with keys and addresses.
+    assert snap_a["peers"][0]["root"] == lowest
+    child, root = (a, b) if lowest == b.signing_key.hex() else (b, a)
+    chain = (ra if child is a else rb).ask(m.Snapshot(), timeout=5)["coords"]["chain"]
+    assert [(row["key"], row["public_key"], row["address"]) for row in chain] == [
+        (ident_.signing_key.hex(), ident_.public_key.hex(), str(ident_.address)) for ident_ in (root, child)]
+    assert chain[0]["coords"] == [] and len(chain[1]["coords"]) == 1
 
 
 def test_forged_announcement_is_counted_not_fatal(recorder):
@@ -198,3 +205,51 @@ def test_chaos_simulate_lock_contention_1000_concurrent_writers_complete_without
     assert wait_for(lambda: announcements_counted() == 1000)
     assert time.monotonic() - started < 10.0
     assert len(router.ask(m.Snapshot(), timeout=10)["peers"]) == 10
+
+
+class Wire(pykka.ThreadingActor):
+    """One direction of a perfect link: what a router gives its session for ``key`` arrives at ``other``."""
+
+    def __init__(self, sender_key: bytes) -> None:
+        super().__init__()
+        self.sender_key = sender_key
+        self.other: Any = None
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, pykka.ActorRef):
+            self.other = message
+        elif isinstance(message, m.RoutedToLink):
+            self.other.tell(m.RoutedFromLink(self.sender_key, message.packets))
+        elif isinstance(message, m.SendControl):
+            self.other.tell(m.Announce(self.sender_key, message.payload))
+        return None
+
+
+def test_a_lookup_across_a_relay_reports_its_round_trip_and_the_proven_key(recorder):
+    ids = [ident(n) for n in (1, 2, 3)]
+    e2e = recorder()
+    routers = [RouterActor.start(None, {"e2e": e2e} if i == 0 else {}, x, seq_start=10) for i, x in enumerate(ids)]
+    for i, j in ((0, 1), (1, 2)):  # a line: 0 - 1 - 2
+        for me, other in ((i, j), (j, i)):
+            wire = Wire.start(ids[me].public_key)
+            wire.tell(routers[other])
+            routers[me].tell(m.SessionUp(wire, ids[other].public_key, ("192.0.2.1", 1), True))
+
+    def tick() -> None:  # the heartbeat: announcements (and the lookup filters on them), lookup resends
+        for router in routers:
+            router.tell(m.HeartbeatTick())
+
+    def one_tree() -> bool:
+        tick()
+        snaps = [router.ask(m.Snapshot(), timeout=5) for router in routers]
+        return len({s["tree"]["root"] for s in snaps}) == 1 and sorted(s["tree"]["depth"] for s in snaps) in (
+            [0, 1, 1], [0, 1, 2])
+
+    assert wait_for(one_tree, timeout=20)
+    far = ids[2].address.packed
+    routers[0].tell(m.Resolve(far))
+    assert wait_for(lambda: tick() or any(isinstance(x, m.Resolved) and x.dst == far for x in e2e.ask(GetOther())))
+    routes = routers[0].ask(m.Snapshot(), timeout=5)["routes"]
+    row = next(r for r in routes if r["address"] == str(ids[2].address))
+    assert row["public_key"] == ids[2].public_key.hex()
+    assert row["rtt_ms"] is not None and 0 < row["rtt_ms"] < 1000  # from the last send to the reply

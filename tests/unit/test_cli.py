@@ -581,6 +581,37 @@ def test_inspect_unknown_section_is_a_usage_error(capsys: pytest.CaptureFixture[
     assert "invalid choice" in capsys.readouterr().err
 
 
+def test_inspect_map_writes_an_svg_in_the_current_directory_and_prints_its_path(
+        admin: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import xml.etree.ElementTree as ET
+
+    server = admin(answer(STATE))
+    monkeypatch.chdir(tmp_path)
+    assert inspect(tmp_path, "map") == 0
+    written = tmp_path / f"axiomnet-map-{'cd' * 4}.svg"
+    assert capsys.readouterr().out == f"{written}\n" and server.requests == [b'{"cmd": "state"}\n']
+    addresses = {e.get("data-address") for e in ET.parse(written).getroot().iter() if e.get("data-address")}
+    assert addresses == {"fc12:3456::1", "fcaa::2", "fccc::4"}  # itself, its peer, its lookup in flight (listed)
+    assert inspect(tmp_path, "map", "-o", "-") == 0
+    assert ET.fromstring(capsys.readouterr().out).get("data-nodes") == "3"  # + the root, known only by its key
+    assert inspect(tmp_path, "map", "--output", str(tmp_path / "n.svg")) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "n.svg") and (tmp_path / "n.svg").stat().st_size > 0
+
+
+def test_inspect_map_errors(admin: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert inspect(tmp_path, "peers", "-o", "x.svg") == 2
+    assert "-o/--output is for the map only" in capsys.readouterr().err
+    assert inspect(tmp_path, "map") == 2  # no daemon
+    assert "no daemon running at" in capsys.readouterr().err
+    admin(answer({**STATE, "self": {"address": "fc12:3456::1"}}))
+    assert inspect(tmp_path, "map", "-o", "-") == 2
+    assert "cannot draw the map: the daemon reports no tree coordinates" in capsys.readouterr().err
+    (tmp_path / "admin.sock").unlink()
+    admin(answer(STATE))
+    assert inspect(tmp_path, "map", "-o", str(tmp_path / "no-such-dir" / "m.svg")) == 1
+    assert "cannot write the map to" in capsys.readouterr().err
+
+
 # --- logging -----------------------------------------------------------------------------------------------
 def test_configure_logging_json_and_level(capsys: pytest.CaptureFixture[str]) -> None:
     cli.configure_logging("WARNING", json=True)

@@ -1,8 +1,7 @@
-"""Poincaré-disk coordinates: validation, distance invariants, the vectorised path and greedy next hop."""
+"""Poincaré-disk coordinates: validation, distance invariants, the vectorised path, greedy next hop, display layout."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any
 
@@ -13,14 +12,15 @@ from hypothesis import strategies as st
 
 from axiomnet.errors import InvalidCoordinates, RemoteProtocolError
 from axiomnet.geometry import (
-    KEY_PLACEMENT_RADIUS,
+    DISPLAY_RIM,
     ORIGIN,
     TAU,
     Coords,
-    coords_from_key,
     distance,
     distances_to,
+    geodesic,
     greedy_next_hop,
+    tree_layout,
 )
 
 NEAR_RIM = [1 - 1e-12, math.nextafter(1.0, 0.0)]
@@ -268,29 +268,59 @@ def test_greedy_next_hop_skips_nan_and_inf_rows_even_first() -> None:
     assert greedy_next_hop(ORIGIN, table, Coords(0.5, 0.0)) == 4
 
 
-# --- placement from keys --------------------------------------------------------------------------------
-def reference_coords_from_key(key: bytes) -> tuple[float, float]:
-    """Independent re-derivation of the documented placement rule."""
-    h = hashlib.blake2s(key, digest_size=32, person=b"axn-crd").digest()
-    u = int.from_bytes(h[:8], "big") // 2**11 / 2**53
-    w = int.from_bytes(h[8:16], "big") // 2**11 / 2**53
-    return 0.9 * math.sqrt(u), 2 * math.pi * w
+# --- display: the tree on the disk, geodesics ---------------------------------------------------------------
+def test_tree_layout_places_the_root_at_the_centre_and_every_prefix_deeper_outwards() -> None:
+    layout = tree_layout([(1, 2, 3), (1, 5), (2,)])
+    assert set(layout) == {(), (1,), (1, 2), (1, 2, 3), (1, 5), (2,)}  # every prefix is a node
+    assert layout[()] == ORIGIN
+    for path, point in layout.items():
+        if path:
+            assert point.r > layout[path[:-1]].r  # depth d at hyperbolic radius d x step
+    assert layout[(1, 2, 3)].r == pytest.approx(DISPLAY_RIM)  # the deepest node sits at the rim
+    assert layout[(1, 2)].r == layout[(1, 5)].r and layout[(1, 2)].theta < layout[(1, 5)].theta  # port order
+    assert layout[(1, 2, 3)].theta != layout[(1, 2)].theta  # a chain turns: not along one radius
+
+
+def test_tree_layout_of_a_depth_100_chain_stays_inside_the_disk_with_distinct_points() -> None:
+    layout = tree_layout([tuple(range(1, 101))])
+    assert len(layout) == 101
+    radii = [layout[tuple(range(1, d + 1))].r for d in range(101)]
+    assert all(0.0 <= r <= DISPLAY_RIM < 1.0 for r in radii)
+    assert all(b - a > 1e-3 for a, b in zip(radii, radii[1:]))  # strictly outwards, never merged
+    from_root = [distance(ORIGIN, layout[tuple(range(1, d + 1))]) for d in range(1, 101)]
+    assert from_root == pytest.approx([d * from_root[0] for d in range(1, 101)])  # hyperbolic radius ~ depth
+    assert len({c for c in layout.values()}) == 101
+
+
+def test_tree_layout_gives_bigger_subtrees_wider_wedges() -> None:
+    paths = [(1, k) for k in range(1, 9)] + [(2,)]
+    layout = tree_layout(paths)
+    spread = max(layout[(1, k)].theta for k in range(1, 9)) - min(layout[(1, k)].theta for k in range(1, 9))
+    assert spread > math.pi  # 8 of the 9 leaves are below (1,)
+    assert len({(c.r, c.theta) for c in layout.values()}) == len(layout)
+
+
+def test_tree_layout_refuses_a_rim_outside_the_disk() -> None:
+    with pytest.raises(ValueError):
+        tree_layout([(1,)], rim=1.0)
 
 
 @settings(max_examples=300, deadline=None)
-@given(key=st.binary(min_size=0, max_size=64))
-def test_coords_from_key_is_deterministic_and_inside_the_placement_disk(key: bytes) -> None:
-    c = coords_from_key(key)
-    assert c == coords_from_key(key)
-    assert 0.0 <= c.r < KEY_PLACEMENT_RADIUS == 0.9 and 0.0 <= c.theta < TAU
-    assert (c.r, c.theta) == reference_coords_from_key(key)
+@given(a=st.builds(Coords, st.floats(0.0, 0.99), angles), b=st.builds(Coords, st.floats(0.0, 0.99), angles))
+def test_geodesic_is_a_circle_through_both_points_orthogonal_to_the_boundary(a: Coords, b: Coords) -> None:
+    g = geodesic(a, b)
+    assert g.start == a.to_cartesian() and g.end == b.to_cartesian()
+    if g.centre is None:  # a straight segment: a, b and the centre of the disk are collinear
+        (x0, y0), (x1, y1) = g.start, g.end
+        assert abs(x0 * y1 - y0 * x1) < 1e-6
+        return
+    assert g.radius is not None
+    cx, cy = g.centre
+    for x, y in (g.start, g.end):
+        assert math.hypot(x - cx, y - cy) == pytest.approx(g.radius, rel=1e-6, abs=1e-9)
+    assert cx * cx + cy * cy == pytest.approx(g.radius ** 2 + 1.0, rel=1e-9)  # orthogonal to |z| = 1
 
 
-def test_coords_from_key_test_vector() -> None:
-    assert coords_from_key(bytes(32)) == Coords(0.7837344359757605, 1.9558370193049301)
-
-
-def test_coords_from_key_spreads_keys_apart() -> None:
-    placed = {coords_from_key(bytes([i]) * 32) for i in range(64)}
-    assert len(placed) == 64
-    assert coords_from_key(bytes(32)) != coords_from_key(b"\x00" * 31 + b"\x01")
+def test_geodesic_through_the_centre_is_straight() -> None:
+    assert geodesic(ORIGIN, Coords(0.5, 1.0)).centre is None
+    assert geodesic(Coords(0.3, 0.0), Coords(0.6, math.pi)).centre is None  # on one diameter
