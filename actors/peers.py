@@ -275,7 +275,7 @@ class PeerManagerActor(SupervisedActor):
                     continue
                 replies, result = responder.receive(header, data, addr, now)
             except RemoteProtocolError as exc:
-                self.counters["rx_" + type(exc).__name__] += 1
+                self.counters["rx_" + exc.metric] += 1
                 logger.debug("front door: dropped datagram from {}:{}: {}", addr[0], addr[1], exc)
                 continue
             out.extend((r, addr) for r in replies)

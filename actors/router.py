@@ -124,7 +124,7 @@ class RouterActor(SupervisedActor):
         try:
             self.tree.receive(key, data, now)
         except RemoteProtocolError as exc:
-            self.counters["announce_" + type(exc).__name__] += 1
+            self.counters["announce_" + exc.metric] += 1
             logger.debug("announcement from {} refused: {}", key.hex()[:16], exc)
 
     def _seen(self, key: bytes, now: float) -> None:

@@ -12,7 +12,9 @@ from axiomnet.actors import messages as m
 from axiomnet.actors.base import TwoLaneInbox, bounded_tell
 from axiomnet.actors.router import RouterActor
 from axiomnet.constants import DEAD_PROBE_INTERVAL, MAX_QUEUED_BATCHES, PEER_DEAD_AFTER
+from axiomnet.errors import InvalidAnnouncement
 from axiomnet.identity import Identity
+from axiomnet.tree import Tree
 from tests.node_actors.fakes import GetOther, GetWritten, wait_for
 
 
@@ -67,6 +69,23 @@ def test_forged_announcement_is_counted_not_fatal(recorder):
     counters = router.ask(m.Snapshot(), timeout=5)["counters"]  # same lane as the announcements: behind them
     assert sum(v for k, v in counters.items() if k.startswith("announce_")) == 4
     assert router.is_alive()
+
+
+def test_refused_announcements_are_counted_under_the_errors_metric_not_its_class_name(recorder, monkeypatch):
+    class RenamedForTheTest(InvalidAnnouncement):  # a class name no metric carries
+        pass
+
+    def refuse(self: Any, key: bytes, data: bytes, now: float) -> None:
+        raise RenamedForTheTest("refused")
+
+    monkeypatch.setattr(Tree, "receive", refuse)
+    a, b = ident(1), ident(2)
+    router = RouterActor.start(None, {}, a, seq_start=10)
+    router.tell(m.SessionUp(recorder(), b.public_key, ("192.0.2.2", 1), True))
+    router.tell(m.Announce(b.public_key, b"anything"))
+    counters = router.ask(m.Snapshot(), timeout=5)["counters"]
+    assert counters["announce_InvalidAnnouncement"] == 1
+    assert not [k for k in counters if "RenamedForTheTest" in k]
 
 
 def test_datagrams_for_an_unknown_destination_wait_behind_a_lookup_that_has_no_tree(recorder):
