@@ -68,6 +68,9 @@ def dial(mgr: Manager, addr: tuple[str, int], peer: Identity | None = None, time
     while True:
         mgr.ref.tell(m.Datagrams([(d, addr) for d in out]))
         reply, seen = replies_to(mgr, addr, seen, timeout)
+        if decode_header(reply).ptype is PacketType.HANDSHAKE_INIT:  # the manager's own dial to a static peer there
+            out = []
+            continue
         got = session.receive(decode_header(reply), reply, time.monotonic())
         out = got.replies
         if decode_header(reply).ptype is PacketType.HANDSHAKE_RESP:
