@@ -28,7 +28,7 @@ from loguru import logger
 
 from axiomnet.constants import DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX, PEER_SEEN_INTERVAL, SESSION_ACTIVITY_REPORT
 from axiomnet.control import HandshakePayload
-from axiomnet.ownership import address_of, destined_to, source_is
+from axiomnet.ownership import IPV6_DESTINATION, IPV6_SOURCE, address_of, destined_to, source_is
 from axiomnet.routed import NEIGHBOUR_CAPABILITY, NEIGHBOUR_PREFIX
 from axiomnet.session import Established, Expired, HandshakeGaveUp, KeyMismatch, KeyRefused, Rekeyed, Session
 from axiomnet.wire import PacketType
@@ -210,7 +210,8 @@ class SessionActor(SupervisedActor):
         """IP packets the peer sent to us over the link (§6.6): into the TUN device if the peer owns their source
         and we their destination; anything else is dropped and counted."""
         source, me = address_of(key), self.self_address
-        good = [pkt for pkt in packets if pkt[24:40] == me and pkt[8:24] == source and pkt[0] >> 4 == 6]
+        dst, src = IPV6_DESTINATION, IPV6_SOURCE
+        good = [pkt for pkt in packets if pkt[dst] == me and pkt[src] == source and pkt[0] >> 4 == 6]
         if len(good) < len(packets):  # the same checks, one by one, to count what was dropped and why
             good = []
             for pkt in packets:
