@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pykka
+import pytest
 
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import TwoLaneInbox, bounded_tell
@@ -186,6 +187,7 @@ def test_a_saturated_data_lane_sheds_data_but_not_announcements():
     ref.stop()
 
 
+@pytest.mark.slow
 def test_chaos_simulate_lock_contention_1000_concurrent_writers_complete_without_deadlock(recorder):
     """Seed chaos 'simulate lock contention': 1,000 threads hit the router (the routing table) at once."""
     router = RouterActor.start(None, {}, ident(1), seq_start=10)
