@@ -349,10 +349,10 @@ class SessionActor(SupervisedActor):
                     # A new handshake may come from another build of the peer (it restarted): follow what it says now.
                     self.neighbour_ip = NEIGHBOUR_CAPABILITY in self._peer_capabilities()
                     self._route(self.neighbour_ip and self.up)
-                case KeyMismatch(message=message) | KeyRefused(message=message):
-                    logger.error("{}: {}", self.name, message)
-                    self.counters["keys_refused" if isinstance(event, KeyRefused) else "key_mismatches"] += 1
-                    self._schedule_redial()
+                case KeyMismatch(message=message):
+                    self._key_refused(message, "key_mismatches")
+                case KeyRefused(message=message):
+                    self._key_refused(message, "keys_refused")
                 case HandshakeGaveUp(reason=reason):
                     logger.warning("{}: handshake gave up: {}", self.name, reason)
                     self._went_down("handshake gave up")
@@ -369,6 +369,12 @@ class SessionActor(SupervisedActor):
                         self.stop()
                 case _:
                     logger.debug("{}: session event {}", self.name, event)
+
+    def _key_refused(self, message: str, counter: str) -> None:
+        """The peer authenticated with a key we may not talk to (not the pinned one, or not allowed): try later."""
+        logger.error("{}: {}", self.name, message)
+        self.counters[counter] += 1
+        self._schedule_redial()
 
     def _established(self, session: Session) -> None:
         key = session.remote_static
