@@ -1,4 +1,4 @@
-"""What every AxiomNet actor shares: two-lane mailboxes, supervision hooks, bounded hand-offs, threads, tickers.
+"""What every AxiomNet actor shares: two-lane mailboxes, supervision hooks, bounded hand-offs, threads, one timer.
 
 pykka mailboxes are unbounded queues; on the data path a peer on the network controls the rate, so every
 hand-off goes through :func:`bounded_tell`, which drops (and counts) a batch when the receiver's data lane
@@ -6,10 +6,16 @@ is already MAX_QUEUED_BATCHES deep, like a NIC ring that is full. Each mailbox h
 (:class:`TwoLaneInbox`): messages marked :class:`~axiomnet.actors.messages.Urgent` (ticks, announcements,
 session changes, snapshots) are served first and bounded on their own (MAX_QUEUED_URGENT), so control
 traffic is never stuck or shed behind data.
+
+Time reaches an actor one way: a :class:`DeadlineTimer` tells it one message when the earliest deadline asked for
+comes. A periodic clock re-arms it from the handler (:class:`Periodic`); messages due later (a restart after a
+backoff) wait in a :class:`Later` whose earliest entry arms the same timer.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import queue
 import sys
@@ -86,14 +92,6 @@ def tell(ref: pykka.ActorRef[Any] | None, message: Any) -> bool:
     except pykka.ActorDeadError:
         return False
     return True
-
-
-def schedule_tell(ref: pykka.ActorRef[Any], message: Any, delay: float) -> threading.Timer:
-    """Tell ``ref`` ``message`` after ``delay`` seconds (a daemon timer; cancel it on stop)."""
-    timer = threading.Timer(delay, tell, args=(ref, message))
-    timer.daemon = True
-    timer.start()
-    return timer
 
 
 class SupervisedActor(pykka.ThreadingActor):
@@ -213,19 +211,6 @@ class SupervisedActor(pykka.ThreadingActor):
         self._threads = [t for t in self._threads if t.is_alive()]
         self._close_wakeup_fd()
 
-    def start_ticker(self, interval: float, message: Any) -> None:
-        """Tell ourselves ``message`` every ``interval`` seconds until we stop (the actor's clock)."""
-
-        def tick() -> None:
-            while not self._stopping.wait(interval):
-                try:
-                    if mailbox_depth(self.actor_ref, isinstance(message, m.Urgent)) < MAX_QUEUED_BATCHES:
-                        self.actor_ref.tell(message)
-                except pykka.ActorDeadError:
-                    return
-
-        self.spawn_thread(tick, "ticker")
-
     def start_deadline_timer(self, message: Any) -> DeadlineTimer:
         """An owned thread that tells us ``message`` when the earliest time given to its ``at`` comes (an actor
         whose work has deadlines sleeps until the next one instead of ticking)."""
@@ -233,6 +218,11 @@ class SupervisedActor(pykka.ThreadingActor):
         self._wakers.append(timer.wake)
         self.spawn_thread(timer.run, "timer")
         return timer
+
+    def start_periodic(self, interval: float, message: Any) -> Periodic:
+        """Tell ourselves ``message`` about every ``interval`` seconds until we stop, on a deadline timer: the
+        handler of ``message`` calls the returned clock's :meth:`Periodic.next` to arm the following one."""
+        return Periodic(self.start_deadline_timer(message), interval)
 
     def wakeup_fd(self) -> int:
         """A file descriptor that becomes readable when this actor stops: reader threads poll it beside their
@@ -304,6 +294,13 @@ class DeadlineTimer:
         with self._cond:
             self._cond.notify()
 
+    def start_thread(self, name: str) -> threading.Thread:
+        """Run in a daemon thread of its own, for an actor that owns no threads (the supervisor); it ends once the
+        ``stopping`` event given at construction is set and :meth:`wake` is called."""
+        thread = threading.Thread(target=self.run, name=name, daemon=True)
+        thread.start()
+        return thread
+
     def run(self) -> None:
         cond, stopping = self._cond, self._stopping
         while True:
@@ -324,6 +321,60 @@ class DeadlineTimer:
                 if not self._ref.is_alive():
                     return
                 self.at(time.monotonic() + TIMER_RETRY)  # its control lane is full: try again shortly
+
+
+class Periodic:
+    """A clock on a :class:`DeadlineTimer`: due every ``interval`` seconds from its start, re-armed by the actor's
+    handler (:meth:`next`), so a busy actor gets one late beat, never a queue of them."""
+
+    def __init__(self, timer: DeadlineTimer, interval: float, now: float | None = None) -> None:
+        self.timer = timer
+        self.interval = interval
+        self._due = (time.monotonic() if now is None else now) + interval
+        timer.at(self._due)
+
+    def next(self, now: float | None = None) -> float:
+        """Arm the next beat: one interval after the last one was due, or after ``now`` when that has passed."""
+        now = time.monotonic() if now is None else now
+        due = self._due + self.interval
+        self._due = due if due > now else now + self.interval
+        self.timer.at(self._due)
+        return self._due
+
+
+class Later:
+    """Messages an actor hands to itself at a later time, kept in order; the earliest arms the actor's
+    :class:`DeadlineTimer` (whose message makes the actor call :meth:`due` and handle what it returns)."""
+
+    def __init__(self, timer: DeadlineTimer) -> None:
+        self.timer = timer
+        self._heap: list[tuple[float, int, Any]] = []
+        self._order = itertools.count()  # equal times keep their order; messages are never compared
+
+    def after(self, delay: float, message: Any, now: float | None = None) -> float:
+        when = (time.monotonic() if now is None else now) + delay
+        heapq.heappush(self._heap, (when, next(self._order), message))
+        self.timer.at(when)
+        return when
+
+    def due(self, now: float | None = None) -> list[Any]:
+        """The messages whose time has come, oldest first; the timer is re-armed for the next one."""
+        now = time.monotonic() if now is None else now
+        heap, out = self._heap, []
+        while heap and heap[0][0] <= now:
+            out.append(heapq.heappop(heap)[2])
+        if heap:
+            self.timer.at(heap[0][0])
+        return out
+
+    def next_deadline(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def clear(self) -> None:
+        self._heap.clear()
+
+    def __len__(self) -> int:
+        return len(self._heap)
 
 
 # --- last-resort crash reporting ---------------------------------------------------------------------

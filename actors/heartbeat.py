@@ -14,11 +14,11 @@ from loguru import logger
 
 from axiomnet.constants import HEARTBEAT_INTERVAL
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import SupervisedActor, bounded_tell
+from axiomnet.actors.base import Periodic, SupervisedActor, bounded_tell
 
 
 class _Beat(m.Urgent):
-    """The ticker's own wake-up (never leaves this actor)."""
+    """The clock's own wake-up (never leaves this actor)."""
 
 
 class HeartbeatActor(SupervisedActor):
@@ -31,13 +31,16 @@ class HeartbeatActor(SupervisedActor):
         self.interval = interval
         self.beats = 0
         self._last_missed_log = 0.0
+        self._clock: Periodic | None = None
 
     def setup(self) -> None:
-        self.start_ticker(self.interval, _Beat())
+        self._clock = self.start_periodic(self.interval, _Beat())
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, _Beat):
             self._beat()
+            assert self._clock is not None
+            self._clock.next()
             return None
         if isinstance(message, m.Snapshot):
             return {"beats": self.beats, **self.counters}

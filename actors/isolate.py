@@ -26,6 +26,14 @@ from axiomnet.ops.identity_store import load_or_create_identity
 
 _REPLY_MAX = 64 * 1024
 _CHILD_GRACE = 1.0  # the child's own timeout fires first; this much later the parent stops waiting
+# What a failure in the child is raised as in the parent, most specific first: the reply carries the index of the
+# first class the child's exception is an instance of (a type, never its name); anything else is an IdentityError.
+_RERAISED: tuple[type[errors.AxiomNetError], ...] = (
+    errors.UnsupportedIdentityVersion, errors.CorruptIdentity, errors.InsecureIdentityPermissions,
+    errors.IdentityWriteError, errors.IdentityError, errors.IOTimeout, errors.ConfigError, errors.LocalError,
+    errors.AxiomNetError,
+)
+_UNLISTED = 255
 
 
 def load_or_create_identity_isolated(data_dir: Path, timeout: float = FILE_IO_TIMEOUT) -> tuple[Identity, bool]:
@@ -62,11 +70,10 @@ def load_or_create_identity_isolated(data_dir: Path, timeout: float = FILE_IO_TI
         raise IdentityError(f"loading the identity in {data_dir} failed: the process doing it died")
     if reply[:2] == b"ok" and len(reply) == 3 + IDENTITY_FILE_SIZE:
         return decode_identity(reply[3:], data_dir), bool(reply[2])
-    name, _, message = reply[2:].decode(errors="replace").partition("\0")
-    error = getattr(errors, name, None)
-    if isinstance(error, type) and issubclass(error, errors.AxiomNetError):
-        raise error(message)
-    raise IdentityError(f"loading the identity in {data_dir} failed: {name}: {message}")
+    index, message = reply[2] if len(reply) > 2 else _UNLISTED, reply[3:].decode(errors="replace")
+    if index < len(_RERAISED):
+        raise _RERAISED[index](message)
+    raise IdentityError(f"loading the identity in {data_dir} failed: {message}")
 
 
 def _child(data_dir: Path, timeout: float, reply_w: int, log_w: int, parent_ends: tuple[int, int]) -> None:
@@ -83,7 +90,9 @@ def _child(data_dir: Path, timeout: float, reply_w: int, log_w: int, parent_ends
             reply = b"ok" + bytes([created]) + encode_identity(identity)
             status = 0
         except BaseException as exc:  # reported to the parent, which re-raises it as the same class
-            reply = b"er" + f"{type(exc).__name__}\0{exc}".encode(errors="replace")
+            index = next((i for i, error in enumerate(_RERAISED) if isinstance(exc, error)), _UNLISTED)
+            text = str(exc) if index != _UNLISTED else f"{type(exc).__name__}: {exc}"
+            reply = b"er" + bytes([index]) + text.encode(errors="replace")
         os.write(reply_w, len(reply).to_bytes(4, "big") + reply)
     finally:
         os._exit(status)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,7 @@ from axiomnet.session import HandshakeResult
 from axiomnet.supervision import RestartPolicy
 from axiomnet.wire import PacketType, decode_header
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import SupervisedActor, bounded_tell, schedule_tell, tell
+from axiomnet.actors.base import Later, SupervisedActor, bounded_tell, tell
 from axiomnet.actors.session import SessionActor
 from axiomnet.actors.socket import tell_indices
 
@@ -111,7 +110,7 @@ class PeerManagerActor(SupervisedActor):
         self.specs: dict[str, SessionSpec] = {}  # by actor urn
         self.by_key: dict[bytes, str] = {}
         self.policy = RestartPolicy()
-        self._timers: list[threading.Timer] = []
+        self._restarts: Later | None = None  # RestartChild messages, each due after its backoff
         self._refusal_logged = -REFUSAL_LOG_INTERVAL
         self._wakes: list[tuple[float, str]] = []  # heap of (deadline, session urn) to tick
         self._deadline_timer: Any = None
@@ -126,6 +125,7 @@ class PeerManagerActor(SupervisedActor):
             discoverable=self.discoverable,
         )
         self._deadline_timer = self.start_deadline_timer(_Due())
+        self._restarts = Later(self._deadline_timer)
         for peer in self.static_peers:  # configured peers always get their slot
             self._spawn(canonical_endpoint(peer.host, peer.port), peer.public_key, dial=True)
 
@@ -139,8 +139,8 @@ class PeerManagerActor(SupervisedActor):
             self.counters["tx_dropped_backpressure"] += len(items)
 
     def teardown(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
+        if self._restarts is not None:
+            self._restarts.clear()
         for spec in list(self.specs.values()):
             try:
                 spec.ref.stop(block=True, timeout=2.0)
@@ -230,7 +230,7 @@ class PeerManagerActor(SupervisedActor):
 
     def _tick(self, every: bool = False) -> None:
         """Run the timers of the sessions whose deadline has come (``every``: all of them, as a TimerDue told from outside asks),
-        expire half-open handshakes; then sleep until the next deadline."""
+        expire half-open handshakes, restart crashed sessions whose backoff has passed; then sleep until the next deadline."""
         assert self.responder is not None
         now = time.monotonic()
         self.responder.expire(now)
@@ -244,6 +244,9 @@ class PeerManagerActor(SupervisedActor):
             spec = self.specs.get(urn)
             if spec is not None:
                 bounded_tell(spec.ref, tick, limit=64)
+        if self._restarts is not None:
+            for restart in self._restarts.due(now):  # crashed sessions whose backoff has passed
+                self.handle(restart)
         if len(wakes) > 4 * len(self.specs) + 64:  # superseded deadlines pile up only if sessions keep moving theirs
             earliest: dict[str, float] = {}
             for when, urn in wakes:
@@ -275,7 +278,7 @@ class PeerManagerActor(SupervisedActor):
                     continue
                 replies, result = responder.receive(header, data, addr, now)
             except RemoteProtocolError as exc:
-                self.counters["rx_" + type(exc).__name__] += 1
+                self.counters["rx_" + exc.metric] += 1
                 logger.debug("front door: dropped datagram from {}:{}: {}", addr[0], addr[1], exc)
                 continue
             out.extend((r, addr) for r in replies)
@@ -390,8 +393,8 @@ class PeerManagerActor(SupervisedActor):
             if self.supervisor is not None:
                 tell(self.supervisor, m.Fatal(reason))
             return
-        timer = schedule_tell(self.actor_ref, m.RestartChild(msg.urn), delay)
-        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        assert self._restarts is not None
+        self._restarts.after(delay, m.RestartChild(msg.urn))
 
     def _restart(self, urn: str) -> None:
         spec = self._forget(urn)

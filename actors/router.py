@@ -23,7 +23,7 @@ from axiomnet.errors import RemoteProtocolError
 from axiomnet.forward import Forwarder, Output
 from axiomnet.identity import Identity, derive_address, noise_key_of
 from axiomnet.lookup import Pathfinder
-from axiomnet.routed import Kind, decode_routed
+from axiomnet.routed import DESTINATION, FIXED_SIZE, Kind, decode_routed
 from axiomnet.tree import Tree
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
@@ -110,7 +110,8 @@ class RouterActor(SupervisedActor):
         """Fault injection: flip the last bit of relayed TRAFFIC (not ours), as a malicious relay could."""
         out = []
         for pkt in packets:
-            if self._corrupt_left and len(pkt) > 42 and pkt[0] == Kind.TRAFFIC and pkt[8:24] != self.address:
+            if (self._corrupt_left and len(pkt) > FIXED_SIZE and pkt[0] == Kind.TRAFFIC
+                    and pkt[DESTINATION] != self.address):
                 pkt = pkt[:-1] + bytes([pkt[-1] ^ 1])
                 self._corrupt_left -= 1
                 self.counters["fault_corrupted"] += 1
@@ -169,7 +170,7 @@ class RouterActor(SupervisedActor):
         try:
             self.tree.receive(key, data, now)
         except RemoteProtocolError as exc:
-            self.counters["announce_" + type(exc).__name__] += 1
+            self.counters["announce_" + exc.metric] += 1
             logger.debug("announcement from {} refused: {}", key.hex()[:16], exc)
 
     def _seen(self, key: bytes, now: float) -> None:

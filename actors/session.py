@@ -28,9 +28,9 @@ from loguru import logger
 
 from axiomnet.constants import DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX, PEER_SEEN_INTERVAL, SESSION_ACTIVITY_REPORT
 from axiomnet.control import HandshakePayload
-from axiomnet.ownership import address_of, destined_to, source_is
+from axiomnet.ownership import IPV6_DESTINATION, IPV6_SOURCE, address_of, destined_to, source_is
 from axiomnet.routed import NEIGHBOUR_CAPABILITY, NEIGHBOUR_PREFIX
-from axiomnet.session import Session
+from axiomnet.session import Established, Expired, HandshakeGaveUp, KeyMismatch, KeyRefused, Rekeyed, Session
 from axiomnet.wire import PacketType
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, tell, bounded_tell
@@ -171,7 +171,7 @@ class SessionActor(SupervisedActor):
         now = time.monotonic()
         got = session.receive_batch([data for data, _ in items], now)
         for exc in got.errors:
-            self.counters["rx_" + type(exc).__name__] += 1
+            self.counters["rx_" + exc.metric] += 1
             logger.debug("{}: dropped datagram: {}", self.name, exc)
         if got.last_authentic >= 0:
             addr = items[got.last_authentic][1]
@@ -210,7 +210,8 @@ class SessionActor(SupervisedActor):
         """IP packets the peer sent to us over the link (§6.6): into the TUN device if the peer owns their source
         and we their destination; anything else is dropped and counted."""
         source, me = address_of(key), self.self_address
-        good = [pkt for pkt in packets if pkt[24:40] == me and pkt[8:24] == source and pkt[0] >> 4 == 6]
+        dst, src = IPV6_DESTINATION, IPV6_SOURCE
+        good = [pkt for pkt in packets if pkt[dst] == me and pkt[src] == source and pkt[0] >> 4 == 6]
         if len(good) < len(packets):  # the same checks, one by one, to count what was dropped and why
             good = []
             for pkt in packets:
@@ -340,46 +341,55 @@ class SessionActor(SupervisedActor):
         session = self.session
         assert session is not None
         for event in session.events():
-            kind = type(event).__name__
-            if kind == "Established":
-                key = session.remote_static
-                assert key is not None
-                self.up = True
-                self._dial_backoff = DIAL_BACKOFF_INITIAL
-                logger.info("{}: session established with {}", self.name, key.hex()[:16])
-                caps = self._peer_capabilities()
-                self.neighbour_ip = NEIGHBOUR_CAPABILITY in caps
-                self._route(self.neighbour_ip)
-                up = m.SessionUp(self.actor_ref, key, self.endpoint, self.dial, caps)
-                for role in ("peers", "router"):
-                    ref = self.refs.get(role)
-                    if ref is not None:
-                        tell(ref, up)
-            elif kind == "Rekeyed":
-                logger.debug("{}: rekeyed", self.name)
-                # A new handshake may come from another build of the peer (it restarted): follow what it says now.
-                self.neighbour_ip = NEIGHBOUR_CAPABILITY in self._peer_capabilities()
-                self._route(self.neighbour_ip and self.up)
-            elif kind in ("KeyMismatch", "KeyRefused"):
-                logger.error("{}: {}", self.name, getattr(event, "message", event))
-                self.counters["keys_refused" if kind == "KeyRefused" else "key_mismatches"] += 1
-                self._schedule_redial()
-            elif kind == "HandshakeGaveUp":
-                logger.warning("{}: handshake gave up: {}", self.name, getattr(event, "reason", event))
-                self._went_down("handshake gave up")
-                self._schedule_redial()
-            elif kind == "Expired":
-                self._went_down("expired")
-                if self.dial:
+            match event:
+                case Established():
+                    self._established(session)
+                case Rekeyed():
+                    logger.debug("{}: rekeyed", self.name)
+                    # A new handshake may come from another build of the peer (it restarted): follow what it says now.
+                    self.neighbour_ip = NEIGHBOUR_CAPABILITY in self._peer_capabilities()
+                    self._route(self.neighbour_ip and self.up)
+                case KeyMismatch(message=message):
+                    self._key_refused(message, "key_mismatches")
+                case KeyRefused(message=message):
+                    self._key_refused(message, "keys_refused")
+                case HandshakeGaveUp(reason=reason):
+                    logger.warning("{}: handshake gave up: {}", self.name, reason)
+                    self._went_down("handshake gave up")
                     self._schedule_redial()
-                else:
-                    logger.info("{}: idle session expired; stopping", self.name)
-                    peers = self.refs.get("peers")
-                    if peers is not None:
-                        tell(peers, m.SessionGone(self.actor_ref, session.remote_static))
-                    self.stop()
-            else:
-                logger.debug("{}: session event {}", self.name, event)
+                case Expired():
+                    self._went_down("expired")
+                    if self.dial:
+                        self._schedule_redial()
+                    else:
+                        logger.info("{}: idle session expired; stopping", self.name)
+                        peers = self.refs.get("peers")
+                        if peers is not None:
+                            tell(peers, m.SessionGone(self.actor_ref, session.remote_static))
+                        self.stop()
+                case _:
+                    logger.debug("{}: session event {}", self.name, event)
+
+    def _key_refused(self, message: str, counter: str) -> None:
+        """The peer authenticated with a key we may not talk to (not the pinned one, or not allowed): try later."""
+        logger.error("{}: {}", self.name, message)
+        self.counters[counter] += 1
+        self._schedule_redial()
+
+    def _established(self, session: Session) -> None:
+        key = session.remote_static
+        assert key is not None
+        self.up = True
+        self._dial_backoff = DIAL_BACKOFF_INITIAL
+        logger.info("{}: session established with {}", self.name, key.hex()[:16])
+        caps = self._peer_capabilities()
+        self.neighbour_ip = NEIGHBOUR_CAPABILITY in caps
+        self._route(self.neighbour_ip)
+        up = m.SessionUp(self.actor_ref, key, self.endpoint, self.dial, caps)
+        for role in ("peers", "router"):
+            ref = self.refs.get(role)
+            if ref is not None:
+                tell(ref, up)
 
     def _went_down(self, reason: str) -> None:
         if not self.up:

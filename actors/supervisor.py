@@ -19,7 +19,7 @@ from loguru import logger
 from axiomnet.constants import ACTOR_STOP_TIMEOUT
 from axiomnet.supervision import RestartPolicy
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import mailbox_depth, schedule_tell, tell
+from axiomnet.actors.base import DeadlineTimer, Later, mailbox_depth, tell
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ class StopAll:
     timeout: float = ACTOR_STOP_TIMEOUT
 
 
+class _RestartsDue(m.Urgent):
+    """The restart timer's wake-up (never leaves this actor)."""
+
+
 class SupervisorActor(pykka.ThreadingActor):
     """One-for-one supervision of the node's fixed actors (sessions are supervised by the peer manager)."""
 
@@ -51,7 +55,20 @@ class SupervisorActor(pykka.ThreadingActor):
         self.policy = policy or RestartPolicy()
         self.refs: dict[str, Any] = {}
         self.stopping = False
-        self._timers: list[threading.Timer] = []
+        self._timer_stop = threading.Event()
+        timer = DeadlineTimer(self.actor_ref, _RestartsDue(), self._timer_stop)
+        self._restarts = Later(timer)  # RestartChild messages, each due after its backoff
+
+    def on_start(self) -> None:
+        self._restarts.timer.start_thread("axn-supervisor-timer")
+
+    def on_stop(self) -> None:
+        self._stop_timer()
+
+    def _stop_timer(self) -> None:
+        self._restarts.clear()
+        self._timer_stop.set()
+        self._restarts.timer.wake()
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, StartAll):
@@ -62,6 +79,10 @@ class SupervisorActor(pykka.ThreadingActor):
             return self._child_failed(message)
         if isinstance(message, m.RestartChild):
             return self._restart(message.role)
+        if isinstance(message, _RestartsDue):
+            for due in self._restarts.due():
+                self.on_receive(due)
+            return None
         if isinstance(message, m.Fatal):
             self._fatal(message.reason)
             return None
@@ -74,6 +95,7 @@ class SupervisorActor(pykka.ThreadingActor):
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         # Nobody supervises the supervisor: a bug here must stop the daemon (exit 1), never leave it headless.
         logger.opt(exception=(exception_type, exception_value, traceback)).critical("supervisor crashed")
+        self._stop_timer()
         self.on_fatal(f"supervisor crashed: {exception_value!r}")
 
     # --- start / stop ----------------------------------------------------------------------------
@@ -105,8 +127,7 @@ class SupervisorActor(pykka.ThreadingActor):
 
     def _stop_all(self, timeout: float) -> list[str]:
         self.stopping = True
-        for timer in self._timers:
-            timer.cancel()
+        self._stop_timer()
         stopped = []
         for spec in reversed(self.specs):
             ref = self.refs.get(spec.role)
@@ -135,8 +156,7 @@ class SupervisorActor(pykka.ThreadingActor):
                         f"(last: {msg.role}: {msg.error})")
             return
         logger.info("restarting {} in {:.2f} s", msg.role, delay)
-        timer = schedule_tell(self.actor_ref, m.RestartChild(msg.role), delay)
-        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        self._restarts.after(delay, m.RestartChild(msg.role))
 
     def _restart(self, role: str) -> None:
         if self.stopping:

@@ -36,6 +36,7 @@ from axiomnet.constants import (
     UNDERLAY_DATAGRAM_TARGET,
 )
 from axiomnet.offload import VNET_HDR_SIZE, UnsupportedFrame, coalesce, split_frame
+from axiomnet.ownership import IPV6_DESTINATION, IPV6_SOURCE
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, bounded_tell
 
@@ -108,7 +109,7 @@ def split_by_neighbour(batch: list[bytes], neighbours: Mapping[bytes, _Ref],
     rest: list[bytes] = []
     groups: dict[_Ref, list[bytes]] = {}
     for pkt in batch:
-        ref = neighbours.get(pkt[24:40]) if pkt[8:24] == me and pkt[0] >> 4 == 6 else None
+        ref = neighbours.get(pkt[IPV6_DESTINATION]) if pkt[IPV6_SOURCE] == me and pkt[0] >> 4 == 6 else None
         if ref is None:
             rest.append(pkt)
         else:

@@ -32,10 +32,10 @@ from axiomnet.identity import derive_address
 from axiomnet.indices import IndexRetired, IndexTable
 from axiomnet.responder import HandshakeResponder
 from axiomnet.keypairs import FIRST_TRANSPORT, LAST_TRANSPORT
+from axiomnet.ownership import IPV6_DESTINATION, IPV6_HEADER_SIZE as IPV6_HEADER, IPV6_SOURCE
 from axiomnet.session import Established, Expired, Session
 from axiomnet.wire import Header, PacketType, decode_header, peek_receiver
 
-IPV6_HEADER = 40
 OVERLAY_PREFIX = 0xFC
 RESOLVE_TIMEOUT = LOOKUP_GIVE_UP + 5.0  # packets waiting for a key the router never resolved are dropped
 RESOLVE_RETRY = 1.0  # a destination still waiting for its key is asked for again this often
@@ -135,12 +135,12 @@ class EndToEnd:
         for pkt in packets:
             if len(pkt) < IPV6_HEADER or pkt[0] >> 4 != 6:
                 self.stats["tx_dropped_not_ipv6"] += 1
-            elif pkt[8:24] != me:
+            elif pkt[IPV6_SOURCE] != me:
                 self.stats["tx_dropped_foreign_source"] += 1  # only our own address enters the overlay
             elif pkt[24] != OVERLAY_PREFIX:
                 self.stats["tx_dropped_not_overlay"] += 1
             else:
-                groups.setdefault(pkt[24:40], []).append(pkt)
+                groups.setdefault(pkt[IPV6_DESTINATION], []).append(pkt)
         for dst, group in groups.items():
             session = self.sessions.get(dst)
             if session is not None:
@@ -300,9 +300,9 @@ class EndToEnd:
         self._collect(src, session, out, now)
 
     def _to_tun(self, src: bytes, pkt: bytes, out: E2EOutput) -> None:
-        if len(pkt) < IPV6_HEADER or pkt[0] >> 4 != 6 or pkt[24:40] != self.address:
+        if len(pkt) < IPV6_HEADER or pkt[0] >> 4 != 6 or pkt[IPV6_DESTINATION] != self.address:
             self.stats["rx_dropped_not_for_us"] += 1
-        elif pkt[8:24] != src:
+        elif pkt[IPV6_SOURCE] != src:
             self.stats["rx_dropped_spoofed_source"] += 1  # the session's key does not own that source address
         else:
             self.stats["rx_packets"] += 1

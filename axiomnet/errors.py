@@ -7,6 +7,8 @@ packet and never crash on it.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class AxiomNetError(Exception):
     """Root of every error the core raises on purpose."""
@@ -55,36 +57,57 @@ class HandshakeFailed(SessionError):
 
 # --- their side -------------------------------------------------------------------------------
 class RemoteProtocolError(AxiomNetError):
-    """A peer (or anyone on the network) sent input we reject. Counted, never fatal."""
+    """A peer (or anyone on the network) sent input we reject. Counted, never fatal.
+
+    ``metric`` is the name actors count it under (``rx_<metric>``, ``announce_<metric>``; operators graph them as
+    ``axiomnet_<role>_rx_<snake_case>_total``). Each class states its own, so renaming a class never renames a
+    metric (tests/unit/test_errors.py pins them).
+    """
+
+    metric: ClassVar[str] = "RemoteProtocolError"
 
 
 class MalformedPacket(RemoteProtocolError):
     """A datagram or control message is truncated, oversized, of unknown type/version or off-schema."""
 
+    metric = "MalformedPacket"
+
 
 class InvalidCoordinates(RemoteProtocolError):
     """Coordinates that are not a finite point strictly inside the Poincaré disk."""
+
+    metric = "InvalidCoordinates"
 
 
 class InvalidAnnouncement(InvalidCoordinates):
     """A tree announcement whose claims do not hold: a bad signature, a loop, a stale or dead root, a sender
     that is not the peer, a position deeper than MAX_TREE_DEPTH."""
 
+    metric = "InvalidAnnouncement"
+
 
 class ReplayedPacket(RemoteProtocolError):
     """A transport counter that was already seen or is too old for the replay window."""
+
+    metric = "ReplayedPacket"
 
 
 class DecryptionFailed(RemoteProtocolError):
     """An AEAD tag did not verify (forged, corrupted or under a key we no longer have)."""
 
+    metric = "DecryptionFailed"
+
 
 class UnknownReceiver(RemoteProtocolError):
     """A datagram names a receiver index that no session or pending handshake owns."""
 
+    metric = "UnknownReceiver"
+
 
 class RateLimited(RemoteProtocolError):
     """Too many handshake initiations from one source address."""
+
+    metric = "RateLimited"
 
 
 class UnsupportedIdentityVersion(CorruptIdentity):
@@ -94,10 +117,16 @@ class UnsupportedIdentityVersion(CorruptIdentity):
 class InvalidMac(RemoteProtocolError):
     """A handshake message's mac1 does not verify: its sender does not know our public key (or it is forged)."""
 
+    metric = "InvalidMac"
+
 
 class NotAllowed(RemoteProtocolError):
     """A peer authenticated with a key that ``allowed_keys`` does not list; no session is created for it."""
 
+    metric = "NotAllowed"
+
 
 class Ignored(RemoteProtocolError):
     """A request this node deliberately leaves unanswered (a key probe while not discoverable, over its rate)."""
+
+    metric = "Ignored"

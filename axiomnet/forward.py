@@ -31,6 +31,7 @@ from axiomnet.lookup import Coords, Pathfinder, decode_lookup, decode_path_broke
 from axiomnet.routed import (
     FIXED_SIZE,
     NO_WATERMARK,
+    SOURCE,
     Kind,
     RoutedHeader,
     decode_routed,
@@ -226,7 +227,7 @@ class Forwarder:
                         action, link, distance = decision
                         if action == _DELIVER:
                             stats["delivered"] += 1
-                            out.delivered.append((data[24:40], data[end:]))
+                            out.delivered.append((data[SOURCE], data[end:]))
                             continue
                         hop_limit, watermark = data[1], (data[2] << 8) | data[3]
                         if hop_limit > 1 and (action == _DIRECT or distance < watermark):

@@ -27,6 +27,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from axiomnet.ownership import IPV6_DESTINATION, IPV6_HEADER_SIZE as IPV6_HEADER, IPV6_SOURCE
+
 # --- the virtio-net header (include/uapi/linux/virtio_net.h), little-endian ------------------------------------
 VNET_HDR = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 VNET_HDR_SIZE = VNET_HDR.size  # 10
@@ -39,7 +41,6 @@ GSO_UDP_L4 = 5
 GSO_ECN = 0x80
 PLAIN_VNET_HDR = bytes(VNET_HDR_SIZE)  # a packet with a complete checksum, not to be segmented
 
-IPV6_HEADER = 40
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 TCP_CSUM_OFFSET = 16
@@ -175,8 +176,8 @@ def segment_tcp6(packet: memoryview, tcp_start: int, gso_size: int, max_packet: 
     # and the checksum; the checksum sums what is fixed, what varies, and the segment's payload.
     ip0, ip_rest, ports = bytes(packet[0:4]), bytes(packet[6:tcp]), bytes(packet[tcp:tcp + 4])
     ack_doff, window, tail = bytes(packet[tcp + 8:tcp + 13]), bytes(packet[tcp + 14:tcp + 16]), bytes(packet[tcp + 18:head])
-    fixed = (ones_sum(ports) + ones_sum(ack_doff) + ones_sum(window) + ones_sum(tail) + ones_sum(packet[8:24])
-             + ones_sum(packet[24:40]) + IPPROTO_TCP + thl)
+    fixed = (ones_sum(ports) + ones_sum(ack_doff) + ones_sum(window) + ones_sum(tail)
+             + ones_sum(packet[IPV6_SOURCE]) + ones_sum(packet[IPV6_DESTINATION]) + IPPROTO_TCP + thl)
     pack = _segment_header(tcp - 6, thl - 18).pack
     ext = tcp - IPV6_HEADER  # extension headers, carried in every segment
     payload = packet[head:]
@@ -231,10 +232,13 @@ class _Run:
         _IP6_LEN.pack_into(head, 4, tcp_len)
         head[IPV6_HEADER + 13] |= self.last_flags & _PSH
         # CHECKSUM_PARTIAL: the field holds the pseudo-header sum, the kernel adds the data (or trusts it locally).
-        _U16.pack_into(head, IPV6_HEADER + TCP_CSUM_OFFSET, fold(pseudo_sum6(head[8:24], head[24:40], tcp_len,
-                                                                             IPPROTO_TCP)))
+        pseudo = pseudo_sum6(head[IPV6_SOURCE], head[IPV6_DESTINATION], tcp_len, IPPROTO_TCP)
+        _U16.pack_into(head, IPV6_HEADER + TCP_CSUM_OFFSET, fold(pseudo))
         vnet = VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV6, IPV6_HEADER + thl, self.size, IPV6_HEADER, TCP_CSUM_OFFSET)
         return [vnet, head, *self.parts]
+
+
+_FLOW = slice(IPV6_SOURCE.start, IPV6_HEADER + 4)  # addresses and TCP ports (no extension headers here)
 
 
 def _same(pkt: bytes, head: int) -> bytes:
@@ -262,7 +266,7 @@ def coalesce(packets: Sequence[bytes]) -> list[list[Bytes]]:
         head = IPV6_HEADER + thl
         length = n - head
         flags = pkt[53]
-        key = pkt[8:44]
+        key = pkt[_FLOW]
         if thl < MIN_TCP_HEADER or length <= 0 or flags & _NOT_COALESCED:
             run = by_flow.pop(key, None)
             if run is not None:

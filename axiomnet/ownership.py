@@ -20,9 +20,12 @@ from functools import lru_cache
 
 from axiomnet.identity import derive_address
 
-IPV6_HEADER_SIZE = 40
-_SOURCE = slice(8, 24)  # IPv6 source address, bytes 8..24 of the fixed header
-_DESTINATION = slice(24, 40)
+# Where an IPv6 packet keeps its addresses: the one place these offsets are written (e2e, offload, the actors use
+# them; tests/unit/test_ownership.py checks them against the ipaddress module's view of a real header).
+IPV6_HEADER_SIZE = 40  # the fixed header
+IPV6_SOURCE = slice(8, 24)  # source address, bytes 8..24 of the fixed header
+IPV6_DESTINATION = slice(24, 40)  # destination address, bytes 24..40
+IPV6_ADDRESSES = slice(8, 40)  # both, source first (what the TCP/UDP pseudo-header sums)
 
 
 def is_ipv6(packet: bytes) -> bool:
@@ -38,7 +41,7 @@ def address_of(public_key: bytes) -> bytes:
 
 def source_is(packet: bytes, address: bytes) -> bool:
     """True if ``packet`` is IPv6 with source ``address`` (16 bytes)."""
-    return is_ipv6(packet) and packet[_SOURCE] == address
+    return is_ipv6(packet) and packet[IPV6_SOURCE] == address
 
 
 def source_owned_by(packet: bytes, public_key: bytes) -> bool:
@@ -48,4 +51,4 @@ def source_owned_by(packet: bytes, public_key: bytes) -> bool:
 
 def destined_to(packet: bytes, address: bytes) -> bool:
     """True if ``packet`` is long enough to be IPv6 and its destination is ``address``."""
-    return len(packet) >= IPV6_HEADER_SIZE and packet[_DESTINATION] == address
+    return len(packet) >= IPV6_HEADER_SIZE and packet[IPV6_DESTINATION] == address

@@ -32,6 +32,8 @@ NO_WATERMARK = 0xFFFF
 ADDRESS_SIZE = 16
 _FIXED = struct.Struct(">BBHI16s16sBB")
 FIXED_SIZE = _FIXED.size  # 42
+DESTINATION = slice(8, 24)  # the destination address in the header (as in an IPv6 header: axiomnet/ownership.py)
+SOURCE = slice(24, 40)  # the source address
 _HOP_WM = struct.Struct(">BH")
 
 

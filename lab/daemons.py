@@ -1,7 +1,7 @@
 """AxiomNet daemons in the lab: start one or a pair in namespaces, wait for the overlay, inspect, stop.
 
 A :class:`DaemonProcess` is ``python -m axiomnet daemon`` in a namespace with its own data directory, log
-file and admin socket; it is stopped by process group, bounded in time (lab/netns.py does the bookkeeping).
+file and admin socket; it is stopped by process group, bounded in time (lab/namespaces.py and lab/processes.py do the bookkeeping).
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ from typing import Any, Sequence
 from axiomnet.constants import DEFAULT_UDP_PORT, SHUTDOWN_DEADLINE
 
 
-from axiomnet.lab.netns import (
+from axiomnet.lab.namespaces import Namespace, NetnsLab, NetnsPair
+from axiomnet.lab.processes import (
     CLI_TIMEOUT,
     KILL_WAIT,
     HarnessError,
-    Namespace,
-    NetnsLab,
-    NetnsPair,
     process_cpu_seconds,
     process_memory_kib,
     run_bounded,

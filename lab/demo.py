@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from axiomnet.lab import daemons, netns, topology, traffic
+from axiomnet.lab import daemons, namespaces, processes, topology, traffic
 from axiomnet.constants import DEFAULT_MTU, SHUTDOWN_DEADLINE
 
 NOT_ROOT_MESSAGE = "axiomnet demo needs root for network namespaces and TUN devices; run it as root or use sudo"
@@ -140,7 +140,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         with _sigterm_raises():
             try:
-                with netns.NetnsLab() as lab:
+                with namespaces.NetnsLab() as lab:
                     _run_steps(lab, settings, Path(workdir), checks, notes)
             finally:
                 if keep:
@@ -153,7 +153,7 @@ def run_demo(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, _Terminated):
         _say("\ninterrupted: the demo's namespaces and processes have been removed")
         return 130
-    except netns.HarnessError as exc:
+    except processes.HarnessError as exc:
         checks.append(Check("setup/teardown", False, str(exc)))
     _say("\n== summary ==")
     for check in checks:
@@ -166,7 +166,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 # --- the steps ------------------------------------------------------------------------------------------
-def _run_steps(lab: netns.NetnsLab, settings: Settings, workdir: Path, checks: list[Check], notes: list[str]) -> None:
+def _run_steps(lab: namespaces.NetnsLab, settings: Settings, workdir: Path, checks: list[Check],
+               notes: list[str]) -> None:
     topo = settings.topology
     links = ", ".join(f"{topo.name(a)}-{topo.name(b)}" for a, b in topo.edges)
     _say(f"[1/6] {topo.nodes} namespaces linked as a {topo.kind} by {len(topo.edges)} veth(s): {links}")
@@ -226,7 +227,7 @@ def _wait_links(topo: topology.Topology, nodes: list[daemons.DaemonProcess]) -> 
         return all(seen.get(i, 0) >= wanted[i] for i in wanted)
 
     started = time.monotonic()
-    netns.wait_until(all_up, READY_TIMEOUT, interval=0.3)
+    processes.wait_until(all_up, READY_TIMEOUT, interval=0.3)
     up = sum(min(seen.get(i, 0), wanted[i]) for i in wanted) // 2
     short = [f"{topo.name(i)} {seen.get(i, 0)}/{wanted[i]}" for i in wanted if seen.get(i, 0) < wanted[i]]
     detail = f"{up}/{len(topo.edges)} links with an established session after {time.monotonic() - started:.1f} s"
@@ -237,7 +238,7 @@ def _reports_routes(node: daemons.DaemonProcess) -> bool:
     """Whether the daemon's admin reply has a route table or a spanning tree (multi-hop routing)."""
     try:
         state = node.inspect(timeout=10.0)
-    except netns.HarnessError:
+    except processes.HarnessError:
         return False
     return any(state.get(section) is not None for section in ("routes", "tree"))
 
@@ -357,7 +358,7 @@ def _write_network_map(nodes: list[daemons.DaemonProcess], notes: list[str]) -> 
         svg = netmap.render_svg(netmap.merge_views([node.inspect(timeout=10.0) for node in nodes],
                                                    title=f"AxiomNet demo: {len(nodes)} nodes, every node's view merged"))
         _say(f"network map: {netmap.write_file(Path.cwd() / MAP_FILE, svg)}")
-    except (netns.HarnessError, netmap.MapError, OSError) as exc:
+    except (processes.HarnessError, netmap.MapError, OSError) as exc:
         notes.append(f"no network map: {exc}")
 def _keep_logs(workdir: str) -> None:
     """Copy the daemons' logs out of the work directory (about to be deleted) and say where they are."""

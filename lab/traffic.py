@@ -1,6 +1,6 @@
 """Traffic across the lab: ping, a bounded TCP transfer checked by SHA-256, and a hostile-datagram flood.
 
-Every helper runs its program inside a namespace of the lab (lab/netns.py), bounded in count and in time.
+Every helper runs its program inside a namespace of the lab (lab/namespaces.py), bounded in count and in time.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import IO
 
 
 
-from axiomnet.lab.netns import CLI_TIMEOUT, IP_TIMEOUT, HarnessError, Namespace, terminate_processes
+from axiomnet.lab.namespaces import IP_TIMEOUT, Namespace
+from axiomnet.lab.processes import CLI_TIMEOUT, HarnessError, terminate_processes
 
 _PING_COUNTS_RE = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
 _PING_RTT_RE = re.compile(r"(?:rtt|round-trip) min/avg/max(?:/mdev|/stddev)? = ([\d.]+)/([\d.]+)/([\d.]+)(?:/([\d.]+))?")

@@ -49,7 +49,8 @@ def drop_reason(counter: str) -> str | None:
 
     Drops are: any counter with "drop" in its name (``dropped_no_route`` -> ``no_route``,
     ``rx_dropped_backpressure`` -> ``rx_backpressure``), datagrams rejected by the protocol core
-    (``rx_<ErrorClass>`` -> ``<error_class>``), ``rx_unknown_receiver``, ``rx_bad_control`` and send errors.
+    (``rx_<metric>``, the name each error class states in axiomnet/errors.py, -> its snake_case),
+    ``rx_unknown_receiver``, ``rx_bad_control`` and send errors.
     """
     if "drop" in counter:
         reason = counter.replace("dropped_", "").replace("_dropped", "").replace("dropped", "")

@@ -41,7 +41,7 @@ import bench_micro  # noqa: E402  (tools/, beside this file)
 
 from axiomnet.constants import DEFAULT_MTU  # noqa: E402
 from benchlab.session_holder import holder_key  # noqa: E402
-from axiomnet.lab import daemons, netns, traffic  # noqa: E402
+from axiomnet.lab import daemons, namespaces, processes, traffic  # noqa: E402
 from benchlab import measure, peers  # noqa: E402
 DOC = ROOT / "docs" / "PERFORMANCE.md"
 DOC_BEGIN = "<!-- tools/bench.py: begin (this section is replaced on each full run) -->"
@@ -119,7 +119,7 @@ class Figures:
             yield
         except Skipped:
             self.unavailable(keys, NOT_SELECTED)
-        except (netns.HarnessError, subprocess.SubprocessError, OSError, RuntimeError, ValueError) as exc:
+        except (processes.HarnessError, subprocess.SubprocessError, OSError, RuntimeError, ValueError) as exc:
             text = str(exc).strip().splitlines()
             reason = f"{name} failed: {text[0] if text else type(exc).__name__}"
             self.failures.append(f"{reason}\n" + "\n".join(text[1:]))
@@ -156,7 +156,7 @@ def all_keys() -> list[str]:
 
 
 # --- the two-node comparison ------------------------------------------------------------------------------------
-def measure_overlay(ov: peers.Overlay, pair: netns.NetnsPair, s: Settings, fig: Figures, *, prefix: str,
+def measure_overlay(ov: peers.Overlay, pair: namespaces.NetnsPair, s: Settings, fig: Figures, *, prefix: str,
                     first_ping: bool = True, loss: bool = False, veth_rtt: float | None = None) -> None:
     """Start both ends of ``ov`` (a, then b), measure, optionally under loss, stop; then again b, then a."""
     ov.prepare()
@@ -193,7 +193,7 @@ def measure_overlay(ov: peers.Overlay, pair: netns.NetnsPair, s: Settings, fig: 
                 node.stop()
 
 
-def _start_in_order(ov: peers.Overlay, pair: netns.NetnsPair, s: Settings, nodes: list[peers.OverlayNode],
+def _start_in_order(ov: peers.Overlay, pair: namespaces.NetnsPair, s: Settings, nodes: list[peers.OverlayNode],
                     order: tuple[str, str]) -> float:
     """Start ``order[0]``, wait until it is up and ``start_gap`` more, start ``order[1]``; ping from a to b until
     a reply; the seconds from the later daemon's process start to that reply. ``nodes`` gets [a, b]."""
@@ -212,7 +212,7 @@ def _start_in_order(ov: peers.Overlay, pair: netns.NetnsPair, s: Settings, nodes
     return replied - started
 
 
-def _under_loss(pair: netns.NetnsPair, target: str, s: Settings) -> float:
+def _under_loss(pair: namespaces.NetnsPair, target: str, s: Settings) -> float:
     """Median Mbit/s with LOSS_PERCENT% of UDP input dropped in both namespaces."""
     try:
         for ns in (pair.a, pair.b):
@@ -225,14 +225,14 @@ def _under_loss(pair: netns.NetnsPair, target: str, s: Settings) -> float:
 
 def offload_flag() -> str | None:
     """The daemon's flag that switches offloads off, if `axiomnet daemon --help` has one."""
-    proc = netns.run_bounded([sys.executable, "-m", "axiomnet", "daemon", "--help"], timeout=netns.CLI_TIMEOUT)
+    proc = processes.run_bounded([sys.executable, "-m", "axiomnet", "daemon", "--help"], timeout=processes.CLI_TIMEOUT)
     match = re.search(r"(--no-offloads?)\b", proc.stdout)
     return match.group(1) if match else None
 
 
 def measure_pair(workdir: Path, s: Settings, fig: Figures, available: dict[str, str | None], meta: dict[str, Any]) -> None:
     """veth, then every overlay at MTU 1420, then AxiomNet's MTU sweep and offloads off, in one NetnsPair."""
-    with netns.NetnsPair() as pair:
+    with namespaces.NetnsPair() as pair:
         with fig.section("raw veth", ["veth_mbps", "veth_rtt_min_ms", "veth_rtt_avg_ms"]):
             if not s.wants("veth"):
                 raise Skipped
@@ -290,7 +290,7 @@ def measure_pair(workdir: Path, s: Settings, fig: Figures, available: dict[str, 
                                                                          tag="nooff", extra_args=[flag]))
 
 
-def _axiomnet_throughput(pair: netns.NetnsPair, workdir: Path, s: Settings, *, mtu: int, tag: str,
+def _axiomnet_throughput(pair: namespaces.NetnsPair, workdir: Path, s: Settings, *, mtu: int, tag: str,
                          extra_args: Sequence[str] = ()) -> float:
     ov = peers.AxiomNetOverlay(pair, workdir, mtu=mtu, tag=tag, extra_args=extra_args)
     ov.prepare()
@@ -308,7 +308,7 @@ def _axiomnet_throughput(pair: netns.NetnsPair, workdir: Path, s: Settings, *, m
 def measure_relay(workdir: Path, s: Settings, fig: Figures) -> None:
     """a - b - c over two veths; a and c peer with b only; the overlay from a to c must go through b."""
     keys = ["axiomnet_relay_mbps", "axiomnet_relay_rtt_avg_ms"]
-    with fig.section("AxiomNet over a relay", keys), netns.NetnsLab() as lab:
+    with fig.section("AxiomNet over a relay", keys), namespaces.NetnsLab() as lab:
         if not s.wants("relay"):
             raise Skipped
         a, b, c = lab.add_namespace("a"), lab.add_namespace("b"), lab.add_namespace("c")
@@ -323,7 +323,7 @@ def measure_relay(workdir: Path, s: Settings, fig: Figures) -> None:
                                  tun=ns.tun_name, log_level="WARNING")
             for ns, mine, hub in ((a, ab.ipv4_a, ab.ipv4_b), (c, bc.ipv4_b, bc.ipv4_a))
         ]
-        if not netns.wait_until(lambda: established(relay) >= 2, s.first_ping_timeout, interval=0.3):
+        if not processes.wait_until(lambda: established(relay) >= 2, s.first_ping_timeout, interval=0.3):
             raise measure.MeasureError(f"the relay did not get both links up within {s.first_ping_timeout:g} s\n"
                                        f"{relay.log_tail()}")
         if daemons.wait_overlay_reachable(ends[0], relay, timeout=s.first_ping_timeout) is None:
@@ -349,24 +349,24 @@ def established(node: daemons.DaemonProcess) -> int:
     """Sessions ``node`` reports established, asked on its admin socket (0 while it cannot answer yet)."""
     try:
         state = node.admin({"cmd": "state"}, timeout=ADMIN_WAIT)
-    except (OSError, ValueError, netns.HarnessError):
+    except (OSError, ValueError, processes.HarnessError):
         return 0
     return sum(1 for row in state.get("sessions", []) if isinstance(row, dict) and row.get("state") == "established")
 
 
 def _idle_figures(pid: int, s: Settings) -> tuple[float, float, int | None]:
     time.sleep(s.idle_settle)
-    cpu0, t0 = netns.process_cpu_seconds(pid), time.monotonic()
+    cpu0, t0 = processes.process_cpu_seconds(pid), time.monotonic()
     time.sleep(s.idle_seconds)
-    cpu = netns.process_cpu_seconds(pid) - cpu0
+    cpu = processes.process_cpu_seconds(pid) - cpu0
     wall = time.monotonic() - t0
-    return 100.0 * cpu / wall, netns.process_memory_kib(pid)["VmRSS"] / 1024, measure.process_threads(pid)
+    return 100.0 * cpu / wall, processes.process_memory_kib(pid)["VmRSS"] / 1024, processes.process_threads(pid)
 
 
 def measure_idle_axiomnet(workdir: Path, s: Settings, fig: Figures) -> None:
     prefix = f"axiomnet_idle{IDLE_PEERS}"
     with fig.section("AxiomNet idle hub", [f"{prefix}_cpu_percent", f"{prefix}_rss_mib", f"{prefix}_threads"]), \
-            netns.NetnsLab() as lab:
+            namespaces.NetnsLab() as lab:
         if not s.wants("idle"):
             raise Skipped
         ns = lab.add_namespace("h")
@@ -380,7 +380,7 @@ def measure_idle_axiomnet(workdir: Path, s: Settings, fig: Figures) -> None:
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:  # their identities in parallel
             list(pool.map(spoke, range(IDLE_PEERS)))
-        if not netns.wait_until(lambda: established(hub) >= IDLE_PEERS, 60.0, interval=0.5):
+        if not processes.wait_until(lambda: established(hub) >= IDLE_PEERS, 60.0, interval=0.5):
             raise measure.MeasureError(f"the hub has {established(hub)} of {IDLE_PEERS} sessions after 60 s")
         cpu, rss, threads = _idle_figures(hub.pid, s)
         fig.set(f"{prefix}_cpu_percent", cpu)
@@ -397,7 +397,7 @@ def measure_idle_yggdrasil(workdir: Path, s: Settings, fig: Figures, reason: str
     if reason is not None:
         fig.unavailable(keys, reason)
         return
-    with fig.section("Yggdrasil idle hub", keys), netns.NetnsLab() as lab:
+    with fig.section("Yggdrasil idle hub", keys), namespaces.NetnsLab() as lab:
         ns = lab.add_namespace("h")
         socket = workdir / "ygg-hub.sock"
         peers.yggdrasil_config(workdir / "ygg-hub.conf", listen="tcp://127.0.0.1:9001", peers=[], tun=ns.tun_name,
@@ -408,7 +408,7 @@ def measure_idle_yggdrasil(workdir: Path, s: Settings, fig: Figures, reason: str
             peers.yggdrasil_config(conf, listen=f"tcp://127.0.0.1:{9002 + i}", peers=["tcp://127.0.0.1:9001"], tun=None,
                                    mtu=None, admin_socket=workdir / f"ygg-spoke{i}.sock")
             peers.start_yggdrasil(ns, conf, workdir / f"ygg-spoke{i}.log")
-        if not netns.wait_until(lambda: peers.yggdrasil_peer_count(ns, socket) >= IDLE_PEERS, 60.0, interval=0.5):
+        if not processes.wait_until(lambda: peers.yggdrasil_peer_count(ns, socket) >= IDLE_PEERS, 60.0, interval=0.5):
             raise measure.MeasureError(f"the Yggdrasil hub has {peers.yggdrasil_peer_count(ns, socket)} of "
                                        f"{IDLE_PEERS} peers after 60 s")
         cpu, rss, threads = _idle_figures(hub.pid, s)
@@ -421,7 +421,7 @@ def measure_idle_yggdrasil(workdir: Path, s: Settings, fig: Figures, reason: str
 def measure_daemon_sessions(workdir: Path, s: Settings, fig: Figures) -> None:
     """RSS growth and CPU of a daemon (no TUN) while a client holds ``s.sessions`` sessions open to it (loopback)."""
     keys = ["axiomnet_daemon_sessions", "axiomnet_daemon_rss_kib_per_session", "axiomnet_daemon_sessions_cpu_percent"]
-    with fig.section("AxiomNet daemon holding sessions", keys), netns.NetnsLab() as lab:
+    with fig.section("AxiomNet daemon holding sessions", keys), namespaces.NetnsLab() as lab:
         if not s.wants("sessions"):
             raise Skipped
         ns = lab.add_namespace("h")
@@ -434,7 +434,7 @@ def measure_daemon_sessions(workdir: Path, s: Settings, fig: Figures) -> None:
         node = daemons.start_daemon(ns, name="holder-target", listen="127.0.0.1:7443", peers=[], data_dir=workdir / "held",
                                     admin_socket=workdir / "held.sock", tun=None, log_level="ERROR",
                                     extra_args=["--config", str(config)])
-        if not netns.wait_until(lambda: node.admin_socket.exists(), 20.0, interval=0.1):
+        if not processes.wait_until(lambda: node.admin_socket.exists(), 20.0, interval=0.1):
             raise measure.MeasureError(f"the daemon did not come up:\n{node.log_tail()}")
         time.sleep(s.idle_settle)
         base = node.memory_kib()["VmRSS"]
@@ -451,13 +451,13 @@ def measure_daemon_sessions(workdir: Path, s: Settings, fig: Figures) -> None:
                 held[0] = max(held[0], established(node))
                 return held[0] >= opened
 
-            netns.wait_until(all_held, SESSIONS_WAIT, interval=1.0)
+            processes.wait_until(all_held, SESSIONS_WAIT, interval=1.0)
             if held[0] < 0.9 * s.sessions:
                 raise measure.MeasureError(f"the daemon holds {held[0]} of {s.sessions} sessions after "
                                            f"{SESSIONS_WAIT:g} s (the client opened {opened})")
             cpu, rss, _ = _idle_figures(node.pid, s)
         finally:
-            netns.terminate_processes([holder], grace=2.0)
+            processes.terminate_processes([holder], grace=2.0)
         fig.set("axiomnet_daemon_sessions", held[0])
         fig.set("axiomnet_daemon_rss_kib_per_session", (rss * 1024 - base) / held[0])
         fig.set("axiomnet_daemon_sessions_cpu_percent", cpu)
@@ -731,7 +731,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": s.describe(),
         "overlays": {},
     }
-    netns.cleanup_leftovers()
+    namespaces.cleanup_leftovers()
     with tempfile.TemporaryDirectory(prefix="axiomnet-bench-") as tmp:
         workdir = Path(tmp)
         (workdir / "pair").mkdir()
@@ -760,7 +760,7 @@ def _progress(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    reason = netns.netns_unavailable_reason()
+    reason = namespaces.netns_unavailable_reason()
     if reason is not None:
         print(f"bench: {reason}", file=sys.stderr)
         return 2

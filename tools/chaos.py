@@ -40,7 +40,7 @@ from dataclasses import dataclass, field  # noqa: E402
 
 from axiomnet.errors import CorruptIdentity  # noqa: E402
 from axiomnet.ops.identity_store import IDENTITY_BACKUP_FILENAME, IDENTITY_FILENAME, TEMP_MARKER, load_identity  # noqa: E402
-from axiomnet.lab import daemons, netns, traffic  # noqa: E402
+from axiomnet.lab import daemons, namespaces, processes, traffic  # noqa: E402
 
 REACH = 20.0
 FAULTS = ["--fault-injection"]  # with AXIOMNET_FAULT_INJECTION=1 (set in main): the daemons accept inject-fault
@@ -48,7 +48,7 @@ RESTART_SPACING = 8.0  # seconds between injected crashes, so a soak never trips
 
 
 class Soak:
-    def __init__(self, pair: netns.NetnsPair, workdir: Path, rng: random.Random) -> None:
+    def __init__(self, pair: namespaces.NetnsPair, workdir: Path, rng: random.Random) -> None:
         self.pair = pair
         self.workdir = workdir
         self.rng = rng
@@ -64,7 +64,7 @@ class Soak:
         ifname = self.pair.link.ifname_a
         self.pair.a.ip("link", "set", "dev", ifname, "down")
         try:
-            if not netns.wait_until(lambda: not self.a.inspect()["peers"][0]["alive"], 15.0, interval=0.5):
+            if not processes.wait_until(lambda: not self.a.inspect()["peers"][0]["alive"], 15.0, interval=0.5):
                 raise AssertionError("partition not detected within 15 s")
         finally:
             self.pair.a.ip("link", "set", "dev", ifname, "up")
@@ -193,7 +193,7 @@ for line in sys.stdin:
 class ForkServer:
     """The warm forking process above, running in namespace ``ns``."""
 
-    def __init__(self, ns: netns.Namespace) -> None:
+    def __init__(self, ns: namespaces.Namespace) -> None:
         self.proc = ns.popen([sys.executable, "-c", _FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True)
         if self._line(60.0) != "ready":
@@ -220,7 +220,7 @@ class ForkServer:
         return None if code is None else int(code)
 
     def close(self) -> None:
-        netns.terminate_processes([self.proc], grace=2.0)
+        processes.terminate_processes([self.proc], grace=2.0)
 
 
 class ForkedDaemon:
@@ -251,7 +251,7 @@ FULL_START_EVERY = 20  # every this many kills the survivor is started for real 
 class KillLoop:
     """Kills of a bare daemon (no TUN, no peer) during start-up, in namespace ``ns`` listening on ``host``."""
 
-    def __init__(self, ns: netns.Namespace, host: str, workdir: Path, rng: random.Random) -> None:
+    def __init__(self, ns: namespaces.Namespace, host: str, workdir: Path, rng: random.Random) -> None:
         self.ns, self.host, self.workdir, self.rng = ns, host, workdir, rng
         workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.stats = KillStats()
@@ -274,11 +274,11 @@ class KillLoop:
         log.write_bytes(b"")
         started = time.monotonic()
         proc = self._start(self.workdir / "calibrate", log)
-        if not netns.wait_until(lambda: "node up" in log.read_text(errors="replace") or proc.poll() is not None,
+        if not processes.wait_until(lambda: "node up" in log.read_text(errors="replace") or proc.poll() is not None,
                                 60.0, interval=0.01):
             raise AssertionError("calibration daemon did not come up")
         took = time.monotonic() - started
-        netns.signal_process(proc.pid, signal.SIGTERM)
+        processes.signal_process(proc.pid, signal.SIGTERM)
         if proc.wait(15.0) != 0:
             raise AssertionError(f"calibration daemon exited {proc.returncode}: {log.read_text()[-1500:]}")
         return took
@@ -287,9 +287,9 @@ class KillLoop:
         """Start, SIGKILL the whole process group at a random moment of its start-up, reap."""
         proc = self._start(data_dir, self.workdir / "kills.log")
         time.sleep(self.rng.uniform(0.0, 1.3 * self.up_seconds))
-        netns.signal_process(proc.pid, signal.SIGKILL)  # (it may not have called setsid yet)
-        netns.signal_group(proc.pid, signal.SIGKILL)  # the daemon's session: it and its identity child
-        if proc.wait(timeout=netns.KILL_WAIT * 3) != -signal.SIGKILL and proc.returncode != 0:
+        processes.signal_process(proc.pid, signal.SIGKILL)  # (it may not have called setsid yet)
+        processes.signal_group(proc.pid, signal.SIGKILL)  # the daemon's session: it and its identity child
+        if proc.wait(timeout=processes.KILL_WAIT * 3) != -signal.SIGKILL and proc.returncode != 0:
             raise AssertionError(f"a daemon exited {proc.returncode} before its kill:\n"
                                  f"{(self.workdir / 'kills.log').read_text()[-1500:]}")
         self.stats.kills += 1
@@ -301,7 +301,7 @@ class KillLoop:
         proc = self._start(data_dir, log)
         d = daemons.DaemonProcess(self.ns, "restart", proc, address="", listen=f"{self.host}:7443",  # type: ignore[arg-type]
                                   data_dir=data_dir, admin_socket=self.workdir / "kill.sock", tun=None, log_path=log)
-        if not netns.wait_until(lambda: "node up" in d.log() or not d.running(), 60.0) or not d.running():
+        if not processes.wait_until(lambda: "node up" in d.log() or not d.running(), 60.0) or not d.running():
             raise AssertionError(f"daemon did not restart after a kill:\n{d.log_tail(20)}")
         public = d.admin({"cmd": "state"})["self"]["public_key"]
         self.stats.peak_rss_kib = max(self.stats.peak_rss_kib, d.memory_kib()["VmHWM"])
@@ -338,7 +338,7 @@ class KillLoop:
                 self.full_start(data_dir, first)
 
 
-def kill_during_traffic(pair: netns.NetnsPair, workdir: Path, rng: random.Random, kills: int) -> KillStats:
+def kill_during_traffic(pair: namespaces.NetnsPair, workdir: Path, rng: random.Random, kills: int) -> KillStats:
     """Daemon B is SIGKILLed at random moments while A pings it (handshakes after each restart, then
     traffic) and restarted on the same data directory: same address, overlay back, A unharmed."""
     stats = KillStats()
@@ -350,9 +350,9 @@ def kill_during_traffic(pair: netns.NetnsPair, workdir: Path, rng: random.Random
                 raise AssertionError(f"overlay down before a kill:\n{a.log_tail(10)}\n{b.log_tail(10)}")
             pinger = a.ns.popen(["ping", "-6", "-n", "-q", "-i", "0.05", "-c", "60", "-W", "1", b.address])
             time.sleep(rng.uniform(0.0, 2.0))
-            netns.signal_group(b.pid, signal.SIGKILL)
-            b.popen.wait(timeout=netns.KILL_WAIT * 3)
-            netns.terminate_processes([pinger], grace=1.0)
+            processes.signal_group(b.pid, signal.SIGKILL)
+            b.popen.wait(timeout=processes.KILL_WAIT * 3)
+            processes.terminate_processes([pinger], grace=1.0)
             stats.kills += 1
             stats.traffic_kills += 1
             state, _ = key_state(b.data_dir)
@@ -376,7 +376,7 @@ def run_kill_loops(kills: int, traffic_kills: int, seed: int) -> int:
     """The kill loops on their own lab; prints a summary line per phase; 0 if every check passed."""
     rng = random.Random(seed)
     failures = 0
-    with netns.NetnsPair(stop_grace=5.0) as pair, tempfile.TemporaryDirectory() as tmp:
+    with namespaces.NetnsPair(stop_grace=5.0) as pair, tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o700)
         loop = KillLoop(pair.a, pair.ip_a, Path(tmp) / "bare", rng)
         try:
@@ -419,12 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.rounds, args.kills, args.traffic_kills) < 0:
         parser.error("--rounds, --kills and --traffic-kills must not be negative")
-    reason = netns.netns_unavailable_reason()
+    reason = namespaces.netns_unavailable_reason()
     if reason is not None:
         print(f"chaos: cannot run here: {reason}", file=sys.stderr)
         return 2
     os.environ["AXIOMNET_FAULT_INJECTION"] = "1"  # the daemons this run starts accept inject-fault
-    netns.cleanup_leftovers()
+    namespaces.cleanup_leftovers()
     if args.kills or args.traffic_kills:
         status = run_kill_loops(args.kills, args.traffic_kills, args.seed)
         if args.rounds == 0 or status != 0:
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     deadline = time.monotonic() + args.seconds
     failures = 0
-    with netns.NetnsPair(stop_grace=5.0) as pair, tempfile.TemporaryDirectory() as tmp:
+    with namespaces.NetnsPair(stop_grace=5.0) as pair, tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o700)
         soak = Soak(pair, Path(tmp), rng)
         soak.reachable()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from axiomnet.lab import netns
+from axiomnet.lab import namespaces
 
 
 def _netns_required() -> bool:
@@ -22,17 +22,17 @@ def _netns_required() -> bool:
 @pytest.fixture(scope="session")
 def netns_unavailable() -> str | None:
     """Why namespaces cannot be used here, or None."""
-    return netns.netns_unavailable_reason()
+    return namespaces.netns_unavailable_reason()
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _leftover_cleanup(netns_unavailable: str | None) -> Iterator[None]:
     """Remove namespaces left by crashed earlier runs before the session, and by this one after it."""
     if netns_unavailable is None:
-        netns.cleanup_leftovers()
+        namespaces.cleanup_leftovers()
     yield
     if netns_unavailable is None:
-        netns.cleanup_leftovers(include_own=True)
+        namespaces.cleanup_leftovers(include_own=True)
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def _needs_netns(request: pytest.FixtureRequest, netns_unavailable: str | None) 
 
 
 @pytest.fixture
-def pair() -> Iterator[netns.NetnsPair]:
+def pair() -> Iterator[namespaces.NetnsPair]:
     """Two fresh namespaces joined by a veth; removed after the test whatever happened."""
-    with netns.NetnsPair(stop_grace=2.0) as p:
+    with namespaces.NetnsPair(stop_grace=2.0) as p:
         yield p

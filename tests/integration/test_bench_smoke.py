@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from axiomnet.lab import netns
+from axiomnet.lab import namespaces, processes
 
 ROOT = Path(__file__).resolve().parents[2]
 NA = "not available: "
@@ -69,7 +69,7 @@ def smoke() -> tuple[int, int, str, dict[str, object]]:
         try:
             out, err = proc.communicate(timeout=30.0)
         except subprocess.TimeoutExpired:
-            netns.signal_group(proc.pid, signal.SIGKILL)
+            processes.signal_group(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
         pytest.fail(f"bench --smoke took longer than {SMOKE_TIMEOUT:g} s:\n{err[-3000:]}")
     try:
@@ -120,14 +120,14 @@ def test_smoke_run_measures_axiomnet_and_every_installed_peer(smoke: tuple[int, 
 def test_smoke_run_leaves_no_namespace_and_no_marker(smoke: tuple[int, int, str, dict[str, object]]) -> None:
     pid = smoke[0]
     leftovers = []
-    if netns.MARKER_DIR.is_dir():
-        for marker in netns.MARKER_DIR.glob("*.json"):
+    if namespaces.MARKER_DIR.is_dir():
+        for marker in namespaces.MARKER_DIR.glob("*.json"):
             try:
                 data = json.loads(marker.read_text())
             except (OSError, ValueError):
                 continue
             if data.get("pid") == pid:
-                leftovers += [name for name in data.get("namespaces", []) if name in netns.list_namespaces()] or [marker.name]
+                leftovers += [name for name in data.get("namespaces", []) if name in namespaces.list_namespaces()] or [marker.name]
     assert not leftovers, f"the smoke run left {leftovers}"
 
 
@@ -162,6 +162,6 @@ def test_a_failed_measurement_says_why_instead_of_a_figure() -> None:
     figures = bench.Figures()  # type: ignore[attr-defined]
     with figures.section("the thing", ["a_mbps", "b_ms"]):
         figures.set("a_mbps", 12.5)
-        raise netns.HarnessError("it broke\ndetails")
+        raise processes.HarnessError("it broke\ndetails")
     assert figures.values == {"a_mbps": 12.5, "b_ms": NA + "the thing failed: it broke"}
     assert figures.failures and figures.failures[0].startswith("the thing failed: it broke")

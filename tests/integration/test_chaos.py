@@ -18,7 +18,7 @@ import pytest
 
 from axiomnet.constants import BREAKER_FAILURE_THRESHOLD, MAX_QUEUED_BATCHES, READER_BATCH_MAX
 from axiomnet.ops.identity_store import IDENTITY_FILENAME
-from axiomnet.lab import daemons, netns, traffic
+from axiomnet.lab import cgroups, daemons, namespaces, processes, traffic
 from tests.integration.test_daemon import assert_reachable
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -37,7 +37,7 @@ def test_chaos_inject_network_partition_is_detected_logged_and_healed(pair, work
     assert_reachable(a, b)
     pair.a.ip("link", "set", "dev", pair.link.ifname_a, "down")
     try:
-        assert netns.wait_until(lambda: "routes withdrawn" in a.log(), 15.0), a.log_tail(20)
+        assert processes.wait_until(lambda: "routes withdrawn" in a.log(), 15.0), a.log_tail(20)
         assert a.running() and b.running()
         peers = a.inspect()["peers"]
         assert peers and not peers[0]["alive"]
@@ -47,8 +47,8 @@ def test_chaos_inject_network_partition_is_detected_logged_and_healed(pair, work
     assert_reachable(b, a)
 
 
-def nft(ns: netns.Namespace, *rule: str) -> None:
-    proc = ns.exec(["nft", *rule], timeout=netns.IP_TIMEOUT)
+def nft(ns: namespaces.Namespace, *rule: str) -> None:
+    proc = ns.exec(["nft", *rule], timeout=namespaces.IP_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -67,7 +67,7 @@ def test_chaos_send_failures_open_the_circuit_breaker_visibly_and_it_closes_afte
             sock = a.actor_view("socket")
             return sock.get("breakers_open", 0) >= 1 and sock.get("tx_dropped_breaker_open", 0) > 0
 
-        assert netns.wait_until(breaker_open, 30.0, interval=0.5), a.log_tail(20)
+        assert processes.wait_until(breaker_open, 30.0, interval=0.5), a.log_tail(20)
         log = a.log()  # before the snapshot: openings only grow, so the log can only lag behind it
         sock = a.actor_view("socket")
         assert sock["tx_errors"] >= BREAKER_FAILURE_THRESHOLD
@@ -78,7 +78,7 @@ def test_chaos_send_failures_open_the_circuit_breaker_visibly_and_it_closes_afte
         assert a.running()
     finally:
         nft(pair.a, "delete", "table", "inet", "axnchaos")
-    assert netns.wait_until(lambda: "work again: circuit closed" in a.log(), 60.0, interval=0.5), a.log_tail(20)
+    assert processes.wait_until(lambda: "work again: circuit closed" in a.log(), 60.0, interval=0.5), a.log_tail(20)
     assert_reachable(a, b)
     assert_reachable(b, a)
     assert a.actor_view("socket")["breakers_open"] == 0
@@ -101,9 +101,9 @@ def test_chaos_exhaust_file_descriptors_with_100_peers_fails_clearly_or_runs_all
             proc = pair.a.popen(args, stdout=log, stderr=subprocess.STDOUT)
         d = daemons.DaemonProcess(pair.a, f"fd{limit}", proc, address="", listen="", data_dir=data_dir,
                                   admin_socket=workdir / "fd.sock", tun=pair.a.tun_name, log_path=log_path)
-        assert netns.wait_until(lambda: not d.running() or "node up" in d.log(), 30.0), d.log_tail(20)
+        assert processes.wait_until(lambda: not d.running() or "node up" in d.log(), 30.0), d.log_tail(20)
         if d.running():
-            assert netns.wait_until(lambda: d.actor_view("socket").get("indices", 0) == 100, 20.0)
+            assert processes.wait_until(lambda: d.actor_view("socket").get("indices", 0) == 100, 20.0)
             held = []
             for _ in range(8):  # connections waiting in the backlog cost the daemon no descriptor
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -163,10 +163,10 @@ def test_chaos_fill_disk_during_key_write_daemon_exits_with_a_clear_error_and_no
     assert grown.returncode == 0, grown.stderr  # room for the key and its backup (a 4 KiB page each)
     started = pair.a.popen(args)
     try:
-        assert netns.wait_until(lambda: (data_dir / IDENTITY_FILENAME).exists() or started.poll() is not None, 30.0)
+        assert processes.wait_until(lambda: (data_dir / IDENTITY_FILENAME).exists() or started.poll() is not None, 30.0)
         assert started.poll() is None
     finally:
-        netns.terminate_processes([started], grace=10.0)
+        processes.terminate_processes([started], grace=10.0)
     assert started.returncode == 0
 
 
@@ -179,7 +179,7 @@ MEMORY_LIMIT_MIB = 48 + MAX_QUEUED_BATCHES * READER_BATCH_MAX // 1024
 
 @pytest.fixture
 def memory_cgroups() -> None:
-    reason = netns.memory_cgroup_unavailable_reason()
+    reason = cgroups.memory_cgroup_unavailable_reason()
     if reason is not None:  # CI (root, cgroup v1 mounted) must run it: there a missing controller fails
         (pytest.fail if os.environ.get("CI", "").lower() == "true" else pytest.skip)(reason)
 
@@ -192,7 +192,7 @@ def test_chaos_memory_pressure_cgroup_limit_flooded_daemon_sheds_counts_and_is_n
     peer's traffic flows throughout and after."""
     attacker, link = pair.add_attacker(pair.a, extra_addresses=8)
     sources = [link.ipv4_b] + [f"198.18.1.{10 + i}" for i in range(8)]
-    with netns.MemoryCgroup(pair, "mem", MEMORY_LIMIT_MIB << 20) as group:
+    with cgroups.MemoryCgroup(pair, "mem", MEMORY_LIMIT_MIB << 20) as group:
         pair.a.memory_cgroup = group  # A is born in the group: everything it allocates is charged
         a, b = daemons.start_daemon_pair(pair, workdir)
         pair.a.memory_cgroup = None

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from axiomnet.lab import netns, traffic
+from axiomnet.lab import namespaces, processes, traffic
 from tests.integration import dockerlab
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -34,7 +34,7 @@ def _required() -> bool:
 @pytest.fixture(scope="module")
 def docker() -> Iterator[dockerlab.Docker]:
     try:
-        with dockerlab.docker_session(netns.new_run_id()) as session:
+        with dockerlab.docker_session(namespaces.new_run_id()) as session:
             yield session
     except dockerlab.DockerUnavailable as exc:
         if _required():
@@ -53,7 +53,7 @@ def image(docker: dockerlab.Docker) -> str:
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.5) -> bool:  # type: ignore[no-untyped-def]
-    return netns.wait_until(predicate, timeout, interval=interval)
+    return processes.wait_until(predicate, timeout, interval=interval)
 
 
 def health(docker: dockerlab.Docker, container: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from axiomnet.constants import DIAL_BACKOFF_MAX, SHUTDOWN_DEADLINE
-from axiomnet.lab import daemons, netns, traffic
+from axiomnet.lab import daemons, processes, traffic
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -21,7 +21,7 @@ REACH_TIMEOUT = 15.0
 
 
 def wait_established(daemon: daemons.DaemonProcess, timeout: float = REACH_TIMEOUT) -> bool:
-    return netns.wait_until(lambda: daemon.established_sessions() >= 1, timeout, interval=0.2)
+    return processes.wait_until(lambda: daemon.established_sessions() >= 1, timeout, interval=0.2)
 
 
 def assert_reachable(a: daemons.DaemonProcess, b: daemons.DaemonProcess) -> None:
@@ -33,7 +33,7 @@ def handshakes_sent(daemon: daemons.DaemonProcess) -> int:
     """Datagrams a daemon without any session sent: its handshake initiations and their retransmissions."""
     try:
         return int(daemon.inspect(timeout=5.0)["counters"]["socket"].get("tx_datagrams", 0))
-    except (netns.HarnessError, KeyError):  # not up yet
+    except (processes.HarnessError, KeyError):  # not up yet
         return 0
 
 
@@ -89,7 +89,7 @@ def test_udp_timeout_allows_shutdown_sigterm_without_any_traffic_exits_0_and_rem
     failures #1 and #9) gets SIGTERM and exits 0 by itself, within the 5 s it promises, TUN device gone."""
     d = daemons.start_daemon(pair.a, name="lone", listen=f"{pair.ip_a}:7443", peers=[], data_dir=workdir / "lone",
                            admin_socket=workdir / "lone.sock", tun=pair.a.tun_name)
-    assert netns.wait_until(lambda: "node up" in d.log() and tun_exists(d), 10.0), d.log_tail(30)
+    assert processes.wait_until(lambda: "node up" in d.log() and tun_exists(d), 10.0), d.log_tail(30)
     code = d.stop(timeout=10.0)
     assert code == 0, d.log_tail(30)
     assert not d.killed  # it was not SIGKILLed, and exit 0 means its own 5 s shutdown watchdog did not fire
@@ -129,7 +129,7 @@ def test_second_signal_exits_at_once(pair, workdir):
     # process is gone right after): so "SIGINT received" may or may not be there, "second signal" always is.
     assert "second signal: exiting at once" in log, log[-3000:]
     assert "stopped cleanly" not in log  # it did not wait for the orderly shutdown
-    assert netns.wait_until(lambda: not tun_exists(a), 5.0)  # the kernel removes the TUN with the process
+    assert processes.wait_until(lambda: not tun_exists(a), 5.0)  # the kernel removes the TUN with the process
 
 
 def test_restarted_daemon_keeps_its_address_and_traffic_resumes(pair, workdir):
@@ -158,9 +158,9 @@ def test_first_ping_comes_soon_after_the_later_daemon_starts(pair, workdir, firs
 
     early = start(first, second)
     # The early node dials into the void until its re-dial backoff reaches its cap (condition, not a sleep).
-    assert netns.wait_until(lambda: handshakes_sent(early) >= 5, 30.0, interval=0.5), early.log_tail(20)
+    assert processes.wait_until(lambda: handshakes_sent(early) >= 5, 30.0, interval=0.5), early.log_tail(20)
     late = start(second, first)
-    assert netns.wait_until(lambda: "node up" in late.log(), 30.0), late.log_tail(20)
+    assert processes.wait_until(lambda: "node up" in late.log(), 30.0), late.log_tail(20)
     up = time.monotonic()
     took = daemons.wait_overlay_reachable(early, late, timeout=REACH_TIMEOUT)
     assert took is not None, late.log_tail(30)
@@ -174,7 +174,7 @@ def test_session_actor_crash_is_restarted_and_ping_works_again(pair, workdir, fa
     a, b = daemons.start_daemon_pair(pair, workdir, extra_args=FAULTS)
     assert_reachable(a, b)
     assert a.admin({"cmd": "inject-fault", "actor": "session"}) == {"ok": True, "actor": "session"}
-    assert netns.wait_until(lambda: "session actor for" in a.log(), 5.0)
+    assert processes.wait_until(lambda: "session actor for" in a.log(), 5.0)
     assert_reachable(a, b)
     assert wait_established(a)
     assert a.running() and b.running()
@@ -185,7 +185,7 @@ def test_router_actor_crash_is_restarted_and_ping_works_again(pair, workdir, fau
     a, b = daemons.start_daemon_pair(pair, workdir, extra_args=FAULTS)
     assert_reachable(a, b)
     assert a.admin({"cmd": "inject-fault", "actor": "router"}) == {"ok": True, "actor": "router"}
-    assert netns.wait_until(lambda: "actor router restarted" in a.log(), 10.0), a.log_tail(30)
+    assert processes.wait_until(lambda: "actor router restarted" in a.log(), 10.0), a.log_tail(30)
     assert_reachable(a, b)
     state = a.inspect()
     router_row = next(r for r in state["actors"] if r["name"] == "router")

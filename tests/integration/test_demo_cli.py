@@ -44,7 +44,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from axiomnet.lab import netns  # noqa: E402
+from axiomnet.lab import namespaces  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +65,7 @@ def test_default_demo_passes_and_leaves_nothing_behind(capsys: pytest.CaptureFix
                  "RESULT: PASS"):
         assert line in out, out[-3000:]
     spaces = _namespaces_named_in(out)
-    assert len(spaces) == 2 and not spaces & set(netns.list_namespaces())
+    assert len(spaces) == 2 and not spaces & set(namespaces.list_namespaces())
 
 
 @pytest.mark.netns
@@ -83,7 +83,7 @@ def test_a_failed_check_fails_the_demo_and_still_cleans_up(monkeypatch: pytest.M
     assert "FAIL  TCP 1 MB A -> B          connection reset (simulated)" in out and "RESULT: FAIL" in out
     assert "daemon logs kept in" in out
     spaces = _namespaces_named_in(out)
-    assert len(spaces) == 2 and not spaces & set(netns.list_namespaces())
+    assert len(spaces) == 2 and not spaces & set(namespaces.list_namespaces())
 
 
 @pytest.mark.netns
@@ -92,7 +92,7 @@ def test_demo_with_4_nodes_in_a_line_in_a_short_mode(capsys: pytest.CaptureFixtu
     code = demo.run_demo(argparse.Namespace(nodes=4, topology="line", seconds=1.0, size_mb=1))
     out = capsys.readouterr().out
     spaces = _namespaces_named_in(out)
-    assert len(spaces) == 4 and not spaces & set(netns.list_namespaces())  # cleaned up, whatever the result
+    assert len(spaces) == 4 and not spaces & set(namespaces.list_namespaces())  # cleaned up, whatever the result
     for pair in ("A -> B", "A -> C", "A -> D", "B -> C", "B -> D", "C -> D"):
         assert f"PASS  ping {pair}" in out, out[-3000:]
     assert "PASS  TCP 1 MB A -> D" in out
@@ -135,4 +135,4 @@ def test_ctrl_c_stops_the_demo_and_removes_everything(tmp_path) -> None:  # type
     run_ids = set(re.findall(r"tun axn([0-9a-f]{6})t", output))
     assert len(run_ids) == 1, output
     (run_id,) = run_ids
-    assert not [name for name in netns.list_namespaces() if run_id in name]
+    assert not [name for name in namespaces.list_namespaces() if run_id in name]

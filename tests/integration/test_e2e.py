@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from axiomnet.lab import daemons, netns, traffic
+from axiomnet.lab import daemons, namespaces, processes, traffic
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ def canary() -> bytes:
 
 
 def test_a_canary_crosses_the_relay_encrypted_end_to_end(workdir):
-    with netns.NetnsLab(stop_grace=2.0) as lab:
+    with namespaces.NetnsLab(stop_grace=2.0) as lab:
         a, relay, b = daemons.start_overlay(lab, 3, [(0, 1), (1, 2)], workdir)
         assert daemons.wait_overlay_reachable(a, b, timeout=REACH_TIMEOUT) is not None, a.log_tail(30)
         payload = canary()
@@ -48,7 +48,7 @@ def test_a_canary_crosses_the_relay_encrypted_end_to_end(workdir):
 
 def test_a_relay_that_flips_a_bit_makes_the_destination_drop_and_count(workdir, monkeypatch):
     monkeypatch.setenv("AXIOMNET_FAULT_INJECTION", "1")  # with --fault-injection: both halves of the gate
-    with netns.NetnsLab(stop_grace=2.0) as lab:
+    with namespaces.NetnsLab(stop_grace=2.0) as lab:
         a, relay, b = daemons.start_overlay(lab, 3, [(0, 1), (1, 2)], workdir, extra_args=["--fault-injection"])
         assert daemons.wait_overlay_reachable(a, b, timeout=REACH_TIMEOUT) is not None, a.log_tail(30)
         before = b.inspect()["counters"]["e2e"].get("rx_rejected", 0)
@@ -57,6 +57,6 @@ def test_a_relay_that_flips_a_bit_makes_the_destination_drop_and_count(workdir, 
         got = traffic.udp_canary(b.ns, a.ns, b.address, payload, sends=3, timeout=5.0)
         assert got.payload is None, "a tampered packet was delivered"
         assert relay.inspect()["counters"]["router"].get("fault_corrupted") == 3
-        assert netns.wait_until(lambda: b.inspect()["counters"]["e2e"].get("rx_rejected", 0) >= before + 3, 10.0)
+        assert processes.wait_until(lambda: b.inspect()["counters"]["e2e"].get("rx_rejected", 0) >= before + 3, 10.0)
         # Untampered traffic flows again at once.
         assert traffic.udp_canary(b.ns, a.ns, b.address, payload).payload == payload

@@ -21,7 +21,7 @@ import pytest
 
 from axiomnet.constants import FILE_IO_TIMEOUT
 from axiomnet.ops.identity_store import IDENTITY_BACKUP_FILENAME, IDENTITY_FILENAME, load_identity
-from axiomnet.lab import daemons, netns, traffic
+from axiomnet.lab import daemons, namespaces, processes, traffic
 from tests.integration.test_daemon import assert_reachable
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -56,13 +56,13 @@ def slow_disk(tmp_path: Path) -> Iterator[Path]:
     server = subprocess.Popen([sys.executable, str(SLOW_FUSE), str(backing), str(mount), str(FUSE_OPEN_DELAY)],
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        if not netns.wait_until(lambda: os.path.ismount(mount) or server.poll() is not None, 15.0):
+        if not processes.wait_until(lambda: os.path.ismount(mount) or server.poll() is not None, 15.0):
             pytest.fail("the FUSE file system did not mount within 15 s")
         assert server.poll() is None, server.stderr.read() if server.stderr else ""
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
-        netns.terminate_processes([server], grace=2.0)
+        processes.terminate_processes([server], grace=2.0)
         if server.stderr:
             server.stderr.close()
 
@@ -89,7 +89,7 @@ def test_file_io_timeout_on_slow_disk_fuse_open_sleeps_20s(pair, workdir, slow_d
     assert not [n for n in os.listdir(backing) if ".tmp-" in n]  # nothing half-written behind the timeout
 
 
-def start_lone(pair: netns.NetnsPair, workdir: Path, name: str) -> daemons.DaemonProcess:
+def start_lone(pair: namespaces.NetnsPair, workdir: Path, name: str) -> daemons.DaemonProcess:
     """A daemon with no peers, started directly (lab's start_daemon reads the identity first, and would do
     the recovery under test itself)."""
     log_path = workdir / f"{name}.log"
@@ -99,7 +99,7 @@ def start_lone(pair: netns.NetnsPair, workdir: Path, name: str) -> daemons.Daemo
         proc = pair.a.popen(args, stdout=log, stderr=subprocess.STDOUT)
     d = daemons.DaemonProcess(pair.a, name, proc, address="", listen=f"{pair.ip_a}:7443", data_dir=workdir / "node",
                               admin_socket=workdir / "node.sock", tun=None, log_path=log_path)
-    assert netns.wait_until(lambda: "node up" in d.log() or not d.running(), 30.0), d.log_tail(20)
+    assert processes.wait_until(lambda: "node up" in d.log() or not d.running(), 30.0), d.log_tail(20)
     assert d.running(), d.log_tail(20)
     return d
 
@@ -163,7 +163,7 @@ def test_graceful_shutdown_stops_heartbeat_with_a_peer(pair, workdir):
     def heartbeats_seen() -> int:
         return sum(1 for d in capture.seen() if d.src == pair.ip_a and d.ptype == 6)  # 6: CONTROL (heartbeats)
 
-    assert netns.wait_until(lambda: heartbeats_seen() >= 3, 15.0), "no heartbeats from A on the wire"
+    assert processes.wait_until(lambda: heartbeats_seen() >= 3, 15.0), "no heartbeats from A on the wire"
     a.popen.send_signal(signal.SIGTERM)
     assert a.popen.wait(timeout=15) == 0, a.log_tail(30)
     datagrams = capture.stop()

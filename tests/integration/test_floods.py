@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from axiomnet.constants import MAX_QUEUED_BATCHES, READER_BATCH_MAX
-from axiomnet.lab import daemons, netns, traffic
+from axiomnet.lab import daemons, namespaces, processes, traffic
 from tests.integration.test_daemon import assert_reachable
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -38,7 +38,7 @@ def workdir(tmp_path: Path) -> Path:
 class Arena:
     """Daemons A and B on the pair, the attacker namespace on A, and real datagrams captured from the link."""
 
-    def __init__(self, pair: netns.NetnsPair, workdir: Path) -> None:
+    def __init__(self, pair: namespaces.NetnsPair, workdir: Path) -> None:
         self.pair = pair
         self.attacker, self.attacker_link = pair.add_attacker(pair.a, extra_addresses=8)
         self.sources = [self.attacker_link.ipv4_b] + [f"198.18.1.{10 + i}" for i in range(8)]
@@ -59,7 +59,7 @@ class Arena:
             samples.append(self.a.memory_kib()["VmRSS"])
             return abs(samples[-1] - samples[-2]) < 256
 
-        assert netns.wait_until(settled, 20.0, interval=0.5), samples
+        assert processes.wait_until(settled, 20.0, interval=0.5), samples
         return samples[-1]
 
     def ping_during(self, seconds: float) -> subprocess.Popen[str]:
@@ -89,7 +89,7 @@ def assert_healthy_after(arena: Arena, ping: traffic.PingResult, peak_kib: int) 
     assert [s["state"] for s in state["sessions"]] == ["established"]
     growth = (peak_kib - arena.baseline_kib) / 1024
     assert growth < FLOOD_PEAK_GROWTH_MIB, f"RSS grew {growth:.1f} MiB during the flood"
-    assert netns.wait_until(lambda: arena.rss_mib_above_baseline() < FLOOD_RESIDUE_MIB, 10.0), \
+    assert processes.wait_until(lambda: arena.rss_mib_above_baseline() < FLOOD_RESIDUE_MIB, 10.0), \
         f"RSS stayed {arena.rss_mib_above_baseline():.1f} MiB above the baseline"
     # Nothing per packet above DEBUG: the log grew by a handful of lines at most, none a traceback.
     new = arena.new_log()
@@ -105,7 +105,7 @@ def test_chaos_send_malformed_packets_flood_of_10000_random_and_mutated_datagram
     of captured datagrams (verbatim and with forged counters)."""
     arena = Arena(pair, workdir)
     pinger = arena.ping_during(8.0)
-    with netns.PeakMemory(arena.a.pid) as peak:
+    with processes.PeakMemory(arena.a.pid) as peak:
         report = traffic.flood(arena.attacker, pair.ip_a, 7443, mix=traffic.ALL_HOSTILE_KINDS, count=30_000,
                                seconds=30.0, seed=11, captured=arena.captured, ports=64)
     ping = finish_ping(pinger)
@@ -117,7 +117,7 @@ def test_chaos_send_malformed_packets_flood_of_10000_random_and_mutated_datagram
         received.append(arena.a.inspect()["counters"]["socket"]["rx_datagrams"])
         return len(received) > 1 and received[-1] == received[-2]
 
-    assert netns.wait_until(settled, 20.0, interval=0.5)
+    assert processes.wait_until(settled, 20.0, interval=0.5)
     counters = arena.a.inspect()["counters"]
     # Every datagram is accounted for: read and counted by the daemon, or dropped by the kernel with the socket's
     # receive buffer full (RcvbufErrors; seen: 7 of 30,000 in a 1.1 s flood), where no program can see it.
@@ -137,7 +137,7 @@ def test_flood_of_50000_handshake_initiations_from_many_source_ports(pair, workd
     arena = Arena(pair, workdir)
     key = bytes.fromhex(arena.a.inspect()["self"]["public_key"])
     pinger = arena.ping_during(10.0)
-    with netns.PeakMemory(arena.a.pid) as peak:
+    with processes.PeakMemory(arena.a.pid) as peak:
         report = traffic.flood(arena.attacker, pair.ip_a, 7443, mix={"init": 1}, count=50_000, seconds=60.0, seed=5,
                                ports=256, sources=arena.sources, well_formed=0.5, target_key=key)
     ping = finish_ping(pinger)

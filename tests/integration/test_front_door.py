@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from axiomnet.lab import daemons, netns
+from axiomnet.lab import daemons, processes
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -125,7 +125,7 @@ def test_a_neighbour_cannot_deliver_packets_from_addresses_it_does_not_own(pair,
     node = daemons.start_daemon(pair.a, name="node", listen=f"{pair.ip_a}:7443", peers=[], data_dir=tmp_path / "a",
                                 admin_socket=tmp_path / "a.sock", tun=pair.a.tun_name)
     try:
-        assert netns.wait_until(lambda: pair.a.link_exists(pair.a.tun_name), 15.0), node.log_tail(30)
+        assert processes.wait_until(lambda: pair.a.link_exists(pair.a.tun_name), 15.0), node.log_tail(30)
         listener = pair.a.popen([sys.executable, "-c", _LISTENER, str(LISTEN_PORT), str(LISTEN_SECONDS)],
                                 stdout=subprocess.PIPE, text=True)
         assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"  # bound
@@ -140,7 +140,7 @@ def test_a_neighbour_cannot_deliver_packets_from_addresses_it_does_not_own(pair,
             e2e = node.inspect()["counters"]["e2e"]
             return e2e.get("rx_dropped_spoofed_source", 0), e2e.get("rx_dropped_not_for_us", 0)
 
-        assert netns.wait_until(lambda: dropped() == (2, 1), 10.0), node.inspect()["counters"]
+        assert processes.wait_until(lambda: dropped() == (2, 1), 10.0), node.inspect()["counters"]
         out, _ = listener.communicate(timeout=LISTEN_SECONDS + 10)
         rogue_address = str(ipaddress.IPv6Address(bytes.fromhex(report["address"])))
         assert json.loads(out) == ["legit", rogue_address]  # nothing forged reached the service

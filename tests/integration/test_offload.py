@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from axiomnet.lab import daemons, netns, traffic
+from axiomnet.lab import daemons, namespaces, traffic
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -25,7 +25,7 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def start(pair: netns.NetnsPair, workdir: Path, side: str, extra: list[str]) -> daemons.DaemonProcess:
+def start(pair: namespaces.NetnsPair, workdir: Path, side: str, extra: list[str]) -> daemons.DaemonProcess:
     ns, me, other = (pair.a, pair.ip_a, pair.ip_b) if side == "a" else (pair.b, pair.ip_b, pair.ip_a)
     return daemons.start_daemon(ns, name=f"node-{side}", listen=f"{me}:7443", peers=[f"{other}:7443"],
                                 data_dir=workdir / f"node-{side}", admin_socket=workdir / f"node-{side}.sock",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from axiomnet.lab import daemons, netns, traffic
+from axiomnet.lab import daemons, processes, traffic
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -53,7 +53,7 @@ def test_inspect_tables_and_json_of_a_live_daemon(pair, workdir):
         assert section in state
     assert state["health"]["status"] == "healthy" and state["unanswered"] == []
     key_b = b.inspect()["self"]["public_key"]
-    assert netns.wait_until(lambda: established_with(a, key_b), REACH_TIMEOUT)
+    assert processes.wait_until(lambda: established_with(a, key_b), REACH_TIMEOUT)
     proc = cli(a, _INSPECT)
     assert proc.returncode == 0, proc.stderr
     actors = f"ACTORS ({len(state['actors'])})"
@@ -105,7 +105,7 @@ def test_peers_add_makes_a_peer_reachable_and_remove_drops_it(pair, workdir):
                              admin_socket=workdir / "a.sock", tun=pair.a.tun_name)
     b = daemons.start_daemon(pair.b, name="b", listen=f"{pair.ip_b}:7443", peers=[], data_dir=workdir / "b",
                              admin_socket=workdir / "b.sock", tun=pair.b.tun_name)
-    assert netns.wait_until(lambda: a.admin_socket.exists() and b.admin_socket.exists(), 15.0)
+    assert processes.wait_until(lambda: a.admin_socket.exists() and b.admin_socket.exists(), 15.0)
     assert not traffic.ping(pair.a, b.address, count=1, timeout=2.0).ok  # no peering yet
     key_b = b.inspect()["self"]["public_key"]
     proc = cli(a, _AXIOMNET, "peers", "add", f"{pair.ip_b}:7443#{key_b}")
@@ -127,7 +127,7 @@ def test_sighup_applies_a_changed_config_and_refuses_a_broken_one(pair, workdir)
                              admin_socket=workdir / "a.sock", tun=pair.a.tun_name, extra_args=["--config", str(config)])
     b = daemons.start_daemon(pair.b, name="b", listen=f"{pair.ip_b}:7443", peers=[], data_dir=workdir / "b",
                              admin_socket=workdir / "b.sock", tun=pair.b.tun_name)
-    assert netns.wait_until(lambda: a.admin_socket.exists() and b.admin_socket.exists(), 15.0)
+    assert processes.wait_until(lambda: a.admin_socket.exists() and b.admin_socket.exists(), 15.0)
     config.write_text(f'peers = ["{pair.ip_b}:7443"]\n')
     a.popen.send_signal(signal.SIGHUP)
     reachable(a, b)
@@ -135,7 +135,7 @@ def test_sighup_applies_a_changed_config_and_refuses_a_broken_one(pair, workdir)
 
     config.write_text(f'peers = ["{pair.ip_b}:7443"\nmtu = 12\n')  # broken: the running settings must stay
     a.popen.send_signal(signal.SIGHUP)
-    assert netns.wait_until(lambda: "SIGHUP: configuration refused" in a.log(), 10.0), a.log_tail(20)
+    assert processes.wait_until(lambda: "SIGHUP: configuration refused" in a.log(), 10.0), a.log_tail(20)
     assert a.running()
     reachable(a, b)
     assert json.loads(cli(a, _AXIOMNET, "peers", "list", "--json").stdout)["peers"] == [f"{pair.ip_b}:7443"]
@@ -153,16 +153,16 @@ def test_sighup_revokes_and_readmits_a_key_through_allowed_keys(pair, workdir):
 
     config.write_text(f'peers = ["{pair.ip_b}:7443"]\nallowed_keys = []\n')  # nobody but pinned peers
     a.popen.send_signal(signal.SIGHUP)
-    assert netns.wait_until(lambda: "allowed_keys now 0 key(s) and the pinned peers; 1 session(s) closed" in a.log(),
+    assert processes.wait_until(lambda: "allowed_keys now 0 key(s) and the pinned peers; 1 session(s) closed" in a.log(),
                             10.0), a.log_tail(20)
-    assert netns.wait_until(lambda: not established_with(a, key_b), 10.0)
-    assert netns.wait_until(lambda: "allowed_keys does not list" in a.log(), 15.0), a.log_tail(20)  # redial refused
+    assert processes.wait_until(lambda: not established_with(a, key_b), 10.0)
+    assert processes.wait_until(lambda: "allowed_keys does not list" in a.log(), 15.0), a.log_tail(20)  # redial refused
     assert not established_with(a, key_b)
     assert not traffic.ping(pair.a, b.address, count=2, interval=0.2, timeout=2.0).ok
 
     config.write_text(f'peers = ["{pair.ip_b}:7443"]\nallowed_keys = ["{key_b}"]\n')
     a.popen.send_signal(signal.SIGHUP)
-    assert netns.wait_until(lambda: "allowed_keys now 1 key(s)" in a.log(), 10.0), a.log_tail(20)
+    assert processes.wait_until(lambda: "allowed_keys now 1 key(s)" in a.log(), 10.0), a.log_tail(20)
     reachable(a, b)  # dialled again at once, not after the refusals' backoff
     assert a.running() and b.running()
 

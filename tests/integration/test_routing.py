@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from axiomnet.lab import daemons, netns, traffic
+from axiomnet.lab import daemons, namespaces, processes, traffic
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ def logs(ds: list[daemons.DaemonProcess]) -> str:
 
 
 def test_six_nodes_relay_ping_and_transfer_then_route_around_a_dead_relay(workdir):
-    with netns.NetnsLab(stop_grace=2.0) as lab:
+    with namespaces.NetnsLab(stop_grace=2.0) as lab:
         ds = daemons.start_overlay(lab, 6, LINE_AND_CHORD, workdir)
         src, dst = ds[0], ds[4]
         assert reachable(src, dst, REACH_TIMEOUT) is not None, logs(ds)
@@ -53,7 +53,7 @@ def test_six_nodes_relay_ping_and_transfer_then_route_around_a_dead_relay(workdi
 
         killed = ds[3]
         signal_at = time.monotonic()
-        netns.signal_process(killed.pid, signal.SIGKILL)
+        processes.signal_process(killed.pid, signal.SIGKILL)
         killed.popen.wait(5)
         took = reachable(src, dst, REPAIR_DEADLINE)
         assert took is not None, f"no route around node-3 after {REPAIR_DEADLINE} s\n{logs(ds)}"
@@ -67,7 +67,7 @@ def test_six_nodes_relay_ping_and_transfer_then_route_around_a_dead_relay(workdi
 
 
 def test_nodes_join_and_leave_while_traffic_flows(workdir):
-    with netns.NetnsLab(stop_grace=2.0) as lab:
+    with namespaces.NetnsLab(stop_grace=2.0) as lab:
         ds = daemons.start_overlay(lab, 5, [(0, 1), (1, 2), (2, 3), (1, 4), (4, 3)], workdir)
         src, dst = ds[0], ds[3]
         assert reachable(src, dst, REACH_TIMEOUT) is not None, logs(ds)
@@ -83,7 +83,7 @@ def test_nodes_join_and_leave_while_traffic_flows(workdir):
                 victim.ns, name=victim.name + "b", listen="[::]:7443", peers=[], data_dir=victim.data_dir,
                 admin_socket=victim.admin_socket, tun=victim.tun)
             ds[ds.index(victim)] = restarted
-            assert netns.wait_until(lambda: restarted.established_sessions() >= 1, REACH_TIMEOUT, interval=0.2), \
+            assert processes.wait_until(lambda: restarted.established_sessions() >= 1, REACH_TIMEOUT, interval=0.2), \
                 logs(ds)
         pinger.join(40)
         assert pings and pings[0].received > 0, "no reply at all while nodes came and went"
@@ -95,12 +95,12 @@ def test_nodes_join_and_leave_while_traffic_flows(workdir):
         # loop that the hop limit then ended).
         for d in ds:
             state = d.inspect()
-            assert netns.wait_until(lambda d=d: not d.inspect()["lookups"]["pending"], 15.0), state["lookups"]
+            assert processes.wait_until(lambda d=d: not d.inspect()["lookups"]["pending"], 15.0), state["lookups"]
             assert state["counters"]["router"].get("fwd_dropped_hop_limit", 0) == 0
 
 
 def test_inspect_shows_the_tree_and_the_lookup_cache(workdir):
-    with netns.NetnsLab(stop_grace=2.0) as lab:
+    with namespaces.NetnsLab(stop_grace=2.0) as lab:
         ds = daemons.start_overlay(lab, 3, [(0, 1), (1, 2)], workdir)
         assert reachable(ds[0], ds[2], REACH_TIMEOUT) is not None, logs(ds)
         states = [d.inspect() for d in ds]

@@ -1,5 +1,6 @@
 """Deadline timers and wake-up pipes (actors/base.py): an idle actor sleeps without a timeout, is told its message
-at the earliest deadline asked for (an earlier one re-arms the timer), and still stops at once."""
+at the earliest deadline asked for (an earlier one re-arms the timer), and still stops at once. The heartbeat's
+clock (Periodic) and the restart backoffs (Later) are built on the same timer: there is no other."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import SupervisedActor
+from axiomnet.actors.base import Later, Periodic, SupervisedActor
+from axiomnet.actors.heartbeat import HeartbeatActor
 from axiomnet.actors.session import SessionActor
 from axiomnet.control import HandshakePayload
 from axiomnet.identity import Identity
@@ -120,3 +122,53 @@ def test_a_session_actor_asks_the_peer_manager_to_tick_it_at_its_next_deadline(r
     actor.tell(m.TimerDue())
     assert wait_for(lambda: len(wakes()) == 2)
     assert wakes()[1] > first
+
+
+# --- the clocks built on the deadline timer: Periodic (the heartbeat) and Later (restart backoffs) ---------------
+class _FakeTimer:
+    """Records what a clock arms, in place of a DeadlineTimer (``at`` keeps the earliest, as the real one does)."""
+
+    def __init__(self) -> None:
+        self.when: float | None = None
+
+    def at(self, when: float) -> None:
+        self.when = when if self.when is None or when < self.when else self.when
+
+
+def test_a_periodic_clock_stays_on_its_beat_and_never_bursts_after_a_stall() -> None:
+    timer = _FakeTimer()
+    clock = Periodic(timer, 1.0, now=100.0)  # type: ignore[arg-type]
+    assert timer.when == 101.0
+    timer.when = None  # fired
+    assert clock.next(now=101.3) == 102.0  # handled late: the next beat keeps the schedule
+    timer.when = None
+    assert clock.next(now=110.0) == 111.0  # stalled for 8 beats: one beat an interval on, not 8 at once
+
+
+def test_later_hands_back_due_messages_in_time_order_and_re_arms_for_the_next() -> None:
+    timer = _FakeTimer()
+    later = Later(timer)  # type: ignore[arg-type]
+    later.after(3.0, "c", now=0.0)
+    later.after(1.0, "a", now=0.0)
+    later.after(1.0, "b", now=0.0)  # same time: kept in the order given
+    assert timer.when == 1.0
+    assert later.due(now=0.5) == []
+    timer.when = None  # fired
+    assert later.due(now=1.0) == ["a", "b"]
+    assert timer.when == 3.0 and later.next_deadline() == 3.0
+    later.clear()
+    assert later.due(now=10.0) == [] and len(later) == 0
+
+
+def test_the_heartbeat_tells_the_router_on_its_clock_and_stops_with_its_thread(recorder) -> None:
+    router = recorder()
+    beat = HeartbeatActor.start(None, {"router": router}, interval=0.05)
+    started = time.monotonic()
+
+    def ticks() -> int:
+        return len([x for x in router.ask(GetOther(), timeout=5) if isinstance(x, m.HeartbeatTick)])
+
+    assert wait_for(lambda: ticks() >= 4)
+    assert time.monotonic() - started >= 3 * 0.05  # not all at once: one per interval
+    assert beat.ask(m.Snapshot(), timeout=5)["ticks_sent"] >= 4
+    beat.stop(block=True, timeout=5)  # the autouse fixture checks its timer thread is gone

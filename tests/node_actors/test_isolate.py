@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from axiomnet.errors import IdentityError, InsecureIdentityPermissions, IOTimeout
+from axiomnet.errors import CorruptIdentity, IdentityError, InsecureIdentityPermissions, IOTimeout
 from axiomnet.ops.identity_store import IDENTITY_FILENAME, load_identity
 from axiomnet.actors import isolate
 
@@ -27,6 +27,18 @@ def test_errors_in_the_child_are_raised_in_the_parent_with_their_class(tmp_path:
     os.chmod(data_dir, 0o777)
     with pytest.raises(InsecureIdentityPermissions, match="chmod 700"):
         isolate.load_or_create_identity_isolated(data_dir)
+
+
+def test_a_child_error_is_raised_as_its_nearest_listed_class_whatever_its_own_name(tmp_path: Path, monkeypatch) -> None:
+    class FoundLaterInTheFile(CorruptIdentity):  # a class the parent's table does not list: its parent's type wins
+        pass
+
+    def corrupt(data_dir: Path, timeout: float):
+        raise FoundLaterInTheFile("checksum mismatch")
+
+    monkeypatch.setattr(isolate, "load_or_create_identity", corrupt)
+    with pytest.raises(CorruptIdentity, match="checksum mismatch"):
+        isolate.load_or_create_identity_isolated(tmp_path / "node")
 
 
 def test_a_child_that_never_answers_is_abandoned_within_the_bound(tmp_path: Path, monkeypatch) -> None:

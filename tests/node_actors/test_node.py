@@ -216,6 +216,7 @@ sys.exit(node.run_daemon(config))
 """
 
 
+@pytest.mark.slow
 def test_a_stop_signal_during_start_up_ends_it_cleanly(tmp_path: Path):
     # CI saw a daemon SIGTERMed right after it wrote its identity die of the signal (-15): the handlers were
     # installed only after the identity, the peers and the listen address were ready. They come first now.

@@ -7,12 +7,15 @@ import time
 from typing import Any
 
 import pykka
+import pytest
 
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import TwoLaneInbox, bounded_tell
 from axiomnet.actors.router import RouterActor
 from axiomnet.constants import DEAD_PROBE_INTERVAL, MAX_QUEUED_BATCHES, PEER_DEAD_AFTER
+from axiomnet.errors import InvalidAnnouncement
 from axiomnet.identity import Identity
+from axiomnet.tree import Tree
 from tests.node_actors.fakes import GetOther, GetWritten, wait_for
 
 
@@ -74,6 +77,23 @@ def test_forged_announcement_is_counted_not_fatal(recorder):
     counters = router.ask(m.Snapshot(), timeout=5)["counters"]  # same lane as the announcements: behind them
     assert sum(v for k, v in counters.items() if k.startswith("announce_")) == 4
     assert router.is_alive()
+
+
+def test_refused_announcements_are_counted_under_the_errors_metric_not_its_class_name(recorder, monkeypatch):
+    class RenamedForTheTest(InvalidAnnouncement):  # a class name no metric carries
+        pass
+
+    def refuse(self: Any, key: bytes, data: bytes, now: float) -> None:
+        raise RenamedForTheTest("refused")
+
+    monkeypatch.setattr(Tree, "receive", refuse)
+    a, b = ident(1), ident(2)
+    router = RouterActor.start(None, {}, a, seq_start=10)
+    router.tell(m.SessionUp(recorder(), b.public_key, ("192.0.2.2", 1), True))
+    router.tell(m.Announce(b.public_key, b"anything"))
+    counters = router.ask(m.Snapshot(), timeout=5)["counters"]
+    assert counters["announce_InvalidAnnouncement"] == 1
+    assert not [k for k in counters if "RenamedForTheTest" in k]
 
 
 def test_datagrams_for_an_unknown_destination_wait_behind_a_lookup_that_has_no_tree(recorder):
@@ -174,6 +194,7 @@ def test_a_saturated_data_lane_sheds_data_but_not_announcements():
     ref.stop()
 
 
+@pytest.mark.slow
 def test_chaos_simulate_lock_contention_1000_concurrent_writers_complete_without_deadlock(recorder):
     """Seed chaos 'simulate lock contention': 1,000 threads hit the router (the routing table) at once."""
     router = RouterActor.start(None, {}, ident(1), seq_start=10)

@@ -281,3 +281,18 @@ def test_a_refused_index_is_picked_again_and_the_init_sent_under_the_new_one(dia
     (resp,), _ = peer.answer(again.send[0][0])
     actor.tell(m.Datagrams([(resp, ENDPOINT)]))
     assert wait_for(lambda: actor.ask(m.Snapshot(), timeout=5)["state"] == "established")
+
+
+def test_a_key_that_allowed_keys_does_not_list_is_refused_and_counted_as_such(recorder):
+    peer, me = Peer(), Identity.generate()
+    sock = recorder()
+    actor = SessionActor.start(None, {"socket": sock, "router": recorder()}, static_private=me.private_key,
+                               static_public=me.public_key, self_address=me.address.packed, endpoint=ENDPOINT,
+                               expected_key=peer.identity.public_key, dial=True, local_payload=HandshakePayload(),
+                               allowed_keys=frozenset({Identity.generate().public_key}))
+    assert wait_for(lambda: len(sock.ask(GetSent())) == 1)
+    (resp,), _ = peer.answer(sock.ask(GetSent())[0][0])
+    actor.tell(m.Datagrams([(resp, ENDPOINT)]))
+    assert wait_for(lambda: actor.ask(m.Snapshot(), timeout=5)["counters"].get("keys_refused") == 1)
+    snap = actor.ask(m.Snapshot(), timeout=5)
+    assert "key_mismatches" not in snap["counters"] and snap["state"] != "established"

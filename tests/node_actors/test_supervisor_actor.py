@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from axiomnet.supervision import RestartPolicy
@@ -94,3 +95,21 @@ def test_crash_loop_beyond_intensity_is_fatal():
     assert "crashed more than 2 times" in reasons[0]
     sup.ask(StopAll(), timeout=10)
     sup.stop()
+
+
+def test_a_crashed_child_is_restarted_after_its_backoff_not_before():
+    """The backoff runs on the supervisor's deadline timer (actors/base.py Later), its only clock."""
+    starts: list[float] = []
+
+    def start(sup: Any, refs: dict[str, Any]) -> Any:
+        starts.append(time.monotonic())
+        return Child.start(sup, refs, "a")
+
+    sup = SupervisorActor.start([ChildSpec("a", start)], on_fatal=lambda reason: None,
+                                policy=RestartPolicy(backoff_initial=0.3))
+    sup.ask(StartAll(), timeout=10)
+    sup.ask(m.GetRef("a"), timeout=5).tell(m.InjectFault("test"))
+    assert wait_for(lambda: len(starts) == 2)
+    assert starts[1] - starts[0] >= 0.3
+    sup.ask(StopAll(), timeout=10)
+    sup.stop()  # the autouse fixture checks that no axn- thread (its timer) outlived it

@@ -152,6 +152,7 @@ def test_handshake_payload_without_caps_decodes() -> None:
 
 
 # --- fuzzing ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=FUZZ_INPUTS, deadline=None)
 @given(data=st.binary(max_size=300))
 def test_arbitrary_bytes_only_decode_or_raise_protocol_errors(data: bytes) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import networkx as nx
+import pytest
 from tests.unit.overlay_net import Overlay
 from tests.unit.stack_net import Stack
 
@@ -198,6 +199,7 @@ def test_relays_across_the_overlay_see_only_ciphertext() -> None:
     assert relayed and not any(canary in p for p in relayed)
 
 
+@pytest.mark.slow
 def test_traffic_across_three_hops_flows_through_link_and_end_to_end_rekeys() -> None:
     """Issue 9: four nodes in a line, one packet a second from end to end for 3.5 rekey periods; every link
     session and the end-to-end session rekey, and nothing sent after the first contact is lost."""

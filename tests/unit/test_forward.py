@@ -26,6 +26,7 @@ def settle(overlay: Overlay, ticks: int = 16) -> Overlay:
     return overlay
 
 
+@pytest.mark.slow
 def test_every_pair_of_a_random_graph_delivers_with_low_stretch() -> None:
     g = nx.random_geometric_graph(40, 0.3, seed=5)
     overlay = settle(Overlay(g, seed=5), 25)
@@ -45,6 +46,7 @@ def test_the_delivered_payload_names_its_source_address() -> None:
     assert overlay.nodes[3].delivered == [(overlay.address(0), b"x")]
 
 
+@pytest.mark.slow
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(8, 30), st.integers(0, 2**16))
 def test_prop_after_convergence_every_pair_delivers_without_loops(n: int, seed: int) -> None:
@@ -171,6 +173,7 @@ def test_lookup_queue_is_bounded_and_gives_up() -> None:
     assert pf.stats["gave_up"] == 1 and pf.stats["gave_up_dropped"] == 32
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(["relay", "deliver", "direct", "other_root", "malformed"]),
                           st.integers(0, 255), st.integers(0, 0xFFFF)), min_size=1, max_size=30))

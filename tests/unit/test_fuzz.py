@@ -41,6 +41,7 @@ def test_every_untrusted_input_path_has_a_target():
             "responder_receive", "admin_request"} <= set(TARGETS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_fuzz_target_short_coverage_guided_run_finds_nothing(name, tmp_path):
     """A few seconds of atheris per target (the tool falls back to seeded mutation without atheris)."""
@@ -96,6 +97,7 @@ def test_fuzz_tool_reports_a_failing_target_and_saves_the_input(tmp_path, capsys
     assert tool.replay(Broken, [saved]) == 0  # the 6th call does not fail: replay runs the input again
 
 
+@pytest.mark.slow
 def test_fuzz_tool_lists_targets_and_refuses_unknown_ones():
     listed = subprocess.run([sys.executable, str(FUZZ), "--list"], capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and "session_receive" in listed.stdout

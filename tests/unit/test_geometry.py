@@ -149,12 +149,14 @@ def test_distance_matches_the_textbook_formula_away_from_the_rim() -> None:
 
 
 # --- distance invariants ---------------------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None)
 @given(a=points, b=points)
 def test_prop_coordinate_distance_commutative(a: Coords, b: Coords) -> None:
     assert distance(a, b) == distance(b, a)
 
 
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None)
 @given(a=points, b=points)
 def test_distance_is_finite_non_negative_and_zero_only_on_equal_points(a: Coords, b: Coords) -> None:
@@ -171,6 +173,7 @@ def test_distance_is_finite_non_negative_and_zero_only_on_equal_points(a: Coords
         assert d > 0.0
 
 
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None)
 @given(a=points, b=points, c=points)
 def test_distance_obeys_the_triangle_inequality(a: Coords, b: Coords, c: Coords) -> None:
@@ -178,6 +181,7 @@ def test_distance_obeys_the_triangle_inequality(a: Coords, b: Coords, c: Coords)
     assert ac <= ab + bc + 1e-9 * (1.0 + ab + bc)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(a=points, b=points, turn=angles)
 def test_distance_is_invariant_under_rotation(a: Coords, b: Coords, turn: float) -> None:
@@ -188,6 +192,7 @@ def test_distance_is_invariant_under_rotation(a: Coords, b: Coords, turn: float)
 
 
 # --- vectorised path ----------------------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(rows=any_rows, target=points)
 def test_distances_to_equals_scalar_distance_and_inf_for_invalid_rows(
@@ -223,6 +228,7 @@ def test_distances_to_does_not_warn_on_invalid_rows() -> None:
 
 
 # --- greedy next hop ------------------------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None)
 @given(me=points, rows=any_rows, target=points)
 def test_greedy_next_hop_picks_the_closest_strictly_better_valid_neighbour(

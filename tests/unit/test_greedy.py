@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,12 +30,14 @@ def test_prop_coordinate_distance_commutative(a: tuple[int, ...], b: tuple[int, 
     assert (tree_distance(a, b) == 0) == (a == b)
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(paths, paths, paths)
 def test_tree_distance_is_a_metric(a: tuple[int, ...], b: tuple[int, ...], c: tuple[int, ...]) -> None:
     assert tree_distance(a, c) <= tree_distance(a, b) + tree_distance(b, c)
 
 
+@pytest.mark.slow
 @settings(max_examples=200)
 @given(st.lists(paths, min_size=1, max_size=20), paths)
 def test_vectorised_distances_equal_the_scalar_metric(rows: list[tuple[int, ...]], dst: tuple[int, ...]) -> None:
@@ -89,6 +92,7 @@ def _brute_force_next_hop(rows: list[tuple[int, ...]], costs: list[float], me: t
 short_paths = st.lists(st.integers(1, 3), max_size=6).map(tuple)
 
 
+@pytest.mark.slow
 @settings(max_examples=500)
 @given(st.lists(st.tuples(short_paths, st.sampled_from([0.5, 1.0, 2.0])), max_size=16), short_paths, short_paths)
 def test_sorted_next_hop_equals_the_greedy_rule_on_the_scalar_metric(

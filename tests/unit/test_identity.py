@@ -509,6 +509,7 @@ def _check_complete(subdir: Path) -> None:
     assert load_identity(subdir / IDENTITY_FILENAME) == load_identity(subdir / IDENTITY_BACKUP_FILENAME)
 
 
+@pytest.mark.slow
 def test_atomic_identity_write_1000_kills_during_key_generation(tmp_path: Path) -> None:
     """The seed's test_atomic_identity_write at its size: a writer creating identities is SIGKILLed at a random
     moment 1000 times; every key file left behind is valid or absent, never partial, and a restart recovers.

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import ast
+import ipaddress
+import struct
+from pathlib import Path
+
 from hypothesis import given
 from hypothesis import strategies as st
 from tests.unit.lossy_link import static_keypair
 
 from axiomnet.identity import derive_address
-from axiomnet.ownership import address_of, destined_to, is_ipv6, source_is, source_owned_by
+from axiomnet.ownership import (
+    IPV6_ADDRESSES,
+    IPV6_DESTINATION,
+    IPV6_HEADER_SIZE,
+    IPV6_SOURCE,
+    address_of,
+    destined_to,
+    is_ipv6,
+    source_is,
+    source_owned_by,
+)
 
 
 def packet(src: bytes, dst: bytes, version: int = 6) -> bytes:
@@ -38,3 +53,30 @@ def test_only_ipv6_packets_with_a_whole_header_can_pass() -> None:
 def test_source_is_exactly_bytes_8_to_24(src: bytes, dst: bytes) -> None:
     assert source_is(packet(src, dst), src)
     assert source_is(packet(src, dst), dst) == (src == dst)
+
+
+def test_the_named_offsets_are_where_a_real_ipv6_header_keeps_its_addresses() -> None:
+    src, dst = ipaddress.IPv6Address("fc00::1"), ipaddress.IPv6Address("fd12:3456::abcd")
+    header = struct.pack(">IHBB16s16s", 6 << 28, 8, 17, 64, src.packed, dst.packed)  # RFC 8200 §3
+    assert len(header) == IPV6_HEADER_SIZE
+    assert ipaddress.IPv6Address(header[IPV6_SOURCE]) == src
+    assert ipaddress.IPv6Address(header[IPV6_DESTINATION]) == dst
+    assert header[IPV6_ADDRESSES] == src.packed + dst.packed
+
+
+def test_no_module_writes_the_address_offsets_inline() -> None:
+    """ownership.py names the IPv6 offsets and routed.py the routed header's (the same numbers): nowhere else."""
+    root = Path(__file__).resolve().parents[2]
+    named_in = {root / "axiomnet" / "ownership.py", root / "axiomnet" / "routed.py"}
+    inline = []
+    for folder in ("axiomnet", "actors", "ops", "lab"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path in named_in:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice):
+                    bounds = tuple(b.value if isinstance(b, ast.Constant) else None
+                                   for b in (node.slice.lower, node.slice.upper))
+                    if bounds in {(8, 24), (24, 40), (8, 40)}:
+                        inline.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert inline == []

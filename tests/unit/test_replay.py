@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -82,6 +83,7 @@ counters = st.one_of(
 operations = st.lists(st.tuples(counters, st.booleans()), max_size=300)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(operations)
 def test_prop_replay_window_matches_set_model(ops: list[tuple[int, bool]]) -> None:
@@ -93,6 +95,7 @@ def test_prop_replay_window_matches_set_model(ops: list[tuple[int, bool]]) -> No
             model.update(counter)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.integers(min_value=0, max_value=2**40), st.lists(st.integers(-200, 9000), max_size=200))
 def test_prop_replay_window_near_the_edge_matches_set_model(base: int, deltas: list[int]) -> None:

@@ -202,6 +202,7 @@ def flood(b: Node, rng: random.Random, count: int, *, mac1_valid: bool) -> Count
     return outcomes
 
 
+@pytest.mark.slow
 def test_100k_garbage_first_messages_get_no_reply_and_cost_no_diffie_hellman(dh_count: Counter[str]) -> None:
     b = Node("b", 2)
     outcomes = flood(b, random.Random(9), 100_000, mac1_valid=False)
@@ -210,6 +211,7 @@ def test_100k_garbage_first_messages_get_no_reply_and_cost_no_diffie_hellman(dh_
     assert set(outcomes) == {"InvalidMac", "MalformedPacket"}  # no reply of any kind
 
 
+@pytest.mark.slow
 def test_a_flood_from_senders_that_know_our_key_keeps_the_front_door_bounded(dh_count: Counter[str]) -> None:
     b = Node("b", 2)
     outcomes = flood(b, random.Random(9), 100_000, mac1_valid=True)
@@ -220,6 +222,7 @@ def test_a_flood_from_senders_that_know_our_key_keeps_the_front_door_bounded(dh_
     assert outcomes["MalformedPacket"] > 20_000
 
 
+@pytest.mark.slow
 def test_pending_table_is_bounded_even_when_every_initiator_echoes_its_cookie() -> None:
     b = Node("b", 2)
     responder = b.responder

@@ -162,6 +162,7 @@ def test_keepalive_carrying_bytes_is_malformed() -> None:
 
 
 # --- the lossy link -----------------------------------------------------------------------------------
+@pytest.mark.slow
 @DIALLER
 def test_lossy_link_100k_packets_survive_several_rekeys(seeds: tuple[int, int]) -> None:
     """20% loss, 5% duplication, reordering within 64: every delivered payload intact and unique, no replay
@@ -255,6 +256,7 @@ def shared_pair() -> tuple[Session, Session]:
     return _shared["a"], _shared["b"]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=64), st.data())
 def test_prop_any_flipped_bit_is_rejected(payload: bytes, data: st.DataObject) -> None:
@@ -525,6 +527,7 @@ def test_no_index_leaks_across_rekeys_and_expiry(seeds: tuple[int, int]) -> None
 
 
 # --- receive_batch: the fast path is receive(), gathered ----------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["data", "control", "keepalive", "replay", "flip", "garbage", "short"]),
                           st.integers(0, 1500)), min_size=1, max_size=40))
@@ -568,6 +571,7 @@ def test_receive_batch_agrees_with_receive_datagram_by_datagram(ops: list[tuple[
     assert sb.last_heard == twin.last_heard and sb.next_deadline() == twin.next_deadline()
 
 
+@pytest.mark.slow
 def test_session_cleanup_ttl_1000_sessions() -> None:
     """The seed's test_session_cleanup_ttl at its size: a node holds 1000 established sessions; 950 peers
     vanish, 50 keep talking (and rekeying). Simulated time runs past SESSION_EXPIRY in 10 s steps, the owner
@@ -611,6 +615,7 @@ def test_session_cleanup_ttl_1000_sessions() -> None:
 
 
 # --- next_deadline: what the actors sleep until ------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
 def test_every_timer_fires_at_the_deadline_next_deadline_reports_and_never_before(seed: int) -> None:
     """The session actor is ticked only at next_deadline() (no periodic tick): a tick a hair before it must find

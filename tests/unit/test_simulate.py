@@ -85,6 +85,7 @@ def _states(ov: Overlay, net: Network, by_signing: dict[bytes, int], by_noise: d
     return real, sim
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_simulator_matches_real_trees_round_by_round(seed: int) -> None:
     """Root, parent, path and root number of every node equal those of real Tree objects exchanging signed
@@ -110,6 +111,7 @@ def test_simulator_matches_real_trees_round_by_round(seed: int) -> None:
         assert set(net.root[nodes].tolist()) == {nodes[int(np.argmin(net.rank[nodes]))]}
 
 
+@pytest.mark.slow
 def test_simulated_filters_equal_the_real_trees_filters() -> None:
     """The vectorised up/down unions equal what real Trees put in their announcements (Tree.bloom_for)."""
     graph = nx.compose(nx.gnp_random_graph(16, 0.12, seed=4), nx.random_labeled_tree(16, seed=4))
@@ -145,6 +147,7 @@ def test_every_topology_delivers_every_pair(capsys: pytest.CaptureFixture[str], 
         assert result["stretch_mean"] == 1.0  # a tree has one path
 
 
+@pytest.mark.slow
 def test_failures_are_repaired_to_full_delivery(capsys: pytest.CaptureFixture[str]) -> None:
     result = run_cli(capsys, "--topology", "ba", "--nodes", "200", "--repair", "--fail-nodes", "0.1")
     cases = {f["case"]: f for f in result["failures"]}
@@ -156,6 +159,7 @@ def test_failures_are_repaired_to_full_delivery(capsys: pytest.CaptureFixture[st
     assert cases["nodes"]["live_component"] < 200
 
 
+@pytest.mark.slow
 def test_chain_deeper_than_the_depth_bound_is_reported_not_hidden(capsys: pytest.CaptureFixture[str]) -> None:
     """Nodes past MAX_TREE_DEPTH cannot join the root's tree: they root trees of their own, pairs across fail."""
     result = run_cli(capsys, "--topology", "chain", "--nodes", "400", "--seed", "1")
@@ -165,6 +169,7 @@ def test_chain_deeper_than_the_depth_bound_is_reported_not_hidden(capsys: pytest
     assert result["delivery_same_tree"] == 1.0
 
 
+@pytest.mark.slow
 def test_script_runs_and_rejects_bad_input() -> None:
     script = str(ROOT / "tools" / "simulate.py")
     ok = subprocess.run([sys.executable, script, "--topology", "tree", "--nodes", "30", "--pairs", "20",
@@ -204,6 +209,7 @@ def _check_route(fwd: Forwarding, s: int, d: int) -> None:
     assert wm[0] == tree_distance(fwd.path(s), fwd.path(d))
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(case=connected_graphs())
 def test_prop_converged_forest_delivers_every_pair_without_loops(case: tuple[nx.Graph, int]) -> None:
@@ -220,6 +226,7 @@ def test_prop_converged_forest_delivers_every_pair_without_loops(case: tuple[nx.
         _check_route(fwd, int(s), int(d))
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None)
 @given(case=connected_graphs(), fraction=st.floats(min_value=0.05, max_value=0.4))
 def test_prop_forest_repairs_after_nodes_fail(case: tuple[nx.Graph, int], fraction: float) -> None:
@@ -247,6 +254,7 @@ def test_prop_forest_repairs_after_nodes_fail(case: tuple[nx.Graph, int], fracti
 paths = st.lists(st.integers(min_value=1, max_value=3), max_size=12).map(tuple)  # small ports: shared prefixes
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(a=paths, b=paths)
 def test_prop_coordinate_distance_commutative(a: tuple[int, ...], b: tuple[int, ...]) -> None:
@@ -254,6 +262,7 @@ def test_prop_coordinate_distance_commutative(a: tuple[int, ...], b: tuple[int, 
     assert (tree_distance(a, b) == 0) == (a == b)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(a=paths, b=paths, c=paths)
 def test_prop_tree_distance_triangle_inequality_and_vectorised_form(a: tuple[int, ...], b: tuple[int, ...],

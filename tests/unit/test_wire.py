@@ -160,6 +160,7 @@ def test_header_bytes_match_the_documented_layout() -> None:
     assert header[4] >> 4 == PROTOCOL_VERSION and header[4] & 0x0F == PacketType.CONTROL
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     ptype=st.sampled_from(list(PacketType)),
@@ -211,6 +212,7 @@ cookies = st.binary(min_size=COOKIE_SIZE, max_size=COOKIE_SIZE)
 challenges = st.binary(min_size=KEY_PROBE_CHALLENGE_SIZE, max_size=KEY_PROBE_CHALLENGE_SIZE)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(
     sender=senders,
@@ -226,6 +228,7 @@ def test_prop_protocol_roundtrip_handshake_init(sender: int, mac1: bytes, mac2: 
     assert data[-2 * MAC_SIZE :] == mac1 + mac2 and sender_index(data) == sender
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(
     receiver=receivers,
@@ -241,6 +244,7 @@ def test_prop_protocol_roundtrip_handshake_resp(receiver: int, sender: int, mac1
     assert data[-MAC_SIZE:] == mac1 and sender_index(data) == sender
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(receiver=receivers, noise=st.binary(min_size=NOISE_MSG3_MIN, max_size=NOISE_MSG2_MIN + MAX_HANDSHAKE_PAYLOAD))
 def test_prop_protocol_roundtrip_handshake_final(receiver: int, noise: bytes) -> None:
@@ -250,6 +254,7 @@ def test_prop_protocol_roundtrip_handshake_final(receiver: int, noise: bytes) ->
     assert body == noise == decode_handshake_final(data)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(
     receiver=receivers,
@@ -265,6 +270,7 @@ def test_prop_protocol_roundtrip_cookie_reply(receiver: int, nonce: bytes, seale
     assert sender_index(data) == 0
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(sender=senders, receiver=receivers, challenge=challenges, key=st.binary(min_size=32, max_size=32))
 def test_prop_protocol_roundtrip_key_probe_and_reply(sender: int, receiver: int, challenge: bytes, key: bytes) -> None:
@@ -287,6 +293,7 @@ def test_key_probe_padding_must_be_zeros() -> None:
         decode_datagram(bytes(probe))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     ptype=st.sampled_from(sorted(TRANSPORT_TYPES)),
@@ -428,6 +435,7 @@ def test_malformed_packet_is_a_remote_protocol_error() -> None:
 
 
 # --- fuzzing: "Send Malformed Packets" -------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=FUZZ_INPUTS, deadline=None)
 @given(data=st.binary(max_size=1200))
 def test_malformed_packets_never_crash(data: bytes) -> None:
@@ -463,6 +471,7 @@ def structured_datagram(rng: random.Random) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.slow
 def test_malformed_packets_never_crash_seeded_loop() -> None:
     seed = int(os.environ.get("AXIOMNET_FUZZ_SEED", "0")) or int.from_bytes(os.urandom(8), "big")
     rng = random.Random(seed)

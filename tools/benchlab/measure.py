@@ -1,6 +1,6 @@
 """Measurements across the lab for tools/bench.py: iperf3 TCP, first overlay ping, underlay loss, /proc figures.
 
-Every helper runs its program inside a namespace of the lab (lab/netns.py), bounded in time; a measurement
+Every helper runs its program inside a namespace of the lab (lab/namespaces.py), bounded in time; a measurement
 that cannot be taken raises :class:`MeasureError` with the reason.
 """
 
@@ -12,12 +12,11 @@ import os
 import statistics
 import subprocess
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from axiomnet.lab.netns import (
+from axiomnet.lab.namespaces import Namespace
+from axiomnet.lab.processes import (
     HarnessError,
-    Namespace,
     process_cpu_seconds,
     process_start_time,
     terminate_processes,
@@ -115,22 +114,11 @@ def ping_once_until(ns: Namespace, addr: str, timeout: float, *, interval: float
 
 
 def process_start_boottime(pid: int) -> float:
-    """When ``pid`` started, in CLOCK_BOOTTIME seconds (field 22 of /proc/PID/stat; 10 ms resolution)."""
+    """When ``pid`` started, in CLOCK_BOOTTIME seconds (its start in clock ticks since boot; 10 ms resolution)."""
     ticks = process_start_time(pid)
     if ticks is None:
         raise MeasureError(f"process {pid} is gone")
     return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def process_threads(pid: int) -> int | None:
-    """The ``Threads:`` count of /proc/PID/status, None if the process is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    except FileNotFoundError:
-        return None
-    return None
 
 
 def inject_udp_loss(ns: Namespace, percent: int) -> None:

@@ -1,7 +1,7 @@
 """Overlay daemons side by side in the lab: AxiomNet, wireguard-go + wireguard-tools, Nebula and Yggdrasil.
 
 Each kind is an :class:`Overlay`: ``prepare`` makes keys, certificates and config files for the two ends of a
-:class:`~axiomnet.lab.netns.NetnsPair` (namespace ``a`` and ``b``), ``start(side)`` starts one end's daemon in
+:class:`~axiomnet.lab.namespaces.NetnsPair` (namespace ``a`` and ``b``), ``start(side)`` starts one end's daemon in
 its namespace and returns an :class:`OverlayNode` (PIDs for CPU and memory, the overlay address to reach it,
 the TUN device). Every daemon listens on its veth address only and its overlay addresses come from the
 benchmarking ranges (198.18.0.0/15, 2001:2::/48) or its own key-derived range (AxiomNet fc00::/8, Yggdrasil
@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from axiomnet.lab import daemons
-from axiomnet.lab.netns import (
+from axiomnet.lab.namespaces import Namespace, NetnsPair
+from axiomnet.lab.processes import (
     CLI_TIMEOUT,
     HarnessError,
-    Namespace,
-    NetnsPair,
     process_cpu_seconds,
     process_memory_kib,
     run_bounded,

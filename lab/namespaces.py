@@ -7,12 +7,13 @@ Everything here runs as root and touches only what it creates itself:
 * veth addresses come from 198.18.0.0/15 (IPv4 benchmarking range, RFC 2544) and 2001:2::/48 (IPv6
   benchmarking range, RFC 5180); the namespaces have no default route, so nothing can leave them;
 * before a namespace is created, a marker ``/run/axiomnet-test/<run id>.json`` records the owning PID and its
-  start time; :func:`cleanup_leftovers` removes the namespaces of runs whose owner is gone (crashed test runs);
-* every child process is started in its own session and is stopped by process group (SIGTERM, then SIGKILL
-  after a grace period) and reaped; closing a lab also SIGKILLs whatever still lives in its namespaces, by PID;
+  start time; :func:`cleanup_leftovers` removes the namespaces (and memory cgroups) of runs whose owner is gone;
+* processes started in a namespace are tracked and stopped by process group on close (axiomnet/lab/processes.py);
+  closing a lab also SIGKILLs whatever still lives in its namespaces, by PID;
 * every subprocess call has a timeout.
 
 The harness uses the ``ip`` command (iproute2) through :mod:`subprocess`; it imports nothing from pytest.
+Processes: :mod:`axiomnet.lab.processes`; memory limits: :mod:`axiomnet.lab.cgroups`.
 """
 
 from __future__ import annotations
@@ -31,15 +32,25 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Callable, Iterator, Mapping, Sequence
+from typing import IO, Any, Iterator, Mapping, Sequence
 
 from axiomnet.constants import SHUTDOWN_DEADLINE
-from axiomnet.errors import LocalError
+from axiomnet.lab.cgroups import MemoryCgroup, remove_cgroup, run_groups
+from axiomnet.lab.processes import (
+    KILL_WAIT,
+    HarnessError,
+    process_alive,
+    process_start_time,
+    require_root,
+    run_bounded,
+    signal_process,
+    terminate_processes,
+)
 
 log = logging.getLogger(__name__)
 
 IFNAME_PREFIX = "axn"  # every interface this harness creates starts with this
-NETNS_PREFIX = "axnt-"  # every namespace this harness creates starts with this
+NETNS_PREFIX = "axnt-"  # every namespace (and memory cgroup) this harness creates starts with this
 MARKER_DIR = Path("/run/axiomnet-test")  # one JSON marker per run: owner PID, start time, namespaces
 IFNAMSIZ = 15  # Linux interface names are at most 15 characters
 
@@ -50,23 +61,10 @@ DEFAULT_IPV6_SUBNET = "2001:2::/64"
 
 IP_TIMEOUT = 10.0  # bound on one `ip` command
 EXEC_TIMEOUT = 30.0  # default bound on a command run inside a namespace
-KILL_WAIT = 3.0  # after SIGKILL, how long we wait for the kernel to reap
-CLI_TIMEOUT = 20.0  # bound on `axiomnet identity show` / `axiomnet-inspect` (Python start-up included)
 
 _RUN_ID_RE = re.compile(r"^[0-9a-f]{6}$")
 _SUFFIX_RE = re.compile(r"^[a-z0-9]{1,5}$")
-_NETNS_NAME_RE = re.compile(r"^axnt-([0-9a-f]{6})-[a-z0-9]{1,5}$")
-
-
-class HarnessError(LocalError):
-    """The namespace harness could not set up, drive or tear down its test network."""
-
-
-# --- small process helpers -------------------------------------------------------------------------
-def require_root() -> None:
-    """Raise HarnessError unless running as root (namespaces, veths and TUN devices need it)."""
-    if os.geteuid() != 0:
-        raise HarnessError("network namespaces and TUN devices need root; run as root or with sudo")
+_NAME_RE = re.compile(r"^axnt-([0-9a-f]{6})-[a-z0-9]{1,5}$")  # a namespace's or a memory cgroup's
 
 
 def netns_unavailable_reason() -> str | None:
@@ -83,130 +81,6 @@ def netns_unavailable_reason() -> str | None:
         return f"`ip netns list` failed: {proc.stderr.strip()}"
     return None
 
-
-def signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def signal_process(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
-
-
-def run_bounded(
-    args: Sequence[str],
-    *,
-    timeout: float,
-    check: bool = False,
-    input: str | bytes | None = None,
-    env: Mapping[str, str] | None = None,
-    text: bool = True,
-) -> subprocess.CompletedProcess[Any]:
-    """Run ``args`` in a new session with captured output; on timeout SIGKILL its whole process group.
-
-    Raises subprocess.TimeoutExpired (after the group is killed and reaped) or, with ``check``,
-    subprocess.CalledProcessError.
-    """
-    proc = subprocess.Popen(
-        list(args),
-        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(env) if env is not None else None,
-        text=text,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(input, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        signal_group(proc.pid, signal.SIGKILL)
-        try:
-            out, err = proc.communicate(timeout=KILL_WAIT)
-        except subprocess.TimeoutExpired:
-            # A grandchild that left the group still holds the pipes: stop reading, reap the child.
-            for stream in (proc.stdout, proc.stderr, proc.stdin):
-                if stream is not None:
-                    stream.close()
-            proc.wait(timeout=KILL_WAIT)
-            out, err = None, None
-        raise subprocess.TimeoutExpired(proc.args, timeout, output=out, stderr=err) from None
-    except BaseException:
-        signal_group(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            proc.wait(timeout=KILL_WAIT)
-        raise
-    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    if check:
-        result.check_returncode()
-    return result
-
-
-def terminate_processes(procs: Sequence[subprocess.Popen[Any]], grace: float = SHUTDOWN_DEADLINE) -> None:
-    """Stop each process group (SIGTERM, then SIGKILL after ``grace`` seconds) and reap every leader.
-
-    Processes that had already been reaped are left alone: their group id may no longer be ours.
-    """
-    running = [p for p in procs if p.poll() is None]
-    for proc in running:
-        signal_group(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for proc in running:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-    for proc in running:
-        # The group id stays reserved while any member lives, so this reaches only our stragglers.
-        signal_group(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=KILL_WAIT)
-
-
-# --- /proc readers ----------------------------------------------------------------------------------
-def _proc_stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat from field 3 (state) on, or None if the process is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def process_start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), None if gone."""
-    fields = _proc_stat_fields(pid)
-    return int(fields[19]) if fields else None
-
-
-def process_alive(pid: int, start_time: int | None = None) -> bool:
-    """True if ``pid`` runs and is not a zombie (and, if given, started at ``start_time``: no PID reuse)."""
-    fields = _proc_stat_fields(pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return False
-    return start_time is None or int(fields[19]) == start_time
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of every thread of ``pid`` so far (utime + stime of /proc/PID/stat)."""
-    fields = _proc_stat_fields(pid)
-    if fields is None:
-        raise HarnessError(f"process {pid} is gone")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_memory_kib(pid: int) -> dict[str, int]:
-    """VmHWM (peak resident) and VmRSS (current resident) of ``pid`` in KiB, from /proc/PID/status."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError as exc:
-        raise HarnessError(f"process {pid} is gone") from exc
-    memory: dict[str, int] = {}
-    for line in status.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
-            memory[key] = int(value.split()[0])
-    return memory
 
 
 # --- namespaces -------------------------------------------------------------------------------------
@@ -226,7 +100,7 @@ def namespace_pids(name: str) -> list[int]:
 
 def destroy_namespace(name: str) -> None:
     """SIGKILL every process in namespace ``name`` (by PID), then delete it (its veths and TUNs go too)."""
-    if not _NETNS_NAME_RE.match(name):
+    if not _NAME_RE.match(name):
         raise HarnessError(f"refusing to destroy namespace {name!r}: not one of ours")
     deadline = time.monotonic() + KILL_WAIT
     while True:
@@ -259,7 +133,7 @@ class Namespace:
     def __init__(self, lab: NetnsLab, suffix: str) -> None:
         self.lab = lab
         self.suffix = suffix
-        self.name = f"{NETNS_PREFIX}{lab.run_id}-{suffix}"
+        self.name = lab.resource_name(suffix)
         # When set, processes started with popen() are born in this memory cgroup (so all they allocate counts).
         self.memory_cgroup: MemoryCgroup | None = None
 
@@ -372,6 +246,12 @@ class NetnsLab:
     def marker_path(self) -> Path:
         return MARKER_DIR / f"{self.run_id}.json"
 
+    def resource_name(self, suffix: str) -> str:
+        """``axnt-<run id>-<suffix>``: the name of this run's namespace or memory cgroup ``suffix`` (1-5 of [a-z0-9])."""
+        if not _SUFFIX_RE.match(suffix):
+            raise HarnessError(f"namespace suffix must be 1-5 characters of [a-z0-9], not {suffix!r}")
+        return f"{NETNS_PREFIX}{self.run_id}-{suffix}"
+
     def ifname(self, tag: str) -> str:
         """An interface name unique to this run: ``axn<run id><tag>``, at most 15 characters."""
         name = f"{IFNAME_PREFIX}{self.run_id}{tag}"
@@ -401,8 +281,6 @@ class NetnsLab:
         """Create namespace ``axnt-<run id>-<suffix>`` (suffix: 1-5 of [a-z0-9]) with lo up."""
         if self._closed:
             raise HarnessError("lab is closed")
-        if not _SUFFIX_RE.match(suffix):
-            raise HarnessError(f"namespace suffix must be 1-5 characters of [a-z0-9], not {suffix!r}")
         ns = Namespace(self, suffix)
         if any(existing.name == ns.name for existing in self.namespaces):
             raise HarnessError(f"namespace {ns.name} already exists in this lab")
@@ -590,7 +468,7 @@ def cleanup_leftovers(*, include_own: bool = False) -> list[str]:
     require_root()
     # List namespaces before reading markers: a marker is written before its namespace, so any
     # namespace seen here already has its marker on disk.
-    candidates = [name for name in list_namespaces() if _NETNS_NAME_RE.match(name)]
+    candidates = [name for name in list_namespaces() if _NAME_RE.match(name)]
     markers: dict[str, dict[str, Any]] = {}
     if MARKER_DIR.is_dir():
         for path in MARKER_DIR.glob("*.json"):
@@ -607,7 +485,7 @@ def cleanup_leftovers(*, include_own: bool = False) -> list[str]:
     }
     removed: list[str] = []
     for name in candidates:
-        match = _NETNS_NAME_RE.match(name)
+        match = _NAME_RE.match(name)
         assert match is not None
         if match.group(1) in live_runs:
             continue
@@ -616,136 +494,17 @@ def cleanup_leftovers(*, include_own: bool = False) -> list[str]:
             removed.append(name)
         except HarnessError as exc:
             log.warning("leftover %s: %s", name, exc)
-    if MEMORY_CGROUP_ROOT.is_dir():
-        for group in MEMORY_CGROUP_ROOT.glob(f"{NETNS_PREFIX}*"):
-            match = re.match(r"^axnt-([0-9a-f]{6})-[a-z0-9]{1,5}$", group.name)
-            if match is None or match.group(1) in live_runs or not group.is_dir():
-                continue
-            try:
-                _remove_cgroup(group)
-                removed.append(group.name)
-            except HarnessError as exc:
-                log.warning("leftover %s: %s", group, exc)
+    for group in run_groups(NETNS_PREFIX):
+        match = _NAME_RE.match(group.name)
+        if match is None or match.group(1) in live_runs:
+            continue
+        try:
+            remove_cgroup(group)
+            removed.append(group.name)
+        except HarnessError as exc:
+            log.warning("leftover %s: %s", group, exc)
     for run_id in markers:
         if run_id not in live_runs:
             with contextlib.suppress(FileNotFoundError):
                 (MARKER_DIR / f"{run_id}.json").unlink()
     return removed
-
-
-# --- memory limits (cgroup v1) ---------------------------------------------------------------------------
-MEMORY_CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
-
-
-def memory_cgroup_unavailable_reason() -> str | None:
-    """Why a cgroup v1 memory limit cannot be set here, or None when it can."""
-    if os.geteuid() != 0:
-        return "needs root to create a memory cgroup"
-    if not (MEMORY_CGROUP_ROOT / "memory.limit_in_bytes").exists():
-        return f"no cgroup v1 memory controller at {MEMORY_CGROUP_ROOT}"
-    return None
-
-
-class MemoryCgroup:
-    """A cgroup v1 memory group ``axnt-<run id>-<suffix>`` with a hard limit; processes are added by PID.
-
-    ``close`` SIGKILLs what is still inside (by PID) and removes the group; :func:`cleanup_leftovers` removes
-    groups of dead runs. Use as a context manager.
-    """
-
-    def __init__(self, lab: NetnsLab, suffix: str, limit_bytes: int) -> None:
-        reason = memory_cgroup_unavailable_reason()
-        if reason is not None:
-            raise HarnessError(reason)
-        if not _SUFFIX_RE.match(suffix):
-            raise HarnessError(f"cgroup suffix must be 1-5 characters of [a-z0-9], not {suffix!r}")
-        self.path = MEMORY_CGROUP_ROOT / f"{NETNS_PREFIX}{lab.run_id}-{suffix}"
-        self.path.mkdir()
-        self.limit_bytes = limit_bytes
-        (self.path / "memory.limit_in_bytes").write_text(str(limit_bytes))
-
-    def add(self, pid: int) -> None:
-        """Move process ``pid`` (and its threads) into the group."""
-        (self.path / "cgroup.procs").write_text(str(pid))
-
-    def stats(self) -> dict[str, int]:
-        """usage, max_usage (bytes), failcnt (times the limit was hit), oom_kill (processes OOM-killed)."""
-        read = lambda name: int((self.path / name).read_text().split()[0])  # noqa: E731
-        control = dict(line.split() for line in (self.path / "memory.oom_control").read_text().splitlines())
-        return {"usage": read("memory.usage_in_bytes"), "max_usage": read("memory.max_usage_in_bytes"),
-                "failcnt": read("memory.failcnt"), "oom_kill": int(control.get("oom_kill", 0)),
-                "under_oom": int(control.get("under_oom", 0))}
-
-    def close(self) -> None:
-        """SIGKILL every process left inside, then remove the group."""
-        _remove_cgroup(self.path)
-
-    def __enter__(self) -> MemoryCgroup:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _remove_cgroup(path: Path) -> None:
-    deadline = time.monotonic() + KILL_WAIT
-    while path.exists():
-        try:
-            pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
-        except FileNotFoundError:
-            return
-        for pid in pids:
-            signal_process(pid, signal.SIGKILL)
-        try:
-            path.rmdir()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise HarnessError(f"cannot remove memory cgroup {path}: processes {pids} remain") from None
-            time.sleep(0.05)
-
-
-# --- waiting and measuring --------------------------------------------------------------------------
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    """Call ``predicate`` until it returns true (-> True) or ``timeout`` seconds pass (-> False).
-
-    It is called at least once; exceptions it raises propagate.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        time.sleep(min(interval, remaining))
-
-
-class PeakMemory:
-    """Samples a process's VmRSS (KiB) every ``interval`` seconds in a thread while in use (a context manager);
-    ``peak`` is the largest sample, ``samples`` how many were taken. Stops by itself when the process goes."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        self.pid = pid
-        self.interval = interval
-        self.peak = process_memory_kib(pid)["VmRSS"]
-        self.samples = 1
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="axnt-peak-memory", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                rss = process_memory_kib(self.pid)["VmRSS"]
-            except HarnessError:
-                return
-            self.peak = max(self.peak, rss)
-            self.samples += 1
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5.0)
