@@ -334,6 +334,7 @@ class AddPeer(Urgent):
     host: str
     port: int
     public_key: bytes | None = None
+    origin: str = "runtime"  # how inspect says it was found: "runtime" (axiomnet peers add) or "static" (SIGHUP)
 
 
 @dataclass(frozen=True)
