@@ -118,9 +118,10 @@ def _ipv4(name: str) -> tuple[str, ipaddress.IPv4Network] | None:
             netmask = socket.inet_ntoa(fcntl.ioctl(probe.fileno(), SIOCGIFNETMASK, request)[20:24])
         except OSError:
             return None
-    if broadcast == "0.0.0.0":
-        return None
-    return broadcast, ipaddress.IPv4Network(f"{address}/{netmask}", strict=False)
+    subnet = ipaddress.IPv4Network(f"{address}/{netmask}", strict=False)
+    if broadcast == "0.0.0.0":  # `ip addr add` without `brd +` leaves it unset: the subnet's own
+        broadcast = str(subnet.broadcast_address)
+    return broadcast, subnet
 
 
 def chosen_interfaces(patterns: list[re.Pattern[str]], exclude: tuple[str, ...] = ()) -> list[Interface]:
@@ -271,7 +272,8 @@ class DiscoveryActor(SupervisedActor):
                                     "ipv4 broadcast" if i.broadcast else "none"}
                                    for i in self.interfaces.values()],
                     "group_secret": self.grouped, "interval": self.interval,
-                    "heard": self.listener.snapshot(now), **self.listener.stats, **self.counters}
+                    "heard": self.listener.snapshot(now),
+                    "counters": {**self.listener.stats, **self.counters}}  # the admin document merges them
         else:
             return super().handle(message)
         return None
