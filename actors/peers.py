@@ -29,6 +29,7 @@ from axiomnet.ops.config import PeerSpec
 from axiomnet.constants import MAX_SESSIONS, MAX_SESSIONS_PER_SOURCE, MAX_UNPINNED_SESSIONS
 from axiomnet.control import HandshakePayload
 from axiomnet.cookie import source_key
+from axiomnet.reflexive import ReflexiveTable
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.responder import HandshakeResponder
 from axiomnet.session import HandshakeResult
@@ -117,6 +118,7 @@ class PeerManagerActor(SupervisedActor):
         self._timers: list[threading.Timer] = []
         self._refusal_logged = -REFUSAL_LOG_INTERVAL
         self._wakes: list[tuple[float, str]] = []  # heap of (deadline, session urn) to tick
+        self.reflexive = ReflexiveTable()  # the endpoint each neighbour says it sees us at (PROTOCOL §8.1)
         self._deadline_timer: Any = None
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -217,6 +219,8 @@ class PeerManagerActor(SupervisedActor):
             assert self.responder is not None
             self.responder.index_refused(message.index)
             self.counters["index_collisions"] += 1
+        elif isinstance(message, m.ObservedEndpoint):
+            self._observed(message)
         elif isinstance(message, Discovered):
             self._discovered(message)
         elif isinstance(message, DiscoveredLive):
@@ -231,7 +235,8 @@ class PeerManagerActor(SupervisedActor):
             assert self.responder is not None
             return {"sessions": len(self.specs), "unnamed_sessions": self.admission.unnamed,
                     "pending_handshakes": self.responder.pending_count,
-                    "responder": dict(self.responder.stats), "found": self._found(), **self.counters}
+                    "responder": dict(self.responder.stats), "found": self._found(),
+                    "reflexive": self.reflexive.snapshot(), **self.counters}
         else:
             return super().handle(message)
         return None
@@ -378,6 +383,7 @@ class PeerManagerActor(SupervisedActor):
         if spec is not None:
             if spec.known_key is not None and self.by_key.get(spec.known_key) == urn:
                 del self.by_key[spec.known_key]
+                self.reflexive.forget(spec.known_key)
             tell(self.refs.get("socket"), m.ReleaseOwner(spec.ref))
         return spec
 
@@ -410,6 +416,16 @@ class PeerManagerActor(SupervisedActor):
                     inbound=spec.inbound, found=spec.found)
         logger.info("session to {}:{} restarted", *spec.endpoint)
         self.counters["session_restarts"] += 1
+
+    def _observed(self, message: m.ObservedEndpoint) -> None:
+        """A neighbour told us the endpoint it sees us at: kept (one report per neighbour with a session)."""
+        if message.peer_key not in self.by_key:
+            self.counters["observed_without_session"] += 1
+            return
+        previous = self.reflexive.reports.get(message.peer_key)
+        self.reflexive.record(message.peer_key, message.endpoint, time.monotonic())
+        if previous is None or previous.endpoint != message.endpoint:
+            logger.info("peer {} sees us at {}:{}", message.peer_key.hex()[:16], *message.endpoint)
 
     # --- discovered peers (actors/discovery.py) ------------------------------------------------------------
     def _discovered(self, message: Discovered) -> None:

@@ -103,7 +103,24 @@ def render_self(state: Mapping[str, Any]) -> list[str]:
                        ("pid", "pid")):
         value = seconds(me.get(key)) if key == "uptime" else cell(me.get(key))
         lines.append(f"  {label:<11} {value}")
+    reflexive = _reflexive(state)
+    if reflexive:
+        lines.append(f"  {'seen at':<11} {reflexive}")
     return lines
+
+
+def _reflexive(state: Mapping[str, Any]) -> str:
+    """Where our neighbours see us (docs/PROTOCOL.md §8.1): each reported endpoint and how many report it."""
+    snapshots = state.get("snapshots")
+    manager = snapshots.get("peers") if isinstance(snapshots, dict) else None
+    table = manager.get("reflexive") if isinstance(manager, dict) else None
+    reported = table.get("reported") if isinstance(table, dict) else None
+    if not isinstance(reported, list):
+        return ""
+    items = [f"{row.get('endpoint')} ({row.get('neighbours')} peer{'s' if row.get('neighbours') != 1 else ''})"
+             for row in reported[:4] if isinstance(row, dict)]
+    confirmed = table.get("confirmed") if isinstance(table, dict) else None
+    return ", ".join(items) + ("" if confirmed is None else "; confirmed")
 
 
 def render_peers(state: Mapping[str, Any]) -> list[str]:

@@ -97,3 +97,35 @@ def test_a_fully_random_nat_maps_each_destination_to_another_port(lab):
     assert {seen.split()[0] for seen in result["seen"]} == {n.router_public_ip}
     ports = [int(seen.split()[1]) for seen in result["seen"]]
     assert len(set(ports)) > 1, ports  # three destinations, three random ports: equal by chance ~1 in 10^9
+
+
+def reported(node) -> list[dict]:
+    try:
+        return node.inspect(timeout=5.0)["snapshots"]["peers"]["reflexive"]["reported"]
+    except (netns.HarnessError, KeyError):
+        return []
+
+
+def test_a_node_behind_the_nat_learns_the_endpoint_its_public_peer_sees(lab, tmp_path):
+    """The reflexive address (docs/PROTOCOL.md §8.1): the node behind the NAT is told the router's public address
+    and the port the NAT mapped it to; the public node is told the address the other dialled."""
+    from axiomnet.lab import daemons
+
+    tmp_path.chmod(0o700)
+    inside, outside = lab.add_namespace("in"), lab.add_namespace("out")
+    n = nat.add_nat(lab, inside, outside)
+    public = daemons.start_daemon(outside, name="public", listen=f"{n.outside_ip}:7443", peers=[],
+                                  data_dir=tmp_path / "public", admin_socket=tmp_path / "public.sock",
+                                  tun=outside.tun_name)
+    private = daemons.start_daemon(inside, name="private", listen="0.0.0.0:7443", peers=[f"{n.outside_ip}:7443"],
+                                   data_dir=tmp_path / "private", admin_socket=tmp_path / "private.sock",
+                                   tun=inside.tun_name)
+    assert netns.wait_until(lambda: reported(private) and reported(public), 20.0, interval=0.2), \
+        f"{private.log_tail(20)}\n{public.log_tail(20)}"
+    [seen] = reported(private)
+    host, port = seen["endpoint"].rsplit(":", 1)
+    assert host == n.router_public_ip and seen["neighbours"] == 1, seen  # not its private address
+    assert int(port) == 7443  # masquerade keeps a free source port: the mapping is 7443 -> router:7443
+    assert reported(public) == [{"endpoint": f"{n.outside_ip}:7443", "neighbours": 1}]
+    assert "seen at" in private.inspect_text()
+    assert daemons.wait_overlay_reachable(private, public, timeout=15.0) is not None
