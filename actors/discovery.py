@@ -260,6 +260,13 @@ class DiscoveryActor(SupervisedActor):
             if items and not bounded_tell(self.actor_ref, _Received(tuple(items))):
                 self.counters["rx_dropped_backpressure"] += len(items)
 
+    def rewired(self, role: str) -> None:
+        """A restarted peer manager knows none of the neighbours we hear (and we tell only new ones): tell it each
+        neighbour still heard, so it dials them again."""
+        if role == "peers":
+            for heard in self.listener.live(time.monotonic()):
+                tell(self.refs.get("peers"), Discovered(heard))
+
     # --- messages --------------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
         if isinstance(message, _Received):

@@ -69,6 +69,16 @@ def test_a_beacon_of_our_group_is_told_to_the_peer_manager_once(recorder):
     assert snap["interfaces"] == [{"name": "eth9", "via": "ipv6 multicast"}] and snap["counters"]["beacons_sent"] >= 1
 
 
+def test_a_restarted_peer_manager_is_told_every_neighbour_still_heard(recorder):
+    ref, peers = start_discovery(recorder)
+    other = Identity.generate().public_key
+    ref.tell(_Received(((encode_beacon(other, 7443, group_key(SECRET)), "fe80::2", ETH.index, 6),)))
+    assert wait_for(lambda: len(told(peers, Discovered)) == 1)
+    restarted = recorder()
+    ref.tell(m.Rewire("peers", restarted))  # what the supervisor tells after restarting the peer manager
+    assert wait_for(lambda: [d.heard.public_key for d in told(restarted, Discovered)] == [other])
+
+
 def test_other_groups_other_interfaces_and_routable_sources_are_counted_not_told(recorder):
     ref, peers = start_discovery(recorder)
     other = Identity.generate().public_key
