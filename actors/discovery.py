@@ -159,13 +159,13 @@ def read_secret_file(path: Path) -> bytes:
 def load_discover_secret(config: Config) -> bytes | None:
     """The discovery group secret: the file's (read bounded in time), else discover_secret, else None (the open
     group). ConfigError when the file cannot be read: a node told to use a secret never falls back to none."""
-    if config.discover_secret_file is not None:
+    path = config.discover_secret_file
+    if path is not None:
         try:
-            return call_bounded(lambda: read_secret_file(config.discover_secret_file), SECRET_READ_TIMEOUT,
-                                "axn-secret")
+            return call_bounded(lambda: read_secret_file(path), SECRET_READ_TIMEOUT, "axn-secret")
         except CallTimedOut:
-            raise ConfigError(f"discover_secret_file {config.discover_secret_file}: read took longer than "
-                              f"{SECRET_READ_TIMEOUT:g} s") from None
+            raise ConfigError(f"discover_secret_file {path}: read took longer than {SECRET_READ_TIMEOUT:g} s") \
+                from None
     return None if config.discover_secret is None else config.discover_secret.encode()
 
 

@@ -242,6 +242,9 @@ def build_specs(config: Config, identity: Identity, with_tun: bool, started: flo
             allowed_keys=config.allowed_keys, discoverable=config.discoverable)),
     ]
     if config.discover:  # LAN discovery (issue 18): after the peer manager, which it tells what it hears
+        if listen[0] not in ("::", "0.0.0.0"):
+            logger.warning("discovery is on but the node listens on {} only: neighbours dial the address a beacon "
+                           "came from (a link-local one over IPv6) and will not reach it; listen on [::]", listen[0])
         specs.append(ChildSpec("discovery", lambda sup, refs: DiscoveryActor.start(
             sup, refs, public_key=identity.public_key, port=config.listen_port, patterns=config.discover,
             secret=discover_secret, interval=config.discover_interval,

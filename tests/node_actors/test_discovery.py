@@ -185,3 +185,41 @@ def test_static_and_runtime_peers_are_labelled(recorder):
     mgr.ask(m.AddPeer("192.0.2.9", 7443, key_r))
     mgr.ask(m.AddPeer("192.0.2.10", 7443, key_s, origin="static"))
     assert mgr.ask(m.Snapshot())["found"] == {key_r.hex(): "runtime", key_s.hex(): "static"}
+
+
+# --- the daemon's part (actors/node.py) ------------------------------------------------------------------
+def test_the_discovery_actor_starts_only_with_patterns_and_warns_about_a_fixed_listen_address(tmp_path: Path):
+    from loguru import logger
+
+    from axiomnet.actors.node import build_specs
+
+    me = Identity.generate()
+    off = build_specs(Config(data_dir=tmp_path), me, False, 0.0, ())
+    assert "discovery" not in [spec.role for spec in off]
+    lines: list[str] = []
+    sink = logger.add(lambda msg: lines.append(str(msg)), level="WARNING")
+    try:
+        on = build_specs(Config(data_dir=tmp_path, discover=("eth.*",)), me, False, 0.0, ())
+        assert not lines  # the default listen, [::]: no warning
+        fixed = build_specs(Config(data_dir=tmp_path, discover=("eth.*",), listen_host="198.18.0.1"), me, False,
+                            0.0, ())
+    finally:
+        logger.remove(sink)
+    roles = [spec.role for spec in on]
+    assert roles.index("peers") < roles.index("discovery") < roles.index("heartbeat")
+    assert "discovery" in [spec.role for spec in fixed]
+    assert any("listens on 198.18.0.1 only" in line for line in lines)
+
+
+def test_a_neighbour_that_dialled_us_first_is_labelled_discovered_once_heard(recorder):
+    from tests.node_actors.test_peer_manager import dial, established_sessions
+    from tests.node_actors.test_peer_manager import start_manager as start_front_door
+
+    mgr = start_front_door(recorder)
+    neighbour, where = Identity.generate(), ("198.18.200.2", 7443)
+    dial(mgr, where, peer=neighbour)  # it heard our beacon first and dialled
+    assert wait_for(lambda: established_sessions(mgr) == 1)
+    assert mgr.ref.ask(m.Snapshot())["found"] == {neighbour.public_key.hex(): "inbound"}
+    mgr.ref.tell(Discovered(Heard(neighbour.public_key, where, "eth9")))  # then we heard its beacon
+    snap = mgr.ref.ask(m.Snapshot())
+    assert snap["found"] == {neighbour.public_key.hex(): "discovered"} and snap["sessions"] == 1
