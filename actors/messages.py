@@ -300,6 +300,15 @@ class SessionActive(Urgent):
     heard_at: float
 
 
+@dataclass(frozen=True)
+class ObservedEndpoint(Urgent):
+    """Session -> peer manager: the peer (``peer_key``) says it sees us at ``endpoint`` (our reflexive address,
+    docs/PROTOCOL.md §8.1)."""
+
+    peer_key: bytes
+    endpoint: Addr
+
+
 # --- traffic between neighbours (docs/PROTOCOL.md §6.6) ----------------------------------------
 @dataclass(frozen=True)
 class NeighbourPackets:
@@ -334,6 +343,7 @@ class AddPeer(Urgent):
     host: str
     port: int
     public_key: bytes | None = None
+    origin: str = "runtime"  # how inspect says it was found: "runtime" (axiomnet peers add) or "static" (SIGHUP)
 
 
 @dataclass(frozen=True)

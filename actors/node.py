@@ -34,6 +34,7 @@ from axiomnet.routed import NEIGHBOUR_CAPABILITY
 from axiomnet.actors import messages as m
 from axiomnet.actors.admin import FAULT_INJECTION_ENV, AdminActor
 from axiomnet.actors.base import install_crash_hooks
+from axiomnet.actors.discovery import DiscoveryActor, load_discover_secret
 from axiomnet.actors.e2e import EndToEndActor
 from axiomnet.actors.heartbeat import HeartbeatActor
 from axiomnet.actors.isolate import load_or_create_identity_isolated
@@ -219,7 +220,7 @@ def fault_injection_enabled(config: Config, env: Mapping[str, str] | None = None
 
 def build_specs(config: Config, identity: Identity, with_tun: bool, started: float,
                 peers: tuple[PeerSpec, ...] | PeerBook, *, listen_host: str | None = None,
-                faults: bool = False) -> list[ChildSpec]:
+                faults: bool = False, discover_secret: bytes | None = None) -> list[ChildSpec]:
     """The supervised actors in start order (dependencies first)."""
     address = identity.address
     # With a TUN device the node takes IP packets for its own address straight over a link (docs/PROTOCOL.md §6.6).
@@ -239,6 +240,16 @@ def build_specs(config: Config, identity: Identity, with_tun: bool, started: flo
             sup, refs, static_private=identity.private_key, static_public=identity.public_key,
             self_address=address.packed, static_peers=book.current(), local_payload=payload,
             allowed_keys=config.allowed_keys, discoverable=config.discoverable)),
+    ]
+    if config.discover:  # LAN discovery (issue 18): after the peer manager, which it tells what it hears
+        if listen[0] not in ("::", "0.0.0.0"):
+            logger.warning("discovery is on but the node listens on {} only: neighbours dial the address a beacon "
+                           "came from (a link-local one over IPv6) and will not reach it; listen on [::]", listen[0])
+        specs.append(ChildSpec("discovery", lambda sup, refs: DiscoveryActor.start(
+            sup, refs, public_key=identity.public_key, port=config.listen_port, patterns=config.discover,
+            secret=discover_secret, interval=config.discover_interval,
+            exclude=(config.tun_name,) if with_tun else ())))
+    specs += [
         ChildSpec("heartbeat", lambda sup, refs: HeartbeatActor.start(sup, refs)),
         ChildSpec("admin", lambda sup, refs: AdminActor.start(
             sup, refs, config.admin_socket, identity, config.tun_name if with_tun else None, started,
@@ -268,7 +279,7 @@ def reload_config(reload: Callable[[], Config], running: Config, peers_ref: Any,
     keep = {str(p) for p in wanted}
     have = {str(p) for p in current}
     changes: list[Any] = [m.RemovePeer(p.host, p.port) for p in current if str(p) not in keep]
-    changes += [m.AddPeer(p.host, p.port, p.public_key) for p in wanted if str(p) not in have]
+    changes += [m.AddPeer(p.host, p.port, p.public_key, origin="static") for p in wanted if str(p) not in have]
     if new.allowed_keys != running.allowed_keys:
         # After the peers: a pinned key the new file adds is allowed by the time the keys are checked.
         changes.append(m.SetAllowedKeys(new.allowed_keys))
@@ -349,13 +360,19 @@ def _run(config: Config, reload: Callable[[], Config] | None, started: float, st
         return 0
     faults = fault_injection_enabled(config)
     book = PeerBook(peers)
+    try:
+        discover_secret = load_discover_secret(config)
+    except ConfigError as exc:
+        logger.error("{}", exc)
+        return 1
 
     def on_fatal(reason: str) -> None:
         outcome["code"] = 1
         outcome["reason"] = reason
         stop.set()
 
-    specs = build_specs(config, identity, why_no_tun is None, started, book, listen_host=listen_host, faults=faults)
+    specs = build_specs(config, identity, why_no_tun is None, started, book, listen_host=listen_host, faults=faults,
+                        discover_secret=discover_secret)
     supervisor = SupervisorActor.start(specs, on_fatal)
     try:
         try:

@@ -28,6 +28,7 @@ from axiomnet.ops.config import PeerSpec
 from axiomnet.constants import MAX_SESSIONS, MAX_SESSIONS_PER_SOURCE, MAX_UNPINNED_SESSIONS
 from axiomnet.control import HandshakePayload
 from axiomnet.cookie import source_key
+from axiomnet.reflexive import ReflexiveTable
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.responder import HandshakeResponder
 from axiomnet.session import HandshakeResult
@@ -35,9 +36,11 @@ from axiomnet.supervision import RestartPolicy
 from axiomnet.wire import PacketType, decode_header
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import Later, SupervisedActor, bounded_tell, tell
+from axiomnet.actors.discovery import Discovered, DiscoveredLive
 from axiomnet.actors.session import SessionActor
 from axiomnet.actors.socket import tell_indices
 
+MAX_DISCOVERED_DIALS = 16  # discovered peers dialled at once whose session is not up (beacons cost bounded state)
 REFUSAL_LOG_INTERVAL = 10.0  # one warning per this many seconds about refused peers; every refusal is counted
 _FRONT_DOOR_TYPES = (PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_FINAL, PacketType.KEY_PROBE)
 
@@ -70,6 +73,7 @@ class SessionSpec:
     up: bool = False
     named: bool = True  # configured, pinned or listed in allowed_keys (admission)
     inbound: bool = False  # created by a handshake the peer started (evictable when unnamed)
+    found: str = "static"  # how we know the peer: static, runtime, discovered or inbound (inspect's FOUND)
 
 
 class PeerManagerActor(SupervisedActor):
@@ -113,6 +117,7 @@ class PeerManagerActor(SupervisedActor):
         self._restarts: Later | None = None  # RestartChild messages, each due after its backoff
         self._refusal_logged = -REFUSAL_LOG_INTERVAL
         self._wakes: list[tuple[float, str]] = []  # heap of (deadline, session urn) to tick
+        self.reflexive = ReflexiveTable()  # the endpoint each neighbour says it sees us at (PROTOCOL §8.1)
         self._deadline_timer: Any = None
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -163,7 +168,8 @@ class PeerManagerActor(SupervisedActor):
         return {**self.refs, "peers": self.actor_ref}
 
     def _spawn(
-        self, endpoint: m.Addr, expected_key: bytes | None, dial: bool, named: bool = True, inbound: bool = False
+        self, endpoint: m.Addr, expected_key: bytes | None, dial: bool, named: bool = True, inbound: bool = False,
+        found: str = "static",
     ) -> Any:
         ref = SessionActor.start(
             self.actor_ref,
@@ -178,7 +184,7 @@ class PeerManagerActor(SupervisedActor):
             allowed_keys=self.allowed_keys,
         )
         self.specs[ref.actor_urn] = SessionSpec(ref, endpoint, expected_key, dial, known_key=expected_key,
-                                                named=named, inbound=inbound)
+                                                named=named, inbound=inbound, found=found)
         self.admission.add(ref.actor_urn, named=named, source=source_key(endpoint), inbound=inbound,
                            now=time.monotonic())
         if expected_key is not None:
@@ -213,6 +219,12 @@ class PeerManagerActor(SupervisedActor):
             assert self.responder is not None
             self.responder.index_refused(message.index)
             self.counters["index_collisions"] += 1
+        elif isinstance(message, m.ObservedEndpoint):
+            self._observed(message)
+        elif isinstance(message, Discovered):
+            self._discovered(message)
+        elif isinstance(message, DiscoveredLive):
+            self._discovered_live(message.keys)
         elif isinstance(message, m.SessionActive):
             self.admission.touch(message.ref.actor_urn, message.heard_at)
         elif isinstance(message, m.ListSessions):
@@ -223,7 +235,8 @@ class PeerManagerActor(SupervisedActor):
             assert self.responder is not None
             return {"sessions": len(self.specs), "unnamed_sessions": self.admission.unnamed,
                     "pending_handshakes": self.responder.pending_count,
-                    "responder": dict(self.responder.stats), **self.counters}
+                    "responder": dict(self.responder.stats), "found": self._found(),
+                    "reflexive": self.reflexive.snapshot(), **self.counters}
         else:
             return super().handle(message)
         return None
@@ -311,7 +324,7 @@ class PeerManagerActor(SupervisedActor):
             if decision.evict is not None:
                 self._evict(str(decision.evict), key)
             try:
-                ref = self._spawn(addr, None, dial=False, named=named, inbound=True)
+                ref = self._spawn(addr, None, dial=False, named=named, inbound=True, found="inbound")
             except Exception as exc:  # no thread left, say: refuse this peer, keep the node
                 logger.error("cannot start a session for {} at {}:{}: {!r}", key.hex()[:16], addr[0], addr[1], exc)
                 self._refuse(result, "refused_spawn_failed")
@@ -373,6 +386,7 @@ class PeerManagerActor(SupervisedActor):
         if spec is not None:
             if spec.known_key is not None and self.by_key.get(spec.known_key) == urn:
                 del self.by_key[spec.known_key]
+                self.reflexive.forget(spec.known_key)
             tell(self.refs.get("socket"), m.ReleaseOwner(spec.ref))
         return spec
 
@@ -402,9 +416,61 @@ class PeerManagerActor(SupervisedActor):
             return
         # A restarted session lost its keys: it dials the peer it knew, expecting the key it had seen.
         self._spawn(spec.endpoint, spec.expected_key or spec.known_key, dial=True, named=spec.named,
-                    inbound=spec.inbound)
+                    inbound=spec.inbound, found=spec.found)
         logger.info("session to {}:{} restarted", *spec.endpoint)
         self.counters["session_restarts"] += 1
+
+    def _observed(self, message: m.ObservedEndpoint) -> None:
+        """A neighbour told us the endpoint it sees us at: kept (one report per neighbour with a session)."""
+        if message.peer_key not in self.by_key:
+            self.counters["observed_without_session"] += 1
+            return
+        previous = self.reflexive.reports.get(message.peer_key)
+        self.reflexive.record(message.peer_key, message.endpoint, time.monotonic())
+        if previous is None or previous.endpoint != message.endpoint:
+            logger.info("peer {} sees us at {}:{}", message.peer_key.hex()[:16], *message.endpoint)
+
+    # --- discovered peers (actors/discovery.py) ------------------------------------------------------------
+    def _discovered(self, message: Discovered) -> None:
+        """A neighbour heard on the LAN for the first time: dial it (both sides do, as two static peers do; the
+        simultaneous open of docs/PROTOCOL.md §3.2 makes one session of it), unless we already have a session
+        for its key, its key is not allowed, or too many discovered dials are still unanswered."""
+        heard = message.heard
+        key = heard.public_key
+        if key in self.by_key:
+            spec = self.specs.get(self.by_key[key])
+            if spec is not None and spec.found == "inbound":
+                spec.found = "discovered"  # it dialled us first; it is the neighbour the beacon names
+            self.counters["discovered_known"] += 1
+            return
+        if self.allowed_keys is not None and key not in self.allowed_keys:
+            self.counters["discovered_not_allowed"] += 1
+            return
+        pending = sum(1 for spec in self.specs.values() if spec.found == "discovered" and not spec.up)
+        if pending >= MAX_DISCOVERED_DIALS or len(self.specs) >= self.max_sessions:
+            self.counters["discovered_over_limit"] += 1
+            return
+        endpoint = canonical_endpoint(*heard.endpoint)
+        try:
+            self._spawn(endpoint, key, dial=True, named=False, found="discovered")
+        except Exception as exc:  # no thread left, say: not this neighbour, keep the node
+            logger.error("cannot start a session for discovered {} at {}:{}: {!r}", key.hex()[:16], *endpoint, exc)
+            self.counters["discovered_spawn_failed"] += 1
+            return
+        self.counters["discovered_dialled"] += 1
+        logger.info("dialling discovered peer {} at {}:{}", key.hex()[:16], *endpoint)
+
+    def _discovered_live(self, keys: frozenset[bytes]) -> None:
+        """Stop dialling discovered peers whose beacons stopped and whose session is not up (an up session stays
+        while it lives: its keepalives, not beacons, say whether the peer is there)."""
+        for urn, spec in list(self.specs.items()):
+            if spec.found == "discovered" and not spec.up and spec.expected_key not in keys:
+                self._close(urn, "no longer discovered")
+                self.counters["discovered_forgotten"] += 1
+
+    def _found(self) -> dict[str, str]:
+        """How each peer with a known key was found (public key hex -> static, runtime, discovered, inbound)."""
+        return {spec.known_key.hex(): spec.found for spec in self.specs.values() if spec.known_key is not None}
 
     # --- which keys are named and allowed (configuration, static peers, SIGHUP) -----------------------
     def _name_keys(self) -> None:
@@ -431,11 +497,11 @@ class PeerManagerActor(SupervisedActor):
                                key.hex()[:16], *spec.endpoint)
                 self._close(urn, "key no longer allowed")
                 closed += 1
-                if spec.dial:  # a configured peer stays configured: dialled again, refused until allowed again
-                    self._spawn(spec.endpoint, spec.expected_key, dial=True)
+                if spec.dial and spec.found != "discovered":  # a configured peer stays configured: dialled again
+                    self._spawn(spec.endpoint, spec.expected_key, dial=True, found=spec.found)
                 continue
             tell(spec.ref, m.SetAllowedKeys(self.allowed_keys))
-            named = spec.dial or (key is not None and key in self.named_keys)
+            named = (spec.dial and spec.found != "discovered") or (key is not None and key in self.named_keys)
             if named != spec.named:
                 spec.named = named
                 self.admission.add(urn, named=named, source=source_key(spec.endpoint), inbound=spec.inbound,
@@ -464,7 +530,7 @@ class PeerManagerActor(SupervisedActor):
             if not known:
                 self.static_peers += (spec,)
                 self._name_keys()  # its pinned key is allowed before its session starts
-                self._spawn(endpoint, spec.public_key, dial=True)
+                self._spawn(endpoint, spec.public_key, dial=True, found=message.origin)
             result["added"] = not known
         elif isinstance(message, m.RemovePeer):
             endpoint = canonical_endpoint(message.host, message.port)
@@ -473,7 +539,8 @@ class PeerManagerActor(SupervisedActor):
             self.static_peers = tuple(p for p in self.static_peers if p not in gone)
             # The session may have roamed to another endpoint since: its pinned key still names it.
             urns = [urn for urn, spec in self.specs.items()
-                    if spec.dial and (spec.endpoint == endpoint or spec.expected_key in keys)]
+                    if spec.dial and spec.found != "discovered"
+                    and (spec.endpoint == endpoint or spec.expected_key in keys)]
             for urn in urns:
                 self._close(urn, "peer removed")
             result["removed"] = len(gone)

@@ -28,7 +28,9 @@ from loguru import logger
 
 from axiomnet.constants import DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX, PEER_SEEN_INTERVAL, SESSION_ACTIVITY_REPORT
 from axiomnet.control import HandshakePayload
+from axiomnet.errors import RemoteProtocolError
 from axiomnet.ownership import IPV6_DESTINATION, IPV6_SOURCE, address_of, destined_to, source_is
+from axiomnet.reflexive import OBSERVED_ENDPOINT, decode_observed, encode_observed
 from axiomnet.routed import NEIGHBOUR_CAPABILITY, NEIGHBOUR_PREFIX
 from axiomnet.session import Established, Expired, HandshakeGaveUp, KeyMismatch, KeyRefused, Rekeyed, Session
 from axiomnet.wire import PacketType
@@ -38,6 +40,7 @@ from axiomnet.actors.socket import tell_indices
 
 DATA = PacketType.DATA
 CONTROL = PacketType.CONTROL
+_OBSERVED = bytes([OBSERVED_ENDPOINT])  # the control type of "your endpoint as I see it" (PROTOCOL §8.1)
 KEEPALIVE = PacketType.KEEPALIVE
 
 
@@ -85,6 +88,7 @@ class SessionActor(SupervisedActor):
         self.neighbour_ip = False  # the peer takes IP packets for its own address over this link (§6.6)
         self._route_told = False  # the TUN actor routes the peer's address to us
         self._wake_told: float | None = None  # the deadline the peer manager will tick us at
+        self._observed_answered = False  # since the last establishment, told the peer its endpoint again (§8.1)
 
     @property
     def name(self) -> str:
@@ -229,14 +233,40 @@ class SessionActor(SupervisedActor):
             self.counters["rx_dropped_backpressure"] += len(good)
 
     def _control(self, payload: bytes) -> bool:
-        """Hand a tree announcement to the router; whether it was told."""
+        """Hand a tree announcement to the router (whether it was told); our reflexive address to the peer manager."""
         key = self.session.remote_static if self.session is not None else None
         if key is None:
+            return False
+        if payload[:1] == _OBSERVED:
+            self._observed(key, payload)
             return False
         if not bounded_tell(self.refs.get("router"), m.Announce(key, payload)):
             self.counters["rx_dropped_control"] += 1
             return False
         return True
+
+    def _observed(self, key: bytes, payload: bytes) -> None:
+        try:
+            endpoint = decode_observed(payload)
+        except RemoteProtocolError as exc:
+            self.counters["rx_" + type(exc).__name__] += 1
+            return
+        self.counters["rx_observed_endpoint"] += 1
+        tell(self.refs.get("peers"), m.ObservedEndpoint(key, endpoint))
+        if not self._observed_answered:
+            # The peer's session is up now that it speaks: tell ours again, once. The one sent when we got our
+            # keys may have arrived before the peer's session took its index (the initiator's usually does).
+            self._observed_answered = True
+            self._tell_observed()
+
+    def _tell_observed(self) -> None:
+        """Tell the peer the endpoint its datagrams come from (at establishment and whenever it moves)."""
+        session = self.session
+        payload = encode_observed(*self.endpoint)
+        if session is None or payload is None or not session.is_established:
+            return
+        self._send(session.send(CONTROL, payload, time.monotonic()))
+        self.counters["tx_observed_endpoint"] += 1
 
     def _probe(self) -> None:
         assert self.session is not None
@@ -319,6 +349,7 @@ class SessionActor(SupervisedActor):
         if addr != self.endpoint:
             logger.info("{}: peer roamed to {}:{}", self.name, *addr)
             self.endpoint = addr
+            self._tell_observed()
 
     def _send(self, datagrams: list[bytes]) -> None:
         """Send to the peer's endpoint, after telling the socket about the indices the core issued or retired."""
@@ -390,6 +421,8 @@ class SessionActor(SupervisedActor):
             ref = self.refs.get(role)
             if ref is not None:
                 tell(ref, up)
+        self._observed_answered = False
+        self._tell_observed()
 
     def _went_down(self, reason: str) -> None:
         if not self.up:

@@ -17,6 +17,7 @@ refuses either option gets one system call per datagram instead (logged once); t
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import select
 import socket
@@ -80,11 +81,22 @@ def gro_segment(ancillary: list[tuple[int, int, bytes]]) -> int:
 
 
 def normalise_addr(addr: tuple[Any, ...]) -> m.Addr:
-    """(host, port) with IPv4-mapped IPv6 hosts shown as plain IPv4."""
+    """(host, port) with IPv4-mapped IPv6 hosts shown as plain IPv4, and a link-local IPv6 host (a scope id is
+    set) with its interface ("fe80::1%eth0"): without it a reply could leave by another interface."""
     host = addr[0]
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]
+    elif len(addr) == 4 and addr[3] and "%" not in host:
+        host = f"{host}%{_interface_name(addr[3])}"
     return (host, int(addr[1]))
+
+
+@functools.lru_cache(maxsize=64)
+def _interface_name(index: int) -> str:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return str(index)
 
 
 class SocketActor(SupervisedActor):

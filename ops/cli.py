@@ -181,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--no-discoverable", action="store_true", default=None,
                         help="do not tell our public key to peers that probe for it (only peers that already "
                              "know it can connect)")
+    daemon.add_argument("--discover", action="append", metavar="PATTERN",
+                        help="find peers on the local network: beacons on the interfaces whose names match this "
+                             "regular expression (repeat for more; '.*' for all); off by default")
+    daemon.add_argument("--no-discover", action="store_true", default=None,
+                        help="no LAN discovery, whatever the config file says")
+    daemon.add_argument("--discover-secret", metavar="SECRET",
+                        help="group secret of LAN discovery: only nodes with the same secret peer by beacon (prefer "
+                             "--discover-secret-file or AXIOMNET_DISCOVER_SECRET: arguments are visible in ps)")
+    daemon.add_argument("--discover-secret-file", metavar="FILE", help="read the discovery group secret from FILE")
+    daemon.add_argument("--discover-interval", metavar="S", help="seconds between beacons (default 1)")
     daemon.add_argument("--no-offload", action="store_true", default=None,
                         help="read and write the TUN device and the UDP socket one packet at a time (no TSO, "
                              "checksum offload, UDP GSO/GRO); the wire format is the same either way")
@@ -293,6 +303,11 @@ def _daemon_overrides(args: argparse.Namespace) -> dict[str, object]:
         "discoverable": False if args.no_discoverable else None,
         "offload": False if args.no_offload else None,
         "fault_injection": args.fault_injection,
+        "discover": args.discover,
+        "no_discover": args.no_discover,
+        "discover_secret": args.discover_secret,
+        "discover_secret_file": args.discover_secret_file,
+        "discover_interval": args.discover_interval,
     }
 
 
@@ -350,8 +365,10 @@ def _config_check(args: argparse.Namespace) -> int:
 
     config = load_config(config_file=args.config, env=os.environ, overrides={})
     if args.json:
-        print(jsonlib.dumps({f.name: _json_value(getattr(config, f.name)) for f in dataclasses.fields(config)},
-                            indent=2))
+        settings = {f.name: _json_value(getattr(config, f.name)) for f in dataclasses.fields(config)}
+        if settings.get("discover_secret") is not None:
+            settings["discover_secret"] = "<set, not shown>"  # a secret is never printed
+        print(jsonlib.dumps(settings, indent=2))
     else:
         source = f"built-in defaults < {args.config} < AXIOMNET_* environment" if args.config else \
             "built-in defaults < AXIOMNET_* environment (no --config given)"

@@ -39,7 +39,10 @@ ENV_KEYS += ("OFFLOAD",)
 # Operations settings (issue 10): metrics listener, admin socket group, fault injection (tests only).
 TOML_KEYS += ("metrics_listen", "admin_group", "fault_injection")
 ENV_KEYS += ("METRICS_LISTEN", "ADMIN_GROUP")  # fault_injection has no variable: it is the flag half of a two-part gate
-OVERRIDE_KEYS = TOML_KEYS + ("listen_host", "listen_port", "tun_enabled", "tun_name", "no_tun")
+# LAN discovery (issue 18): interface patterns, group secret (inline or a file), beacon interval.
+TOML_KEYS += ("discover", "discover_secret", "discover_secret_file", "discover_interval")
+ENV_KEYS += ("DISCOVER", "DISCOVER_SECRET", "DISCOVER_SECRET_FILE", "DISCOVER_INTERVAL")
+OVERRIDE_KEYS = TOML_KEYS + ("no_discover", "listen_host", "listen_port", "tun_enabled", "tun_name", "no_tun")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -204,6 +207,51 @@ def _check_group(value: object, key: str) -> str | None:
     return value.strip() or None
 
 
+# --- LAN discovery ------------------------------------------------------------------------------------
+MIN_DISCOVER_INTERVAL, MAX_DISCOVER_INTERVAL = 0.2, 60.0  # axiomnet/beacon.py's bounds
+MAX_DISCOVER_PATTERNS = 32
+MAX_DISCOVER_SECRET = 4096
+
+
+def _parse_discover(value: object, key: str) -> tuple[str, ...]:
+    """Interface name patterns (Python regular expressions, matched against the whole name); [] is off. From the
+    environment: one comma-separated string."""
+    if isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_DISCOVER_PATTERNS:
+        raise _bad(key, value, f"expected a list of at most {MAX_DISCOVER_PATTERNS} interface name patterns")
+    patterns = []
+    for item in value:
+        if not isinstance(item, str) or not item or len(item) > 256:
+            raise _bad(key, item, "an interface pattern is a non-empty string of at most 256 characters")
+        try:
+            re.compile(item)
+        except re.error as exc:
+            raise _bad(key, item, f"not a regular expression: {exc}") from None
+        patterns.append(item)
+    return tuple(patterns)
+
+
+def _check_secret(value: object, key: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value.encode()) > MAX_DISCOVER_SECRET or "\0" in value:
+        raise _bad(key, "<secret>", f"expected a non-empty string of at most {MAX_DISCOVER_SECRET} bytes")
+    return value
+
+
+def _check_interval(value: object, key: str) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise _bad(key, value, "expected a number of seconds") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not MIN_DISCOVER_INTERVAL <= value <= MAX_DISCOVER_INTERVAL:
+        raise _bad(key, value, f"expected seconds from {MIN_DISCOVER_INTERVAL:g} to {MAX_DISCOVER_INTERVAL:g}")
+    return float(value)
+
+
 # --- peers ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PeerSpec:
@@ -332,6 +380,11 @@ class Config:
     metrics_listen: tuple[str, int] | None = None  # the Prometheus HTTP listener; None: off
     admin_group: str | None = None  # members may use the admin socket too (mode 0660); None: root and our uid only
     fault_injection: bool = False  # inject-fault accepted only with this AND AXIOMNET_FAULT_INJECTION=1
+    # LAN discovery (issue 18; docs/CONFIG.md "LAN discovery"): off unless interface patterns are given.
+    discover: tuple[str, ...] = ()
+    discover_secret: str | None = None  # the group secret; never printed (genconf shows that it is set)
+    discover_secret_file: Path | None = None  # the secret read from this file at start (wins over discover_secret)
+    discover_interval: float = 1.0  # seconds between two beacons on one interface
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -358,6 +411,11 @@ class Config:
         put("metrics_listen", parse_metrics_listen(self.metrics_listen, "metrics_listen"))
         put("admin_group", _check_group(self.admin_group, "admin_group"))
         put("fault_injection", _check_bool(self.fault_injection, "fault_injection"))
+        put("discover", _parse_discover(self.discover, "discover"))
+        put("discover_secret", _check_secret(self.discover_secret, "discover_secret"))
+        if self.discover_secret_file is not None:
+            put("discover_secret_file", _check_path(self.discover_secret_file, "discover_secret_file"))
+        put("discover_interval", _check_interval(self.discover_interval, "discover_interval"))
 
     @property
     def listen(self) -> str:
@@ -418,6 +476,17 @@ def _apply(values: dict[str, Any], name: str, value: object, key: str, base: Pat
         values["admin_group"] = _check_group(value, key)
     elif name == "fault_injection":
         values["fault_injection"] = _check_bool(value, key)
+    elif name == "discover":
+        values["discover"] = _parse_discover(value, key)
+    elif name == "no_discover":
+        if _check_bool(value, key):
+            values["discover"] = ()
+    elif name == "discover_secret":
+        values["discover_secret"] = _check_secret(value, key)
+    elif name == "discover_secret_file":
+        values["discover_secret_file"] = _check_path(value, key, base)
+    elif name == "discover_interval":
+        values["discover_interval"] = _check_interval(value, key)
     else:  # pragma: no cover - callers filter unknown keys first
         raise ConfigError(f"unknown setting {key!r}")
 
@@ -452,6 +521,8 @@ def _toml_layer(path: Path, values: dict[str, Any]) -> None:
             raise _bad(key, value, "expected an integer")
         if name in ("listen", "data_dir", "admin_socket", "log_level") and not isinstance(value, str):
             raise _bad(key, value, "expected a string")
+        if name == "discover" and not isinstance(value, list):
+            raise _bad(key, value, 'expected an array of interface name patterns, e.g. [".*"] or ["eth0", "wlan.*"]')
         if name == "peers" and not isinstance(value, list):
             raise _bad(key, value, 'expected an array of "HOST:PORT[#PUBKEYHEX]" strings')
         if name == "tun" and not isinstance(value, (str, bool)):
@@ -476,7 +547,7 @@ def _env_layer(env: Mapping[str, str], values: dict[str, Any]) -> None:
     elif (text := get("TUN")) is not None:
         _apply(values, "tun", text, "AXIOMNET_TUN")
     for name in ("MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL", "LOG_JSON", "DISCOVERABLE", "OFFLOAD", "METRICS_LISTEN",
-                 "ADMIN_GROUP"):
+                 "ADMIN_GROUP", "DISCOVER", "DISCOVER_SECRET", "DISCOVER_SECRET_FILE", "DISCOVER_INTERVAL"):
         if (text := get(name)) is not None:
             _apply(values, name.lower(), text, ENV_PREFIX + name)
     if (text := get("ALLOWED_KEYS")) is not None and text.strip():  # empty: not set

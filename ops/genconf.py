@@ -51,6 +51,11 @@ def effective_config_text(config: Config) -> str:
             text = json.dumps(config.tun_name) if config.tun_enabled else "false"
         elif key == "peers":
             text = "[" + ", ".join(json.dumps(str(peer)) for peer in config.peers) + "]"
+        elif key == "discover_secret":  # a secret is never printed
+            text = None
+            if config.discover_secret is not None:
+                lines.append("# discover_secret is set (not shown)")
+                continue
         elif key == "metrics_listen":
             text = json.dumps(_endpoint(*config.metrics_listen)) if config.metrics_listen else None
         else:
@@ -103,4 +108,11 @@ log_json = false
 # TUN offloads (TCP segmentation, checksums) and UDP GSO/GRO where the kernel grants them (the wire format is
 # the same either way); false: one packet per system call.
 # offload = true
+
+# LAN discovery: beacons on the interfaces whose names match these regular expressions, and a session with every
+# node heard on them. Off by default: with allowed_keys unset, any node on the link may then peer with you (on a
+# cafe's Wi-Fi, strangers). Set a group secret so only your own nodes peer by beacon (docs/CONFIG.md).
+# discover = [".*"]
+# discover_secret_file = "/etc/axiomnet/discover.secret"
+# discover_interval = 1.0
 """

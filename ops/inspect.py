@@ -103,20 +103,38 @@ def render_self(state: Mapping[str, Any]) -> list[str]:
                        ("pid", "pid")):
         value = seconds(me.get(key)) if key == "uptime" else cell(me.get(key))
         lines.append(f"  {label:<11} {value}")
+    reflexive = _reflexive(state)
+    if reflexive:
+        lines.append(f"  {'seen at':<11} {reflexive}")
     return lines
+
+
+def _reflexive(state: Mapping[str, Any]) -> str:
+    """Where our neighbours see us (docs/PROTOCOL.md §8.1): each reported endpoint and how many report it."""
+    snapshots = state.get("snapshots")
+    manager = snapshots.get("peers") if isinstance(snapshots, dict) else None
+    table = manager.get("reflexive") if isinstance(manager, dict) else None
+    reported = table.get("reported") if isinstance(table, dict) else None
+    if not isinstance(reported, list):
+        return ""
+    items = [f"{row.get('endpoint')} ({row.get('neighbours')} peer{'s' if row.get('neighbours') != 1 else ''})"
+             for row in reported[:4] if isinstance(row, dict)]
+    confirmed = table.get("confirmed") if isinstance(table, dict) else None
+    return ", ".join(items) + ("" if confirmed is None else "; confirmed")
 
 
 def render_peers(state: Mapping[str, Any]) -> list[str]:
     peers = records(state, "peers")
     sessions = {s.get("peer"): s for s in records(state, "sessions") if s.get("peer")}
+    found = _found(state)
     rows = []
     for peer in peers:
         session = sessions.get(peer.get("public_key"), {})
-        rows.append({**peer, "state": session.get("state"), "rx_packets": session.get("rx_packets"),
+        rows.append({**peer, "found": found.get(str(peer.get("public_key"))), "state": session.get("state"), "rx_packets": session.get("rx_packets"),
                      "tx_packets": session.get("tx_packets"), "rx_bytes": session.get("rx_bytes"),
                      "tx_bytes": session.get("tx_bytes"), "drops": drops_by_reason(session.get("counters"))})
     headers = _columns((("PUBLIC KEY", "public_key"), ("ADDRESS", "address"), ("ENDPOINT", "endpoint"),
-                        ("STATE", "state"), ("ALIVE", "alive"), ("LAST SEEN", "last_seen"),
+                        ("FOUND", "found"), ("STATE", "state"), ("ALIVE", "alive"), ("LAST SEEN", "last_seen"),
                         ("LAST HANDSHAKE", "last_handshake"), ("RTT MS", "rtt_ms"), ("PORT", "port"),
                         ("TREE LINK", "tree_link"), ("LOAD", "load"),
                         ("COORDS", "coords"), ("RX PKTS", "rx_packets"), ("TX PKTS", "tx_packets"),
@@ -126,6 +144,14 @@ def render_peers(state: Mapping[str, Any]) -> list[str]:
     lines = [f"PEERS ({len(rows)})"]
     lines += table([h for h, _ in headers], [[_format(key, row.get(key)) for _, key in headers] for row in rows])
     return lines
+
+
+def _found(state: Mapping[str, Any]) -> dict[str, str]:
+    """How the peer manager found each peer (public key hex -> static, runtime, discovered, inbound)."""
+    snapshots = state.get("snapshots")
+    manager = snapshots.get("peers") if isinstance(snapshots, dict) else None
+    found = manager.get("found") if isinstance(manager, dict) else None
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
 def _format(key: str, value: object) -> str:

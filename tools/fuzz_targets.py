@@ -31,7 +31,7 @@ from typing import Any
 
 from nacl.public import PrivateKey
 
-from axiomnet import control, wire
+from axiomnet import beacon, control, reflexive, wire
 from axiomnet.actors.admin import AdminActor
 from axiomnet.announce import (
     Announcement,
@@ -295,6 +295,32 @@ def identity_file(data: bytes) -> None:
     except CorruptIdentity:
         return
     check(encode_identity(ident) == data, "accepted identity file does not re-encode")
+
+
+_BEACON_KEY = beacon.group_key(b"fuzz group")
+
+
+@fuzz_target("beacon", seeds=lambda: [beacon.encode_beacon(_keys(4)[1], 7443, _BEACON_KEY)],
+             dictionary=(beacon.BEACON_MAGIC,))
+def beacon_datagram(data: bytes) -> None:
+    """beacon.BeaconListener.receive (a LAN discovery beacon from anyone on the link, docs/PROTOCOL.md §8)."""
+    listener = beacon.BeaconListener(bytes(32), _BEACON_KEY)
+    heard = listener.receive(data, "fe80::1%eth0", "eth0", 1.0)
+    check(sum(listener.stats.values()) >= 1, "a beacon was neither accepted nor counted")
+    if heard is not None:
+        check(beacon.encode_beacon(heard.public_key, heard.endpoint[1], _BEACON_KEY) == data,
+              "an accepted beacon does not re-encode")
+
+
+@fuzz_target("observed_endpoint", seeds=lambda: [reflexive.encode_observed("198.51.100.7", 7443) or b"",
+                                                 reflexive.encode_observed("2001:db8::1", 1) or b""])
+def observed_endpoint(data: bytes) -> None:
+    """reflexive.decode_observed (OBSERVED_ENDPOINT from a neighbour, docs/PROTOCOL.md §8.1)."""
+    try:
+        host, port = reflexive.decode_observed(data)
+    except RemoteProtocolError:
+        return
+    check(reflexive.encode_observed(host, port) == data, "an accepted OBSERVED_ENDPOINT does not re-encode")
 
 
 def _session_seeds() -> list[bytes]:

@@ -161,7 +161,7 @@ def test_sighup_applies_the_peers_of_a_changed_file(tmp_path: Path, log_lines):
     assert [str(p) for p in new.peers] == ["192.0.2.2:7443", f"192.0.2.3:7443#{'ab' * 32}"]
     assert [str(p) for p in book.current()] == ["192.0.2.2:7443", f"192.0.2.3:7443#{'ab' * 32}"]
     seen = peers.proxy().seen.get()
-    assert seen == [m.RemovePeer("192.0.2.1", 7443), m.AddPeer("192.0.2.3", 7443, bytes.fromhex("ab" * 32))]
+    assert seen == [m.RemovePeer("192.0.2.1", 7443), m.AddPeer("192.0.2.3", 7443, bytes.fromhex("ab" * 32), origin="static")]
     assert any("mtu changed; it takes effect at the next restart" in line for line in log_lines)
 
 
@@ -172,7 +172,7 @@ def test_sighup_applies_a_changed_allowed_keys_after_the_peers(tmp_path: Path, l
     new = node.reload_config(lambda: load_config(config_file=path, env={}), running, peers, book)
     assert new.allowed_keys == frozenset({bytes.fromhex("cd" * 32)})
     # The new pinned peer first, so its key is allowed by the time the new list is checked.
-    assert peers.proxy().seen.get() == [m.AddPeer("192.0.2.3", 7443, bytes.fromhex("cd" * 32)),
+    assert peers.proxy().seen.get() == [m.AddPeer("192.0.2.3", 7443, bytes.fromhex("cd" * 32), origin="static"),
                                         m.SetAllowedKeys(frozenset({bytes.fromhex("cd" * 32)}))]
     assert any("SIGHUP: allowed_keys now 1 key(s) and the pinned peers" in line for line in log_lines)
     path.write_text(f'peers = ["192.0.2.3:7443#{"cd" * 32}"]\n')  # allowed_keys gone: any key again
