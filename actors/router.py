@@ -6,7 +6,8 @@ it, with the time, and hands each result on: routed packets to the session of th
 resolved keys to the e2e actor. Every HEARTBEAT_INTERVAL (a HeartbeatTick from the heartbeat actor) it
 sends each live neighbour its announcement, resends lookups that are due, and marks neighbours silent for
 PEER_DEAD_AFTER dead: their routes are withdrawn and they get only a keepalive probe every DEAD_PROBE_INTERVAL
-until they answer.
+until they answer. While traffic flows it also steps the root-independent fallback between heartbeats (at most
+every RING_TICK): dead paths, ring searches widening (axiomnet/forward.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from loguru import logger
 
-from axiomnet.constants import DEAD_PROBE_INTERVAL, PEER_DEAD_AFTER
+from axiomnet.constants import DEAD_PROBE_INTERVAL, PEER_DEAD_AFTER, RING_TICK
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.forward import Forwarder, Output
 from axiomnet.identity import Identity, derive_address
@@ -47,9 +48,15 @@ class RouterActor(SupervisedActor):
         self.last_seen: dict[bytes, float] = {}
         self.dead: dict[bytes, float] = {}  # noise key -> when it was last probed
         self._corrupt_left = 0  # fault injection (CorruptRelayed): relayed TRAFFIC packets still to damage
+        self._ring_at = now  # when ring searches and dead paths were last stepped (RING_TICK)
 
     def handle(self, message: Any) -> Any:
         now = time.monotonic()
+        if now - self._ring_at >= RING_TICK and isinstance(message, (m.RouteOut, m.RoutedFromLink, m.Resolve)):
+            # Between heartbeats too, while traffic flows: a ring search widens every RING_STEP x TTL, and a path
+            # found dead is searched for at once, not at the next heartbeat.
+            self._ring_at = now
+            self._dispatch(self.forwarder.ring_tick(now))
         if isinstance(message, m.RouteOut):
             self._dispatch(self.forwarder.send(message.dst, message.datagrams, now))
         elif isinstance(message, m.Resolve):
@@ -156,6 +163,7 @@ class RouterActor(SupervisedActor):
         for key, data in self.tree.tick(now):
             if not bounded_tell(self.sessions.get(key), m.SendControl(data)):
                 self.counters["announce_not_queued"] += 1
+        self._ring_at = now
         self._dispatch(self.forwarder.tick(now))
 
     # --- inspection ----------------------------------------------------------------------------------

@@ -276,12 +276,22 @@ class Forwarder:
         self._table_now = -1.0  # rebuild the table on next use: announcements may have aged out
         for dst, nonce in self.pathfinder.due(now):
             self._lookup(dst, nonce, out)
-        self.pathfinder.dead_paths(now)
-        for dst, nonce, ttl in self.pathfinder.ring_due(now):
-            self._ring(dst, nonce, ttl, out, now)
+        self._ring_step(now, out)
         out.unresolvable.extend(self.pathfinder.given_up)
         self.pathfinder.given_up.clear()
         return out
+
+    def ring_tick(self, now: float) -> Output:
+        """Dead paths and ring rounds due; the router calls this between heartbeats too (RING_TICK), so that a
+        search widens at its own pace, not a heartbeat's."""
+        out = Output()
+        self._ring_step(now, out)
+        return out
+
+    def _ring_step(self, now: float, out: Output) -> None:
+        self.pathfinder.dead_paths(now)
+        for dst, nonce, ttl in self.pathfinder.ring_due(now):
+            self._ring(dst, nonce, ttl, out, now)
 
     def _ring(self, dst: bytes, nonce: int, ttl: int, out: Output, now: float) -> None:
         """One round of our ring search for ``dst``: to every link, each copy naming the port it leaves by."""

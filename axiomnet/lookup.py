@@ -16,7 +16,7 @@ flushed. A PATH_BROKEN from a relay drops the cached entry and starts a new look
 
 The root-independent fallback (docs/ROUTING.md §4.1, docs/PROTOCOL.md §6.7): a tree lookup unanswered for
 RING_AFTER, or a route over which nothing came back for DEAD_PATH_AFTER, starts an expanding-ring search over
-every link (TTL 1, 2, 4, .. RING_MAX_TTL), rate-limited per destination (RING_INTERVAL) and in all
+every link (TTL 2, 4, 8, .. RING_MAX_TTL), rate-limited per destination (RING_INTERVAL) and in all
 (RING_SOURCE_RATE); the owner's signed RING_REPLY brings the path the search took, which becomes a source route
 (kept while something comes back over it)::
 
@@ -49,6 +49,7 @@ from axiomnet.constants import (
     MAX_QUEUED_PER_DESTINATION,
     MAX_SOURCE_ROUTES,
     RING_AFTER,
+    RING_FIRST_TTL,
     RING_INTERVAL,
     RING_MAX_TTL,
     RING_SOURCE_BURST,
@@ -349,7 +350,7 @@ class Pathfinder:
             self._ring_started.move_to_end(dst)
             while len(self._ring_started) > MAX_PENDING_LOOKUPS:
                 self._ring_started.popitem(last=False)
-            ring = self._rings[dst] = _Ring(self._rng.getrandbits(32), 1, now)
+            ring = self._rings[dst] = _Ring(self._rng.getrandbits(32), RING_FIRST_TTL, now)
             self.stats["ring_searches"] += 1
             self.stats["ring_rounds"] += 1
             out.append((dst, ring.nonce, ring.ttl))

@@ -312,6 +312,10 @@ def test_ring_cost_counts_each_rounds_transmissions_and_the_reply() -> None:
     degree = np.array([1, 2, 2, 2, 1])
     dist = np.array([0.0, 1, 2, 3, 4])
     assert ring_cost(dist, degree, np.zeros(5, dtype=bool), 0, 3, [1, 2, 4, 8]) == (1 + 2 + 3 + 3, 3, 4)
+    # A relay next to the target sends to it alone: in a star, the hub forwards one copy, not one per leaf.
+    star = np.array([4, 1, 1, 1, 1])
+    assert ring_cost(np.array([1.0, 0, 2, 2, 2]), star, np.zeros(5, dtype=bool), 1, 2, [1, 2],
+                     near=np.array([0])) == (1 + 2 + 2, 2, 2)
     # Node 2 black-holes: the flood never gets past it (distance over honest relays is infinite).
     hostile = np.array([False, False, True, False, False])
     cut = np.array([0.0, 1, np.inf, np.inf, np.inf])

@@ -11,7 +11,7 @@ For each sampled pair of honest nodes joined by a path of honest nodes, the sour
 1. a tree lookup (Filters.lookup, the LOOKUP multicast, which stops at hostile relays), the owner's LOOKUP_REPLY
    routed greedily back, then the data routed greedily: delivered if none of the three crosses a hostile relay;
 2. else (no reply, or the data path is dead: the source hears nothing back within DEAD_PATH_AFTER) an
-   expanding-ring search over all links with TTL 1, 2, 4, .. RING_MAX_TTL: honest nodes forward it once to
+   expanding-ring search over all links with TTL 2, 4, 8, .. RING_MAX_TTL: honest nodes forward it once to
    every neighbour but the sender, hostile ones drop it, the target answers along the reverse path, and the
    data follows the found path as a source route (the path the first copy took: a shortest honest path).
 
@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.sparse.csgraph import connected_components, shortest_path
 
-from axiomnet.constants import RING_MAX_TTL
+from axiomnet.constants import RING_FIRST_TTL, RING_MAX_TTL
 from tools.sim.graphs import Graph
 from tools.sim.measure import Filters, Forwarding, bfs_hops, percentile, sample_pairs
 
@@ -48,8 +48,8 @@ class Attack:
 
 
 def ring_ttls() -> list[int]:
-    """The TTLs of one expanding-ring search: 1, 2, 4, .. then RING_MAX_TTL (Pathfinder.ring_due)."""
-    out, ttl = [], 1
+    """The TTLs of one expanding-ring search: 2, 4, 8, .. then RING_MAX_TTL (Pathfinder.ring_due)."""
+    out, ttl = [], RING_FIRST_TTL
     while ttl < RING_MAX_TTL:
         out.append(ttl)
         ttl *= 2
@@ -89,16 +89,19 @@ def _crosses(nodes: list[int], hostile: BoolArray) -> bool:
 
 
 def ring_cost(dist: npt.NDArray[np.float64], degree: IntArray, hostile: BoolArray, s: int, d: int,
-              ttls: list[int]) -> tuple[int, int, int]:
+              ttls: list[int], near: IntArray | None = None) -> tuple[int, int, int]:
     """(messages, rounds, ttl that reached ``d`` or 0) of an expanding-ring search from ``s`` for ``d``.
 
     ``dist`` holds the hop distances from ``s`` over honest relays (hostile nodes receive and drop, so they are
     leaves of the flood). A round of TTL T: s sends to all its links; every honest node at distance 1..T-1 that
-    is not the target forwards once, to every link but the one it came on; the target answers along the
-    reverse path (dist[d] messages) once it is within T.
+    is not the target forwards once (Forwarder._on_ring): to the target alone if it is a neighbour (``near``: the
+    target's neighbours), else to every link but the one it came on; the target answers along the reverse path
+    (dist[d] messages) once it is within T.
     """
     target = dist[d]
     sends = np.where(hostile, 0, degree - 1).astype(np.float64)
+    if near is not None:
+        sends[near[~hostile[near]]] = 1
     sends[s] = 0
     sends[d] = 0
     finite = np.isfinite(dist)
@@ -121,7 +124,8 @@ def honest_delivery(graph: Graph, fwd: Forwarding, filters: Filters, hostile: Bo
     pairs = sample_pairs(comp, count, rng)
     honest_csr = graph.csr(~hostile)
     degree = np.bincount(np.concatenate([graph.u, graph.v]), minlength=graph.n)
-    shortest = bfs_hops(graph.csr(), pairs)
+    csr = graph.csr()
+    shortest = bfs_hops(csr, pairs)
     ttls = ring_ttls()
     tree_ok = np.zeros(len(pairs), dtype=bool)
     ok = np.zeros(len(pairs), dtype=bool)
@@ -159,7 +163,8 @@ def honest_delivery(graph: Graph, fwd: Forwarding, filters: Filters, hostile: Bo
                 reasons[why] = reasons.get(why, 0) + 1
                 if ring:
                     used_ring[i] = True
-                    m, _, ttl = ring_cost(row, degree, hostile, s, d, ttls)
+                    near = csr.indices[csr.indptr[d]: csr.indptr[d + 1]]
+                    m, _, ttl = ring_cost(row, degree, hostile, s, d, ttls, near)
                     ring_msgs[i] = m
                     if ttl:
                         ok[i] = True
