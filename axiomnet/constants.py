@@ -116,10 +116,16 @@ RING_STEP_MAX = 2.0
 RING_INTERVAL = 10.0  # a source starts at most one ring search per destination per this long
 RING_SOURCE_RATE = 0.5  # ring searches a source starts per second in all (token bucket) ...
 RING_SOURCE_BURST = 4.0  # ... bucket depth; past it the search waits for the next tick (counted ring_limited)
-# A relay floods at most RING_RELAY_BURST rounds per origin address, per target address and per incoming link,
-# refilled at RING_RELAY_RATE per second (one search is at most 8 rounds); past it the round is dropped (counted).
+# A relay floods at most RING_RELAY_BURST rounds per origin address, refilled at RING_RELAY_RATE per second (one
+# search is at most 7 rounds), and likewise per target address and per incoming link with their own budgets; past
+# any of them the round is dropped (counted). Every flood crosses every link, so the per-link rate is also what the
+# whole network can search per second: a last resort, not a lookup service (docs/ROUTING.md §4.1).
 RING_RELAY_RATE = 1.0
 RING_RELAY_BURST = 8.0
+RING_TARGET_RATE = 2.0
+RING_TARGET_BURST = 16.0
+RING_LINK_RATE = 10.0
+RING_LINK_BURST = 20.0
 MAX_RING_BUCKETS = 1024  # per-origin / per-target / per-link buckets a relay keeps; the least recently used goes
 MAX_RING_SEEN = 4096  # (origin, nonce, TTL) of floods already forwarded; the oldest is forgotten past this
 DEAD_PATH_AFTER = 2.0  # packets sent to a destination and nothing heard from it for this long: its route is dead

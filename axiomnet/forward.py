@@ -34,8 +34,12 @@ from axiomnet.constants import (
     MAX_RING_SEEN,
     PATH_BROKEN_INTERVAL,
     RING_MAX_TTL,
+    RING_LINK_BURST,
+    RING_LINK_RATE,
     RING_RELAY_BURST,
     RING_RELAY_RATE,
+    RING_TARGET_BURST,
+    RING_TARGET_RATE,
 )
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.greedy import NO_HOP, NeighbourPaths
@@ -127,7 +131,8 @@ class Forwarder:
         self._broken_at: OrderedDict[bytes, float] = OrderedDict()
         self._ports: dict[int, bytes] = {}  # port -> the neighbour's noise key (source routes)
         self._ring_seen: OrderedDict[tuple[bytes, int, int], None] = OrderedDict()
-        self._ring_limits = [_Buckets(RING_RELAY_RATE, RING_RELAY_BURST, MAX_RING_BUCKETS) for _ in range(3)]
+        self._ring_limits = [_Buckets(rate, burst, MAX_RING_BUCKETS) for rate, burst in (
+            (RING_RELAY_RATE, RING_RELAY_BURST), (RING_TARGET_RATE, RING_TARGET_BURST), (RING_LINK_RATE, RING_LINK_BURST))]
 
     # --- the neighbour table and the next hop --------------------------------------------------------
     def _refresh(self, now: float) -> None:

@@ -12,6 +12,7 @@ from tests.unit.overlay_net import Overlay
 from axiomnet.constants import (
     DEAD_PATH_AFTER,
     RING_INTERVAL,
+    RING_LINK_BURST,
     RING_MAX_TTL,
     RING_RELAY_BURST,
     RING_SOURCE_BURST,
@@ -206,6 +207,14 @@ def test_a_relay_floods_each_search_once_within_its_per_origin_budget() -> None:
                   for i in range(50))
     assert flooded <= RING_RELAY_BURST and hub.stats["ring_relay_limited"] >= 50 - RING_RELAY_BURST
     assert hub.receive(leaf, [_search(overlay, 1, target, 999, 1)], overlay.now + 100).links == {}  # TTL spent
+    # Forged origins and targets, each new, over one link: the link's own budget still holds.
+    later = overlay.now + 200
+    payload = decode_routed(_search(overlay, 1, target, 1, 4))
+    forged = [encode_routed(Kind.RING_SEARCH, root_tag=0, dst=b"\xfc" + bytes([i]) * 15, src=b"\xfd" + bytes([i]) * 15,
+                            dst_path=(1,), src_path=(), payload=_search(overlay, 1, target, 1, 4)[payload.offset:],
+                            hop_limit=4) for i in range(60)]
+    flooded = sum(bool(hub.receive(leaf, [packet], later).links) for packet in forged)
+    assert flooded <= RING_LINK_BURST
 
 
 def test_a_forged_search_gets_no_answer_and_a_forged_reply_is_refused() -> None:
