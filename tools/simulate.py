@@ -4,6 +4,7 @@
     python tools/simulate.py --topology ba --nodes 10000
     python tools/simulate.py --topology rgg --nodes 3000 --fail-root --fail-inner --json
     python tools/simulate.py --topology as --nodes 100000 --fail-nodes 0.1
+    python tools/simulate.py --topology ba --nodes 10000 --blackholes 0.05 --rogue-root --json
 
 Builds the graph (networkx), then runs the core's own decisions in synchronous heartbeat rounds over numpy
 arrays: every round one axiomnet.tree.select_parents call for all nodes; packets forwarded hop by hop with
@@ -13,6 +14,9 @@ start, tree depth, per-node state and lookup messages, and for each failure aske
 delivery over the live largest component is 100% again and until the forest is stable.
 A node that would sit deeper than MAX_TREE_DEPTH (127) cannot take a place in the root's tree: it roots a
 tree of its own, and pairs across trees fail; the report counts those nodes ("unplaced") and trees.
+With --blackholes F and/or --rogue-root, hostile nodes drop everything they should relay or answer; the report
+adds delivery among honest pairs joined by honest paths (delivery_honest; by the tree alone: delivery_honest_tree),
+with the expanding-ring fallback and its message cost (tools/sim/adversary.py; --no-ring leaves it out).
 Needs the `sim` extra (pip install -e '.[sim]'). docs/ROUTING.md has the measured tables.
 """
 
