@@ -391,9 +391,6 @@ class Forwarder:
         if seen in self._ring_seen:
             self.stats["ring_duplicate"] += 1
             return
-        self._ring_seen[seen] = None
-        while len(self._ring_seen) > MAX_RING_SEEN:
-            self._ring_seen.popitem(last=False)
         nb = self.tree.neighbours.get(from_key)
         if nb is None:
             self.stats["ring_refused"] += 1
@@ -404,7 +401,11 @@ class Forwarder:
                 verify_ring(search, self.address, header.src)
             except RemoteProtocolError:
                 self.stats["ring_refused"] += 1
-                return
+                return  # not remembered: a forged copy cannot shadow the real one
+        self._ring_seen[seen] = None
+        while len(self._ring_seen) > MAX_RING_SEEN:
+            self._ring_seen.popitem(last=False)
+        if header.dst == self.address:
             route = tuple(reversed(back))
             self.pathfinder.learn(header.src, route, search.key, now)
             self.stats["ring_answered"] += 1

@@ -230,6 +230,15 @@ def test_a_forged_search_gets_no_answer_and_a_forged_reply_is_refused() -> None:
     assert target.receive(relay_key, [forged], overlay.now).links == {}
     assert target.stats["ring_refused"] == 1
     assert decode_ring(forged_payload).ttl == 2
+    # A forged copy that comes first does not shadow the real search with the same nonce: node 1's own is answered.
+    real = overlay.nodes[1]
+    genuine = encode_routed(Kind.RING_SEARCH, root_tag=0, dst=overlay.address(2), src=overlay.address(1),
+                            dst_path=(1,), src_path=(), payload=encode_ring(
+                                real.identity.signing_secret, real.identity.signing_key, overlay.address(2),
+                                overlay.address(1), 5, 2), hop_limit=2)
+    answered = target.receive(relay_key, [genuine], overlay.now)
+    assert target.stats["ring_answered"] == 1
+    assert decode_routed(next(iter(answered.links.values()))[0]).kind is Kind.RING_REPLY
     # A ring reply nobody asked for, or signed by a key that does not own the address, changes nothing.
     pf = overlay.nodes[0].forwarder.pathfinder
     reply = encode_routed(Kind.RING_REPLY, root_tag=0, dst=overlay.address(0), src=overlay.address(2), dst_path=(1,),
