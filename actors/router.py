@@ -17,7 +17,7 @@ from typing import Any
 
 from loguru import logger
 
-from axiomnet.constants import DEAD_PROBE_INTERVAL, PEER_DEAD_AFTER, RING_TICK
+from axiomnet.constants import DEAD_PROBE_INTERVAL, PEER_DEAD_AFTER, RING_TICK, SOURCE_ROUTE_IDLE
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.forward import Forwarder, Output
 from axiomnet.identity import Identity, derive_address
@@ -192,6 +192,10 @@ class RouterActor(SupervisedActor):
         lookups = self.pathfinder.snapshot(now)
         routes = [{"address": row["address"], "coords": row["coords"], "expires_in": row["expires_in"]}
                   for row in lookups["cache"]]  # type: ignore[attr-defined]
+        # Routes a ring search found (docs/ROUTING.md §4.1): ports hop by hop, no coordinates.
+        routes += [{"address": row["address"], "coords": None, "source_route": row["ports"],
+                    "expires_in": round(SOURCE_ROUTE_IDLE - row["heard_ago"], 1)}
+                   for row in lookups["source_routes"]]  # type: ignore[attr-defined]
         return {
             "peers": peers,
             "coords": {"root": tree["root"], "depth": tree["depth"], "path": tree["coords"]},

@@ -106,7 +106,7 @@ PATH_BROKEN_INTERVAL = 1.0  # a relay sends at most one path-broken signal per s
 # A tree lookup unanswered for RING_AFTER, or a route declared dead, starts an expanding-ring search over all links:
 # rounds of TTL 2, 4, 8, .., RING_MAX_TTL (a neighbour is reached over its link, never searched for), each waiting
 # RING_STEP x TTL (clamped to RING_STEP_MIN..RING_STEP_MAX) for an answer; the answer's path becomes a source route.
-RING_AFTER = 1.0
+RING_AFTER = 2.0  # two lookup tries (LOOKUP_RETRY): a slow tree lookup alone must not flood the network
 RING_FIRST_TTL = 2
 RING_TICK = 0.1  # the router steps ring searches and dead-path checks at most this often, between heartbeats too
 RING_MAX_TTL = MAX_TREE_DEPTH  # a found path must fit the routed header's path fields

@@ -11,6 +11,7 @@ from tests.unit.overlay_net import Overlay
 
 from axiomnet.constants import (
     DEAD_PATH_AFTER,
+    RING_AFTER,
     RING_INTERVAL,
     RING_LINK_BURST,
     RING_MAX_TTL,
@@ -59,7 +60,7 @@ def test_a_rogue_root_black_holing_lookups_is_routed_around_by_the_ring_search(s
     assert not got(overlay, d, b"first")
     assert src.pathfinder.stats["lookups_sent"] == 1  # the tree lookup went up to the rogue and died there
     assert src.pathfinder.stats["replies_accepted"] == 0
-    for _ in range(3):  # RING_AFTER, then TTL 2, 4 (one round per tick here)
+    for _ in range(4):  # RING_AFTER, then TTL 2, 4 (one round per tick here)
         overlay.tick(1)
         if got(overlay, d, b"first"):
             break
@@ -82,7 +83,7 @@ def test_a_source_route_survives_the_root_changing_under_it() -> None:
     overlay, rogue, (a, b, c, d) = rogue_line(4)
     black_hole(overlay, rogue)
     overlay.send(a, d, b"x")
-    for _ in range(5):
+    for _ in range(6):
         overlay.tick(1)
         if got(overlay, d, b"x"):
             overlay.send(d, a, b"y")  # something comes back: the route is alive
@@ -131,12 +132,13 @@ def test_a_ring_search_widens_round_by_round_then_gives_up() -> None:
     pf = _pathfinder(1)
     dst = b"\xfc" + bytes(15)
     pf.wait(dst, [b"p"], 0.0)
-    assert pf.ring_due(0.5) == []  # the tree lookup gets RING_AFTER first
-    assert [(x, t) for x, _, t in pf.ring_due(1.0)] == [(dst, 2)]  # TTL 1 would only reach neighbours
-    ttls = [t for now in (1.25, 1.75, 2.75, 4.5, 7.0, 9.5) for _, _, t in pf.ring_due(now)]
+    assert pf.ring_due(RING_AFTER - 0.1) == []  # the tree lookup gets RING_AFTER first
+    t0 = RING_AFTER
+    assert [(x, t) for x, _, t in pf.ring_due(t0)] == [(dst, 2)]  # TTL 1 would only reach neighbours
+    ttls = [t for dt in (0.25, 0.75, 1.75, 3.5, 6.0, 8.5) for _, _, t in pf.ring_due(t0 + dt)]
     assert ttls == [4, 8, 16, 32, 64, RING_MAX_TTL]  # each round waits RING_STEP x TTL, 0.2 s to 2 s
-    assert pf.ring_due(11.0) == [] and pf.stats["ring_exhausted"] == 0  # the last round still waits
-    assert pf.ring_due(12.5) == [(dst, pf._rings[dst].nonce, 2)] and pf.stats["ring_exhausted"] == 1
+    assert pf.ring_due(t0 + 10.0) == [] and pf.stats["ring_exhausted"] == 0  # the last round still waits
+    assert pf.ring_due(t0 + 11.5) == [(dst, pf._rings[dst].nonce, 2)] and pf.stats["ring_exhausted"] == 1
 
 
 def test_the_source_limits_its_ring_searches_per_destination_and_in_all() -> None:
@@ -162,9 +164,9 @@ def test_the_source_limits_its_ring_searches_per_destination_and_in_all() -> Non
     others = [b"\xfc" + bytes([i]) * 15 for i in range(1, 20)]
     for o in others:
         pf.wait(o, [b"r"], 30.0)
-    started = {x for x, _, t in pf.ring_due(31.0) if t == 2}
+    started = {x for x, _, t in pf.ring_due(30.0 + RING_AFTER) if t == 2}
     assert 1 <= len(started) <= RING_SOURCE_BURST
-    assert len({x for x, _, t in pf.ring_due(33.0) if t == 2}) <= 1 + 2 * RING_SOURCE_RATE
+    assert len({x for x, _, t in pf.ring_due(32.0 + RING_AFTER) if t == 2}) <= 1 + 2 * RING_SOURCE_RATE
 
 
 def test_dead_paths_need_silence_for_the_full_interval() -> None:
