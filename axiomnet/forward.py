@@ -496,8 +496,8 @@ class Forwarder:
             return
         try:
             if header.kind is Kind.RING_REPLY:
-                dst, key, queued = self.pathfinder.accept_ring(header, payload, now)
-                out.resolved.append((dst, noise_key_of(key)))
+                dst, owner_key, queued = self.pathfinder.accept_ring(header, payload, now)
+                out.resolved.append((dst, noise_key_of(owner_key)))
                 route = self.pathfinder.source_route(dst, now)
                 if queued and route is not None:
                     self._source_routed(Kind.SOURCE_ROUTED, dst, route, (), queued, out, now)
