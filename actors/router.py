@@ -6,7 +6,8 @@ it, with the time, and hands each result on: routed packets to the session of th
 resolved keys to the e2e actor. Every HEARTBEAT_INTERVAL (a HeartbeatTick from the heartbeat actor) it
 sends each live neighbour its announcement, resends lookups that are due, and marks neighbours silent for
 PEER_DEAD_AFTER dead: their routes are withdrawn and they get only a keepalive probe every DEAD_PROBE_INTERVAL
-until they answer.
+until they answer. While traffic flows it also steps the root-independent fallback between heartbeats (at most
+every RING_TICK): dead paths, ring searches widening (axiomnet/forward.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from loguru import logger
 
-from axiomnet.constants import DEAD_PROBE_INTERVAL, LOOKUP_RETRY, MAX_LOOKUP_CACHE, PEER_DEAD_AFTER
+from axiomnet.constants import DEAD_PROBE_INTERVAL, LOOKUP_RETRY, MAX_LOOKUP_CACHE, PEER_DEAD_AFTER, RING_TICK, SOURCE_ROUTE_IDLE
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.forward import Forwarder, Output
 from axiomnet.identity import Identity, derive_address, noise_key_of
@@ -54,9 +55,15 @@ class RouterActor(SupervisedActor):
         self.lookup_rtt: OrderedDict[bytes, float] = OrderedDict()
         self.lookup_keys: OrderedDict[bytes, bytes] = OrderedDict()  # destination -> the Noise key its reply proved
         self._noise_keys: dict[bytes, bytes | None] = {}  # Ed25519 -> Noise key of chain nodes (a conversion: ~0.3 ms)
+        self._ring_at = now  # when ring searches and dead paths were last stepped (RING_TICK)
 
     def handle(self, message: Any) -> Any:
         now = time.monotonic()
+        if now - self._ring_at >= RING_TICK and isinstance(message, (m.RouteOut, m.RoutedFromLink, m.Resolve)):
+            # Between heartbeats too, while traffic flows: a ring search widens every RING_STEP x TTL, and a path
+            # found dead is searched for at once, not at the next heartbeat.
+            self._ring_at = now
+            self._dispatch(self.forwarder.ring_tick(now))
         if isinstance(message, m.RouteOut):
             started = self.pathfinder.stats["lookups_sent"]
             self._dispatch(self.forwarder.send(message.dst, message.datagrams, now))
@@ -202,6 +209,7 @@ class RouterActor(SupervisedActor):
         for key, data in self.tree.tick(now):
             if not bounded_tell(self.sessions.get(key), m.SendControl(data)):
                 self.counters["announce_not_queued"] += 1
+        self._ring_at = now
         out = self.forwarder.tick(now)
         self._lookups_resent(out, now)
         self._dispatch(out)
@@ -232,6 +240,10 @@ class RouterActor(SupervisedActor):
                           "last_seen": None if seen is None else round(now - seen, 3), "alive": False})
         lookups = self.pathfinder.snapshot(now)
         routes = [self._route_row(row) for row in lookups["cache"]]  # type: ignore[attr-defined]
+        # Routes a ring search found (docs/ROUTING.md §4.1): ports hop by hop, no coordinates.
+        routes += [{"address": row["address"], "coords": None, "source_route": row["ports"],
+                    "expires_in": round(SOURCE_ROUTE_IDLE - row["heard_ago"], 1)}
+                   for row in lookups["source_routes"]]  # type: ignore[attr-defined]
         return {
             "peers": peers,
             "coords": {"root": tree["root"], "depth": tree["depth"], "path": tree["coords"], "chain": self._chain()},

@@ -102,6 +102,36 @@ MAX_QUEUED_PER_DESTINATION = 32  # packets waiting for a destination's lookup; t
 HOP_LIMIT = 255  # hop limit of a routed packet; a relay drops it (counted) when it reaches 0
 PATH_BROKEN_INTERVAL = 1.0  # a relay sends at most one path-broken signal per source per this long
 
+# --- routing: the root-independent fallback (axiomnet/lookup.py Pathfinder, axiomnet/forward.py; docs/ROUTING.md §4.1)
+# A tree lookup unanswered for RING_AFTER, or a route declared dead, starts an expanding-ring search over all links:
+# rounds of TTL 2, 4, 8, .., RING_MAX_TTL (a neighbour is reached over its link, never searched for), each waiting
+# RING_STEP x TTL (clamped to RING_STEP_MIN..RING_STEP_MAX) for an answer; the answer's path becomes a source route.
+RING_AFTER = 2.0  # two lookup tries (LOOKUP_RETRY): a slow tree lookup alone must not flood the network
+RING_FIRST_TTL = 2
+RING_TICK = 0.1  # the router steps ring searches and dead-path checks at most this often, between heartbeats too
+RING_MAX_TTL = MAX_TREE_DEPTH  # a found path must fit the routed header's path fields
+RING_STEP = 0.1
+RING_STEP_MIN = 0.2
+RING_STEP_MAX = 2.0
+RING_INTERVAL = 10.0  # a source starts at most one ring search per destination per this long
+RING_SOURCE_RATE = 0.5  # ring searches a source starts per second in all (token bucket) ...
+RING_SOURCE_BURST = 4.0  # ... bucket depth; past it the search waits for the next tick (counted ring_limited)
+# A relay floods at most RING_RELAY_BURST rounds per origin address, refilled at RING_RELAY_RATE per second (one
+# search is at most 7 rounds), and likewise per target address and per incoming link with their own budgets; past
+# any of them the round is dropped (counted). Every flood crosses every link, so the per-link rate is also what the
+# whole network can search per second: a last resort, not a lookup service (docs/ROUTING.md §4.1).
+RING_RELAY_RATE = 1.0
+RING_RELAY_BURST = 8.0
+RING_TARGET_RATE = 2.0
+RING_TARGET_BURST = 16.0
+RING_LINK_RATE = 10.0
+RING_LINK_BURST = 20.0
+MAX_RING_BUCKETS = 1024  # per-origin / per-target / per-link buckets a relay keeps; the least recently used goes
+MAX_RING_SEEN = 4096  # (origin, nonce, TTL) of floods already forwarded; the oldest is forgotten past this
+DEAD_PATH_AFTER = 2.0  # packets sent to a destination and nothing heard from it for this long: its route is dead
+MAX_SOURCE_ROUTES = 1024  # destinations with a source route; the least recently used is forgotten past this
+SOURCE_ROUTE_IDLE = 60.0  # a source route over which nothing came back for this long is dropped
+
 # --- files ------------------------------------------------------------------------------------------
 FILE_IO_TIMEOUT = 10.0  # bound on any identity file operation (seed failure #2)
 ADMIN_REPLY_MAX = 4 * 1024 * 1024  # bytes of one admin reply line read by axiomnet-inspect; longer is a bad reply

@@ -11,7 +11,12 @@ pathfinder (destinations' coordinates) and the greedy next hop into ironwood's t
 * **dead end**: a relay that cannot make progress drops the packet, counts it, and (rate-limited per source)
   sends a PATH_BROKEN back to the source, which looks the destination up again: never a silent black hole;
 * **deliver**: TRAFFIC for our address goes up to the end-to-end layer; LOOKUP_REPLY and PATH_BROKEN feed the
-  pathfinder; a LOOKUP for our address is answered with our signed coordinates.
+  pathfinder; a LOOKUP for our address is answered with our signed coordinates;
+* **fallback** (no single node can cut honest pairs, docs/ROUTING.md §4.1): when the tree lookup goes unanswered
+  or a route goes dead (sent to, nothing back), an expanding-ring RING_SEARCH floods every link with a growing
+  TTL (each relay once per (origin, nonce, TTL), rate-limited per origin, per target and per incoming link); the
+  owner answers along the reverse path and the path found becomes a source route (SOURCE_ROUTED), which no tree
+  change can break.
 
 Results come back as an :class:`Output`: routed packets per link (by the neighbour's noise key) and payloads
 delivered to us. Every drop has a counter in ``stats``.
@@ -23,11 +28,32 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from axiomnet.constants import HOP_LIMIT, PATH_BROKEN_INTERVAL
+from axiomnet.constants import (
+    HOP_LIMIT,
+    MAX_RING_BUCKETS,
+    MAX_RING_SEEN,
+    PATH_BROKEN_INTERVAL,
+    RING_MAX_TTL,
+    RING_LINK_BURST,
+    RING_LINK_RATE,
+    RING_RELAY_BURST,
+    RING_RELAY_RATE,
+    RING_TARGET_BURST,
+    RING_TARGET_RATE,
+)
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.greedy import NO_HOP, NeighbourPaths
 from axiomnet.identity import derive_address, noise_key_of
-from axiomnet.lookup import Coords, Pathfinder, decode_lookup, decode_path_broken, encode_lookup, encode_path_broken
+from axiomnet.lookup import (
+    Coords,
+    Pathfinder,
+    decode_lookup,
+    decode_path_broken,
+    decode_ring,
+    encode_lookup,
+    encode_path_broken,
+    verify_ring,
+)
 from axiomnet.routed import (
     FIXED_SIZE,
     NO_WATERMARK,
@@ -66,7 +92,29 @@ class Output:
 
 _STATS = ("originated", "relayed", "delivered", "lookups_forwarded", "lookups_answered", "lookup_dead_end",
           "dropped_malformed", "dropped_other_root", "dropped_hop_limit", "dropped_watermark", "dropped_no_route",
-          "dropped_no_tree", "path_broken_sent", "path_broken_limited", "replies_rejected")
+          "dropped_no_tree", "path_broken_sent", "path_broken_limited", "replies_rejected",
+          "ring_messages_sent", "ring_forwarded", "ring_answered", "ring_duplicate", "ring_relay_limited",
+          "ring_ttl_end", "ring_refused", "source_routed_sent", "source_relayed", "dropped_no_port",
+          "dropped_route_end")
+_SOURCE_ROUTED_KINDS = (Kind.RING_REPLY, Kind.SOURCE_ROUTED)
+
+
+class _Buckets:
+    """Token buckets by key (origin, target or link), the least recently used forgotten past a bound."""
+
+    def __init__(self, rate: float, burst: float, bound: int) -> None:
+        self.rate, self.burst, self.bound = rate, burst, bound
+        self._b: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: bytes, now: float) -> bool:
+        tokens, at = self._b.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        ok = tokens >= 1.0
+        self._b[key] = (tokens - 1.0 if ok else tokens, now)
+        self._b.move_to_end(key)
+        while len(self._b) > self.bound:
+            self._b.popitem(last=False)
+        return ok
 
 
 class Forwarder:
@@ -82,6 +130,10 @@ class Forwarder:
         self._table_now = -1.0
         self._hops: dict[tuple[int, ...], tuple[int, int]] = {}
         self._broken_at: OrderedDict[bytes, float] = OrderedDict()
+        self._ports: dict[int, bytes] = {}  # port -> the neighbour's noise key (source routes)
+        self._ring_seen: OrderedDict[tuple[bytes, int, int], None] = OrderedDict()
+        self._ring_limits = [_Buckets(rate, burst, MAX_RING_BUCKETS) for rate, burst in (
+            (RING_RELAY_RATE, RING_RELAY_BURST), (RING_TARGET_RATE, RING_TARGET_BURST), (RING_LINK_RATE, RING_LINK_BURST))]
 
     # --- the neighbour table and the next hop --------------------------------------------------------
     def _refresh(self, now: float) -> None:
@@ -92,6 +144,7 @@ class Forwarder:
             self._table_version = self.tree.version
             self._table_now = now
             self._hops.clear()
+            self._ports = {nb.port: key for key, nb in self.tree.neighbours.items()}
 
     def decide(self, dst_path: tuple[int, ...], now: float) -> tuple[bytes | None, int]:
         """(noise key of the next hop or None, our own tree distance to ``dst_path``)."""
@@ -114,6 +167,11 @@ class Forwarder:
             # A neighbour is reached over its link whatever the tree says (it may not have converged yet).
             self._to_neighbour(direct, dst, payloads, out)
             return out
+        ports = self.pathfinder.source_route(dst, now)
+        if ports is not None and self._port_key(ports[0], now) is not None:
+            self._source_routed(Kind.SOURCE_ROUTED, dst, ports, (), payloads, out, now)
+            self.pathfinder.sent(dst, now)
+            return out
         coords = self.pathfinder.route(dst, now)
         if coords is not None and (coords.root != self.tree.root or self.decide(coords.path, now)[0] is None):
             # Looked up in another tree (the root changed since), or no neighbour leads there now: ask again.
@@ -125,7 +183,25 @@ class Forwarder:
                 self._lookup(dst, nonce, out)
             return out
         self._originate(Kind.TRAFFIC, dst, coords.path, payloads, out, now)
+        self.pathfinder.sent(dst, now)
         return out
+
+    def _port_key(self, port: int, now: float) -> bytes | None:
+        self._refresh(now)
+        return self._ports.get(port)
+
+    def _source_routed(self, kind: Kind, dst: bytes, route: tuple[int, ...], back: tuple[int, ...],
+                       payloads: Iterable[bytes], out: Output, now: float) -> None:
+        """Send along ``route`` (a port per hop, ours first); the receiver takes the port at index 1 next."""
+        key = self._port_key(route[0], now)
+        payloads = list(payloads)
+        if key is None:
+            self.stats["dropped_no_port"] += len(payloads)
+            return
+        head = encode_routed(kind, root_tag=root_tag(self.tree.root), dst=dst, src=self.address, dst_path=route,
+                             src_path=back, payload=b"", hop_limit=HOP_LIMIT, watermark=1)
+        self._send_all(key, head, payloads, out)
+        self.stats["source_routed_sent"] += len(payloads)
 
     def resolve(self, dst: bytes, now: float) -> Output:
         """Find the Noise key of the node that owns ``dst`` (for its end-to-end session): at once for a neighbour
@@ -177,8 +253,13 @@ class Forwarder:
 
     def neighbour_down(self, key: bytes) -> None:
         """The link to ``key`` went away: whatever we cached of its address's coordinates goes with it (the next
-        packet for it is looked up again, never sent on to whoever now holds its old position)."""
+        packet for it is looked up again, never sent on to whoever now holds its old position), and so do the
+        source routes that leave over it."""
         self.pathfinder.forget(derive_address(key).packed)
+        for port, holder in list(self._ports.items()):
+            if holder == key:
+                self.pathfinder.drop_routes_via(port)
+                del self._ports[port]
 
     def _to_neighbour(self, key: bytes, dst: bytes, payloads: Iterable[bytes], out: Output) -> None:
         head = encode_routed(Kind.TRAFFIC, root_tag=root_tag(self.tree.root), dst=dst, src=self.address, dst_path=(),
@@ -201,9 +282,32 @@ class Forwarder:
         self._table_now = -1.0  # rebuild the table on next use: announcements may have aged out
         for dst, nonce in self.pathfinder.due(now):
             self._lookup(dst, nonce, out)
+        self._ring_step(now, out)
         out.unresolvable.extend(self.pathfinder.given_up)
         self.pathfinder.given_up.clear()
         return out
+
+    def ring_tick(self, now: float) -> Output:
+        """Dead paths and ring rounds due; the router calls this between heartbeats too (RING_TICK), so that a
+        search widens at its own pace, not a heartbeat's."""
+        out = Output()
+        self._ring_step(now, out)
+        return out
+
+    def _ring_step(self, now: float, out: Output) -> None:
+        self.pathfinder.dead_paths(now)
+        for dst, nonce, ttl in self.pathfinder.ring_due(now):
+            self._ring(dst, nonce, ttl, out, now)
+
+    def _ring(self, dst: bytes, nonce: int, ttl: int, out: Output, now: float) -> None:
+        """One round of our ring search for ``dst``: to every link, each copy naming the port it leaves by."""
+        self._refresh(now)
+        payload = self.pathfinder.ring_payload(dst, nonce, ttl)
+        tag = root_tag(self.tree.root)
+        for port, key in self._ports.items():
+            out.send(key, encode_routed(Kind.RING_SEARCH, root_tag=tag, dst=dst, src=self.address, dst_path=(port,),
+                                        src_path=(), payload=payload, hop_limit=ttl))
+            self.stats["ring_messages_sent"] += 1
 
     # --- receiving -----------------------------------------------------------------------------------
     def receive(self, from_key: bytes, packets: Iterable[bytes], now: float) -> Output:
@@ -245,11 +349,91 @@ class Forwarder:
                 continue
             if header.kind is Kind.LOOKUP:
                 self._on_lookup(from_key, data, header, out, now)
+            elif header.kind is Kind.RING_SEARCH:
+                self._on_ring(from_key, data, header, out, now)
             elif header.dst == self.address:
                 self._deliver(data, header, out, now)
+            elif header.kind in _SOURCE_ROUTED_KINDS:
+                self._relay_source(data, header, out, now)
             else:
                 self._relay(data, header, out, now)
+        for src in {src for src, _ in out.delivered}:
+            self.pathfinder.heard(src, now)
         return out
+
+    def _relay_source(self, data: bytes, header: RoutedHeader, out: Output, now: float) -> None:
+        """A source-routed packet goes out by the port its watermark points at; no loop: the index only grows."""
+        index = header.watermark
+        if index >= len(header.dst_path):
+            self.stats["dropped_route_end"] += 1
+            return
+        if header.hop_limit <= 1:
+            self.stats["dropped_hop_limit"] += 1
+            return
+        key = self._port_key(header.dst_path[index], now)
+        if key is None:
+            self.stats["dropped_no_port"] += 1
+            return
+        out.send(key, forwarded(data, header.hop_limit - 1, index + 1))
+        self.stats["source_relayed"] += 1
+
+    def _on_ring(self, from_key: bytes, data: bytes, header: RoutedHeader, out: Output, now: float) -> None:
+        """A RING_SEARCH: answer it if it is for us, else flood it on once per (origin, nonce, TTL), within the
+        per-origin, per-target and per-link budgets, while its hop limit lasts."""
+        if header.src == self.address:
+            self.stats["ring_duplicate"] += 1  # our own search, come back around
+            return
+        try:
+            search = decode_ring(data[header.offset:])
+        except RemoteProtocolError:
+            self.stats["dropped_malformed"] += 1
+            return
+        seen = (header.src, search.nonce, search.ttl)
+        if seen in self._ring_seen:
+            self.stats["ring_duplicate"] += 1
+            return
+        nb = self.tree.neighbours.get(from_key)
+        if nb is None:
+            self.stats["ring_refused"] += 1
+            return
+        back = header.src_path + (nb.port,)  # the reverse path, from us towards the origin after this hop
+        if header.dst == self.address:
+            try:
+                verify_ring(search, self.address, header.src)
+            except RemoteProtocolError:
+                self.stats["ring_refused"] += 1
+                return  # not remembered: a forged copy cannot shadow the real one
+        self._ring_seen[seen] = None
+        while len(self._ring_seen) > MAX_RING_SEEN:
+            self._ring_seen.popitem(last=False)
+        if header.dst == self.address:
+            route = tuple(reversed(back))
+            self.pathfinder.learn(header.src, route, search.key, now)
+            self.stats["ring_answered"] += 1
+            reply = self.pathfinder.ring_answer(header.src, search.nonce)
+            self._source_routed(Kind.RING_REPLY, header.src, route, header.dst_path, [reply], out, now)
+            queued = self.pathfinder.take(header.src)
+            if queued:
+                self._source_routed(Kind.SOURCE_ROUTED, header.src, route, (), queued, out, now)
+            return
+        if header.hop_limit <= 1 or len(header.dst_path) >= RING_MAX_TTL:
+            self.stats["ring_ttl_end"] += 1
+            return
+        limits = self._ring_limits
+        if not (limits[0].take(header.src, now) and limits[1].take(header.dst, now) and limits[2].take(from_key, now)):
+            self.stats["ring_relay_limited"] += 1
+            return
+        self._refresh(now)
+        direct = self.tree.neighbour_by_address(header.dst)
+        targets = [(self.tree.neighbours[direct].port, direct)] if direct in self.tree.neighbours else \
+            [(port, key) for port, key in self._ports.items() if key != from_key]
+        payload = data[header.offset:]
+        for port, key in targets:
+            out.send(key, encode_routed(Kind.RING_SEARCH, root_tag=header.root_tag, dst=header.dst, src=header.src,
+                                        dst_path=header.dst_path + (port,), src_path=back, payload=payload,
+                                        hop_limit=header.hop_limit - 1))
+        self.stats["ring_forwarded"] += 1
+        self.stats["ring_messages_sent"] += len(targets)
 
     def _traffic_decision(self, data: bytes, now: float) -> tuple[int, bytes, int] | None:
         """What ``_deliver`` / ``_relay`` do with TRAFFIC of this packet's header whatever its hop limit and
@@ -307,12 +491,19 @@ class Forwarder:
 
     def _deliver(self, data: bytes, header: RoutedHeader, out: Output, now: float) -> None:
         payload = data[header.offset:]
-        if header.kind is Kind.TRAFFIC:
+        if header.kind is Kind.TRAFFIC or header.kind is Kind.SOURCE_ROUTED:
             self.stats["delivered"] += 1
             out.delivered.append((header.src, payload))
             return
         try:
-            if header.kind is Kind.LOOKUP_REPLY:
+            if header.kind is Kind.RING_REPLY:
+                dst, owner_key, queued = self.pathfinder.accept_ring(header, payload, now)
+                out.resolved.append((dst, noise_key_of(owner_key)))
+                route = self.pathfinder.source_route(dst, now)
+                if queued and route is not None:
+                    self._source_routed(Kind.SOURCE_ROUTED, dst, route, (), queued, out, now)
+                    self.pathfinder.sent(dst, now)
+            elif header.kind is Kind.LOOKUP_REPLY:
                 dst, queued = self.pathfinder.accept(header, payload, now)
                 key = self.pathfinder.key_for(dst, now)
                 if key is not None:

@@ -13,6 +13,17 @@ flushed. A PATH_BROKEN from a relay drops the cached entry and starts a new look
     LOOKUP_REPLY  32B owner Ed25519 key | 32B root key | u32 nonce | 64B signature over
                   COORDS_STATEMENT || root || u8 path length || path (u16 each) || owner address || nonce
     PATH_BROKEN   16B the address that could not be reached
+
+The root-independent fallback (docs/ROUTING.md §4.1, docs/PROTOCOL.md §6.7): a tree lookup unanswered for
+RING_AFTER, or a route over which nothing came back for DEAD_PATH_AFTER, starts an expanding-ring search over
+every link (TTL 2, 4, 8, .. RING_MAX_TTL), rate-limited per destination (RING_INTERVAL) and in all
+(RING_SOURCE_RATE); the owner's signed RING_REPLY brings the path the search took, which becomes a source route
+(kept while something comes back over it)::
+
+    RING_SEARCH   u32 nonce | u8 TTL | 32B origin Ed25519 key | 64B signature over
+                  RING_STATEMENT || target address || origin address || nonce
+    RING_REPLY    32B owner Ed25519 key | u32 nonce | 64B signature over
+                  RING_REPLY_STATEMENT || origin address || owner address || nonce
 """
 
 from __future__ import annotations
@@ -29,21 +40,90 @@ import nacl.exceptions
 
 from axiomnet.announce import sign
 from axiomnet.constants import (
+    DEAD_PATH_AFTER,
     LOOKUP_CACHE_TTL,
     LOOKUP_GIVE_UP,
     LOOKUP_RETRY,
     MAX_LOOKUP_CACHE,
     MAX_PENDING_LOOKUPS,
     MAX_QUEUED_PER_DESTINATION,
+    MAX_SOURCE_ROUTES,
+    RING_AFTER,
+    RING_FIRST_TTL,
+    RING_INTERVAL,
+    RING_MAX_TTL,
+    RING_SOURCE_BURST,
+    RING_SOURCE_RATE,
+    RING_STEP,
+    RING_STEP_MAX,
+    RING_STEP_MIN,
+    SOURCE_ROUTE_IDLE,
 )
 from axiomnet.errors import InvalidAnnouncement, MalformedPacket
 from axiomnet.identity import derive_address, noise_key_of
 from axiomnet.routed import RoutedHeader, root_tag
 
 COORDS_STATEMENT = b"axn-crds"
+RING_STATEMENT = b"axn-ring"
+RING_REPLY_STATEMENT = b"axn-rrep"
 _NONCE = struct.Struct(">I")
 _REPLY = struct.Struct(">32s32sI64s")
+_RING = struct.Struct(">IB32s64s")
+_RING_REPLY = struct.Struct(">32sI64s")
 ADDRESS_SIZE = 16
+
+
+@dataclass(frozen=True, slots=True)
+class RingSearch:
+    """A decoded RING_SEARCH payload."""
+
+    nonce: int
+    ttl: int
+    key: bytes  # the origin's Ed25519 key
+    sig: bytes
+
+
+def encode_ring(signing_secret: bytes, signing_key: bytes, target: bytes, origin: bytes, nonce: int,
+                ttl: int) -> bytes:
+    """RING_SEARCH payload: the nonce, the round's TTL, our key and our signature over (target, us, nonce)."""
+    sig = sign(signing_secret, RING_STATEMENT + target + origin + _NONCE.pack(nonce))
+    return _RING.pack(nonce, ttl, signing_key, sig)
+
+
+def decode_ring(payload: bytes) -> RingSearch:
+    """A RING_SEARCH payload; MalformedPacket if it is not 101 bytes or its TTL is out of range."""
+    if len(payload) != _RING.size:
+        raise MalformedPacket(f"ring search payload of {len(payload)} bytes (expected {_RING.size})")
+    nonce, ttl, key, sig = _RING.unpack(payload)
+    if not 1 <= ttl <= RING_MAX_TTL:
+        raise MalformedPacket(f"ring search TTL {ttl} out of range")
+    return RingSearch(nonce, ttl, key, sig)
+
+
+def _owns(key: bytes, address: bytes) -> bool:
+    try:
+        return derive_address(noise_key_of(key)).packed == address
+    except ValueError:
+        return False
+
+
+def _verify(key: bytes, sig: bytes, statement: bytes) -> None:
+    try:
+        nacl.bindings.crypto_sign_open(sig + statement, key)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
+        raise InvalidAnnouncement("bad signature") from None
+
+
+def verify_ring(search: RingSearch, target: bytes, origin: bytes) -> None:
+    """InvalidAnnouncement unless the search's key owns ``origin`` and its signature holds (the target checks)."""
+    if not _owns(search.key, origin):
+        raise InvalidAnnouncement("ring search's key does not own its origin address")
+    _verify(search.key, search.sig, RING_STATEMENT + target + origin + _NONCE.pack(search.nonce))
+
+
+def ring_step(ttl: int) -> float:
+    """How long a ring round of ``ttl`` waits for an answer before the next, wider one."""
+    return min(RING_STEP_MAX, max(RING_STEP_MIN, RING_STEP * ttl))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +185,24 @@ class _Pending:
     queue: deque[bytes] = field(default_factory=lambda: deque())
 
 
+@dataclass
+class _Ring:
+    nonce: int
+    ttl: int  # of the round in flight
+    sent_at: float
+
+
+@dataclass
+class _Route:
+    ports: tuple[int, ...]  # a port per hop, ours first
+    key: bytes  # the owner's verified Ed25519 key
+    heard: float  # when something last came back from the owner
+
+
 _STATS = ("lookups_sent", "lookup_retries", "replies_accepted", "replies_rejected", "queued", "queue_dropped",
-          "gave_up", "gave_up_dropped", "pending_refused", "path_broken", "cache_expired")
+          "gave_up", "gave_up_dropped", "pending_refused", "path_broken", "cache_expired", "ring_searches",
+          "ring_rounds", "ring_limited", "ring_replies_accepted", "ring_exhausted", "routes_learned", "dead_paths",
+          "routes_idle")
 
 
 class Pathfinder:
@@ -120,6 +216,13 @@ class Pathfinder:
         self._rng = rng if rng is not None else random.Random()
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
         self._pending: dict[bytes, _Pending] = {}
+        self._rings: dict[bytes, _Ring] = {}  # ring searches in flight, by destination
+        self._ring_asap: set[bytes] = set()  # destinations whose route died: search at the next tick
+        self._ring_started: OrderedDict[bytes, float] = OrderedDict()  # per destination, for RING_INTERVAL
+        self._ring_tokens = RING_SOURCE_BURST
+        self._ring_tokens_at: float | None = None
+        self._routes: OrderedDict[bytes, _Route] = OrderedDict()  # source routes a ring search found
+        self._unanswered: OrderedDict[bytes, float] = OrderedDict()  # dst -> first send since we last heard it
         self.given_up: list[bytes] = []  # destinations given up since the owner last drained this
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
 
@@ -168,6 +271,7 @@ class Pathfinder:
         for dst, pending in list(self._pending.items()):
             if now - pending.started >= LOOKUP_GIVE_UP:
                 del self._pending[dst]
+                self._rings.pop(dst, None)
                 self.given_up.append(dst)
                 self.stats["gave_up"] += 1
                 self.stats["gave_up_dropped"] += len(pending.queue)
@@ -215,6 +319,139 @@ class Pathfinder:
         self.stats["replies_accepted"] += 1
         return owner, list(pending.queue)
 
+    # --- the fallback: ring searches, source routes, dead paths --------------------------------------
+    def ring_due(self, now: float) -> list[tuple[bytes, int, int]]:
+        """Ring rounds to send now as (destination, nonce, TTL): a new search for a destination whose tree lookup
+        has gone unanswered for RING_AFTER or whose route died, the next wider round of a search unanswered for
+        its round's wait; within RING_INTERVAL per destination and RING_SOURCE_RATE in all."""
+        out = []
+        for dst, ring in list(self._rings.items()):
+            if now - ring.sent_at < ring_step(ring.ttl):
+                continue
+            if ring.ttl >= RING_MAX_TTL:
+                del self._rings[dst]
+                self.stats["ring_exhausted"] += 1
+                continue
+            ring.ttl = min(RING_MAX_TTL, 2 * ring.ttl)
+            ring.sent_at = now
+            self.stats["ring_rounds"] += 1
+            out.append((dst, ring.nonce, ring.ttl))
+        wanted = [dst for dst, p in self._pending.items() if now - p.started >= RING_AFTER]
+        wanted += [dst for dst in self._ring_asap if dst not in self._pending]
+        self._ring_asap.clear()
+        for dst in wanted:
+            if dst in self._rings:
+                continue
+            last = self._ring_started.get(dst)
+            if (last is not None and now - last < RING_INTERVAL) or not self._take_ring_token(now):
+                self.stats["ring_limited"] += 1
+                continue
+            self._ring_started[dst] = now
+            self._ring_started.move_to_end(dst)
+            while len(self._ring_started) > MAX_PENDING_LOOKUPS:
+                self._ring_started.popitem(last=False)
+            ring = self._rings[dst] = _Ring(self._rng.getrandbits(32), RING_FIRST_TTL, now)
+            self.stats["ring_searches"] += 1
+            self.stats["ring_rounds"] += 1
+            out.append((dst, ring.nonce, ring.ttl))
+        return out
+
+    def _take_ring_token(self, now: float) -> bool:
+        if self._ring_tokens_at is not None:
+            self._ring_tokens = min(RING_SOURCE_BURST,
+                                    self._ring_tokens + (now - self._ring_tokens_at) * RING_SOURCE_RATE)
+        self._ring_tokens_at = now
+        if self._ring_tokens < 1.0:
+            return False
+        self._ring_tokens -= 1.0
+        return True
+
+    def ring_payload(self, dst: bytes, nonce: int, ttl: int) -> bytes:
+        """Our RING_SEARCH payload for one round."""
+        return encode_ring(self._secret, self._key, dst, self.address, nonce, ttl)
+
+    def ring_answer(self, origin: bytes, nonce: int) -> bytes:
+        """Our RING_REPLY payload for a verified search from ``origin``."""
+        sig = sign(self._secret, RING_REPLY_STATEMENT + origin + self.address + _NONCE.pack(nonce))
+        return _RING_REPLY.pack(self._key, nonce, sig)
+
+    def accept_ring(self, header: RoutedHeader, payload: bytes, now: float) -> tuple[bytes, bytes, list[bytes]]:
+        """Take a RING_REPLY addressed to us: (the destination, its Ed25519 key, the payloads queued for it). Its
+        header's source path (the route the search took) becomes the destination's source route. Raises a
+        RemoteProtocolError unless it answers a search in flight, by a key that owns the address, signed."""
+        try:
+            if len(payload) != _RING_REPLY.size:
+                raise MalformedPacket(f"ring reply payload of {len(payload)} bytes (expected {_RING_REPLY.size})")
+            key, nonce, sig = _RING_REPLY.unpack(payload)
+            owner = header.src
+            ring = self._rings.get(owner)
+            if ring is None or ring.nonce != nonce:
+                raise InvalidAnnouncement("ring reply for no search in flight")
+            if not _owns(key, owner):
+                raise InvalidAnnouncement("ring reply's key does not own the address asked for")
+            if not header.src_path:
+                raise InvalidAnnouncement("ring reply without a route")
+            _verify(key, sig, RING_REPLY_STATEMENT + self.address + owner + _NONCE.pack(nonce))
+        except (MalformedPacket, InvalidAnnouncement):
+            self.stats["replies_rejected"] += 1
+            raise
+        del self._rings[owner]
+        self.learn(owner, header.src_path, key, now)
+        self.stats["ring_replies_accepted"] += 1
+        queued = self.take(owner)
+        return owner, key, queued or []
+
+    def learn(self, dst: bytes, ports: tuple[int, ...], key: bytes, now: float) -> None:
+        """Keep ``ports`` as the source route to ``dst`` (whose verified Ed25519 key is ``key``)."""
+        self._routes[dst] = _Route(tuple(ports), key, now)
+        self._routes.move_to_end(dst)
+        while len(self._routes) > MAX_SOURCE_ROUTES:
+            self._routes.popitem(last=False)
+        self._unanswered.pop(dst, None)
+        self.stats["routes_learned"] += 1
+
+    def source_route(self, dst: bytes, now: float) -> tuple[int, ...] | None:
+        """The source route to ``dst`` unless nothing came back over it for SOURCE_ROUTE_IDLE."""
+        route = self._routes.get(dst)
+        if route is None:
+            return None
+        if now - route.heard >= SOURCE_ROUTE_IDLE:
+            del self._routes[dst]
+            self.stats["routes_idle"] += 1
+            return None
+        return route.ports
+
+    def drop_routes_via(self, port: int) -> None:
+        """Our link on ``port`` went away: the source routes leaving by it go too."""
+        for dst in [d for d, r in self._routes.items() if r.ports and r.ports[0] == port]:
+            del self._routes[dst]
+
+    def sent(self, dst: bytes, now: float) -> None:
+        """We routed something to ``dst``: if nothing comes back within DEAD_PATH_AFTER, its route is dead."""
+        if dst not in self._unanswered:
+            self._unanswered[dst] = now
+            while len(self._unanswered) > MAX_LOOKUP_CACHE:
+                self._unanswered.popitem(last=False)
+
+    def heard(self, src: bytes, now: float) -> None:
+        """Something from ``src`` reached us end to end: the route to it works."""
+        self._unanswered.pop(src, None)
+        route = self._routes.get(src)
+        if route is not None:
+            route.heard = now
+
+    def dead_paths(self, now: float) -> list[bytes]:
+        """Destinations we sent to and heard nothing from for DEAD_PATH_AFTER: their coordinates and source
+        route are dropped and a ring search is due at once (rate limits permitting)."""
+        dead = [dst for dst, since in self._unanswered.items() if now - since >= DEAD_PATH_AFTER]
+        for dst in dead:
+            del self._unanswered[dst]
+            self._cache.pop(dst, None)
+            self._routes.pop(dst, None)
+            self._ring_asap.add(dst)
+            self.stats["dead_paths"] += 1
+        return dead
+
     def _remember(self, dst: bytes, coords: Coords, key: bytes, now: float) -> None:
         self._cache[dst] = _Entry(coords, key, now + LOOKUP_CACHE_TTL)
         self._cache.move_to_end(dst)
@@ -230,7 +467,10 @@ class Pathfinder:
     def key_for(self, dst: bytes, now: float) -> bytes | None:
         """The verified Ed25519 key of ``dst`` if its cache entry is fresh."""
         entry = self._cache.get(dst)
-        return entry.key if entry is not None and now < entry.expires else None
+        if entry is not None and now < entry.expires:
+            return entry.key
+        route = self._routes.get(dst)
+        return route.key if route is not None and now - route.heard < SOURCE_ROUTE_IDLE else None
 
     def broken(self, dst: bytes, now: float) -> int | None:
         """A relay reported the path to ``dst`` broken: forget its coordinates; the nonce of a new LOOKUP to
@@ -258,8 +498,13 @@ class Pathfinder:
                 for dst, e in self._cache.items()
             ],
             "pending": [
-                {"address": _ip(dst), "age": round(now - p.started, 2), "queued": len(p.queue)}
+                {"address": _ip(dst), "age": round(now - p.started, 2), "queued": len(p.queue),
+                 "ring_ttl": self._rings[dst].ttl if dst in self._rings else None}
                 for dst, p in self._pending.items()
+            ],
+            "source_routes": [
+                {"address": _ip(dst), "ports": list(r.ports), "heard_ago": round(now - r.heard, 1)}
+                for dst, r in self._routes.items()
             ],
             **self.stats,
         }

@@ -3,7 +3,7 @@
 A routed packet travels inside link sessions (the plaintext of a link DATA datagram). Layout (big-endian;
 docs/PROTOCOL.md §6)::
 
-    0   u8   kind: 1 TRAFFIC, 2 LOOKUP, 3 LOOKUP_REPLY, 4 PATH_BROKEN
+    0   u8   kind: 1 TRAFFIC, 2 LOOKUP, 3 LOOKUP_REPLY, 4 PATH_BROKEN, 6 RING_SEARCH, 7 RING_REPLY, 8 SOURCE_ROUTED
     1   u8   hop limit: a relay drops a packet that arrives with 1 or less, else sends it on with one less
     2   u16  watermark: the tree distance to the destination at the last relay; it must strictly fall
     4   u32  root tag: first 4 bytes of blake2s(root key, person=b"axn-rtag") of the tree the paths belong to
@@ -44,6 +44,12 @@ class Kind(enum.IntEnum):
     LOOKUP = 2  # "who owns this address?", multicast down tree links whose filters hold it
     LOOKUP_REPLY = 3  # the owner's signed coordinates, routed greedily back to the asker
     PATH_BROKEN = 4  # a relay could not make progress towards the destination: look it up again
+    # The root-independent fallback (axiomnet/lookup.py; 5 is NEIGHBOUR_IP below). Kinds 7 and 8 are source-routed:
+    # the destination path is the route (a port per hop from the source) and the watermark the index of the port
+    # the receiving relay takes next; kind 6 is flooded, its paths grow by one port per hop.
+    RING_SEARCH = 6  # expanding-ring search over all links for an address, hop limit = remaining TTL
+    RING_REPLY = 7  # the owner's signed answer, source-routed back along the search's reverse path
+    SOURCE_ROUTED = 8  # an end-to-end datagram following a route a ring search found
 
 
 _KINDS = frozenset(int(k) for k in Kind)

@@ -171,7 +171,9 @@ def view_of(state: Mapping[str, Any]) -> NetMap:
         path = _path(route.get("coords"))
         node = MapNode(path or (), "lookup", route.get("address"), route.get("public_key"),
                        None if path is None else tree_distance(own, path), _rtt(route.get("rtt_ms")), "lookup")
-        if path is None or not _same_root(root, route.get("root")):
+        if route.get("source_route") is not None:  # found by a ring search: ports, no coordinates
+            netmap.unplaced.append(replace(node, note="reached by a source route"))
+        elif path is None or not _same_root(root, route.get("root")):
             netmap.unplaced.append(replace(node, note="under another root"))
         else:
             netmap.put(node)

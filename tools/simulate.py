@@ -4,6 +4,7 @@
     python tools/simulate.py --topology ba --nodes 10000
     python tools/simulate.py --topology rgg --nodes 3000 --fail-root --fail-inner --json
     python tools/simulate.py --topology as --nodes 100000 --fail-nodes 0.1
+    python tools/simulate.py --topology ba --nodes 10000 --blackholes 0.05 --rogue-root --json
 
 Builds the graph (networkx), then runs the core's own decisions in synchronous heartbeat rounds over numpy
 arrays: every round one axiomnet.tree.select_parents call for all nodes; packets forwarded hop by hop with
@@ -13,6 +14,9 @@ start, tree depth, per-node state and lookup messages, and for each failure aske
 delivery over the live largest component is 100% again and until the forest is stable.
 A node that would sit deeper than MAX_TREE_DEPTH (127) cannot take a place in the root's tree: it roots a
 tree of its own, and pairs across trees fail; the report counts those nodes ("unplaced") and trees.
+With --blackholes F and/or --rogue-root, hostile nodes drop everything they should relay or answer; the report
+adds delivery among honest pairs joined by honest paths (delivery_honest; by the tree alone: delivery_honest_tree),
+with the expanding-ring fallback and its message cost (tools/sim/adversary.py; --no-ring leaves it out).
 Needs the `sim` extra (pip install -e '.[sim]'). docs/ROUTING.md has the measured tables.
 """
 
@@ -28,6 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.sim.graphs import TOPOLOGIES  # noqa: E402
+from tools.sim.adversary import Attack  # noqa: E402
 from tools.sim.scenarios import Options, simulate  # noqa: E402
 
 MAX_NODES = 1_000_000
@@ -64,6 +69,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--root", choices=("random", "hub"), default="random",
                         help="random: the lowest key is a random node, as deployed (default); hub: give it to the "
                              "highest-degree node (a what-if on root placement)")
+    parser.add_argument("--blackholes", type=float, default=0.0, metavar="F",
+                        help="a random fraction F (0 <= F < 1) of the non-root nodes drops everything it should relay "
+                             "or answer (data, lookups, replies, ring searches)")
+    parser.add_argument("--rogue-root", action="store_true",
+                        help="one extra node holding the lowest key, linked to the highest-degree nodes, black-holing")
+    parser.add_argument("--rogue-links", type=int, default=8, metavar="K",
+                        help="links of the rogue root, to the K highest-degree nodes (default 8)")
+    parser.add_argument("--no-ring", action="store_true",
+                        help="measure honest pairs without the expanding-ring fallback (tree lookup and greedy only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     if not 2 <= args.nodes <= MAX_NODES:
@@ -72,6 +86,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--fail-nodes must be a fraction: 0 <= F < 1")
     if args.pairs < 1 or args.curve_pairs < 1 or args.lookups < 0 or args.max_rounds < 1:
         parser.error("--pairs, --curve-pairs and --max-rounds must be positive, --lookups not negative")
+    if not 0 <= args.blackholes < 1:
+        parser.error("--blackholes must be a fraction: 0 <= F < 1")
+    if args.rogue_links < 1:
+        parser.error("--rogue-links must be positive")
     if args.rgg_radius is not None and not 0 < args.rgg_radius < 1.5:
         parser.error("--rgg-radius must be in (0, 1.5)")
     return args
@@ -83,7 +101,8 @@ def options(args: argparse.Namespace) -> Options:
               if flag or args.repair]
     return Options(args.topology, args.nodes, seed=args.seed, pairs=args.pairs, lookups=args.lookups,
                    curve_pairs=args.curve_pairs, max_rounds=args.max_rounds, fail_nodes=args.fail_nodes,
-                   failures=chosen, rgg_radius=args.rgg_radius, root=args.root)
+                   failures=chosen, rgg_radius=args.rgg_radius, root=args.root,
+                   attack=Attack(args.blackholes, args.rogue_root, args.rogue_links, not args.no_ring))
 
 
 def _fmt(value: Any) -> str:
@@ -117,6 +136,18 @@ def report(r: dict[str, Any]) -> str:
         f"{s['bloom_bytes_max']:.0f} B max; bounded caches at most {s['bounded_caches_bytes'] / 2**20:.1f} MiB",
         f"                     degree mean {s['degree_mean']:.1f}, max {s['degree_max']}",
     ]
+    a = r["attack"]
+    lines.append(
+        f"  honest pairs       delivery {r['delivery_honest']:.2%} ({r['delivery_honest_tree']:.2%} by the tree alone) "
+        f"of {r['honest_pairs']} pairs joined by honest paths; stretch mean {r['stretch_honest_mean']:.3f}, "
+        f"p99 {r['stretch_honest_p99']:.3f}")
+    lines.append(
+        f"  attack             {a['blackholes']} black holes ({a['blackhole_fraction']:.0%})"
+        + (f", rogue root with {a['rogue_links']} links" if a["rogue_root"] else "")
+        + f"; ring fallback {'on' if a['ring_fallback'] else 'off'}: used by {r['ring_share']:.1%} of pairs, "
+        f"{r['ring_messages_mean']:.0f} messages mean (p99 {r['ring_messages_p99']:.0f}); lookup messages per pair "
+        f"{r['lookup_messages_honest_mean']:.1f} mean, p99 {r['lookup_messages_honest_p99']:.0f}"
+        + (f"; failures by the tree: {r['honest_failures']}" if r["honest_failures"] else ""))
     for f in r["failures"]:
         if "skipped" in f:
             lines.append(f"  fail {f['case']:<10} skipped: {f['skipped']}")

@@ -274,3 +274,23 @@ def test_a_lookup_across_a_relay_reports_its_round_trip_and_the_proven_key(recor
     row = next(r for r in routes if r["address"] == str(ids[2].address))
     assert row["public_key"] == ids[2].public_key.hex()
     assert row["rtt_ms"] is not None and 0 < row["rtt_ms"] < 1000  # from the last send to the reply
+
+
+def test_a_lookup_nobody_answers_widens_into_a_ring_search_between_heartbeats(recorder, monkeypatch):
+    """No heartbeat at all: the packets for the destination drive the fallback (RING_TICK)."""
+    from axiomnet import lookup
+    from axiomnet.routed import Kind, decode_routed
+    monkeypatch.setattr(lookup, "RING_AFTER", 0.05)
+    a, b, far = ident(1), ident(2), ident(3)
+    router = RouterActor.start(None, {}, a, seq_start=10)
+    link = recorder()
+    router.tell(m.SessionUp(link, b.public_key, ("192.0.2.2", 1), True))
+
+    def searched() -> bool:
+        router.tell(m.RouteOut(far.address.packed, [b"sealed"]))
+        return any(isinstance(x, m.RoutedToLink) and any(decode_routed(p).kind is Kind.RING_SEARCH for p in x.packets)
+                   for x in link.ask(GetOther()))
+    assert wait_for(searched, timeout=5)
+    snap = router.ask(m.Snapshot(), timeout=5)
+    assert snap["counters"]["fwd_ring_messages_sent"] >= 1 and snap["lookups"]["ring_searches"] == 1
+    assert snap["lookups"]["pending"][0]["ring_ttl"] >= 2

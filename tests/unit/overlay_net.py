@@ -98,7 +98,7 @@ class Overlay:
 
     def send(self, src: int, dst: int, payload: bytes, max_steps: int = 10_000) -> list[int]:
         """Send ``payload`` from ``src`` to ``dst`` (lookups included) and run every packet to completion;
-        returns the nodes the TRAFFIC packet visited (src first)."""
+        returns the nodes the TRAFFIC (or SOURCE_ROUTED) packet visited (src first)."""
         trace: list[int] = []
         self._trace = trace
         self._run(src, self.nodes[src].forwarder.send(self.address(dst), [payload], self.now), max_steps)
@@ -119,7 +119,7 @@ class Overlay:
                     steps += 1
                     if steps > max_steps:
                         raise AssertionError("packets keep circulating")
-                    if decode_routed(packet).kind == 1 and hasattr(self, "_trace"):
+                    if decode_routed(packet).kind in (1, 8) and hasattr(self, "_trace"):  # TRAFFIC, SOURCE_ROUTED
                         if not self._trace:
                             self._trace.append(v)
                         self._trace.append(u)

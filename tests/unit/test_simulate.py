@@ -278,3 +278,78 @@ def test_rgg_is_connected_or_says_it_kept_the_largest_component() -> None:
     graph = graphs.build("rgg", 400, seed=5, rgg_radius=0.03)  # far below connectivity: many components
     assert any("kept the largest" in note for note in graph.notes)
     assert nx.is_connected(nx.Graph(list(zip(graph.u.tolist(), graph.v.tolist()))))
+
+
+# --- hostile nodes: black holes, a rogue root, and the ring fallback --------------------------------------------
+def test_a_rogue_root_with_black_holes_cuts_tree_lookups_and_the_ring_restores_every_honest_pair(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    on = run_cli(capsys, "--topology", "ba", "--nodes", "300", "--seed", "2", "--blackholes", "0.05", "--rogue-root",
+                 "--pairs", "300")
+    assert on["nodes"] == 301 and on["attack"]["rogue_root"] and on["attack"]["rogue_links"] == 8
+    assert on["attack"]["blackholes"] == round(0.05 * 299)  # of the non-root honest nodes (not the rogue)
+    # The rogue is everyone's root and drops the lookups crossing it: the tree alone loses most honest pairs.
+    assert on["delivery_honest_tree"] < 0.6
+    assert on["honest_failures"].get("lookup_dropped", 0) > 0
+    assert on["delivery_honest"] == 1.0
+    assert 0 < on["ring_share"] <= 1 - on["delivery_honest_tree"] + 1e-9
+    # A ring search costs about a flood of the honest graph, never more than its TTL rounds can send.
+    assert 0 < on["ring_messages_mean"] <= len(simulate_ttls()) * on["edges_directed"]
+    assert on["stretch_honest_mean"] >= 1.0
+    off = run_cli(capsys, "--topology", "ba", "--nodes", "300", "--seed", "2", "--blackholes", "0.05", "--rogue-root",
+                  "--pairs", "300", "--no-ring")
+    assert off["delivery_honest"] == off["delivery_honest_tree"] == on["delivery_honest_tree"]
+    assert off["ring_share"] == 0 and off["ring_messages_mean"] == 0
+
+
+def simulate_ttls() -> list[int]:
+    from tools.sim.adversary import ring_ttls
+    return ring_ttls()
+
+
+def test_without_hostile_nodes_every_honest_pair_is_delivered_by_the_tree(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(capsys, "--topology", "rgg", "--nodes", "200", "--seed", "1")
+    assert result["attack"]["blackholes"] == 0 and not result["attack"]["rogue_root"]
+    assert result["delivery_honest"] == result["delivery_honest_tree"] == 1.0
+    assert result["ring_share"] == 0 and result["honest_failures"] == {}
+    assert result["lookup_messages_honest_mean"] >= 1
+
+
+def test_ring_cost_counts_each_rounds_transmissions_and_the_reply() -> None:
+    from tools.sim.adversary import ring_cost
+    # Chain 0-1-2-3-4: from 0 for 3. TTL 1: 0 sends 1. TTL 2: 0 sends 1, 1 forwards 1. TTL 4: 0, 1, 2 send one
+    # each (3 is the target: it answers, 3 hops back, and forwards nothing).
+    degree = np.array([1, 2, 2, 2, 1])
+    dist = np.array([0.0, 1, 2, 3, 4])
+    assert ring_cost(dist, degree, np.zeros(5, dtype=bool), 0, 3, [1, 2, 4, 8]) == (1 + 2 + 3 + 3, 3, 4)
+    # A relay next to the target sends to it alone: in a star, the hub forwards one copy, not one per leaf.
+    star = np.array([4, 1, 1, 1, 1])
+    assert ring_cost(np.array([1.0, 0, 2, 2, 2]), star, np.zeros(5, dtype=bool), 1, 2, [1, 2],
+                     near=np.array([0])) == (1 + 2 + 2, 2, 2)
+    # Node 2 black-holes: the flood never gets past it (distance over honest relays is infinite).
+    hostile = np.array([False, False, True, False, False])
+    cut = np.array([0.0, 1, np.inf, np.inf, np.inf])
+    messages, rounds, ttl = ring_cost(cut, degree, hostile, 0, 3, [1, 2, 4])
+    assert ttl == 0 and rounds == 3 and messages == 1 + 2 + 2
+
+
+def test_a_hostile_relay_stops_a_tree_lookup_and_splits_the_honest_component() -> None:
+    from tools.sim.adversary import honest_component
+    g = nx.path_graph(6)
+    net = network_of(g, seed=0)
+    converge(net)
+    bits = address_bits([b"\xfc" + bytes([i]) * 15 for i in range(6)])
+    filters = Filters(net.parent, net.depth, net.alive, bits)
+    assert filters.lookup(0, 5)[1]
+    hostile = np.zeros(6, dtype=bool)
+    hostile[3] = True
+    messages, reached = filters.lookup(0, 5, hostile)
+    assert not reached and messages >= 3  # it got to the black hole, which forwarded nothing
+    graph = graphs.Graph("chain", 6, np.arange(5), np.arange(1, 6))
+    comp = honest_component(graph, np.ones(6, dtype=bool), hostile)
+    assert comp.tolist() == [0, 1, 2]  # 4-5 is the smaller honest side: no honest path to it from there
+
+
+def test_bad_attack_options_are_refused() -> None:
+    for bad in (["--blackholes", "1.5"], ["--blackholes", "-0.1"], ["--rogue-links", "0"]):
+        with pytest.raises(SystemExit):
+            simulate.parse_args(["--topology", "ba", "--nodes", "50", *bad])

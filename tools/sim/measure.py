@@ -230,9 +230,10 @@ class Filters:
         """Bits set in each node's filter to its parent and from its parent (for the wire size)."""
         return np.bitwise_count(self.up).sum(axis=1) + np.bitwise_count(self.down).sum(axis=1)
 
-    def lookup(self, s: int, owner: int) -> tuple[int, bool]:
+    def lookup(self, s: int, owner: int, hostile: npt.NDArray[np.bool_] | None = None) -> tuple[int, bool]:
         """(LOOKUP transmissions, owner reached) for a lookup from ``s`` of ``owner``'s address: multicast on
-        tree links whose filter holds it, never back to the sender, the owner answering instead of forwarding."""
+        tree links whose filter holds it, never back to the sender, the owner answering instead of forwarding;
+        a ``hostile`` node receives it and forwards nothing."""
         bits = self.bits[owner]
         down_has = self.holds(self.down, bits)  # the parent's filter to each child holds it
         up_has = self.holds(self.up, bits)  # each child's filter to its parent holds it
@@ -253,7 +254,8 @@ class Filters:
             messages += len(nxt)
             hit = nxt == owner
             reached |= bool(hit.any())
-            at, came = nxt[~hit], frm[~hit]
+            keep = ~hit if hostile is None else ~hit & ~hostile[nxt]
+            at, came = nxt[keep], frm[keep]
         return messages, reached
 
 

@@ -19,6 +19,7 @@ from axiomnet.constants import (
     ROOT_TIMEOUT,
 )
 from tools.sim import graphs
+from tools.sim.adversary import Attack, add_rogue, choose_blackholes, honest_component, honest_delivery
 from tools.sim.engine import Links, Network
 from tools.sim.measure import (
     Filters,
@@ -50,6 +51,7 @@ class Options:
     failures: list[str] = field(default_factory=list)
     rgg_radius: float | None = None
     root: str = "random"  # "hub": give the lowest key to the highest-degree node (a what-if on root placement)
+    attack: Attack = field(default_factory=Attack)
 
 
 def _components(net: Network, graph: graphs.Graph) -> np.ndarray:
@@ -110,11 +112,23 @@ def simulate(opts: Options) -> dict[str, Any]:
     cpu0 = time.process_time()
     rng = np.random.default_rng(opts.seed)
     graph = graphs.build(opts.topology, opts.nodes, opts.seed, opts.rgg_radius)
+    attack = opts.attack
+    if attack.rogue_root:
+        graph = add_rogue(graph, attack.rogue_links)
     n = graph.n
     rank = rng.permutation(n)  # Ed25519 key order: the lowest is the root
     if opts.root == "hub":
         hub = int(np.argmax(np.bincount(np.concatenate([graph.u, graph.v]), minlength=n)))
         rank[[hub, int(np.argmin(rank))]] = rank[[int(np.argmin(rank)), hub]]
+    hostile = np.zeros(n, dtype=bool)
+    if attack.rogue_root:  # the extra node grinds a key below every honest one
+        rogue = n - 1
+        rank[[rogue, int(np.argmin(rank))]] = rank[[int(np.argmin(rank)), rogue]]
+        hostile[rogue] = True
+    if attack.blackholes > 0:
+        honest_root = int(np.argmin(np.where(hostile, n, rank)))
+        hostile |= choose_blackholes(n, [honest_root, *np.flatnonzero(hostile).tolist()], attack.blackholes,
+                                     np.random.default_rng([opts.seed, 2]))
     order = rng.permutation(n)  # noise key order: breaks cost ties between candidates
     links = Links(n, graph.u, graph.v, order)
     addresses = [b"\xfc" + rng.bytes(15) for _ in range(n)]
@@ -163,6 +177,10 @@ def simulate(opts: Options) -> dict[str, Any]:
         msgs.append(m)
         reached += hit
     state = state_bytes(net, filters)
+    # Honest pairs joined by honest paths, with the hostile nodes dropping what they should relay or answer (its
+    # own generator: the runs without an attack keep their samples).
+    honest = honest_delivery(graph, fwd, filters, hostile, honest_component(graph, net.alive, hostile), opts.pairs,
+                             np.random.default_rng([opts.seed, 1]), attack.ring)
     measured = time.perf_counter()
 
     cold_settled = _settled(cold_curve)
@@ -189,6 +207,10 @@ def simulate(opts: Options) -> dict[str, Any]:
         "cold_start_curve": cold_curve,
         "cold_start_root_share": root_share,
         "failures": [],
+        "attack": {"blackholes": int(hostile.sum()) - int(attack.rogue_root), "blackhole_fraction": attack.blackholes,
+                   "rogue_root": attack.rogue_root, "rogue_links": attack.rogue_links if attack.rogue_root else 0,
+                   "ring_fallback": attack.ring},
+        **honest,
     }
     fwd_depth = int(fwd.depth[net.alive].max())
     cases = list(opts.failures)

@@ -1,0 +1,271 @@
+"""The root-independent fallback: a rogue root that black-holes lookups cannot cut honest pairs (expanding-ring
+search, source routes, dead-path detection), and the fallback itself is bounded (rate limits, dedupe, TTL)."""
+
+from __future__ import annotations
+
+import random
+
+import networkx as nx
+import pytest
+from tests.unit.overlay_net import Overlay
+
+from axiomnet.constants import (
+    DEAD_PATH_AFTER,
+    RING_AFTER,
+    RING_INTERVAL,
+    RING_LINK_BURST,
+    RING_MAX_TTL,
+    RING_RELAY_BURST,
+    RING_SOURCE_BURST,
+    RING_SOURCE_RATE,
+)
+from axiomnet.errors import InvalidAnnouncement
+from axiomnet.forward import Output
+from axiomnet.identity import Identity
+from axiomnet.lookup import Pathfinder, decode_ring, encode_ring
+from axiomnet.routed import Kind, decode_routed, encode_routed
+
+
+def black_hole(overlay: Overlay, v: int) -> None:
+    """Node ``v`` keeps building the tree but drops every routed packet it should relay or answer."""
+    overlay.nodes[v].forwarder.receive = lambda key, packets, now: Output()  # type: ignore[method-assign]
+
+
+def rogue_line(seed: int) -> tuple[Overlay, int, list[int]]:
+    """Honest line A-B-C-D plus a rogue R (the lowest key) linked to B and C, as in issue 15."""
+    overlay = Overlay(nx.empty_graph(5), seed=seed)
+    by_key = sorted(overlay.nodes, key=lambda v: overlay.nodes[v].identity.signing_key)
+    rogue, line = by_key[0], by_key[1:]
+    a, b, c, d = line
+    for u, v in ((a, b), (b, c), (c, d), (rogue, b), (rogue, c)):
+        overlay.graph.add_edge(u, v)
+        overlay.link(u, v)
+    overlay.tick(12)
+    assert overlay.converged() and all(overlay.nodes[v].tree.root == overlay.nodes[rogue].identity.signing_key
+                                       for v in overlay.alive)
+    return overlay, rogue, line
+
+
+def got(overlay: Overlay, v: int, payload: bytes) -> bool:
+    return any(p == payload for _, p in overlay.nodes[v].delivered)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_rogue_root_black_holing_lookups_is_routed_around_by_the_ring_search(seed: int) -> None:
+    overlay, rogue, (a, b, c, d) = rogue_line(seed)
+    black_hole(overlay, rogue)
+    overlay.send(a, d, b"first")
+    overlay.tick(1)
+    src = overlay.nodes[a].forwarder
+    assert not got(overlay, d, b"first")
+    assert src.pathfinder.stats["lookups_sent"] == 1  # the tree lookup went up to the rogue and died there
+    assert src.pathfinder.stats["replies_accepted"] == 0
+    for _ in range(4):  # RING_AFTER, then TTL 2, 4 (one round per tick here)
+        overlay.tick(1)
+        if got(overlay, d, b"first"):
+            break
+    assert got(overlay, d, b"first"), "the queued packet followed the ring's route"
+    stats = src.pathfinder.stats
+    assert stats["ring_searches"] == 1 and stats["ring_replies_accepted"] == 1
+    assert src.stats["ring_messages_sent"] == 2  # TTL 2 (D is 3 hops away), then TTL 4: one link, one copy each
+    assert sum(n.forwarder.stats["ring_messages_sent"] for n in overlay.nodes.values()) >= 2 + 2 + 3  # relays too
+    # D answers over the reverse route it learned from A's signed search, without a lookup of its own; the next
+    # packets go straight over the honest line, hop by hop by port.
+    back = overlay.send(d, a, b"answer")
+    assert got(overlay, a, b"answer") and back == [d, c, b, a]
+    assert overlay.nodes[d].forwarder.pathfinder.stats["lookups_sent"] == 0
+    assert src.pathfinder.source_route(overlay.address(d), overlay.now) is not None
+    trace = overlay.send(a, d, b"second")
+    assert got(overlay, d, b"second") and rogue not in trace and trace == [a, b, c, d]
+
+
+def test_a_source_route_survives_the_root_changing_under_it() -> None:
+    overlay, rogue, (a, b, c, d) = rogue_line(4)
+    black_hole(overlay, rogue)
+    overlay.send(a, d, b"x")
+    for _ in range(6):
+        overlay.tick(1)
+        if got(overlay, d, b"x"):
+            overlay.send(d, a, b"y")  # something comes back: the route is alive
+            break
+    assert got(overlay, d, b"x") and got(overlay, a, b"y")
+    overlay.kill(rogue)  # the rogue leaves (or flaps to another key): a new root, new coordinates everywhere
+    overlay.tick(8)
+    assert overlay.converged()
+    assert overlay.send(a, d, b"after") == [a, b, c, d] and got(overlay, d, b"after")
+
+
+def test_a_dead_data_path_is_detected_end_to_end_and_switched_to_a_ring_route() -> None:
+    """The tree lookup works but the greedy data path crosses a black hole: nothing comes back, the source gives
+    the route up after DEAD_PATH_AFTER and the ring finds the honest way round."""
+    g = nx.cycle_graph(8)
+    overlay = Overlay(g, seed=9)
+    overlay.tick(16)
+    assert overlay.converged()
+    a, d = 0, 4
+    trace = overlay.send(a, d, b"warm")
+    assert got(overlay, d, b"warm")
+    hole = trace[1]
+    black_hole(overlay, hole)
+    replies = 0
+    for i in range(12):
+        overlay.send(a, d, b"ping %d" % i)
+        if got(overlay, d, b"ping %d" % i):
+            overlay.send(d, a, b"pong %d" % i)
+            replies += got(overlay, a, b"pong %d" % i)
+        overlay.tick(1)
+    pf = overlay.nodes[a].forwarder.pathfinder
+    assert pf.stats["dead_paths"] >= 1 and pf.stats["ring_replies_accepted"] >= 1
+    last = overlay.send(a, d, b"last")
+    assert got(overlay, d, b"last") and hole not in last
+    overlay.send(d, a, b"last pong")
+    assert got(overlay, a, b"last pong")
+    assert replies >= 12 - (DEAD_PATH_AFTER + 6)  # lost while detecting and searching, then every one
+
+
+def _pathfinder(seed: int) -> Pathfinder:
+    ident = Identity.from_seed(bytes([seed]) * 32)
+    return Pathfinder(ident.address.packed, ident.signing_secret, ident.signing_key, random.Random(seed))
+
+
+def test_a_ring_search_widens_round_by_round_then_gives_up() -> None:
+    pf = _pathfinder(1)
+    dst = b"\xfc" + bytes(15)
+    pf.wait(dst, [b"p"], 0.0)
+    assert pf.ring_due(RING_AFTER - 0.1) == []  # the tree lookup gets RING_AFTER first
+    t0 = RING_AFTER
+    assert [(x, t) for x, _, t in pf.ring_due(t0)] == [(dst, 2)]  # TTL 1 would only reach neighbours
+    ttls = [t for dt in (0.25, 0.75, 1.75, 3.5, 6.0, 8.5) for _, _, t in pf.ring_due(t0 + dt)]
+    assert ttls == [4, 8, 16, 32, 64, RING_MAX_TTL]  # each round waits RING_STEP x TTL, 0.2 s to 2 s
+    assert pf.ring_due(t0 + 10.0) == [] and pf.stats["ring_exhausted"] == 0  # the last round still waits
+    assert pf.ring_due(t0 + 11.5) == [(dst, pf._rings[dst].nonce, 2)] and pf.stats["ring_exhausted"] == 1
+
+
+def test_the_source_limits_its_ring_searches_per_destination_and_in_all() -> None:
+    pf, owner = _pathfinder(1), _pathfinder(2)
+    dst = owner.address
+    pf.learn(dst, (1, 2), bytes(32), 0.0)
+    pf.sent(dst, 0.0)
+    assert pf.dead_paths(DEAD_PATH_AFTER) == [dst]
+    (_, nonce, _), = pf.ring_due(DEAD_PATH_AFTER)
+    reply = encode_routed(Kind.RING_REPLY, root_tag=0, dst=pf.address, src=dst, dst_path=(3,), src_path=(1, 4),
+                          payload=owner.ring_answer(pf.address, nonce), watermark=1)
+    header = decode_routed(reply)
+    assert pf.accept_ring(header, reply[header.offset:], 2.5)[0] == dst
+    assert pf.source_route(dst, 2.5) == (1, 4)
+    # The new route dies at once too: no second search for this destination within RING_INTERVAL of the first.
+    pf.sent(dst, 3.0)
+    assert pf.dead_paths(3.0 + DEAD_PATH_AFTER) == [dst]
+    assert pf.ring_due(3.0 + DEAD_PATH_AFTER) == [] and pf.stats["ring_limited"] == 1
+    pf.wait(dst, [b"q"], 6.0)
+    assert pf.ring_due(DEAD_PATH_AFTER + RING_INTERVAL - 0.1) == []
+    assert [x for x, _, _ in pf.ring_due(DEAD_PATH_AFTER + RING_INTERVAL)] == [dst]
+    # Many fresh destinations: RING_SOURCE_BURST searches at once, then RING_SOURCE_RATE per second.
+    others = [b"\xfc" + bytes([i]) * 15 for i in range(1, 20)]
+    for o in others:
+        pf.wait(o, [b"r"], 30.0)
+    started = {x for x, _, t in pf.ring_due(30.0 + RING_AFTER) if t == 2}
+    assert 1 <= len(started) <= RING_SOURCE_BURST
+    assert len({x for x, _, t in pf.ring_due(32.0 + RING_AFTER) if t == 2}) <= 1 + 2 * RING_SOURCE_RATE
+
+
+def test_dead_paths_need_silence_for_the_full_interval() -> None:
+    ident = Identity.from_seed(bytes(32))
+    pf = Pathfinder(ident.address.packed, ident.signing_secret, ident.signing_key, random.Random(1))
+    dst = b"\xfc" + bytes([7]) * 15
+    pf.learn(dst, (1, 2), bytes(32), 0.0)
+    pf.sent(dst, 0.0)
+    pf.sent(dst, 1.0)  # the first unanswered send counts
+    assert pf.dead_paths(DEAD_PATH_AFTER - 0.1) == []
+    pf.heard(dst, DEAD_PATH_AFTER - 0.05)
+    assert pf.dead_paths(DEAD_PATH_AFTER + 0.5) == []
+    pf.sent(dst, 3.0)
+    assert pf.dead_paths(3.0 + DEAD_PATH_AFTER) == [dst]
+    assert pf.source_route(dst, 5.0) is None
+    assert [x for x, _, _ in pf.ring_due(5.0)] == [dst]  # searched for at once
+
+
+def _search(overlay: Overlay, origin: int, target: bytes, nonce: int, ttl: int, port: int = 1) -> bytes:
+    node = overlay.nodes[origin]
+    payload = encode_ring(node.identity.signing_secret, node.identity.signing_key, target, overlay.address(origin),
+                          nonce, ttl)
+    return encode_routed(Kind.RING_SEARCH, root_tag=0, dst=target, src=overlay.address(origin), dst_path=(port,),
+                         src_path=(), payload=payload, hop_limit=ttl)
+
+
+def test_a_relay_floods_each_search_once_within_its_per_origin_budget() -> None:
+    overlay = Overlay(nx.star_graph(5), seed=3)
+    overlay.tick(10)
+    hub = overlay.nodes[0].forwarder
+    leaf = overlay.nodes[1].identity.public_key
+    target = b"\xfc" + bytes([9]) * 15  # nobody's: the search floods as far as its TTL lets it
+    out = hub.receive(leaf, [_search(overlay, 1, target, 7, 4)], overlay.now)
+    assert sorted(overlay.by_noise[k] for k in out.links) == [2, 3, 4, 5]  # every link but the sender's
+    copy = decode_routed(next(iter(out.links.values()))[0])
+    assert copy.hop_limit == 3 and len(copy.dst_path) == 2 and len(copy.src_path) == 1
+    assert hub.receive(leaf, [_search(overlay, 1, target, 7, 4)], overlay.now).links == {}
+    assert hub.stats["ring_duplicate"] == 1
+    flooded = sum(bool(hub.receive(leaf, [_search(overlay, 1, target, 100 + i, 4)], overlay.now).links)
+                  for i in range(50))
+    assert flooded <= RING_RELAY_BURST and hub.stats["ring_relay_limited"] >= 50 - RING_RELAY_BURST
+    assert hub.receive(leaf, [_search(overlay, 1, target, 999, 1)], overlay.now + 100).links == {}  # TTL spent
+    # Forged origins and targets, each new, over one link: the link's own budget still holds.
+    later = overlay.now + 200
+    payload = decode_routed(_search(overlay, 1, target, 1, 4))
+    forged = [encode_routed(Kind.RING_SEARCH, root_tag=0, dst=b"\xfc" + bytes([i]) * 15, src=b"\xfd" + bytes([i]) * 15,
+                            dst_path=(1,), src_path=(), payload=_search(overlay, 1, target, 1, 4)[payload.offset:],
+                            hop_limit=4) for i in range(60)]
+    flooded = sum(bool(hub.receive(leaf, [packet], later).links) for packet in forged)
+    assert flooded <= RING_LINK_BURST
+
+
+def test_a_forged_search_gets_no_answer_and_a_forged_reply_is_refused() -> None:
+    overlay = Overlay(nx.path_graph(3), seed=5)
+    overlay.tick(10)
+    relay_key = overlay.nodes[1].identity.public_key
+    # Node 0 signs a search claiming node 2's address as its origin: the target refuses it.
+    forged_payload = encode_ring(overlay.nodes[0].identity.signing_secret, overlay.nodes[0].identity.signing_key,
+                                 overlay.address(2), overlay.address(1), 5, 2)
+    forged = encode_routed(Kind.RING_SEARCH, root_tag=0, dst=overlay.address(2), src=overlay.address(1),
+                           dst_path=(1, 1), src_path=(1,), payload=forged_payload, hop_limit=1)
+    target = overlay.nodes[2].forwarder
+    assert target.receive(relay_key, [forged], overlay.now).links == {}
+    assert target.stats["ring_refused"] == 1
+    assert decode_ring(forged_payload).ttl == 2
+    # A forged copy that comes first does not shadow the real search with the same nonce: node 1's own is answered.
+    real = overlay.nodes[1]
+    genuine = encode_routed(Kind.RING_SEARCH, root_tag=0, dst=overlay.address(2), src=overlay.address(1),
+                            dst_path=(1,), src_path=(), payload=encode_ring(
+                                real.identity.signing_secret, real.identity.signing_key, overlay.address(2),
+                                overlay.address(1), 5, 2), hop_limit=2)
+    answered = target.receive(relay_key, [genuine], overlay.now)
+    assert target.stats["ring_answered"] == 1
+    assert decode_routed(next(iter(answered.links.values()))[0]).kind is Kind.RING_REPLY
+    # A ring reply nobody asked for, or signed by a key that does not own the address, changes nothing.
+    pf = overlay.nodes[0].forwarder.pathfinder
+    reply = encode_routed(Kind.RING_REPLY, root_tag=0, dst=overlay.address(0), src=overlay.address(2), dst_path=(1,),
+                          src_path=(1, 1), payload=bytes(100), watermark=1)
+    with pytest.raises(InvalidAnnouncement):
+        pf.accept_ring(decode_routed(reply), bytes(100), overlay.now)
+    assert pf.source_route(overlay.address(2), overlay.now) is None
+
+
+def test_source_routed_packets_follow_their_ports_and_never_run_past_the_route() -> None:
+    overlay = Overlay(nx.path_graph(3), seed=6)
+    overlay.tick(10)
+    relay = overlay.nodes[1].forwarder
+    from0 = overlay.nodes[0].identity.public_key
+    port_to_2 = overlay.nodes[1].tree.neighbours[overlay.nodes[2].identity.public_key].port
+    packet = encode_routed(Kind.SOURCE_ROUTED, root_tag=0, dst=overlay.address(2), src=overlay.address(0),
+                           dst_path=(1, port_to_2), src_path=(), payload=b"data", watermark=1)
+    out = relay.receive(from0, [packet], overlay.now)
+    (key, sent), = out.links.items()
+    assert overlay.by_noise[key] == 2 and decode_routed(sent[0]).watermark == 2
+    assert overlay.nodes[2].forwarder.receive(overlay.nodes[1].identity.public_key, sent, overlay.now).delivered == [
+        (overlay.address(0), b"data")]
+    ended = encode_routed(Kind.SOURCE_ROUTED, root_tag=0, dst=b"\xfc" + bytes(15), src=overlay.address(0),
+                          dst_path=(1, port_to_2), src_path=(), payload=b"x", watermark=2)
+    nowhere = encode_routed(Kind.SOURCE_ROUTED, root_tag=0, dst=b"\xfc" + bytes(15), src=overlay.address(0),
+                            dst_path=(1, 999), src_path=(), payload=b"x", watermark=1)
+    assert relay.receive(from0, [ended, nowhere], overlay.now).links == {}
+    assert relay.stats["dropped_route_end"] == 1 and relay.stats["dropped_no_port"] == 1
