@@ -249,7 +249,7 @@ class SessionActor(SupervisedActor):
         try:
             endpoint = decode_observed(payload)
         except RemoteProtocolError as exc:
-            self.counters["rx_" + type(exc).__name__] += 1
+            self.counters["rx_" + exc.metric] += 1
             return
         self.counters["rx_observed_endpoint"] += 1
         tell(self.refs.get("peers"), m.ObservedEndpoint(key, endpoint))
