@@ -56,7 +56,7 @@ class Coords:
 
 def coords_statement(root: bytes, path: tuple[int, ...], address: bytes, nonce: int) -> bytes:
     """What a node signs to answer a lookup for its address."""
-    return (COORDS_STATEMENT + root + bytes([len(path)]) + struct.pack(f">{len(path)}H", *path) + address
+    return (COORDS_STATEMENT + root + struct.pack(f">H{len(path)}H", len(path), *path) + address
             + _NONCE.pack(nonce))
 
 

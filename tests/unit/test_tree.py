@@ -20,9 +20,21 @@ from axiomnet.announce import (
     sign,
 )
 from axiomnet.bloom import Bloom, decode_bloom
-from axiomnet.constants import MAX_TREE_DEPTH, ROOT_TIMEOUT
+from axiomnet.constants import (
+    AEAD_TAG_SIZE,
+    ANNOUNCEMENT_HOP_SIZE,
+    HEADER_SIZE,
+    HOP_LIMIT,
+    MAX_ANNOUNCEMENT_SIZE,
+    MAX_BLOOM_ENCODED,
+    MAX_DATAGRAM_SIZE,
+    MAX_TREE_DEPTH,
+    ROOT_TIMEOUT,
+)
 from axiomnet.errors import InvalidAnnouncement, MalformedPacket, RemoteProtocolError
 from axiomnet.identity import Identity
+from axiomnet.lookup import Coords, coords_statement, encode_reply
+from axiomnet.routed import Kind, decode_routed, encode_routed, root_tag
 from axiomnet.tree import Tree, select_parents
 
 import numpy as np
@@ -77,6 +89,46 @@ def test_a_10000_hop_chain_is_refused_before_it_is_read() -> None:
     head = struct.pack(">BBHQQI32sQ64s", 1, 0, 10_000, 1, 0, 0, bytes(32), 1, bytes(64))
     with pytest.raises(MalformedPacket, match="exceeds MAX_TREE_DEPTH"):
         decode_announcement(head + bytes(98 * 10_000 + 66)[:16000 - len(head)])
+
+
+def test_the_deepest_chain_with_a_full_filter_fits_one_control_datagram() -> None:
+    """MAX_TREE_DEPTH is what one announcement datagram can prove (u16 hop count on the wire): the deepest chain
+    with a raw bloom filter is at most MAX_ANNOUNCEMENT_SIZE bytes, one hop more would not be."""
+    full = Bloom.of([i.to_bytes(16, "big") for i in range(4000)])
+    assert len(full.encode()) == MAX_BLOOM_ENCODED
+    hop = Hop(bytes(32), 1, bytes(64))
+    ann = replace(signed(ident(1), [], ident(2)), chain=(hop,) * MAX_TREE_DEPTH, bloom=full)
+    data = encode_announcement(ann)
+    assert MAX_TREE_DEPTH > 255 and len(data) <= MAX_ANNOUNCEMENT_SIZE < len(data) + ANNOUNCEMENT_HOP_SIZE
+    assert decode_announcement(data).chain == ann.chain
+    assert HEADER_SIZE + MAX_ANNOUNCEMENT_SIZE + AEAD_TAG_SIZE == MAX_DATAGRAM_SIZE
+    with pytest.raises(ValueError, match="too deep"):
+        encode_announcement(replace(ann, chain=(hop,) * (MAX_TREE_DEPTH + 1), bloom=None))
+
+
+def test_a_position_deeper_than_the_old_u8_bound_is_taken_and_announced() -> None:
+    """Protocol version 2 has no u8 depth bound: a node 300 hops below the root takes its place from a truly
+    signed chain, announces it, and its path goes into a routed header and a lookup reply unchanged."""
+    ids = sorted((Identity.from_seed(i.to_bytes(32, "big")) for i in range(1, 302)), key=lambda i: i.signing_key)
+    root, sender, me = ids[0], ids[-2], ids[-1]
+    chain = [(ident_, (k % 5) + 1) for k, ident_ in enumerate(ids[1:-1])]
+    ann = signed(root, chain, me)
+    tree = tree_of(me)
+    tree.add(sender.public_key, 0.0)
+    tree.receive(sender.public_key, encode_announcement(ann), 1.0)
+    sent = dict(tree.tick(1.5))
+    assert tree.root == root.signing_key and tree.depth == 300 and tree.path == ann.path + (3,)
+    mine = decode_announcement(sent[sender.public_key])
+    assert len(mine.chain) == 300 and mine.path == tree.path
+    Verifier().verify(mine, b"")  # every hop, ours included, verifies
+    packet = encode_routed(Kind.TRAFFIC, root_tag=root_tag(tree.root), dst=me.address.packed,
+                           src=root.address.packed, dst_path=tree.path, src_path=(), payload=b"x",
+                           hop_limit=HOP_LIMIT)
+    header = decode_routed(packet)
+    assert header.dst_path == tree.path and header.hop_limit == HOP_LIMIT > 2 * 300 and packet[header.offset:] == b"x"
+    reply = encode_reply(me.signing_secret, me.signing_key, Coords(tree.root, tree.path), me.address.packed, 1)
+    Verifier()._check(me.signing_key, coords_statement(tree.root, tree.path, me.address.packed, 1), reply[68:],
+                      "a 300-port lookup reply")
 
 
 def test_bloom_roundtrip_sparse_and_raw() -> None:
@@ -222,3 +274,4 @@ def test_a_bloom_filter_has_one_encoding_and_the_decoder_refuses_others() -> Non
     with pytest.raises(MalformedPacket, match="canonical"):
         decode_bloom(raw)
     assert decode_bloom(few.encode())[0] == few
+
