@@ -34,13 +34,14 @@ class RouterActor(SupervisedActor):
     role = "router"
 
     def __init__(self, supervisor: Any, refs: dict[str, Any], identity: Identity,
-                 seq_start: int | None = None) -> None:
+                 seq_start: int | None = None, trusted_roots: frozenset[bytes] | None = None) -> None:
         super().__init__(supervisor, refs)
         now = time.monotonic()
         self.address = identity.address.packed
         # The root sequence number starts from the wall clock in ms, so a restarted root is newer than it was.
         start = int(time.time() * 1000) if seq_start is None else seq_start
-        self.tree = Tree(identity.signing_secret, identity.signing_key, self.address, now=now, seq_start=start)
+        self.tree = Tree(identity.signing_secret, identity.signing_key, self.address, now=now, seq_start=start,
+                         trusted_roots=trusted_roots)
         self.pathfinder = Pathfinder(self.address, identity.signing_secret, identity.signing_key)
         self.forwarder = Forwarder(self.tree, self.pathfinder)
         self.sessions: dict[bytes, Any] = {}  # noise key -> session actor, while the link is up

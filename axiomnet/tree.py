@@ -4,7 +4,8 @@ One :class:`Tree` per node, fed the announcements its neighbours send (axiomnet/
 asked every HEARTBEAT_INTERVAL (one tick) what to announce to each neighbour. ironwood's router.go is the model
 (docs/ROUTING.md §2 says where we follow it and where not):
 
-* **Root**: the lowest Ed25519 key any valid candidate leads to (or ourselves). The root signs a sequence
+* **Root**: the lowest Ed25519 key any valid candidate leads to (or ourselves); on a private network
+  (``trusted_roots``) only the listed roots count, so a stranger's lower key changes nothing. The root signs a sequence
   number it advances every tick; a root whose number has not advanced for ROOT_TIMEOUT is dead for every
   number up to the last one seen, so a lost root is noticed in bounded time, and it can come back only with a
   higher number (after a restart).
@@ -118,7 +119,7 @@ class Tree:
     """Our place in the spanning tree and our view of the neighbours' places."""
 
     def __init__(self, signing_secret: bytes, signing_key: bytes, address: bytes, *, now: float,
-                 seq_start: int, between_ticks: bool = True) -> None:
+                 seq_start: int, between_ticks: bool = True, trusted_roots: frozenset[bytes] | None = None) -> None:
         self.key = signing_key
         self._secret = signing_secret
         self.address = address
@@ -140,7 +141,42 @@ class Tree:
         # The daemon does; the simulator's synchronous rounds (one decision per node per heartbeat) do not.
         self.between_ticks = between_ticks
         self.stats: dict[str, int] = {"announcements": 0, "rejected": 0, "parent_changes": 0, "roots_dead": 0,
-                                      "rate_limited": 0, "orphaned": 0}
+                                      "rate_limited": 0, "orphaned": 0, "untrusted_root": 0}
+        self._trusted_roots: frozenset[bytes] | None = None
+        self._trust_cache: dict[bytes, bool] = {}
+        self.trust(trusted_roots)
+
+    # --- private networks: which roots we accept -----------------------------------------------------
+    def trust(self, roots: frozenset[bytes] | None) -> None:
+        """Accept only roots whose public (X25519) key is in ``roots``; None: any root (the lowest key wins).
+
+        With a set, a root outside it is never a parent candidate however low its key, and a listed root beats
+        every unlisted one (ourselves included); among listed roots the lowest key still wins."""
+        self._trusted_roots = None if roots is None else frozenset(roots)
+        self._trust_cache.clear()
+
+    def trusted(self, root: bytes) -> bool:
+        """True if the Ed25519 key ``root`` may be our root."""
+        if self._trusted_roots is None:
+            return True
+        known = self._trust_cache.get(root)
+        if known is None:
+            try:
+                known = noise_key_of(root) in self._trusted_roots
+            except ValueError:
+                known = False
+            if len(self._trust_cache) >= MAX_DEAD_ROOTS * 16:  # bounded: roots seen, honest or not
+                self._trust_cache.clear()
+            self._trust_cache[root] = known
+        return known
+
+    def _root_order(self, root: bytes) -> tuple[bool, bytes]:
+        """Sort key of roots, best first: trusted before untrusted, then the lowest key."""
+        return (not self.trusted(root), root)
+
+    def better_root(self, a: bytes, b: bytes) -> bool:
+        """True if root ``a`` beats root ``b`` (b may be b"", no root: anything beats it)."""
+        return not b or self._root_order(a) < self._root_order(b)
 
     # --- our position --------------------------------------------------------------------------------
     @property
@@ -235,7 +271,8 @@ class Tree:
         before = (self.root, self.path, self.parent)
         if self.parent == noise_key:
             self._follow_parent(now)
-        if self.between_ticks and moved and (ann.root < self.root or self.parent is None or self.parent == noise_key):
+        if self.between_ticks and moved and (self.better_root(ann.root, self.root) or self.parent is None
+                                             or self.parent == noise_key):
             self._reselect(now)  # a better root, or a change of our parent: decide now, not at the next tick
         if (self.root, self.path, self.parent) != before:
             self._dirty.update(self.neighbours)
@@ -279,6 +316,9 @@ class Tree:
                 continue
             if ann.root == self.key or any(h.key == self.key for h in ann.chain):
                 continue  # we are its ancestor: taking it as parent would close a loop
+            if not self.trusted(ann.root):
+                self.stats["untrusted_root"] += 1
+                continue  # a private network (trusted_roots): a stranger's tree is never ours, whatever its key
             out.append(nb)
         return out
 
@@ -286,7 +326,7 @@ class Tree:
         """Run the parent decision on the current candidates and take the result."""
         self._expire_root(now)
         cands = sorted(self._candidates(now), key=lambda nb: nb.noise_key)
-        roots = sorted({nb.ann.root for nb in cands if nb.ann is not None} | {self.key})
+        roots = sorted({nb.ann.root for nb in cands if nb.ann is not None} | {self.key}, key=self._root_order)
         rank = {root: i for i, root in enumerate(roots)}
         n = len(cands)
         choice = select_parents(
@@ -303,7 +343,7 @@ class Tree:
             self.parent = new_parent
         if new_parent is not None:
             self._follow_parent(now)
-        elif not self.is_root and self.root and self.root < self.key:
+        elif not self.is_root and self.root and self.better_root(self.root, self.key):
             # Orphaned: we lost every candidate, but our root (a better key than ours) is not known dead. Keep our
             # position (and our subtree's coordinates) rather than split the tree by rooting ourselves at once, and
             # certify nobody meanwhile; a candidate that turns up is taken at the next decision, and if none does,
@@ -475,6 +515,7 @@ class Tree:
                 for nb in self.neighbours.values()
             ],
             "dead_roots": len(self._dead_roots),
+            "trusted_roots": None if self._trusted_roots is None else len(self._trusted_roots),
             "signatures_verified": self._verifier.verifications,
             **self.stats,
         }

@@ -103,4 +103,8 @@ log_json = false
 # TUN offloads (TCP segmentation, checksums) and UDP GSO/GRO where the kernel grants them (the wire format is
 # the same either way); false: one packet per system call.
 # offload = true
+
+# A private network: only these nodes (public keys, 64 hex characters each) may be the routing tree's root, so a
+# stranger with a lower key changes nothing. Unset: the lowest key anywhere is the root (an open network).
+# trusted_roots = ["<64 hex characters>"]
 """

@@ -198,3 +198,58 @@ def test_chaos_simulate_lock_contention_1000_concurrent_writers_complete_without
     assert wait_for(lambda: announcements_counted() == 1000)
     assert time.monotonic() - started < 10.0
     assert len(router.ask(m.Snapshot(), timeout=10)["peers"]) == 10
+
+
+def _pump(routers: dict[str, Any], idents: dict[str, Identity], links: list[tuple[str, str, Any]],
+          done: Any, rounds: int = 16) -> bool:
+    """Tick every router and carry the newest announcement over each fake link until ``done()``."""
+    fed = {id(session): 0 for _, _, session in links}
+    for _ in range(rounds):
+        for router in routers.values():
+            router.tell(m.HeartbeatTick())
+        for src, dst, session in links:
+            sent = sent_announcements(session)
+            if len(sent) > fed[id(session)]:
+                fed[id(session)] = len(sent)
+                routers[dst].tell(m.Announce(idents[src].public_key, sent[-1]))
+        if wait_for(done, timeout=0.4):
+            return True
+    return done()
+
+
+def test_a_private_network_keeps_its_trusted_root_when_a_stranger_with_a_lower_key_joins(recorder):
+    """trusted_roots (issue 15 item 2) in the router actor: the line trusted - honest - stranger, where the
+    stranger holds the lowest key and the trusted root the highest. The honest node takes the trusted root; without
+    the setting it takes the stranger's tree."""
+    by_key = sorted((ident(n) for n in range(1, 12)), key=lambda i: i.signing_key)
+    idents = {"stranger": by_key[0], "honest": by_key[5], "trusted": by_key[-1]}
+
+    def run(trust: bool) -> dict[str, Any]:
+        roots = frozenset({idents["trusted"].public_key}) if trust else None
+        routers = {"stranger": RouterActor.start(None, {}, idents["stranger"], seq_start=10),
+                   "honest": RouterActor.start(None, {}, idents["honest"], seq_start=10, trusted_roots=roots),
+                   "trusted": RouterActor.start(None, {}, idents["trusted"], seq_start=10, trusted_roots=roots)}
+        links = []
+        for a, b in (("honest", "stranger"), ("honest", "trusted")):
+            for src, dst in ((a, b), (b, a)):
+                session = recorder()
+                routers[src].tell(m.SessionUp(session, idents[dst].public_key, ("192.0.2.9", 1), True))
+                links.append((src, dst, session))
+        want = (idents["trusted"] if trust else idents["stranger"]).signing_key.hex()
+
+        def settled() -> bool:  # the right root, and (private) the stranger's certified claim seen and refused
+            tree = routers["honest"].ask(m.Snapshot(), timeout=5)["tree"]
+            return tree["root"] == want and (not trust or tree["untrusted_root"] > 0)
+
+        _pump(routers, idents, links, settled)
+        snap = routers["honest"].ask(m.Snapshot(), timeout=5)
+        for router in routers.values():
+            router.stop()
+        return snap
+
+    open_net = run(trust=False)
+    assert open_net["tree"]["root"] == idents["stranger"].signing_key.hex()
+    private = run(trust=True)
+    assert private["tree"]["root"] == idents["trusted"].signing_key.hex() and private["tree"]["depth"] == 1
+    assert private["tree"]["parent"] == idents["trusted"].public_key.hex()
+    assert private["tree"]["trusted_roots"] == 1 and private["tree"]["untrusted_root"] > 0

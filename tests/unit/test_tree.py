@@ -275,3 +275,46 @@ def test_a_bloom_filter_has_one_encoding_and_the_decoder_refuses_others() -> Non
         decode_bloom(raw)
     assert decode_bloom(few.encode())[0] == few
 
+
+# --- private networks: trusted_roots ------------------------------------------------------------------------
+def _stranger_overlay(trust: bool) -> tuple[Overlay, int, int]:
+    """A ring of 6 whose lowest key is a stranger's (a node nobody listed); the honest nodes trust the node with the
+    highest key (when ``trust``). Returns (overlay, stranger, trusted)."""
+    overlay = Overlay(nx.cycle_graph(6), seed=21)
+    by_key = sorted(overlay.nodes, key=lambda v: overlay.nodes[v].tree.key)
+    stranger, trusted = by_key[0], by_key[-1]
+    if trust:
+        for v, node in overlay.nodes.items():
+            if v != stranger:
+                node.tree.trust(frozenset({overlay.nodes[trusted].identity.public_key}))
+    return overlay, stranger, trusted
+
+
+def test_without_trusted_roots_the_lowest_key_is_everyones_root() -> None:
+    overlay, stranger, _ = _stranger_overlay(trust=False)
+    overlay.tick(12)
+    assert {overlay.nodes[v].tree.root for v in overlay.alive} == {overlay.nodes[stranger].tree.key}
+
+
+def test_with_trusted_roots_a_stranger_with_a_lower_key_changes_nothing() -> None:
+    """A private network closes the election: the honest nodes keep the listed root (the highest key here), never
+    take the stranger's tree, and route among themselves around it."""
+    overlay, stranger, trusted = _stranger_overlay(trust=True)
+    overlay.tick(12)
+    honest = sorted(v for v in overlay.alive if v != stranger)
+    root = overlay.nodes[trusted].tree.key
+    assert all(overlay.nodes[v].tree.root == root for v in honest)
+    assert overlay.nodes[trusted].tree.is_root and overlay.nodes[stranger].tree.is_root
+    assert all(overlay.nodes[v].tree.parent != overlay.nodes[stranger].identity.public_key for v in honest)
+    assert sum(overlay.nodes[v].tree.stats["untrusted_root"] for v in honest) > 0
+    for src in honest:
+        for dst in honest:
+            if src != dst:
+                overlay.send(src, dst, b"p %d %d" % (src, dst))
+                assert (overlay.nodes[src].identity.address.packed, b"p %d %d" % (src, dst)) in \
+                    overlay.nodes[dst].delivered
+    # Listed roots still compete by key among themselves; an unlisted node is its own root only when alone.
+    tree = overlay.nodes[honest[0]].tree
+    assert tree.better_root(root, overlay.nodes[stranger].tree.key)
+    assert not tree.better_root(overlay.nodes[stranger].tree.key, root)
+    assert tree.snapshot(overlay.now)["trusted_roots"] == 1
