@@ -124,10 +124,13 @@ class RouterActor(SupervisedActor):
     def _announce(self, key: bytes, data: bytes, now: float) -> None:
         self._seen(key, now)
         try:
-            self.tree.receive(key, data, now)
+            reply = self.tree.receive(key, data, now)
         except RemoteProtocolError as exc:
             self.counters["announce_" + type(exc).__name__] += 1
             logger.debug("announcement from {} refused: {}", key.hex()[:16], exc)
+            return
+        if reply is not None and not bounded_tell(self.sessions.get(key), m.SendControl(reply)):
+            self.counters["probe_reply_not_queued"] += 1  # a probe answered at once: the RTT is the peer's own
 
     def _seen(self, key: bytes, now: float) -> None:
         if key not in self.sessions:

@@ -81,7 +81,7 @@ ADMIN_TIMEOUT = 2.0  # admin socket read/ask timeout
 # An announcement (docs/PROTOCOL.md §5.2) travels in one CONTROL datagram: the datagram bound less the 16-byte
 # switch header and the 16-byte AEAD tag. It is the only bound on its size.
 MAX_ANNOUNCEMENT_SIZE = MAX_DATAGRAM_SIZE - HEADER_SIZE - AEAD_TAG_SIZE  # 65475
-ANNOUNCEMENT_FIXED_SIZE = 194  # header, root signature and certificate of an announcement (§5.2)
+ANNOUNCEMENT_FIXED_SIZE = 174  # header, root signature and certificate of an announcement (§5.2)
 ANNOUNCEMENT_HOP_SIZE = 98  # one signed hop of its chain: child key, port, parent signature
 MAX_BLOOM_ENCODED = 2 + 1024  # the largest bloom filter encoding (§6.4)
 # Hops from the root: the deepest chain an announcement with a full bloom filter can carry, 655. Lengths on the

@@ -11,7 +11,8 @@ asked every HEARTBEAT_INTERVAL (one tick) what to announce to each neighbour. ir
   higher number (after a restart).
 * **Parent**: among neighbours whose announcement is valid (signatures hold), recent (NEIGHBOUR_TIMEOUT),
   whose root number still advances (ROOT_TIMEOUT), whose chain does not contain us (no loop can form), who
-  gave us a certificate, under the best root: the lowest cost, cost = (its depth + 1) x smoothed link RTT. A
+  gave us a certificate, under the best root: the lowest cost, cost = (its depth + 1) x smoothed link RTT, the
+  RTT measured by our own PROBEs on our own clock (a neighbour cannot make itself look closer). A
   valid parent is kept unless another costs under PARENT_SWITCH_RATIO of it. With no candidate a node is its
   own root.
 * **Coordinates**: (root, root seq, the ports of our chain). :func:`select_parents` is the whole decision, over
@@ -21,7 +22,8 @@ asked every HEARTBEAT_INTERVAL (one tick) what to announce to each neighbour. ir
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,10 +31,14 @@ import numpy.typing as npt
 
 from axiomnet.announce import (
     NO_SIGNATURE,
+    PROBE,
+    PROBE_REPLY,
     Announcement,
     Hop,
     Verifier,
     decode_announcement,
+    decode_probe,
+    encode_probe,
     encode_announcement,
     hop_statement,
     root_statement,
@@ -55,7 +61,8 @@ from axiomnet.constants import (
 from axiomnet.errors import InvalidAnnouncement
 from axiomnet.identity import derive_address, noise_key_of
 
-SENT_REMEMBERED = 16  # our announcements per neighbour remembered for RTT echoes
+_PROBE_TYPES = (bytes([PROBE]), bytes([PROBE_REPLY]))
+PROBES_REMEMBERED = 4  # unanswered probes per neighbour whose reply still gives an RTT sample
 # Our announcements to one neighbour are at least this far apart (the receiver drops ones closer than
 # MIN_ANNOUNCE_INTERVAL; the margin absorbs jitter on the link).
 ANNOUNCE_SPACING = MIN_ANNOUNCE_INTERVAL * 1.5
@@ -105,13 +112,12 @@ class Neighbour:
     ann: Announcement | None = None  # its latest valid announcement
     ann_at: float = -1.0  # when that was accepted
     seq_at: float = -1.0  # when its root's number last advanced (or its root changed)
-    rtt: float = DEFAULT_LINK_RTT
+    rtt: float = DEFAULT_LINK_RTT  # smoothed, from our own probes only
     rtt_measured: bool = False
     bloom: Bloom | None = None  # what it says can be found through it (tree links only)
-    next_number: int = 0
-    sent: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=SENT_REMEMBERED))
-    heard_number: int = 0
-    heard_at: float = 0.0
+    last_sent: float = float("-inf")  # when we last sent it an announcement
+    probes: dict[int, float] = field(default_factory=dict)  # our unanswered probes: nonce -> when sent (bounded)
+    probe_answered_at: float = float("-inf")  # when we last answered one of its probes
     rejected: int = 0
 
 
@@ -127,6 +133,9 @@ class Tree:
         self._by_address: dict[bytes, bytes] = {}  # overlay address -> noise key
         self._freed_ports: dict[int, float] = {}  # port -> when it may be given out again
         self._verifier = Verifier()
+        # Probe nonces: a keyed hash of a counter, unpredictable to the neighbours (no randomness in the core).
+        self._probe_key = hashlib.blake2b(signing_secret, digest_size=32, person=b"axn-prob").digest()
+        self._probes = 0
         self._dead_roots: OrderedDict[bytes, int] = OrderedDict()  # root -> highest seq known to be dead
         self._own_seq = seq_start  # our number when we are root; never goes back
         self.root = signing_key
@@ -141,7 +150,8 @@ class Tree:
         # The daemon does; the simulator's synchronous rounds (one decision per node per heartbeat) do not.
         self.between_ticks = between_ticks
         self.stats: dict[str, int] = {"announcements": 0, "rejected": 0, "parent_changes": 0, "roots_dead": 0,
-                                      "rate_limited": 0, "orphaned": 0, "untrusted_root": 0}
+                                      "rate_limited": 0, "orphaned": 0, "untrusted_root": 0,
+                                      "probe_replies_unmatched": 0}
         self._trusted_roots: frozenset[bytes] | None = None
         self._trust_cache: dict[bytes, bool] = {}
         self.trust(trusted_roots)
@@ -234,11 +244,19 @@ class Tree:
         raise RuntimeError("no free port: more than 65535 neighbours")  # MAX_SESSIONS keeps us far below
 
     # --- receiving -----------------------------------------------------------------------------------
-    def receive(self, noise_key: bytes, data: bytes, now: float) -> None:
-        """Take an announcement from the neighbour ``noise_key``; RemoteProtocolError if refused (counted)."""
+    def receive(self, noise_key: bytes, data: bytes, now: float) -> bytes | None:
+        """Take a control message from the neighbour ``noise_key``: an announcement, a probe (returns the reply to
+        send it back at once) or a probe reply (an RTT sample). RemoteProtocolError if refused (counted)."""
         nb = self.neighbours.get(noise_key)
         if nb is None:
             raise InvalidAnnouncement("announcement from a peer that is not a neighbour")
+        if data[:1] in _PROBE_TYPES:
+            return self._on_probe(nb, data, now)
+        self._on_announcement(nb, data, now)
+        return None
+
+    def _on_announcement(self, nb: Neighbour, data: bytes, now: float) -> None:
+        noise_key = nb.noise_key
         if nb.ann is not None and now - nb.ann_at < MIN_ANNOUNCE_INTERVAL:
             self.stats["rate_limited"] += 1
             raise InvalidAnnouncement("announcements arrive faster than MIN_ANNOUNCE_INTERVAL")
@@ -253,7 +271,6 @@ class Tree:
         if nb.key is None:
             nb.key = ann.sender
             self._dirty.add(noise_key)  # now we can give it a certificate
-        self._echo(nb, ann, now)
         old = nb.ann
         if old is None or old.root != ann.root or ann.seq > old.seq:
             nb.seq_at = now
@@ -261,7 +278,6 @@ class Tree:
         was_child = self.is_child(nb)
         nb.ann, nb.ann_at = ann, now
         nb.bloom = ann.bloom
-        nb.heard_number, nb.heard_at = ann.number, now
         if ann.root == self.root and ann.seq > self._root_seen[0]:
             self._root_seen = (ann.seq, now)
         if moved:
@@ -294,13 +310,41 @@ class Tree:
             raise InvalidAnnouncement("announcement under a root known to be dead")
         self._verifier.verify(ann, self.key)
 
-    def _echo(self, nb: Neighbour, ann: Announcement, now: float) -> None:
-        for number, sent_at in nb.sent:
-            if number == ann.echo:
-                sample = max(MIN_LINK_RTT, now - sent_at - ann.echo_delay_us / 1e6)
-                nb.rtt = sample if not nb.rtt_measured else nb.rtt + RTT_EWMA_WEIGHT * (sample - nb.rtt)
-                nb.rtt_measured = True
-                break
+    # --- link RTT: our own probes, our own clock ------------------------------------------------------
+    def _probe_for(self, nb: Neighbour, now: float) -> bytes:
+        """A new probe for ``nb``; the last PROBES_REMEMBERED unanswered ones stay answerable (a link slower
+        than a tick is still measured)."""
+        self._probes += 1
+        nonce = int.from_bytes(hashlib.blake2b(self._probes.to_bytes(8, "big"), key=self._probe_key,
+                                               digest_size=8).digest(), "big")
+        nb.probes[nonce] = now
+        while len(nb.probes) > PROBES_REMEMBERED:
+            del nb.probes[next(iter(nb.probes))]
+        return encode_probe(PROBE, nonce)
+
+    def _on_probe(self, nb: Neighbour, data: bytes, now: float) -> bytes | None:
+        try:
+            kind, nonce = decode_probe(data)
+        except Exception:
+            nb.rejected += 1
+            self.stats["rejected"] += 1
+            raise
+        if kind == PROBE:
+            if now - nb.probe_answered_at < MIN_ANNOUNCE_INTERVAL:
+                self.stats["rate_limited"] += 1  # a neighbour cannot make us reply faster than it may announce
+                return None
+            nb.probe_answered_at = now
+            return encode_probe(PROBE_REPLY, nonce)
+        sent_at = nb.probes.pop(nonce, None)
+        if sent_at is None:
+            self.stats["probe_replies_unmatched"] += 1  # too late, duplicated or made up: no sample
+            return None
+        # The whole sample is our own: the time we sent the probe and the time its nonce came back. A neighbour can
+        # only delay its reply (look farther); it cannot answer a nonce it has not received (look closer).
+        sample = max(MIN_LINK_RTT, now - sent_at)
+        nb.rtt = sample if not nb.rtt_measured else nb.rtt + RTT_EWMA_WEIGHT * (sample - nb.rtt)
+        nb.rtt_measured = True
+        return None
 
     # --- choosing ------------------------------------------------------------------------------------
     def _candidates(self, now: float) -> list[Neighbour]:
@@ -411,7 +455,8 @@ class Tree:
             self._root_seen = (self.seq, now)
         out = []
         for nb in self.neighbours.values():
-            if nb.sent and now - nb.sent[-1][1] < ANNOUNCE_SPACING:
+            out.append((nb.noise_key, self._probe_for(nb, now)))
+            if now - nb.last_sent < ANNOUNCE_SPACING:
                 continue
             self._dirty.discard(nb.noise_key)
             out.append((nb.noise_key, encode_announcement(self._announcement_for(nb, now))))
@@ -426,24 +471,21 @@ class Tree:
             nb = self.neighbours.get(key)
             if nb is None:
                 self._dirty.discard(key)
-            elif not nb.sent or now - nb.sent[-1][1] >= ANNOUNCE_SPACING:
+            elif now - nb.last_sent >= ANNOUNCE_SPACING:
                 self._dirty.discard(key)
                 out.append((key, encode_announcement(self._announcement_for(nb, now))))
         return out
 
     def _announcement_for(self, nb: Neighbour, now: float) -> Announcement:
-        nb.next_number += 1
-        nb.sent.append((nb.next_number, now))
+        nb.last_sent = now
         cert_port, cert_sig = 0, NO_SIGNATURE
         # No certificate while orphaned: our position is stale, so nobody may take us as parent now; our children
         # see that at once and re-attach through any other link instead of waiting for our root number to stall.
         if nb.key is not None and nb.noise_key != self.parent and not self.orphaned:
             cert_port = nb.port
             cert_sig = sign(self._secret, hop_statement(self.root, self.seq, self.key, nb.key, nb.port))
-        delay = int((now - nb.heard_at) * 1e6) if nb.heard_number else 0
         bloom = self.bloom_for(nb.noise_key) if self.is_tree_link(nb.noise_key) else None
-        return Announcement(nb.next_number, nb.heard_number, delay, self.root, self.seq, self._root_sig,
-                            self.chain, cert_port, cert_sig, bloom)
+        return Announcement(self.root, self.seq, self._root_sig, self.chain, cert_port, cert_sig, bloom)
 
     # --- tree links and lookup filters ---------------------------------------------------------------
     def is_child(self, nb: Neighbour) -> bool:

@@ -11,6 +11,7 @@ import pykka
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import TwoLaneInbox, bounded_tell
 from axiomnet.actors.router import RouterActor
+from axiomnet.announce import ANNOUNCE
 from axiomnet.constants import DEAD_PROBE_INTERVAL, MAX_QUEUED_BATCHES, PEER_DEAD_AFTER
 from axiomnet.identity import Identity
 from tests.node_actors.fakes import GetOther, GetWritten, wait_for
@@ -24,8 +25,12 @@ def ipv6(src: bytes, dst: bytes) -> bytes:
     return bytes([0x60, 0, 0, 0, 0, 8, 59, 64]) + src + dst + bytes(8)
 
 
-def sent_announcements(session: Any) -> list[bytes]:
+def sent_control(session: Any) -> list[bytes]:
     return [x.payload for x in session.ask(GetOther()) if isinstance(x, m.SendControl)]
+
+
+def sent_announcements(session: Any) -> list[bytes]:
+    return [payload for payload in sent_control(session) if payload[0] == ANNOUNCE]
 
 
 def test_two_routers_learn_each_other_through_announcements(recorder):
@@ -43,6 +48,11 @@ def test_two_routers_learn_each_other_through_announcements(recorder):
                 and {s["tree"]["depth"] for s in snaps} == {0, 1})
 
     fed = {id(sa): 0, id(sb): 0}
+    probes = {id(sa): 0, id(sb): 0}
+
+    def measured() -> bool:
+        return all(r.ask(m.Snapshot(), timeout=5)["peers"][0]["rtt_ms"] is not None for r in (ra, rb))
+
     for _ in range(12):  # the links: carry the newest announcement each way, one per MIN_ANNOUNCE_INTERVAL
         ra.tell(m.HeartbeatTick())
         rb.tell(m.HeartbeatTick())
@@ -51,9 +61,13 @@ def test_two_routers_learn_each_other_through_announcements(recorder):
             if len(sent) > fed[id(session)]:
                 fed[id(session)] = len(sent)
                 router.tell(m.Announce(sender.public_key, sent[-1]))
-        if wait_for(converged, timeout=0.4):
+            other = [p for p in sent_control(session) if p[0] != ANNOUNCE]  # probes and replies, all of them
+            for payload in other[probes[id(session)]:]:
+                router.tell(m.Announce(sender.public_key, payload))
+            probes[id(session)] = len(other)
+        if wait_for(lambda: converged() and measured(), timeout=0.4):
             break
-    assert converged()
+    assert converged() and measured()  # each side's RTT from its own probes, answered by the other router
     snap_a = ra.ask(m.Snapshot(), timeout=5)
     assert snap_a["peers"][0]["coords"] is not None and snap_a["peers"][0]["alive"]
 

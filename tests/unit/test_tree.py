@@ -10,11 +10,15 @@ import pytest
 from tests.unit.overlay_net import Overlay
 
 from axiomnet.announce import (
+    PROBE,
+    PROBE_REPLY,
     Announcement,
     Hop,
     Verifier,
     decode_announcement,
+    decode_probe,
     encode_announcement,
+    encode_probe,
     hop_statement,
     root_statement,
     sign,
@@ -62,7 +66,7 @@ def signed(root: Identity, chain: list[tuple[Identity, int]], receiver: Identity
         cert_port = 3
         cert_sig = sign(parent.signing_secret, hop_statement(root.signing_key, seq, parent.signing_key,
                                                              receiver.signing_key, cert_port))
-    fields = dict(number=1, echo=0, echo_delay_us=0, root=root.signing_key, seq=seq,
+    fields = dict(root=root.signing_key, seq=seq,
                   root_sig=sign(root.signing_secret, root_statement(root.signing_key, seq)), chain=tuple(hops),
                   cert_port=cert_port, cert_sig=cert_sig, bloom=None)
     fields.update(overrides)
@@ -75,10 +79,10 @@ def test_announcement_roundtrip_with_bloom() -> None:
     ann = signed(a, [(b, 7)], c, bloom=Bloom.of([a.address.packed, b.address.packed]))
     data = encode_announcement(ann)
     assert decode_announcement(data) == ann
-    assert len(data) == 128 + 98 + 66 + 2 + 2 * 16  # header, one hop, certificate, sparse bloom of 16 bits
+    assert len(data) == 108 + 98 + 66 + 2 + 2 * 16  # header, one hop, certificate, sparse bloom of 16 bits
 
 
-@pytest.mark.parametrize("cut", [0, 10, 127, 128 + 50, 128 + 98 + 10])
+@pytest.mark.parametrize("cut", [0, 10, 107, 108 + 50, 108 + 98 + 10])
 def test_truncated_announcement_is_malformed(cut: int) -> None:
     data = encode_announcement(signed(ident(1), [(ident(2), 7)], ident(3)))
     with pytest.raises(MalformedPacket):
@@ -86,7 +90,7 @@ def test_truncated_announcement_is_malformed(cut: int) -> None:
 
 
 def test_a_10000_hop_chain_is_refused_before_it_is_read() -> None:
-    head = struct.pack(">BBHQQI32sQ64s", 1, 0, 10_000, 1, 0, 0, bytes(32), 1, bytes(64))
+    head = struct.pack(">BBH32sQ64s", 1, 0, 10_000, bytes(32), 1, bytes(64))
     with pytest.raises(MalformedPacket, match="exceeds MAX_TREE_DEPTH"):
         decode_announcement(head + bytes(98 * 10_000 + 66)[:16000 - len(head)])
 
@@ -318,3 +322,47 @@ def test_with_trusted_roots_a_stranger_with_a_lower_key_changes_nothing() -> Non
     assert tree.better_root(root, overlay.nodes[stranger].tree.key)
     assert not tree.better_root(overlay.nodes[stranger].tree.key, root)
     assert tree.snapshot(overlay.now)["trusted_roots"] == 1
+
+
+# --- costs a node can't lie about: the link RTT is our own measurement ------------------------------------------
+def test_a_neighbour_that_understates_its_delay_does_not_attract_us() -> None:
+    """Two neighbours at the same depth under the same root: the liar (50 ms away, and the one a tie would pick)
+    answers probes with guessed nonces at once to look close, then honestly late; the honest one is 5 ms away.
+    Only our own send and receive times count, so the guesses give no sample and the nearer one is our parent."""
+    ids = sorted((ident(n) for n in range(30, 40)), key=lambda i: i.signing_key)
+    root, me = ids[0], ids[-1]
+    liar, honest = sorted(ids[1:3], key=lambda i: i.public_key)  # a cost tie goes to the liar (lower noise key)
+    tree = tree_of(me)
+    delay = {liar.public_key: 0.050, honest.public_key: 0.005}
+    for peer in (liar, honest):
+        tree.add(peer.public_key, 0.0)
+    for t in range(1, 9):
+        now = float(t)
+        for peer in (liar, honest):
+            tree.receive(peer.public_key, encode_announcement(signed(root, [(peer, 2)], me, seq=t)), now)
+        probes = [(key, data) for key, data in tree.tick(now + 0.01) if data[0] == PROBE]
+        assert sorted(key for key, _ in probes) == sorted(delay)
+        for key, probe in probes:
+            _, nonce = decode_probe(probe)
+            if key == liar.public_key:  # answers before it could have heard the probe: a guessed nonce
+                assert tree.receive(key, encode_probe(PROBE_REPLY, nonce ^ 1), now + 0.0101) is None
+            tree.receive(key, encode_probe(PROBE_REPLY, nonce), now + 0.01 + delay[key])
+            tree.receive(key, encode_probe(PROBE_REPLY, nonce), now + 0.0102 + delay[key])  # a replay: no sample
+    assert tree.stats["probe_replies_unmatched"] == 3 * 8  # 8 guesses, 16 replays
+    assert tree.neighbours[liar.public_key].rtt == pytest.approx(0.050)
+    assert tree.neighbours[honest.public_key].rtt == pytest.approx(0.005)
+    assert tree.parent == honest.public_key and tree.depth == 2
+    # Nothing the neighbour sends says how far it is: the announcement has no delay field left to lie in.
+    assert not {"echo", "echo_delay_us", "number"} & set(Announcement.__slots__)
+
+
+def test_a_probe_is_answered_at_once_but_no_faster_than_announcements_may_come() -> None:
+    me, peer = ident(41), ident(42)
+    tree = tree_of(me)
+    tree.add(peer.public_key, 0.0)
+    assert decode_probe(tree.receive(peer.public_key, encode_probe(PROBE, 77), 1.0)) == (PROBE_REPLY, 77)
+    assert tree.receive(peer.public_key, encode_probe(PROBE, 78), 1.1) is None  # within MIN_ANNOUNCE_INTERVAL
+    assert tree.stats["rate_limited"] == 1
+    for bad in (encode_probe(PROBE, 1)[:-1], bytes([PROBE]) + bytes(9), bytes([4]) + bytes(8)):
+        with pytest.raises(RemoteProtocolError):
+            tree.receive(peer.public_key, bad, 2.0)
