@@ -98,6 +98,9 @@ MAX_DEAD_ROOTS = 64  # roots remembered as dead (key -> last seq); the oldest is
 MAX_VERIFIED_SIGNATURES = 8192  # signatures remembered as verified (siblings share ancestors); LRU past this
 RTT_EWMA_WEIGHT = 0.25  # weight of a new RTT sample in a link's smoothed RTT (parent cost = depth x RTT)
 DEFAULT_LINK_RTT = 0.001  # assumed RTT (s) of a link until it is measured
+# A neighbour gets an RTT probe (docs/PROTOCOL.md §5.5) at its first tick, then once per this: a parent's cost
+# needs no per-second freshness, and every probe is two datagrams on the link.
+PROBE_INTERVAL = 5.0 * HEARTBEAT_INTERVAL
 MIN_LINK_RTT = 0.0001  # RTT samples are clamped up to this, so that a cost is never 0
 
 # --- routing: lookup (axiomnet/bloom.py, axiomnet/lookup.py) and the routed header -------------------

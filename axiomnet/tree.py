@@ -47,6 +47,7 @@ from axiomnet.announce import (
 from axiomnet.bloom import Bloom
 from axiomnet.constants import (
     DEFAULT_LINK_RTT,
+    HEARTBEAT_INTERVAL,
     MAX_DEAD_ROOTS,
     MAX_PORT,
     MAX_TREE_DEPTH,
@@ -55,6 +56,7 @@ from axiomnet.constants import (
     NEIGHBOUR_TIMEOUT,
     PARENT_SWITCH_RATIO,
     PORT_REUSE_DELAY,
+    PROBE_INTERVAL,
     ROOT_TIMEOUT,
     RTT_EWMA_WEIGHT,
 )
@@ -117,6 +119,7 @@ class Neighbour:
     bloom: Bloom | None = None  # what it says can be found through it (tree links only)
     last_sent: float = float("-inf")  # when we last sent it an announcement
     probes: dict[int, float] = field(default_factory=dict)  # our unanswered probes: nonce -> when sent (bounded)
+    probe_due: float = float("-inf")  # when it gets our next probe
     probe_answered_at: float = float("-inf")  # when we last answered one of its probes
     rejected: int = 0
 
@@ -455,7 +458,9 @@ class Tree:
             self._root_seen = (self.seq, now)
         out = []
         for nb in self.neighbours.values():
-            out.append((nb.noise_key, self._probe_for(nb, now)))
+            if now >= nb.probe_due:
+                nb.probe_due = now + PROBE_INTERVAL - HEARTBEAT_INTERVAL / 2  # the margin absorbs tick jitter
+                out.append((nb.noise_key, self._probe_for(nb, now)))
             if now - nb.last_sent < ANNOUNCE_SPACING:
                 continue
             self._dirty.discard(nb.noise_key)

@@ -33,6 +33,7 @@ from axiomnet.constants import (
     MAX_BLOOM_ENCODED,
     MAX_DATAGRAM_SIZE,
     MAX_TREE_DEPTH,
+    PROBE_INTERVAL,
     ROOT_TIMEOUT,
 )
 from axiomnet.errors import InvalidAnnouncement, MalformedPacket, RemoteProtocolError
@@ -337,7 +338,7 @@ def test_a_neighbour_that_understates_its_delay_does_not_attract_us() -> None:
     for peer in (liar, honest):
         tree.add(peer.public_key, 0.0)
     for t in range(1, 9):
-        now = float(t)
+        now = t * PROBE_INTERVAL  # one probe per neighbour per PROBE_INTERVAL
         for peer in (liar, honest):
             tree.receive(peer.public_key, encode_announcement(signed(root, [(peer, 2)], me, seq=t)), now)
         probes = [(key, data) for key, data in tree.tick(now + 0.01) if data[0] == PROBE]
@@ -366,3 +367,16 @@ def test_a_probe_is_answered_at_once_but_no_faster_than_announcements_may_come()
     for bad in (encode_probe(PROBE, 1)[:-1], bytes([PROBE]) + bytes(9), bytes([4]) + bytes(8)):
         with pytest.raises(RemoteProtocolError):
             tree.receive(peer.public_key, bad, 2.0)
+
+
+def test_probes_go_at_the_first_tick_then_once_per_probe_interval() -> None:
+    me, peer = ident(43), ident(44)
+    tree = tree_of(me)
+    tree.add(peer.public_key, 0.0)
+
+    def probes_at(now: float) -> int:
+        return sum(1 for _, data in tree.tick(now) if data[0] == PROBE)
+
+    assert probes_at(1.0) == 1
+    assert [probes_at(1.0 + t) for t in range(1, int(PROBE_INTERVAL))] == [0] * (int(PROBE_INTERVAL) - 1)
+    assert probes_at(1.0 + PROBE_INTERVAL) == 1
