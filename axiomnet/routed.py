@@ -124,7 +124,8 @@ def forwarded(data: bytes, hop_limit: int, watermark: int) -> bytes:
 
 def hop_limit_and_watermark(data: bytes) -> tuple[int, int]:
     """The hop limit and watermark of a routed packet at least FIXED_SIZE long (the relays' fast path)."""
-    return _HOP_WM.unpack_from(data, 2)  # type: ignore[return-value]
+    hop_limit, watermark = _HOP_WM.unpack_from(data, 2)
+    return hop_limit, watermark
 
 
 def header_end(data: bytes) -> int:
