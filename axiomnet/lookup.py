@@ -11,7 +11,7 @@ flushed. A PATH_BROKEN from a relay drops the cached entry and starts a new look
 
     LOOKUP        u32 nonce
     LOOKUP_REPLY  32B owner Ed25519 key | 32B root key | u32 nonce | 64B signature over
-                  COORDS_STATEMENT || root || u8 path length || path (u16 each) || owner address || nonce
+                  COORDS_STATEMENT || root || u16 path length || path (u16 each) || owner address || nonce
     PATH_BROKEN   16B the address that could not be reached
 """
 
