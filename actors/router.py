@@ -21,7 +21,7 @@ from axiomnet.errors import RemoteProtocolError
 from axiomnet.forward import Forwarder, Output
 from axiomnet.identity import Identity, derive_address
 from axiomnet.lookup import Pathfinder
-from axiomnet.routed import DST_OFFSET, FIXED_SIZE, Kind
+from axiomnet.routed import DESTINATION, FIXED_SIZE, Kind
 from axiomnet.tree import Tree
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
@@ -99,7 +99,7 @@ class RouterActor(SupervisedActor):
         out = []
         for pkt in packets:
             if (self._corrupt_left and len(pkt) > FIXED_SIZE and pkt[0] == Kind.TRAFFIC
-                    and pkt[DST_OFFSET:DST_OFFSET + 16] != self.address):
+                    and pkt[DESTINATION] != self.address):
                 pkt = pkt[:-1] + bytes([pkt[-1] ^ 1])
                 self._corrupt_left -= 1
                 self.counters["fault_corrupted"] += 1

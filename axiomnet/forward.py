@@ -31,7 +31,7 @@ from axiomnet.lookup import Coords, Pathfinder, decode_lookup, decode_path_broke
 from axiomnet.routed import (
     FIXED_SIZE,
     NO_WATERMARK,
-    SRC_OFFSET,
+    SOURCE,
     Kind,
     RoutedHeader,
     decode_routed,
@@ -229,7 +229,7 @@ class Forwarder:
                         action, link, distance = decision
                         if action == _DELIVER:
                             stats["delivered"] += 1
-                            out.delivered.append((data[SRC_OFFSET:SRC_OFFSET + 16], data[end:]))
+                            out.delivered.append((data[SOURCE], data[end:]))
                             continue
                         hop_limit, watermark = hop_limit_and_watermark(data)
                         if hop_limit > 1 and (action == _DIRECT or distance < watermark):

@@ -36,8 +36,8 @@ _FIXED = struct.Struct(">BBHII16s16sHH")
 FIXED_SIZE = _FIXED.size  # 48
 _HOP_WM = struct.Struct(">HI")
 _LENGTHS = struct.Struct(">HH")
-DST_OFFSET = 12  # where the destination address starts
-SRC_OFFSET = 28  # where the source address starts
+DESTINATION = slice(12, 28)  # the destination address in the header (protocol 1: 8..24)
+SOURCE = slice(28, 44)  # the source address (protocol 1: 24..40)
 
 
 class Kind(enum.IntEnum):

@@ -39,7 +39,7 @@ from axiomnet.constants import (
 from axiomnet.errors import InvalidAnnouncement, MalformedPacket, RemoteProtocolError
 from axiomnet.identity import Identity
 from axiomnet.lookup import Coords, coords_statement, encode_reply
-from axiomnet.routed import Kind, decode_routed, encode_routed, root_tag
+from axiomnet.routed import DESTINATION, SOURCE, Kind, decode_routed, encode_routed, root_tag
 from axiomnet.tree import Tree, select_parents
 
 import numpy as np
@@ -130,6 +130,7 @@ def test_a_position_deeper_than_the_old_u8_bound_is_taken_and_announced() -> Non
                            src=root.address.packed, dst_path=tree.path, src_path=(), payload=b"x",
                            hop_limit=HOP_LIMIT)
     header = decode_routed(packet)
+    assert packet[DESTINATION] == me.address.packed and packet[SOURCE] == root.address.packed  # the relays' slices
     assert header.dst_path == tree.path and header.hop_limit == HOP_LIMIT > 2 * 300 and packet[header.offset:] == b"x"
     reply = encode_reply(me.signing_secret, me.signing_key, Coords(tree.root, tree.path), me.address.packed, 1)
     Verifier()._check(me.signing_key, coords_statement(tree.root, tree.path, me.address.packed, 1), reply[68:],
