@@ -229,7 +229,8 @@ def build_specs(config: Config, identity: Identity, with_tun: bool, started: flo
     listen = (listen_host or config.listen_host, config.listen_port)
     specs = [
         ChildSpec("socket", lambda sup, refs: SocketActor.start(sup, refs, listen, offload=config.offload)),
-        ChildSpec("router", lambda sup, refs: RouterActor.start(sup, refs, identity)),
+        ChildSpec("router", lambda sup, refs: RouterActor.start(sup, refs, identity,
+                                                                trusted_roots=config.trusted_roots)),
         ChildSpec("e2e", lambda sup, refs: EndToEndActor.start(sup, refs, identity)),
     ]
     if with_tun:
@@ -261,7 +262,7 @@ def build_specs(config: Config, identity: Identity, with_tun: bool, started: flo
 
 # --- SIGHUP ------------------------------------------------------------------------------------------
 _RESTART_ONLY = ("listen_host", "listen_port", "tun_enabled", "tun_name", "mtu", "data_dir", "admin_socket",
-                 "log_level", "log_json", "metrics_listen", "admin_group", "fault_injection")
+                 "log_level", "log_json", "metrics_listen", "admin_group", "fault_injection", "trusted_roots")
 
 
 def reload_config(reload: Callable[[], Config], running: Config, peers_ref: Any, book: PeerBook) -> Config:

@@ -37,13 +37,14 @@ class RouterActor(SupervisedActor):
     role = "router"
 
     def __init__(self, supervisor: Any, refs: dict[str, Any], identity: Identity,
-                 seq_start: int | None = None) -> None:
+                 seq_start: int | None = None, trusted_roots: frozenset[bytes] | None = None) -> None:
         super().__init__(supervisor, refs)
         now = time.monotonic()
         self.address = identity.address.packed
         # The root sequence number starts from the wall clock in ms, so a restarted root is newer than it was.
         start = int(time.time() * 1000) if seq_start is None else seq_start
-        self.tree = Tree(identity.signing_secret, identity.signing_key, self.address, now=now, seq_start=start)
+        self.tree = Tree(identity.signing_secret, identity.signing_key, self.address, now=now, seq_start=start,
+                         trusted_roots=trusted_roots)
         self.pathfinder = Pathfinder(self.address, identity.signing_secret, identity.signing_key)
         self.forwarder = Forwarder(self.tree, self.pathfinder)
         self.sessions: dict[bytes, Any] = {}  # noise key -> session actor, while the link is up
@@ -175,10 +176,13 @@ class RouterActor(SupervisedActor):
     def _announce(self, key: bytes, data: bytes, now: float) -> None:
         self._seen(key, now)
         try:
-            self.tree.receive(key, data, now)
+            reply = self.tree.receive(key, data, now)
         except RemoteProtocolError as exc:
             self.counters["announce_" + exc.metric] += 1
             logger.debug("announcement from {} refused: {}", key.hex()[:16], exc)
+            return
+        if reply is not None and not bounded_tell(self.sessions.get(key), m.SendControl(reply)):
+            self.counters["probe_reply_not_queued"] += 1  # a probe answered at once: the RTT is the peer's own
 
     def _seen(self, key: bytes, now: float) -> None:
         if key not in self.sessions:

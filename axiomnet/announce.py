@@ -9,24 +9,24 @@ Every HEARTBEAT_INTERVAL a node tells each neighbour where it sits in the spanni
   now, and cannot speak for another key;
 * a certificate for the receiver: the port the sender gives it, signed the same way, which the receiver
   appends to the sender's chain if it takes the sender as its parent;
-* an RTT echo (the last announcement number received from the receiver and how long it was held) and, on tree
-  links only, the sender's lookup bloom filter.
+* on tree links only, the sender's lookup bloom filter.
 
 Layout (big-endian)::
 
     0   u8   control type = 1 (ANNOUNCE)
     1   u8   flags: bit 0 = a bloom filter follows the certificate
     2   u16  n, hops in the chain (0 when the sender is the root; at most MAX_TREE_DEPTH)
-    4   u64  number of this announcement (per sender and receiver, strictly increasing)
-    12  u64  echo: number of the last announcement received from the receiver (0: none)
-    20  u32  echo delay: microseconds between receiving that one and sending this one
-    24  32B  root key (Ed25519)
-    56  u64  root seq
-    64  64B  root signature over ROOT_STATEMENT || root || seq
-    128 n x (32B child key, u16 port, 64B parent signature over HOP_STATEMENT || root || seq || parent ||
+    4   32B  root key (Ed25519)
+    36  u64  root seq
+    44  64B  root signature over ROOT_STATEMENT || root || seq
+    108 n x (32B child key, u16 port, 64B parent signature over HOP_STATEMENT || root || seq || parent ||
              child || port)
     ..  u16  certificate port for the receiver (0: none), 64B signature (zeros when the port is 0)
     ..  [bloom filter, axiomnet/bloom.py encoding]    (iff flags bit 0)
+
+The link RTT that parent choice weighs is measured by PROBE / PROBE_REPLY (control types 2 and 3: u8 type, u64
+nonce), from the prober's own clock only: a neighbour can delay its reply (and look farther), never make itself
+look closer, since it cannot answer a nonce it has not received.
 
 Signatures are verified once each: a bounded cache remembers verified (key, statement, signature) triples,
 which siblings share.
@@ -46,19 +46,21 @@ from axiomnet.constants import MAX_ANNOUNCEMENT_SIZE, MAX_PORT, MAX_TREE_DEPTH, 
 from axiomnet.errors import InvalidAnnouncement, MalformedPacket
 
 ANNOUNCE = 1  # control type byte
+PROBE = 2  # "echo this nonce": the RTT probe
+PROBE_REPLY = 3  # the nonce of a probe, sent back at once
 FLAG_BLOOM = 0x01
 ROOT_STATEMENT = b"axn-root"
 HOP_STATEMENT = b"axn-hop\x00"
 KEY_SIZE = 32
 SIG_SIZE = 64
 NO_SIGNATURE = bytes(SIG_SIZE)
-_HEAD = struct.Struct(">BBHQQI32sQ64s")
+_HEAD = struct.Struct(">BBH32sQ64s")
+_PROBE = struct.Struct(">BQ")
 _HOP = struct.Struct(">32sH64s")
 _CERT = struct.Struct(">H64s")
 _U64 = struct.Struct(">Q")
 _PORT = struct.Struct(">H")
 MAX_U64 = (1 << 64) - 1
-MAX_ECHO_DELAY = (1 << 32) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +76,6 @@ class Hop:
 class Announcement:
     """A decoded announcement (not yet verified: see :class:`Verifier`)."""
 
-    number: int
-    echo: int
-    echo_delay_us: int
     root: bytes
     seq: int
     root_sig: bytes
@@ -115,12 +114,10 @@ def encode_announcement(ann: Announcement) -> bytes:
     """The bytes of ``ann`` (ValueError on out-of-range fields: a local bug)."""
     if len(ann.chain) > MAX_TREE_DEPTH:
         raise ValueError(f"chain of {len(ann.chain)} hops is too deep")
-    if not (0 <= ann.number <= MAX_U64 and 0 <= ann.echo <= MAX_U64 and 0 <= ann.seq <= MAX_U64):
-        raise ValueError("announcement number, echo or seq out of range")
+    if not 0 <= ann.seq <= MAX_U64:
+        raise ValueError("announcement seq out of range")
     flags = FLAG_BLOOM if ann.bloom is not None else 0
-    delay = min(max(ann.echo_delay_us, 0), MAX_ECHO_DELAY)
-    parts = [_HEAD.pack(ANNOUNCE, flags, len(ann.chain), ann.number, ann.echo, delay, ann.root, ann.seq,
-                        ann.root_sig)]
+    parts = [_HEAD.pack(ANNOUNCE, flags, len(ann.chain), ann.root, ann.seq, ann.root_sig)]
     parts.extend(_HOP.pack(h.key, h.port, h.sig) for h in ann.chain)
     parts.append(_CERT.pack(ann.cert_port, ann.cert_sig))
     if ann.bloom is not None:
@@ -138,7 +135,7 @@ def decode_announcement(data: bytes) -> Announcement:
         raise MalformedPacket(f"announcement of {n} bytes exceeds {MAX_ANNOUNCEMENT_SIZE}")
     if n < _HEAD.size + _CERT.size:
         raise MalformedPacket(f"announcement of {n} bytes is truncated")
-    ctype, flags, hops, number, echo, delay, root, seq, root_sig = _HEAD.unpack_from(data, 0)
+    ctype, flags, hops, root, seq, root_sig = _HEAD.unpack_from(data, 0)
     if ctype != ANNOUNCE:
         raise MalformedPacket(f"control type {ctype} is not an announcement")
     if flags & ~FLAG_BLOOM:
@@ -163,7 +160,20 @@ def decode_announcement(data: bytes) -> Announcement:
         bloom, offset = decode_bloom(data, offset)
     if offset != n:
         raise MalformedPacket(f"announcement has {n - offset} trailing bytes")
-    return Announcement(number, echo, delay, root, seq, root_sig, tuple(chain), cert_port, cert_sig, bloom)
+    return Announcement(root, seq, root_sig, tuple(chain), cert_port, cert_sig, bloom)
+
+
+def encode_probe(kind: int, nonce: int) -> bytes:
+    """A PROBE or PROBE_REPLY (9 bytes)."""
+    return _PROBE.pack(kind, nonce)
+
+
+def decode_probe(data: bytes) -> tuple[int, int]:
+    """(control type, nonce) of a PROBE or PROBE_REPLY; MalformedPacket for anything else."""
+    if len(data) != _PROBE.size or data[0] not in (PROBE, PROBE_REPLY):
+        raise MalformedPacket(f"probe of {len(data)} bytes or of control type {data[:1].hex()}")
+    kind, nonce = _PROBE.unpack(data)
+    return kind, nonce
 
 
 class Verifier:

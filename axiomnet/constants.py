@@ -6,10 +6,12 @@ Each bound says what happens when it is hit. Times are in seconds (floats), coun
 from __future__ import annotations
 
 # --- protocol identity --------------------------------------------------------------------------
-PROTOCOL_VERSION = 1  # 4-bit version in the switch header; anything else is MalformedPacket
+# 4-bit version in the switch header; anything else is MalformedPacket. 2: u16 path lengths and hop limit, u32
+# watermark in the routed header, depth bounded by the datagram (routing v2, docs/PROTOCOL.md "Version").
+PROTOCOL_VERSION = 2
 NOISE_PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2s"
 # Bound into every handshake: a peer speaking another protocol or version fails at message 2.
-NOISE_PROLOGUE = b"AxiomNet/1 " + NOISE_PROTOCOL_NAME
+NOISE_PROLOGUE = b"AxiomNet/%d " % PROTOCOL_VERSION + NOISE_PROTOCOL_NAME
 
 # --- wire format --------------------------------------------------------------------------------
 HEADER_SIZE = 16  # route label u32 | version:4 type:4 | receiver index u24 | counter u64
@@ -76,7 +78,16 @@ ADMIN_TIMEOUT = 2.0  # admin socket read/ask timeout
 
 # --- routing: spanning tree and announcements (axiomnet/tree.py) --------------------------------------
 # One tick of the tree is one HEARTBEAT_INTERVAL (H). Repair times in docs/ROUTING.md are counted in H.
-MAX_TREE_DEPTH = 127  # hops from the root; a deeper position is refused (2 x 127 < 255, the overlay hop limit)
+# An announcement (docs/PROTOCOL.md §5.2) travels in one CONTROL datagram: the datagram bound less the 16-byte
+# switch header and the 16-byte AEAD tag. It is the only bound on its size.
+MAX_ANNOUNCEMENT_SIZE = MAX_DATAGRAM_SIZE - HEADER_SIZE - AEAD_TAG_SIZE  # 65475
+ANNOUNCEMENT_FIXED_SIZE = 174  # header, root signature and certificate of an announcement (§5.2)
+ANNOUNCEMENT_HOP_SIZE = 98  # one signed hop of its chain: child key, port, parent signature
+MAX_BLOOM_ENCODED = 2 + 1024  # the largest bloom filter encoding (§6.4)
+# Hops from the root: the deepest chain an announcement with a full bloom filter can carry, 655. Lengths on the
+# wire are u16 (announcement hop count, routed path lengths), so this is the only depth bound; a deeper position
+# is refused. Routes are at most 2 x this many hops, under HOP_LIMIT.
+MAX_TREE_DEPTH = (MAX_ANNOUNCEMENT_SIZE - ANNOUNCEMENT_FIXED_SIZE - MAX_BLOOM_ENCODED) // ANNOUNCEMENT_HOP_SIZE
 MAX_PORT = 0xFFFF  # ports are u16, 1..MAX_PORT; 0 is padding and "no port"
 PORT_REUSE_DELAY = 60.0  # a port freed by a departed neighbour is not given to another one for this long
 NEIGHBOUR_TIMEOUT = 3.0 * HEARTBEAT_INTERVAL  # no valid announcement for this long: not a parent candidate
@@ -85,9 +96,11 @@ PARENT_SWITCH_RATIO = 0.5  # a valid parent is kept unless another candidate cos
 MIN_ANNOUNCE_INTERVAL = HEARTBEAT_INTERVAL / 4  # announcements arriving faster from one neighbour are dropped
 MAX_DEAD_ROOTS = 64  # roots remembered as dead (key -> last seq); the oldest is forgotten past this
 MAX_VERIFIED_SIGNATURES = 8192  # signatures remembered as verified (siblings share ancestors); LRU past this
-MAX_ANNOUNCEMENT_SIZE = 16384  # bytes of one announcement (127 hops x 98 bytes + bloom + header fit)
 RTT_EWMA_WEIGHT = 0.25  # weight of a new RTT sample in a link's smoothed RTT (parent cost = depth x RTT)
 DEFAULT_LINK_RTT = 0.001  # assumed RTT (s) of a link until it is measured
+# A neighbour gets an RTT probe (docs/PROTOCOL.md §5.5) at its first tick, then once per this: a parent's cost
+# needs no per-second freshness, and every probe is two datagrams on the link.
+PROBE_INTERVAL = 5.0 * HEARTBEAT_INTERVAL
 MIN_LINK_RTT = 0.0001  # RTT samples are clamped up to this, so that a cost is never 0
 
 # --- routing: lookup (axiomnet/bloom.py, axiomnet/lookup.py) and the routed header -------------------
@@ -99,7 +112,7 @@ LOOKUP_RETRY = 1.0  # a lookup with no reply is sent again after this (and at mo
 LOOKUP_GIVE_UP = 10.0  # a destination unanswered this long: its queued packets are dropped (counted)
 MAX_PENDING_LOOKUPS = 256  # destinations being looked up at once; new ones past this are refused (counted)
 MAX_QUEUED_PER_DESTINATION = 32  # packets waiting for a destination's lookup; the oldest is dropped past this
-HOP_LIMIT = 255  # hop limit of a routed packet; a relay drops it (counted) when it reaches 0
+HOP_LIMIT = 2 * MAX_TREE_DEPTH + 2  # u16 hop limit of a routed packet (1312); a relay drops it (counted) at 1
 PATH_BROKEN_INTERVAL = 1.0  # a relay sends at most one path-broken signal per source per this long
 
 # --- routing: the root-independent fallback (axiomnet/lookup.py Pathfinder, axiomnet/forward.py; docs/ROUTING.md §4.1)
@@ -169,7 +182,7 @@ UNDERLAY_DATAGRAM_TARGET = 1452
 ROUTED_PATH_ALLOWANCE = 16
 # Bytes around an inner IP packet on the wire: link header and tag, routed header with the allowance, end-to-end
 # header and tag. Software TSO cuts segments of at most UNDERLAY_DATAGRAM_TARGET minus this.
-OVERLAY_OVERHEAD = 16 + 16 + 42 + 2 * ROUTED_PATH_ALLOWANCE + 16 + 16
+OVERLAY_OVERHEAD = 16 + 16 + 48 + 2 * ROUTED_PATH_ALLOWANCE + 16 + 16
 READER_BATCH_BYTES = 128 * 1024  # bytes a reader drains into one batch (besides READER_BATCH_MAX reads); then it hands over
 UDP_GSO_MAX_SEGMENTS = 64  # datagrams in one UDP_SEGMENT send (the kernel's limit before Linux 6.2 was 64)
 UDP_GSO_MAX_BYTES = 65000  # bytes in one UDP_SEGMENT send (an IP datagram holds at most 64 KiB)

@@ -63,6 +63,8 @@ from axiomnet.routed import (
     decode_routed,
     encode_routed,
     forwarded,
+    header_end,
+    hop_limit_and_watermark,
     root_tag,
 )
 from axiomnet.tree import Tree
@@ -323,9 +325,9 @@ class Forwarder:
         for data in packets:
             n = len(data)
             if n >= FIXED_SIZE and data[0] == _TRAFFIC:
-                end = FIXED_SIZE + 2 * (data[40] + data[41])
+                end = header_end(data)
                 if end <= n:
-                    key = data[4:end]
+                    key = data[8:end]
                     decision = decided.get(key)
                     if decision is not None:
                         action, link, distance = decision
@@ -333,7 +335,7 @@ class Forwarder:
                             stats["delivered"] += 1
                             out.delivered.append((data[SOURCE], data[end:]))
                             continue
-                        hop_limit, watermark = data[1], (data[2] << 8) | data[3]
+                        hop_limit, watermark = hop_limit_and_watermark(data)
                         if hop_limit > 1 and (action == _DIRECT or distance < watermark):
                             out.send(link, forwarded(data, hop_limit - 1, distance))
                             stats["relayed"] += 1

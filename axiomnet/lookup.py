@@ -11,7 +11,7 @@ flushed. A PATH_BROKEN from a relay drops the cached entry and starts a new look
 
     LOOKUP        u32 nonce
     LOOKUP_REPLY  32B owner Ed25519 key | 32B root key | u32 nonce | 64B signature over
-                  COORDS_STATEMENT || root || u8 path length || path (u16 each) || owner address || nonce
+                  COORDS_STATEMENT || root || u16 path length || path (u16 each) || owner address || nonce
     PATH_BROKEN   16B the address that could not be reached
 
 The root-independent fallback (docs/ROUTING.md §4.1, docs/PROTOCOL.md §6.7): a tree lookup unanswered for
@@ -136,7 +136,7 @@ class Coords:
 
 def coords_statement(root: bytes, path: tuple[int, ...], address: bytes, nonce: int) -> bytes:
     """What a node signs to answer a lookup for its address."""
-    return (COORDS_STATEMENT + root + bytes([len(path)]) + struct.pack(f">{len(path)}H", *path) + address
+    return (COORDS_STATEMENT + root + struct.pack(f">H{len(path)}H", len(path), *path) + address
             + _NONCE.pack(nonce))
 
 

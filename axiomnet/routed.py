@@ -4,17 +4,19 @@ A routed packet travels inside link sessions (the plaintext of a link DATA datag
 docs/PROTOCOL.md §6)::
 
     0   u8   kind: 1 TRAFFIC, 2 LOOKUP, 3 LOOKUP_REPLY, 4 PATH_BROKEN, 6 RING_SEARCH, 7 RING_REPLY, 8 SOURCE_ROUTED
-    1   u8   hop limit: a relay drops a packet that arrives with 1 or less, else sends it on with one less
-    2   u16  watermark: the tree distance to the destination at the last relay; it must strictly fall
-    4   u32  root tag: first 4 bytes of blake2s(root key, person=b"axn-rtag") of the tree the paths belong to
-    8   16B  destination address (fc00::/8; for LOOKUP the address looked for)
-    24  16B  source address
-    40  u8   destination path length d (0 for LOOKUP), at most MAX_TREE_DEPTH
-    41  u8   source path length s, at most MAX_TREE_DEPTH
-    42  d x u16 destination path, then s x u16 source path (ports, each 1..65535)
+    1   u8   reserved, 0
+    2   u16  hop limit: a relay drops a packet that arrives with 1 or less, else sends it on with one less
+    4   u32  watermark: the tree distance to the destination at the last relay; it must strictly fall
+    8   u32  root tag: first 4 bytes of blake2s(root key, person=b"axn-rtag") of the tree the paths belong to
+    12  16B  destination address (fc00::/8; for LOOKUP the address looked for)
+    28  16B  source address
+    44  u16  destination path length d (0 for LOOKUP), at most MAX_TREE_DEPTH
+    46  u16  source path length s, at most MAX_TREE_DEPTH
+    48  d x u16 destination path, then s x u16 source path (ports, each 1..65535)
     ..  payload (TRAFFIC: an end-to-end datagram; the others: see axiomnet/lookup.py)
 
-A relay changes only bytes 1..3 (hop limit and watermark).
+A relay changes only bytes 2..7 (hop limit and watermark). Path lengths are u16 (protocol version 2): the depth
+bound is MAX_TREE_DEPTH, what one announcement datagram can prove (axiomnet/constants.py), not the header.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from axiomnet.constants import HOP_LIMIT, MAX_PORT, MAX_TREE_DEPTH
 from axiomnet.errors import MalformedPacket
 
 ROOT_TAG_PERSON = b"axn-rtag"
-NO_WATERMARK = 0xFFFF
+NO_WATERMARK = 0xFFFFFFFF
 ADDRESS_SIZE = 16
-_FIXED = struct.Struct(">BBHI16s16sBB")
-FIXED_SIZE = _FIXED.size  # 42
-DESTINATION = slice(8, 24)  # the destination address in the header (as in an IPv6 header: axiomnet/ownership.py)
-SOURCE = slice(24, 40)  # the source address
-_HOP_WM = struct.Struct(">BH")
+_FIXED = struct.Struct(">BBHII16s16sHH")
+FIXED_SIZE = _FIXED.size  # 48
+_HOP_WM = struct.Struct(">HI")
+_LENGTHS = struct.Struct(">HH")
+DESTINATION = slice(12, 28)  # the destination address in the header (protocol 1: 8..24)
+SOURCE = slice(28, 44)  # the source address (protocol 1: 24..40)
 
 
 class Kind(enum.IntEnum):
@@ -94,7 +97,7 @@ def encode_routed(kind: Kind, *, root_tag: int, dst: bytes, src: bytes, dst_path
     _check_path(src_path)
     if len(dst) != ADDRESS_SIZE or len(src) != ADDRESS_SIZE:
         raise ValueError("addresses are 16 bytes")
-    head = _FIXED.pack(int(kind), hop_limit, watermark, root_tag, dst, src, len(dst_path), len(src_path))
+    head = _FIXED.pack(int(kind), 0, hop_limit, watermark, root_tag, dst, src, len(dst_path), len(src_path))
     ports = struct.pack(f">{len(dst_path) + len(src_path)}H", *dst_path, *src_path)
     return head + ports + payload
 
@@ -104,9 +107,11 @@ def decode_routed(data: bytes) -> RoutedHeader:
     n = len(data)
     if n < FIXED_SIZE:
         raise MalformedPacket(f"routed packet of {n} bytes is shorter than its {FIXED_SIZE}-byte header")
-    kind, hop_limit, watermark, tag, dst, src, dlen, slen = _FIXED.unpack_from(data, 0)
+    kind, reserved, hop_limit, watermark, tag, dst, src, dlen, slen = _FIXED.unpack_from(data, 0)
     if kind not in _KINDS:
         raise MalformedPacket(f"unknown routed packet kind {kind}")
+    if reserved:
+        raise MalformedPacket(f"routed packet with reserved byte {reserved:#04x}")
     if dlen > MAX_TREE_DEPTH or slen > MAX_TREE_DEPTH:
         raise MalformedPacket(f"routed path of {max(dlen, slen)} ports exceeds MAX_TREE_DEPTH")
     end = FIXED_SIZE + 2 * (dlen + slen)
@@ -120,4 +125,16 @@ def decode_routed(data: bytes) -> RoutedHeader:
 
 def forwarded(data: bytes, hop_limit: int, watermark: int) -> bytes:
     """``data`` with its hop limit and watermark replaced (what a relay sends on)."""
-    return b"".join((data[:1], _HOP_WM.pack(hop_limit, watermark), memoryview(data)[4:]))
+    return b"".join((data[:2], _HOP_WM.pack(hop_limit, watermark), memoryview(data)[8:]))
+
+
+def hop_limit_and_watermark(data: bytes) -> tuple[int, int]:
+    """The hop limit and watermark of a routed packet at least FIXED_SIZE long (the relays' fast path)."""
+    hop_limit, watermark = _HOP_WM.unpack_from(data, 2)
+    return hop_limit, watermark
+
+
+def header_end(data: bytes) -> int:
+    """Where the payload of a routed packet at least FIXED_SIZE long starts, by its path lengths (unchecked)."""
+    dlen, slen = _LENGTHS.unpack_from(data, FIXED_SIZE - 4)
+    return FIXED_SIZE + 2 * (dlen + slen)

@@ -4,13 +4,15 @@ One :class:`Tree` per node, fed the announcements its neighbours send (axiomnet/
 asked every HEARTBEAT_INTERVAL (one tick) what to announce to each neighbour. ironwood's router.go is the model
 (docs/ROUTING.md §2 says where we follow it and where not):
 
-* **Root**: the lowest Ed25519 key any valid candidate leads to (or ourselves). The root signs a sequence
+* **Root**: the lowest Ed25519 key any valid candidate leads to (or ourselves); on a private network
+  (``trusted_roots``) only the listed roots count, so a stranger's lower key changes nothing. The root signs a sequence
   number it advances every tick; a root whose number has not advanced for ROOT_TIMEOUT is dead for every
   number up to the last one seen, so a lost root is noticed in bounded time, and it can come back only with a
   higher number (after a restart).
 * **Parent**: among neighbours whose announcement is valid (signatures hold), recent (NEIGHBOUR_TIMEOUT),
   whose root number still advances (ROOT_TIMEOUT), whose chain does not contain us (no loop can form), who
-  gave us a certificate, under the best root: the lowest cost, cost = (its depth + 1) x smoothed link RTT. A
+  gave us a certificate, under the best root: the lowest cost, cost = (its depth + 1) x smoothed link RTT, the
+  RTT measured by our own PROBEs on our own clock (a neighbour cannot make itself look closer). A
   valid parent is kept unless another costs under PARENT_SWITCH_RATIO of it. With no candidate a node is its
   own root.
 * **Coordinates**: (root, root seq, the ports of our chain). :func:`select_parents` is the whole decision, over
@@ -20,7 +22,8 @@ asked every HEARTBEAT_INTERVAL (one tick) what to announce to each neighbour. ir
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,10 +31,14 @@ import numpy.typing as npt
 
 from axiomnet.announce import (
     NO_SIGNATURE,
+    PROBE,
+    PROBE_REPLY,
     Announcement,
     Hop,
     Verifier,
     decode_announcement,
+    decode_probe,
+    encode_probe,
     encode_announcement,
     hop_statement,
     root_statement,
@@ -40,6 +47,7 @@ from axiomnet.announce import (
 from axiomnet.bloom import Bloom
 from axiomnet.constants import (
     DEFAULT_LINK_RTT,
+    HEARTBEAT_INTERVAL,
     MAX_DEAD_ROOTS,
     MAX_PORT,
     MAX_TREE_DEPTH,
@@ -48,13 +56,15 @@ from axiomnet.constants import (
     NEIGHBOUR_TIMEOUT,
     PARENT_SWITCH_RATIO,
     PORT_REUSE_DELAY,
+    PROBE_INTERVAL,
     ROOT_TIMEOUT,
     RTT_EWMA_WEIGHT,
 )
 from axiomnet.errors import InvalidAnnouncement
 from axiomnet.identity import derive_address, noise_key_of
 
-SENT_REMEMBERED = 16  # our announcements per neighbour remembered for RTT echoes
+_PROBE_TYPES = (bytes([PROBE]), bytes([PROBE_REPLY]))
+PROBES_REMEMBERED = 4  # unanswered probes per neighbour whose reply still gives an RTT sample
 # Our announcements to one neighbour are at least this far apart (the receiver drops ones closer than
 # MIN_ANNOUNCE_INTERVAL; the margin absorbs jitter on the link).
 ANNOUNCE_SPACING = MIN_ANNOUNCE_INTERVAL * 1.5
@@ -104,13 +114,13 @@ class Neighbour:
     ann: Announcement | None = None  # its latest valid announcement
     ann_at: float = -1.0  # when that was accepted
     seq_at: float = -1.0  # when its root's number last advanced (or its root changed)
-    rtt: float = DEFAULT_LINK_RTT
+    rtt: float = DEFAULT_LINK_RTT  # smoothed, from our own probes only
     rtt_measured: bool = False
     bloom: Bloom | None = None  # what it says can be found through it (tree links only)
-    next_number: int = 0
-    sent: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=SENT_REMEMBERED))
-    heard_number: int = 0
-    heard_at: float = 0.0
+    last_sent: float = float("-inf")  # when we last sent it an announcement
+    probes: dict[int, float] = field(default_factory=dict)  # our unanswered probes: nonce -> when sent (bounded)
+    probe_due: float = float("-inf")  # when it gets our next probe
+    probe_answered_at: float = float("-inf")  # when we last answered one of its probes
     rejected: int = 0
 
 
@@ -118,7 +128,7 @@ class Tree:
     """Our place in the spanning tree and our view of the neighbours' places."""
 
     def __init__(self, signing_secret: bytes, signing_key: bytes, address: bytes, *, now: float,
-                 seq_start: int, between_ticks: bool = True) -> None:
+                 seq_start: int, between_ticks: bool = True, trusted_roots: frozenset[bytes] | None = None) -> None:
         self.key = signing_key
         self._secret = signing_secret
         self.address = address
@@ -126,6 +136,9 @@ class Tree:
         self._by_address: dict[bytes, bytes] = {}  # overlay address -> noise key
         self._freed_ports: dict[int, float] = {}  # port -> when it may be given out again
         self._verifier = Verifier()
+        # Probe nonces: a keyed hash of a counter, unpredictable to the neighbours (no randomness in the core).
+        self._probe_key = hashlib.blake2b(signing_secret, digest_size=32, person=b"axn-prob").digest()
+        self._probes = 0
         self._dead_roots: OrderedDict[bytes, int] = OrderedDict()  # root -> highest seq known to be dead
         self._own_seq = seq_start  # our number when we are root; never goes back
         self.root = signing_key
@@ -140,7 +153,43 @@ class Tree:
         # The daemon does; the simulator's synchronous rounds (one decision per node per heartbeat) do not.
         self.between_ticks = between_ticks
         self.stats: dict[str, int] = {"announcements": 0, "rejected": 0, "parent_changes": 0, "roots_dead": 0,
-                                      "rate_limited": 0, "orphaned": 0}
+                                      "rate_limited": 0, "orphaned": 0, "untrusted_root": 0,
+                                      "probe_replies_unmatched": 0}
+        self._trusted_roots: frozenset[bytes] | None = None
+        self._trust_cache: dict[bytes, bool] = {}
+        self.trust(trusted_roots)
+
+    # --- private networks: which roots we accept -----------------------------------------------------
+    def trust(self, roots: frozenset[bytes] | None) -> None:
+        """Accept only roots whose public (X25519) key is in ``roots``; None: any root (the lowest key wins).
+
+        With a set, a root outside it is never a parent candidate however low its key, and a listed root beats
+        every unlisted one (ourselves included); among listed roots the lowest key still wins."""
+        self._trusted_roots = None if roots is None else frozenset(roots)
+        self._trust_cache.clear()
+
+    def trusted(self, root: bytes) -> bool:
+        """True if the Ed25519 key ``root`` may be our root."""
+        if self._trusted_roots is None:
+            return True
+        known = self._trust_cache.get(root)
+        if known is None:
+            try:
+                known = noise_key_of(root) in self._trusted_roots
+            except ValueError:
+                known = False
+            if len(self._trust_cache) >= MAX_DEAD_ROOTS * 16:  # bounded: roots seen, honest or not
+                self._trust_cache.clear()
+            self._trust_cache[root] = known
+        return known
+
+    def _root_order(self, root: bytes) -> tuple[bool, bytes]:
+        """Sort key of roots, best first: trusted before untrusted, then the lowest key."""
+        return (not self.trusted(root), root)
+
+    def better_root(self, a: bytes, b: bytes) -> bool:
+        """True if root ``a`` beats root ``b`` (b may be b"", no root: anything beats it)."""
+        return not b or self._root_order(a) < self._root_order(b)
 
     # --- our position --------------------------------------------------------------------------------
     @property
@@ -198,11 +247,19 @@ class Tree:
         raise RuntimeError("no free port: more than 65535 neighbours")  # MAX_SESSIONS keeps us far below
 
     # --- receiving -----------------------------------------------------------------------------------
-    def receive(self, noise_key: bytes, data: bytes, now: float) -> None:
-        """Take an announcement from the neighbour ``noise_key``; RemoteProtocolError if refused (counted)."""
+    def receive(self, noise_key: bytes, data: bytes, now: float) -> bytes | None:
+        """Take a control message from the neighbour ``noise_key``: an announcement, a probe (returns the reply to
+        send it back at once) or a probe reply (an RTT sample). RemoteProtocolError if refused (counted)."""
         nb = self.neighbours.get(noise_key)
         if nb is None:
             raise InvalidAnnouncement("announcement from a peer that is not a neighbour")
+        if data[:1] in _PROBE_TYPES:
+            return self._on_probe(nb, data, now)
+        self._on_announcement(nb, data, now)
+        return None
+
+    def _on_announcement(self, nb: Neighbour, data: bytes, now: float) -> None:
+        noise_key = nb.noise_key
         if nb.ann is not None and now - nb.ann_at < MIN_ANNOUNCE_INTERVAL:
             self.stats["rate_limited"] += 1
             raise InvalidAnnouncement("announcements arrive faster than MIN_ANNOUNCE_INTERVAL")
@@ -217,7 +274,6 @@ class Tree:
         if nb.key is None:
             nb.key = ann.sender
             self._dirty.add(noise_key)  # now we can give it a certificate
-        self._echo(nb, ann, now)
         old = nb.ann
         if old is None or old.root != ann.root or ann.seq > old.seq:
             nb.seq_at = now
@@ -225,7 +281,6 @@ class Tree:
         was_child = self.is_child(nb)
         nb.ann, nb.ann_at = ann, now
         nb.bloom = ann.bloom
-        nb.heard_number, nb.heard_at = ann.number, now
         if ann.root == self.root and ann.seq > self._root_seen[0]:
             self._root_seen = (ann.seq, now)
         if moved:
@@ -235,7 +290,8 @@ class Tree:
         before = (self.root, self.path, self.parent)
         if self.parent == noise_key:
             self._follow_parent(now)
-        if self.between_ticks and moved and (ann.root < self.root or self.parent is None or self.parent == noise_key):
+        if self.between_ticks and moved and (self.better_root(ann.root, self.root) or self.parent is None
+                                             or self.parent == noise_key):
             self._reselect(now)  # a better root, or a change of our parent: decide now, not at the next tick
         if (self.root, self.path, self.parent) != before:
             self._dirty.update(self.neighbours)
@@ -257,13 +313,41 @@ class Tree:
             raise InvalidAnnouncement("announcement under a root known to be dead")
         self._verifier.verify(ann, self.key)
 
-    def _echo(self, nb: Neighbour, ann: Announcement, now: float) -> None:
-        for number, sent_at in nb.sent:
-            if number == ann.echo:
-                sample = max(MIN_LINK_RTT, now - sent_at - ann.echo_delay_us / 1e6)
-                nb.rtt = sample if not nb.rtt_measured else nb.rtt + RTT_EWMA_WEIGHT * (sample - nb.rtt)
-                nb.rtt_measured = True
-                break
+    # --- link RTT: our own probes, our own clock ------------------------------------------------------
+    def _probe_for(self, nb: Neighbour, now: float) -> bytes:
+        """A new probe for ``nb``; the last PROBES_REMEMBERED unanswered ones stay answerable (a link slower
+        than a tick is still measured)."""
+        self._probes += 1
+        nonce = int.from_bytes(hashlib.blake2b(self._probes.to_bytes(8, "big"), key=self._probe_key,
+                                               digest_size=8).digest(), "big")
+        nb.probes[nonce] = now
+        while len(nb.probes) > PROBES_REMEMBERED:
+            del nb.probes[next(iter(nb.probes))]
+        return encode_probe(PROBE, nonce)
+
+    def _on_probe(self, nb: Neighbour, data: bytes, now: float) -> bytes | None:
+        try:
+            kind, nonce = decode_probe(data)
+        except Exception:
+            nb.rejected += 1
+            self.stats["rejected"] += 1
+            raise
+        if kind == PROBE:
+            if now - nb.probe_answered_at < MIN_ANNOUNCE_INTERVAL:
+                self.stats["rate_limited"] += 1  # a neighbour cannot make us reply faster than it may announce
+                return None
+            nb.probe_answered_at = now
+            return encode_probe(PROBE_REPLY, nonce)
+        sent_at = nb.probes.pop(nonce, None)
+        if sent_at is None:
+            self.stats["probe_replies_unmatched"] += 1  # too late, duplicated or made up: no sample
+            return None
+        # The whole sample is our own: the time we sent the probe and the time its nonce came back. A neighbour can
+        # only delay its reply (look farther); it cannot answer a nonce it has not received (look closer).
+        sample = max(MIN_LINK_RTT, now - sent_at)
+        nb.rtt = sample if not nb.rtt_measured else nb.rtt + RTT_EWMA_WEIGHT * (sample - nb.rtt)
+        nb.rtt_measured = True
+        return None
 
     # --- choosing ------------------------------------------------------------------------------------
     def _candidates(self, now: float) -> list[Neighbour]:
@@ -279,6 +363,9 @@ class Tree:
                 continue
             if ann.root == self.key or any(h.key == self.key for h in ann.chain):
                 continue  # we are its ancestor: taking it as parent would close a loop
+            if not self.trusted(ann.root):
+                self.stats["untrusted_root"] += 1
+                continue  # a private network (trusted_roots): a stranger's tree is never ours, whatever its key
             out.append(nb)
         return out
 
@@ -286,7 +373,7 @@ class Tree:
         """Run the parent decision on the current candidates and take the result."""
         self._expire_root(now)
         cands = sorted(self._candidates(now), key=lambda nb: nb.noise_key)
-        roots = sorted({nb.ann.root for nb in cands if nb.ann is not None} | {self.key})
+        roots = sorted({nb.ann.root for nb in cands if nb.ann is not None} | {self.key}, key=self._root_order)
         rank = {root: i for i, root in enumerate(roots)}
         n = len(cands)
         choice = select_parents(
@@ -303,7 +390,7 @@ class Tree:
             self.parent = new_parent
         if new_parent is not None:
             self._follow_parent(now)
-        elif not self.is_root and self.root and self.root < self.key:
+        elif not self.is_root and self.root and self.better_root(self.root, self.key):
             # Orphaned: we lost every candidate, but our root (a better key than ours) is not known dead. Keep our
             # position (and our subtree's coordinates) rather than split the tree by rooting ourselves at once, and
             # certify nobody meanwhile; a candidate that turns up is taken at the next decision, and if none does,
@@ -371,7 +458,10 @@ class Tree:
             self._root_seen = (self.seq, now)
         out = []
         for nb in self.neighbours.values():
-            if nb.sent and now - nb.sent[-1][1] < ANNOUNCE_SPACING:
+            if now >= nb.probe_due:
+                nb.probe_due = now + PROBE_INTERVAL - HEARTBEAT_INTERVAL / 2  # the margin absorbs tick jitter
+                out.append((nb.noise_key, self._probe_for(nb, now)))
+            if now - nb.last_sent < ANNOUNCE_SPACING:
                 continue
             self._dirty.discard(nb.noise_key)
             out.append((nb.noise_key, encode_announcement(self._announcement_for(nb, now))))
@@ -386,24 +476,21 @@ class Tree:
             nb = self.neighbours.get(key)
             if nb is None:
                 self._dirty.discard(key)
-            elif not nb.sent or now - nb.sent[-1][1] >= ANNOUNCE_SPACING:
+            elif now - nb.last_sent >= ANNOUNCE_SPACING:
                 self._dirty.discard(key)
                 out.append((key, encode_announcement(self._announcement_for(nb, now))))
         return out
 
     def _announcement_for(self, nb: Neighbour, now: float) -> Announcement:
-        nb.next_number += 1
-        nb.sent.append((nb.next_number, now))
+        nb.last_sent = now
         cert_port, cert_sig = 0, NO_SIGNATURE
         # No certificate while orphaned: our position is stale, so nobody may take us as parent now; our children
         # see that at once and re-attach through any other link instead of waiting for our root number to stall.
         if nb.key is not None and nb.noise_key != self.parent and not self.orphaned:
             cert_port = nb.port
             cert_sig = sign(self._secret, hop_statement(self.root, self.seq, self.key, nb.key, nb.port))
-        delay = int((now - nb.heard_at) * 1e6) if nb.heard_number else 0
         bloom = self.bloom_for(nb.noise_key) if self.is_tree_link(nb.noise_key) else None
-        return Announcement(nb.next_number, nb.heard_number, delay, self.root, self.seq, self._root_sig,
-                            self.chain, cert_port, cert_sig, bloom)
+        return Announcement(self.root, self.seq, self._root_sig, self.chain, cert_port, cert_sig, bloom)
 
     # --- tree links and lookup filters ---------------------------------------------------------------
     def is_child(self, nb: Neighbour) -> bool:
@@ -475,6 +562,7 @@ class Tree:
                 for nb in self.neighbours.values()
             ],
             "dead_roots": len(self._dead_roots),
+            "trusted_roots": None if self._trusted_roots is None else len(self._trusted_roots),
             "signatures_verified": self._verifier.verifications,
             **self.stats,
         }

@@ -123,7 +123,7 @@ examples:
 
 environment: AXIOMNET_LISTEN, AXIOMNET_PEERS (comma separated), AXIOMNET_TUN, AXIOMNET_NO_TUN=1, AXIOMNET_MTU,
 AXIOMNET_DATA_DIR, AXIOMNET_ADMIN_SOCKET, AXIOMNET_LOG_LEVEL, AXIOMNET_LOG_JSON, AXIOMNET_ALLOWED_KEYS (comma
-separated), AXIOMNET_DISCOVERABLE, AXIOMNET_METRICS_LISTEN, AXIOMNET_ADMIN_GROUP; flags win over them.
+separated), AXIOMNET_TRUSTED_ROOTS (comma separated), AXIOMNET_DISCOVERABLE, AXIOMNET_METRICS_LISTEN, AXIOMNET_ADMIN_GROUP; flags win over them.
 signals: SIGTERM/SIGINT stop (exit 0 within 5 s); SIGHUP re-reads the static peers from --config.
 """
 
@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--allowed-key", action="append", metavar="PUBKEYHEX",
                         help="accept handshakes only from this key (repeat for more; pinned --peer keys are always "
                              "accepted); without it any key may connect (trust on first use)")
+    daemon.add_argument("--trusted-root", action="append", metavar="PUBKEYHEX",
+                        help="a private network: accept only this node as the tree's root (repeat for more); "
+                             "without it the lowest key anywhere is the root")
     daemon.add_argument("--no-discoverable", action="store_true", default=None,
                         help="do not tell our public key to peers that probe for it (only peers that already "
                              "know it can connect)")
@@ -300,6 +303,7 @@ def _daemon_overrides(args: argparse.Namespace) -> dict[str, object]:
         "log_level": args.log_level,
         "log_json": args.log_json,
         "allowed_keys": args.allowed_key,
+        "trusted_roots": args.trusted_root,
         "discoverable": False if args.no_discoverable else None,
         "offload": False if args.no_offload else None,
         "fault_injection": args.fault_injection,

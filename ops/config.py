@@ -38,6 +38,9 @@ TOML_KEYS += ("offload",)
 ENV_KEYS += ("OFFLOAD",)
 # Operations settings (issue 10): metrics listener, admin socket group, fault injection (tests only).
 TOML_KEYS += ("metrics_listen", "admin_group", "fault_injection")
+# Routing v2 (issue 15): a private network's roots.
+TOML_KEYS += ("trusted_roots",)
+ENV_KEYS += ("TRUSTED_ROOTS",)
 ENV_KEYS += ("METRICS_LISTEN", "ADMIN_GROUP")  # fault_injection has no variable: it is the flag half of a two-part gate
 # LAN discovery (issue 18): interface patterns, group secret (inline or a file), beacon interval.
 TOML_KEYS += ("discover", "discover_secret", "discover_secret_file", "discover_interval")
@@ -320,6 +323,15 @@ def _parse_allowed_keys(value: object, key: str, where: str = "") -> frozenset[b
     return frozenset(keys)
 
 
+def _parse_trusted_roots(value: object, key: str, where: str = "") -> frozenset[bytes]:
+    """Like allowed_keys (public keys, 64 hex characters each), but an empty list would let no node be root,
+    not even this one: refused."""
+    keys = _parse_allowed_keys(value, key, where)
+    if not keys:
+        raise _bad(key + where, value, "list at least one root's public key (or leave trusted_roots unset)")
+    return keys
+
+
 def _check_unique_peers(peers: tuple[PeerSpec, ...], key: str, where: str = "") -> None:
     seen: dict[tuple[str, int], int] = {}
     for index, peer in enumerate(peers):
@@ -385,6 +397,8 @@ class Config:
     discover_secret: str | None = None  # the group secret; never printed (genconf shows that it is set)
     discover_secret_file: Path | None = None  # the secret read from this file at start (wins over discover_secret)
     discover_interval: float = 1.0  # seconds between two beacons on one interface
+    # None: the lowest key anywhere is the root (an open network); a set of public keys: only these may be root.
+    trusted_roots: frozenset[bytes] | None = None
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -416,6 +430,8 @@ class Config:
         if self.discover_secret_file is not None:
             put("discover_secret_file", _check_path(self.discover_secret_file, "discover_secret_file"))
         put("discover_interval", _check_interval(self.discover_interval, "discover_interval"))
+        if self.trusted_roots is not None:
+            put("trusted_roots", _parse_trusted_roots(self.trusted_roots, "trusted_roots"))
 
     @property
     def listen(self) -> str:
@@ -433,6 +449,9 @@ def _apply(values: dict[str, Any], name: str, value: object, key: str, base: Pat
         return
     if name == "allowed_keys":
         values["allowed_keys"] = _parse_allowed_keys(value, key, where)
+        return
+    if name == "trusted_roots":
+        values["trusted_roots"] = _parse_trusted_roots(value, key, where)
         return
     key += where
     if name == "listen":
@@ -515,7 +534,7 @@ def _toml_layer(path: Path, values: dict[str, Any]) -> None:
             continue
         if name in ("log_json", "discoverable", "offload", "fault_injection") and not isinstance(value, bool):
             raise _bad(key, value, "expected true or false")
-        if name == "allowed_keys" and not isinstance(value, list):
+        if name in ("allowed_keys", "trusted_roots") and not isinstance(value, list):
             raise _bad(key, value, 'expected an array of public keys ("64 hexadecimal characters")')
         if name in ("mtu",) and not isinstance(value, int):
             raise _bad(key, value, "expected an integer")
@@ -552,6 +571,8 @@ def _env_layer(env: Mapping[str, str], values: dict[str, Any]) -> None:
             _apply(values, name.lower(), text, ENV_PREFIX + name)
     if (text := get("ALLOWED_KEYS")) is not None and text.strip():  # empty: not set
         _apply(values, "allowed_keys", text, "AXIOMNET_ALLOWED_KEYS")
+    if (text := get("TRUSTED_ROOTS")) is not None and text.strip():  # empty: not set
+        _apply(values, "trusted_roots", text, "AXIOMNET_TRUSTED_ROOTS")
 
 
 def _override_layer(overrides: Mapping[str, object], values: dict[str, Any]) -> None:

@@ -115,4 +115,7 @@ log_json = false
 # discover = [".*"]
 # discover_secret_file = "/etc/axiomnet/discover.secret"
 # discover_interval = 1.0
+# A private network: only these nodes (public keys, 64 hex characters each) may be the routing tree's root, so a
+# stranger with a lower key changes nothing. Unset: the lowest key anywhere is the root (an open network).
+# trusted_roots = ["<64 hex characters>"]
 """

@@ -205,8 +205,8 @@ def _announcement_seeds() -> list[bytes]:
                                                                           mid.signing_key, 4)))
     cert = sign(mid.signing_secret, hop_statement(root.signing_key, 9, mid.signing_key, me.signing_key, 2))
     root_sig = sign(root.signing_secret, root_statement(root.signing_key, 9))
-    plain = Announcement(1, 0, 0, root.signing_key, 9, root_sig, (hop,), 2, cert, None)
-    with_bloom = Announcement(2, 1, 150, root.signing_key, 9, root_sig, (hop,), 2, cert, Bloom.of([bytes(16)]))
+    plain = Announcement(root.signing_key, 9, root_sig, (hop,), 2, cert, None)
+    with_bloom = Announcement(root.signing_key, 9, root_sig, (hop,), 2, cert, Bloom.of([bytes(16)]))
     return [encode_announcement(plain), encode_announcement(with_bloom)]
 
 

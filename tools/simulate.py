@@ -12,7 +12,7 @@ axiomnet.greedy (distances_to, greedy_choice), watermark and hop limit as axiomn
 axiomnet.bloom filters. It reports delivery and stretch over sampled pairs, rounds to converge from a cold
 start, tree depth, per-node state and lookup messages, and for each failure asked for the rounds until
 delivery over the live largest component is 100% again and until the forest is stable.
-A node that would sit deeper than MAX_TREE_DEPTH (127) cannot take a place in the root's tree: it roots a
+A node that would sit deeper than MAX_TREE_DEPTH (655) cannot take a place in the root's tree: it roots a
 tree of its own, and pairs across trees fail; the report counts those nodes ("unplaced") and trees.
 With --blackholes F and/or --rogue-root, hostile nodes drop everything they should relay or answer; the report
 adds delivery among honest pairs joined by honest paths (delivery_honest; by the tree alone: delivery_honest_tree),

@@ -12,6 +12,7 @@ import pytest
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import TwoLaneInbox, bounded_tell
 from axiomnet.actors.router import RouterActor
+from axiomnet.announce import ANNOUNCE
 from axiomnet.constants import DEAD_PROBE_INTERVAL, MAX_QUEUED_BATCHES, PEER_DEAD_AFTER
 from axiomnet.errors import InvalidAnnouncement
 from axiomnet.identity import Identity
@@ -27,8 +28,12 @@ def ipv6(src: bytes, dst: bytes) -> bytes:
     return bytes([0x60, 0, 0, 0, 0, 8, 59, 64]) + src + dst + bytes(8)
 
 
-def sent_announcements(session: Any) -> list[bytes]:
+def sent_control(session: Any) -> list[bytes]:
     return [x.payload for x in session.ask(GetOther()) if isinstance(x, m.SendControl)]
+
+
+def sent_announcements(session: Any) -> list[bytes]:
+    return [payload for payload in sent_control(session) if payload[0] == ANNOUNCE]
 
 
 def test_two_routers_learn_each_other_through_announcements(recorder):
@@ -46,6 +51,11 @@ def test_two_routers_learn_each_other_through_announcements(recorder):
                 and {s["tree"]["depth"] for s in snaps} == {0, 1})
 
     fed = {id(sa): 0, id(sb): 0}
+    probes = {id(sa): 0, id(sb): 0}
+
+    def measured() -> bool:
+        return all(r.ask(m.Snapshot(), timeout=5)["peers"][0]["rtt_ms"] is not None for r in (ra, rb))
+
     for _ in range(12):  # the links: carry the newest announcement each way, one per MIN_ANNOUNCE_INTERVAL
         ra.tell(m.HeartbeatTick())
         rb.tell(m.HeartbeatTick())
@@ -54,9 +64,13 @@ def test_two_routers_learn_each_other_through_announcements(recorder):
             if len(sent) > fed[id(session)]:
                 fed[id(session)] = len(sent)
                 router.tell(m.Announce(sender.public_key, sent[-1]))
-        if wait_for(converged, timeout=0.4):
+            other = [p for p in sent_control(session) if p[0] != ANNOUNCE]  # probes and replies, all of them
+            for payload in other[probes[id(session)]:]:
+                router.tell(m.Announce(sender.public_key, payload))
+            probes[id(session)] = len(other)
+        if wait_for(lambda: converged() and measured(), timeout=0.4):
             break
-    assert converged()
+    assert converged() and measured()  # each side's RTT from its own probes, answered by the other router
     snap_a = ra.ask(m.Snapshot(), timeout=5)
     assert snap_a["peers"][0]["coords"] is not None and snap_a["peers"][0]["alive"]
     # For the map: each peer's root, and the chain from the root down to us with keys and addresses.
@@ -294,3 +308,58 @@ def test_a_lookup_nobody_answers_widens_into_a_ring_search_between_heartbeats(re
     snap = router.ask(m.Snapshot(), timeout=5)
     assert snap["counters"]["fwd_ring_messages_sent"] >= 1 and snap["lookups"]["ring_searches"] == 1
     assert snap["lookups"]["pending"][0]["ring_ttl"] >= 2
+
+
+def _pump(routers: dict[str, Any], idents: dict[str, Identity], links: list[tuple[str, str, Any]],
+          done: Any, rounds: int = 16) -> bool:
+    """Tick every router and carry the newest announcement over each fake link until ``done()``."""
+    fed = {id(session): 0 for _, _, session in links}
+    for _ in range(rounds):
+        for router in routers.values():
+            router.tell(m.HeartbeatTick())
+        for src, dst, session in links:
+            sent = sent_announcements(session)
+            if len(sent) > fed[id(session)]:
+                fed[id(session)] = len(sent)
+                routers[dst].tell(m.Announce(idents[src].public_key, sent[-1]))
+        if wait_for(done, timeout=0.4):
+            return True
+    return done()
+
+
+def test_a_private_network_keeps_its_trusted_root_when_a_stranger_with_a_lower_key_joins(recorder):
+    """trusted_roots (issue 15 item 2) in the router actor: the line trusted - honest - stranger, where the
+    stranger holds the lowest key and the trusted root the highest. The honest node takes the trusted root; without
+    the setting it takes the stranger's tree."""
+    by_key = sorted((ident(n) for n in range(1, 12)), key=lambda i: i.signing_key)
+    idents = {"stranger": by_key[0], "honest": by_key[5], "trusted": by_key[-1]}
+
+    def run(trust: bool) -> dict[str, Any]:
+        roots = frozenset({idents["trusted"].public_key}) if trust else None
+        routers = {"stranger": RouterActor.start(None, {}, idents["stranger"], seq_start=10),
+                   "honest": RouterActor.start(None, {}, idents["honest"], seq_start=10, trusted_roots=roots),
+                   "trusted": RouterActor.start(None, {}, idents["trusted"], seq_start=10, trusted_roots=roots)}
+        links = []
+        for a, b in (("honest", "stranger"), ("honest", "trusted")):
+            for src, dst in ((a, b), (b, a)):
+                session = recorder()
+                routers[src].tell(m.SessionUp(session, idents[dst].public_key, ("192.0.2.9", 1), True))
+                links.append((src, dst, session))
+        want = (idents["trusted"] if trust else idents["stranger"]).signing_key.hex()
+
+        def settled() -> bool:  # the right root, and (private) the stranger's certified claim seen and refused
+            tree = routers["honest"].ask(m.Snapshot(), timeout=5)["tree"]
+            return tree["root"] == want and (not trust or tree["untrusted_root"] > 0)
+
+        _pump(routers, idents, links, settled)
+        snap = routers["honest"].ask(m.Snapshot(), timeout=5)
+        for router in routers.values():
+            router.stop()
+        return snap
+
+    open_net = run(trust=False)
+    assert open_net["tree"]["root"] == idents["stranger"].signing_key.hex()
+    private = run(trust=True)
+    assert private["tree"]["root"] == idents["trusted"].signing_key.hex() and private["tree"]["depth"] == 1
+    assert private["tree"]["parent"] == idents["trusted"].public_key.hex()
+    assert private["tree"]["trusted_roots"] == 1 and private["tree"]["untrusted_root"] > 0

@@ -20,7 +20,7 @@ from axiomnet.lookup import Pathfinder
 from axiomnet.routed import decode_routed
 from axiomnet.tree import Tree
 
-LINK_DELAY = 0.001  # what a tick's announcements take to arrive (also the RTT the tree measures)
+LINK_DELAY = 0.001  # what a tick's announcements take to arrive (the RTT the tree's probes measure is twice it)
 
 
 @dataclass
@@ -82,7 +82,9 @@ class Overlay:
                     u = self.by_noise[key]
                     if u in self.alive:
                         try:
-                            self.nodes[u].tree.receive(sender, data, self.now + LINK_DELAY)
+                            reply = self.nodes[u].tree.receive(sender, data, self.now + LINK_DELAY)
+                            if reply is not None:  # a probe: its reply comes back one more link delay later
+                                self.nodes[v].tree.receive(key, reply, self.now + 2 * LINK_DELAY)
                         except RemoteProtocolError:
                             self.rejected += 1
             for v in sorted(self.alive):

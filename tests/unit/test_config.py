@@ -320,3 +320,29 @@ def test_bad_front_door_settings_name_their_key(user: dict[str, str], tmp_path: 
         kwargs["env"] = dict(user, AXIOMNET_DISCOVERABLE="maybe")
     with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("(", r"\(")):
         load_config(**kwargs)  # type: ignore[arg-type]
+
+
+# --- routing v2: trusted_roots (a private network's roots) ---------------------------------------------------
+def test_trusted_roots_from_each_layer_and_through_config_check(user: dict[str, str], tmp_path: Path) -> None:
+    from axiomnet.ops.genconf import effective_config_text
+
+    assert load_config(env=user).trusted_roots is None  # open network by default
+    path = toml(tmp_path, f'trusted_roots = ["{KEY_A}", "{KEY_A.upper()}"]\n')
+    config = load_config(config_file=path, env=user)
+    assert config.trusted_roots == frozenset({bytes.fromhex(KEY_A)})
+    env = dict(user, AXIOMNET_TRUSTED_ROOTS=f"{KEY_A},{KEY_B}")
+    assert load_config(config_file=path, env=env).trusted_roots == frozenset({bytes.fromhex(KEY_A),
+                                                                              bytes.fromhex(KEY_B)})
+    assert load_config(env=dict(user, AXIOMNET_TRUSTED_ROOTS="")).trusted_roots is None  # empty: not set
+    config = load_config(config_file=path, env=env, overrides={"trusted_roots": [KEY_B]})
+    assert config.trusted_roots == frozenset({bytes.fromhex(KEY_B)})
+    again = load_config(config_file=toml(tmp_path, effective_config_text(config), "again.toml"), env=user)
+    assert again.trusted_roots == config.trusted_roots
+
+
+@pytest.mark.parametrize(("text", "named"), [(f'trusted_roots = "{"a" * 64}"\n', "trusted_roots (in"),
+                                            ('trusted_roots = ["abc"]\n', "trusted_roots[0] (in"),
+                                            ("trusted_roots = []\n", "trusted_roots (in")])
+def test_bad_trusted_roots_name_their_key(user: dict[str, str], tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("(", r"\(")):
+        load_config(config_file=toml(tmp_path, text), env=user)

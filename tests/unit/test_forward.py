@@ -13,7 +13,7 @@ from tests.unit.overlay_net import Overlay
 
 from axiomnet.errors import InvalidAnnouncement, MalformedPacket
 from axiomnet.lookup import Coords, decode_path_broken, encode_reply
-from axiomnet.routed import Kind, decode_routed, encode_routed, forwarded, root_tag
+from axiomnet.routed import NO_WATERMARK, Kind, decode_routed, encode_routed, forwarded, root_tag
 
 
 def delivered(overlay: Overlay, dst: int, payload: bytes) -> bool:
@@ -124,11 +124,12 @@ def test_hop_limit_is_enforced() -> None:
                            src=overlay.address(0), dst_path=far.tree.path, src_path=(), payload=b"x", hop_limit=1)
     out = mid.forwarder.receive(overlay.nodes[0].identity.public_key, [packet], overlay.now)
     assert not out.links and mid.forwarder.stats["dropped_hop_limit"] == 1
-    out = mid.forwarder.receive(overlay.nodes[0].identity.public_key, [forwarded(packet, 9, 0xFFFF)], overlay.now)
+    out = mid.forwarder.receive(overlay.nodes[0].identity.public_key, [forwarded(packet, 9, NO_WATERMARK)], overlay.now)
     assert decode_routed(out.links[far.identity.public_key][0]).hop_limit == 8
 
 
-@pytest.mark.parametrize("data", [b"", bytes(41), b"\x09" + bytes(50), b"\x01\x05\xff\xff" + bytes(36) + b"\xff\x00"])
+@pytest.mark.parametrize("data", [b"", bytes(47), b"\x09" + bytes(50), b"\x01\x01" + bytes(46),
+                                  b"\x01\x00\x00\x05" + bytes(40) + b"\xff\xff\x00\x00" + bytes(20)])
 def test_malformed_routed_packets_are_counted(data: bytes) -> None:
     overlay = settle(Overlay(nx.path_graph(2), seed=11))
     node = overlay.nodes[0]
@@ -176,7 +177,7 @@ def test_lookup_queue_is_bounded_and_gives_up() -> None:
 @pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(["relay", "deliver", "direct", "other_root", "malformed"]),
-                          st.integers(0, 255), st.integers(0, 0xFFFF)), min_size=1, max_size=30))
+                          st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF)), min_size=1, max_size=30))
 def test_a_batch_is_forwarded_exactly_as_its_packets_one_by_one(ops: list[tuple[str, int, int]]) -> None:
     import copy
 
@@ -196,7 +197,7 @@ def test_a_batch_is_forwarded_exactly_as_its_packets_one_by_one(ops: list[tuple[
             batch.append(base["relay"][:30])
         elif kind == "other_root":
             p = base["relay"]
-            batch.append(p[:4] + bytes(4) + p[8:])
+            batch.append(p[:8] + bytes(4) + p[12:])
         else:
             batch.append(forwarded(base[kind], hop, watermark))
     together, alone = copy.deepcopy(relay.forwarder), copy.deepcopy(relay.forwarder)

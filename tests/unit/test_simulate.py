@@ -160,9 +160,17 @@ def test_failures_are_repaired_to_full_delivery(capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.slow
+def test_a_chain_deeper_than_the_old_u8_bound_delivers_every_pair(capsys: pytest.CaptureFixture[str]) -> None:
+    """Protocol 2 has no 127-hop bound: a 600-node chain (depth well past 255) is one tree, every pair delivered."""
+    result = run_cli(capsys, "--topology", "chain", "--nodes", "600", "--seed", "1", "--pairs", "300")
+    assert result["max_tree_depth"] > 255 and result["trees"] == 1 and result["unplaced"] == 0
+    assert result["delivery"] == 1.0
+
+
+@pytest.mark.slow
 def test_chain_deeper_than_the_depth_bound_is_reported_not_hidden(capsys: pytest.CaptureFixture[str]) -> None:
     """Nodes past MAX_TREE_DEPTH cannot join the root's tree: they root trees of their own, pairs across fail."""
-    result = run_cli(capsys, "--topology", "chain", "--nodes", "400", "--seed", "1")
+    result = run_cli(capsys, "--topology", "chain", "--nodes", str(2 * MAX_TREE_DEPTH + 200), "--seed", "1")
     assert result["max_tree_depth"] == MAX_TREE_DEPTH
     assert result["unplaced"] > 0 and result["trees"] > 1
     assert result["delivery"] < 1.0 and set(result["drops"]) == {"other_tree"}

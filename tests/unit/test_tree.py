@@ -10,19 +10,36 @@ import pytest
 from tests.unit.overlay_net import Overlay
 
 from axiomnet.announce import (
+    PROBE,
+    PROBE_REPLY,
     Announcement,
     Hop,
     Verifier,
     decode_announcement,
+    decode_probe,
     encode_announcement,
+    encode_probe,
     hop_statement,
     root_statement,
     sign,
 )
 from axiomnet.bloom import Bloom, decode_bloom
-from axiomnet.constants import MAX_TREE_DEPTH, ROOT_TIMEOUT
+from axiomnet.constants import (
+    AEAD_TAG_SIZE,
+    ANNOUNCEMENT_HOP_SIZE,
+    HEADER_SIZE,
+    HOP_LIMIT,
+    MAX_ANNOUNCEMENT_SIZE,
+    MAX_BLOOM_ENCODED,
+    MAX_DATAGRAM_SIZE,
+    MAX_TREE_DEPTH,
+    PROBE_INTERVAL,
+    ROOT_TIMEOUT,
+)
 from axiomnet.errors import InvalidAnnouncement, MalformedPacket, RemoteProtocolError
 from axiomnet.identity import Identity
+from axiomnet.lookup import Coords, coords_statement, encode_reply
+from axiomnet.routed import DESTINATION, SOURCE, Kind, decode_routed, encode_routed, root_tag
 from axiomnet.tree import Tree, select_parents
 
 import numpy as np
@@ -50,7 +67,7 @@ def signed(root: Identity, chain: list[tuple[Identity, int]], receiver: Identity
         cert_port = 3
         cert_sig = sign(parent.signing_secret, hop_statement(root.signing_key, seq, parent.signing_key,
                                                              receiver.signing_key, cert_port))
-    fields = dict(number=1, echo=0, echo_delay_us=0, root=root.signing_key, seq=seq,
+    fields = dict(root=root.signing_key, seq=seq,
                   root_sig=sign(root.signing_secret, root_statement(root.signing_key, seq)), chain=tuple(hops),
                   cert_port=cert_port, cert_sig=cert_sig, bloom=None)
     fields.update(overrides)
@@ -63,10 +80,10 @@ def test_announcement_roundtrip_with_bloom() -> None:
     ann = signed(a, [(b, 7)], c, bloom=Bloom.of([a.address.packed, b.address.packed]))
     data = encode_announcement(ann)
     assert decode_announcement(data) == ann
-    assert len(data) == 128 + 98 + 66 + 2 + 2 * 16  # header, one hop, certificate, sparse bloom of 16 bits
+    assert len(data) == 108 + 98 + 66 + 2 + 2 * 16  # header, one hop, certificate, sparse bloom of 16 bits
 
 
-@pytest.mark.parametrize("cut", [0, 10, 127, 128 + 50, 128 + 98 + 10])
+@pytest.mark.parametrize("cut", [0, 10, 107, 108 + 50, 108 + 98 + 10])
 def test_truncated_announcement_is_malformed(cut: int) -> None:
     data = encode_announcement(signed(ident(1), [(ident(2), 7)], ident(3)))
     with pytest.raises(MalformedPacket):
@@ -74,9 +91,50 @@ def test_truncated_announcement_is_malformed(cut: int) -> None:
 
 
 def test_a_10000_hop_chain_is_refused_before_it_is_read() -> None:
-    head = struct.pack(">BBHQQI32sQ64s", 1, 0, 10_000, 1, 0, 0, bytes(32), 1, bytes(64))
+    head = struct.pack(">BBH32sQ64s", 1, 0, 10_000, bytes(32), 1, bytes(64))
     with pytest.raises(MalformedPacket, match="exceeds MAX_TREE_DEPTH"):
         decode_announcement(head + bytes(98 * 10_000 + 66)[:16000 - len(head)])
+
+
+def test_the_deepest_chain_with_a_full_filter_fits_one_control_datagram() -> None:
+    """MAX_TREE_DEPTH is what one announcement datagram can prove (u16 hop count on the wire): the deepest chain
+    with a raw bloom filter is at most MAX_ANNOUNCEMENT_SIZE bytes, one hop more would not be."""
+    full = Bloom.of([i.to_bytes(16, "big") for i in range(4000)])
+    assert len(full.encode()) == MAX_BLOOM_ENCODED
+    hop = Hop(bytes(32), 1, bytes(64))
+    ann = replace(signed(ident(1), [], ident(2)), chain=(hop,) * MAX_TREE_DEPTH, bloom=full)
+    data = encode_announcement(ann)
+    assert MAX_TREE_DEPTH > 255 and len(data) <= MAX_ANNOUNCEMENT_SIZE < len(data) + ANNOUNCEMENT_HOP_SIZE
+    assert decode_announcement(data).chain == ann.chain
+    assert HEADER_SIZE + MAX_ANNOUNCEMENT_SIZE + AEAD_TAG_SIZE == MAX_DATAGRAM_SIZE
+    with pytest.raises(ValueError, match="too deep"):
+        encode_announcement(replace(ann, chain=(hop,) * (MAX_TREE_DEPTH + 1), bloom=None))
+
+
+def test_a_position_deeper_than_the_old_u8_bound_is_taken_and_announced() -> None:
+    """Protocol version 2 has no u8 depth bound: a node 300 hops below the root takes its place from a truly
+    signed chain, announces it, and its path goes into a routed header and a lookup reply unchanged."""
+    ids = sorted((Identity.from_seed(i.to_bytes(32, "big")) for i in range(1, 302)), key=lambda i: i.signing_key)
+    root, sender, me = ids[0], ids[-2], ids[-1]
+    chain = [(ident_, (k % 5) + 1) for k, ident_ in enumerate(ids[1:-1])]
+    ann = signed(root, chain, me)
+    tree = tree_of(me)
+    tree.add(sender.public_key, 0.0)
+    tree.receive(sender.public_key, encode_announcement(ann), 1.0)
+    sent = dict(tree.tick(1.5))
+    assert tree.root == root.signing_key and tree.depth == 300 and tree.path == ann.path + (3,)
+    mine = decode_announcement(sent[sender.public_key])
+    assert len(mine.chain) == 300 and mine.path == tree.path
+    Verifier().verify(mine, b"")  # every hop, ours included, verifies
+    packet = encode_routed(Kind.TRAFFIC, root_tag=root_tag(tree.root), dst=me.address.packed,
+                           src=root.address.packed, dst_path=tree.path, src_path=(), payload=b"x",
+                           hop_limit=HOP_LIMIT)
+    header = decode_routed(packet)
+    assert packet[DESTINATION] == me.address.packed and packet[SOURCE] == root.address.packed  # the relays' slices
+    assert header.dst_path == tree.path and header.hop_limit == HOP_LIMIT > 2 * 300 and packet[header.offset:] == b"x"
+    reply = encode_reply(me.signing_secret, me.signing_key, Coords(tree.root, tree.path), me.address.packed, 1)
+    Verifier()._check(me.signing_key, coords_statement(tree.root, tree.path, me.address.packed, 1), reply[68:],
+                      "a 300-port lookup reply")
 
 
 def test_bloom_roundtrip_sparse_and_raw() -> None:
@@ -222,3 +280,104 @@ def test_a_bloom_filter_has_one_encoding_and_the_decoder_refuses_others() -> Non
     with pytest.raises(MalformedPacket, match="canonical"):
         decode_bloom(raw)
     assert decode_bloom(few.encode())[0] == few
+
+
+# --- private networks: trusted_roots ------------------------------------------------------------------------
+def _stranger_overlay(trust: bool) -> tuple[Overlay, int, int]:
+    """A ring of 6 whose lowest key is a stranger's (a node nobody listed); the honest nodes trust the node with the
+    highest key (when ``trust``). Returns (overlay, stranger, trusted)."""
+    overlay = Overlay(nx.cycle_graph(6), seed=21)
+    by_key = sorted(overlay.nodes, key=lambda v: overlay.nodes[v].tree.key)
+    stranger, trusted = by_key[0], by_key[-1]
+    if trust:
+        for v, node in overlay.nodes.items():
+            if v != stranger:
+                node.tree.trust(frozenset({overlay.nodes[trusted].identity.public_key}))
+    return overlay, stranger, trusted
+
+
+def test_without_trusted_roots_the_lowest_key_is_everyones_root() -> None:
+    overlay, stranger, _ = _stranger_overlay(trust=False)
+    overlay.tick(12)
+    assert {overlay.nodes[v].tree.root for v in overlay.alive} == {overlay.nodes[stranger].tree.key}
+
+
+def test_with_trusted_roots_a_stranger_with_a_lower_key_changes_nothing() -> None:
+    """A private network closes the election: the honest nodes keep the listed root (the highest key here), never
+    take the stranger's tree, and route among themselves around it."""
+    overlay, stranger, trusted = _stranger_overlay(trust=True)
+    overlay.tick(12)
+    honest = sorted(v for v in overlay.alive if v != stranger)
+    root = overlay.nodes[trusted].tree.key
+    assert all(overlay.nodes[v].tree.root == root for v in honest)
+    assert overlay.nodes[trusted].tree.is_root and overlay.nodes[stranger].tree.is_root
+    assert all(overlay.nodes[v].tree.parent != overlay.nodes[stranger].identity.public_key for v in honest)
+    assert sum(overlay.nodes[v].tree.stats["untrusted_root"] for v in honest) > 0
+    for src in honest:
+        for dst in honest:
+            if src != dst:
+                overlay.send(src, dst, b"p %d %d" % (src, dst))
+                assert (overlay.nodes[src].identity.address.packed, b"p %d %d" % (src, dst)) in \
+                    overlay.nodes[dst].delivered
+    # Listed roots still compete by key among themselves; an unlisted node is its own root only when alone.
+    tree = overlay.nodes[honest[0]].tree
+    assert tree.better_root(root, overlay.nodes[stranger].tree.key)
+    assert not tree.better_root(overlay.nodes[stranger].tree.key, root)
+    assert tree.snapshot(overlay.now)["trusted_roots"] == 1
+
+
+# --- costs a node can't lie about: the link RTT is our own measurement ------------------------------------------
+def test_a_neighbour_that_understates_its_delay_does_not_attract_us() -> None:
+    """Two neighbours at the same depth under the same root: the liar (50 ms away, and the one a tie would pick)
+    answers probes with guessed nonces at once to look close, then honestly late; the honest one is 5 ms away.
+    Only our own send and receive times count, so the guesses give no sample and the nearer one is our parent."""
+    ids = sorted((ident(n) for n in range(30, 40)), key=lambda i: i.signing_key)
+    root, me = ids[0], ids[-1]
+    liar, honest = sorted(ids[1:3], key=lambda i: i.public_key)  # a cost tie goes to the liar (lower noise key)
+    tree = tree_of(me)
+    delay = {liar.public_key: 0.050, honest.public_key: 0.005}
+    for peer in (liar, honest):
+        tree.add(peer.public_key, 0.0)
+    for t in range(1, 9):
+        now = t * PROBE_INTERVAL  # one probe per neighbour per PROBE_INTERVAL
+        for peer in (liar, honest):
+            tree.receive(peer.public_key, encode_announcement(signed(root, [(peer, 2)], me, seq=t)), now)
+        probes = [(key, data) for key, data in tree.tick(now + 0.01) if data[0] == PROBE]
+        assert sorted(key for key, _ in probes) == sorted(delay)
+        for key, probe in probes:
+            _, nonce = decode_probe(probe)
+            if key == liar.public_key:  # answers before it could have heard the probe: a guessed nonce
+                assert tree.receive(key, encode_probe(PROBE_REPLY, nonce ^ 1), now + 0.0101) is None
+            tree.receive(key, encode_probe(PROBE_REPLY, nonce), now + 0.01 + delay[key])
+            tree.receive(key, encode_probe(PROBE_REPLY, nonce), now + 0.0102 + delay[key])  # a replay: no sample
+    assert tree.stats["probe_replies_unmatched"] == 3 * 8  # 8 guesses, 16 replays
+    assert tree.neighbours[liar.public_key].rtt == pytest.approx(0.050)
+    assert tree.neighbours[honest.public_key].rtt == pytest.approx(0.005)
+    assert tree.parent == honest.public_key and tree.depth == 2
+    # Nothing the neighbour sends says how far it is: the announcement has no delay field left to lie in.
+    assert not {"echo", "echo_delay_us", "number"} & set(Announcement.__slots__)
+
+
+def test_a_probe_is_answered_at_once_but_no_faster_than_announcements_may_come() -> None:
+    me, peer = ident(41), ident(42)
+    tree = tree_of(me)
+    tree.add(peer.public_key, 0.0)
+    assert decode_probe(tree.receive(peer.public_key, encode_probe(PROBE, 77), 1.0)) == (PROBE_REPLY, 77)
+    assert tree.receive(peer.public_key, encode_probe(PROBE, 78), 1.1) is None  # within MIN_ANNOUNCE_INTERVAL
+    assert tree.stats["rate_limited"] == 1
+    for bad in (encode_probe(PROBE, 1)[:-1], bytes([PROBE]) + bytes(9), bytes([4]) + bytes(8)):
+        with pytest.raises(RemoteProtocolError):
+            tree.receive(peer.public_key, bad, 2.0)
+
+
+def test_probes_go_at_the_first_tick_then_once_per_probe_interval() -> None:
+    me, peer = ident(43), ident(44)
+    tree = tree_of(me)
+    tree.add(peer.public_key, 0.0)
+
+    def probes_at(now: float) -> int:
+        return sum(1 for _, data in tree.tick(now) if data[0] == PROBE)
+
+    assert probes_at(1.0) == 1
+    assert [probes_at(1.0 + t) for t in range(1, int(PROBE_INTERVAL))] == [0] * (int(PROBE_INTERVAL) - 1)
+    assert probes_at(1.0 + PROBE_INTERVAL) == 1
