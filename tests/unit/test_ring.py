@@ -22,7 +22,7 @@ from axiomnet.constants import (
 from axiomnet.errors import InvalidAnnouncement
 from axiomnet.forward import Output
 from axiomnet.identity import Identity
-from axiomnet.lookup import Pathfinder, decode_ring, encode_ring
+from axiomnet.lookup import Pathfinder, decode_ring, encode_ring, ring_step
 from axiomnet.routed import Kind, decode_routed, encode_routed
 
 
@@ -135,10 +135,23 @@ def test_a_ring_search_widens_round_by_round_then_gives_up() -> None:
     assert pf.ring_due(RING_AFTER - 0.1) == []  # the tree lookup gets RING_AFTER first
     t0 = RING_AFTER
     assert [(x, t) for x, _, t in pf.ring_due(t0)] == [(dst, 2)]  # TTL 1 would only reach neighbours
-    ttls = [t for dt in (0.25, 0.75, 1.75, 3.5, 6.0, 8.5) for _, _, t in pf.ring_due(t0 + dt)]
-    assert ttls == [4, 8, 16, 32, 64, RING_MAX_TTL]  # each round waits RING_STEP x TTL, 0.2 s to 2 s
-    assert pf.ring_due(t0 + 10.0) == [] and pf.stats["ring_exhausted"] == 0  # the last round still waits
-    assert pf.ring_due(t0 + 11.5) == [(dst, pf._rings[dst].nonce, 2)] and pf.stats["ring_exhausted"] == 1
+    # Each round waits RING_STEP x TTL (0.2 s to 2 s), then doubles the TTL, up to RING_MAX_TTL (the deepest
+    # path the routed header carries); unanswered at the last round's end, the search is given up.
+    expected, ttl = [], 2
+    while ttl < RING_MAX_TTL:
+        ttl = min(RING_MAX_TTL, 2 * ttl)
+        expected.append(ttl)
+    ttls, now, previous = [], t0, 2
+    for _ in range(len(expected)):
+        assert pf.ring_due(now + 0.9 * ring_step(previous)) == []  # not before its round's wait
+        now += ring_step(previous) + 0.001
+        ttls += [t for _, _, t in pf.ring_due(now)]
+        previous = ttls[-1]
+    assert ttls == expected and expected[:5] == [4, 8, 16, 32, 64]
+    assert pf.ring_due(now + 0.9 * ring_step(RING_MAX_TTL)) == [] and pf.stats["ring_exhausted"] == 0
+    now += ring_step(RING_MAX_TTL) + 0.001
+    again = pf.ring_due(now)  # given up; the packet still waits and RING_INTERVAL has passed: a new search, TTL 2
+    assert pf.stats["ring_exhausted"] == 1 and [t for _, _, t in again] == [2] and now - t0 >= RING_INTERVAL
 
 
 def test_the_source_limits_its_ring_searches_per_destination_and_in_all() -> None:
