@@ -11,7 +11,9 @@ replay window, rekey, bounded staging), between this node and the node that owns
   authenticates any other key is aborted: the initiator knows it reached the address it asked for.
 * **Inbound** (TRAFFIC payloads the router delivers, with the routed header's source address): a handshake
   initiation goes to the responder; a completed handshake is accepted only if the key it authenticated owns
-  that source address. A decrypted packet is written to the TUN only if its IPv6 source is the address of the
+  that source address. A session is keyed by its peer's address (the hash of its key): a datagram for a
+  session's receiver index from any other routed source is dropped and counted (a relay rewrote the source),
+  and everything a session sends goes to that address, never to a routed source. A decrypted packet is written to the TUN only if its IPv6 source is the address of the
   session's key and its destination is ours; anything else is dropped and counted.
 
 Results come back as an :class:`E2EOutput`: datagrams to route per destination address, packets for the
@@ -61,7 +63,7 @@ class E2EOutput:
 
 _STATS = ("tx_packets", "rx_packets", "tx_dropped_foreign_source", "tx_dropped_not_overlay", "tx_dropped_not_ipv6",
           "queued", "queue_dropped", "unresolvable_dropped", "rx_dropped_spoofed_source", "rx_dropped_not_for_us",
-          "rx_refused_wrong_owner", "rx_unknown_index", "rx_rejected", "nudges", "index_collisions", "sessions_created", "sessions_expired",
+          "rx_refused_wrong_owner", "rx_dropped_wrong_source", "rx_unknown_index", "rx_rejected", "nudges", "index_collisions", "sessions_created", "sessions_expired",
           "sessions_refused", "resolve_retries")
 
 
@@ -238,9 +240,14 @@ class EndToEnd:
                 self._on_final(src, header, datagram, out, now)
                 return
             session = self.sessions.get(owner) if owner is not None else None
-            if session is None or owner != src:
+            if session is None:
                 self.stats["rx_unknown_index"] += 1
                 self._nudge(src, header.ptype, out, now)
+                return
+            if owner != src:
+                # The index is the session of another address: a relay rewrote the routed source. The session's
+                # peer address is the hash of its key, so neither the packet nor any answer follows the rewrite.
+                self.stats["rx_dropped_wrong_source"] += 1
                 return
             got = session.receive(header, datagram, now)
         except RemoteProtocolError:

@@ -271,3 +271,36 @@ def test_next_deadline_covers_resolve_retries_the_resolve_timeout_and_session_ti
     pair.send(1, b"again")  # the session sent: its silence deadline, earlier than the rekey, is reported
     touched = a.next_deadline(touched_only=True)
     assert touched is not None and touched < REKEY_AFTER_TIME
+
+
+def test_a_relay_that_rewrites_the_routed_source_is_dropped_counted_and_never_answered() -> None:
+    """Issue 17: a relay rewrote the routed source of A's end-to-end packets to its own address, and B sent
+    datagrams to the relay's address. A session's peer address is the hash of its key: a packet for that
+    session from any other routed source is dropped and counted, and nothing goes to the rewritten address."""
+    stack = Stack(3, [(0, 1), (1, 2)])
+    stack.run(12)
+    a, relay, b = stack.nodes
+    stack.tun_send(0, [ipv6(a.address, b.address, b"before")])
+    assert [p[40:] for p in b.tun] == [b"before"]
+
+    def rewrite(packet: bytes) -> bytes:
+        if packet[0] == Kind.TRAFFIC and packet[24:40] == a.address:
+            return packet[:24] + relay.address + packet[40:]
+        return packet
+
+    stack.rewrite[1] = rewrite
+    stack.routed_log.clear()
+    for i in range(6):
+        stack.tun_send(0, [ipv6(a.address, b.address, b"ping %d" % i)])
+        stack.run(0.5)
+    assert [p[40:] for p in b.tun] == [b"before"]  # nothing rewritten was delivered
+    assert b.e2e.stats.get("rx_dropped_wrong_source") == 6, b.e2e.stats
+    assert relay.address not in b.e2e.sessions  # no session, no handshake to the rewritten address
+    to_relay = [p for at, p in stack.routed_log if at == 2 and decode_routed(p).dst == relay.address]
+    assert to_relay == [], "B sent datagrams to the address the relay wrote in"
+    # B's own packets for A still go to A's address (the key's), and get there.
+    stack.tun_send(2, [ipv6(b.address, a.address, b"reply")])
+    assert [p[40:] for p in a.tun] == [b"reply"]
+    stack.rewrite.clear()
+    stack.tun_send(0, [ipv6(a.address, b.address, b"after")])
+    assert [p[40:] for p in b.tun] == [b"before", b"after"]
