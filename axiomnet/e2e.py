@@ -61,10 +61,13 @@ class E2EOutput:
             self.sends.setdefault(dst, []).extend(datagrams)
 
 
+# Every inbound datagram the layer does not deliver is counted once, under a name that says why (docs/PROTOCOL.md
+# §3.8): rx_dropped_* here, and rx_<ErrorClass> (rx_DecryptionFailed, rx_ReplayedPacket, rx_MalformedPacket, ...)
+# for what the sessions and the responder refused, added as they happen.
 _STATS = ("tx_packets", "rx_packets", "tx_dropped_foreign_source", "tx_dropped_not_overlay", "tx_dropped_not_ipv6",
           "queued", "queue_dropped", "unresolvable_dropped", "rx_dropped_spoofed_source", "rx_dropped_not_for_us",
-          "rx_refused_wrong_owner", "rx_dropped_wrong_source", "rx_unknown_index", "rx_rejected", "nudges", "index_collisions", "sessions_created", "sessions_expired",
-          "sessions_refused", "resolve_retries")
+          "rx_dropped_wrong_owner", "rx_dropped_wrong_source", "rx_dropped_unknown_index", "rx_dropped_session_limit",
+          "nudges", "index_collisions", "sessions_created", "sessions_expired", "sessions_refused", "resolve_retries")
 
 
 @dataclass(slots=True)
@@ -222,7 +225,8 @@ class EndToEnd:
     def _open_run(self, src: bytes, datagrams: list[bytes], out: E2EOutput, now: float) -> None:
         session = self.sessions[src]
         got = session.receive_batch(datagrams, now)
-        self.stats["rx_rejected"] += len(got.errors)
+        for exc in got.errors:
+            self._refused(exc)
         out.send(src, got.replies)
         for ptype, payload in got.payloads:
             if ptype is DATA:
@@ -241,7 +245,7 @@ class EndToEnd:
                 return
             session = self.sessions.get(owner) if owner is not None else None
             if session is None:
-                self.stats["rx_unknown_index"] += 1
+                self.stats["rx_dropped_unknown_index"] += 1
                 self._nudge(src, header.ptype, out, now)
                 return
             if owner != src:
@@ -250,13 +254,18 @@ class EndToEnd:
                 self.stats["rx_dropped_wrong_source"] += 1
                 return
             got = session.receive(header, datagram, now)
-        except RemoteProtocolError:
-            self.stats["rx_rejected"] += 1
+        except RemoteProtocolError as exc:
+            self._refused(exc)
             return
         out.send(src, got.replies)
         if got.ptype is DATA:
             self._to_tun(src, got.payload, out)
         self._collect(src, session, out, now)
+
+    def _refused(self, exc: RemoteProtocolError) -> None:
+        """A datagram a session or the responder refused: counted by its error class (rx_DecryptionFailed, ...)."""
+        name = "rx_" + type(exc).__name__
+        self.stats[name] = self.stats.get(name, 0) + 1
 
     def _nudge(self, src: bytes, ptype: PacketType, out: E2EOutput, now: float) -> None:
         """Transport traffic from ``src`` for a session we do not have: it kept keys we lost (we restarted). Start
@@ -292,11 +301,12 @@ class EndToEnd:
         if derive_address(result.remote_static).packed != src:
             # It proved a key, but not one that owns the source address it routed from: refuse it.
             self._owners.release(result.local_index, RESPONDER)
-            self.stats["rx_refused_wrong_owner"] += 1
+            self.stats["rx_dropped_wrong_owner"] += 1
             return
         session = self._session(src, result.remote_static)
         if session is None:
             self._owners.release(result.local_index, RESPONDER)
+            self.stats["rx_dropped_session_limit"] += 1
             return
         self._owners.move(result.local_index, RESPONDER, src)
         out.send(src, session.install(result, now).replies)

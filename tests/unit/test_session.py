@@ -551,9 +551,16 @@ def test_receive_batch_agrees_with_receive_datagram_by_datagram(ops: list[tuple[
             stream.append(stream[-1][:HEADER_SIZE + 15] if stream else b"")
     batch = sb.receive_batch(stream, 3.0)
     payloads, replies, errors, last = [], [], [], -1
+    undecodable = 0  # receive_batch counts these itself (receive never sees them)
     for i, d in enumerate(stream):
         try:
-            got = twin.receive(decode_header(d), d, 3.0)
+            header = decode_header(d)
+        except RemoteProtocolError as exc:
+            errors.append(type(exc))
+            undecodable += 1
+            continue
+        try:
+            got = twin.receive(header, d, 3.0)
         except RemoteProtocolError as exc:
             errors.append(type(exc))
             continue
@@ -564,6 +571,7 @@ def test_receive_batch_agrees_with_receive_datagram_by_datagram(ops: list[tuple[
     assert batch.payloads == payloads
     assert [type(e) for e in batch.errors] == errors
     assert batch.replies == replies and batch.last_authentic == last
+    twin.stats.update({"malformed": undecodable, "dropped": undecodable})
     assert sb.stats == twin.stats
     assert sb.last_heard == twin.last_heard and sb.next_deadline() == twin.next_deadline()
 
