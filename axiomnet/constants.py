@@ -50,6 +50,14 @@ COOKIE_SIZE = 16
 HANDSHAKE_RATE_PER_SOURCE = 20.0  # initiations per second accepted from one source IP (token bucket)
 HANDSHAKE_BURST_PER_SOURCE = 40.0  # bucket depth; past it initiations are dropped (RateLimited)
 MAX_RATE_LIMITED_SOURCES = 4096  # source buckets kept; the least recently used is forgotten past this
+# Every HANDSHAKE_INIT is padded to this many bytes (docs/PROTOCOL.md §2.2.1), and a responder answers an INIT
+# only with a HANDSHAKE_RESP no larger than it: a spoofed INIT can never draw more bytes than it cost (WireGuard's
+# first message is larger than its answer for the same reason). Room for a handshake payload of up to
+# HANDSHAKE_INIT_SIZE - 132 = 124 bytes in the RESP.
+HANDSHAKE_INIT_SIZE = 256
+# A retransmitted INIT (the same message 1 and index) gets the stored RESP again at most this often: a captured
+# INIT replayed in a burst draws one answer, an initiator's retransmissions (>= 0.25 s apart) each get theirs.
+RESP_RESEND_INTERVAL = 0.2
 
 # --- node / actors -------------------------------------------------------------------------------
 DEFAULT_UDP_PORT = 7443

@@ -23,12 +23,14 @@ from typing import TypeVar
 from axiomnet.constants import (
     COOKIE_LOAD_THRESHOLD,
     COOKIE_NONCE_SIZE,
+    HANDSHAKE_INIT_SIZE,
     KEY_PROBE_BURST_PER_SOURCE,
     KEY_PROBE_RATE_PER_SOURCE,
     KEY_REPLY_BURST,
     KEY_REPLY_RATE,
     MAX_PENDING_HANDSHAKES,
     PENDING_HANDSHAKE_TIMEOUT,
+    RESP_RESEND_INTERVAL,
     UNDER_LOAD_AFTER_TIME,
 )
 from axiomnet.control import HandshakePayload, decode_handshake_payload
@@ -57,8 +59,11 @@ from axiomnet.indices import IndexCommand, LocalIndices
 from axiomnet.noise import NoiseFailure, NoiseHandshake
 from axiomnet.session import HandshakeResult
 from axiomnet.wire import (
+    HEADER_SIZE,
+    MAC_SIZE,
     NOISE_KEY_SIZE,
     NOISE_MSG1_MIN,
+    NOISE_MSG2_MIN,
     Header,
     PacketType,
     decode_handshake_final,
@@ -76,7 +81,7 @@ _Body = TypeVar("_Body")
 class _Pending:
     """A half-open handshake: we answered HANDSHAKE_INIT and wait for HANDSHAKE_FINAL."""
 
-    __slots__ = ("noise", "local_index", "initiator_index", "msg1", "deadline", "resp", "started")
+    __slots__ = ("noise", "local_index", "initiator_index", "msg1", "deadline", "resp", "started", "answered")
 
     def __init__(
         self,
@@ -95,6 +100,7 @@ class _Pending:
         self.deadline = deadline
         self.resp = resp
         self.started = started
+        self.answered = started  # when resp was last sent
 
 
 _RESPONDER_STATS = (
@@ -104,6 +110,8 @@ _RESPONDER_STATS = (
     "cookie_replies",
     "responses_sent",
     "responses_resent",
+    "responses_not_resent",
+    "init_too_small",
     "completed",
     "not_allowed",
     "pending_evicted",
@@ -148,6 +156,11 @@ class HandshakeResponder:
         self._static_private = bytes(static_private)
         self._static_public = bytes(static_public)
         self._payload = local_payload.encode()
+        # Our HANDSHAKE_RESP's size: an INIT smaller than this is not answered (it would draw more than it cost).
+        self.resp_size = HEADER_SIZE + 4 + NOISE_MSG2_MIN + len(self._payload) + MAC_SIZE
+        if self.resp_size > HANDSHAKE_INIT_SIZE:
+            raise ValueError(f"a handshake payload of {len(self._payload)} bytes makes the HANDSHAKE_RESP "
+                             f"{self.resp_size} bytes, larger than the {HANDSHAKE_INIT_SIZE}-byte INIT it answers")
         self._indices = LocalIndices(rng if rng is not None else random.SystemRandom())
         self._secret_source = secret_source
         self._mac1_key = mac1_key(self._static_public)
@@ -237,6 +250,10 @@ class HandshakeResponder:
         init = self._decoded(decode_handshake_init, datagram, addr)
         if len(init.noise) != NOISE_MSG1_MIN:
             raise self._reject(MalformedPacket, "malformed", addr, "handshake message 1 must carry no payload")
+        if len(datagram) < self.resp_size:
+            # Unpadded: our answer would be larger than the datagram, from a source nobody has verified.
+            raise self._reject(MalformedPacket, "init_too_small", addr,
+                               f"handshake initiation of {len(datagram)} bytes, smaller than our {self.resp_size}-byte answer")
         if not check_mac1(datagram, self._mac1_key, 2):
             # A scan, or a sender that does not know our key: no answer, no Diffie-Hellman.
             raise self._reject(InvalidMac, "bad_mac1", addr, "handshake initiation with an invalid mac1")
@@ -256,6 +273,10 @@ class HandshakeResponder:
             entry = self._pending[known]
             if entry.initiator_index != init.sender:
                 raise self._reject(ReplayedPacket, "replayed", addr, "handshake message 1 replayed with another index")
+            if now - entry.answered < RESP_RESEND_INTERVAL:
+                # A burst of copies (a captured INIT replayed) draws one answer, not one per copy.
+                raise self._reject(Ignored, "responses_not_resent", addr, "handshake initiation answered just now")
+            entry.answered = now
             self.stats["responses_resent"] += 1
             return [entry.resp], None
         noise = NoiseHandshake(self._static_private, initiator=False)

@@ -356,12 +356,13 @@ def well_formed_init():
     # With the target's public key (an attacker that knows it) mac1 is valid and the INIT reaches the Noise
     # handshake; without it mac1 is random and the front door drops it before any Diffie-Hellman.
     eph = bytes(PrivateKey.generate().public_key) if PrivateKey else os.urandom(32)
-    head = header(1, 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) + eph
+    # Padded to 256 bytes (HANDSHAKE_INIT_SIZE): a responder does not answer an INIT smaller than its RESP.
+    head = header(1, 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) + eph + bytes(172)
     mac1 = hashlib.blake2s(head, key=mac1_key, digest_size=16).digest() if mac1_key else os.urandom(16)
     return head + mac1 + bytes(16)
 
 def random_init():
-    return header(1, 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) + os.urandom(32) + os.urandom(32)
+    return header(1, 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) + os.urandom(32) + bytes(172) + os.urandom(32)
 
 nibble = [0]
 def make(kind):

@@ -26,6 +26,7 @@ from axiomnet.constants import (
 )
 from axiomnet.cookie import add_macs, cookie_key, mac1_key, open_cookie
 from axiomnet.errors import (
+    Ignored,
     InvalidMac,
     MalformedPacket,
     RateLimited,
@@ -33,6 +34,7 @@ from axiomnet.errors import (
     UnknownReceiver,
 )
 from axiomnet.wire import (
+    INIT_PADDING,
     NOISE_MSG1_MIN,
     PacketType,
     decode_datagram,
@@ -186,7 +188,7 @@ def flood(b: Node, rng: random.Random, count: int, *, mac1_valid: bool) -> Count
             body = rng.randbytes(4 + NOISE_MSG1_MIN)  # fully random (mostly a bad sender index)
         else:
             body = struct.pack(">I", rng.randrange(1, 1 << 24)) + rng.randbytes(NOISE_MSG1_MIN)
-        datagram = header + body + bytes(2 * MAC_SIZE)
+        datagram = header + body + bytes(INIT_PADDING + 2 * MAC_SIZE)  # padded, as every initiator sends it
         if mac1_valid:
             datagram = add_macs(datagram, mac1_key(b.public), None)[0]
         addr = noisy if i % 10 == 0 else random_addr(rng)
@@ -302,3 +304,57 @@ def test_next_deadline_is_when_the_oldest_half_open_handshake_expires() -> None:
     assert b.responder.pending_count == 1 and b.responder.next_deadline() == 2.0 + PENDING_HANDSHAKE_TIMEOUT
     b.responder.expire(2.0 + PENDING_HANDSHAKE_TIMEOUT)
     assert b.responder.pending_count == 0 and b.responder.next_deadline() is None
+
+
+# --- no amplification ------------------------------------------------------------------------------------
+def test_no_reply_to_an_unauthenticated_datagram_is_larger_than_it() -> None:
+    """Issue 17: a captured 84-byte HANDSHAKE_INIT replayed 20 times from a spoofed source drew 20 RESPs of about
+    150 bytes (1.8x). INITs are now padded to HANDSHAKE_INIT_SIZE and an INIT smaller than the RESP it would
+    draw gets nothing; a burst of copies of one INIT draws one answer. Every reply the front door gives to a
+    datagram nobody authenticated, on every path, is measured here."""
+    b = Node("b", 2)
+    victim = ("192.0.2.66", 7443)
+    ratios: dict[str, float] = {}
+
+    def measure(name: str, datagram: bytes, addr: tuple[str, int], now: float) -> list[bytes]:
+        replies, _ = respond(b.responder, datagram, addr, now)
+        assert len(replies) == 1, name
+        ratios[name] = len(replies[0]) / len(datagram)
+        return replies
+
+    init = Node("a", 1).session_for(b.public).initiate(0.0)[0]
+    measure("HANDSHAKE_INIT -> HANDSHAKE_RESP", init, victim, 0.0)
+    measure("HANDSHAKE_INIT retransmitted -> HANDSHAKE_RESP again", init, victim, 0.3)
+    answers = 0
+    for i in range(20):  # the captured INIT replayed in a burst: the answer just sent is not sent again
+        try:
+            answers += len(respond(b.responder, init, victim, 0.31 + i * 0.001)[0])
+        except Ignored:
+            pass
+    assert answers == 0 and b.responder.stats["responses_not_resent"] == 20
+    probe = Node("p", 5).session_for(None, pin=False).initiate(1.0)[0]
+    measure("KEY_PROBE -> KEY_REPLY", probe, victim, 1.0)
+    fill_pending(b, COOKIE_LOAD_THRESHOLD - b.responder.pending_count, now=2.0)
+    init2 = Node("c", 3).session_for(b.public).initiate(2.0)[0]
+    assert types_of(measure("HANDSHAKE_INIT under load -> COOKIE_REPLY", init2, victim, 2.0)) == [
+        PacketType.COOKIE_REPLY]
+    assert all(ratio <= 1.0 for ratio in ratios.values()), ratios
+    assert len(ratios) == 4
+    # An INIT without the padding (an old or hostile sender) would draw more than it cost: it gets nothing.
+    e = static_keypair(7)[1]
+    bare = add_macs(encode_handshake_init(77, e, padding=0), mac1_key(b.public), None)[0]
+    with pytest.raises(MalformedPacket, match="smaller than our"):
+        respond(b.responder, bare, victim, 30.0)
+    assert b.responder.stats["init_too_small"] == 1
+
+
+def test_a_local_payload_too_large_for_the_padded_init_is_refused_at_start() -> None:
+    """The rule above holds by construction: a node whose RESP would outgrow the INIT does not start."""
+    from axiomnet.control import HandshakePayload
+    from axiomnet.responder import HandshakeResponder
+
+    private, public = static_keypair(9)
+    HandshakeResponder(private, public, local_payload=HandshakePayload(capabilities=("tun", "neighbour-ip", "e2e")))
+    with pytest.raises(ValueError, match="larger than"):
+        HandshakeResponder(private, public, local_payload=HandshakePayload(capabilities=tuple("x" * 12 + str(i)
+                                                                                             for i in range(10))))
