@@ -156,7 +156,12 @@ def test_handshakes_arriving_while_the_socket_actor_restarts_complete_afterwards
     mgr.sock = fresh
     mgr.ref.tell(m.Rewire("socket", fresh))
     assert wait_for(lambda: any(isinstance(x, m.BindIndex) for x in fresh.ask(GetOther())))  # rebound
-    mgr.ref.tell(m.Datagrams([(init, addr)]))  # the initiator retransmits its INIT
+
+    def retransmit() -> bool:  # the initiator retransmits its INIT (a copy within RESP_RESEND_INTERVAL is ignored)
+        mgr.ref.tell(m.Datagrams([(init, addr)]))
+        return any(a == addr for _, a in mgr.sock.ask(GetSent()))
+
+    assert wait_for(retransmit)
     reply, _ = replies_to(mgr, addr, 0)
     (final,) = session.receive(decode_header(reply), reply, time.monotonic()).replies
     mgr.ref.tell(m.Datagrams([(final, addr)]))
@@ -180,15 +185,27 @@ def test_a_dead_session_actor_does_not_take_the_manager_down(recorder):
 # --- admission ------------------------------------------------------------------------------------------
 def test_one_host_minting_keys_cannot_keep_a_new_peer_out(recorder):
     """The issue's lockout: one host completes handshakes with fresh keys until the table is full, and a new
-    peer that pinned our key cannot get in. Per-source admission stops the host at MAX_SESSIONS_PER_SOURCE."""
-    mgr = start_manager(recorder, max_sessions=6, max_sessions_per_source=3)
+    peer that pinned our key cannot get in. The host fills the room there is, is refused past it, and a new peer
+    from elsewhere takes one of its slots (the host holding the most gives one up)."""
+    mgr = start_manager(recorder, max_sessions=6)
     for port in range(1000, 1010):
         dial(mgr, ("198.51.100.66", port))  # ten fresh keys from one host, any port
-    assert wait_for(lambda: mgr.snapshot().get("refused_source_limit") == 7)
-    assert mgr.sessions() == 3
-    dial(mgr, ("192.0.2.50", 7443))  # a new peer from elsewhere
-    assert wait_for(lambda: mgr.sessions() == 4)
-    assert wait_for(lambda: established_sessions(mgr) == 4)
+    assert wait_for(lambda: mgr.snapshot().get("refused_session_limit") == 4)
+    assert mgr.sessions() == 6
+    newcomer = Identity.generate()
+    dial(mgr, ("192.0.2.50", 7443), peer=newcomer)  # a new peer from elsewhere
+    assert wait_for(lambda: mgr.snapshot().get("evicted_for_fair_share") == 1)
+    assert wait_for(lambda: established_sessions(mgr) == 6)
+    assert newcomer.public_key.hex() in _session_keys(mgr)
+
+
+def test_twenty_nodes_behind_one_address_all_get_sessions(recorder):
+    """Issue 17: with 8 per source a hard cap, ten nodes behind one NAT could not all peer with a public node."""
+    mgr = start_manager(recorder)
+    for port in range(2000, 2020):
+        dial(mgr, ("203.0.113.77", port))
+    assert wait_for(lambda: established_sessions(mgr) == 20, 30.0)
+    assert not any(k.startswith("refused_") for k in mgr.snapshot())
 
 
 def test_a_configured_pinned_peer_keeps_its_slot_when_strangers_fill_the_rest(recorder):
