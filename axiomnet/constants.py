@@ -129,11 +129,10 @@ KEY_PROBE_RATE_PER_SOURCE = 2.0
 KEY_PROBE_BURST_PER_SOURCE = 5.0
 
 # --- admission: who gets a session slot (docs/PROTOCOL.md §3.6) ---------------------------------
-# Sessions with a key nobody named (not a static peer's, not in allowed_keys) from one source (IPv4 address,
-# IPv6 /64); the next such handshake from that source is refused (counted refused_source_limit).
-MAX_SESSIONS_PER_SOURCE = 8
-# Sessions with a key nobody named, node-wide; past it such handshakes are refused (refused_unpinned_limit), which
-# keeps MAX_SESSIONS - MAX_UNPINNED_SESSIONS slots for named peers (who may also evict, least recently active first).
+# Sessions with a key nobody named (not a static peer's, not in allowed_keys), node-wide. Below it every source
+# is admitted; at it a stranger takes a slot only from a source holding at least two more than its own (refused
+# otherwise: refused_unpinned_limit). It keeps MAX_SESSIONS - MAX_UNPINNED_SESSIONS slots for named peers, who
+# evict strangers of the source holding the most slots when the table is full.
 MAX_UNPINNED_SESSIONS = 768
 # A session actor tells the peer manager it heard its peer at most this often: the least recently active stranger
 # evicted for a named peer is picked on activity at most this stale (sessions expire after minutes of silence).
