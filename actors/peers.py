@@ -296,11 +296,11 @@ class PeerManagerActor(SupervisedActor):
                         "peer at {}:{} authenticated as {} but is configured with key {}: refused",
                         addr[0], addr[1], key.hex()[:16], spec.expected_key.hex()[:16],
                     )
-                    self._refuse(result, "refused_key_mismatch")
+                    self._refuse(result, "refused_key_mismatch", addr, now)
                     return
         if urn is None:
             named = key in self.named_keys
-            decision = self.admission.decide(named=named, source=source_key(addr))
+            decision = self.admission.decide(named=named, source=source_key(addr), now=now)
             if isinstance(decision, Refuse):
                 self._refuse(result, decision.reason, addr, now)
                 return
@@ -324,6 +324,8 @@ class PeerManagerActor(SupervisedActor):
         at most every REFUSAL_LOG_INTERVAL: a host minting keys must not flood the log)."""
         tell(self.refs.get("socket"), m.ReleaseIndex(result.local_index, self.actor_ref))
         self.counters[reason] += 1
+        if addr is not None and self.responder is not None:
+            self.responder.refused(addr, now)  # refusals are load: past a few, that source must earn cookies
         if addr is not None and now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
             self._refusal_logged = now
             logger.warning("refusing peer {} at {}:{} ({}; {} sessions, {} of unnamed keys; counted in {})",

@@ -12,7 +12,8 @@ admitted by class (docs/PROTOCOL.md §3.6):
   :func:`axiomnet.cookie.source_key`) that holds at least two more strangers' slots than its own source does;
   otherwise it is refused. So under pressure slots are shared out by source (max-min fair): a host minting keys
   cannot push out other hosts' peers, whose sources always hold fewer slots than it does, and loses its own slots
-  to every newcomer from elsewhere.
+  to every newcomer from elsewhere. How fast one source opens strangers' sessions is bounded (a burst, then a
+  rate); how many it holds is not.
 
 The stranger evicted is always the least recently active inbound unnamed session (one that dialled us) of the
 source holding the most such sessions. The caller (the peer manager) keys sessions by any hashable id and reports
@@ -24,7 +25,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from axiomnet.constants import MAX_SESSIONS, MAX_UNPINNED_SESSIONS
+from axiomnet.constants import MAX_SESSIONS, MAX_UNPINNED_SESSIONS, STRANGER_BURST_PER_SOURCE, STRANGER_RATE_PER_SOURCE
+from axiomnet.cookie import SourceRateLimiter
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,13 @@ class _Entry:
 class Admission:
     """The session table's occupancy by class and source, and the admission decision for a newcomer."""
 
-    def __init__(self, max_sessions: int = MAX_SESSIONS, max_unpinned: int = MAX_UNPINNED_SESSIONS) -> None:
+    def __init__(self, max_sessions: int = MAX_SESSIONS, max_unpinned: int = MAX_UNPINNED_SESSIONS, *,
+                 stranger_rate: float = STRANGER_RATE_PER_SOURCE, stranger_burst: float = STRANGER_BURST_PER_SOURCE) -> None:
         if max_sessions < 1 or max_unpinned < 0:
             raise ValueError("session bounds must be positive")
+        # How fast one source may open strangers' sessions (not how many it may hold): a key flood from one host
+        # is refused past the burst, and a refusal is load at the front door (axiomnet/responder.py).
+        self._newcomers = SourceRateLimiter(stranger_rate, stranger_burst)
         self.max_sessions = max_sessions
         self.max_unpinned = min(max_unpinned, max_sessions)
         self._entries: dict[Hashable, _Entry] = {}
@@ -75,14 +81,24 @@ class Admission:
         """Strangers' sessions (inbound, unnamed) held by ``source``."""
         return len(self._strangers.get(source, ()))
 
-    def decide(self, *, named: bool, source: bytes) -> Admit | Refuse:
-        """Whether a newcomer of this class from ``source`` gets a slot (and whom it evicts); changes nothing."""
+    def decide(self, *, named: bool, source: bytes, now: float) -> Admit | Refuse:
+        """Whether a newcomer of this class from ``source`` gets a slot (and whom it evicts). Changes nothing but,
+        for a stranger, the source's newcomer bucket (STRANGER_BURST_PER_SOURCE, then STRANGER_RATE_PER_SOURCE a
+        second: ``refused_source_rate`` past it)."""
         full = len(self._entries) >= self.max_sessions
         if named:
             if not full:
                 return Admit()
             victim = self._victim(floor=0)
             return Admit(victim) if victim is not None else Refuse("refused_session_limit")
+        if self._newcomers.level(source, now) < 1.0:
+            return Refuse("refused_source_rate")
+        decision = self._decide_stranger(source, full)
+        if isinstance(decision, Admit):
+            self._newcomers.allow(source, now)
+        return decision
+
+    def _decide_stranger(self, source: bytes, full: bool) -> Admit | Refuse:
         if not full and self._unnamed < self.max_unpinned:
             return Admit()
         # No room: only a source holding at least two more slots than ours gives one up (a swap of equals would

@@ -302,11 +302,13 @@ class EndToEnd:
             # It proved a key, but not one that owns the source address it routed from: refuse it.
             self._owners.release(result.local_index, RESPONDER)
             self.stats["rx_dropped_wrong_owner"] += 1
+            self.responder.refused(src, now)
             return
         session = self._session(src, result.remote_static)
         if session is None:
             self._owners.release(result.local_index, RESPONDER)
             self.stats["rx_dropped_session_limit"] += 1
+            self.responder.refused(src, now)
             return
         self._owners.move(result.local_index, RESPONDER, src)
         out.send(src, session.install(result, now).replies)

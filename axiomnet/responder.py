@@ -30,6 +30,10 @@ from axiomnet.constants import (
     KEY_REPLY_RATE,
     MAX_PENDING_HANDSHAKES,
     PENDING_HANDSHAKE_TIMEOUT,
+    REFUSALS_BEFORE_LOAD,
+    REFUSALS_FORGIVEN_PER_SECOND,
+    REFUSED_SOURCE_HANDSHAKE_BURST,
+    REFUSED_SOURCE_HANDSHAKE_RATE,
     RESP_RESEND_INTERVAL,
     UNDER_LOAD_AFTER_TIME,
 )
@@ -125,6 +129,8 @@ _RESPONDER_STATS = (
     "key_replies",
     "key_probes_ignored",
     "key_probes_limited",
+    "refusals",
+    "cookie_replies_refused_source",
 )
 
 
@@ -169,6 +175,10 @@ class HandshakeResponder:
         self._limiter = SourceRateLimiter()
         self._probe_bucket = TokenBucket(KEY_REPLY_RATE, KEY_REPLY_BURST)
         self._probe_limiter = SourceRateLimiter(KEY_PROBE_RATE_PER_SOURCE, KEY_PROBE_BURST_PER_SOURCE)
+        # Refused handshakes per source (a bucket each refusal takes from): an empty bucket puts that source
+        # under load on its own (cookies, then its rate limit), whatever the node-wide load.
+        self._refusals = SourceRateLimiter(REFUSALS_FORGIVEN_PER_SECOND, REFUSALS_BEFORE_LOAD)
+        self._refused_limiter = SourceRateLimiter(REFUSED_SOURCE_HANDSHAKE_RATE, REFUSED_SOURCE_HANDSHAKE_BURST)
         self._under_load_until = -math.inf
         self.allowed_keys = allowed_keys
         self.discoverable = discoverable
@@ -207,6 +217,16 @@ class HandshakeResponder:
             self._under_load_until = now + UNDER_LOAD_AFTER_TIME
             return True
         return now < self._under_load_until
+
+    def refused(self, addr: Hashable, now: float) -> None:
+        """A handshake from ``addr`` completed and was refused (admission, a key that does not own the address...):
+        past REFUSALS_BEFORE_LOAD of them its source is under load (:meth:`source_under_load`)."""
+        self.stats["refusals"] += 1
+        self._refusals.allow(addr, now)
+
+    def source_under_load(self, addr: Hashable, now: float) -> bool:
+        """True while ``addr``'s source has used up its refusals: its INITs need a cookie and meet its rate limit."""
+        return self._refusals.level(addr, now) < 1.0
 
     def next_deadline(self) -> float | None:
         """When the oldest half-open handshake expires (the next time :meth:`expire` has work), or None."""
@@ -257,17 +277,22 @@ class HandshakeResponder:
         if not check_mac1(datagram, self._mac1_key, 2):
             # A scan, or a sender that does not know our key: no answer, no Diffie-Hellman.
             raise self._reject(InvalidMac, "bad_mac1", addr, "handshake initiation with an invalid mac1")
-        if self.under_load(now):
+        refused_source = self.source_under_load(addr, now)
+        if refused_source or self.under_load(now):
             if not self._cookies.mac2_valid(datagram, addr, now):
                 # Prove you receive at this address first: no state, one hash, a reply smaller than the INIT,
                 # sealed and bound to this INIT's mac1.
                 self.stats["cookie_replies"] += 1
+                if not self.under_load(now):
+                    self.stats["cookie_replies_refused_source"] += 1
                 nonce = self._secret_source(COOKIE_NONCE_SIZE)
                 sealed = seal_cookie(self._cookie_key, nonce, self._cookies.make(addr, now), init.mac1)
                 return [encode_cookie_reply(init.sender, nonce, sealed)], None
             # After the cookie check: only a source that proved its address can drain its own bucket.
             if not self._limiter.allow(addr, now):
                 raise self._reject(RateLimited, "rate_limited", addr, "handshake initiations over the per-source rate")
+            if refused_source and not self._refused_limiter.allow(addr, now):
+                raise self._reject(RateLimited, "rate_limited", addr, "handshake initiations from a refused source")
         known = self._by_msg1.get(init.noise)
         if known is not None:
             entry = self._pending[known]
@@ -314,6 +339,7 @@ class HandshakeResponder:
         remote = entry.noise.remote_static()
         if self.allowed_keys is not None and remote not in self.allowed_keys:
             self._forget(entry.local_index, entry)
+            self.refused(addr, now)
             raise self._reject(NotAllowed, "not_allowed", addr, f"key {remote.hex()[:16]}... is not in allowed_keys")
         try:
             payload = decode_handshake_payload(payload_bytes)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from axiomnet.ops.config import PeerSpec
-from axiomnet.constants import SESSION_EXPIRY
+from axiomnet.constants import REFUSALS_BEFORE_LOAD, SESSION_EXPIRY
 from axiomnet.control import HandshakePayload
 from axiomnet.identity import Identity
 from axiomnet.session import Session
@@ -197,6 +197,27 @@ def test_one_host_minting_keys_cannot_keep_a_new_peer_out(recorder):
     assert wait_for(lambda: mgr.snapshot().get("evicted_for_fair_share") == 1)
     assert wait_for(lambda: established_sessions(mgr) == 6)
     assert newcomer.public_key.hex() in _session_keys(mgr)
+
+
+def test_a_host_whose_handshakes_keep_being_refused_must_earn_cookies_and_a_pinned_peer_still_connects(recorder):
+    """Refusals are load: once the table is full, a host minting keys is refused; past REFUSALS_BEFORE_LOAD
+    refusals its INITs get cookie replies first (the node as a whole is not under load), and a pinned peer from
+    elsewhere still connects at once."""
+    pinned = Identity.generate()
+    static = (PeerSpec("192.0.2.60", 7443, pinned.public_key),)
+    mgr = start_manager(recorder, static_peers=static, max_sessions=4)
+    for port in range(1000, 1000 + 3 + int(REFUSALS_BEFORE_LOAD)):  # 3 strangers fill the table, 8 refused
+        dial(mgr, ("198.51.100.66", port))
+    assert wait_for(lambda: mgr.snapshot().get("refused_session_limit") == REFUSALS_BEFORE_LOAD)
+    assert mgr.snapshot()["responder"]["cookie_replies"] == 0
+    dial(mgr, ("198.51.100.66", 2000))  # the next fresh key from that host must echo a cookie first
+    assert wait_for(lambda: mgr.snapshot().get("refused_session_limit") == REFUSALS_BEFORE_LOAD + 1)
+    responder = mgr.snapshot()["responder"]
+    assert responder["cookie_replies_refused_source"] == 1 and responder["refusals"] == REFUSALS_BEFORE_LOAD + 1
+    assert mgr.snapshot()["pending_handshakes"] < 64  # not node-wide load: the refusals did it
+    dial(mgr, ("192.0.2.61", 7443), peer=pinned)  # the pinned peer calls in from a new address
+    assert wait_for(lambda: pinned.public_key.hex() in _session_keys(mgr))
+    assert mgr.snapshot()["responder"]["cookie_replies"] == 1  # it was asked for none
 
 
 def test_twenty_nodes_behind_one_address_all_get_sessions(recorder):

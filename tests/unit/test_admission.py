@@ -9,7 +9,7 @@ import pytest
 from tests.unit.lossy_link import Node, respond, types_of
 
 from axiomnet.admission import Admission, Admit, Refuse
-from axiomnet.constants import MAX_SESSIONS, MAX_UNPINNED_SESSIONS
+from axiomnet.constants import MAX_SESSIONS, MAX_UNPINNED_SESSIONS, STRANGER_BURST_PER_SOURCE, STRANGER_RATE_PER_SOURCE
 from axiomnet.cookie import source_key
 from axiomnet.errors import NotAllowed
 from axiomnet.session import KeyRefused
@@ -20,7 +20,7 @@ ATTACKER = source_key(("198.51.100.66", 40000))
 
 def admit(table: Admission, sid: object, *, named: bool, source: bytes, now: float) -> Admit | Refuse:
     """Decide, and on Admit evict and add, as the peer manager does."""
-    decision = table.decide(named=named, source=source)
+    decision = table.decide(named=named, source=source, now=now)
     if isinstance(decision, Admit):
         if decision.evict is not None:
             table.remove(decision.evict)
@@ -48,7 +48,7 @@ def test_a_host_with_5000_fresh_keys_cannot_push_out_other_hosts_peers_or_keep_n
     # even its own (a swap of its slots for its slots gains nothing).
     assert sum(isinstance(o, Admit) for o in outcomes) == 48 - 5
     assert all(o.evict is None for o in outcomes if isinstance(o, Admit))
-    assert {o.reason for o in outcomes if isinstance(o, Refuse)} == {"refused_unpinned_limit"}
+    assert {o.reason for o in outcomes if isinstance(o, Refuse)} == {"refused_unpinned_limit", "refused_source_rate"}
     assert all(table.from_source(source) == 1 for source in others)  # nobody else lost a slot
     # A newcomer from elsewhere takes a slot from the host holding the most (its least recently active key).
     table.touch("key0", 100.0)
@@ -62,6 +62,19 @@ def test_a_host_with_5000_fresh_keys_cannot_push_out_other_hosts_peers_or_keep_n
     assert table.from_source(ATTACKER) == 48 - 5 - 2 and len(table) == 64
 
 
+def test_one_source_opens_strangers_sessions_at_a_bounded_rate_not_a_bounded_count() -> None:
+    """How fast one host can make us spawn sessions is bounded (a burst for a NAT full of nodes, then a rate):
+    a key flood is refused within its first second, and a refusal is load at the front door."""
+    table = Admission()
+    host = source_key(("198.51.100.9", 1))
+    outcomes = [admit(table, f"k{i}", named=False, source=host, now=0.0) for i in range(100)]
+    assert outcomes[:STRANGER_BURST_PER_SOURCE] == [Admit()] * STRANGER_BURST_PER_SOURCE
+    assert set(outcomes[STRANGER_BURST_PER_SOURCE:]) == {Refuse("refused_source_rate")}
+    assert admit(table, "later", named=False, source=host, now=1.0 / STRANGER_RATE_PER_SOURCE) == Admit()
+    assert admit(table, "pinned", named=True, source=host, now=1.0) == Admit()  # named peers: never rate-bound
+    assert admit(table, "elsewhere", named=False, source=source_key(("192.0.2.1", 1)), now=1.0) == Admit()
+
+
 def test_under_pressure_slots_are_shared_out_by_source() -> None:
     """Max-min: a newcomer evicts only from a source holding at least two more slots than its own; so with the
     table full the sources converge on equal shares and nobody churns between equals."""
@@ -73,7 +86,7 @@ def test_under_pressure_slots_are_shared_out_by_source() -> None:
         admit(table, f"b{i}", named=False, source=b, now=20.0 + i)
         admit(table, f"c{i}", named=False, source=c, now=20.5 + i)
     assert [table.from_source(s) for s in (a, b, c)] == [4, 4, 4]
-    assert table.decide(named=False, source=a) == Refuse("refused_session_limit")  # equals do not swap
+    assert table.decide(named=False, source=a, now=60.0) == Refuse("refused_session_limit")  # equals do not swap
 
 
 def test_5000_hosts_fill_only_the_unnamed_share_and_named_peers_still_get_in() -> None:
@@ -98,10 +111,10 @@ def test_named_newcomers_never_evict_named_or_outbound_sessions() -> None:
     table = Admission(max_sessions=2)
     table.add("static", named=False, source=b"x", inbound=False, now=0.0)  # a session we dialled
     table.add("friend", named=True, source=b"y", inbound=True, now=0.0)
-    assert table.decide(named=True, source=b"z") == Refuse("refused_session_limit")
+    assert table.decide(named=True, source=b"z", now=6.0) == Refuse("refused_session_limit")
     table.remove("friend")
     table.add("stranger", named=False, source=b"z", inbound=True, now=5.0)
-    assert table.decide(named=True, source=b"w") == Admit("stranger")
+    assert table.decide(named=True, source=b"w", now=6.0) == Admit("stranger")
 
 
 @pytest.mark.parametrize("bounds", [(0, 1), (2, -1)])

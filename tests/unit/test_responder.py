@@ -22,6 +22,9 @@ from axiomnet.constants import (
     MAC_SIZE,
     MAX_PENDING_HANDSHAKES,
     PENDING_HANDSHAKE_TIMEOUT,
+    REFUSALS_BEFORE_LOAD,
+    REFUSALS_FORGIVEN_PER_SECOND,
+    REFUSED_SOURCE_HANDSHAKE_BURST,
     UNDER_LOAD_AFTER_TIME,
 )
 from axiomnet.cookie import add_macs, cookie_key, mac1_key, open_cookie
@@ -358,3 +361,61 @@ def test_a_local_payload_too_large_for_the_padded_init_is_refused_at_start() -> 
     with pytest.raises(ValueError, match="larger than"):
         HandshakeResponder(private, public, local_payload=HandshakePayload(capabilities=tuple("x" * 12 + str(i)
                                                                                              for i in range(10))))
+
+
+# --- refusals are load ------------------------------------------------------------------------------------
+def test_refused_handshakes_put_their_source_under_load_cookies_then_its_rate_limit(dh_count: Counter[str]) -> None:
+    """Issue 17: 8,000 refused fresh keys from one host each completed Noise (0.8 ms of DH apiece) and nothing
+    slowed that host down, since refusals were not load (the half-open table never held 64). Past
+    REFUSALS_BEFORE_LOAD refusals its source needs a cookie, then meets the per-source rate limit; every other
+    source, and the node, stay unloaded: a pinned peer elsewhere is answered at once."""
+    friend = Node("friend", 50)
+    b = Node("b", 2, allowed_keys=frozenset({friend.public}))
+    host = "198.51.100.66"
+    now = 0.0
+
+    def complete(node: Node, addr: tuple[str, int], cookie: bytes | None = None) -> list[PacketType]:
+        """One full handshake attempt from ``node`` at ``addr``; the packet types b answered with."""
+        session = node.session_for(b.public)
+        init = session.initiate(now)[0]
+        if cookie is not None:
+            init = add_macs(init, mac1_key(b.public), cookie)[0]
+        try:
+            replies, _ = respond(b.responder, init, addr, now)
+        except RemoteProtocolError as exc:
+            return [type(exc).__name__]
+        if types_of(replies) != [RESP]:
+            return types_of(replies)
+        final = node.handle(replies[0], b.addr, now)
+        try:
+            respond(b.responder, final[0], addr, now)
+        except RemoteProtocolError as exc:
+            return [RESP, type(exc).__name__]
+        return [RESP]
+
+    for i in range(int(REFUSALS_BEFORE_LOAD)):  # fresh keys, refused by allowed_keys after a full handshake
+        now += 0.01
+        assert complete(Node(f"k{i}", 100 + i), (host, 2000 + i)) == [RESP, "NotAllowed"]
+    assert b.responder.source_under_load((host, 1), now) and not b.responder.under_load(now)
+    dh_before = dh_count["dh"]
+    for i in range(100):  # the same host, any port, fresh keys: a cookie reply each, no Diffie-Hellman
+        now += 0.0005
+        assert complete(Node(f"x{i}", 300 + i), (host, 3000 + i)) == [PacketType.COOKIE_REPLY]
+    assert dh_count["dh"] == dh_before and b.responder.stats["cookie_replies_refused_source"] == 100
+    # One that echoes its cookie (it receives at its address) meets its source's rate limit.
+    addr = (host, 4000)
+    dialler = Node("echo", 400)
+    init = dialler.session_for(b.public).initiate(now)[0]
+    cookie = cookie_of(b, respond(b.responder, init, addr, now)[0][0], init)
+    outcomes: Counter[str] = Counter()
+    for i in range(60):
+        now += 0.005
+        outcomes[str(complete(Node(f"c{i}", 500 + i), addr, cookie)[-1])] += 1
+    # Within 0.3 s: the refused source's own bucket lets REFUSED_SOURCE_HANDSHAKE_BURST through, not 40.
+    assert 0 < outcomes["NotAllowed"] <= REFUSED_SOURCE_HANDSHAKE_BURST + 1
+    assert outcomes["RateLimited"] >= 60 - REFUSED_SOURCE_HANDSHAKE_BURST - 1
+    # A named peer at another address is answered at once, no cookie asked.
+    assert complete(friend, ("192.0.2.50", 7443)) == [RESP]
+    # Refusals are forgiven over time: the source is unloaded again (a host that stops is not punished forever).
+    now += (b.responder.stats["refusals"] + 1) / REFUSALS_FORGIVEN_PER_SECOND
+    assert not b.responder.source_under_load((host, 1), now)
