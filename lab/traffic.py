@@ -14,7 +14,7 @@ import select
 import shutil
 import subprocess
 import sys
-from typing import IO
+from typing import IO, Any
 
 
 
@@ -454,16 +454,21 @@ def start_flood(ns: Namespace, host: str, port: int, *, mix: dict[str, float], c
                     stderr=subprocess.PIPE, text=True)
 
 
-def finish_flood(proc: subprocess.Popen[str], timeout: float = 120.0) -> FloodReport:
-    """Wait (bounded) for a flood started by :func:`start_flood`; its report."""
+def _last_json_line(proc: subprocess.Popen[str], timeout: float, what: str) -> dict[str, Any]:
+    """Wait (bounded) for ``proc`` to exit; the JSON object on the last line of its output."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         terminate_processes([proc], grace=1.0)
-        raise HarnessError(f"flood generator did not finish within {timeout:g} s") from None
+        raise HarnessError(f"{what} did not finish within {timeout:g} s") from None
     if proc.returncode != 0:
-        raise HarnessError(f"flood generator failed: {err.strip()[-800:]}")
-    row = json.loads(out)
+        raise HarnessError(f"{what} failed: {err.strip()[-800:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def finish_flood(proc: subprocess.Popen[str], timeout: float = 120.0) -> FloodReport:
+    """Wait (bounded) for a flood started by :func:`start_flood`; its report."""
+    row = _last_json_line(proc, timeout, "flood generator")
     return FloodReport(row["sent"], row["total"], row["send_errors"], row["seconds"], row["ports"])
 
 
@@ -593,14 +598,7 @@ def start_key_flood(ns: Namespace, host: str, port: int, *, target_key: bytes, s
 
 def finish_key_flood(proc: subprocess.Popen[str], timeout: float = 120.0) -> dict[str, float]:
     """Wait (bounded) for a key flood; its counts (inits, resps, cookie_replies, finals, send_errors, seconds)."""
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        terminate_processes([proc], grace=1.0)
-        raise HarnessError(f"key flood did not finish within {timeout:g} s") from None
-    if proc.returncode != 0:
-        raise HarnessError(f"key flood failed: {err.strip()[-800:]}")
-    return json.loads(out.strip().splitlines()[-1])
+    return _last_json_line(proc, timeout, "key flood")
 
 
 # A peer that pinned the target's key (HOST:PORT#KEY) dials it once with a fresh key and reports how long until

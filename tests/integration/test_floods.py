@@ -188,9 +188,26 @@ def test_a_one_host_fresh_key_handshake_flood_is_refused_then_asked_for_cookies_
           f"replies, {report['finals']} FINALs; node CPU after the first second {cpu_percent:.1f}% of a core; "
           f"pinned peer connected in {pinned['seconds']} s; peers {dict(peers)}; responder {responder}")
     assert arena.a.running(), arena.a.log_tail(30)
+    b_key = arena.b.inspect()["self"]["public_key"]
+    assert any(s["peer"] == b_key and s["state"] == "established" for s in state["sessions"])  # not pushed out
     assert pinned["seconds"] is not None, "a peer that pinned the node's key could not connect during the flood"
     assert peers.get("refused_source_rate", 0) > 0  # the host's keys past its burst were refused ...
     assert responder["refusals"] >= REFUSALS_BEFORE_LOAD  # ... which is load: its INITs need cookies ...
     assert responder["cookie_replies"] > 0 and responder["rate_limited"] > 0  # ... and meet its rate limit
     assert report["resps"] < 0.1 * report["inits"]  # the expensive answer stayed rare
     assert ping.sent > 0 and ping.received >= 0.9 * ping.sent, ping.output
+
+
+def test_twenty_nodes_behind_one_address_all_get_sessions(pair, workdir):
+    """Issue 17: 8 strangers per address was a hard cap even with the table empty, so ten nodes behind one NAT
+    could not all peer with a public node. Twenty fresh keys from the attacker namespace's one address, one after
+    the other (each pinning the node's key), all connect; the existing peer keeps its session."""
+    arena = Arena(pair, workdir)
+    key = bytes.fromhex(arena.a.inspect()["self"]["public_key"])
+    for n in range(20):
+        got = traffic.connect_seconds(arena.attacker, pair.ip_a, 7443, key, timeout=10.0)
+        assert got["seconds"] is not None, f"node {n} behind the address could not connect"
+    state = arena.a.inspect()
+    assert sum(s["state"] == "established" for s in state["sessions"]) == 21, state["sessions"]
+    assert not any(k.startswith("refused_") for k in state["counters"]["peers"]), state["counters"]["peers"]
+    assert_reachable(arena.b, arena.a)
