@@ -112,13 +112,13 @@ def test_chaos_send_malformed_packets_flood_of_10000_random_and_mutated_datagram
     ping = finish_ping(pinger)
     assert report.total >= 10_000 and all(report.sent[kind] > 0 for kind in traffic.ALL_HOSTILE_KINDS), report
     assert_healthy_after(arena, ping, peak.peak)
-    received: list[int] = []
 
-    def settled() -> bool:  # the reader has handed over everything the kernel queued
-        received.append(arena.a.inspect()["counters"]["socket"]["rx_datagrams"])
-        return len(received) > 1 and received[-1] == received[-2]
+    def accounted() -> bool:  # the reader has handed over what the kernel queued (waiting for a quiet socket
+        # instead never ends on a loaded box: the peer's announcements and keepalives keep arriving)
+        rx = arena.a.inspect()["counters"]["socket"]["rx_datagrams"]
+        return rx + traffic.udp_receive_buffer_errors(pair.a) >= 0.99 * report.total
 
-    assert netns.wait_until(settled, 20.0, interval=0.5)
+    netns.wait_until(accounted, 20.0, interval=0.5)  # the assertion below says what was missing
     counters = arena.a.inspect()["counters"]
     # Every datagram is accounted for: read and counted by the daemon, or dropped by the kernel with the socket's
     # receive buffer full (RcvbufErrors; seen: 7 of 30,000 in a 1.1 s flood), where no program can see it.
