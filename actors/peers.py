@@ -2,8 +2,8 @@
 
 It owns the core HandshakeResponder (mac1, cookies, rate limits, key probes, allowed_keys, bounded half-open
 table) and the core Admission policy, creates one SessionActor per peer (static peers at start, inbound
-peers when their handshake completes and admission gives them a slot: per-source and unnamed-key bounds,
-named peers evicting the least recently active stranger), restarts crashed session actors with backoff and,
+peers when their handshake completes and admission gives them a slot: everyone while there is room, then
+shared out by source, strangers of the source holding the most slots evicted first), restarts crashed session actors with backoff and,
 through the supervisor, stops the node when sessions crash-loop. It drives the sessions' timers: each session
 tells it its next deadline (WakeAt) and gets a TimerDue then, so an idle node sleeps instead of ticking every
 session ten times a second.
@@ -25,7 +25,7 @@ from loguru import logger
 
 from axiomnet.admission import Admission, Refuse
 from axiomnet.ops.config import PeerSpec
-from axiomnet.constants import MAX_SESSIONS, MAX_SESSIONS_PER_SOURCE, MAX_UNPINNED_SESSIONS
+from axiomnet.constants import MAX_SESSIONS, MAX_UNPINNED_SESSIONS
 from axiomnet.control import HandshakePayload
 from axiomnet.cookie import source_key
 from axiomnet.reflexive import ReflexiveTable
@@ -93,7 +93,6 @@ class PeerManagerActor(SupervisedActor):
         local_payload: HandshakePayload | None = None,
         max_sessions: int = MAX_SESSIONS,
         max_unpinned_sessions: int = MAX_UNPINNED_SESSIONS,
-        max_sessions_per_source: int = MAX_SESSIONS_PER_SOURCE,
         allowed_keys: frozenset[bytes] | None = None,
         discoverable: bool = True,
     ) -> None:
@@ -110,7 +109,7 @@ class PeerManagerActor(SupervisedActor):
         self.allowed_keys: frozenset[bytes] | None = None
         self._name_keys()
         self.discoverable = discoverable
-        self.admission = Admission(max_sessions, max_unpinned_sessions, max_sessions_per_source)
+        self.admission = Admission(max_sessions, max_unpinned_sessions)
         self.specs: dict[str, SessionSpec] = {}  # by actor urn
         self.by_key: dict[bytes, str] = {}
         self.policy = RestartPolicy()
@@ -313,16 +312,16 @@ class PeerManagerActor(SupervisedActor):
                         "peer at {}:{} authenticated as {} but is configured with key {}: refused",
                         addr[0], addr[1], key.hex()[:16], spec.expected_key.hex()[:16],
                     )
-                    self._refuse(result, "refused_key_mismatch")
+                    self._refuse(result, "refused_key_mismatch", addr, now)
                     return
         if urn is None:
             named = key in self.named_keys
-            decision = self.admission.decide(named=named, source=source_key(addr))
+            decision = self.admission.decide(named=named, source=source_key(addr), now=now)
             if isinstance(decision, Refuse):
                 self._refuse(result, decision.reason, addr, now)
                 return
             if decision.evict is not None:
-                self._evict(str(decision.evict), key)
+                self._evict(str(decision.evict), key, named)
             try:
                 ref = self._spawn(addr, None, dial=False, named=named, inbound=True, found="inbound")
             except Exception as exc:  # no thread left, say: refuse this peer, keep the node
@@ -341,20 +340,22 @@ class PeerManagerActor(SupervisedActor):
         at most every REFUSAL_LOG_INTERVAL: a host minting keys must not flood the log)."""
         tell(self.refs.get("socket"), m.ReleaseIndex(result.local_index, self.actor_ref))
         self.counters[reason] += 1
+        if addr is not None and self.responder is not None:
+            self.responder.refused(addr, now)  # refusals are load: past a few, that source must earn cookies
         if addr is not None and now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
             self._refusal_logged = now
             logger.warning("refusing peer {} at {}:{} ({}; {} sessions, {} of unnamed keys; counted in {})",
                            result.remote_static.hex()[:16], addr[0], addr[1], reason.replace("_", " "),
                            len(self.specs), self.admission.unnamed, reason)
 
-    def _evict(self, urn: str, newcomer: bytes) -> None:
-        """Make room for a named peer: stop the least recently active session of an unnamed inbound key."""
+    def _evict(self, urn: str, newcomer: bytes, named: bool) -> None:
+        """Make room for a newcomer: stop the least recently active stranger of the source holding the most."""
         spec = self._forget(urn)
         if spec is None:
             return
-        self.counters["evicted_for_named_peer"] += 1
-        logger.info("evicting session {} at {}:{} to make room for named peer {}",
-                    (spec.known_key or b"").hex()[:16], spec.endpoint[0], spec.endpoint[1], newcomer.hex()[:16])
+        self.counters["evicted_for_named_peer" if named else "evicted_for_fair_share"] += 1
+        logger.debug("evicting session {} at {}:{} to make room for {} {}", (spec.known_key or b"").hex()[:16],
+                     spec.endpoint[0], spec.endpoint[1], "named peer" if named else "stranger", newcomer.hex()[:16])
         spec.ref.stop(block=False)
         if spec.known_key is not None:
             tell(self.refs.get("router"), m.SessionDown(spec.ref, spec.known_key, "evicted"))

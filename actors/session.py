@@ -446,7 +446,9 @@ class SessionActor(SupervisedActor):
         """The session's row for axiomnet-inspect: the core's view plus this actor's drop counters."""
         now = time.monotonic()
         core: dict[str, Any] = self.session.snapshot(now) if self.session is not None else {}
-        actor_drops = sum(v for k, v in self.counters.items() if "dropped" in k or k.startswith("rx_"))
+        # The core counts every datagram it refused (its "dropped"; the rx_<Error> counters here name the same
+        # datagrams by class); this actor adds only the drops that happen outside the core (rx_dropped_*, ...).
+        actor_drops = sum(v for k, v in self.counters.items() if "dropped" in k)
         return {
             "peer": core.get("peer"),
             "endpoint": self.name,

@@ -52,6 +52,24 @@ COOKIE_SIZE = 16
 HANDSHAKE_RATE_PER_SOURCE = 20.0  # initiations per second accepted from one source IP (token bucket)
 HANDSHAKE_BURST_PER_SOURCE = 40.0  # bucket depth; past it initiations are dropped (RateLimited)
 MAX_RATE_LIMITED_SOURCES = 4096  # source buckets kept; the least recently used is forgotten past this
+# Every HANDSHAKE_INIT is padded to this many bytes (docs/PROTOCOL.md §2.2.1), and a responder answers an INIT
+# only with a HANDSHAKE_RESP no larger than it: a spoofed INIT can never draw more bytes than it cost (WireGuard's
+# first message is larger than its answer for the same reason). Room for a handshake payload of up to
+# HANDSHAKE_INIT_SIZE - 132 = 124 bytes in the RESP.
+HANDSHAKE_INIT_SIZE = 256
+# Refused handshakes count as load: a source (IPv4 address, IPv6 /64) whose completed handshakes were refused
+# (admission, allowed_keys, a key that does not own the address) more than REFUSALS_BEFORE_LOAD times, one refusal
+# forgiven every 1 / REFUSALS_FORGIVEN_PER_SECOND s, must answer a cookie and then meets the per-source rate
+# limit on every INIT, as all sources do under load: a refusal no longer costs us a Diffie-Hellman per attempt.
+REFUSALS_BEFORE_LOAD = 8.0
+REFUSALS_FORGIVEN_PER_SECOND = 0.1
+# ... and, as long as it is, its INITs that carry a valid cookie are also held to this rate (a bucket of its own,
+# on top of HANDSHAKE_RATE_PER_SOURCE): a source all of whose handshakes are refused gets few Diffie-Hellmans.
+REFUSED_SOURCE_HANDSHAKE_RATE = 1.0
+REFUSED_SOURCE_HANDSHAKE_BURST = 2.0
+# A retransmitted INIT (the same message 1 and index) gets the stored RESP again at most this often: a captured
+# INIT replayed in a burst draws one answer, an initiator's retransmissions (>= 0.25 s apart) each get theirs.
+RESP_RESEND_INTERVAL = 0.2
 
 # --- node / actors -------------------------------------------------------------------------------
 DEFAULT_UDP_PORT = 7443
@@ -164,12 +182,16 @@ KEY_PROBE_RATE_PER_SOURCE = 2.0
 KEY_PROBE_BURST_PER_SOURCE = 5.0
 
 # --- admission: who gets a session slot (docs/PROTOCOL.md §3.6) ---------------------------------
-# Sessions with a key nobody named (not a static peer's, not in allowed_keys) from one source (IPv4 address,
-# IPv6 /64); the next such handshake from that source is refused (counted refused_source_limit).
-MAX_SESSIONS_PER_SOURCE = 8
-# Sessions with a key nobody named, node-wide; past it such handshakes are refused (refused_unpinned_limit), which
-# keeps MAX_SESSIONS - MAX_UNPINNED_SESSIONS slots for named peers (who may also evict, least recently active first).
+# Sessions with a key nobody named (not a static peer's, not in allowed_keys), node-wide. Below it every source
+# is admitted; at it a stranger takes a slot only from a source holding at least two more than its own (refused
+# otherwise: refused_unpinned_limit). It keeps MAX_SESSIONS - MAX_UNPINNED_SESSIONS slots for named peers, who
+# evict strangers of the source holding the most slots when the table is full.
 MAX_UNPINNED_SESSIONS = 768
+# New strangers' sessions one source may open: STRANGER_BURST_PER_SOURCE at once (a NAT full of nodes), then
+# STRANGER_RATE_PER_SOURCE per second; past it a stranger is refused (refused_source_rate), which is load (above).
+# There is no cap on how many a source holds: only on how fast one source can make us spawn sessions.
+STRANGER_BURST_PER_SOURCE = 32
+STRANGER_RATE_PER_SOURCE = 1.0
 # A session actor tells the peer manager it heard its peer at most this often: the least recently active stranger
 # evicted for a named peer is picked on activity at most this stale (sessions expire after minutes of silence).
 SESSION_ACTIVITY_REPORT = 10.0

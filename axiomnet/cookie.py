@@ -21,6 +21,7 @@ or any other hashable value is keyed by itself (see :func:`address_bytes` and :f
 from __future__ import annotations
 
 import hashlib
+import functools
 import hmac
 import ipaddress
 import math
@@ -112,6 +113,7 @@ def address_bytes(addr: Hashable) -> bytes:
     return repr(addr).encode()
 
 
+@functools.lru_cache(maxsize=4096)
 def source_key(addr: Hashable) -> bytes:
     """Rate-limit and admission bucket of a source: for a UDP endpoint ``(host, port)`` or a bare host string,
     the IPv4 address or the /64 of an IPv6 address; an overlay address (``bytes``) or anything else is itself.
@@ -240,6 +242,11 @@ class SourceRateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+    def level(self, addr: Hashable, now: float) -> float:
+        """Tokens in the bucket of ``addr``'s source at ``now`` (a full bucket for a source never seen)."""
+        bucket = self._buckets.get(source_key(addr))
+        return self._burst if bucket is None else bucket.level(now)
 
     def allow(self, addr: Hashable, now: float) -> bool:
         """Take one token from the bucket of ``addr``'s source; False if it is empty (the request is dropped)."""

@@ -11,7 +11,9 @@ replay window, rekey, bounded staging), between this node and the node that owns
   authenticates any other key is aborted: the initiator knows it reached the address it asked for.
 * **Inbound** (TRAFFIC payloads the router delivers, with the routed header's source address): a handshake
   initiation goes to the responder; a completed handshake is accepted only if the key it authenticated owns
-  that source address. A decrypted packet is written to the TUN only if its IPv6 source is the address of the
+  that source address. A session is keyed by its peer's address (the hash of its key): a datagram for a
+  session's receiver index from any other routed source is dropped and counted (a relay rewrote the source),
+  and everything a session sends goes to that address, never to a routed source. A decrypted packet is written to the TUN only if its IPv6 source is the address of the
   session's key and its destination is ours; anything else is dropped and counted.
 
 Results come back as an :class:`E2EOutput`: datagrams to route per destination address, packets for the
@@ -59,10 +61,13 @@ class E2EOutput:
             self.sends.setdefault(dst, []).extend(datagrams)
 
 
+# Every inbound datagram the layer does not deliver is counted once, under a name that says why (docs/PROTOCOL.md
+# §3.8): rx_dropped_* here, and rx_<ErrorClass> (rx_DecryptionFailed, rx_ReplayedPacket, rx_MalformedPacket, ...)
+# for what the sessions and the responder refused, added as they happen.
 _STATS = ("tx_packets", "rx_packets", "tx_dropped_foreign_source", "tx_dropped_not_overlay", "tx_dropped_not_ipv6",
           "queued", "queue_dropped", "unresolvable_dropped", "rx_dropped_spoofed_source", "rx_dropped_not_for_us",
-          "rx_refused_wrong_owner", "rx_unknown_index", "rx_rejected", "nudges", "index_collisions", "sessions_created", "sessions_expired",
-          "sessions_refused", "resolve_retries")
+          "rx_dropped_wrong_owner", "rx_dropped_wrong_source", "rx_dropped_unknown_index", "rx_dropped_session_limit",
+          "nudges", "index_collisions", "sessions_created", "sessions_expired", "sessions_refused", "resolve_retries")
 
 
 @dataclass(slots=True)
@@ -220,7 +225,8 @@ class EndToEnd:
     def _open_run(self, src: bytes, datagrams: list[bytes], out: E2EOutput, now: float) -> None:
         session = self.sessions[src]
         got = session.receive_batch(datagrams, now)
-        self.stats["rx_rejected"] += len(got.errors)
+        for exc in got.errors:
+            self._refused(exc)
         out.send(src, got.replies)
         for ptype, payload in got.payloads:
             if ptype is DATA:
@@ -238,18 +244,28 @@ class EndToEnd:
                 self._on_final(src, header, datagram, out, now)
                 return
             session = self.sessions.get(owner) if owner is not None else None
-            if session is None or owner != src:
-                self.stats["rx_unknown_index"] += 1
+            if session is None:
+                self.stats["rx_dropped_unknown_index"] += 1
                 self._nudge(src, header.ptype, out, now)
                 return
+            if owner != src:
+                # The index is the session of another address: a relay rewrote the routed source. The session's
+                # peer address is the hash of its key, so neither the packet nor any answer follows the rewrite.
+                self.stats["rx_dropped_wrong_source"] += 1
+                return
             got = session.receive(header, datagram, now)
-        except RemoteProtocolError:
-            self.stats["rx_rejected"] += 1
+        except RemoteProtocolError as exc:
+            self._refused(exc)
             return
         out.send(src, got.replies)
         if got.ptype is DATA:
             self._to_tun(src, got.payload, out)
         self._collect(src, session, out, now)
+
+    def _refused(self, exc: RemoteProtocolError) -> None:
+        """A datagram a session or the responder refused: counted by its error class (rx_DecryptionFailed, ...)."""
+        name = "rx_" + type(exc).__name__
+        self.stats[name] = self.stats.get(name, 0) + 1
 
     def _nudge(self, src: bytes, ptype: PacketType, out: E2EOutput, now: float) -> None:
         """Transport traffic from ``src`` for a session we do not have: it kept keys we lost (we restarted). Start
@@ -285,11 +301,14 @@ class EndToEnd:
         if derive_address(result.remote_static).packed != src:
             # It proved a key, but not one that owns the source address it routed from: refuse it.
             self._owners.release(result.local_index, RESPONDER)
-            self.stats["rx_refused_wrong_owner"] += 1
+            self.stats["rx_dropped_wrong_owner"] += 1
+            self.responder.refused(src, now)
             return
         session = self._session(src, result.remote_static)
         if session is None:
             self._owners.release(result.local_index, RESPONDER)
+            self.stats["rx_dropped_session_limit"] += 1
+            self.responder.refused(src, now)
             return
         self._owners.move(result.local_index, RESPONDER, src)
         out.send(src, session.install(result, now).replies)

@@ -23,12 +23,18 @@ from typing import TypeVar
 from axiomnet.constants import (
     COOKIE_LOAD_THRESHOLD,
     COOKIE_NONCE_SIZE,
+    HANDSHAKE_INIT_SIZE,
     KEY_PROBE_BURST_PER_SOURCE,
     KEY_PROBE_RATE_PER_SOURCE,
     KEY_REPLY_BURST,
     KEY_REPLY_RATE,
     MAX_PENDING_HANDSHAKES,
     PENDING_HANDSHAKE_TIMEOUT,
+    REFUSALS_BEFORE_LOAD,
+    REFUSALS_FORGIVEN_PER_SECOND,
+    REFUSED_SOURCE_HANDSHAKE_BURST,
+    REFUSED_SOURCE_HANDSHAKE_RATE,
+    RESP_RESEND_INTERVAL,
     UNDER_LOAD_AFTER_TIME,
 )
 from axiomnet.control import HandshakePayload, decode_handshake_payload
@@ -57,8 +63,11 @@ from axiomnet.indices import IndexCommand, LocalIndices
 from axiomnet.noise import NoiseFailure, NoiseHandshake
 from axiomnet.session import HandshakeResult
 from axiomnet.wire import (
+    HEADER_SIZE,
+    MAC_SIZE,
     NOISE_KEY_SIZE,
     NOISE_MSG1_MIN,
+    NOISE_MSG2_MIN,
     Header,
     PacketType,
     decode_handshake_final,
@@ -76,7 +85,7 @@ _Body = TypeVar("_Body")
 class _Pending:
     """A half-open handshake: we answered HANDSHAKE_INIT and wait for HANDSHAKE_FINAL."""
 
-    __slots__ = ("noise", "local_index", "initiator_index", "msg1", "deadline", "resp", "started")
+    __slots__ = ("noise", "local_index", "initiator_index", "msg1", "deadline", "resp", "started", "answered")
 
     def __init__(
         self,
@@ -95,6 +104,7 @@ class _Pending:
         self.deadline = deadline
         self.resp = resp
         self.started = started
+        self.answered = started  # when resp was last sent
 
 
 _RESPONDER_STATS = (
@@ -104,6 +114,8 @@ _RESPONDER_STATS = (
     "cookie_replies",
     "responses_sent",
     "responses_resent",
+    "responses_not_resent",
+    "init_too_small",
     "completed",
     "not_allowed",
     "pending_evicted",
@@ -117,6 +129,8 @@ _RESPONDER_STATS = (
     "key_replies",
     "key_probes_ignored",
     "key_probes_limited",
+    "refusals",
+    "cookie_replies_refused_source",
 )
 
 
@@ -148,6 +162,11 @@ class HandshakeResponder:
         self._static_private = bytes(static_private)
         self._static_public = bytes(static_public)
         self._payload = local_payload.encode()
+        # Our HANDSHAKE_RESP's size: an INIT smaller than this is not answered (it would draw more than it cost).
+        self.resp_size = HEADER_SIZE + 4 + NOISE_MSG2_MIN + len(self._payload) + MAC_SIZE
+        if self.resp_size > HANDSHAKE_INIT_SIZE:
+            raise ValueError(f"a handshake payload of {len(self._payload)} bytes makes the HANDSHAKE_RESP "
+                             f"{self.resp_size} bytes, larger than the {HANDSHAKE_INIT_SIZE}-byte INIT it answers")
         self._indices = LocalIndices(rng if rng is not None else random.SystemRandom())
         self._secret_source = secret_source
         self._mac1_key = mac1_key(self._static_public)
@@ -156,6 +175,10 @@ class HandshakeResponder:
         self._limiter = SourceRateLimiter()
         self._probe_bucket = TokenBucket(KEY_REPLY_RATE, KEY_REPLY_BURST)
         self._probe_limiter = SourceRateLimiter(KEY_PROBE_RATE_PER_SOURCE, KEY_PROBE_BURST_PER_SOURCE)
+        # Refused handshakes per source (a bucket each refusal takes from): an empty bucket puts that source
+        # under load on its own (cookies, then its rate limit), whatever the node-wide load.
+        self._refusals = SourceRateLimiter(REFUSALS_FORGIVEN_PER_SECOND, REFUSALS_BEFORE_LOAD)
+        self._refused_limiter = SourceRateLimiter(REFUSED_SOURCE_HANDSHAKE_RATE, REFUSED_SOURCE_HANDSHAKE_BURST)
         self._under_load_until = -math.inf
         self.allowed_keys = allowed_keys
         self.discoverable = discoverable
@@ -194,6 +217,16 @@ class HandshakeResponder:
             self._under_load_until = now + UNDER_LOAD_AFTER_TIME
             return True
         return now < self._under_load_until
+
+    def refused(self, addr: Hashable, now: float) -> None:
+        """A handshake from ``addr`` completed and was refused (admission, a key that does not own the address...):
+        past REFUSALS_BEFORE_LOAD of them its source is under load (:meth:`source_under_load`)."""
+        self.stats["refusals"] += 1
+        self._refusals.allow(addr, now)
+
+    def source_under_load(self, addr: Hashable, now: float) -> bool:
+        """True while ``addr``'s source has used up its refusals: its INITs need a cookie and meet its rate limit."""
+        return self._refusals.level(addr, now) < 1.0
 
     def next_deadline(self) -> float | None:
         """When the oldest half-open handshake expires (the next time :meth:`expire` has work), or None."""
@@ -237,25 +270,38 @@ class HandshakeResponder:
         init = self._decoded(decode_handshake_init, datagram, addr)
         if len(init.noise) != NOISE_MSG1_MIN:
             raise self._reject(MalformedPacket, "malformed", addr, "handshake message 1 must carry no payload")
+        if len(datagram) < self.resp_size:
+            # Unpadded: our answer would be larger than the datagram, from a source nobody has verified.
+            raise self._reject(MalformedPacket, "init_too_small", addr,
+                               f"handshake initiation of {len(datagram)} bytes, smaller than our {self.resp_size}-byte answer")
         if not check_mac1(datagram, self._mac1_key, 2):
             # A scan, or a sender that does not know our key: no answer, no Diffie-Hellman.
             raise self._reject(InvalidMac, "bad_mac1", addr, "handshake initiation with an invalid mac1")
-        if self.under_load(now):
+        refused_source = self.source_under_load(addr, now)
+        if refused_source or self.under_load(now):
             if not self._cookies.mac2_valid(datagram, addr, now):
                 # Prove you receive at this address first: no state, one hash, a reply smaller than the INIT,
                 # sealed and bound to this INIT's mac1.
                 self.stats["cookie_replies"] += 1
+                if not self.under_load(now):
+                    self.stats["cookie_replies_refused_source"] += 1
                 nonce = self._secret_source(COOKIE_NONCE_SIZE)
                 sealed = seal_cookie(self._cookie_key, nonce, self._cookies.make(addr, now), init.mac1)
                 return [encode_cookie_reply(init.sender, nonce, sealed)], None
             # After the cookie check: only a source that proved its address can drain its own bucket.
             if not self._limiter.allow(addr, now):
                 raise self._reject(RateLimited, "rate_limited", addr, "handshake initiations over the per-source rate")
+            if refused_source and not self._refused_limiter.allow(addr, now):
+                raise self._reject(RateLimited, "rate_limited", addr, "handshake initiations from a refused source")
         known = self._by_msg1.get(init.noise)
         if known is not None:
             entry = self._pending[known]
             if entry.initiator_index != init.sender:
                 raise self._reject(ReplayedPacket, "replayed", addr, "handshake message 1 replayed with another index")
+            if now - entry.answered < RESP_RESEND_INTERVAL:
+                # A burst of copies (a captured INIT replayed) draws one answer, not one per copy.
+                raise self._reject(Ignored, "responses_not_resent", addr, "handshake initiation answered just now")
+            entry.answered = now
             self.stats["responses_resent"] += 1
             return [entry.resp], None
         noise = NoiseHandshake(self._static_private, initiator=False)
@@ -293,6 +339,7 @@ class HandshakeResponder:
         remote = entry.noise.remote_static()
         if self.allowed_keys is not None and remote not in self.allowed_keys:
             self._forget(entry.local_index, entry)
+            self.refused(addr, now)
             raise self._reject(NotAllowed, "not_allowed", addr, f"key {remote.hex()[:16]}... is not in allowed_keys")
         try:
             payload = decode_handshake_payload(payload_bytes)

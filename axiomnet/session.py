@@ -496,7 +496,12 @@ class Session:
                     last = i
                     continue
             try:
-                got = self.receive(decode_header(datagram), datagram, now)
+                header = decode_header(datagram)
+            except MalformedPacket as exc:  # counted here: no later step sees it
+                errors.append(self._reject(MalformedPacket, "malformed", str(exc)))
+                continue
+            try:
+                got = self.receive(header, datagram, now)
             except RemoteProtocolError as exc:
                 errors.append(exc)
                 continue

@@ -28,6 +28,7 @@ from axiomnet.constants import (
     MAX_DATAGRAM_SIZE,
     MAX_RECEIVER_INDEX,
     PROTOCOL_VERSION,
+    HANDSHAKE_INIT_SIZE,
 )
 from axiomnet.errors import MalformedPacket
 
@@ -123,12 +124,14 @@ def peek_receiver(datagram: bytes | bytearray | memoryview) -> int:
 
 # --- handshake datagram bodies ---------------------------------------------------------------------
 class HandshakeInit(NamedTuple):
-    """Body of HANDSHAKE_INIT: sender index, Noise message 1, mac1 and mac2 (zeros when no cookie is held)."""
+    """Body of HANDSHAKE_INIT: sender index, Noise message 1 (32 bytes), mac1 and mac2 (zeros when no cookie is
+    held); ``padding`` is the number of zero bytes between message 1 and mac1."""
 
     sender: int
     noise: bytes
     mac1: bytes
     mac2: bytes
+    padding: int = 0
 
 
 class HandshakeResp(NamedTuple):
@@ -164,6 +167,8 @@ NO_MAC = bytes(MAC_SIZE)
 _MAX_NOISE = MAX_HANDSHAKE_PAYLOAD + NOISE_MSG2_MIN
 INIT_BODY_MIN = 4 + NOISE_MSG1_MIN + 2 * MAC_SIZE
 INIT_BODY_MAX = INIT_BODY_MIN + MAX_HANDSHAKE_PAYLOAD
+# Zero bytes after message 1 that make an INIT HANDSHAKE_INIT_SIZE long (what initiators send).
+INIT_PADDING = HANDSHAKE_INIT_SIZE - HEADER_SIZE - INIT_BODY_MIN
 RESP_BODY_MIN = 4 + NOISE_MSG2_MIN + MAC_SIZE
 RESP_BODY_MAX = 4 + _MAX_NOISE + MAC_SIZE
 SEALED_COOKIE_SIZE = COOKIE_SIZE + AEAD_TAG_SIZE
@@ -184,11 +189,15 @@ def _check_size(value: bytes, size: int, what: str) -> None:
         raise ValueError(f"{what} must be {size} bytes")
 
 
-def encode_handshake_init(sender: int, noise: bytes, mac1: bytes = NO_MAC, mac2: bytes = NO_MAC) -> bytes:
-    """Whole HANDSHAKE_INIT datagram (the initiator fills the macs with :func:`axiomnet.cookie.add_macs`)."""
+def encode_handshake_init(sender: int, noise: bytes, mac1: bytes = NO_MAC, mac2: bytes = NO_MAC,
+                          padding: int = INIT_PADDING) -> bytes:
+    """Whole HANDSHAKE_INIT datagram (the initiator fills the macs with :func:`axiomnet.cookie.add_macs`), with
+    ``padding`` zero bytes after message 1 (by default to HANDSHAKE_INIT_SIZE bytes in all)."""
     _check_size(mac1, MAC_SIZE, "mac1")
     _check_size(mac2, MAC_SIZE, "mac2")
-    return encode_header(PacketType.HANDSHAKE_INIT, 0, 0) + _U32.pack(sender) + noise + mac1 + mac2
+    if padding < 0:
+        raise ValueError("padding must not be negative")
+    return encode_header(PacketType.HANDSHAKE_INIT, 0, 0) + _U32.pack(sender) + noise + bytes(padding) + mac1 + mac2
 
 
 def decode_handshake_init(datagram: bytes) -> HandshakeInit:
@@ -201,9 +210,11 @@ def decode_handshake_init(datagram: bytes) -> HandshakeInit:
     (sender,) = _U32.unpack_from(body, 0)
     _check_sender(sender)
     smac1 = len(body) - 2 * MAC_SIZE
-    return HandshakeInit(
-        sender, bytes(body[4:smac1]), bytes(body[smac1 : smac1 + MAC_SIZE]), bytes(body[smac1 + MAC_SIZE :])
-    )
+    end = 4 + NOISE_MSG1_MIN  # message 1 carries no payload: exactly the ephemeral key, then zero padding
+    if body[end:smac1].count(0) != smac1 - end:
+        raise MalformedPacket("handshake initiation padding is not zero (message 1 carries no payload)")
+    return HandshakeInit(sender, bytes(body[4:end]), bytes(body[smac1 : smac1 + MAC_SIZE]),
+                         bytes(body[smac1 + MAC_SIZE :]), smac1 - end)
 
 
 def encode_handshake_resp(receiver: int, sender: int, noise: bytes, mac1: bytes = NO_MAC) -> bytes:
@@ -324,7 +335,7 @@ def encode_datagram(header: Header, body: Body) -> bytes:
     """The exact inverse of :func:`decode_datagram`: ``encode_datagram(*decode_datagram(d)) == d``."""
     raw = encode_header(header.ptype, header.receiver, header.counter, header.route_label)
     if isinstance(body, HandshakeInit):
-        rest = encode_handshake_init(body.sender, body.noise, body.mac1, body.mac2)
+        rest = encode_handshake_init(body.sender, body.noise, body.mac1, body.mac2, body.padding)
     elif isinstance(body, HandshakeResp):
         rest = encode_handshake_resp(header.receiver, body.sender, body.noise, body.mac1)
     elif isinstance(body, CookieReply):

@@ -14,7 +14,7 @@ import select
 import shutil
 import subprocess
 import sys
-from typing import IO
+from typing import IO, Any
 
 
 
@@ -357,12 +357,13 @@ def well_formed_init():
     # With the target's public key (an attacker that knows it) mac1 is valid and the INIT reaches the Noise
     # handshake; without it mac1 is random and the front door drops it before any Diffie-Hellman.
     eph = bytes(PrivateKey.generate().public_key) if PrivateKey else os.urandom(32)
-    head = header(1, 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) + eph
+    # Padded to 256 bytes (HANDSHAKE_INIT_SIZE): a responder does not answer an INIT smaller than its RESP.
+    head = header(1, 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) + eph + bytes(172)
     mac1 = hashlib.blake2s(head, key=mac1_key, digest_size=16).digest() if mac1_key else os.urandom(16)
     return head + mac1 + bytes(16)
 
 def random_init():
-    return header(1, 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) + os.urandom(32) + os.urandom(32)
+    return header(1, 0) + struct.pack(">I", rng.randrange(1, 1 << 24)) + os.urandom(32) + bytes(172) + os.urandom(32)
 
 nibble = [0]
 def make(kind):
@@ -454,16 +455,21 @@ def start_flood(ns: Namespace, host: str, port: int, *, mix: dict[str, float], c
                     stderr=subprocess.PIPE, text=True)
 
 
-def finish_flood(proc: subprocess.Popen[str], timeout: float = 120.0) -> FloodReport:
-    """Wait (bounded) for a flood started by :func:`start_flood`; its report."""
+def _last_json_line(proc: subprocess.Popen[str], timeout: float, what: str) -> dict[str, Any]:
+    """Wait (bounded) for ``proc`` to exit; the JSON object on the last line of its output."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         terminate_processes([proc], grace=1.0)
-        raise HarnessError(f"flood generator did not finish within {timeout:g} s") from None
+        raise HarnessError(f"{what} did not finish within {timeout:g} s") from None
     if proc.returncode != 0:
-        raise HarnessError(f"flood generator failed: {err.strip()[-800:]}")
-    row = json.loads(out)
+        raise HarnessError(f"{what} failed: {err.strip()[-800:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def finish_flood(proc: subprocess.Popen[str], timeout: float = 120.0) -> FloodReport:
+    """Wait (bounded) for a flood started by :func:`start_flood`; its report."""
+    row = _last_json_line(proc, timeout, "flood generator")
     return FloodReport(row["sent"], row["total"], row["send_errors"], row["seconds"], row["ports"])
 
 
@@ -486,6 +492,162 @@ def flood_hostile_datagrams(ns: Namespace, host: str, port: int, *, count: int, 
     """Send up to ``count`` hostile datagrams of every kind to ``host:port`` from ``ns`` within ``seconds``;
     return how many were sent."""
     return flood(ns, host, port, mix=ALL_HOSTILE_KINDS, count=count, seconds=seconds, seed=seed).total
+
+
+# A host minting keys (issue 17): HANDSHAKE_INITs from fresh keys at `rate` a second from `ports` source ports of
+# one address, each a real initiator (the core's Session) that completes its handshake when answered, and that
+# echoes cookies (a cookie for a port is put as mac2 on every later INIT from that port): the strongest such
+# attacker, whose refused handshakes cost the target Diffie-Hellman unless refusals count as load. The sessions
+# are built before the flood (a Session costs ~0.6 ms of Python), then it prints "ready" and floods for
+# `seconds`, and finally one JSON line: INITs sent, RESPs, cookie replies, FINALs sent, the seconds it took.
+_KEY_FLOOD_SCRIPT = r"""
+import json, os, socket, sys, time
+from nacl.public import PrivateKey
+from axiomnet.control import HandshakePayload
+from axiomnet.cookie import add_macs, cookie_key, mac1_key, open_cookie
+from axiomnet.errors import RemoteProtocolError
+from axiomnet.session import Session
+from axiomnet.wire import PacketType, decode_datagram, decode_header, peek_receiver
+cfg = json.loads(sys.argv[1])
+target = bytes.fromhex(cfg["target_key"])
+dest = (cfg["host"], cfg["port"])
+payload = HandshakePayload(capabilities=("relay",))
+total = int(cfg["rate"] * cfg["seconds"])
+pool = []
+for _ in range(total):
+    key = PrivateKey.generate()
+    session = Session(bytes(key), bytes(key.public_key), local_payload=payload, expected_remote_key=target)
+    init = session.initiate(0.0)[0]
+    pool.append((session, init))
+socks = []
+for i in range(cfg["ports"]):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((cfg["source"], 0))
+    s.setblocking(False)
+    socks.append(s)
+cookies = {}
+by_index = {}
+k1, ck = mac1_key(target), cookie_key(target)
+counts = {"inits": 0, "resps": 0, "cookie_replies": 0, "finals": 0, "send_errors": 0}
+print("ready", flush=True)
+started = time.monotonic()
+for n, (session, init) in enumerate(pool):
+    sock = socks[n % len(socks)]
+    cookie = cookies.get(sock)
+    if cookie is not None:
+        init = add_macs(init, k1, cookie)[0]
+    by_index[decode_datagram(init)[1].sender] = (session, init)
+    try:
+        sock.sendto(init, dest)
+    except OSError:
+        counts["send_errors"] += 1
+    counts["inits"] += 1
+    if n % 16 == 0:
+        for s in socks:
+            while True:
+                try:
+                    data = s.recv(2048)
+                except BlockingIOError:
+                    break
+                entry = by_index.get(peek_receiver(data))
+                if entry is None:
+                    continue
+                try:
+                    header, body = decode_datagram(data)
+                except RemoteProtocolError:
+                    continue
+                if header.ptype is PacketType.COOKIE_REPLY:
+                    counts["cookie_replies"] += 1
+                    got = open_cookie(ck, body.nonce, body.sealed, decode_datagram(entry[1])[1].mac1)
+                    if got is not None:
+                        cookies[s] = got
+                elif header.ptype is PacketType.HANDSHAKE_RESP:
+                    counts["resps"] += 1
+                    try:
+                        final = entry[0].receive(decode_header(data), data, time.monotonic()).replies
+                    except RemoteProtocolError:
+                        continue
+                    for d in final[:1]:
+                        s.sendto(d, dest)
+                        counts["finals"] += 1
+        ahead = (n + 1) / cfg["rate"] - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+counts["seconds"] = time.monotonic() - started
+print(json.dumps(counts), flush=True)
+"""
+
+
+def start_key_flood(ns: Namespace, host: str, port: int, *, target_key: bytes, source: str, rate: int,
+                    seconds: float, ports: int = 16) -> subprocess.Popen[str]:
+    """Start a fresh-key handshake flood (see _KEY_FLOOD_SCRIPT) from ``source`` in ``ns`` to ``host:port``:
+    ``rate`` INITs a second for ``seconds`` (bounded: rate x seconds INITs in all). Returns once its sessions are
+    built and it starts sending; :func:`finish_key_flood` waits for its counts."""
+    if rate * seconds > 50_000:
+        raise HarnessError("a key flood is bounded to 50,000 INITs")
+    config = {"host": host, "port": port, "target_key": target_key.hex(), "source": source, "rate": rate,
+              "seconds": seconds, "ports": ports}
+    proc = ns.popen([sys.executable, "-c", _KEY_FLOOD_SCRIPT, json.dumps(config)], stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    first = _readline_with_timeout(proc.stdout, 120.0).strip()
+    if first != "ready":
+        terminate_processes([proc], grace=1.0)
+        raise HarnessError(f"key flood did not start: {first!r} {proc.stderr.read()[-800:] if proc.stderr else ''}")
+    return proc
+
+
+def finish_key_flood(proc: subprocess.Popen[str], timeout: float = 120.0) -> dict[str, float]:
+    """Wait (bounded) for a key flood; its counts (inits, resps, cookie_replies, finals, send_errors, seconds)."""
+    return _last_json_line(proc, timeout, "key flood")
+
+
+# A peer that pinned the target's key (HOST:PORT#KEY) dials it once with a fresh key and reports how long until
+# the target holds its keys (the target's key confirmation arrived), echoing a cookie if asked for one.
+_CONNECT_SCRIPT = r"""
+import json, socket, sys, time
+from nacl.public import PrivateKey
+from axiomnet.control import HandshakePayload
+from axiomnet.errors import RemoteProtocolError
+from axiomnet.session import Session
+from axiomnet.wire import PacketType, decode_header
+host, port, target, timeout = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3]), float(sys.argv[4])
+key = PrivateKey.generate()
+session = Session(bytes(key), bytes(key.public_key), local_payload=HandshakePayload(capabilities=("relay",)),
+                  expected_remote_key=target)
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.settimeout(0.02)
+started = time.monotonic()
+out = session.initiate(started)
+confirmed = None
+while confirmed is None and time.monotonic() - started < timeout:
+    for d in out:
+        sock.sendto(d, (host, port))
+    out = []
+    try:
+        data = sock.recv(2048)
+    except socket.timeout:
+        out = session.tick(time.monotonic())
+        continue
+    try:
+        got = session.receive(decode_header(data), data, time.monotonic())
+    except RemoteProtocolError:
+        continue
+    out = got.replies
+    if got.authenticated and got.ptype is PacketType.KEEPALIVE:
+        confirmed = time.monotonic() - started
+print(json.dumps({"seconds": confirmed, "cookies": session.stats["cookies_received"]}))
+"""
+
+
+def connect_seconds(ns: Namespace, host: str, port: int, target_key: bytes, timeout: float = 10.0) -> dict[str, float | None]:
+    """From ``ns``, one handshake with a fresh key pinning ``target_key``: seconds until the target confirmed it
+    holds the keys (None: not within ``timeout``), and cookies it had to echo."""
+    proc = ns.exec([sys.executable, "-c", _CONNECT_SCRIPT, host, str(port), target_key.hex(), str(timeout)],
+                  timeout=timeout + 30.0)
+    if proc.returncode != 0:
+        raise HarnessError(f"connect probe failed: {proc.stderr.strip()[-800:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def udp_receive_buffer_errors(ns: Namespace) -> int:

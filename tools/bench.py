@@ -373,7 +373,7 @@ def measure_idle_axiomnet(workdir: Path, s: Settings, fig: Figures) -> None:
         hub = daemons.start_daemon(ns, name="hub", listen="127.0.0.1:7443", peers=[], data_dir=workdir / "hub",
                                    admin_socket=workdir / "hub.sock", tun=ns.tun_name, log_level="WARNING")
         def spoke(i: int) -> daemons.DaemonProcess:
-            # One loopback address per spoke: the hub admits at most MAX_SESSIONS_PER_SOURCE strangers per address.
+            # One loopback address per spoke (a node of its own, as in a real network).
             return daemons.start_daemon(ns, name=f"spoke{i}", listen=f"127.0.0.{2 + i}:7443", peers=["127.0.0.1:7443"],
                                         data_dir=workdir / f"spoke{i}", admin_socket=workdir / f"spoke{i}.sock",
                                         tun=None, log_level="WARNING")
@@ -425,7 +425,7 @@ def measure_daemon_sessions(workdir: Path, s: Settings, fig: Figures) -> None:
         if not s.wants("sessions"):
             raise Skipped
         ns = lab.add_namespace("h")
-        # Strangers are capped (MAX_UNPINNED_SESSIONS, 8 per source): the held sessions' keys are allowed, as the
+        # Strangers are bounded (MAX_UNPINNED_SESSIONS, 32 per source at once): the held sessions' keys are allowed, as the
         # keys of a node's real peers would be, so the daemon admits all of them.
         seed = 7
         allowed = [bytes(holder_key(seed, i).public_key).hex() for i in range(s.sessions)]

@@ -51,12 +51,12 @@ def test_a_relay_that_flips_a_bit_makes_the_destination_drop_and_count(workdir, 
     with namespaces.NetnsLab(stop_grace=2.0) as lab:
         a, relay, b = daemons.start_overlay(lab, 3, [(0, 1), (1, 2)], workdir, extra_args=["--fault-injection"])
         assert daemons.wait_overlay_reachable(a, b, timeout=REACH_TIMEOUT) is not None, a.log_tail(30)
-        before = b.inspect()["counters"]["e2e"].get("rx_rejected", 0)
+        before = b.inspect()["counters"]["e2e"].get("rx_DecryptionFailed", 0)
         assert relay.admin({"cmd": "corrupt-relayed", "count": 3}).get("ok")
         payload = canary()
         got = traffic.udp_canary(b.ns, a.ns, b.address, payload, sends=3, timeout=5.0)
         assert got.payload is None, "a tampered packet was delivered"
         assert relay.inspect()["counters"]["router"].get("fault_corrupted") == 3
-        assert processes.wait_until(lambda: b.inspect()["counters"]["e2e"].get("rx_rejected", 0) >= before + 3, 10.0)
+        assert processes.wait_until(lambda: b.inspect()["counters"]["e2e"].get("rx_DecryptionFailed", 0) >= before + 3, 10.0)
         # Untampered traffic flows again at once.
         assert traffic.udp_canary(b.ns, a.ns, b.address, payload).payload == payload

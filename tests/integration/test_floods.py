@@ -9,11 +9,12 @@ packet above DEBUG. A longer soak: tools/chaos.py (its flood scenario) with --ro
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from axiomnet.constants import MAX_QUEUED_BATCHES, READER_BATCH_MAX
+from axiomnet.constants import MAX_QUEUED_BATCHES, READER_BATCH_MAX, REFUSALS_BEFORE_LOAD
 from axiomnet.lab import daemons, namespaces, processes, traffic
 from tests.integration.test_daemon import assert_reachable
 
@@ -111,13 +112,13 @@ def test_chaos_send_malformed_packets_flood_of_10000_random_and_mutated_datagram
     ping = finish_ping(pinger)
     assert report.total >= 10_000 and all(report.sent[kind] > 0 for kind in traffic.ALL_HOSTILE_KINDS), report
     assert_healthy_after(arena, ping, peak.peak)
-    received: list[int] = []
 
-    def settled() -> bool:  # the reader has handed over everything the kernel queued
-        received.append(arena.a.inspect()["counters"]["socket"]["rx_datagrams"])
-        return len(received) > 1 and received[-1] == received[-2]
+    def accounted() -> bool:  # the reader has handed over what the kernel queued (waiting for a quiet socket
+        # instead never ends on a loaded box: the peer's announcements and keepalives keep arriving)
+        rx = arena.a.inspect()["counters"]["socket"]["rx_datagrams"]
+        return rx + traffic.udp_receive_buffer_errors(pair.a) >= 0.99 * report.total
 
-    assert processes.wait_until(settled, 20.0, interval=0.5)
+    processes.wait_until(accounted, 20.0, interval=0.5)  # the assertion below says what was missing
     counters = arena.a.inspect()["counters"]
     # Every datagram is accounted for: read and counted by the daemon, or dropped by the kernel with the socket's
     # receive buffer full (RcvbufErrors; seen: 7 of 30,000 in a 1.1 s flood), where no program can see it.
@@ -151,3 +152,62 @@ def test_flood_of_50000_handshake_initiations_from_many_source_ports(pair, workd
     assert responder["cookie_replies"] > 0  # under load the mac1-valid half is asked for cookies, statelessly
     assert state["snapshots"]["peers"]["pending_handshakes"] <= 1024
     assert responder["responses_sent"] < 0.05 * report.total  # the expensive path stayed rare
+
+
+KEY_FLOOD_RATE = 2000  # fresh-key INITs a second from one host (issue 17's target)
+KEY_FLOOD_SECONDS = 8.0
+
+
+def test_a_one_host_fresh_key_handshake_flood_is_refused_then_asked_for_cookies_and_a_pinned_peer_connects(
+        pair, workdir):
+    """Issue 17: refused handshakes were not load, so one host completing handshakes with fresh keys cost the
+    node a Diffie-Hellman each, forever. From the attacker's single address, 2,000 INITs a second for 8 s, each a
+    real initiator that completes when answered and echoes cookies: the node admits a burst of its keys, refuses
+    the rest, and after a few refusals answers that source only with cookies and then its rate limit. Meanwhile
+    a peer from another host that pinned the node's key connects (measured; docs/SECURITY.md has the figure) and
+    the existing peer's ping keeps working. The node's CPU over the flood after its first second is printed,
+    not asserted (a shared CI box makes CPU time a benchmark, not a test)."""
+    arena = Arena(pair, workdir)
+    key = bytes.fromhex(arena.a.inspect()["self"]["public_key"])
+    pinger = arena.ping_during(KEY_FLOOD_SECONDS + 2.0)
+    proc = traffic.start_key_flood(arena.attacker, pair.ip_a, 7443, target_key=key, source=arena.sources[0],
+                                   rate=KEY_FLOOD_RATE, seconds=KEY_FLOOD_SECONDS)
+    started = time.monotonic()
+    assert processes.wait_until(lambda: time.monotonic() - started >= 1.0, 5.0, interval=0.05)
+    cpu_from, at_from = arena.a.cpu_seconds(), time.monotonic()
+    assert processes.wait_until(lambda: time.monotonic() - started >= 3.0, 5.0, interval=0.05)
+    pinned = traffic.connect_seconds(pair.b, pair.ip_a, 7443, key, timeout=10.0)
+    report = traffic.finish_key_flood(proc, timeout=KEY_FLOOD_SECONDS + 120.0)
+    cpu_to, at_to = arena.a.cpu_seconds(), time.monotonic()
+    ping = finish_ping(pinger)
+    cpu_percent = 100.0 * (cpu_to - cpu_from) / (at_to - at_from)
+    state = arena.a.inspect()
+    peers, responder = state["counters"]["peers"], state["snapshots"]["peers"]["responder"]
+    print(f"key flood: {report['inits']} INITs in {report['seconds']:.1f} s "
+          f"({report['inits'] / report['seconds']:.0f}/s), {report['resps']} RESPs, {report['cookie_replies']} cookie "
+          f"replies, {report['finals']} FINALs; node CPU after the first second {cpu_percent:.1f}% of a core; "
+          f"pinned peer connected in {pinned['seconds']} s; peers {dict(peers)}; responder {responder}")
+    assert arena.a.running(), arena.a.log_tail(30)
+    b_key = arena.b.inspect()["self"]["public_key"]
+    assert any(s["peer"] == b_key and s["state"] == "established" for s in state["sessions"])  # not pushed out
+    assert pinned["seconds"] is not None, "a peer that pinned the node's key could not connect during the flood"
+    assert peers.get("refused_source_rate", 0) > 0  # the host's keys past its burst were refused ...
+    assert responder["refusals"] >= REFUSALS_BEFORE_LOAD  # ... which is load: its INITs need cookies ...
+    assert responder["cookie_replies"] > 0 and responder["rate_limited"] > 0  # ... and meet its rate limit
+    assert report["resps"] < 0.1 * report["inits"]  # the expensive answer stayed rare
+    assert ping.sent > 0 and ping.received >= 0.9 * ping.sent, ping.output
+
+
+def test_twenty_nodes_behind_one_address_all_get_sessions(pair, workdir):
+    """Issue 17: 8 strangers per address was a hard cap even with the table empty, so ten nodes behind one NAT
+    could not all peer with a public node. Twenty fresh keys from the attacker namespace's one address, one after
+    the other (each pinning the node's key), all connect; the existing peer keeps its session."""
+    arena = Arena(pair, workdir)
+    key = bytes.fromhex(arena.a.inspect()["self"]["public_key"])
+    for n in range(20):
+        got = traffic.connect_seconds(arena.attacker, pair.ip_a, 7443, key, timeout=10.0)
+        assert got["seconds"] is not None, f"node {n} behind the address could not connect"
+    state = arena.a.inspect()
+    assert sum(s["state"] == "established" for s in state["sessions"]) == 21, state["sessions"]
+    assert not any(k.startswith("refused_") for k in state["counters"]["peers"]), state["counters"]["peers"]
+    assert_reachable(arena.b, arena.a)

@@ -43,9 +43,11 @@ confirmed = False
 deadline = time.monotonic() + 20
 out = link.initiate(time.monotonic())
 
-def routed(datagrams):
+mode = sys.argv[6] if len(sys.argv) > 6 else "spoof"
+
+def routed(datagrams, src=None):
     # End-to-end datagrams in routed TRAFFIC for the daemon (our neighbour: no path needed), over the link.
-    packets = [encode_routed(Kind.TRAFFIC, root_tag=0, dst=target, src=mine, dst_path=(), src_path=(),
+    packets = [encode_routed(Kind.TRAFFIC, root_tag=0, dst=target, src=src or mine, dst_path=(), src_path=(),
                              payload=d, watermark=0) for d in datagrams]
     return link.send_batch(PacketType.DATA, packets, time.monotonic()) if packets else []
 
@@ -98,7 +100,12 @@ packets = [
     udp6(target, third, b"through you as you"),  # to a third node, as the daemon
     udp6(mine, target, b"legit"),  # the address our key owns
 ]
-if confirmed:
+if confirmed and mode == "rewrite":
+    # As a relay that rewrites the routed source: our own session's packets, from the routed address of a third.
+    packets = [udp6(mine, target, b"rewritten %d" % i) for i in range(3)]
+    for d in routed(e2e.send_batch(PacketType.DATA, packets, time.monotonic()), src=third):
+        sock.sendto(d, (host, port))
+elif confirmed:
     for d in routed(e2e.send_batch(PacketType.DATA, packets, time.monotonic())):
         sock.sendto(d, (host, port))
 print(json.dumps({"confirmed": confirmed, "address": mine.hex()}))
@@ -144,6 +151,37 @@ def test_a_neighbour_cannot_deliver_packets_from_addresses_it_does_not_own(pair,
         out, _ = listener.communicate(timeout=LISTEN_SECONDS + 10)
         rogue_address = str(ipaddress.IPv6Address(bytes.fromhex(report["address"])))
         assert json.loads(out) == ["legit", rogue_address]  # nothing forged reached the service
+        assert "Traceback" not in node.log()
+    finally:
+        node.stop()
+
+
+def test_a_packet_whose_routed_source_was_rewritten_is_dropped_counted_and_draws_nothing(pair, tmp_path: Path) -> None:
+    """Issue 17: a relay rewrote the routed source of A's end-to-end packets, and B answered the rewritten
+    address. Here the rogue neighbour sends its own session's packets under a third node's routed source, as such
+    a relay would: the daemon drops and counts them, delivers none, and starts nothing towards that address."""
+    node = daemons.start_daemon(pair.a, name="node", listen=f"{pair.ip_a}:7443", peers=[], data_dir=tmp_path / "a",
+                                admin_socket=tmp_path / "a.sock", tun=pair.a.tun_name)
+    try:
+        assert processes.wait_until(lambda: pair.a.link_exists(pair.a.tun_name), 15.0), node.log_tail(30)
+        listener = pair.a.popen([sys.executable, "-c", _LISTENER, str(LISTEN_PORT), "5"],
+                                stdout=subprocess.PIPE, text=True)
+        assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+        target = ipaddress.IPv6Address(node.address).packed.hex()
+        rogue = pair.b.exec([sys.executable, "-c", _ROGUE, pair.ip_a, "7443", pair.ip_b, target, str(LISTEN_PORT),
+                             "rewrite"], timeout=30.0)
+        assert rogue.returncode == 0, rogue.stderr[-2000:]
+        assert json.loads(rogue.stdout)["confirmed"], node.log_tail(30)
+
+        def e2e() -> dict[str, int]:
+            return node.inspect()["counters"]["e2e"]
+
+        assert processes.wait_until(lambda: e2e().get("rx_dropped_wrong_source", 0) == 3, 10.0), e2e()
+        out, _ = listener.communicate(timeout=20)
+        assert json.loads(out) is None  # nothing rewritten reached the service
+        counters = e2e()
+        assert counters.get("nudges", 0) == 0 and counters.get("rx_dropped_unknown_index", 0) == 0, counters
+        assert counters.get("sessions_created", 0) == 1  # the rogue's own session; none for the third address
         assert "Traceback" not in node.log()
     finally:
         node.stop()

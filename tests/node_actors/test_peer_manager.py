@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from axiomnet.ops.config import PeerSpec
-from axiomnet.constants import SESSION_EXPIRY
+from axiomnet.constants import REFUSALS_BEFORE_LOAD, SESSION_EXPIRY
 from axiomnet.control import HandshakePayload
 from axiomnet.identity import Identity
 from axiomnet.session import Session
@@ -163,7 +163,12 @@ def test_handshakes_arriving_while_the_socket_actor_restarts_complete_afterwards
     mgr.sock = fresh
     mgr.ref.tell(m.Rewire("socket", fresh))
     assert wait_for(lambda: any(isinstance(x, m.BindIndex) for x in fresh.ask(GetOther())))  # rebound
-    mgr.ref.tell(m.Datagrams([(init, addr)]))  # the initiator retransmits its INIT
+
+    def retransmit() -> bool:  # the initiator retransmits its INIT (a copy within RESP_RESEND_INTERVAL is ignored)
+        mgr.ref.tell(m.Datagrams([(init, addr)]))
+        return any(a == addr for _, a in mgr.sock.ask(GetSent()))
+
+    assert wait_for(retransmit)
     reply, _ = replies_to(mgr, addr, 0)
     (final,) = session.receive(decode_header(reply), reply, time.monotonic()).replies
     mgr.ref.tell(m.Datagrams([(final, addr)]))
@@ -187,15 +192,48 @@ def test_a_dead_session_actor_does_not_take_the_manager_down(recorder):
 # --- admission ------------------------------------------------------------------------------------------
 def test_one_host_minting_keys_cannot_keep_a_new_peer_out(recorder):
     """The issue's lockout: one host completes handshakes with fresh keys until the table is full, and a new
-    peer that pinned our key cannot get in. Per-source admission stops the host at MAX_SESSIONS_PER_SOURCE."""
-    mgr = start_manager(recorder, max_sessions=6, max_sessions_per_source=3)
+    peer that pinned our key cannot get in. The host fills the room there is, is refused past it, and a new peer
+    from elsewhere takes one of its slots (the host holding the most gives one up)."""
+    mgr = start_manager(recorder, max_sessions=6)
     for port in range(1000, 1010):
         dial(mgr, ("198.51.100.66", port))  # ten fresh keys from one host, any port
-    assert wait_for(lambda: mgr.snapshot().get("refused_source_limit") == 7)
-    assert mgr.sessions() == 3
-    dial(mgr, ("192.0.2.50", 7443))  # a new peer from elsewhere
-    assert wait_for(lambda: mgr.sessions() == 4)
-    assert wait_for(lambda: established_sessions(mgr) == 4)
+    assert wait_for(lambda: mgr.snapshot().get("refused_session_limit") == 4)
+    assert mgr.sessions() == 6
+    newcomer = Identity.generate()
+    dial(mgr, ("192.0.2.50", 7443), peer=newcomer)  # a new peer from elsewhere
+    assert wait_for(lambda: mgr.snapshot().get("evicted_for_fair_share") == 1)
+    assert wait_for(lambda: established_sessions(mgr) == 6)
+    assert newcomer.public_key.hex() in _session_keys(mgr)
+
+
+def test_a_host_whose_handshakes_keep_being_refused_must_earn_cookies_and_a_pinned_peer_still_connects(recorder):
+    """Refusals are load: once the table is full, a host minting keys is refused; past REFUSALS_BEFORE_LOAD
+    refusals its INITs get cookie replies first (the node as a whole is not under load), and a pinned peer from
+    elsewhere still connects at once."""
+    pinned = Identity.generate()
+    static = (PeerSpec("192.0.2.60", 7443, pinned.public_key),)
+    mgr = start_manager(recorder, static_peers=static, max_sessions=4)
+    for port in range(1000, 1000 + 3 + int(REFUSALS_BEFORE_LOAD)):  # 3 strangers fill the table, 8 refused
+        dial(mgr, ("198.51.100.66", port))
+    assert wait_for(lambda: mgr.snapshot().get("refused_session_limit") == REFUSALS_BEFORE_LOAD)
+    assert mgr.snapshot()["responder"]["cookie_replies"] == 0
+    dial(mgr, ("198.51.100.66", 2000))  # the next fresh key from that host must echo a cookie first
+    assert wait_for(lambda: mgr.snapshot().get("refused_session_limit") == REFUSALS_BEFORE_LOAD + 1)
+    responder = mgr.snapshot()["responder"]
+    assert responder["cookie_replies_refused_source"] == 1 and responder["refusals"] == REFUSALS_BEFORE_LOAD + 1
+    assert mgr.snapshot()["pending_handshakes"] < 64  # not node-wide load: the refusals did it
+    dial(mgr, ("192.0.2.61", 7443), peer=pinned)  # the pinned peer calls in from a new address
+    assert wait_for(lambda: pinned.public_key.hex() in _session_keys(mgr))
+    assert mgr.snapshot()["responder"]["cookie_replies"] == 1  # it was asked for none
+
+
+def test_twenty_nodes_behind_one_address_all_get_sessions(recorder):
+    """Issue 17: with 8 per source a hard cap, ten nodes behind one NAT could not all peer with a public node."""
+    mgr = start_manager(recorder)
+    for port in range(2000, 2020):
+        dial(mgr, ("203.0.113.77", port))
+    assert wait_for(lambda: established_sessions(mgr) == 20, 30.0)
+    assert not any(k.startswith("refused_") for k in mgr.snapshot())
 
 
 def test_a_configured_pinned_peer_keeps_its_slot_when_strangers_fill_the_rest(recorder):

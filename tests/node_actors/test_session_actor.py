@@ -145,6 +145,24 @@ def test_forged_and_garbage_datagrams_are_counted_not_fatal(established):
     assert actor.is_alive()
 
 
+def test_each_dropped_datagram_counts_once_in_dropped(established):
+    """Issue 17: one replayed datagram raised the session's `dropped` by 2 (the core's count and the actor's
+    rx_ReplayedPacket added again); a datagram too short to decode was not in the core's count at all."""
+    actor, peer, sock, router, me = established
+    good = peer.session.send(PacketType.DATA, ipv6_packet(me.address.packed, 1, peer.src), time.monotonic())[0]
+    actor.tell(m.Datagrams([(good, ENDPOINT)]))
+    assert wait_for(lambda: len(routed(router)) == 1)
+    before = actor.ask(m.Snapshot(), timeout=5)["dropped"]
+    flipped = good[:-1] + bytes([good[-1] ^ 1])
+    for n, datagram in enumerate([good, flipped, b"\x00" * 5], start=1):  # a replay, a flipped bit, garbage
+        actor.tell(m.Datagrams([(datagram, ENDPOINT)]))
+        assert wait_for(lambda: sum(v for k, v in actor.ask(m.Snapshot(), timeout=5)["counters"].items()
+                                    if k.startswith("rx_") and k[3:4].isupper()) == n)
+        assert actor.ask(m.Snapshot(), timeout=5)["dropped"] == before + n
+    snapshot = actor.ask(m.Snapshot(), timeout=5)
+    assert snapshot["rx_packets"] == 1
+
+
 def test_data_goes_to_the_router_with_the_authenticated_key(established):
     actor, peer, sock, router, me = established
     other = Identity.generate().address.packed

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 
 from tests.unit.lossy_link import PAYLOAD, Node
 
@@ -51,6 +52,10 @@ class Stack:
         self.by_key = {n.identity.public_key: n for n in self.nodes}
         self.now = 0.0
         self.wire: deque[tuple[StackNode, StackNode, bytes]] = deque()
+        # node index -> what that node does to every routed packet it sends over a link (a hostile relay)
+        self.rewrite: dict[int, Callable[[bytes], bytes]] = {}
+        # (node index, routed packet) for every routed packet a node sends over a link, after any rewrite
+        self.routed_log: list[tuple[int, bytes]] = []
         for a, b in edges:
             u, v = self.nodes[a], self.nodes[b]
             session = u.link.session_for(v.identity.public_key)
@@ -117,7 +122,12 @@ class Stack:
                 self._send(node, self.by_key[key], node.link._guarded(session, sealed, self.now))
 
     def _dispatch(self, node: StackNode, out: Output) -> None:
+        at = self.nodes.index(node)
         for key, packets in out.links.items():
+            rewrite = self.rewrite.get(at)
+            if rewrite is not None:
+                packets = [rewrite(p) for p in packets]
+            self.routed_log.extend((at, p) for p in packets)
             session = node.link.sessions[key]
             sealed = session.send_batch(PacketType.DATA, packets, self.now)
             self._send(node, self.by_key[key], node.link._guarded(session, sealed, self.now))

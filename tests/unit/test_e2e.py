@@ -117,7 +117,7 @@ def test_a_flipped_bit_is_dropped_and_counted() -> None:
     pair.tamper = flip
     pair.send(1, b"tampered")
     assert [p[40:] for p in pair.tun[2]] == [b"warm up"]
-    assert pair.nodes[2].stats["rx_rejected"] == 1
+    assert pair.nodes[2].stats["rx_DecryptionFailed"] == 1
 
 
 def test_a_handshake_from_a_key_that_does_not_own_the_routed_source_is_refused() -> None:
@@ -130,7 +130,7 @@ def test_a_handshake_from_a_key_that_does_not_own_the_routed_source_is_refused()
     (resp,) = bob.inbound([(c.address.packed, init)], 0.0).sends[c.address.packed]
     final = alice.inbound([(bob.address, resp)], 0.0).sends[bob.address]
     after = bob.inbound([(c.address.packed, d) for d in final], 0.0)
-    assert bob.stats["rx_refused_wrong_owner"] == 1
+    assert bob.stats["rx_dropped_wrong_owner"] == 1
     assert not bob.sessions and not after.sends
 
 
@@ -236,8 +236,8 @@ def test_a_batch_is_opened_in_order_with_refusals_counted_one_by_one() -> None:
     out = pair.nodes[2].inbound(items, pair.now)
     assert out.tun == [p for i, p in enumerate(packets) if i != 2]
     stats = pair.nodes[2].stats
-    assert stats["rx_rejected"] - before["rx_rejected"] == 1
-    assert stats["rx_unknown_index"] - before["rx_unknown_index"] == 1
+    assert stats["rx_DecryptionFailed"] - before.get("rx_DecryptionFailed", 0) == 1
+    assert stats["rx_dropped_unknown_index"] - before["rx_dropped_unknown_index"] == 1
     assert stats["rx_packets"] - before["rx_packets"] == 5
 
 
@@ -273,3 +273,86 @@ def test_next_deadline_covers_resolve_retries_the_resolve_timeout_and_session_ti
     pair.send(1, b"again")  # the session sent: its silence deadline, earlier than the rekey, is reported
     touched = a.next_deadline(touched_only=True)
     assert touched is not None and touched < REKEY_AFTER_TIME
+
+
+def test_a_relay_that_rewrites_the_routed_source_is_dropped_counted_and_never_answered() -> None:
+    """Issue 17: a relay rewrote the routed source of A's end-to-end packets to its own address, and B sent
+    datagrams to the relay's address. A session's peer address is the hash of its key: a packet for that
+    session from any other routed source is dropped and counted, and nothing goes to the rewritten address."""
+    stack = Stack(3, [(0, 1), (1, 2)])
+    stack.run(12)
+    a, relay, b = stack.nodes
+    stack.tun_send(0, [ipv6(a.address, b.address, b"before")])
+    assert [p[40:] for p in b.tun] == [b"before"]
+
+    def rewrite(packet: bytes) -> bytes:
+        if packet[0] == Kind.TRAFFIC and packet[24:40] == a.address:
+            return packet[:24] + relay.address + packet[40:]
+        return packet
+
+    stack.rewrite[1] = rewrite
+    stack.routed_log.clear()
+    for i in range(6):
+        stack.tun_send(0, [ipv6(a.address, b.address, b"ping %d" % i)])
+        stack.run(0.5)
+    assert [p[40:] for p in b.tun] == [b"before"]  # nothing rewritten was delivered
+    assert b.e2e.stats.get("rx_dropped_wrong_source") == 6, b.e2e.stats
+    assert relay.address not in b.e2e.sessions  # no session, no handshake to the rewritten address
+    to_relay = [p for at, p in stack.routed_log if at == 2 and decode_routed(p).dst == relay.address]
+    assert to_relay == [], "B sent datagrams to the address the relay wrote in"
+    # B's own packets for A still go to A's address (the key's), and get there.
+    stack.tun_send(2, [ipv6(b.address, a.address, b"reply")])
+    assert [p[40:] for p in a.tun] == [b"reply"]
+    stack.rewrite.clear()
+    stack.tun_send(0, [ipv6(a.address, b.address, b"after")])
+    assert [p[40:] for p in b.tun] == [b"before", b"after"]
+
+
+def _drops(stats: dict[str, int]) -> dict[str, int]:
+    """The drop counters among ``stats``, as the metrics and the drop summary read them."""
+    from axiomnet.ops.metrics import drop_reason
+
+    return {name: value for name, value in stats.items() if drop_reason(name) is not None and value}
+
+
+def test_every_inbound_drop_is_counted_once_under_its_own_name() -> None:
+    """Issue 17: a bit-flipped end-to-end packet moved no drop counter (it was `rx_rejected`, which the metrics
+    and the drop summary do not read as a drop). Each refused datagram now moves exactly one drop counter, by 1."""
+    pair = Pair()
+    pair.send(1, b"warm up")
+    me, other = pair.nodes[1].address, pair.nodes[2].address
+    b = pair.nodes[2]
+    session = pair.nodes[1].sessions[other]
+
+    def sealed(payload: bytes, src: bytes = me, dst: bytes = other) -> bytes:
+        (datagram,) = session.send_batch(PacketType.DATA, [ipv6(src, dst, payload)], pair.now)
+        return datagram
+
+    replayed = sealed(b"once")
+    b.inbound([(me, replayed)], pair.now)
+    flipped = sealed(b"flip")
+    flipped = flipped[:-1] + bytes([flipped[-1] ^ 1])
+    header_flip = sealed(b"header")
+    header_flip = header_flip[:3] + bytes([header_flip[3] ^ 1]) + header_flip[4:]  # the route label (in the AAD)
+    unknown = sealed(b"unknown")
+    unknown = unknown[:5] + bytes([unknown[5] ^ 0xFF]) + unknown[6:]
+    stranger = ident(9)
+    init = EndToEnd(stranger.private_key, stranger.public_key).resolved(other, ident(2).public_key, 0.0).sends[other][0]
+    bad_mac1 = init[:-20] + bytes(4) + init[-16:]
+    cases = {
+        "rx_DecryptionFailed": (me, flipped),
+        "rx_ReplayedPacket": (me, replayed),
+        "rx_MalformedPacket": (me, b"\x00" * 7),
+        "rx_InvalidMac": (stranger.address.packed, bad_mac1),
+        "rx_dropped_wrong_source": (stranger.address.packed, sealed(b"rewritten")),
+        "rx_dropped_unknown_index": (me, unknown),
+        "rx_dropped_spoofed_source": (me, sealed(b"spoof", src=stranger.address.packed)),
+        "rx_dropped_not_for_us": (me, sealed(b"elsewhere", dst=stranger.address.packed)),
+    }
+    cases["rx_DecryptionFailed "] = (me, header_flip)  # a second flip, in the authenticated header
+    for name, item in cases.items():
+        before = _drops(b.stats)
+        assert b.inbound([item], pair.now).tun == []
+        after = _drops(b.stats)
+        moved = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+        assert moved == {name.strip(): 1}, (name, moved)

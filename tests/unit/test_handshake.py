@@ -18,6 +18,7 @@ from tests.unit.lossy_link import (
 )
 
 from axiomnet.constants import (
+    HANDSHAKE_INIT_SIZE,
     HEADER_SIZE,
     MAC_SIZE,
     NEW_HANDSHAKE_AFTER_SILENCE,
@@ -84,10 +85,11 @@ def test_handshake_datagrams_follow_the_wire_layout() -> None:
     init = sa.initiate(0.0)[0]
     header, body = decode_datagram(init)
     assert header.ptype is INIT and header.receiver == 0 and header.counter == 0
-    assert len(init) == HEADER_SIZE + 4 + NOISE_MSG1_MIN + 2 * MAC_SIZE  # message 1: the ephemeral key only
+    assert len(body.noise) == NOISE_MSG1_MIN and len(init) == HANDSHAKE_INIT_SIZE  # the ephemeral key, padded
     assert body.mac2 == NO_MAC and body.sender in sa.local_indices()  # no cookie held: mac2 is zeros
     assert body.mac1 == mac(mac1_key(b.public), init[: -2 * MAC_SIZE])  # keyed by the responder's key
     (resp,), _ = respond(b.responder, init, a.addr)
+    assert len(resp) <= len(init)  # the answer is never larger than the unauthenticated INIT
     header, rbody = decode_datagram(resp)
     assert header.ptype is RESP and header.receiver == body.sender
     assert rbody.sender in b.responder.pending_indices()

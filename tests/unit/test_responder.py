@@ -22,10 +22,14 @@ from axiomnet.constants import (
     MAC_SIZE,
     MAX_PENDING_HANDSHAKES,
     PENDING_HANDSHAKE_TIMEOUT,
+    REFUSALS_BEFORE_LOAD,
+    REFUSALS_FORGIVEN_PER_SECOND,
+    REFUSED_SOURCE_HANDSHAKE_BURST,
     UNDER_LOAD_AFTER_TIME,
 )
 from axiomnet.cookie import add_macs, cookie_key, mac1_key, open_cookie
 from axiomnet.errors import (
+    Ignored,
     InvalidMac,
     MalformedPacket,
     RateLimited,
@@ -33,6 +37,7 @@ from axiomnet.errors import (
     UnknownReceiver,
 )
 from axiomnet.wire import (
+    INIT_PADDING,
     NOISE_MSG1_MIN,
     PacketType,
     decode_datagram,
@@ -186,7 +191,7 @@ def flood(b: Node, rng: random.Random, count: int, *, mac1_valid: bool) -> Count
             body = rng.randbytes(4 + NOISE_MSG1_MIN)  # fully random (mostly a bad sender index)
         else:
             body = struct.pack(">I", rng.randrange(1, 1 << 24)) + rng.randbytes(NOISE_MSG1_MIN)
-        datagram = header + body + bytes(2 * MAC_SIZE)
+        datagram = header + body + bytes(INIT_PADDING + 2 * MAC_SIZE)  # padded, as every initiator sends it
         if mac1_valid:
             datagram = add_macs(datagram, mac1_key(b.public), None)[0]
         addr = noisy if i % 10 == 0 else random_addr(rng)
@@ -305,3 +310,115 @@ def test_next_deadline_is_when_the_oldest_half_open_handshake_expires() -> None:
     assert b.responder.pending_count == 1 and b.responder.next_deadline() == 2.0 + PENDING_HANDSHAKE_TIMEOUT
     b.responder.expire(2.0 + PENDING_HANDSHAKE_TIMEOUT)
     assert b.responder.pending_count == 0 and b.responder.next_deadline() is None
+
+
+# --- no amplification ------------------------------------------------------------------------------------
+def test_no_reply_to_an_unauthenticated_datagram_is_larger_than_it() -> None:
+    """Issue 17: a captured 84-byte HANDSHAKE_INIT replayed 20 times from a spoofed source drew 20 RESPs of about
+    150 bytes (1.8x). INITs are now padded to HANDSHAKE_INIT_SIZE and an INIT smaller than the RESP it would
+    draw gets nothing; a burst of copies of one INIT draws one answer. Every reply the front door gives to a
+    datagram nobody authenticated, on every path, is measured here."""
+    b = Node("b", 2)
+    victim = ("192.0.2.66", 7443)
+    ratios: dict[str, float] = {}
+
+    def measure(name: str, datagram: bytes, addr: tuple[str, int], now: float) -> list[bytes]:
+        replies, _ = respond(b.responder, datagram, addr, now)
+        assert len(replies) == 1, name
+        ratios[name] = len(replies[0]) / len(datagram)
+        return replies
+
+    init = Node("a", 1).session_for(b.public).initiate(0.0)[0]
+    measure("HANDSHAKE_INIT -> HANDSHAKE_RESP", init, victim, 0.0)
+    measure("HANDSHAKE_INIT retransmitted -> HANDSHAKE_RESP again", init, victim, 0.3)
+    answers = 0
+    for i in range(20):  # the captured INIT replayed in a burst: the answer just sent is not sent again
+        try:
+            answers += len(respond(b.responder, init, victim, 0.31 + i * 0.001)[0])
+        except Ignored:
+            pass
+    assert answers == 0 and b.responder.stats["responses_not_resent"] == 20
+    probe = Node("p", 5).session_for(None, pin=False).initiate(1.0)[0]
+    measure("KEY_PROBE -> KEY_REPLY", probe, victim, 1.0)
+    fill_pending(b, COOKIE_LOAD_THRESHOLD - b.responder.pending_count, now=2.0)
+    init2 = Node("c", 3).session_for(b.public).initiate(2.0)[0]
+    assert types_of(measure("HANDSHAKE_INIT under load -> COOKIE_REPLY", init2, victim, 2.0)) == [
+        PacketType.COOKIE_REPLY]
+    assert all(ratio <= 1.0 for ratio in ratios.values()), ratios
+    assert len(ratios) == 4
+    # An INIT without the padding (an old or hostile sender) would draw more than it cost: it gets nothing.
+    e = static_keypair(7)[1]
+    bare = add_macs(encode_handshake_init(77, e, padding=0), mac1_key(b.public), None)[0]
+    with pytest.raises(MalformedPacket, match="smaller than our"):
+        respond(b.responder, bare, victim, 30.0)
+    assert b.responder.stats["init_too_small"] == 1
+
+
+def test_a_local_payload_too_large_for_the_padded_init_is_refused_at_start() -> None:
+    """The rule above holds by construction: a node whose RESP would outgrow the INIT does not start."""
+    from axiomnet.control import HandshakePayload
+    from axiomnet.responder import HandshakeResponder
+
+    private, public = static_keypair(9)
+    HandshakeResponder(private, public, local_payload=HandshakePayload(capabilities=("tun", "neighbour-ip", "e2e")))
+    with pytest.raises(ValueError, match="larger than"):
+        HandshakeResponder(private, public, local_payload=HandshakePayload(capabilities=tuple("x" * 12 + str(i)
+                                                                                             for i in range(10))))
+
+
+# --- refusals are load ------------------------------------------------------------------------------------
+def test_refused_handshakes_put_their_source_under_load_cookies_then_its_rate_limit(dh_count: Counter[str]) -> None:
+    """Issue 17: 8,000 refused fresh keys from one host each completed Noise (0.8 ms of DH apiece) and nothing
+    slowed that host down, since refusals were not load (the half-open table never held 64). Past
+    REFUSALS_BEFORE_LOAD refusals its source needs a cookie, then meets the per-source rate limit; every other
+    source, and the node, stay unloaded: a pinned peer elsewhere is answered at once."""
+    friend = Node("friend", 50)
+    b = Node("b", 2, allowed_keys=frozenset({friend.public}))
+    host = "198.51.100.66"
+    now = 0.0
+
+    def complete(node: Node, addr: tuple[str, int], cookie: bytes | None = None) -> list[PacketType]:
+        """One full handshake attempt from ``node`` at ``addr``; the packet types b answered with."""
+        session = node.session_for(b.public)
+        init = session.initiate(now)[0]
+        if cookie is not None:
+            init = add_macs(init, mac1_key(b.public), cookie)[0]
+        try:
+            replies, _ = respond(b.responder, init, addr, now)
+        except RemoteProtocolError as exc:
+            return [type(exc).__name__]
+        if types_of(replies) != [RESP]:
+            return types_of(replies)
+        final = node.handle(replies[0], b.addr, now)
+        try:
+            respond(b.responder, final[0], addr, now)
+        except RemoteProtocolError as exc:
+            return [RESP, type(exc).__name__]
+        return [RESP]
+
+    for i in range(int(REFUSALS_BEFORE_LOAD)):  # fresh keys, refused by allowed_keys after a full handshake
+        now += 0.01
+        assert complete(Node(f"k{i}", 100 + i), (host, 2000 + i)) == [RESP, "NotAllowed"]
+    assert b.responder.source_under_load((host, 1), now) and not b.responder.under_load(now)
+    dh_before = dh_count["dh"]
+    for i in range(100):  # the same host, any port, fresh keys: a cookie reply each, no Diffie-Hellman
+        now += 0.0005
+        assert complete(Node(f"x{i}", 300 + i), (host, 3000 + i)) == [PacketType.COOKIE_REPLY]
+    assert dh_count["dh"] == dh_before and b.responder.stats["cookie_replies_refused_source"] == 100
+    # One that echoes its cookie (it receives at its address) meets its source's rate limit.
+    addr = (host, 4000)
+    dialler = Node("echo", 400)
+    init = dialler.session_for(b.public).initiate(now)[0]
+    cookie = cookie_of(b, respond(b.responder, init, addr, now)[0][0], init)
+    outcomes: Counter[str] = Counter()
+    for i in range(60):
+        now += 0.005
+        outcomes[str(complete(Node(f"c{i}", 500 + i), addr, cookie)[-1])] += 1
+    # Within 0.3 s: the refused source's own bucket lets REFUSED_SOURCE_HANDSHAKE_BURST through, not 40.
+    assert 0 < outcomes["NotAllowed"] <= REFUSED_SOURCE_HANDSHAKE_BURST + 1
+    assert outcomes["RateLimited"] >= 60 - REFUSED_SOURCE_HANDSHAKE_BURST - 1
+    # A named peer at another address is answered at once, no cookie asked.
+    assert complete(friend, ("192.0.2.50", 7443)) == [RESP]
+    # Refusals are forgiven over time: the source is unloaded again (a host that stops is not punished forever).
+    now += (b.responder.stats["refusals"] + 1) / REFUSALS_FORGIVEN_PER_SECOND
+    assert not b.responder.source_under_load((host, 1), now)

@@ -14,6 +14,7 @@ from axiomnet.constants import (
     AEAD_TAG_SIZE,
     COOKIE_NONCE_SIZE,
     COOKIE_SIZE,
+    HANDSHAKE_INIT_SIZE,
     HEADER_SIZE,
     KEY_PROBE_CHALLENGE_SIZE,
     MAC_SIZE,
@@ -113,7 +114,7 @@ def assert_lossless(data: bytes, decoded: tuple[Header, object]) -> None:
     assert encode_header(header.ptype, header.receiver, header.counter, header.route_label) == data[:HEADER_SIZE]
     if header.ptype is PacketType.HANDSHAKE_INIT:
         assert isinstance(body, HandshakeInit)
-        rebuilt = encode_handshake_init(body.sender, body.noise, body.mac1, body.mac2)
+        rebuilt = encode_handshake_init(body.sender, body.noise, body.mac1, body.mac2, body.padding)
     elif header.ptype is PacketType.HANDSHAKE_RESP:
         assert isinstance(body, HandshakeResp)
         rebuilt = encode_handshake_resp(header.receiver, body.sender, body.noise, body.mac1)
@@ -218,13 +219,15 @@ challenges = st.binary(min_size=KEY_PROBE_CHALLENGE_SIZE, max_size=KEY_PROBE_CHA
     sender=senders,
     mac1=macs,
     mac2=macs,
-    noise=st.binary(min_size=NOISE_MSG1_MIN, max_size=NOISE_MSG1_MIN + MAX_HANDSHAKE_PAYLOAD),
+    noise=st.binary(min_size=NOISE_MSG1_MIN, max_size=NOISE_MSG1_MIN),
+    padding=st.integers(0, MAX_HANDSHAKE_PAYLOAD),
 )
-def test_prop_protocol_roundtrip_handshake_init(sender: int, mac1: bytes, mac2: bytes, noise: bytes) -> None:
-    data = encode_handshake_init(sender, noise, mac1, mac2)
+def test_prop_protocol_roundtrip_handshake_init(sender: int, mac1: bytes, mac2: bytes, noise: bytes,
+                                                padding: int) -> None:
+    data = encode_handshake_init(sender, noise, mac1, mac2, padding)
     header, body = decode_datagram(data)
     assert header == Header(0, PROTOCOL_VERSION, PacketType.HANDSHAKE_INIT, 0, 0)
-    assert body == HandshakeInit(sender, noise, mac1, mac2) == decode_handshake_init(data)
+    assert body == HandshakeInit(sender, noise, mac1, mac2, padding) == decode_handshake_init(data)
     assert data[-2 * MAC_SIZE :] == mac1 + mac2 and sender_index(data) == sender
 
 
@@ -409,9 +412,13 @@ def test_sender_index_outside_24_bits_or_zero_is_rejected(ptype: PacketType, sen
 def test_handshake_init_bytes_match_the_documented_layout() -> None:
     noise, mac1, mac2 = bytes(range(32)), bytes([0xA1]) * MAC_SIZE, bytes([0xA2]) * MAC_SIZE
     data = encode_handshake_init(0x010203, noise, mac1, mac2)
-    assert data == bytes.fromhex("00000000" "21000000" "0000000000000000" "00010203") + noise + mac1 + mac2
-    assert len(data) == 84
+    head = bytes.fromhex("00000000" "21000000" "0000000000000000" "00010203") + noise
+    assert data == head + bytes(172) + mac1 + mac2  # padded to HANDSHAKE_INIT_SIZE
+    assert len(data) == HANDSHAKE_INIT_SIZE == 256
+    assert encode_handshake_init(0x010203, noise, mac1, mac2, padding=0) == head + mac1 + mac2  # the bare 84 bytes
     assert decode_handshake_init(encode_handshake_init(5, noise)).mac2 == NO_MAC  # no cookie: zeros
+    with pytest.raises(MalformedPacket, match="padding"):  # message 1 carries no payload: padding is zeros
+        decode_handshake_init(head + b"\x01" + bytes(171) + mac1 + mac2)
 
 
 @pytest.mark.parametrize("bad", [b"", bytes(MAC_SIZE - 1), bytes(MAC_SIZE + 1)])

@@ -24,13 +24,12 @@ import time
 
 from nacl.public import PrivateKey
 
-from axiomnet.constants import MAX_SESSIONS_PER_SOURCE
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.session import Session
 from axiomnet.wire import decode_header
 
-PER_SOURCE = MAX_SESSIONS_PER_SOURCE  # sessions opened from one source address (the daemon's admission bound)
+PER_SOURCE = 8  # sessions opened from one source address (well below the daemon's per-source handshake burst)
 IN_FLIGHT = 32  # handshakes open at once (the daemon asks for cookies from COOKIE_LOAD_THRESHOLD on)
 TICK_EVERY = 0.1  # session timers (handshake retransmission) run this often
 
