@@ -263,8 +263,9 @@ class EndToEnd:
         self._collect(src, session, out, now)
 
     def _refused(self, exc: RemoteProtocolError) -> None:
-        """A datagram a session or the responder refused: counted by its error class (rx_DecryptionFailed, ...)."""
-        name = "rx_" + type(exc).__name__
+        """A datagram a session or the responder refused: counted under its error's metric name (rx_DecryptionFailed,
+        ...; axiomnet/errors.py pins each, so renaming a class cannot rename a counter)."""
+        name = "rx_" + exc.metric
         self.stats[name] = self.stats.get(name, 0) + 1
 
     def _nudge(self, src: bytes, ptype: PacketType, out: E2EOutput, now: float) -> None:

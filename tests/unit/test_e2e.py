@@ -13,7 +13,7 @@ from axiomnet.constants import REKEY_AFTER_TIME
 from axiomnet.cookie import mac1_key
 from axiomnet.e2e import E2EOutput, EndToEnd
 from axiomnet.identity import Identity
-from axiomnet.routed import Kind, decode_routed
+from axiomnet.routed import Kind, decode_routed, SOURCE
 from axiomnet.wire import PacketType
 
 
@@ -286,8 +286,10 @@ def test_a_relay_that_rewrites_the_routed_source_is_dropped_counted_and_never_an
     assert [p[40:] for p in b.tun] == [b"before"]
 
     def rewrite(packet: bytes) -> bytes:
-        if packet[0] == Kind.TRAFFIC and packet[24:40] == a.address:
-            return packet[:24] + relay.address + packet[40:]
+        # Every packet carrying A's end-to-end datagrams: greedy TRAFFIC, and SOURCE_ROUTED once A, hearing
+        # nothing back, finds a route by a ring search (through the same relay: it is the only path).
+        if packet[0] in (Kind.TRAFFIC, Kind.SOURCE_ROUTED) and packet[SOURCE] == a.address:
+            return packet[:SOURCE.start] + relay.address + packet[SOURCE.stop:]
         return packet
 
     stack.rewrite[1] = rewrite
