@@ -417,14 +417,20 @@ class Soak:
         lost = [t for t in transfers if not t.ok and not t.corrupted and not overlaps(t)]
         daemons_report = []
         rss_slopes: list[float] = []
+        late_slopes: list[float] = []
         thread_slopes: list[float] = []
         for inc in self.incarnations:
             warm = [s for s in inc.samples if s[0] - inc.started >= self.args.warmup]
             span = warm[-1][0] - warm[0][0] if len(warm) >= 2 else 0.0
             rss = slope_per_min([(t, r) for t, r, _ in warm]) if span >= self.args.min_span else None
             thr = slope_per_min([(t, h) for t, _, h in warm]) if span >= self.args.min_span else None
+            # The second half alone: warm-up growth that is levelling off shows here as a smaller slope, a leak not.
+            late_warm = [s for s in warm if s[0] >= (warm[0][0] + warm[-1][0]) / 2] if warm else []
+            late = slope_per_min([(t, r) for t, r, _ in late_warm]) if rss is not None else None
             if rss is not None:
                 rss_slopes.append(rss)
+            if late is not None:
+                late_slopes.append(late)
             if thr is not None:
                 thread_slopes.append(thr)
             daemons_report.append({
@@ -433,6 +439,7 @@ class Soak:
                 "rss_kib_last": inc.samples[-1][1] if inc.samples else None,
                 "threads_last": inc.samples[-1][2] if inc.samples else None,
                 "rss_slope_kib_per_min": None if rss is None else round(rss, 1),
+                "rss_slope_late_kib_per_min": None if late is None else round(late, 1),
                 "thread_slope_per_min": None if thr is None else round(thr, 3),
             })
         tracebacks = {}
@@ -454,6 +461,7 @@ class Soak:
             "repair_windows_s_total": round(sum(min(b, ended) - max(a, started) for a, b in windows), 1),
             "rss_slope_kib_per_min_max": round(max(rss_slopes), 1) if rss_slopes else None,
             "rss_slope_kib_per_min_median": round(statistics.median(rss_slopes), 1) if rss_slopes else None,
+            "rss_slope_late_kib_per_min_max": round(max(late_slopes), 1) if late_slopes else None,
             "thread_slope_per_min_max": round(max(thread_slopes), 3) if thread_slopes else None,
             "churned_nodes": self.churned, "restarts_churn": self.churn_restarts, "restarts_actors": self.actor_restarts,
             "sigterm_exit_codes_nonzero": [c for c in self.term_exit_codes if c != 0],
@@ -487,7 +495,8 @@ def _print_human(report: dict[str, Any]) -> None:
     print(f"restarts: {report['restarts_churn']} by the churn, {report['restarts_actors']} actor restarts; "
           f"unexpected exits {report['unexpected_exits']}; tracebacks {report['tracebacks']} {report['tracebacks_by_node']}")
     print(f"RSS slope after warm-up: max {report['rss_slope_kib_per_min_max']} KiB/min, median "
-          f"{report['rss_slope_kib_per_min_median']} KiB/min; thread slope max {report['thread_slope_per_min_max']}/min")
+          f"{report['rss_slope_kib_per_min_median']} KiB/min, second half max {report['rss_slope_late_kib_per_min_max']} "
+          f"KiB/min; thread slope max {report['thread_slope_per_min_max']}/min")
     print(f"  {'node':>4} {'pid':>7} {'samples':>7} {'measured s':>10} {'RSS first':>10} {'RSS last':>9} "
           f"{'threads':>7} {'RSS KiB/min':>11} {'thr/min':>8}")
     for d in report["daemons"]:
@@ -565,6 +574,12 @@ def run(args: argparse.Namespace) -> int:
             for node in soak.nodes:
                 soak._count_actor_restarts(node)
             report = soak.report(started, ended)
+            if args.samples:
+                with open(args.samples, "w") as out:
+                    for inc in soak.incarnations:
+                        for t, rss, threads in inc.samples:
+                            out.write(json.dumps({"node": inc.node, "pid": inc.pid, "t": round(t - started, 1),
+                                                  "rss_kib": rss, "threads": threads}) + "\n")
             for i, node in enumerate(soak.nodes):
                 code = node.stop()
                 if code != 0:
@@ -610,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-delivery", type=float, default=0.9,
                    help="pass only if this share of pings outside repair windows is answered (default 0.9)")
     p.add_argument("--log-level", default="WARNING", help="the daemons' log level (default WARNING)")
+    p.add_argument("--samples", metavar="FILE", help="write every RSS/thread sample as JSON lines to FILE")
     p.add_argument("--keep", action="store_true", help="keep the work directory (identities, logs) afterwards")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object (progress on stderr)")
     return p
