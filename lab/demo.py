@@ -56,21 +56,33 @@ class _Terminated(Exception):
     """SIGTERM arrived while the demo ran."""
 
 
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports a process stopped by Ctrl-C
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+
+
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into an exception (main thread only) so cleanup runs as for Ctrl-C."""
+def _signals_raise() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt and SIGTERM raises _Terminated (main thread only), so cleanup runs.
+
+    Both are installed explicitly instead of trusting the inherited disposition: a shell without job control
+    starts a background command (``axiomnet demo &``, a CI script) with SIGINT *ignored*, and Python then
+    leaves it ignored, so the demo ran on to ``RESULT: PASS`` through a SIGINT (issue 17). A demo asked to
+    stop must stop, however it was started.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(signum: int, frame: object) -> None:
+    def terminated(signum: int, frame: object) -> None:
         raise _Terminated()
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, terminated)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _missing_tools() -> list[str]:
@@ -114,12 +126,23 @@ def _settings(args: argparse.Namespace) -> Settings | str:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo; 0 if every check passed, 1 if one failed, 2 if it cannot run here, 130 if interrupted.
+    """Run the demo; 0 if every check passed, 1 if one failed, 2 if it cannot run here, 130 after SIGINT
+    (Ctrl-C), 143 after SIGTERM: the namespaces and processes are removed in every case.
 
     ``args``: ``nodes`` (2), ``topology`` (line), ``seconds`` of pinging per pair (3; ``duration`` is the
     older name), ``size_mb`` sent over TCP across the longest path (5), ``keep`` (leave the work directory
     with identities and logs); missing attributes take defaults.
     """
+    try:
+        with _signals_raise():
+            return _run_demo(args)
+    except KeyboardInterrupt:  # before the lab existed, or after it was removed: nothing of ours is left
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        return EXIT_TERMINATED
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print(NOT_ROOT_MESSAGE, file=sys.stderr)
         return 2
@@ -138,21 +161,20 @@ def run_demo(args: argparse.Namespace) -> int:
     keep = bool(getattr(args, "keep", False))
     workdir = tempfile.mkdtemp(prefix="axiomnet-demo-")
     try:
-        with _sigterm_raises():
-            try:
-                with namespaces.NetnsLab() as lab:
-                    _run_steps(lab, settings, Path(workdir), checks, notes)
-            finally:
-                if keep:
-                    _say(f"\nkept (--keep): identities, admin sockets and logs in {workdir}")
-                else:
-                    interrupted = isinstance(sys.exc_info()[1], (KeyboardInterrupt, _Terminated))
-                    if not interrupted and (not checks or not all(c.passed for c in checks)):
-                        _keep_logs(workdir)
-                    shutil.rmtree(workdir, ignore_errors=True)
-    except (KeyboardInterrupt, _Terminated):
+        try:
+            with namespaces.NetnsLab() as lab:
+                _run_steps(lab, settings, Path(workdir), checks, notes)
+        finally:
+            if keep:
+                _say(f"\nkept (--keep): identities, admin sockets and logs in {workdir}")
+            else:
+                interrupted = isinstance(sys.exc_info()[1], (KeyboardInterrupt, _Terminated))
+                if not interrupted and (not checks or not all(c.passed for c in checks)):
+                    _keep_logs(workdir)
+                shutil.rmtree(workdir, ignore_errors=True)
+    except (KeyboardInterrupt, _Terminated) as exc:
         _say("\ninterrupted: the demo's namespaces and processes have been removed")
-        return 130
+        return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
     except processes.HarnessError as exc:
         checks.append(Check("setup/teardown", False, str(exc)))
     _say("\n== summary ==")

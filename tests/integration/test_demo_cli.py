@@ -37,6 +37,8 @@ def test_demo_refuses_a_ring_of_two(monkeypatch: pytest.MonkeyPatch, capsys: pyt
 
 
 # --- the demo for real (root, namespaces) ------------------------------------------------------------------
+import json  # noqa: E402
+import os  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -107,22 +109,38 @@ def test_demo_with_4_nodes_in_a_line_in_a_short_mode(capsys: pytest.CaptureFixtu
     assert len(addresses) == 4 and found == set(addresses)
 
 
-@pytest.mark.netns
-@pytest.mark.slow
-def test_ctrl_c_stops_the_demo_and_removes_everything(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    proc = subprocess.Popen([sys.executable, "-m", "axiomnet", "demo", "--nodes", "3", "--seconds", "5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+# The steps' first lines, in order ("[4/6]" also announces 5/6: the pings and the transfer run under one table).
+STEP_MARKS = ("[1/6]", "[2/6]", "[3/6]", "[4/6]", "[6/6]", "stopping ")
+EXPECTED_CODE = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def _as_a_background_job() -> None:
+    """What a shell without job control does to ``cmd &`` (a CI script, ``nohup``-style runs): SIGINT ignored.
+
+    Python keeps an inherited SIG_IGN, so this is how the demo was started when Ctrl-C was lost (issue 17)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _signal_the_demo_at(mark: str, sig: signal.Signals, delay: float, nodes: int = 2) -> tuple[int, str, int]:
+    """Start the demo, send ``sig`` ``delay`` s after the line starting with ``mark``; (exit code, output, pid)."""
+    proc = subprocess.Popen([sys.executable, "-m", "axiomnet", "demo", "--nodes", str(nodes), "--seconds", "5",
+                             "--size-mb", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_as_a_background_job)
     lines: list[str] = []
+    sent = False
     try:
         assert proc.stdout is not None
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
             lines.append(line)
-            if line.startswith("[3/6]"):
-                proc.send_signal(signal.SIGINT)
+            if line.lstrip().startswith(mark):
+                time.sleep(delay)  # where inside the step the signal lands (chosen by the caller)
+                proc.send_signal(sig)
+                sent = True
                 break
         rest, _ = proc.communicate(timeout=60)
     finally:
@@ -130,9 +148,66 @@ def test_ctrl_c_stops_the_demo_and_removes_everything(tmp_path) -> None:  # type
             proc.kill()
             proc.wait(10)
     output = "".join(lines) + rest
-    assert proc.returncode == 130, output
-    assert "interrupted: the demo's namespaces and processes have been removed" in output
+    assert sent, f"the demo never printed {mark!r}:\n{output[-3000:]}"
+    return proc.returncode, output, proc.pid
+
+
+def _markers_owned_by(pid: int) -> list[str]:
+    """The harness's run markers naming ``pid`` as owner (a clean close deletes its marker)."""
+    owned = []
+    for path in namespaces.MARKER_DIR.glob("*.json"):
+        try:
+            if json.loads(path.read_text()).get("pid") == pid:
+                owned.append(path.name)
+        except (OSError, ValueError):
+            continue
+    return owned
+
+
+def _assert_stopped_and_clean(code: int, output: str, sig: signal.Signals, pid: int) -> None:
+    assert code == EXPECTED_CODE[sig], output[-3000:]
+    assert "RESULT:" not in output, output[-3000:]
+    assert "interrupted: the demo's namespaces and processes have been removed" in output, output[-3000:]
     run_ids = set(re.findall(r"tun axn([0-9a-f]{6})t", output))
-    assert len(run_ids) == 1, output
-    (run_id,) = run_ids
-    assert not [name for name in namespaces.list_namespaces() if run_id in name]
+    spaces = [name for name in namespaces.list_namespaces() if any(run_id in name for run_id in run_ids)]
+    assert not spaces, f"left behind: {spaces}"
+    assert not _markers_owned_by(pid), "the lab was not closed cleanly (its marker is still there)"
+    if run_ids:  # once the daemons exist: none of their processes survives (matched by the run's TUN names)
+        ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, timeout=10).stdout
+        survivors = [line for line in ps.splitlines() if any(f"axn{run_id}" in line for run_id in run_ids)]
+        assert not survivors, survivors
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("mark", STEP_MARKS)
+def test_a_signal_at_each_step_stops_the_demo_with_its_exit_code_and_removes_everything(
+        mark: str, sig: signal.Signals) -> None:
+    code, output, pid = _signal_the_demo_at(mark, sig, delay=0.0)
+    _assert_stopped_and_clean(code, output, sig, pid)
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_a_signal_at_a_random_moment_stops_the_demo() -> None:
+    """A random step, signal and delay inside the step (the seed is printed, to replay a failure)."""
+    import random
+
+    seed = int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
+    mark, sig = rng.choice(STEP_MARKS), rng.choice([signal.SIGINT, signal.SIGTERM])
+    # Inside the step; the last one (SIGTERM to the daemons, ~0.5 s each) may end before a longer delay.
+    delay = rng.uniform(0.0, 0.2 if mark == STEP_MARKS[-1] else 1.5)
+    print(f"seed {seed}: {sig.name} {delay:.2f} s after {mark!r}")
+    code, output, pid = _signal_the_demo_at(mark, sig, delay)
+    _assert_stopped_and_clean(code, output, sig, pid)
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_ctrl_c_stops_the_demo_and_removes_everything() -> None:
+    """The issue-17 case: 3 nodes, Ctrl-C at step 3/6, the demo started as a background job would be."""
+    code, output, pid = _signal_the_demo_at("[3/6]", signal.SIGINT, delay=0.0, nodes=3)
+    _assert_stopped_and_clean(code, output, signal.SIGINT, pid)
+    assert len(set(re.findall(r"tun axn([0-9a-f]{6})t", output))) == 1, output

@@ -19,7 +19,7 @@ import pytest
 
 from axiomnet.constants import DEFAULT_UDP_PORT
 from axiomnet.identity import Identity, encode_identity
-from axiomnet.lab import daemons, netns, traffic
+from axiomnet.lab import daemons, namespaces, processes, traffic
 from axiomnet.ops.identity_store import IDENTITY_FILENAME, load_identity
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -51,7 +51,7 @@ def ground_keys(below: bytes, count: int) -> list[Identity]:
     return sorted(found, key=lambda x: x.signing_key)
 
 
-def start_rogue(ns: netns.Namespace, identity: Identity, peers: list[str], workdir: Path,
+def start_rogue(ns: namespaces.Namespace, identity: Identity, peers: list[str], workdir: Path,
                 name: str) -> daemons.DaemonProcess:
     data_dir = workdir / name
     data_dir.mkdir(mode=0o700)
@@ -83,12 +83,12 @@ def root_of(d: daemons.DaemonProcess) -> str | None:
 
 
 def test_a_rogue_root_that_black_holes_and_flaps_cannot_cut_an_honest_line(workdir):
-    with netns.NetnsLab(stop_grace=2.0) as lab:
+    with namespaces.NetnsLab(stop_grace=2.0) as lab:
         ds = daemons.start_overlay(lab, 4, LINE, workdir)
         a, b, c, d = ds
         # The honest tree first (one root everywhere), and no traffic yet: A's first lookup of D will be made
         # under the rogue's root, so it is the tree lookup the rogue drops that the fallback must replace.
-        assert netns.wait_until(lambda: len({root_of(x) for x in ds}) == 1 and root_of(a) is not None,
+        assert processes.wait_until(lambda: len({root_of(x) for x in ds}) == 1 and root_of(a) is not None,
                                 REACH_TIMEOUT, interval=0.2), logs(ds)
         honest = [load_identity(workdir / f"node-{i}" / IDENTITY_FILENAME) for i in range(4)]
         keys = ground_keys(min(h.signing_key for h in honest), 2)
@@ -98,7 +98,7 @@ def test_a_rogue_root_that_black_holes_and_flaps_cannot_cut_an_honest_line(workd
         peers = [daemons.format_endpoint(link.ipv4_b, DEFAULT_UDP_PORT) for link in (to_b, to_c)]
 
         rogue = start_rogue(rns, keys[1], peers, workdir, "rogue-0")
-        assert netns.wait_until(lambda: all(root_of(x) == keys[1].signing_key.hex() for x in ds),
+        assert processes.wait_until(lambda: all(root_of(x) == keys[1].signing_key.hex() for x in ds),
                                 TAKEOVER_TIMEOUT, interval=0.2), logs([*ds, rogue])
         # The attack is in force: everyone's root is the rogue, which drops every lookup crossing it.
         grace = traffic.ping(a.ns, d.address, count=GRACE_PINGS, interval=0.1, timeout=GRACE_PINGS * 0.1 + 3)
@@ -124,7 +124,7 @@ def test_a_rogue_root_that_black_holes_and_flaps_cannot_cut_an_honest_line(workd
             current.stop()
             key = keys[(flap + 1) % 2]
             current = start_rogue(rns, key, peers, workdir, f"rogue-{flap}")
-            assert netns.wait_until(lambda k=key: root_of(b) == k.signing_key.hex(), TAKEOVER_TIMEOUT,
+            assert processes.wait_until(lambda k=key: root_of(b) == k.signing_key.hex(), TAKEOVER_TIMEOUT,
                                     interval=0.2), logs([*ds, current])
         pinger.join(PINGS * 0.1 + 15)
         assert pings, "the pinger did not finish"
