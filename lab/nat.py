@@ -85,6 +85,18 @@ def add_nat(lab: NetnsLab, inside: Namespace, outside: Namespace, *, router_suff
                f"    type nat hook postrouting priority srcnat; policy accept;\n"
                f"    oifname \"{public.ifname_a}\" {masquerade}\n"
                f"  }}\n"
+               # A home router's firewall: a packet from outside that no flow from inside opened is dropped
+               # before conntrack commits an entry for it. Without this, Linux commits one for the unsolicited
+               # packet (answered with an ICMP error), and the inside host's own flow to that same endpoint,
+               # leaving a moment later, must take another port: a simultaneous open (PROTOCOL §8.2) never meets.
+               f"  chain input {{\n"
+               f"    type filter hook input priority filter; policy accept;\n"
+               f"    iifname \"{public.ifname_a}\" ct state new drop\n"
+               f"  }}\n"
+               f"  chain forward {{\n"
+               f"    type filter hook forward priority filter; policy accept;\n"
+               f"    iifname \"{public.ifname_a}\" ct state new drop\n"
+               f"  }}\n"
                f"}}\n")
     proc = router.exec(["nft", "-f", "-"], input=ruleset, timeout=IP_TIMEOUT)
     if proc.returncode != 0:

@@ -1,0 +1,109 @@
+"""NAT traversal on real daemons (docs/PROTOCOL.md §8.2): two nodes, each behind its own masquerading router
+(lab/nat.py), both peering only with a public node P.
+
+    A -- NAT a --+
+                 +-- wan (P runs here; it also routes between the two NATs' public sides)
+    B -- NAT b --+
+
+Overlay traffic between A and B works at once through P; they exchange their candidate endpoints end to end and
+punch a direct link session (simultaneous open); then a transfer between them no longer crosses P, and with P gone
+they keep talking. Behind a NAT that maps each destination to another port (fully random) the punch cannot
+succeed: traffic stays relayed, the attempts are bounded, and inspect says why.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from axiomnet.lab import daemons, namespaces, nat, processes, traffic
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+PORT = 7443
+
+
+@pytest.fixture
+def lab():
+    reason = nat.nat_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with namespaces.NetnsLab(stop_grace=2.0) as built:
+        yield built
+
+
+def build(lab, tmp_path, *, fully_random: bool = False):
+    """wan (P), A behind NAT a, B behind NAT b; returns (p, a, b) daemons and the two NATs."""
+    tmp_path.chmod(0o700)
+    wan, in_a, in_b = lab.add_namespace("wan"), lab.add_namespace("a"), lab.add_namespace("b")
+    nat_a = nat.add_nat(lab, in_a, wan, router_suffix="ra", private_subnet="198.18.210.0/24",
+                        public_subnet="198.18.220.0/24", fully_random=fully_random)
+    nat_b = nat.add_nat(lab, in_b, wan, router_suffix="rb", private_subnet="198.18.211.0/24",
+                        public_subnet="198.18.221.0/24", fully_random=fully_random)
+    nat.enable_forwarding(wan)  # the "internet" between the two NATs' public sides
+    p = daemons.start_daemon(wan, name="p", listen=f"0.0.0.0:{PORT}", peers=[], data_dir=tmp_path / "p",
+                             admin_socket=tmp_path / "p.sock", tun=wan.tun_name)
+    a = daemons.start_daemon(in_a, name="a", listen=f"0.0.0.0:{PORT}", peers=[f"{nat_a.outside_ip}:{PORT}"],
+                             data_dir=tmp_path / "a", admin_socket=tmp_path / "a.sock", tun=in_a.tun_name)
+    b = daemons.start_daemon(in_b, name="b", listen=f"0.0.0.0:{PORT}", peers=[f"{nat_b.outside_ip}:{PORT}"],
+                             data_dir=tmp_path / "b", admin_socket=tmp_path / "b.sock", tun=in_b.tun_name)
+    return p, a, b, nat_a, nat_b
+
+
+def punch_state(node, other) -> dict:
+    try:
+        peers = node.inspect(timeout=5.0)["snapshots"]["peers"]
+    except (processes.HarnessError, KeyError):
+        return {}
+    key = daemons.identity_info(other.data_dir)["public_key"]
+    return peers.get("punch", {}).get(key, {})
+
+
+
+def direct(node, other) -> bool:
+    return punch_state(node, other).get("state") == "direct"
+
+
+def relayed_by(p) -> int:
+    return p.inspect(timeout=5.0)["counters"]["router"].get("fwd_relayed", 0)
+
+
+def logs(*nodes) -> str:
+    return "\n".join(f"--- {n.name}\n{n.log_tail(30)}" for n in nodes)
+
+
+def test_two_nodes_behind_nats_punch_a_direct_session_and_survive_the_relay(lab, tmp_path):
+    p, a, b, nat_a, nat_b = build(lab, tmp_path)
+    # Overlay ping through P at once (the e2e session that carries the exchange).
+    assert daemons.wait_overlay_reachable(a, b, timeout=30.0) is not None, logs(p, a, b)
+    # Within a bounded time both sides hold a direct session, punched through both NATs.
+    assert processes.wait_until(lambda: direct(a, b) and direct(b, a), 15.0, interval=0.3), \
+        f"{punch_state(a, b)} {punch_state(b, a)}\n{nat_a.mappings()}\n{nat_b.mappings()}\n{logs(p, a, b)}"
+    assert punch_state(a, b)["reason"].startswith(f"direct at {nat_b.router_public_ip}:"), punch_state(a, b)
+    # Traffic between them no longer crosses P: its relayed counter stands still during a 5 MB transfer.
+    before = relayed_by(p)
+    result = traffic.tcp_transfer(b.ns, a.ns, b.address, 5_000_000, timeout=60.0)
+    assert result.ok, result
+    assert relayed_by(p) - before <= 10, "the transfer was relayed by P"  # announcements are not relayed
+    # P goes away: A and B keep talking over their own session.
+    p.stop()
+    assert daemons.wait_overlay_reachable(a, b, timeout=10.0) is not None, logs(a, b)
+    ok = traffic.ping(a.ns, b.address, count=5, interval=0.2, timeout=10.0)
+    assert ok.ok, (ok, logs(a, b))
+
+
+def test_behind_symmetric_nats_traffic_stays_relayed_and_inspect_says_why(lab, tmp_path):
+    p, a, b, _, _ = build(lab, tmp_path, fully_random=True)
+    assert daemons.wait_overlay_reachable(a, b, timeout=30.0) is not None, logs(p, a, b)
+    # The attempt runs out (PUNCH_ATTEMPT_TIME, 10 s) and says why; no direct session.
+    assert processes.wait_until(lambda: punch_state(a, b).get("state") == "relayed", 25.0, interval=0.5), \
+        f"{punch_state(a, b)}\n{logs(p, a, b)}"
+    assert "no candidate answered" in punch_state(a, b)["reason"]
+    assert "relayed" in a.inspect_text() and "no candidate answered" in a.inspect_text()
+    # Traffic still flows, through P.
+    before = relayed_by(p)
+    assert traffic.ping(a.ns, b.address, count=5, interval=0.2, timeout=10.0).ok
+    assert relayed_by(p) > before
+    # No error loop: the attempts are bounded (one, then backoff of PUNCH_RETRY_INTERVAL doubling).
+    counters = a.inspect(timeout=5.0)["snapshots"]["peers"]
+    assert counters["punch_attempts"] <= 2, counters
+    assert a.running() and b.running()
