@@ -171,7 +171,7 @@ class SessionActor(SupervisedActor):
         if self._redial_at is not None and (deadline is None or self._redial_at < deadline):
             deadline = self._redial_at
         if self.keepalive is not None and self.up:
-            due = self._last_tx + self.keepalive
+            due = min(self._last_tx + self.keepalive, (session.last_heard or self.created) + self.keepalive * 2.5)
             deadline = due if deadline is None else min(deadline, due)
         if deadline is None:
             return
@@ -261,7 +261,7 @@ class SessionActor(SupervisedActor):
         try:
             endpoint = decode_observed(payload)
         except RemoteProtocolError as exc:
-            self.counters["rx_" + type(exc).__name__] += 1
+            self.counters["rx_" + exc.metric] += 1
             return
         self.counters["rx_observed_endpoint"] += 1
         tell(self.refs.get("peers"), m.ObservedEndpoint(key, endpoint))
@@ -340,9 +340,17 @@ class SessionActor(SupervisedActor):
         assert session is not None
         now = time.monotonic()
         self._send(session.tick(now))
-        if self.keepalive is not None and self.up and now >= self._last_tx + self.keepalive:
-            self.counters["tx_punch_keepalives"] += 1
-            self._probe()
+        if self.keepalive is not None and self.up:
+            if now >= (session.last_heard or self.created) + self.keepalive * 2.5:
+                # Both sides send at least every `keepalive`: this much silence means the path is gone (a NAT
+                # forgot the mapping, the peer moved). Down now, not after a 90 s handshake: traffic goes back
+                # to the overlay path (the peer manager closes a punched session when it goes down).
+                self.counters["punched_link_silent"] += 1
+                self._went_down("punched link silent")
+                return
+            if now >= self._last_tx + self.keepalive:
+                self.counters["tx_punch_keepalives"] += 1
+                self._probe()
         if self._redial_at is not None and now >= self._redial_at:
             self._redial_at = None
             logger.debug("{}: re-dialling", self.name)

@@ -12,7 +12,7 @@ from axiomnet.identity import Identity
 from axiomnet.wire import PacketType, decode_header
 from axiomnet.actors import messages as m
 from axiomnet.actors.session import SessionActor
-from tests.node_actors.fakes import GetSent, wait_for
+from tests.node_actors.fakes import GetOther, GetSent, wait_for
 from tests.node_actors.test_peer_manager import start_manager
 from tests.node_actors.test_session_actor import Peer, answer_dial
 
@@ -61,6 +61,8 @@ def test_a_punched_session_sends_keepalives_when_idle(recorder):
 
     def kept_alive() -> bool:
         actor.tell(m.TimerDue())  # what the peer manager does at the deadline the session asks for (WakeAt)
+        heard = peer.session.send(PacketType.KEEPALIVE, b"", time.monotonic())  # the peer is alive, but sends
+        actor.tell(m.Datagrams([(d, CANDIDATES[0]) for d in heard]))  # nothing that asks us to answer
         return actor.ask(m.Snapshot())["counters"].get("tx_punch_keepalives", 0) >= 2
 
     assert wait_for(kept_alive, timeout=10.0)
@@ -101,3 +103,23 @@ def test_an_attempt_that_runs_out_stops_its_session_and_says_why(recorder, monke
     state = mgr.snapshot()["punch"][other.public_key.hex()]
     assert state["state"] == "relayed" and "no candidate answered" in state["reason"]
     assert mgr.snapshot()["punch_failed"] == 1  # its session actor is gone: nothing more goes to the candidates
+
+
+def test_a_silent_punched_session_goes_down_so_traffic_falls_back(recorder):
+    peer = Peer()
+    me = Identity.generate()
+    sock, peers, router = recorder(), recorder(), recorder()
+    actor = SessionActor.start(None, {"socket": sock, "peers": peers, "router": router},
+                               static_private=me.private_key, static_public=me.public_key,
+                               self_address=me.address.packed, endpoint=CANDIDATES[0],
+                               expected_key=peer.identity.public_key, dial=True, local_payload=HandshakePayload(),
+                               candidates=CANDIDATES[:1], keepalive=0.3)
+    answer_dial(actor, sock, peer, source=CANDIDATES[0])
+
+    def down() -> bool:
+        actor.tell(m.TimerDue())
+        return any(isinstance(o, m.SessionDown) for o in peers.ask(GetOther()))
+
+    assert wait_for(down, timeout=10.0)  # the peer never answers the keepalives: 2.5 x 0.3 s of silence
+    [gone] = [o for o in router.ask(GetOther()) if isinstance(o, m.SessionDown)]
+    assert gone.reason == "punched link silent" and gone.peer_key == peer.identity.public_key
