@@ -63,6 +63,8 @@ class EndToEndActor(SupervisedActor):
             self.core.unresolvable(message.dst)
         elif isinstance(message, m.TimerDue):
             self._dispatch(self.core.tick(now))
+        elif isinstance(message, m.ExchangeAgain):
+            self._tell_candidates(message.address, now)
         elif isinstance(message, m.LocalCandidates):
             if message.payload != self.candidates:
                 self.candidates = message.payload

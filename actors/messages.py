@@ -318,9 +318,16 @@ class LocalCandidates(Urgent):
 
 
 @dataclass(frozen=True)
+class ExchangeAgain(Urgent):
+    """Peer manager -> end-to-end actor: send our CANDIDATES to ``address`` again (a punch retry is due)."""
+
+    address: bytes
+
+
+@dataclass(frozen=True)
 class PeerCandidates(Urgent):
-    """End-to-end actor -> peer manager: the node whose key (``peer_key``, authenticated end to end) is
-    ``peer_key`` says it may be dialled at ``endpoints`` (docs/PROTOCOL.md §8.2)."""
+    """End-to-end actor -> peer manager: the node whose key (authenticated end to end) is ``peer_key`` says it
+    may be dialled at ``endpoints`` (docs/PROTOCOL.md §8.2)."""
 
     peer_key: bytes
     endpoints: tuple[Addr, ...]

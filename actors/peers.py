@@ -28,9 +28,10 @@ from axiomnet.ops.config import PeerSpec
 from axiomnet.constants import MAX_SESSIONS, MAX_SESSIONS_PER_SOURCE, MAX_UNPINNED_SESSIONS
 from axiomnet.control import HandshakePayload
 from axiomnet.cookie import source_key
-from axiomnet.punch import MAX_CANDIDATES, PUNCH_KEEPALIVE, PunchPlanner, encode_candidates
+from axiomnet.punch import MAX_CANDIDATES, PUNCH_KEEPALIVE, PUNCH_SILENT_AFTER, PunchPlanner, encode_candidates
 from axiomnet.reflexive import ReflexiveTable
 from axiomnet.errors import RemoteProtocolError
+from axiomnet.ownership import address_of
 from axiomnet.responder import HandshakeResponder
 from axiomnet.session import HandshakeResult
 from axiomnet.supervision import RestartPolicy
@@ -179,6 +180,7 @@ class PeerManagerActor(SupervisedActor):
     def _spawn(
         self, endpoint: m.Addr, expected_key: bytes | None, dial: bool, named: bool = True, inbound: bool = False,
         found: str = "static", candidates: tuple[m.Addr, ...] = (), keepalive: float | None = None,
+        silent_after: float | None = None,
     ) -> Any:
         ref = SessionActor.start(
             self.actor_ref,
@@ -193,6 +195,7 @@ class PeerManagerActor(SupervisedActor):
             allowed_keys=self.allowed_keys,
             candidates=candidates,
             keepalive=keepalive,
+            silent_after=silent_after,
         )
         self.specs[ref.actor_urn] = SessionSpec(ref, endpoint, expected_key, dial, known_key=expected_key,
                                                 named=named, inbound=inbound, found=found)
@@ -275,6 +278,8 @@ class PeerManagerActor(SupervisedActor):
                 bounded_tell(spec.ref, tick, limit=64)
         for key in self.punch.expired(now):  # punch attempts that ran out: their probing sessions stop
             self._punch_gave_up(key)
+        for key in self.punch.retries_due(now):  # relayed peers whose backoff passed: exchange again
+            tell(self.refs.get("e2e"), m.ExchangeAgain(address_of(key)))
         if self._restarts is not None:
             for restart in self._restarts.due(now):  # crashed sessions whose backoff has passed
                 self.handle(restart)
@@ -510,7 +515,7 @@ class PeerManagerActor(SupervisedActor):
             return
         try:
             self._spawn(dial[0], key, dial=True, named=False, found="punched", candidates=dial[:MAX_CANDIDATES],
-                        keepalive=PUNCH_KEEPALIVE)
+                        keepalive=PUNCH_KEEPALIVE, silent_after=PUNCH_SILENT_AFTER)
         except Exception as exc:  # no thread left, say: stay relayed, keep the node
             logger.error("cannot start a punch session for {}: {!r}", key.hex()[:16], exc)
             self.punch.failed(key, now, "could not start a session actor")

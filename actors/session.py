@@ -64,6 +64,7 @@ class SessionActor(SupervisedActor):
         allowed_keys: frozenset[bytes] | None = None,
         candidates: tuple[m.Addr, ...] = (),
         keepalive: float | None = None,
+        silent_after: float | None = None,
     ) -> None:
         super().__init__(supervisor, refs)
         self.self_address = self_address
@@ -72,6 +73,7 @@ class SessionActor(SupervisedActor):
         # endpoint (the probe: nothing else is sent there); the endpoint becomes the one that authenticated.
         self.candidates = candidates
         self.keepalive = keepalive  # send a KEEPALIVE after this long without sending (a NAT's mapping stays open)
+        self.silent_after = silent_after  # go down after this long without hearing the peer (a punched path died)
         self._last_tx = time.monotonic()
         self.dial = dial  # a static peer (or a restarted session): keeps re-dialling with backoff
         # The core is built here and used only by this actor from setup() on. Few attributes: an actor per peer,
@@ -170,9 +172,11 @@ class SessionActor(SupervisedActor):
         deadline = session.next_deadline()
         if self._redial_at is not None and (deadline is None or self._redial_at < deadline):
             deadline = self._redial_at
-        if self.keepalive is not None and self.up:
-            due = min(self._last_tx + self.keepalive, (session.last_heard or self.created) + self.keepalive * 2.5)
-            deadline = due if deadline is None else min(deadline, due)
+        if self.up:
+            for due in (None if self.keepalive is None else self._last_tx + self.keepalive,
+                        None if self.silent_after is None else (session.last_heard or self.created) + self.silent_after):
+                if due is not None:
+                    deadline = due if deadline is None else min(deadline, due)
         if deadline is None:
             return
         told = self._wake_told
@@ -340,14 +344,14 @@ class SessionActor(SupervisedActor):
         assert session is not None
         now = time.monotonic()
         self._send(session.tick(now))
+        if self.up and self.silent_after is not None and now >= (session.last_heard or self.created) + self.silent_after:
+            # The router announces to every neighbour each tick and the peer keeps alive: this much silence means
+            # the path is gone (a NAT forgot the mapping, the peer moved). Down now, not after a 90 s handshake:
+            # traffic goes back to the overlay path (the peer manager closes a punched session when it goes down).
+            self.counters["punched_link_silent"] += 1
+            self._went_down("punched link silent")
+            return
         if self.keepalive is not None and self.up:
-            if now >= (session.last_heard or self.created) + self.keepalive * 2.5:
-                # Both sides send at least every `keepalive`: this much silence means the path is gone (a NAT
-                # forgot the mapping, the peer moved). Down now, not after a 90 s handshake: traffic goes back
-                # to the overlay path (the peer manager closes a punched session when it goes down).
-                self.counters["punched_link_silent"] += 1
-                self._went_down("punched link silent")
-                return
             if now >= self._last_tx + self.keepalive:
                 self.counters["tx_punch_keepalives"] += 1
                 self._probe()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from axiomnet.errors import MalformedPacket
 
@@ -30,6 +30,7 @@ PUNCH_RETRY_MAX = 600.0  # s: the cap of that backoff
 MAX_PUNCH_ATTEMPTS = 8  # attempts in flight at once (each is one session actor)
 MAX_PUNCH_PEERS = 256  # peers whose punch state is kept (the oldest forgotten first)
 PUNCH_KEEPALIVE = 20.0  # s: a punched link sends a KEEPALIVE when it sent nothing for this long (NAT mappings)
+PUNCH_SILENT_AFTER = 10.0  # s: a punched link that heard nothing this long goes down (traffic falls back)
 EXCHANGE_MIN_GAP = 5.0  # s: CANDIDATES to one end-to-end peer no more often than this
 _FAMILY = {4: 4, 6: 16}
 
@@ -102,9 +103,10 @@ class PeerPunch:
     candidates: tuple[Endpoint, ...] = ()
     started: float = 0.0
     next_try: float = 0.0
-    backoff: float = PUNCH_RETRY_INTERVAL
+    backoff: float = field(default_factory=lambda: PUNCH_RETRY_INTERVAL)
     attempts: int = 0
     failures: int = 0
+    asked: float = -1.0  # the next_try we already asked the peer for a new exchange at (once per value)
 
 
 class PunchPlanner:
@@ -116,7 +118,7 @@ class PunchPlanner:
         self.peers: dict[bytes, PeerPunch] = {}
         self.stats: dict[str, int] = dict.fromkeys(
             ("punch_candidates_heard", "punch_attempts", "punch_succeeded", "punch_failed", "punch_rate_limited",
-             "punch_over_limit", "punch_no_candidate", "punch_already_direct"), 0)
+             "punch_over_limit", "punch_no_candidate", "punch_already_direct", "punch_retries"), 0)
 
     def _peer(self, key: bytes) -> PeerPunch:
         peer = self.peers.pop(key, None) or PeerPunch()
@@ -134,7 +136,8 @@ class PunchPlanner:
         () (already direct, an attempt in flight or too recent, too many attempts at once, nothing usable)."""
         self.stats["punch_candidates_heard"] += 1
         peer = self._peer(key)
-        if peer.state == "probing" or now < peer.next_try:
+        # A little early is fine: the two sides' backoffs end together, and the one asked must not refuse the asker.
+        if peer.state == "probing" or now < peer.next_try - EXCHANGE_MIN_GAP:
             self.stats["punch_rate_limited"] += 1
             return ()
         if direct:
@@ -176,8 +179,21 @@ class PunchPlanner:
         peer.backoff = min(PUNCH_RETRY_MAX, peer.backoff * 2)
         self.stats["punch_failed"] += 1
 
+    def retries_due(self, now: float) -> list[bytes]:
+        """Relayed peers whose backoff has passed: ask each (once per backoff) for a new exchange, so that both
+        sides try again together (the answer to our CANDIDATES brings theirs)."""
+        due = []
+        for key, peer in self.peers.items():
+            if peer.state == "relayed" and now >= peer.next_try and peer.asked != peer.next_try:
+                peer.asked = peer.next_try
+                due.append(key)
+        self.stats["punch_retries"] += len(due)
+        return due
+
     def next_deadline(self) -> float | None:
-        ends = [peer.started + PUNCH_ATTEMPT_TIME for peer in self.peers.values() if peer.state == "probing"]
+        ends = [peer.started + PUNCH_ATTEMPT_TIME if peer.state == "probing" else peer.next_try
+                for peer in self.peers.values()
+                if peer.state == "probing" or (peer.state == "relayed" and peer.asked != peer.next_try)]
         return min(ends, default=None)
 
     def up(self, key: bytes, endpoint: Endpoint) -> None:

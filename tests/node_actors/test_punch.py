@@ -11,6 +11,7 @@ from axiomnet.control import HandshakePayload
 from axiomnet.identity import Identity
 from axiomnet.wire import PacketType, decode_header
 from axiomnet.actors import messages as m
+from axiomnet.actors.peers import PeerManagerActor
 from axiomnet.actors.session import SessionActor
 from tests.node_actors.fakes import GetOther, GetSent, wait_for
 from tests.node_actors.test_peer_manager import start_manager
@@ -113,13 +114,26 @@ def test_a_silent_punched_session_goes_down_so_traffic_falls_back(recorder):
                                static_private=me.private_key, static_public=me.public_key,
                                self_address=me.address.packed, endpoint=CANDIDATES[0],
                                expected_key=peer.identity.public_key, dial=True, local_payload=HandshakePayload(),
-                               candidates=CANDIDATES[:1], keepalive=0.3)
+                               candidates=CANDIDATES[:1], keepalive=0.3, silent_after=0.75)
     answer_dial(actor, sock, peer, source=CANDIDATES[0])
 
     def down() -> bool:
         actor.tell(m.TimerDue())
         return any(isinstance(o, m.SessionDown) for o in peers.ask(GetOther()))
 
-    assert wait_for(down, timeout=10.0)  # the peer never answers the keepalives: 2.5 x 0.3 s of silence
+    assert wait_for(down, timeout=10.0)  # the peer never answers the keepalives: 0.75 s of silence
     [gone] = [o for o in router.ask(GetOther()) if isinstance(o, m.SessionDown)]
     assert gone.reason == "punched link silent" and gone.peer_key == peer.identity.public_key
+
+
+def test_a_failed_attempt_is_retried_by_asking_the_peer_for_a_new_exchange(recorder, monkeypatch):
+    monkeypatch.setattr(punch, "PUNCH_ATTEMPT_TIME", 0.3)
+    monkeypatch.setattr(punch, "PUNCH_RETRY_INTERVAL", 0.8)
+    me, other = Identity.generate(), Identity.generate()
+    sock, router, e2e = recorder(), recorder(), recorder()
+    mgr = PeerManagerActor.start(None, {"socket": sock, "router": router, "e2e": e2e}, static_private=me.private_key,
+                                 static_public=me.public_key, self_address=me.address.packed, static_peers=())
+    mgr.tell(m.PeerCandidates(other.public_key, CANDIDATES))
+    assert wait_for(lambda: m.ExchangeAgain(other.address.packed) in e2e.ask(GetOther()), timeout=10.0)
+    assert mgr.ask(m.Snapshot())["punch_retries"] == 1
+    assert [o for o in e2e.ask(GetOther()) if isinstance(o, m.ExchangeAgain)] == [m.ExchangeAgain(other.address.packed)]

@@ -10,7 +10,7 @@ import pytest
 from axiomnet.e2e import EndToEnd
 from axiomnet.errors import MalformedPacket
 from axiomnet.identity import Identity
-from axiomnet.punch import (CANDIDATES, MAX_CANDIDATES, PUNCH_ATTEMPT_TIME, PUNCH_RETRY_INTERVAL, PunchPlanner,
+from axiomnet.punch import (CANDIDATES, EXCHANGE_MIN_GAP, MAX_CANDIDATES, PUNCH_ATTEMPT_TIME, PUNCH_RETRY_INTERVAL, PunchPlanner,
                             decode_candidates, encode_candidates)
 from axiomnet.wire import PacketType
 
@@ -54,13 +54,27 @@ def test_an_exchange_is_probed_once_then_backs_off():
     assert planner.expired(PUNCH_ATTEMPT_TIME) == [KEY]
     state = planner.snapshot()[KEY.hex()]
     assert state["state"] == "relayed" and "no candidate answered" in state["reason"]
-    assert planner.heard(KEY, [("192.0.2.1", 7443)], set(), False, PUNCH_RETRY_INTERVAL - 1) == ()
+    assert planner.heard(KEY, [("192.0.2.1", 7443)], set(), False, PUNCH_RETRY_INTERVAL - EXCHANGE_MIN_GAP - 1) == ()
     assert planner.heard(KEY, [("192.0.2.1", 7443)], set(), False, PUNCH_RETRY_INTERVAL) != ()
     planner.expired(PUNCH_RETRY_INTERVAL + PUNCH_ATTEMPT_TIME)
     # The backoff doubled: the third attempt waits twice as long.
     assert planner.heard(KEY, [("192.0.2.1", 7443)], set(), False, 2 * PUNCH_RETRY_INTERVAL + 1) == ()
     assert planner.heard(KEY, [("192.0.2.1", 7443)], set(), False, 3 * PUNCH_RETRY_INTERVAL) != ()
     assert planner.stats["punch_attempts"] == 3 and planner.stats["punch_failed"] == 2
+
+
+def test_a_relayed_peer_is_asked_for_a_new_exchange_once_per_backoff():
+    planner = PunchPlanner()
+    planner.heard(KEY, [("192.0.2.1", 7443)], set(), False, 0.0)
+    planner.expired(PUNCH_ATTEMPT_TIME)
+    assert planner.next_deadline() == PUNCH_RETRY_INTERVAL  # the retry is the next thing to do
+    assert planner.retries_due(PUNCH_RETRY_INTERVAL - 1) == []
+    assert planner.retries_due(PUNCH_RETRY_INTERVAL) == [KEY]
+    assert planner.retries_due(PUNCH_RETRY_INTERVAL + 100) == [] and planner.next_deadline() is None  # once
+    # The peer's answer starts the second attempt; when it fails too, the next ask waits twice as long.
+    assert planner.heard(KEY, [("192.0.2.1", 7443)], set(), False, PUNCH_RETRY_INTERVAL + 0.1) != ()
+    planner.expired(PUNCH_RETRY_INTERVAL + PUNCH_ATTEMPT_TIME + 0.1)
+    assert planner.next_deadline() == PUNCH_RETRY_INTERVAL + 0.1 + 2 * PUNCH_RETRY_INTERVAL
 
 
 def test_own_endpoints_direct_peers_and_too_many_attempts_are_not_dialled():
