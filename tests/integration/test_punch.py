@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import pytest
 
-from axiomnet.lab import daemons, namespaces, nat, processes, traffic
+from axiomnet.lab import daemons, namespaces, nat, processes, punchlab, traffic
+from axiomnet.lab.punchlab import punch_state, relayed_by
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
-
-PORT = 7443
 
 
 @pytest.fixture
@@ -32,39 +31,13 @@ def lab():
 
 
 def build(lab, tmp_path, *, fully_random: bool = False):
-    """wan (P), A behind NAT a, B behind NAT b; returns (p, a, b) daemons and the two NATs."""
     tmp_path.chmod(0o700)
-    wan, in_a, in_b = lab.add_namespace("wan"), lab.add_namespace("a"), lab.add_namespace("b")
-    nat_a = nat.add_nat(lab, in_a, wan, router_suffix="ra", private_subnet="198.18.210.0/24",
-                        public_subnet="198.18.220.0/24", fully_random=fully_random)
-    nat_b = nat.add_nat(lab, in_b, wan, router_suffix="rb", private_subnet="198.18.211.0/24",
-                        public_subnet="198.18.221.0/24", fully_random=fully_random)
-    nat.enable_forwarding(wan)  # the "internet" between the two NATs' public sides
-    p = daemons.start_daemon(wan, name="p", listen=f"0.0.0.0:{PORT}", peers=[], data_dir=tmp_path / "p",
-                             admin_socket=tmp_path / "p.sock", tun=wan.tun_name)
-    a = daemons.start_daemon(in_a, name="a", listen=f"0.0.0.0:{PORT}", peers=[f"{nat_a.outside_ip}:{PORT}"],
-                             data_dir=tmp_path / "a", admin_socket=tmp_path / "a.sock", tun=in_a.tun_name)
-    b = daemons.start_daemon(in_b, name="b", listen=f"0.0.0.0:{PORT}", peers=[f"{nat_b.outside_ip}:{PORT}"],
-                             data_dir=tmp_path / "b", admin_socket=tmp_path / "b.sock", tun=in_b.tun_name)
-    return p, a, b, nat_a, nat_b
-
-
-def punch_state(node, other) -> dict:
-    try:
-        peers = node.inspect(timeout=5.0)["snapshots"]["peers"]
-    except (processes.HarnessError, KeyError):
-        return {}
-    key = daemons.identity_info(other.data_dir)["public_key"]
-    return peers.get("punch", {}).get(key, {})
-
+    pair = punchlab.build(lab, tmp_path, fully_random=fully_random)
+    return pair.p, pair.a, pair.b, pair.nat_a, pair.nat_b
 
 
 def direct(node, other) -> bool:
     return punch_state(node, other).get("state") == "direct"
-
-
-def relayed_by(p) -> int:
-    return p.inspect(timeout=5.0)["counters"]["router"].get("fwd_relayed", 0)
 
 
 def logs(*nodes) -> str:
@@ -135,3 +108,17 @@ def test_when_the_direct_path_dies_traffic_falls_back_to_the_relay(lab, tmp_path
     assert relayed_by(p) - before > 1000, "the fallback transfer did not cross P"
     # The figure for docs and reports (not asserted: timing on a shared machine is noisy).
     print(f"5 MB direct {fast.seconds:.2f} s, relayed through P {slow.seconds:.2f} s")
+
+
+def test_the_nat_demo_shows_the_punch(capsys):
+    """`axiomnet demo --topology nat`: every check passes and the summary names the direct session."""
+    import argparse
+
+    from axiomnet.lab.demo import run_demo
+
+    if nat.nat_unavailable_reason() is not None:
+        pytest.skip(nat.nat_unavailable_reason())
+    code = run_demo(argparse.Namespace(topology="nat", size_mb=2))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "PASS  direct session A-B" in out and "direct at 198.18." in out and "RESULT: PASS" in out
