@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,13 @@ def punch_state(node: daemons.DaemonProcess, other: daemons.DaemonProcess) -> di
         peers = node.inspect(timeout=5.0)["snapshots"]["peers"]
     except (processes.HarnessError, KeyError):
         return {}
-    key = daemons.identity_info(other.data_dir)["public_key"]
-    return peers.get("punch", {}).get(key, {})
+    return peers.get("punch", {}).get(_public_key(str(other.data_dir)), {})
+
+
+@lru_cache(maxsize=64)
+def _public_key(data_dir: str) -> str:
+    """A node's public key (hex), asked of the CLI once per data directory (a poll must stay cheap)."""
+    return daemons.identity_info(data_dir)["public_key"]
 
 
 def relayed_by(p: daemons.DaemonProcess) -> int:
