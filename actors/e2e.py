@@ -14,7 +14,9 @@ from typing import Any
 
 from axiomnet.control import HandshakePayload
 from axiomnet.e2e import E2EOutput, EndToEnd
+from axiomnet.errors import RemoteProtocolError
 from axiomnet.identity import Identity
+from axiomnet.punch import CANDIDATES, EXCHANGE_MIN_GAP, decode_candidates
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
 
@@ -28,6 +30,8 @@ class EndToEndActor(SupervisedActor):
                  local_payload: HandshakePayload | None = None) -> None:
         super().__init__(supervisor, refs)
         self.core = EndToEnd(identity.private_key, identity.public_key, local_payload=local_payload)
+        self.candidates: bytes | None = None  # our CANDIDATES message (PROTOCOL §8.2), from the peer manager
+        self._told: dict[bytes, float] = {}  # destination -> when we last sent it our candidates
 
     def setup(self) -> None:
         self._timer = self.start_deadline_timer(m.TimerDue())
@@ -59,6 +63,13 @@ class EndToEndActor(SupervisedActor):
             self.core.unresolvable(message.dst)
         elif isinstance(message, m.TimerDue):
             self._dispatch(self.core.tick(now))
+        elif isinstance(message, m.ExchangeAgain):
+            self._tell_candidates(message.address, now)
+        elif isinstance(message, m.LocalCandidates):
+            if message.payload != self.candidates:
+                self.candidates = message.payload
+                for dst in self.core.established_sessions():
+                    self._tell_candidates(dst, now)
         elif isinstance(message, m.Snapshot):
             return {"sessions": self.core.snapshot(now), "counters": {**self.counters, **self.core.stats}}
         else:
@@ -74,3 +85,38 @@ class EndToEndActor(SupervisedActor):
             self.counters["rx_dropped_no_tun"] += len(out.tun)
         for dst in out.resolve:
             tell(router, m.Resolve(dst))
+        now = time.monotonic() if out.established or out.control else 0.0
+        for dst in out.established:
+            self._tell_candidates(dst, now)
+        for src, key, payload in out.control:
+            self._control(src, key, payload, now)
+
+    def _control(self, src: bytes, key: bytes, payload: bytes, now: float) -> None:
+        """An end-to-end CONTROL message: CANDIDATES go to the peer manager (which probes before trusting), and
+        we answer with ours if we have not told that node lately."""
+        if payload[:1] != bytes([CANDIDATES]):
+            self.counters["rx_control_unknown"] += 1
+            return
+        try:
+            endpoints = decode_candidates(payload)
+        except RemoteProtocolError as exc:
+            self.counters["rx_candidates_" + exc.metric] += 1
+            return
+        self.counters["rx_candidates"] += 1
+        tell(self.refs.get("peers"), m.PeerCandidates(key, tuple(endpoints)))
+        told = self._told.get(src)
+        if told is None or now - told >= EXCHANGE_MIN_GAP:
+            self._tell_candidates(src, now)
+
+    def _tell_candidates(self, dst: bytes, now: float) -> None:
+        """Our candidates to ``dst`` (at most once per EXCHANGE_MIN_GAP), if we know any."""
+        told = self._told.get(dst)
+        if self.candidates is None or (told is not None and now - told < EXCHANGE_MIN_GAP):
+            return
+        if len(self._told) > 2 * len(self.core.sessions) + 64:  # forget the destinations whose session went
+            self._told = {d: t for d, t in self._told.items() if d in self.core.sessions}
+        self._told[dst] = now
+        out = self.core.send_control(dst, self.candidates, now)
+        if out.sends:
+            self.counters["tx_candidates"] += 1
+            self._dispatch(out)

@@ -309,6 +309,30 @@ class ObservedEndpoint(Urgent):
     endpoint: Addr
 
 
+@dataclass(frozen=True)
+class LocalCandidates(Urgent):
+    """Peer manager -> end-to-end actor: our CANDIDATES control message (docs/PROTOCOL.md §8.2), to tell every
+    node we hold an end-to-end session with."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class ExchangeAgain(Urgent):
+    """Peer manager -> end-to-end actor: send our CANDIDATES to ``address`` again (a punch retry is due)."""
+
+    address: bytes
+
+
+@dataclass(frozen=True)
+class PeerCandidates(Urgent):
+    """End-to-end actor -> peer manager: the node whose key (authenticated end to end) is ``peer_key`` says it
+    may be dialled at ``endpoints`` (docs/PROTOCOL.md §8.2)."""
+
+    peer_key: bytes
+    endpoints: tuple[Addr, ...]
+
+
 # --- traffic between neighbours (docs/PROTOCOL.md §6.6) ----------------------------------------
 @dataclass(frozen=True)
 class NeighbourPackets:

@@ -28,8 +28,10 @@ from axiomnet.ops.config import PeerSpec
 from axiomnet.constants import MAX_SESSIONS, MAX_UNPINNED_SESSIONS
 from axiomnet.control import HandshakePayload
 from axiomnet.cookie import source_key
+from axiomnet.punch import MAX_CANDIDATES, PUNCH_KEEPALIVE, PUNCH_SILENT_AFTER, PunchPlanner, encode_candidates
 from axiomnet.reflexive import ReflexiveTable
 from axiomnet.errors import RemoteProtocolError
+from axiomnet.ownership import address_of
 from axiomnet.responder import HandshakeResponder
 from axiomnet.session import HandshakeResult
 from axiomnet.supervision import RestartPolicy
@@ -95,6 +97,7 @@ class PeerManagerActor(SupervisedActor):
         max_unpinned_sessions: int = MAX_UNPINNED_SESSIONS,
         allowed_keys: frozenset[bytes] | None = None,
         discoverable: bool = True,
+        listen: m.Addr | None = None,
     ) -> None:
         super().__init__(supervisor, refs)
         self.static_private = static_private
@@ -117,6 +120,9 @@ class PeerManagerActor(SupervisedActor):
         self._refusal_logged = -REFUSAL_LOG_INTERVAL
         self._wakes: list[tuple[float, str]] = []  # heap of (deadline, session urn) to tick
         self.reflexive = ReflexiveTable()  # the endpoint each neighbour says it sees us at (PROTOCOL §8.1)
+        self.listen = listen
+        self.punch = PunchPlanner()  # NAT traversal: which exchanged candidates we dial (PROTOCOL §8.2)
+        self._candidates_told: bytes | None = None
         self._deadline_timer: Any = None
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -132,6 +138,7 @@ class PeerManagerActor(SupervisedActor):
         self._restarts = Later(self._deadline_timer)
         for peer in self.static_peers:  # configured peers always get their slot
             self._spawn(canonical_endpoint(peer.host, peer.port), peer.public_key, dial=True)
+        self._tell_candidates()
 
     def _send(self, items: list[tuple[bytes, m.Addr]]) -> None:
         """Send the responder's answers, after telling the socket the indices it issued or retired."""
@@ -158,6 +165,9 @@ class PeerManagerActor(SupervisedActor):
         if role == "socket" and self.responder is not None:
             for index in self.responder.pending_indices():
                 tell(self.refs.get("socket"), m.BindIndex(index, self.actor_ref))
+        if role == "e2e":
+            self._candidates_told = None
+            self._tell_candidates()
         if role == "router":  # the new router starts empty: tell it what is up
             for spec in self.specs.values():
                 if spec.up and spec.known_key is not None:
@@ -168,7 +178,8 @@ class PeerManagerActor(SupervisedActor):
 
     def _spawn(
         self, endpoint: m.Addr, expected_key: bytes | None, dial: bool, named: bool = True, inbound: bool = False,
-        found: str = "static",
+        found: str = "static", candidates: tuple[m.Addr, ...] = (), keepalive: float | None = None,
+        silent_after: float | None = None,
     ) -> Any:
         ref = SessionActor.start(
             self.actor_ref,
@@ -181,6 +192,9 @@ class PeerManagerActor(SupervisedActor):
             dial=dial,
             local_payload=self.local_payload,
             allowed_keys=self.allowed_keys,
+            candidates=candidates,
+            keepalive=keepalive,
+            silent_after=silent_after,
         )
         self.specs[ref.actor_urn] = SessionSpec(ref, endpoint, expected_key, dial, known_key=expected_key,
                                                 named=named, inbound=inbound, found=found)
@@ -208,6 +222,10 @@ class PeerManagerActor(SupervisedActor):
             spec = self.specs.get(message.ref.actor_urn)
             if spec is not None:
                 spec.up = False
+                if spec.found == "punched":
+                    self._punched_down(message.ref.actor_urn, spec, message.reason)
+        elif isinstance(message, m.PeerCandidates):
+            self._peer_candidates(message)
         elif isinstance(message, m.SessionGone):
             self._forget(message.ref.actor_urn)
         elif isinstance(message, m.ChildFailed):
@@ -235,7 +253,8 @@ class PeerManagerActor(SupervisedActor):
             return {"sessions": len(self.specs), "unnamed_sessions": self.admission.unnamed,
                     "pending_handshakes": self.responder.pending_count,
                     "responder": dict(self.responder.stats), "found": self._found(),
-                    "reflexive": self.reflexive.snapshot(), **self.counters}
+                    "reflexive": self.reflexive.snapshot(), "punch": self.punch.snapshot(),
+                    **self.counters, **self.punch.stats}
         else:
             return super().handle(message)
         return None
@@ -256,6 +275,10 @@ class PeerManagerActor(SupervisedActor):
             spec = self.specs.get(urn)
             if spec is not None:
                 bounded_tell(spec.ref, tick, limit=64)
+        for key in self.punch.expired(now):  # punch attempts that ran out: their probing sessions stop
+            self._punch_gave_up(key)
+        for key in self.punch.retries_due(now):  # relayed peers whose backoff passed: exchange again
+            tell(self.refs.get("e2e"), m.ExchangeAgain(address_of(key)))
         if self._restarts is not None:
             for restart in self._restarts.due(now):  # crashed sessions whose backoff has passed
                 self.handle(restart)
@@ -272,6 +295,9 @@ class PeerManagerActor(SupervisedActor):
         """Wake at the earliest session deadline, and while handshakes are half-open, when the oldest expires."""
         assert self.responder is not None and self._deadline_timer is not None
         expiry = self.responder.next_deadline()
+        punch = self.punch.next_deadline()
+        if punch is not None:
+            expiry = punch if expiry is None else min(expiry, punch)
         if self._wakes:
             self._deadline_timer.at(self._wakes[0][0] if expiry is None else min(expiry, self._wakes[0][0]))
         elif expiry is not None:
@@ -380,6 +406,11 @@ class PeerManagerActor(SupervisedActor):
             tell(self.refs.get("router"), m.SessionDown(dropped.ref, msg.peer_key, "duplicate"))
             urn = keep
         self.by_key[msg.peer_key] = urn
+        kept = self.specs.get(urn)
+        if kept is not None and kept.found == "punched":
+            self.punch.up(msg.peer_key, kept.endpoint)
+            logger.info("direct session to {} at {}:{} (NAT traversal): traffic between us moves to it",
+                        msg.peer_key.hex()[:16], *kept.endpoint)
 
     def _forget(self, urn: str) -> SessionSpec | None:
         spec = self.specs.pop(urn, None)
@@ -430,6 +461,84 @@ class PeerManagerActor(SupervisedActor):
         self.reflexive.record(message.peer_key, message.endpoint, time.monotonic())
         if previous is None or previous.endpoint != message.endpoint:
             logger.info("peer {} sees us at {}:{}", message.peer_key.hex()[:16], *message.endpoint)
+            self._tell_candidates()
+
+    # --- NAT traversal (docs/PROTOCOL.md §8.2, axiomnet/punch.py) ------------------------------------------
+    def _own_candidates(self) -> list[m.Addr]:
+        """Where other nodes may dial us: what our neighbours see (most reported first), then our listen address,
+        or, listening on a wildcard, the addresses of our interfaces (never the overlay's fc00::/8 ones)."""
+        own = [endpoint for endpoint, _ in self.reflexive.endpoints()]
+        if self.listen is None:
+            return own
+        host, port = self.listen
+        if host not in ("::", "0.0.0.0", ""):
+            return own + [canonical_endpoint(host, port)]
+        import psutil  # only here: the core and most actors need no interface list
+
+        v4 = host == "0.0.0.0"
+        for addresses in psutil.net_if_addrs().values():
+            for address in addresses:
+                ip = address.address.split("%", 1)[0]
+                try:
+                    parsed = ipaddress.ip_address(ip)
+                except ValueError:
+                    continue
+                if (v4 and parsed.version != 4) or (parsed.version == 6 and parsed.packed[0] == 0xFC):
+                    continue
+                own.append((str(parsed), port))
+        return own
+
+    def _tell_candidates(self) -> None:
+        """Tell the end-to-end actor our CANDIDATES message when it changed (it sends it to the nodes it talks to)."""
+        payload = encode_candidates(self._own_candidates())
+        if payload != self._candidates_told and payload[1] > 0:
+            self._candidates_told = payload
+            tell(self.refs.get("e2e"), m.LocalCandidates(payload))
+
+    def _peer_candidates(self, message: m.PeerCandidates) -> None:
+        """A node we hold an end-to-end session with says where it may be dialled: probe those endpoints with a link
+        handshake pinned to its key (both sides do it at once: each NAT sees our datagrams go out first)."""
+        key = message.peer_key
+        if key == self.static_public:
+            return
+        if self.allowed_keys is not None and key not in self.allowed_keys:
+            self.counters["punch_not_allowed"] += 1
+            return
+        now = time.monotonic()
+        own = set(self._own_candidates())
+        dial = self.punch.heard(key, list(message.endpoints), own, key in self.by_key, now)
+        if not dial:
+            return
+        decision = self.admission.decide(named=False, source=source_key(dial[0]))
+        if isinstance(decision, Refuse) or len(self.specs) >= self.max_sessions:
+            reason = decision.reason if isinstance(decision, Refuse) else "refused_session_limit"
+            self.punch.failed(key, now, f"admission refused a direct session ({reason})")
+            return
+        try:
+            self._spawn(dial[0], key, dial=True, named=False, found="punched", candidates=dial[:MAX_CANDIDATES],
+                        keepalive=PUNCH_KEEPALIVE, silent_after=PUNCH_SILENT_AFTER)
+        except Exception as exc:  # no thread left, say: stay relayed, keep the node
+            logger.error("cannot start a punch session for {}: {!r}", key.hex()[:16], exc)
+            self.punch.failed(key, now, "could not start a session actor")
+            return
+        logger.info("NAT traversal: probing {} at {}", key.hex()[:16], ", ".join(f"{h}:{p}" for h, p in dial))
+        self._schedule()
+
+    def _punch_gave_up(self, key: bytes) -> None:
+        """The attempt for ``key`` ran out: its probing session stops (no endless dial), traffic stays relayed."""
+        urn = self.by_key.get(key)
+        spec = self.specs.get(urn) if urn is not None else None
+        if spec is not None and spec.found == "punched" and not spec.up:
+            self._close(urn, "punch attempt timed out")  # type: ignore[arg-type]
+        logger.info("NAT traversal to {}: {}; traffic stays relayed", key.hex()[:16], self.punch.peers[key].reason)
+
+    def _punched_down(self, urn: str, spec: SessionSpec, reason: str) -> None:
+        """A punched link died: closed (not re-dialled); the router and the TUN fall back to the overlay path."""
+        if spec.known_key is not None:
+            self.punch.down(spec.known_key, time.monotonic(), reason)
+        logger.info("direct session to {} lost ({}): back to the overlay path",
+                    (spec.known_key or b"").hex()[:16], reason)
+        self._close(urn, reason)
 
     # --- discovered peers (actors/discovery.py) ------------------------------------------------------------
     def _discovered(self, message: Discovered) -> None:

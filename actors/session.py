@@ -62,10 +62,19 @@ class SessionActor(SupervisedActor):
         dial: bool,
         local_payload: HandshakePayload,
         allowed_keys: frozenset[bytes] | None = None,
+        candidates: tuple[m.Addr, ...] = (),
+        keepalive: float | None = None,
+        silent_after: float | None = None,
     ) -> None:
         super().__init__(supervisor, refs)
         self.self_address = self_address
         self.endpoint = endpoint
+        # A punched session (docs/PROTOCOL.md §8.2): until it is established its handshake goes to every candidate
+        # endpoint (the probe: nothing else is sent there); the endpoint becomes the one that authenticated.
+        self.candidates = candidates
+        self.keepalive = keepalive  # send a KEEPALIVE after this long without sending (a NAT's mapping stays open)
+        self.silent_after = silent_after  # go down after this long without hearing the peer (a punched path died)
+        self._last_tx = time.monotonic()
         self.dial = dial  # a static peer (or a restarted session): keeps re-dialling with backoff
         # The core is built here and used only by this actor from setup() on. Few attributes: an actor per peer,
         # and an instance dict of at most 30 keys is shared in layout between all of them.
@@ -133,6 +142,7 @@ class SessionActor(SupervisedActor):
             assert self.session is not None
             got = self.session.install(message.result, time.monotonic())
             if got.authenticated:  # the handshake authenticated the peer from there; a refused one moves nothing
+                self.candidates = ()
                 self._roam(message.addr)
             self._send(got.replies)
             self._drain_events()
@@ -162,6 +172,11 @@ class SessionActor(SupervisedActor):
         deadline = session.next_deadline()
         if self._redial_at is not None and (deadline is None or self._redial_at < deadline):
             deadline = self._redial_at
+        if self.up:
+            for due in (None if self.keepalive is None else self._last_tx + self.keepalive,
+                        None if self.silent_after is None else (session.last_heard or self.created) + self.silent_after):
+                if due is not None:
+                    deadline = due if deadline is None else min(deadline, due)
         if deadline is None:
             return
         told = self._wake_told
@@ -178,6 +193,7 @@ class SessionActor(SupervisedActor):
             self.counters["rx_" + exc.metric] += 1
             logger.debug("{}: dropped datagram: {}", self.name, exc)
         if got.last_authentic >= 0:
+            self.candidates = ()  # probing is over: the peer's key answered from this endpoint (§8.2)
             addr = items[got.last_authentic][1]
             if addr != self.endpoint:
                 self._roam(addr)  # before the replies are sent: they go where the peer now is
@@ -328,6 +344,17 @@ class SessionActor(SupervisedActor):
         assert session is not None
         now = time.monotonic()
         self._send(session.tick(now))
+        if self.up and self.silent_after is not None and now >= (session.last_heard or self.created) + self.silent_after:
+            # The router announces to every neighbour each tick and the peer keeps alive: this much silence means
+            # the path is gone (a NAT forgot the mapping, the peer moved). Down now, not after a 90 s handshake:
+            # traffic goes back to the overlay path (the peer manager closes a punched session when it goes down).
+            self.counters["punched_link_silent"] += 1
+            self._went_down("punched link silent")
+            return
+        if self.keepalive is not None and self.up:
+            if now >= self._last_tx + self.keepalive:
+                self.counters["tx_punch_keepalives"] += 1
+                self._probe()
         if self._redial_at is not None and now >= self._redial_at:
             self._redial_at = None
             logger.debug("{}: re-dialling", self.name)
@@ -356,7 +383,11 @@ class SessionActor(SupervisedActor):
         session = self.session
         assert session is not None
         endpoint = self.endpoint
-        items = [(d, endpoint) for d in datagrams]
+        if self.candidates and not self.up:  # probing: the handshake goes to each candidate (bounded, §8.2)
+            items = [(d, candidate) for d in datagrams for candidate in self.candidates]
+            self.counters["tx_probes"] += len(items)
+        else:
+            items = [(d, endpoint) for d in datagrams]
         commands = session.index_commands()
         if commands:
             items = tell_indices(self.refs.get("socket"), self.actor_ref, commands, items)
@@ -367,6 +398,7 @@ class SessionActor(SupervisedActor):
             self.counters["tx_dropped_backpressure"] += len(items)
         else:
             self.counters["tx_datagrams"] += len(items)
+            self._last_tx = time.monotonic()
 
     def _drain_events(self) -> None:
         session = self.session
@@ -411,6 +443,7 @@ class SessionActor(SupervisedActor):
         key = session.remote_static
         assert key is not None
         self.up = True
+        self.candidates = ()  # the endpoint that authenticated is the one (§8.2)
         self._dial_backoff = DIAL_BACKOFF_INITIAL
         logger.info("{}: session established with {}", self.name, key.hex()[:16])
         caps = self._peer_capabilities()

@@ -45,6 +45,7 @@ RESPONDER = b""  # the owner name of the responder's half-open handshakes in the
 NUDGE_INTERVAL = 5.0  # at most one handshake per source per this, answering traffic for a session we lost
 MAX_NUDGED = 1024  # sources remembered for that limit; the oldest is forgotten past this
 DATA = PacketType.DATA
+CONTROL = PacketType.CONTROL
 KEEPALIVE = PacketType.KEEPALIVE
 
 
@@ -55,6 +56,8 @@ class E2EOutput:
     sends: dict[bytes, list[bytes]] = field(default_factory=dict)  # destination address -> datagrams to route
     tun: list[bytes] = field(default_factory=list)  # IPv6 packets for our TUN device
     resolve: list[bytes] = field(default_factory=list)  # addresses whose key the router must look up
+    control: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)  # (source, its key, CONTROL plaintext)
+    established: list[bytes] = field(default_factory=list)  # destinations whose session just got its first keys
 
     def send(self, dst: bytes, datagrams: list[bytes]) -> None:
         if datagrams:
@@ -188,6 +191,19 @@ class EndToEnd:
         self._collect(dst, session, out, now)
         return out
 
+    def send_control(self, dst: bytes, payload: bytes, now: float) -> E2EOutput:
+        """One CONTROL message (PROTOCOL §8.2) to ``dst`` over its established session; nothing without one (a
+        control message is worth its moment only: never staged behind a handshake)."""
+        out = E2EOutput()
+        session = self.sessions.get(dst)
+        if session is not None and session.is_established:
+            out.send(dst, session.send(CONTROL, payload, now))
+            self._collect(dst, session, out, now)
+        return out
+
+    def established_sessions(self) -> list[bytes]:
+        return [dst for dst, session in self.sessions.items() if session.is_established]
+
     def unresolvable(self, dst: bytes) -> None:
         """The router gave up looking ``dst`` up: drop what waited for it (counted)."""
         entry = self._waiting.pop(dst, None)
@@ -231,6 +247,8 @@ class EndToEnd:
         for ptype, payload in got.payloads:
             if ptype is DATA:
                 self._to_tun(src, payload, out)
+            elif ptype is CONTROL and session.remote_static is not None:
+                out.control.append((src, session.remote_static, payload))
         self._collect(src, session, out, now)
 
     def _inbound_one(self, src: bytes, datagram: bytes, out: E2EOutput, now: float) -> None:
@@ -260,6 +278,8 @@ class EndToEnd:
         out.send(src, got.replies)
         if got.ptype is DATA:
             self._to_tun(src, got.payload, out)
+        elif got.ptype is CONTROL and session.remote_static is not None:
+            out.control.append((src, session.remote_static, got.payload))
         self._collect(src, session, out, now)
 
     def _refused(self, exc: RemoteProtocolError) -> None:
@@ -371,6 +391,8 @@ class EndToEnd:
         self._touched.add(dst)
         self._sync(dst, out, now)
         for event in session.events():
+            if isinstance(event, Established):
+                out.established.append(dst)
             if isinstance(event, Established) and event.initiator and session.is_established:
                 # Tell the responder at once that we send under these keys: it may hold them pending behind keys we
                 # lost (we restarted), and would otherwise wait for data we may not have to send.

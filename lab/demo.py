@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from axiomnet.lab import daemons, namespaces, processes, topology, traffic
+from axiomnet.lab import daemons, namespaces, nat, processes, topology, traffic
 from axiomnet.constants import DEFAULT_MTU, SHUTDOWN_DEADLINE
 
 NOT_ROOT_MESSAGE = "axiomnet demo needs root for network namespaces and TUN devices; run it as root or use sudo"
@@ -107,6 +107,7 @@ class Settings:
     topology: topology.Topology
     seconds: float
     size_mb: int
+    nat: bool = False  # --topology nat: A and B behind their own NATs, both peering with P (_run_nat_steps)
 
 
 def _settings(args: argparse.Namespace) -> Settings | str:
@@ -119,6 +120,8 @@ def _settings(args: argparse.Namespace) -> Settings | str:
         return "--seconds must be in (0, 600] and --size-mb in [1, 1024]"
     if not 2 <= nodes <= MAX_NODES:
         return f"--nodes must be from 2 to {MAX_NODES}"
+    if kind == "nat":  # three nodes, A - P - B as the line topology names them, A and B each behind a NAT
+        return Settings(topology.build("line", 3), seconds, size_mb, nat=True)
     try:
         return Settings(topology.build(kind, nodes), seconds, size_mb)
     except ValueError as exc:
@@ -163,7 +166,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     try:
         try:
             with namespaces.NetnsLab() as lab:
-                _run_steps(lab, settings, Path(workdir), checks, notes)
+                (_run_nat_steps if settings.nat else _run_steps)(lab, settings, Path(workdir), checks, notes)
         finally:
             if keep:
                 _say(f"\nkept (--keep): identities, admin sockets and logs in {workdir}")
@@ -403,6 +406,51 @@ def _ping_detail(result: traffic.PingResult) -> str:
 def _link_mtu(node: daemons.DaemonProcess) -> str:
     proc = node.ns.exec(["cat", f"/sys/class/net/{node.tun}/mtu"], timeout=5.0)
     return proc.stdout.strip() if proc.returncode == 0 else "?"
+
+
+def _run_nat_steps(lab: namespaces.NetnsLab, settings: Settings, workdir: Path, checks: list[Check],
+                   notes: list[str]) -> None:
+    """NAT traversal (docs/PROTOCOL.md §8.2): A and B, each behind its own masquerading router, peer only with P;
+    they talk through P at once, punch a direct session, move their traffic to it, and keep talking without P."""
+    from axiomnet.lab import punchlab
+
+    reason = nat.nat_unavailable_reason()
+    if reason is not None:
+        checks.append(Check("NAT lab", False, reason))
+        return
+    _say("[1/5] A and B each behind its own NAT (nftables masquerade), both peering only with the public node P")
+    pair = punchlab.build(lab, workdir)
+    p, a, b = pair.p, pair.a, pair.b
+    p.name, a.name, b.name = "node-P", "node-A", "node-B"
+    for node in (p, a, b):
+        _say(f"      {node.name}  pid {node.pid}  overlay {node.address}  listen {node.listen}")
+    _say("[2/5] overlay ping A -> B (through P) ...")
+    took = daemons.wait_overlay_reachable(a, b, timeout=READY_TIMEOUT)
+    checks.append(Check("A -> B through P", took is not None, "no reply" if took is None else f"in {took:.1f} s"))
+    if took is None:
+        _stop_daemons([p, a, b], checks, show_logs=True)
+        return
+    _say("[3/5] waiting for the endpoint exchange and the punched direct session ...")
+    start = time.monotonic()
+    punched = processes.wait_until(lambda: punchlab.punch_state(a, b).get("state") == "direct"
+                                   and punchlab.punch_state(b, a).get("state") == "direct", 15.0, interval=0.3)
+    state = punchlab.punch_state(a, b)
+    checks.append(Check("direct session A-B", punched,
+                        f"in {time.monotonic() - start:.1f} s: {state.get('reason')}" if punched else str(state)))
+    _say(f"[4/5] {settings.size_mb} MB over TCP A -> B; P's relayed-packet counter before and after:")
+    before = punchlab.relayed_by(p)
+    result = traffic.tcp_transfer(b.ns, a.ns, b.address, settings.size_mb * 1_000_000, timeout=120.0)
+    grew = punchlab.relayed_by(p) - before
+    rate = f"{result.mbit_per_s:.0f} Mbit/s" if result.mbit_per_s is not None else "-"
+    checks.append(Check("transfer off P", result.ok and grew <= 10,
+                        f"{rate}; P relayed {grew} packets meanwhile" if result.ok else str(result.error)))
+    _say("[5/5] stopping P; A and B keep talking over their own session:")
+    p.stop()
+    alive = traffic.ping(a.ns, b.address, count=5, interval=0.2, timeout=10.0)
+    checks.append(Check("A -> B without P", alive.ok, f"{alive.loss_percent:.0f}% loss"))
+    _say(f"--- node {a.name} ---")
+    _say(a.inspect_text().rstrip())
+    _stop_daemons([a, b], checks)
 
 
 def _stop_daemons(nodes: list[daemons.DaemonProcess], checks: list[Check], *, show_logs: bool = False) -> None:

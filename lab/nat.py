@@ -10,7 +10,9 @@ give it ``ip_forward`` with :func:`enable_forwarding`).
 Mappings: the default masquerade keeps a flow's source port when it is free, and reuses the mapping of a source
 address and port for every destination (endpoint-independent, the kind hole punching gets through);
 ``fully_random=True`` picks a random port for every new flow, so each destination sees another port (what a
-symmetric NAT does, which punching cannot cross). Addresses: 198.18.0.0/15 only (the lab's benchmarking range),
+symmetric NAT does, which punching cannot cross). Filtering, as a home router's firewall: a packet from outside
+reaches inside only as a reply to a flow from inside (conntrack), and an unsolicited one is dropped before conntrack
+commits an entry for it (what lets a simultaneous open through, docs/PROTOCOL.md §8.2). Addresses: 198.18.0.0/15 only (the lab's benchmarking range),
 no IPv6 on these links. Everything lives in the lab's namespaces and goes with them.
 """
 
@@ -84,6 +86,18 @@ def add_nat(lab: NetnsLab, inside: Namespace, outside: Namespace, *, router_suff
                f"  chain postrouting {{\n"
                f"    type nat hook postrouting priority srcnat; policy accept;\n"
                f"    oifname \"{public.ifname_a}\" {masquerade}\n"
+               f"  }}\n"
+               # A home router's firewall: a packet from outside that no flow from inside opened is dropped
+               # before conntrack commits an entry for it. Without this, Linux commits one for the unsolicited
+               # packet (answered with an ICMP error), and the inside host's own flow to that same endpoint,
+               # leaving a moment later, must take another port: a simultaneous open (PROTOCOL §8.2) never meets.
+               f"  chain input {{\n"
+               f"    type filter hook input priority filter; policy accept;\n"
+               f"    iifname \"{public.ifname_a}\" ct state new drop\n"
+               f"  }}\n"
+               f"  chain forward {{\n"
+               f"    type filter hook forward priority filter; policy accept;\n"
+               f"    iifname \"{public.ifname_a}\" ct state new drop\n"
                f"  }}\n"
                f"}}\n")
     proc = router.exec(["nft", "-f", "-"], input=ruleset, timeout=IP_TIMEOUT)

@@ -39,7 +39,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_DEGRADED = 1  # axiomnet-inspect health
 EXIT_UNREACHABLE = 2  # axiomnet-inspect: the daemon cannot be asked (also: health unhealthy)
-DEMO_TOPOLOGIES = ("line", "ring", "star", "mesh")
+DEMO_TOPOLOGIES = ("line", "ring", "star", "mesh", "nat")  # nat: NAT traversal (lab/demo.py _run_nat_steps)
 DEMO_MAX_NODES = 10
 PEERS_TIMEOUT = 10.0  # `axiomnet peers add` may resolve a host name in the daemon (bounded at 5 s) first
 

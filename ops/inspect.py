@@ -106,7 +106,19 @@ def render_self(state: Mapping[str, Any]) -> list[str]:
     reflexive = _reflexive(state)
     if reflexive:
         lines.append(f"  {'seen at':<11} {reflexive}")
+    lines += _punch(state)
     return lines
+
+
+def _punch(state: Mapping[str, Any]) -> list[str]:
+    """NAT traversal (docs/PROTOCOL.md §8.2): per node we exchanged endpoints with, direct or relayed, and why."""
+    snapshots = state.get("snapshots")
+    manager = snapshots.get("peers") if isinstance(snapshots, dict) else None
+    table = manager.get("punch") if isinstance(manager, dict) else None
+    if not isinstance(table, dict):
+        return []
+    return [f"  {'punch':<11} {str(key)[:16]} {row.get('state')}: {row.get('reason')}"
+            for key, row in list(table.items())[:8] if isinstance(row, dict)]
 
 
 def _reflexive(state: Mapping[str, Any]) -> str:

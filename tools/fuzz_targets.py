@@ -31,7 +31,7 @@ from typing import Any
 
 from nacl.public import PrivateKey
 
-from axiomnet import beacon, control, reflexive, wire
+from axiomnet import beacon, control, punch, reflexive, wire
 from axiomnet.actors.admin import AdminActor
 from axiomnet.announce import (
     Announcement,
@@ -321,6 +321,19 @@ def observed_endpoint(data: bytes) -> None:
     except RemoteProtocolError:
         return
     check(reflexive.encode_observed(host, port) == data, "an accepted OBSERVED_ENDPOINT does not re-encode")
+
+
+@fuzz_target("candidates", seeds=lambda: [punch.encode_candidates([("198.51.100.7", 7443), ("2001:db8::1", 443)])],
+             dictionary=(bytes([punch.CANDIDATES]),))
+def candidates(data: bytes) -> None:
+    """punch.decode_candidates (CANDIDATES over an end-to-end session, docs/PROTOCOL.md §8.2)."""
+    try:
+        endpoints = punch.decode_candidates(data)
+    except RemoteProtocolError:
+        return
+    check(len(endpoints) <= punch.MAX_CANDIDATES, "more candidates than MAX_CANDIDATES accepted")
+    again = punch.decode_candidates(punch.encode_candidates(endpoints))  # re-encoding must decode (normalised)
+    check(len(again) <= len(endpoints), "re-encoded candidates grew")
 
 
 def _session_seeds() -> list[bytes]:
