@@ -509,7 +509,7 @@ class PeerManagerActor(SupervisedActor):
         dial = self.punch.heard(key, list(message.endpoints), own, key in self.by_key, now)
         if not dial:
             return
-        decision = self.admission.decide(named=False, source=source_key(dial[0]))
+        decision = self.admission.decide(named=False, source=source_key(dial[0]), now=now)
         if isinstance(decision, Refuse) or len(self.specs) >= self.max_sessions:
             reason = decision.reason if isinstance(decision, Refuse) else "refused_session_limit"
             self.punch.failed(key, now, f"admission refused a direct session ({reason})")
