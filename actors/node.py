@@ -238,7 +238,7 @@ def build_specs(config: Config, identity: Identity, with_tun: bool, started: flo
         ChildSpec("peers", lambda sup, refs: PeerManagerActor.start(
             sup, refs, static_private=identity.private_key, static_public=identity.public_key,
             self_address=address.packed, static_peers=book.current(), local_payload=payload,
-            allowed_keys=config.allowed_keys, discoverable=config.discoverable)),
+            allowed_keys=config.allowed_keys, discoverable=config.discoverable, max_sessions=config.max_sessions)),
         ChildSpec("heartbeat", lambda sup, refs: HeartbeatActor.start(sup, refs)),
         ChildSpec("admin", lambda sup, refs: AdminActor.start(
             sup, refs, config.admin_socket, identity, config.tun_name if with_tun else None, started,

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from axiomnet.ops.config import ROOT_ADMIN_SOCKET, ROOT_DATA_DIR, Config
-from axiomnet.constants import DEFAULT_METRICS_PORT, DEFAULT_MTU, DEFAULT_TUN_NAME, DEFAULT_UDP_PORT
+from axiomnet.constants import DEFAULT_METRICS_PORT, DEFAULT_MTU, DEFAULT_TUN_NAME, DEFAULT_UDP_PORT, MAX_SESSIONS
 
 # Config fields that two TOML keys' worth of fields express (listen = host + port, tun = enabled + name).
 _COMBINED = {"listen_host": "listen", "listen_port": "listen", "tun_enabled": "tun", "tun_name": "tun"}
@@ -103,4 +103,8 @@ log_json = false
 # TUN offloads (TCP segmentation, checksums) and UDP GSO/GRO where the kernel grants them (the wire format is
 # the same either way); false: one packet per system call.
 # offload = true
+
+# Live link sessions held at once; a new peer past this is refused (logged, counted). Each costs memory and, today,
+# one thread.
+# max_sessions = {MAX_SESSIONS}
 """

@@ -320,3 +320,14 @@ def test_bad_front_door_settings_name_their_key(user: dict[str, str], tmp_path: 
         kwargs["env"] = dict(user, AXIOMNET_DISCOVERABLE="maybe")
     with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("(", r"\(")):
         load_config(**kwargs)  # type: ignore[arg-type]
+
+
+def test_max_sessions_from_toml_and_env_within_its_bounds(user: dict[str, str], tmp_path: Path) -> None:
+    from axiomnet.constants import MAX_SESSIONS
+
+    assert load_config(env=user).max_sessions == MAX_SESSIONS
+    assert load_config(config_file=toml(tmp_path, "max_sessions = 10000\n"), env=user).max_sessions == 10000
+    assert load_config(env=dict(user, AXIOMNET_MAX_SESSIONS="12000")).max_sessions == 12000
+    for bad in ("max_sessions = 0\n", "max_sessions = 70000\n", 'max_sessions = "many"\n'):
+        with pytest.raises(ConfigError, match="max_sessions"):
+            load_config(config_file=toml(tmp_path, bad), env=user)
