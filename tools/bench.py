@@ -511,11 +511,14 @@ def measure_daemon_sessions(workdir: Path, s: Settings, fig: Figures) -> None:
         holder = ns.popen([sys.executable, "-m", "benchlab.session_holder", "127.0.0.1", "7443", str(s.sessions),
                            "--seed", str(seed), "--timeout", f"{wait:g}",
                            "--hold", f"{2 * wait + s.idle_settle + s.idle_seconds + 60:g}"],
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                          cwd=Path(__file__).resolve().parent)  # benchlab/ is beside this file, whatever the caller's cwd
         try:
             assert holder.stdout is not None
             line = holder.stdout.readline()
-            opened = json.loads(line)["established"] if line.strip() else 0
+            if not line.strip():
+                raise measure.MeasureError(f"the session holder printed nothing (exit {holder.wait(5)})")
+            opened = json.loads(line)["established"]
             held = [0]
 
             def all_held() -> bool:

@@ -169,3 +169,19 @@ def test_a_failed_measurement_says_why_instead_of_a_figure() -> None:
         raise netns.HarnessError("it broke\ndetails")
     assert figures.values == {"a_mbps": 12.5, "b_ms": NA + "the thing failed: it broke"}
     assert figures.failures and figures.failures[0].startswith("the thing failed: it broke")
+
+
+def test_every_figure_issue_19_names_is_a_key_and_p99_is_nearest_rank() -> None:
+    bench = _bench_module()
+    keys = bench.all_keys()  # type: ignore[attr-defined]
+    for key in ("axiomnet_relay_mbps", "axiomnet_relay2_mbps", "axiomnet_fanin4_mbps", "axiomnet_rtt_p99_loaded_ms",
+                "axiomnet_daemon_rss_kib_per_session", "wireguard_go_rtt_p99_loaded_ms", "axiomnet_fanin4_spread"):
+        assert key in keys
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from benchlab.measure import percentile
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 99) == 99.0 and percentile(values, 50) == 50.0 and percentile([3.0], 99) == 3.0
+    assert percentile(values + [1000.0], 99) == 100.0  # one outlier in 101 is above the 99th percentile

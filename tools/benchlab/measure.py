@@ -157,6 +157,7 @@ def remove_udp_loss(ns: Namespace) -> None:
 
 
 _PING_TIME = re.compile(r"time[=<]([0-9.]+) ms")
+_PING_SENT = re.compile(r"([0-9]+) packets transmitted")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -170,7 +171,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def ping_times(ns: Namespace, addr: str, count: int, interval: float) -> tuple[list[float], int]:
     """``count`` pings ``interval`` s apart from ``ns`` (root: intervals under 0.2 s); every reply's RTT in ms and
-    how many were sent. A reply later than 1 s counts as lost."""
+    how many were sent (ping's own count: it goes on past ``count`` while replies are missing). A reply later than
+    1 s counts as lost."""
     family = "-6" if ipaddress.ip_address(addr).version == 6 else "-4"
     deadline = count * interval + 3.0
     args = ["ping", family, "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "1", "-w", f"{math.ceil(deadline)}", addr]
@@ -180,7 +182,8 @@ def ping_times(ns: Namespace, addr: str, count: int, interval: float) -> tuple[l
     except subprocess.TimeoutExpired as exc:
         out = exc.output or ""
         out = out.decode() if isinstance(out, bytes) else out
-    return [float(t) for t in _PING_TIME.findall(out)], count
+    sent = _PING_SENT.search(out)
+    return [float(t) for t in _PING_TIME.findall(out)], int(sent.group(1)) if sent else count
 
 
 def rtt_under_load(server_ns: Namespace, client_ns: Namespace, addr: str, seconds: float, *,
@@ -196,5 +199,5 @@ def rtt_under_load(server_ns: Namespace, client_ns: Namespace, addr: str, second
         mbps = stream.result()["mbps"]
     if not times:
         raise MeasureError(f"no ping reply from {addr} during the transfer")
-    return {"p50_ms": percentile(times, 50), "p99_ms": percentile(times, 99), "lost": 1.0 - len(times) / sent,
+    return {"p50_ms": percentile(times, 50), "p99_ms": percentile(times, 99), "lost": max(0.0, 1.0 - len(times) / sent),
             "mbps": mbps}
