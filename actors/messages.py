@@ -110,6 +110,14 @@ class RoutedToLink:
 
 
 @dataclass(frozen=True)
+class RelayDecisions(Urgent):
+    """The router's relay decisions (axiomnet/fastpath.py RelayTable, immutable: a new one per change), router ->
+    every link session: routed packets whose header it holds go from the session straight to the next hop's."""
+
+    table: Any
+
+
+@dataclass(frozen=True)
 class RoutedFromLink:
     """Routed packets that arrived over the link to ``peer_key`` (session -> router)."""
 

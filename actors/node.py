@@ -240,7 +240,8 @@ def build_specs(config: Config, identity: Identity, with_tun: bool, started: flo
         ChildSpec("peers", lambda sup, refs: PeerManagerActor.start(
             sup, refs, static_private=identity.private_key, static_public=identity.public_key,
             self_address=address.packed, static_peers=book.current(), local_payload=payload,
-            allowed_keys=config.allowed_keys, discoverable=config.discoverable, listen=listen)),
+            allowed_keys=config.allowed_keys, discoverable=config.discoverable, listen=listen,
+            max_sessions=config.max_sessions)),
     ]
     if config.discover:  # LAN discovery (issue 18): after the peer manager, which it tells what it hears
         if listen[0] not in ("::", "0.0.0.0"):

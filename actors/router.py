@@ -20,8 +20,9 @@ from typing import Any
 from loguru import logger
 
 from axiomnet.constants import DEAD_PROBE_INTERVAL, LOOKUP_RETRY, MAX_LOOKUP_CACHE, PEER_DEAD_AFTER, RING_TICK, SOURCE_ROUTE_IDLE
+from axiomnet import fastpath
 from axiomnet.errors import RemoteProtocolError
-from axiomnet.forward import Forwarder, Output
+from axiomnet.forward import _DIRECT, _RELAY, Forwarder, Output
 from axiomnet.identity import Identity, derive_address, noise_key_of
 from axiomnet.lookup import Pathfinder
 from axiomnet.routed import DESTINATION, FIXED_SIZE, Kind, decode_routed
@@ -57,6 +58,7 @@ class RouterActor(SupervisedActor):
         self.lookup_keys: OrderedDict[bytes, bytes] = OrderedDict()  # destination -> the Noise key its reply proved
         self._noise_keys: dict[bytes, bytes | None] = {}  # Ed25519 -> Noise key of chain nodes (a conversion: ~0.3 ms)
         self._ring_at = now  # when ring searches and dead paths were last stepped (RING_TICK)
+        self._relay_table = fastpath.EMPTY  # published to every link session (the relay fast path)
 
     def handle(self, message: Any) -> Any:
         now = time.monotonic()
@@ -79,6 +81,7 @@ class RouterActor(SupervisedActor):
             out = self.forwarder.receive(message.peer_key, packets, now)
             self._lookup_answered(out, now)
             self._dispatch(out)
+            self._learn_relays(packets, now)
         elif isinstance(message, m.CorruptRelayed):
             self._corrupt_left = message.count
             logger.warning("fault injection: the next {} relayed TRAFFIC packets get one bit flipped", message.count)
@@ -97,6 +100,8 @@ class RouterActor(SupervisedActor):
             self.tree.add(message.peer_key, now)
             self._send_urgent(now)
             self._dispatch(self.forwarder.neighbour_up(message.peer_key))
+            if self._relay_table.hops:
+                tell(message.ref, m.RelayDecisions(self._relay_table))
             logger.info("peer {} up via {}:{}", message.peer_key.hex()[:16], *message.endpoint)
         elif isinstance(message, (m.SessionDown, m.SessionGone)):
             key = message.peer_key
@@ -111,7 +116,37 @@ class RouterActor(SupervisedActor):
             return self.snapshot(now)
         else:
             return super().handle(message)
+        table = self._relay_table
+        if table.hops and (table.version != self.tree.version or self._corrupt_left
+                           or isinstance(message, m.HeartbeatTick)):
+            self._publish_relays(fastpath.EMPTY)  # decisions live at most one heartbeat and one tree version
         return None
+
+    # --- the relay fast path (axiomnet/fastpath.py) --------------------------------------------------
+    def _learn_relays(self, packets: list[bytes], now: float) -> None:
+        """Publish our decisions for relayed TRAFFIC headers not yet in the table, so that the link sessions
+        relay the rest of those flows themselves (never while a fault is injected: those must come here)."""
+        if self._corrupt_left:
+            return
+
+        def decide(data: bytes) -> fastpath.Decision | None:
+            decision = self.forwarder._traffic_decision(data, now)
+            if decision is None or decision[0] not in (_DIRECT, _RELAY):
+                return None
+            action, key, distance = decision
+            ref = self.sessions.get(key)
+            return None if ref is None or key in self.dead else (ref, distance, action == _DIRECT)
+
+        table = fastpath.learn(self._relay_table, packets, decide, self.tree.version)
+        if table is not None:
+            self._publish_relays(table)
+
+    def _publish_relays(self, table: fastpath.RelayTable) -> None:
+        self._relay_table = table
+        self.counters["relay_tables_published"] += 1
+        update = m.RelayDecisions(table)
+        for ref in self.sessions.values():
+            tell(ref, update)
 
     # --- packets -------------------------------------------------------------------------------------
     def _corrupt(self, packets: list[bytes]) -> list[bytes]:

@@ -27,6 +27,7 @@ from typing import Any
 from loguru import logger
 
 from axiomnet.constants import DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX, PEER_SEEN_INTERVAL, SESSION_ACTIVITY_REPORT
+from axiomnet import fastpath
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.ownership import IPV6_DESTINATION, IPV6_SOURCE, address_of, destined_to, source_is
@@ -98,6 +99,7 @@ class SessionActor(SupervisedActor):
         self._route_told = False  # the TUN actor routes the peer's address to us
         self._wake_told: float | None = None  # the deadline the peer manager will tick us at
         self._observed_answered = False  # since the last establishment, told the peer its endpoint again (§8.1)
+        self._relays = fastpath.EMPTY  # the router's relay decisions (RelayDecisions), replaced whole
 
     @property
     def name(self) -> str:
@@ -130,6 +132,8 @@ class SessionActor(SupervisedActor):
             self._receive(message.items)
         elif isinstance(message, m.RoutedToLink):
             self._send_data(message.packets)
+        elif isinstance(message, m.RelayDecisions):
+            self._relays = message.table
         elif isinstance(message, m.NeighbourPackets):
             self._send_neighbour(message.packets)
         elif isinstance(message, m.Probe):
@@ -214,6 +218,8 @@ class SessionActor(SupervisedActor):
                 announced = self._control(payload) or announced
         if mine and key is not None:
             self._deliver(key, mine)
+        if routed and key is not None and self._relays.hops:
+            routed = self._relay(routed)
         if routed and key is not None:
             if not bounded_tell(self.refs.get("router"), m.RoutedFromLink(key, routed)):
                 self.counters["rx_dropped_relay"] += len(routed)
@@ -225,6 +231,17 @@ class SessionActor(SupervisedActor):
         self._drain_events()
         if now >= self._report_at:
             self._report_activity(now)
+
+    def _relay(self, routed: list[bytes]) -> list[bytes]:
+        """Relay what the router's published decisions cover straight to the next hop's session (the relay fast
+        path, axiomnet/fastpath.py); the rest, for the router."""
+        relayed, rest = fastpath.split(self._relays, routed)
+        for ref, packets in relayed.items():
+            if bounded_tell(ref, m.RoutedToLink(packets)):
+                self.counters["relayed_fast"] += len(packets)
+            else:
+                self.counters["rx_dropped_relay"] += len(packets)
+        return rest
 
     def _deliver(self, key: bytes, packets: list[bytes]) -> None:
         """IP packets the peer sent to us over the link (§6.6): into the TUN device if the peer owns their source

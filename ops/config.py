@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from axiomnet.constants import DEFAULT_MTU, DEFAULT_TUN_NAME, DEFAULT_UDP_PORT
+from axiomnet.constants import DEFAULT_MTU, DEFAULT_TUN_NAME, DEFAULT_UDP_PORT, MAX_SESSIONS
 from axiomnet.errors import ConfigError
 
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")  # loguru's built-in levels
@@ -24,6 +24,7 @@ MIN_MTU = 1280  # IPv6 minimum link MTU: the overlay carries IPv6
 MAX_MTU = 65535
 MAX_TUN_NAME = 15  # Linux IFNAMSIZ (16) minus the terminating NUL
 MAX_UNIX_SOCKET_PATH = 107  # sizeof(sockaddr_un.sun_path) (108) minus the terminating NUL
+MAX_SESSIONS_LIMIT = 65535  # link sessions: the tree numbers a node's neighbours with 16-bit ports
 MAX_CONFIG_FILE_SIZE = 1 << 20  # a larger "config file" is a mistake, not a config
 ROOT_DATA_DIR = Path("/var/lib/axiomnet")
 ROOT_ADMIN_SOCKET = Path("/run/axiomnet/admin.sock")
@@ -33,9 +34,9 @@ TOML_KEYS: tuple[str, ...] = ("listen", "peers", "tun", "mtu", "data_dir", "admi
 ENV_PREFIX = "AXIOMNET_"
 ENV_KEYS: tuple[str, ...] = ("LISTEN", "PEERS", "TUN", "NO_TUN", "MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL",
                              "LOG_JSON", "ALLOWED_KEYS", "DISCOVERABLE")
-# Data plane (issue 11): offloads.
-TOML_KEYS += ("offload",)
-ENV_KEYS += ("OFFLOAD",)
+# Data plane (issue 11): offloads. Issue 19: how many link sessions a hub holds.
+TOML_KEYS += ("offload", "max_sessions")
+ENV_KEYS += ("OFFLOAD", "MAX_SESSIONS")
 # Operations settings (issue 10): metrics listener, admin socket group, fault injection (tests only).
 TOML_KEYS += ("metrics_listen", "admin_group", "fault_injection")
 # Routing v2 (issue 15): a private network's roots.
@@ -146,6 +147,14 @@ def _check_mtu(value: object, key: str) -> int:
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not MIN_MTU <= value <= MAX_MTU:
         raise _bad(key, value, f"the MTU must be an integer from {MIN_MTU} to {MAX_MTU} (the overlay carries IPv6)")
+    return value
+
+
+def _check_max_sessions(value: object, key: str) -> int:
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SESSIONS_LIMIT:
+        raise _bad(key, value, f"the session limit must be an integer from 1 to {MAX_SESSIONS_LIMIT}")
     return value
 
 
@@ -388,6 +397,7 @@ class Config:
     allowed_keys: frozenset[bytes] | None = None
     discoverable: bool = True  # answer KEY_PROBE with our public key (peers configured without our key need it)
     offload: bool = True  # TUN offloads (TSO, checksums) and UDP GSO/GRO where the kernel grants them
+    max_sessions: int = MAX_SESSIONS  # live link sessions; a new peer past this is refused (logged, counted)
     # Operations settings (issue 10).
     metrics_listen: tuple[str, int] | None = None  # the Prometheus HTTP listener; None: off
     admin_group: str | None = None  # members may use the admin socket too (mode 0660); None: root and our uid only
@@ -422,6 +432,7 @@ class Config:
             put("allowed_keys", _parse_allowed_keys(self.allowed_keys, "allowed_keys"))
         put("discoverable", _check_bool(self.discoverable, "discoverable"))
         put("offload", _check_bool(self.offload, "offload"))
+        put("max_sessions", _check_max_sessions(self.max_sessions, "max_sessions"))
         put("metrics_listen", parse_metrics_listen(self.metrics_listen, "metrics_listen"))
         put("admin_group", _check_group(self.admin_group, "admin_group"))
         put("fault_injection", _check_bool(self.fault_injection, "fault_injection"))
@@ -489,6 +500,8 @@ def _apply(values: dict[str, Any], name: str, value: object, key: str, base: Pat
         values["discoverable"] = _check_bool(value, key)
     elif name == "offload":
         values["offload"] = _check_bool(value, key)
+    elif name == "max_sessions":
+        values["max_sessions"] = _check_max_sessions(value, key)
     elif name == "metrics_listen":
         values["metrics_listen"] = parse_metrics_listen(value, key)
     elif name == "admin_group":
@@ -536,7 +549,7 @@ def _toml_layer(path: Path, values: dict[str, Any]) -> None:
             raise _bad(key, value, "expected true or false")
         if name in ("allowed_keys", "trusted_roots") and not isinstance(value, list):
             raise _bad(key, value, 'expected an array of public keys ("64 hexadecimal characters")')
-        if name in ("mtu",) and not isinstance(value, int):
+        if name in ("mtu", "max_sessions") and not isinstance(value, int):
             raise _bad(key, value, "expected an integer")
         if name in ("listen", "data_dir", "admin_socket", "log_level") and not isinstance(value, str):
             raise _bad(key, value, "expected a string")
@@ -566,7 +579,8 @@ def _env_layer(env: Mapping[str, str], values: dict[str, Any]) -> None:
     elif (text := get("TUN")) is not None:
         _apply(values, "tun", text, "AXIOMNET_TUN")
     for name in ("MTU", "DATA_DIR", "ADMIN_SOCKET", "LOG_LEVEL", "LOG_JSON", "DISCOVERABLE", "OFFLOAD", "METRICS_LISTEN",
-                 "ADMIN_GROUP", "DISCOVER", "DISCOVER_SECRET", "DISCOVER_SECRET_FILE", "DISCOVER_INTERVAL"):
+                 "ADMIN_GROUP", "DISCOVER", "DISCOVER_SECRET", "DISCOVER_SECRET_FILE", "DISCOVER_INTERVAL",
+                 "MAX_SESSIONS"):
         if (text := get(name)) is not None:
             _apply(values, name.lower(), text, ENV_PREFIX + name)
     if (text := get("ALLOWED_KEYS")) is not None and text.strip():  # empty: not set

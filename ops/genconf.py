@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from axiomnet.ops.config import ROOT_ADMIN_SOCKET, ROOT_DATA_DIR, Config
-from axiomnet.constants import DEFAULT_METRICS_PORT, DEFAULT_MTU, DEFAULT_TUN_NAME, DEFAULT_UDP_PORT
+from axiomnet.constants import DEFAULT_METRICS_PORT, DEFAULT_MTU, DEFAULT_TUN_NAME, DEFAULT_UDP_PORT, MAX_SESSIONS
 
 # Config fields that two TOML keys' worth of fields express (listen = host + port, tun = enabled + name).
 _COMBINED = {"listen_host": "listen", "listen_port": "listen", "tun_enabled": "tun", "tun_name": "tun"}
@@ -118,4 +118,7 @@ log_json = false
 # A private network: only these nodes (public keys, 64 hex characters each) may be the routing tree's root, so a
 # stranger with a lower key changes nothing. Unset: the lowest key anywhere is the root (an open network).
 # trusted_roots = ["<64 hex characters>"]
+# Live link sessions held at once; a new peer past this is refused (logged, counted). Each costs memory and, today,
+# one thread.
+# max_sessions = {MAX_SESSIONS}
 """

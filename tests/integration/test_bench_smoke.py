@@ -28,6 +28,9 @@ NAMED = ["veth_mbps", "axiomnet_mbps", "wireguard_go_mbps", "nebula_mbps", "yggd
 AXIOMNET_ALWAYS = [
     "axiomnet_mbps", "axiomnet_rtt_min_ms", "axiomnet_rtt_avg_ms", "axiomnet_cpu_s_per_10s", "axiomnet_mbit_per_cpu_s",
     "axiomnet_rss_mib", "axiomnet_mtu", "axiomnet_first_ping_ab_s", "axiomnet_first_ping_ba_s",
+    "axiomnet_rtt_p99_loaded_ms", "axiomnet_relay_mbps", "axiomnet_relay2_mbps", "axiomnet_relay_mbit_per_cpu_s",
+    "axiomnet_fanin1_mbps", "axiomnet_fanin4_mbps", "axiomnet_fanin4_peer1_mbps", "axiomnet_fanin4_peer4_mbps",
+    "axiomnet_fanin4_spread",
     "axiomnet_mtu1280_mbps", "axiomnet_mtu1420_mbps", "axiomnet_mtu9000_mbps", "axiomnet_mtu_default_mbps",
     "axiomnet_idle10_cpu_percent", "axiomnet_idle10_rss_mib", "axiomnet_idle10_threads",
     "axiomnet_daemon_sessions", "axiomnet_daemon_rss_kib_per_session", "axiomnet_daemon_sessions_cpu_percent",
@@ -36,10 +39,11 @@ AXIOMNET_ALWAYS = [
     "veth_mbps", "veth_rtt_avg_ms",
 ]
 # AxiomNet figures that may honestly be unavailable until other work lands (they must then say why).
-AXIOMNET_MAYBE = ["axiomnet_relay_mbps", "axiomnet_no_offload_mbps"]
+AXIOMNET_MAYBE = ["axiomnet_no_offload_mbps"]
 # Per peer: the commands that make it "installed", and figures it must then produce.
 PEERS = {
     "wireguard_go": (("wireguard-go", "wg"), ["wireguard_go_mbps", "wireguard_go_rtt_avg_ms", "wireguard_go_mbit_per_cpu_s",
+                                             "wireguard_go_rtt_p99_loaded_ms",
                                              "wireguard_go_rss_mib", "wireguard_go_first_ping_ab_s", "wireguard_go_first_ping_ba_s"]),
     "nebula": (("nebula", "nebula-cert"), ["nebula_mbps", "nebula_rtt_avg_ms", "nebula_mbit_per_cpu_s", "nebula_rss_mib",
                                            "nebula_first_ping_ab_s", "nebula_first_ping_ba_s"]),
@@ -165,3 +169,19 @@ def test_a_failed_measurement_says_why_instead_of_a_figure() -> None:
         raise processes.HarnessError("it broke\ndetails")
     assert figures.values == {"a_mbps": 12.5, "b_ms": NA + "the thing failed: it broke"}
     assert figures.failures and figures.failures[0].startswith("the thing failed: it broke")
+
+
+def test_every_figure_issue_19_names_is_a_key_and_p99_is_nearest_rank() -> None:
+    bench = _bench_module()
+    keys = bench.all_keys()  # type: ignore[attr-defined]
+    for key in ("axiomnet_relay_mbps", "axiomnet_relay2_mbps", "axiomnet_fanin4_mbps", "axiomnet_rtt_p99_loaded_ms",
+                "axiomnet_daemon_rss_kib_per_session", "wireguard_go_rtt_p99_loaded_ms", "axiomnet_fanin4_spread"):
+        assert key in keys
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from benchlab.measure import percentile
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 99) == 99.0 and percentile(values, 50) == 50.0 and percentile([3.0], 99) == 3.0
+    assert percentile(values + [1000.0], 99) == 100.0  # one outlier in 101 is above the 99th percentile

@@ -363,3 +363,38 @@ def test_a_private_network_keeps_its_trusted_root_when_a_stranger_with_a_lower_k
     assert private["tree"]["root"] == idents["trusted"].signing_key.hex() and private["tree"]["depth"] == 1
     assert private["tree"]["parent"] == idents["trusted"].public_key.hex()
     assert private["tree"]["trusted_roots"] == 1 and private["tree"]["untrusted_root"] > 0
+
+
+def test_the_router_publishes_its_relay_decisions_and_withdraws_them_each_heartbeat(recorder):
+    """A relayed flow's first batch goes through the router, which then tells every link session the decision
+    (the relay fast path); a heartbeat, or an injected fault, replaces the table with an empty one."""
+    from axiomnet.routed import Kind, encode_routed, root_tag
+
+    a, b, c = ident(1), ident(2), ident(3)
+    router = RouterActor.start(None, {}, a, seq_start=10)
+    sb, sc = recorder(), recorder()
+    router.tell(m.SessionUp(sb, b.public_key, ("192.0.2.2", 1), True))
+    router.tell(m.SessionUp(sc, c.public_key, ("192.0.2.3", 1), True))
+    tag = root_tag(bytes.fromhex(router.ask(m.Snapshot(), timeout=5)["tree"]["root"]))
+    packet = encode_routed(Kind.TRAFFIC, root_tag=tag, dst=c.address.packed, src=b.address.packed, dst_path=(),
+                           src_path=(), payload=b"sealed", hop_limit=9, watermark=0)
+
+    def tables(session: Any) -> list[Any]:
+        return [x.table for x in session.ask(GetOther()) if isinstance(x, m.RelayDecisions)]
+
+    router.tell(m.RoutedFromLink(b.public_key, [packet]))
+    assert wait_for(lambda: any(isinstance(x, m.RoutedToLink) for x in sc.ask(GetOther())))
+    assert wait_for(lambda: tables(sb) and tables(sc))
+    ((ref, distance, direct),) = tables(sb)[-1].hops.values()
+    assert ref == sc and distance == 0 and direct  # c is the destination's own neighbour: straight to it
+    router.tell(m.HeartbeatTick())
+    assert wait_for(lambda: len(tables(sb)) == 2 and not tables(sb)[-1].hops)
+    router.tell(m.RoutedFromLink(b.public_key, [packet]))
+    assert wait_for(lambda: len(tables(sb)) == 3 and tables(sb)[-1].hops)
+    router.tell(m.CorruptRelayed(2))
+    assert wait_for(lambda: len(tables(sb)) == 4 and not tables(sb)[-1].hops)
+    router.tell(m.RoutedFromLink(b.public_key, [packet]))  # corrupted here, not learned while faults are due
+    assert wait_for(lambda: router.ask(m.Snapshot(), timeout=5)["counters"].get("fault_corrupted") == 1)
+    assert len(tables(sb)) == 4
+    router.tell(m.RoutedFromLink(b.public_key, [packet]))  # the last fault: learned again after it
+    assert wait_for(lambda: len(tables(sb)) == 5 and tables(sb)[-1].hops)

@@ -318,3 +318,43 @@ def test_a_key_that_allowed_keys_does_not_list_is_refused_and_counted_as_such(re
     assert wait_for(lambda: actor.ask(m.Snapshot(), timeout=5)["counters"].get("keys_refused") == 1)
     snap = actor.ask(m.Snapshot(), timeout=5)
     assert "key_mismatches" not in snap["counters"] and snap["state"] != "established"
+
+
+def test_routed_packets_under_a_published_decision_go_straight_to_the_next_hops_session(established, recorder):
+    """The relay fast path: a decision the router published relays the flow from here, hop limit and watermark
+    checked per packet; what it does not cover still goes to the router, which also hears the peer is alive."""
+    from axiomnet import fastpath
+    from axiomnet.routed import Kind, decode_routed, encode_routed
+
+    actor, peer, sock, router, me = established
+    next_hop = recorder()
+
+    def packet(n: int, hop_limit: int = 9, dst: bytes = b"\xfc" * 16) -> bytes:
+        return encode_routed(Kind.TRAFFIC, root_tag=7, dst=dst, src=peer.src, dst_path=(1, 2), src_path=(3,),
+                             payload=n.to_bytes(4, "big"), hop_limit=hop_limit, watermark=5)
+
+    table = fastpath.RelayTable(0, {fastpath.header_key(packet(0)): (next_hop, 3, False)})
+    actor.tell(m.RelayDecisions(table))
+    other = packet(9, dst=b"\xfd" * 16)  # another destination: not in the table
+    now = time.monotonic()
+    payloads = [packet(1), packet(2, hop_limit=1), other, packet(3)]
+    actor.tell(m.Datagrams([(d, ENDPOINT) for p in payloads for d in peer.session.send(PacketType.DATA, p, now)]))
+    assert wait_for(lambda: len(routed(router)) == 2)
+    relayed = [p for x in next_hop.ask(GetOther()) if isinstance(x, m.RoutedToLink) for p in x.packets]
+    assert [p[decode_routed(p).offset:] for p in relayed] == [(1).to_bytes(4, "big"), (3).to_bytes(4, "big")]
+    assert all(decode_routed(p).hop_limit == 8 and decode_routed(p).watermark == 3 for p in relayed)
+    assert routed(router) == [packet(2, hop_limit=1), other]  # the hop limit is the router's to enforce
+    assert actor.ask(m.Snapshot(), timeout=5)["counters"]["relayed_fast"] == 2
+
+
+def test_a_fully_relayed_batch_still_tells_the_router_the_peer_is_alive(established, recorder):
+    from axiomnet import fastpath
+    from axiomnet.routed import Kind, encode_routed
+
+    actor, peer, sock, router, me = established
+    p = encode_routed(Kind.TRAFFIC, root_tag=7, dst=b"\xfc" * 16, src=peer.src, dst_path=(1,), src_path=(3,),
+                      payload=b"x", hop_limit=9, watermark=5)
+    actor.tell(m.RelayDecisions(fastpath.RelayTable(0, {fastpath.header_key(p): (recorder(), 3, False)})))
+    actor.tell(m.Datagrams([(d, ENDPOINT) for d in peer.session.send(PacketType.DATA, p, time.monotonic())]))
+    assert wait_for(lambda: any(isinstance(x, m.PeerSeen) for x in router.ask(GetOther())))
+    assert routed(router) == []

@@ -346,3 +346,14 @@ def test_trusted_roots_from_each_layer_and_through_config_check(user: dict[str, 
 def test_bad_trusted_roots_name_their_key(user: dict[str, str], tmp_path: Path, text: str, named: str) -> None:
     with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("(", r"\(")):
         load_config(config_file=toml(tmp_path, text), env=user)
+
+
+def test_max_sessions_from_toml_and_env_within_its_bounds(user: dict[str, str], tmp_path: Path) -> None:
+    from axiomnet.constants import MAX_SESSIONS
+
+    assert load_config(env=user).max_sessions == MAX_SESSIONS
+    assert load_config(config_file=toml(tmp_path, "max_sessions = 10000\n"), env=user).max_sessions == 10000
+    assert load_config(env=dict(user, AXIOMNET_MAX_SESSIONS="12000")).max_sessions == 12000
+    for bad in ("max_sessions = 0\n", "max_sessions = 70000\n", 'max_sessions = "many"\n'):
+        with pytest.raises(ConfigError, match="max_sessions"):
+            load_config(config_file=toml(tmp_path, bad), env=user)

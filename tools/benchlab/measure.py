@@ -6,9 +6,12 @@ that cannot be taken raises :class:`MeasureError` with the reason.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import json
+import math
 import os
+import re
 import statistics
 import subprocess
 import time
@@ -139,3 +142,50 @@ def inject_udp_loss(ns: Namespace, percent: int) -> None:
 def remove_udp_loss(ns: Namespace) -> None:
     """Remove the table :func:`inject_udp_loss` made (no error if it is not there)."""
     ns.exec(["nft", "delete", "table", "inet", LOSS_TABLE], timeout=10.0)
+
+
+_PING_TIME = re.compile(r"time[=<]([0-9.]+) ms")
+_PING_SENT = re.compile(r"([0-9]+) packets transmitted")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) of ``values``, nearest rank (the value a fraction q of them do not exceed)."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ping_times(ns: Namespace, addr: str, count: int, interval: float) -> tuple[list[float], int]:
+    """``count`` pings ``interval`` s apart from ``ns`` (root: intervals under 0.2 s); every reply's RTT in ms and
+    how many were sent (ping's own count: it goes on past ``count`` while replies are missing). A reply later than
+    1 s counts as lost."""
+    family = "-6" if ipaddress.ip_address(addr).version == 6 else "-4"
+    deadline = count * interval + 3.0
+    args = ["ping", family, "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "1", "-w", f"{math.ceil(deadline)}", addr]
+    try:
+        proc = ns.exec(args, timeout=deadline + 5.0, env={**os.environ, "LC_ALL": "C"})
+        out = proc.stdout
+    except subprocess.TimeoutExpired as exc:
+        out = exc.output or ""
+        out = out.decode() if isinstance(out, bytes) else out
+    sent = _PING_SENT.search(out)
+    return [float(t) for t in _PING_TIME.findall(out)], int(sent.group(1)) if sent else count
+
+
+def rtt_under_load(server_ns: Namespace, client_ns: Namespace, addr: str, seconds: float, *,
+                   interval: float = 0.01) -> dict[str, Any]:
+    """Ping ``addr`` every ``interval`` s while one iperf3 TCP stream runs at full speed to it: the replies' p50 and
+    p99 RTT (ms), the share of pings lost, and the stream's Mbit/s. The pings start about 0.5 s into the stream
+    and end before it does."""
+    count = max(20, int((seconds - 1.0) / interval))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        stream = pool.submit(iperf3_tcp, server_ns, client_ns, addr, seconds)
+        time.sleep(0.5)
+        times, sent = ping_times(client_ns, addr, count, interval)
+        mbps = stream.result()["mbps"]
+    if not times:
+        raise MeasureError(f"no ping reply from {addr} during the transfer")
+    return {"p50_ms": percentile(times, 50), "p99_ms": percentile(times, 99), "lost": max(0.0, 1.0 - len(times) / sent),
+            "mbps": mbps}

@@ -43,14 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("host", help="the daemon's UDP address (a loopback address)")
     parser.add_argument("port", type=int)
-    parser.add_argument("count", type=int, help="sessions to open (1..1024)")
+    parser.add_argument("count", type=int, help="sessions to open (1..10000)")
     parser.add_argument("--timeout", type=float, default=60.0, help="give up opening after this many seconds")
     parser.add_argument("--hold", type=float, default=120.0, help="hold the sessions at most this long")
     parser.add_argument("--seed", type=int, default=None,
                         help="derive the keys from this seed (holder_key(seed, i)) so the daemon can allow them")
     args = parser.parse_args(argv)
-    if not ipaddress.ip_address(args.host).is_loopback or not 1 <= args.count <= 1024:
-        parser.error("host must be a loopback address and count 1..1024")
+    if not ipaddress.ip_address(args.host).is_loopback or not 1 <= args.count <= 10000:
+        parser.error("host must be a loopback address and count 1..10000")
 
     payload = HandshakePayload(capabilities=("relay",))
     sockets: list[socket.socket] = []
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     stdin = sys.stdin.fileno()
     by_fd: dict[int, socket.socket] = {}
+    poller = select.poll()  # not select(): 10,000 sessions need over a thousand sockets (FD_SETSIZE is 1024)
+    stdin_polled = False
     held: list[tuple[Session, socket.socket]] = []  # established: still ticked (a lost HANDSHAKE_FINAL is resent)
     reported = False
     hold_until = math.inf
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 sock.setblocking(False)
                 sockets.append(sock)
                 by_fd[sock.fileno()] = sock
+                poller.register(sock.fileno(), select.POLLIN)
             private = PrivateKey.generate() if args.seed is None else holder_key(args.seed, started)
             session = Session(bytes(private), bytes(private.public_key), local_payload=payload,
                               peer_name=f"holder-{started}")
@@ -97,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             claim(session, sockets[-1])
             opening.append((session, sockets[-1]))
             started += 1
-        readable, _, _ = select.select([*by_fd, *([stdin] if reported else [])], [], [], 0.02)
+        if reported and not stdin_polled:
+            poller.register(stdin, select.POLLIN | select.POLLHUP)
+            stdin_polled = True
+        readable = [fd for fd, _ in poller.poll(20)]
         if stdin in readable and not os.read(stdin, 4096):
             break  # the bench closed our stdin (or is gone): stop holding
         now = time.monotonic()

@@ -1,0 +1,104 @@
+"""The relay fast path: forwarding decisions the router publishes, applied where a routed packet is decrypted.
+
+A relayed TRAFFIC packet needs only what the router decided for its header (kind, root tag, addresses, paths:
+everything but the hop limit and the watermark), and the packets of one flow share that header. The router
+publishes its decisions as a :class:`RelayTable`, a new immutable object per change, and the link sessions that
+decrypt routed packets apply it themselves (:func:`split`): a packet whose header is in the table goes straight
+to the next hop's session, with its own hop limit and watermark checked exactly as the router would
+(axiomnet/forward.py ``Forwarder.receive``); everything else (ours, lookups, replies, a header not decided yet,
+a check that fails) goes to the router, which counts and handles it as always.
+
+A table is only as good as the tree it was decided in: the router replaces it with an empty one when a
+coordinate changes (``version``) and at every heartbeat, so a decision lives at most one heartbeat, as the
+forwarder's own cache does. The link values are opaque here (the actors use session refs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from axiomnet.routed import FIXED_SIZE, Kind, forwarded, header_end, hop_limit_and_watermark
+
+MAX_RELAY_ENTRIES = 4096  # headers (flows) one table holds; past it the next table starts afresh
+_TRAFFIC = int(Kind.TRAFFIC)
+
+# What the router decided for a header: (the next hop's link, our tree distance to the destination, whether the
+# destination is that neighbour itself: then there is no watermark to check and the distance is 0).
+Decision = tuple[Any, int, bool]
+
+
+@dataclass(frozen=True)
+class RelayTable:
+    """Relay decisions keyed by a TRAFFIC packet's header (bytes 8 to the end of its paths), for one tree version."""
+
+    version: int = -1
+    hops: Mapping[bytes, Decision] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __len__(self) -> int:
+        return len(self.hops)
+
+
+EMPTY = RelayTable()
+
+
+def header_key(data: bytes) -> bytes | None:
+    """The part of a TRAFFIC packet's routed header a relay decision depends on; None for anything else."""
+    n = len(data)
+    if n < FIXED_SIZE or data[0] != _TRAFFIC or data[1] != 0:  # a reserved byte set: the router refuses it
+        return None
+    end = header_end(data)
+    return data[8:end] if end <= n else None  # bytes 2..7 are the hop limit and the watermark (PROTOCOL §6.1)
+
+
+def learn(table: RelayTable, packets: Iterable[bytes], decide: Callable[[bytes], Decision | None],
+          version: int) -> RelayTable | None:
+    """A new table with ``decide``'s answer for every TRAFFIC header in ``packets`` not yet in ``table`` (which is
+    dropped first if it was built for another tree ``version``); None when nothing was added. ``decide`` returns
+    None for what must keep going through the router (ours, no route, another root); it is asked once per header."""
+    current: Mapping[bytes, Decision] = table.hops if table.version == version else {}
+    base: dict[bytes, Decision] | None = None  # copied from current at the first decision added
+    asked: set[bytes] = set()
+    for data in packets:
+        key = header_key(data)
+        if key is None or key in asked or key in (current if base is None else base):
+            continue
+        asked.add(key)
+        decision = decide(data)
+        if decision is None:
+            continue
+        if base is None:
+            base = dict(current)
+        if len(base) >= MAX_RELAY_ENTRIES:
+            base = {}
+        base[key] = decision
+    return None if base is None else RelayTable(version, MappingProxyType(base))
+
+
+def split(table: RelayTable, packets: list[bytes]) -> tuple[dict[Any, list[bytes]], list[bytes]]:
+    """(packets to relay, per next-hop link, already forwarded: hop limit down by one, the watermark ours; the
+    packets the router must see). A packet is relayed here only if its header is in ``table``, its hop limit is
+    above 1 and, unless the next hop is its destination, our distance is below its watermark."""
+    hops = table.hops
+    if not hops:
+        return {}, packets
+    out: dict[Any, list[bytes]] = {}
+    rest: list[bytes] = []
+    for data in packets:
+        key = header_key(data)
+        decision = hops.get(key) if key is not None else None
+        if decision is not None:
+            link, distance, direct = decision
+            hop_limit, watermark = hop_limit_and_watermark(data)
+            if hop_limit > 1 and (direct or distance < watermark):
+                packet = forwarded(data, hop_limit - 1, distance)
+                group = out.get(link)
+                if group is None:
+                    out[link] = [packet]
+                else:
+                    group.append(packet)
+                continue
+        rest.append(data)
+    return out, rest
