@@ -68,7 +68,7 @@ RING_STATEMENT = b"axn-ring"
 RING_REPLY_STATEMENT = b"axn-rrep"
 _NONCE = struct.Struct(">I")
 _REPLY = struct.Struct(">32s32sI64s")
-_RING = struct.Struct(">IB32s64s")
+_RING = struct.Struct(">IH32s64s")  # u16 TTL: RING_MAX_TTL is MAX_TREE_DEPTH (655) under protocol 2
 _RING_REPLY = struct.Struct(">32sI64s")
 ADDRESS_SIZE = 16
 
@@ -91,7 +91,7 @@ def encode_ring(signing_secret: bytes, signing_key: bytes, target: bytes, origin
 
 
 def decode_ring(payload: bytes) -> RingSearch:
-    """A RING_SEARCH payload; MalformedPacket if it is not 101 bytes or its TTL is out of range."""
+    """A RING_SEARCH payload; MalformedPacket if it is not 102 bytes or its TTL is out of range."""
     if len(payload) != _RING.size:
         raise MalformedPacket(f"ring search payload of {len(payload)} bytes (expected {_RING.size})")
     nonce, ttl, key, sig = _RING.unpack(payload)

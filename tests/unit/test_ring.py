@@ -21,6 +21,7 @@ from axiomnet.constants import (
 )
 from axiomnet.errors import InvalidAnnouncement
 from axiomnet.forward import Output
+from axiomnet.errors import MalformedPacket
 from axiomnet.identity import Identity
 from axiomnet.lookup import Pathfinder, decode_ring, encode_ring, ring_step
 from axiomnet.routed import Kind, decode_routed, encode_routed
@@ -282,3 +283,14 @@ def test_source_routed_packets_follow_their_ports_and_never_run_past_the_route()
                             dst_path=(1, 999), src_path=(), payload=b"x", watermark=1)
     assert relay.receive(from0, [ended, nowhere], overlay.now).links == {}
     assert relay.stats["dropped_route_end"] == 1 and relay.stats["dropped_no_port"] == 1
+
+
+def test_a_ring_search_of_the_widest_round_encodes_and_decodes() -> None:
+    """Protocol 2 raised RING_MAX_TTL to MAX_TREE_DEPTH (655); a u8 TTL field crashed the router at the round
+    past 255 (struct.error in a real daemon of test_routing). The TTL is a u16 now, every value in range."""
+    ident = Identity.from_seed(bytes([7]) * 32)
+    for ttl in (1, 255, 256, RING_MAX_TTL):
+        payload = encode_ring(ident.signing_secret, ident.signing_key, b"\xfc" + bytes(15), ident.address.packed, 9, ttl)
+        assert len(payload) == 102 and decode_ring(payload).ttl == ttl
+    with pytest.raises(MalformedPacket):
+        decode_ring(payload[:4] + (RING_MAX_TTL + 1).to_bytes(2, "big") + payload[6:])
