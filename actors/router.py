@@ -32,6 +32,9 @@ from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
 
 
 
+_CARRIES_E2E = (Kind.TRAFFIC, Kind.SOURCE_ROUTED)  # routed kinds whose payload is an end-to-end datagram
+
+
 class RouterActor(SupervisedActor):
     """Spanning tree + lookups + greedy forwarding; learns its links from SessionUp/Down."""
 
@@ -84,7 +87,7 @@ class RouterActor(SupervisedActor):
             self._learn_relays(packets, now)
         elif isinstance(message, m.CorruptRelayed):
             self._corrupt_left = message.count
-            logger.warning("fault injection: the next {} relayed TRAFFIC packets get one bit flipped", message.count)
+            logger.warning("fault injection: the next {} relayed end-to-end datagrams get one bit flipped", message.count)
         elif isinstance(message, m.Announce):
             self._announce(message.peer_key, message.data, now)
             self._send_urgent(now)
@@ -150,10 +153,11 @@ class RouterActor(SupervisedActor):
 
     # --- packets -------------------------------------------------------------------------------------
     def _corrupt(self, packets: list[bytes]) -> list[bytes]:
-        """Fault injection: flip the last bit of relayed TRAFFIC (not ours), as a malicious relay could."""
+        """Fault injection: flip the last bit of relayed end-to-end datagrams (not ours), greedy TRAFFIC or
+        SOURCE_ROUTED (a route a ring search found), as a malicious relay could."""
         out = []
         for pkt in packets:
-            if (self._corrupt_left and len(pkt) > FIXED_SIZE and pkt[0] == Kind.TRAFFIC
+            if (self._corrupt_left and len(pkt) > FIXED_SIZE and pkt[0] in _CARRIES_E2E
                     and pkt[DESTINATION] != self.address):
                 pkt = pkt[:-1] + bytes([pkt[-1] ^ 1])
                 self._corrupt_left -= 1
