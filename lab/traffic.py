@@ -18,6 +18,7 @@ from typing import IO, Any
 
 
 
+from axiomnet.constants import PROTOCOL_VERSION
 from axiomnet.lab.namespaces import IP_TIMEOUT, Namespace
 from axiomnet.lab.processes import CLI_TIMEOUT, HarnessError, terminate_processes
 
@@ -345,7 +346,7 @@ try:
 except ImportError:
     PrivateKey = None
 
-def header(ptype, receiver, counter=0, version=1, label=0):
+def header(ptype, receiver, counter=0, version=cfg["version"], label=0):
     return struct.pack(">IIQ", label, (version << 28) | (ptype << 24) | (receiver & 0xFFFFFF), counter & (2**64 - 1))
 
 import hashlib
@@ -449,6 +450,7 @@ def start_flood(ns: Namespace, host: str, port: int, *, mix: dict[str, float], c
                 well_formed: float = 0.5, pace: int = 0, target_key: bytes | None = None) -> subprocess.Popen[str]:
     """Start a flood in the background (see :func:`flood`); :func:`finish_flood` waits for its report."""
     config = {"host": host, "port": port, "mix": mix, "count": count, "seconds": seconds, "seed": seed,
+              "version": PROTOCOL_VERSION,  # the daemon's: a flood of another version would stop at the first check
               "captured": [d.hex() for d in (captured or [])][:500], "ports": ports, "sources": sources or [],
               "well_formed": well_formed, "pace": pace, "target_key": target_key.hex() if target_key else None}
     return ns.popen([sys.executable, "-c", _FLOOD_SCRIPT, json.dumps(config)], stdout=subprocess.PIPE,
