@@ -284,7 +284,10 @@ class RouterActor(SupervisedActor):
         lookups = self.pathfinder.snapshot(now)
         routes = [self._route_row(row) for row in lookups["cache"]]  # type: ignore[attr-defined]
         # Routes a ring search found (docs/ROUTING.md §4.1): ports hop by hop, no coordinates.
-        routes += [{"address": row["address"], "coords": None, "source_route": row["ports"],
+        # public_key: the Noise key, as for looked-up rows (the ring reply proved the owner's Ed25519 key).
+        routes += [{"address": row["address"], "public_key": noise_key_of(bytes.fromhex(row["key"])).hex(),
+                    "root": None, "coords": None,
+                    "source_route": row["ports"], "rtt_ms": None,
                     "expires_in": round(SOURCE_ROUTE_IDLE - row["heard_ago"], 1)}
                    for row in lookups["source_routes"]]  # type: ignore[attr-defined]
         return {

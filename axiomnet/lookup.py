@@ -503,7 +503,7 @@ class Pathfinder:
                 for dst, p in self._pending.items()
             ],
             "source_routes": [
-                {"address": _ip(dst), "ports": list(r.ports), "heard_ago": round(now - r.heard, 1)}
+                {"address": _ip(dst), "ports": list(r.ports), "key": r.key.hex(), "heard_ago": round(now - r.heard, 1)}
                 for dst, r in self._routes.items()
             ],
             **self.stats,
