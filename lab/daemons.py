@@ -35,6 +35,16 @@ from axiomnet.lab.processes import (
 from axiomnet.lab.traffic import ping
 
 # --- AxiomNet daemons -------------------------------------------------------------------------------
+def relayed_packets(state: dict[str, Any]) -> int:
+    """How many routed packets a node relayed, from its admin document: by its router (greedy TRAFFIC and
+    SOURCE_ROUTED, and the first batch of every flow) and by its link sessions on the router's published
+    decisions (the relay fast path, ``relayed_fast``)."""
+    router = state["counters"]["router"]
+    by_sessions = sum(int(row.get("counters", {}).get("relayed_fast", 0)) for row in state.get("sessions", [])
+                      if isinstance(row, dict))
+    return int(router.get("fwd_relayed", 0)) + int(router.get("fwd_source_relayed", 0)) + by_sessions
+
+
 def _python_env() -> dict[str, str]:
     # PYTHONSAFEPATH (python -P): the caller's working directory is never put on sys.path, so a checkout's
     # axiomnet/ folder (the core alone: ops/, actors/ and lab/ are installed beside it) cannot shadow the

@@ -61,5 +61,5 @@ def _public_key(data_dir: str) -> str:
 
 
 def relayed_by(p: daemons.DaemonProcess) -> int:
-    """How many routed packets P relayed (its router's fwd_relayed)."""
-    return int(p.inspect(timeout=5.0)["counters"]["router"].get("fwd_relayed", 0))
+    """How many routed packets P relayed (router and relay fast path: daemons.relayed_packets)."""
+    return daemons.relayed_packets(p.inspect(timeout=5.0))

@@ -36,7 +36,7 @@ BUILD_TIMEOUT = 900.0
 DOCKERD_START_TIMEOUT = 60.0
 # What the image needs of the repository (the rest is left out of the build context).
 CONTEXT_FILES = ("pyproject.toml", "README.md", "Dockerfile", ".dockerignore")
-CONTEXT_DIRS = ("axiomnet", "actors", "lab")
+CONTEXT_DIRS = ("axiomnet", "ops", "actors", "lab")  # the package-dir folders (pyproject)
 # Removed from the debootstrap tree before it is cached: package lists, downloaded .debs, docs, locales.
 SLIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale",
         "usr/share/info")
