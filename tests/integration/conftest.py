@@ -45,6 +45,21 @@ def _needs_netns(request: pytest.FixtureRequest, netns_unavailable: str | None) 
 
 
 @pytest.fixture
+def nat_lab() -> Iterator[namespaces.NetnsLab]:
+    """A fresh lab for tests that build NATs (lab/nat.py needs nftables): skipped with the reason where `nft` is
+    missing, failed instead where CI requires every namespace test to run."""
+    from axiomnet.lab import nat
+
+    reason = nat.nat_unavailable_reason()
+    if reason is not None:
+        if _netns_required():
+            pytest.fail(f"NAT test cannot run here but CI requires it: {reason}")
+        pytest.skip(reason)
+    with namespaces.NetnsLab(stop_grace=2.0) as built:
+        yield built
+
+
+@pytest.fixture
 def pair() -> Iterator[namespaces.NetnsPair]:
     """Two fresh namespaces joined by a veth; removed after the test whatever happened."""
     with namespaces.NetnsPair(stop_grace=2.0) as p:

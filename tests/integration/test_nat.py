@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from axiomnet.lab import namespaces, nat, processes
+from axiomnet.lab import nat, processes
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -57,15 +57,6 @@ print(json.dumps({"local": s.getsockname(), "seen": seen}))
 """
 
 
-@pytest.fixture
-def lab():
-    reason = nat.nat_unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with namespaces.NetnsLab(stop_grace=2.0) as built:
-        yield built
-
-
 def echo_from_inside(n: nat.Nat) -> dict:
     server = n.outside.popen([sys.executable, "-c", ECHO_SERVER, n.outside_ip, *map(str, SERVER_PORTS)],
                              stdout=subprocess.PIPE, text=True)
@@ -75,9 +66,9 @@ def echo_from_inside(n: nat.Nat) -> dict:
     return json.loads(proc.stdout)
 
 
-def test_a_host_behind_the_nat_is_seen_at_the_routers_public_address(lab):
-    inside, outside = lab.add_namespace("in"), lab.add_namespace("out")
-    n = nat.add_nat(lab, inside, outside)
+def test_a_host_behind_the_nat_is_seen_at_the_routers_public_address(nat_lab):
+    inside, outside = nat_lab.add_namespace("in"), nat_lab.add_namespace("out")
+    n = nat.add_nat(nat_lab, inside, outside)
     result = echo_from_inside(n)
     assert None not in result["seen"], f"no reply through the NAT\n{n.mappings()}"
     hosts = {seen.split()[0] for seen in result["seen"]}
@@ -89,9 +80,9 @@ def test_a_host_behind_the_nat_is_seen_at_the_routers_public_address(lab):
     assert outside.exec(["ping", "-c", "1", "-W", "1", n.inside_ip], timeout=10).returncode != 0
 
 
-def test_a_fully_random_nat_maps_each_destination_to_another_port(lab):
-    inside, outside = lab.add_namespace("in"), lab.add_namespace("out")
-    n = nat.add_nat(lab, inside, outside, fully_random=True)
+def test_a_fully_random_nat_maps_each_destination_to_another_port(nat_lab):
+    inside, outside = nat_lab.add_namespace("in"), nat_lab.add_namespace("out")
+    n = nat.add_nat(nat_lab, inside, outside, fully_random=True)
     result = echo_from_inside(n)
     assert None not in result["seen"], f"no reply through the NAT\n{n.mappings()}"
     assert {seen.split()[0] for seen in result["seen"]} == {n.router_public_ip}
@@ -106,14 +97,14 @@ def reported(node) -> list[dict]:
         return []
 
 
-def test_a_node_behind_the_nat_learns_the_endpoint_its_public_peer_sees(lab, tmp_path):
+def test_a_node_behind_the_nat_learns_the_endpoint_its_public_peer_sees(nat_lab, tmp_path):
     """The reflexive address (docs/PROTOCOL.md §8.1): the node behind the NAT is told the router's public address
     and the port the NAT mapped it to; the public node is told the address the other dialled."""
     from axiomnet.lab import daemons
 
     tmp_path.chmod(0o700)
-    inside, outside = lab.add_namespace("in"), lab.add_namespace("out")
-    n = nat.add_nat(lab, inside, outside)
+    inside, outside = nat_lab.add_namespace("in"), nat_lab.add_namespace("out")
+    n = nat.add_nat(nat_lab, inside, outside)
     public = daemons.start_daemon(outside, name="public", listen=f"{n.outside_ip}:7443", peers=[],
                                   data_dir=tmp_path / "public", admin_socket=tmp_path / "public.sock",
                                   tun=outside.tun_name)

@@ -15,24 +15,15 @@ from __future__ import annotations
 
 import pytest
 
-from axiomnet.lab import daemons, namespaces, nat, processes, punchlab, traffic
+from axiomnet.lab import daemons, nat, processes, punchlab, traffic
 from axiomnet.lab.punchlab import punch_state, relayed_by
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 
-@pytest.fixture
-def lab():
-    reason = nat.nat_unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with namespaces.NetnsLab(stop_grace=2.0) as built:
-        yield built
-
-
-def build(lab, tmp_path, *, fully_random: bool = False):
+def build(nat_lab, tmp_path, *, fully_random: bool = False):
     tmp_path.chmod(0o700)
-    pair = punchlab.build(lab, tmp_path, fully_random=fully_random)
+    pair = punchlab.build(nat_lab, tmp_path, fully_random=fully_random)
     return pair.p, pair.a, pair.b, pair.nat_a, pair.nat_b
 
 
@@ -44,8 +35,8 @@ def logs(*nodes) -> str:
     return "\n".join(f"--- {n.name}\n{n.log_tail(30)}" for n in nodes)
 
 
-def test_two_nodes_behind_nats_punch_a_direct_session_and_survive_the_relay(lab, tmp_path):
-    p, a, b, nat_a, nat_b = build(lab, tmp_path)
+def test_two_nodes_behind_nats_punch_a_direct_session_and_survive_the_relay(nat_lab, tmp_path):
+    p, a, b, nat_a, nat_b = build(nat_lab, tmp_path)
     # Overlay ping through P at once (the e2e session that carries the exchange).
     assert daemons.wait_overlay_reachable(a, b, timeout=30.0) is not None, logs(p, a, b)
     # Within a bounded time both sides hold a direct session, punched through both NATs.
@@ -64,8 +55,8 @@ def test_two_nodes_behind_nats_punch_a_direct_session_and_survive_the_relay(lab,
     assert ok.ok, (ok, logs(a, b))
 
 
-def test_behind_symmetric_nats_traffic_stays_relayed_and_inspect_says_why(lab, tmp_path):
-    p, a, b, _, _ = build(lab, tmp_path, fully_random=True)
+def test_behind_symmetric_nats_traffic_stays_relayed_and_inspect_says_why(nat_lab, tmp_path):
+    p, a, b, _, _ = build(nat_lab, tmp_path, fully_random=True)
     assert daemons.wait_overlay_reachable(a, b, timeout=30.0) is not None, logs(p, a, b)
     # The attempt runs out (PUNCH_ATTEMPT_TIME, 10 s) and says why; no direct session.
     assert processes.wait_until(lambda: punch_state(a, b).get("state") == "relayed", 25.0, interval=0.5), \
@@ -82,10 +73,10 @@ def test_behind_symmetric_nats_traffic_stays_relayed_and_inspect_says_why(lab, t
     assert a.running() and b.running()
 
 
-def test_when_the_direct_path_dies_traffic_falls_back_to_the_relay(lab, tmp_path):
+def test_when_the_direct_path_dies_traffic_falls_back_to_the_relay(nat_lab, tmp_path):
     """The punched link loses its path (the "internet" drops everything between the two NATs, P still reachable):
     after PUNCH_SILENT_AFTER (10 s) of silence it goes down, and traffic takes the overlay path through P."""
-    p, a, b, nat_a, nat_b = build(lab, tmp_path)
+    p, a, b, nat_a, nat_b = build(nat_lab, tmp_path)
     assert daemons.wait_overlay_reachable(a, b, timeout=30.0) is not None, logs(p, a, b)
     assert processes.wait_until(lambda: direct(a, b) and direct(b, a), 15.0, interval=0.3), logs(p, a, b)
     fast = traffic.tcp_transfer(b.ns, a.ns, b.address, 5_000_000, timeout=60.0)
