@@ -4,8 +4,7 @@ Forty namespaces in a line (one veth per link); only the two ends have a TUN dev
 relay-only daemons (``--no-tun``), the cheap kind a deep community mesh is made of. The ends ping each other
 across 38 relays, and every relay must have carried some of it (the line is the only path, so a delivery that
 skipped a relay would be a bug in the counting, not a shortcut), and the chain must settle in one tree. The test
-prints what the chain cost: the time
-from start to the first reply, and the daemons' resident memory and CPU time.
+prints what the chain cost: the time from start to the first reply, and the daemons' resident memory and CPU.
 
 Run as root (CI is); namespaces and daemons are the run's own and are removed whatever happens.
 """
