@@ -52,6 +52,14 @@ class Topology:
         return max(self.pairs(), key=lambda pair: len(self.path(*pair)))
 
 
+def chain(nodes: int) -> tuple[tuple[int, int], ...]:
+    """The links of a line of ``nodes`` nodes of any length, 0-1, 1-2, ... (the deep-chain test's topology;
+    :func:`build` names its nodes by letter and stops at 26)."""
+    if nodes < 2:
+        raise ValueError("a chain has at least 2 nodes")
+    return tuple((i, i + 1) for i in range(nodes - 1))
+
+
 def build(kind: str, nodes: int) -> Topology:
     """The ``kind`` topology of ``nodes`` nodes; ValueError for an unknown kind or a size it cannot have."""
     if kind not in KINDS:
@@ -61,9 +69,9 @@ def build(kind: str, nodes: int) -> Topology:
     if kind == "ring" and nodes < 3:
         raise ValueError("a ring needs at least 3 nodes")
     if kind == "line":
-        edges = [(i, i + 1) for i in range(nodes - 1)]
+        edges = list(chain(nodes))
     elif kind == "ring":
-        edges = [(i, i + 1) for i in range(nodes - 1)] + [(0, nodes - 1)]
+        edges = [*chain(nodes), (0, nodes - 1)]
     elif kind == "star":
         edges = [(0, i) for i in range(1, nodes)]
     else:

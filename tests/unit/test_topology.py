@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from axiomnet.lab.topology import build
+from axiomnet.lab.topology import build, chain
 
 
 def test_line() -> None:
@@ -32,3 +32,12 @@ def test_two_nodes_are_one_link_and_bad_shapes_are_refused() -> None:
         build("torus", 4)
     with pytest.raises(ValueError):
         build("line", 1)
+
+
+def test_a_chain_has_any_length_beyond_the_26_lettered_nodes() -> None:
+    edges = chain(40)  # the deep-chain test's line (tests/integration/test_deep_chain.py)
+    assert len(edges) == 39 and edges[0] == (0, 1) and edges[-1] == (38, 39)
+    assert all(b == a + 1 for a, b in edges)
+    assert chain(4) == build("line", 4).edges
+    with pytest.raises(ValueError, match="at least 2"):
+        chain(1)
