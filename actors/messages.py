@@ -259,6 +259,15 @@ class ReleaseIndex(Urgent):
 
 
 @dataclass(frozen=True)
+class PenaltyBox(Urgent):
+    """Drop HANDSHAKE_INITs from ``source`` (cookie.source_key) until ``until`` (time.monotonic()) in the reader:
+    it met its rate limit after proving its address (peer manager -> socket; axiomnet/cookie.py penalised)."""
+
+    source: bytes
+    until: float
+
+
+@dataclass(frozen=True)
 class Snapshot(Urgent):
     """Ask an actor for its inspectable state (a JSON-ready dict)."""
 

@@ -30,7 +30,7 @@ from axiomnet.control import HandshakePayload
 from axiomnet.cookie import source_key
 from axiomnet.punch import MAX_CANDIDATES, PUNCH_KEEPALIVE, PUNCH_SILENT_AFTER, PunchPlanner, encode_candidates
 from axiomnet.reflexive import ReflexiveTable
-from axiomnet.errors import RemoteProtocolError
+from axiomnet.errors import RateLimited, RemoteProtocolError
 from axiomnet.ownership import address_of
 from axiomnet.responder import HandshakeResponder
 from axiomnet.session import HandshakeResult
@@ -317,6 +317,8 @@ class PeerManagerActor(SupervisedActor):
                 replies, result = responder.receive(header, data, addr, now)
             except RemoteProtocolError as exc:
                 self.counters["rx_" + exc.metric] += 1
+                if isinstance(exc, RateLimited):  # a source that proved its address: the reader drops its INITs
+                    tell(self.refs.get("socket"), m.PenaltyBox(source_key(addr), responder.penalty_until(addr, now)))
                 logger.debug("front door: dropped datagram from {}:{}: {}", addr[0], addr[1], exc)
                 continue
             out.extend((r, addr) for r in replies)

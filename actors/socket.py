@@ -36,6 +36,7 @@ from axiomnet.constants import (
     UDP_GSO_MAX_SEGMENTS,
     UNDERLAY_DATAGRAM_TARGET,
 )
+from axiomnet.cookie import boxed, penalised
 from axiomnet.indices import IndexCommand, IndexIssued, IndexTable
 from axiomnet.offload import gso_groups, split_gro
 from axiomnet.wire import PacketType, peek_receiver, sender_index
@@ -115,6 +116,7 @@ class SocketActor(SupervisedActor):
         self._table: IndexTable[Any] = IndexTable()
         self._last_error_log: dict[m.Addr, float] = {}
         self._breakers: BreakerBoard[m.Addr] = BreakerBoard()  # endpoints whose sends keep failing
+        self._penalty: dict[bytes, float] = {}  # sources whose INITs the reader drops (cookie.penalised); replaced whole
         self.family = socket.AF_INET6
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -200,10 +202,15 @@ class SocketActor(SupervisedActor):
         # control lane, so that a flood of data cannot delay or shed them (the type nibble is byte 4's low half).
         groups: dict[tuple[Any, bool], list[tuple[bytes, m.Addr]]] = {}
         default = self.refs.get("peers")
+        box = self._penalty
+        now = time.monotonic() if box else 0.0
         for data, addr in batch:
             control = len(data) < 5 or data[4] & 0x0F != _DATA_TYPE
             owner = dispatch.get(peek_receiver(data), default)
             item = (data, normalise_addr(addr))
+            if box and owner is default and penalised(box, data, item[1], now):
+                self.counters["rx_dropped_penalty_box"] += 1
+                continue
             group = groups.get((owner, control))
             if group is None:
                 groups[(owner, control)] = [item]
@@ -225,6 +232,9 @@ class SocketActor(SupervisedActor):
                     self._send(list(message.send))
             else:
                 self._refuse(message.index, message.owner, len(message.send))
+            return None
+        if isinstance(message, m.PenaltyBox):
+            self._penalty = boxed(self._penalty, message.source, message.until, time.monotonic())
             return None
         if isinstance(message, m.MoveIndex):
             if not self._table.move(message.index, message.old, message.new):

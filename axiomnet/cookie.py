@@ -212,6 +212,11 @@ class TokenBucket:
             self._at = now
         return self._tokens
 
+    def ready_at(self, now: float) -> float:
+        """When the bucket next holds a whole token (``now`` if it does)."""
+        missing = 1.0 - self.level(now)
+        return now if missing <= 0.0 else now + missing / self.rate
+
     def take(self, now: float) -> bool:
         """Take one token; False (nothing taken) if fewer than one is available."""
         if self.level(now) < 1.0:
@@ -248,6 +253,11 @@ class SourceRateLimiter:
         bucket = self._buckets.get(source_key(addr))
         return self._burst if bucket is None else bucket.level(now)
 
+    def ready_at(self, addr: Hashable, now: float) -> float:
+        """When the bucket of ``addr``'s source next holds a whole token (``now`` for a source never seen)."""
+        bucket = self._buckets.get(source_key(addr))
+        return now if bucket is None else bucket.ready_at(now)
+
     def allow(self, addr: Hashable, now: float) -> bool:
         """Take one token from the bucket of ``addr``'s source; False if it is empty (the request is dropped)."""
         key = source_key(addr)
@@ -260,3 +270,28 @@ class SourceRateLimiter:
         else:
             buckets.move_to_end(key)
         return bucket.take(now)
+
+
+# --- the penalty box ---------------------------------------------------------------------------------------
+# A source whose HANDSHAKE_INITs met its rate limit after proving its address (mac2 under a cookie) would only be
+# refused again until its bucket holds a token: the socket's reader drops its INITs until then, before they cost a
+# message to the peer manager, a mac1, a cookie and a mac2 each (docs/SECURITY.md, the fresh-key flood). Only such
+# a source is boxed, so a spoofer cannot box its victim; only INITs are dropped, so its sessions run on.
+PENALTY_BOX_MAX_SOURCES = 1024
+_INIT_TYPE = 1  # PacketType.HANDSHAKE_INIT (wire.py), the type nibble of byte 4
+
+
+def penalised(box: dict[bytes, float], datagram: bytes, addr: Hashable, now: float) -> bool:
+    """True for a HANDSHAKE_INIT from a source ``box`` holds until after ``now``: drop it, counted."""
+    return len(datagram) > 4 and datagram[4] & 0x0F == _INIT_TYPE and box.get(source_key(addr), 0.0) > now
+
+
+def boxed(box: dict[bytes, float], source: bytes, until: float, now: float,
+          bound: int = PENALTY_BOX_MAX_SOURCES) -> dict[bytes, float]:
+    """A new box (the reader keeps reading the old one): ``box`` less its expired entries, ``source`` held until
+    ``until``; past ``bound`` sources the ones released soonest go first."""
+    new = {key: at for key, at in box.items() if at > now}
+    new[source] = max(until, new.get(source, 0.0))
+    if len(new) > bound:
+        new = dict(sorted(new.items(), key=lambda item: item[1])[len(new) - bound:])
+    return new

@@ -228,6 +228,14 @@ class HandshakeResponder:
         """True while ``addr``'s source has used up its refusals: its INITs need a cookie and meet its rate limit."""
         return self._refusals.level(addr, now) < 1.0
 
+    def penalty_until(self, addr: Hashable, now: float) -> float:
+        """After a RateLimited INIT from ``addr`` (which proved its address with mac2): until when every INIT of
+        its source would be refused again, the time its buckets next hold a token (``now`` if they do)."""
+        until = self._limiter.ready_at(addr, now)
+        if self.source_under_load(addr, now):
+            until = max(until, self._refused_limiter.ready_at(addr, now))
+        return until
+
     def next_deadline(self) -> float | None:
         """When the oldest half-open handshake expires (the next time :meth:`expire` has work), or None."""
         for entry in self._pending.values():  # creation order is deadline order: the first one

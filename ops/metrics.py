@@ -35,6 +35,20 @@ _HANDSHAKE_RESULTS = {"completed": "ok", "rate_limited": "rate_limited", "decryp
 # Peer-manager counters that are refused handshakes.
 _HANDSHAKE_REFUSALS = {"refused_key_mismatch": "refused", "refused_session_limit": "refused"}
 
+# Router counters that count a packet refused or not sent although their names do not say "drop" (PROTOCOL.md
+# §3.8, forwarding and tree rows; unit/test_metrics.py checks every router and forwarder counter is either one of
+# these, a drop by name, or an outcome below).
+_DROPS_BY_NAME = frozenset({
+    "fwd_replies_rejected", "fwd_lookup_dead_end", "fwd_path_broken_limited", "fwd_ring_duplicate",
+    "fwd_ring_refused", "fwd_ring_ttl_end", "fwd_ring_relay_limited", "announce_not_queued",
+    "probe_reply_not_queued"})
+# The router's counters that are not drops: what it sent, relayed, delivered or noticed.
+ROUTER_OUTCOMES = frozenset({
+    "relay_tables_published", "fault_corrupted", "link_packets", "peers_withdrawn",
+    "fwd_originated", "fwd_relayed", "fwd_delivered", "fwd_lookups_forwarded", "fwd_lookups_answered",
+    "fwd_path_broken_sent", "fwd_ring_messages_sent", "fwd_ring_forwarded", "fwd_ring_answered",
+    "fwd_source_routed_sent", "fwd_source_relayed"})
+
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NOT_NAME = re.compile(r"[^a-z0-9_]+")
 
@@ -50,13 +64,19 @@ def drop_reason(counter: str) -> str | None:
     Drops are: any counter with "drop" in its name (``dropped_no_route`` -> ``no_route``,
     ``rx_dropped_backpressure`` -> ``rx_backpressure``), datagrams rejected by the protocol core
     (``rx_<metric>``, the name each error class states in axiomnet/errors.py, -> its snake_case),
-    ``rx_unknown_receiver``, ``rx_bad_control`` and send errors.
+    ``rx_unknown_receiver``, ``rx_bad_control`` and send errors; announcements the tree refused
+    (``announce_<metric>`` -> ``announce_`` + its snake_case) and the router's drops whose names do not say so
+    (``fwd_lookup_dead_end``, ``announce_not_queued``, ...: ``_DROPS_BY_NAME``, reason = the name).
     """
     if "drop" in counter:
         reason = counter.replace("dropped_", "").replace("_dropped", "").replace("dropped", "")
         return snake(reason) or "dropped"
     if counter.startswith("rx_") and counter[3:4].isupper():
         return snake(counter[3:])
+    if counter.startswith("announce_") and counter[9:10].isupper():
+        return "announce_" + snake(counter[9:])
+    if counter in _DROPS_BY_NAME:
+        return counter
     if counter in ("rx_unknown_receiver", "rx_bad_control", "tx_errors"):
         return snake(counter)
     return None

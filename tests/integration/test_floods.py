@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from axiomnet.constants import MAX_QUEUED_BATCHES, READER_BATCH_MAX, REFUSALS_BEFORE_LOAD
+from axiomnet.identity import Identity
 from axiomnet.lab import daemons, namespaces, processes, traffic
 from tests.integration.test_daemon import assert_reachable
 
@@ -165,8 +166,11 @@ def test_a_one_host_fresh_key_handshake_flood_is_refused_then_asked_for_cookies_
     real initiator that completes when answered and echoes cookies: the node admits a burst of its keys, refuses
     the rest, and after a few refusals answers that source only with cookies and then its rate limit. Meanwhile
     a peer from another host that pinned the node's key connects (measured; docs/SECURITY.md has the figure) and
-    the existing peer's ping keeps working. The node's CPU over the flood after its first second is printed,
-    not asserted (a shared CI box makes CPU time a benchmark, not a test)."""
+    the existing peer's ping keeps working. Past its rate limit the source is boxed: the socket's reader drops its
+    INITs until its bucket refills, before any actor sees them (counted `rx_dropped_penalty_box`). The node's CPU
+    over the flood after its first second is printed, not asserted (a shared CI box makes CPU time a benchmark,
+    not a test), with a control measured right after on the same node: the same flood from another address
+    with a mac1 under a wrong key (dropped by the front door after one keyed hash, never boxed)."""
     arena = Arena(pair, workdir)
     key = bytes.fromhex(arena.a.inspect()["self"]["public_key"])
     pinger = arena.ping_during(KEY_FLOOD_SECONDS + 2.0)
@@ -196,6 +200,25 @@ def test_a_one_host_fresh_key_handshake_flood_is_refused_then_asked_for_cookies_
     assert responder["cookie_replies"] > 0 and responder["rate_limited"] > 0  # ... and meet its rate limit
     assert report["resps"] < 0.1 * report["inits"]  # the expensive answer stayed rare
     assert ping.sent > 0 and ping.received >= 0.9 * ping.sent, ping.output
+    boxed = state["counters"]["socket"].get("rx_dropped_penalty_box", 0)
+    assert boxed > 0.5 * report["inits"], state["counters"]["socket"]  # most never reached the peer manager
+    control = flood_cpu_percent(arena, traffic.start_key_flood(
+        arena.attacker, pair.ip_a, 7443, target_key=Identity.generate().public_key, source=arena.sources[1],
+        rate=KEY_FLOOD_RATE, seconds=KEY_FLOOD_SECONDS))
+    bad_mac1 = arena.a.inspect()["snapshots"]["peers"]["responder"]["bad_mac1"]
+    print(f"key flood: {boxed} INITs dropped in the penalty box; control, the same flood with a bad mac1: "
+          f"{bad_mac1} bad_mac1, node CPU after the first second {control:.1f}% of a core "
+          f"(ratio key flood / control {cpu_percent / control:.2f})")
+    assert bad_mac1 >= 0.9 * KEY_FLOOD_RATE * KEY_FLOOD_SECONDS
+
+
+def flood_cpu_percent(arena: Arena, proc: subprocess.Popen[str]) -> float:
+    """A's CPU (% of a core) from 1 s into a key flood until it ends."""
+    started = time.monotonic()
+    assert processes.wait_until(lambda: time.monotonic() - started >= 1.0, 5.0, interval=0.05)
+    cpu_from, at_from = arena.a.cpu_seconds(), time.monotonic()
+    traffic.finish_key_flood(proc, timeout=KEY_FLOOD_SECONDS + 120.0)
+    return 100.0 * (arena.a.cpu_seconds() - cpu_from) / (time.monotonic() - at_from)
 
 
 def test_twenty_nodes_behind_one_address_all_get_sessions(pair, workdir):

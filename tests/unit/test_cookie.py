@@ -257,3 +257,27 @@ def test_mac_and_cookie_reply_known_answers() -> None:
                                                                            cookie, mac1))
     assert reply.hex() == ("00000000" "24010203" "0000000000000000" + "0a" * 24
                            + "d3d64b1bf9e3367b716ee9d1c53f9231aafe297ebffbf0395332e37b722e1b58")
+
+
+def test_the_penalty_box_drops_only_inits_of_its_sources_until_their_time() -> None:
+    from axiomnet.cookie import PENALTY_BOX_MAX_SOURCES, boxed, penalised, source_key
+
+    def datagram(ptype: PacketType) -> bytes:
+        return bytes(4) + bytes([ptype]) + bytes(251)
+
+    init = datagram(PacketType.HANDSHAKE_INIT)
+    box = boxed({}, source_key(("198.51.100.7", 1)), until=10.0, now=0.0)
+    assert penalised(box, init, ("198.51.100.7", 4000), 9.9)  # any port of the source
+    assert not penalised(box, init, ("198.51.100.7", 4000), 10.0)  # released on time
+    assert not penalised(box, init, ("198.51.100.8", 4000), 9.9)  # another source
+    for other in (PacketType.HANDSHAKE_FINAL, PacketType.KEY_PROBE, PacketType.DATA, PacketType.CONTROL):
+        assert not penalised(box, datagram(other), ("198.51.100.7", 4000), 9.9)  # its sessions run on
+    assert not penalised(box, init[:4], ("198.51.100.7", 4000), 9.9)
+    # A new box drops the expired entries, keeps the later release, and is bounded (soonest released go first).
+    later = boxed(box, source_key(("198.51.100.9", 1)), until=30.0, now=11.0)
+    assert later == {source_key(("198.51.100.9", 1)): 30.0} and box != later
+    assert boxed(later, source_key(("198.51.100.9", 1)), until=20.0, now=11.0) == later
+    full: dict[bytes, float] = {}
+    for i in range(PENALTY_BOX_MAX_SOURCES + 10):
+        full = boxed(full, i.to_bytes(4, "big"), until=100.0 + i, now=0.0)
+    assert len(full) == PENALTY_BOX_MAX_SOURCES and (0).to_bytes(4, "big") not in full

@@ -160,3 +160,49 @@ def test_the_daemon_does_not_load_prometheus_client_until_metrics_are_asked_for(
              "'axiomnet_build_info' in text)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.split() == ["False", "True", "True"], out
+
+
+def _router_counters() -> set[str]:
+    """Every counter the router actor and its forwarder can raise: the literal names in actors/router.py, the
+    ``announce_<metric>`` of every error class, and the forwarder's stats as the router reports them (fwd_)."""
+    import re
+    from pathlib import Path
+
+    import axiomnet.actors.router as router
+    import axiomnet.forward as forward
+    from axiomnet import errors
+
+    source = Path(router.__file__).read_text()
+    names = set(re.findall(r'self\.counters\["(\w+)"\]', source))
+    assert 'self.counters["announce_" + exc.metric]' in source  # the one computed name, expanded below
+    classes = [errors.RemoteProtocolError]
+    while classes:
+        cls = classes.pop()
+        names.add("announce_" + cls.metric)
+        classes.extend(cls.__subclasses__())
+    stats = set(re.findall(r'stats\["(\w+)"\]', Path(forward.__file__).read_text())) | set(forward._STATS)
+    return names | {f"fwd_{name}" for name in stats}
+
+
+def test_every_router_and_forwarder_drop_is_exported_and_documented() -> None:
+    """A counter the router or forwarder raises is either an outcome (ROUTER_OUTCOMES) or a drop: then it has a
+    reason in axiomnet_dropped_total and its name stands in PROTOCOL.md §3.8. A new counter left unclassified,
+    or a drop missing from the table, fails here."""
+    from pathlib import Path
+
+    from axiomnet.ops.metrics import ROUTER_OUTCOMES
+
+    names = _router_counters()
+    assert {"fwd_replies_rejected", "fwd_lookup_dead_end", "fwd_dropped_no_route", "announce_InvalidAnnouncement",
+            "fwd_relayed", "link_packets"} <= names  # the scan finds what it must
+    drops = {name for name in names if drop_reason(name) is not None}
+    assert not drops & ROUTER_OUTCOMES
+    assert names - drops <= ROUTER_OUTCOMES, f"unclassified router counters: {sorted(names - drops - ROUTER_OUTCOMES)}"
+    protocol = (Path(__file__).parents[2] / "docs" / "PROTOCOL.md").read_text()
+    table = protocol.split("### 3.8 ", 1)[1].split("\n## ", 1)[0]
+    missing = sorted(n for n in drops if f"`{n}`" not in table and not
+                     (n.startswith("announce_") and n[9:10].isupper() and "`announce_<ErrorClass>`" in table))
+    assert not missing, f"router drops missing from PROTOCOL.md §3.8: {missing}"
+    totals = drop_totals({"counters": {"router": dict.fromkeys(names, 1)}})
+    assert sum(totals.values()) == len(drops)  # every drop reaches the metric, each under its own reason
+    assert totals[("router", "fwd_lookup_dead_end")] == 1 and totals[("router", "announce_invalid_announcement")] == 1

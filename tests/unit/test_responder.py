@@ -25,6 +25,7 @@ from axiomnet.constants import (
     REFUSALS_BEFORE_LOAD,
     REFUSALS_FORGIVEN_PER_SECOND,
     REFUSED_SOURCE_HANDSHAKE_BURST,
+    REFUSED_SOURCE_HANDSHAKE_RATE,
     UNDER_LOAD_AFTER_TIME,
 )
 from axiomnet.cookie import add_macs, cookie_key, mac1_key, open_cookie
@@ -417,6 +418,17 @@ def test_refused_handshakes_put_their_source_under_load_cookies_then_its_rate_li
     # Within 0.3 s: the refused source's own bucket lets REFUSED_SOURCE_HANDSHAKE_BURST through, not 40.
     assert 0 < outcomes["NotAllowed"] <= REFUSED_SOURCE_HANDSHAKE_BURST + 1
     assert outcomes["RateLimited"] >= 60 - REFUSED_SOURCE_HANDSHAKE_BURST - 1
+    # The penalty box (the reader drops this source's INITs till then) lasts exactly as long as a refusal would:
+    # just before penalty_until every INIT is still RateLimited, at it one gets through again.
+    until = b.responder.penalty_until(addr, now)
+    assert now < until <= now + 1.0 / REFUSED_SOURCE_HANDSHAKE_RATE
+    assert b.responder.penalty_until((host, 9), now) == until  # the source, any port
+    assert b.responder.penalty_until(("192.0.2.50", 7443), now) == now  # nobody else
+    now = until - 0.01
+    assert complete(Node("early", 700), addr, cookie) == ["RateLimited"]
+    assert b.responder.penalty_until(addr, now) == until
+    now = until
+    assert complete(Node("on-time", 701), addr, cookie) == [RESP, "NotAllowed"]
     # A named peer at another address is answered at once, no cookie asked.
     assert complete(friend, ("192.0.2.50", 7443)) == [RESP]
     # Refusals are forgiven over time: the source is unloaded again (a host that stops is not punished forever).
