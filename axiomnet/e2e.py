@@ -33,7 +33,6 @@ from axiomnet.constants import (
     LOOKUP_GIVE_UP,
     MAX_QUEUED_PER_DESTINATION,
     MAX_SESSIONS,
-    QUEUE_MAX_WAIT,
 )
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
@@ -41,6 +40,7 @@ from axiomnet.identity import derive_address
 from axiomnet.indices import IndexRetired, IndexTable
 from axiomnet.responder import HandshakeResponder
 from axiomnet.keypairs import FIRST_TRANSPORT, LAST_TRANSPORT
+from axiomnet.lookup import expire_waiting, release_waiting
 from axiomnet.ownership import IPV6_DESTINATION, IPV6_HEADER_SIZE as IPV6_HEADER, IPV6_SOURCE
 from axiomnet.session import Established, Expired, Session
 from axiomnet.wire import Header, PacketType, decode_header, peek_receiver
@@ -185,23 +185,9 @@ class EndToEnd:
             queue.append((now, pkt))
             self.stats["queued"] += 1
 
-    def _expire(self, queue: deque[tuple[float, bytes]], now: float) -> None:
-        while queue and now - queue[0][0] > QUEUE_MAX_WAIT:
-            queue.popleft()
-            self.stats["queue_expired"] += 1
-
     def _release(self, entry: _Waiting | None, now: float) -> list[bytes]:
-        """What waited for a key, to send now: all but what waited past QUEUE_MAX_WAIT (dropped, counted); the
-        longest wait of what goes is kept (``queue_wait_max_ms``)."""
-        if entry is None:
-            return []
-        queue = entry.packets
-        self._expire(queue, now)
-        if queue:
-            waited = int((now - queue[0][0]) * 1000)
-            if waited > self.stats["queue_wait_max_ms"]:
-                self.stats["queue_wait_max_ms"] = waited
-        return [pkt for _, pkt in queue]
+        """What waited for a key, to send now (what waited past QUEUE_MAX_WAIT is dropped, counted)."""
+        return [] if entry is None else release_waiting(entry.packets, now, self.stats)
 
     def resolved(self, dst: bytes, key: bytes, now: float) -> E2EOutput:
         """The router found ``dst``'s (verified) Noise key: open the session and send what waited. A key nobody
@@ -399,7 +385,7 @@ class EndToEnd:
         self.responder.expire(now)
         self._sync(RESPONDER, out, now)
         for dst, waiting in list(self._waiting.items()):
-            self._expire(waiting.packets, now)
+            expire_waiting(waiting.packets, now, self.stats)
             if now >= waiting.since + RESOLVE_TIMEOUT:  # the router never answered (it gave up, or it restarted)
                 self.unresolvable(dst)
             elif now >= waiting.asked + RESOLVE_RETRY:

@@ -128,6 +128,24 @@ def ring_step(ttl: int) -> float:
     return min(RING_STEP_MAX, max(RING_STEP_MIN, RING_STEP * ttl))
 
 
+def expire_waiting(queue: deque[tuple[float, bytes]], now: float, stats: dict[str, int]) -> None:
+    """Drop (counting ``queue_expired``) what waited in ``queue`` of (queued at, packet) past QUEUE_MAX_WAIT."""
+    while queue and now - queue[0][0] > QUEUE_MAX_WAIT:
+        queue.popleft()
+        stats["queue_expired"] += 1
+
+
+def release_waiting(queue: deque[tuple[float, bytes]], now: float, stats: dict[str, int]) -> list[bytes]:
+    """What waited behind a forming route (a lookup, a key), to send now: all but what waited past QUEUE_MAX_WAIT
+    (dropped, counted); the longest wait of what goes is kept in ``stats["queue_wait_max_ms"]``."""
+    expire_waiting(queue, now, stats)
+    if queue:
+        waited = int((now - queue[0][0]) * 1000)
+        if waited > stats["queue_wait_max_ms"]:
+            stats["queue_wait_max_ms"] = waited
+    return [packet for _, packet in queue]
+
+
 @dataclass(frozen=True, slots=True)
 class Coords:
     """Where a node sits: its tree's root key and its path of ports."""
@@ -290,20 +308,10 @@ class Pathfinder:
         return out
 
     def _expire(self, queue: deque[tuple[float, bytes]], now: float) -> None:
-        while queue and now - queue[0][0] > QUEUE_MAX_WAIT:
-            queue.popleft()
-            self.stats["queue_expired"] += 1
+        expire_waiting(queue, now, self.stats)
 
     def _release(self, pending: _Pending, now: float) -> list[bytes]:
-        """What waited behind a lookup, to send now: all but what waited past QUEUE_MAX_WAIT (dropped, counted);
-        the longest wait of what goes is kept (``queue_wait_max_ms``)."""
-        queue = pending.queue
-        self._expire(queue, now)
-        if queue:
-            waited = int((now - queue[0][0]) * 1000)
-            if waited > self.stats["queue_wait_max_ms"]:
-                self.stats["queue_wait_max_ms"] = waited
-        return [payload for _, payload in queue]
+        return release_waiting(pending.queue, now, self.stats)
 
     def next_deadline(self, now: float) -> float | None:
         """The earliest time :meth:`due`, :meth:`ring_due` or :meth:`dead_paths` has work (a lookup to retry or give
