@@ -186,3 +186,18 @@ def test_a_healthy_one_way_flow_costs_no_ring_search() -> None:
         stats = node.forwarder.pathfinder.stats
         assert stats["dead_paths"] == 0 and stats["ring_searches"] == 0, stats
     assert dst.e2e.sessions[src.address].stats["tx_packets"] >= 5  # its keepalives (and key confirmation)
+
+
+def test_the_demo_table_shows_each_pairs_first_reply() -> None:
+    from rich.console import Console
+
+    from axiomnet.lab import demo, topology
+
+    board = demo.Board(topology.build("line", 3))
+    board.set("A -> C", hops="2", status="pinging", first="0.07")
+    console = Console(width=160, record=True)
+    console.print(board.table())
+    text = console.export_text()
+    assert "FIRST REPLY" in text
+    row = next(line for line in text.splitlines() if "A -> C" in line)
+    assert "0.07" in row
