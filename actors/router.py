@@ -7,7 +7,9 @@ resolved keys to the e2e actor. Every HEARTBEAT_INTERVAL (a HeartbeatTick from t
 sends each live neighbour its announcement, resends lookups that are due, and marks neighbours silent for
 PEER_DEAD_AFTER dead: their routes are withdrawn and they get only a keepalive probe every DEAD_PROBE_INTERVAL
 until they answer. While traffic flows it also steps the root-independent fallback between heartbeats (at most
-every RING_TICK): dead paths, ring searches widening (axiomnet/forward.py).
+every RING_TICK): dead paths, ring searches widening (axiomnet/forward.py); and a deadline timer of its own wakes
+it at the pathfinder's next deadline (a lookup to retry, a search to start or widen, a route to find dead), so a
+lookup lost while the tree forms is sent again after LOOKUP_FIRST_RETRY, not at the next heartbeat.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
 
 
 _CARRIES_E2E = (Kind.TRAFFIC, Kind.SOURCE_ROUTED)  # routed kinds whose payload is an end-to-end datagram
+TIMER_FLOOR = 0.01  # the router's own timer fires at most this often (a deadline in the past waits this long)
 
 
 class RouterActor(SupervisedActor):
@@ -62,6 +65,10 @@ class RouterActor(SupervisedActor):
         self._noise_keys: dict[bytes, bytes | None] = {}  # Ed25519 -> Noise key of chain nodes (a conversion: ~0.3 ms)
         self._ring_at = now  # when ring searches and dead paths were last stepped (RING_TICK)
         self._relay_table = fastpath.EMPTY  # published to every link session (the relay fast path)
+        self._wake_told: float | None = None  # the pathfinder deadline our timer was last armed for
+
+    def setup(self) -> None:
+        self._timer = self.start_deadline_timer(m.TimerDue())
 
     def handle(self, message: Any) -> Any:
         now = time.monotonic()
@@ -96,13 +103,18 @@ class RouterActor(SupervisedActor):
             self._send_urgent(now)
         elif isinstance(message, m.HeartbeatTick):
             self._tick(now)
+        elif isinstance(message, m.TimerDue):
+            self._ring_at = now
+            out = self.forwarder.timers(now)
+            self._lookups_resent(out, now)
+            self._dispatch(out)
         elif isinstance(message, m.SessionUp):
             self.sessions[message.peer_key] = message.ref
             self.last_seen[message.peer_key] = now
             self.dead.pop(message.peer_key, None)
             self.tree.add(message.peer_key, now)
             self._send_urgent(now)
-            self._dispatch(self.forwarder.neighbour_up(message.peer_key))
+            self._dispatch(self.forwarder.neighbour_up(message.peer_key, now))
             if self._relay_table.hops:
                 tell(message.ref, m.RelayDecisions(self._relay_table))
             logger.info("peer {} up via {}:{}", message.peer_key.hex()[:16], *message.endpoint)
@@ -119,11 +131,23 @@ class RouterActor(SupervisedActor):
             return self.snapshot(now)
         else:
             return super().handle(message)
+        self._arm(now)
         table = self._relay_table
         if table.hops and (table.version != self.tree.version or self._corrupt_left
                            or isinstance(message, m.HeartbeatTick)):
             self._publish_relays(fastpath.EMPTY)  # decisions live at most one heartbeat and one tree version
         return None
+
+    def _arm(self, now: float) -> None:
+        """Wake at the pathfinder's next deadline (not earlier than TIMER_FLOOR from now: never a spin)."""
+        deadline = self.pathfinder.next_deadline(now)
+        if deadline is None:
+            return
+        deadline = max(deadline, now + TIMER_FLOOR)
+        told = self._wake_told
+        if told is None or told <= now or deadline < told:
+            self._wake_told = deadline
+            self._timer.at(deadline)
 
     # --- the relay fast path (axiomnet/fastpath.py) --------------------------------------------------
     def _learn_relays(self, packets: list[bytes], now: float) -> None:

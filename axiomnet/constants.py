@@ -126,10 +126,15 @@ BLOOM_BITS = 8192  # bits of one lookup bloom filter (1 KiB), as ironwood
 BLOOM_HASHES = 8  # bits set per address
 LOOKUP_CACHE_TTL = 60.0  # a looked-up destination's coordinates are used for this long, then looked up again
 MAX_LOOKUP_CACHE = 4096  # destinations cached; the least recently used is forgotten past this
-LOOKUP_RETRY = 1.0  # a lookup with no reply is sent again after this (and at most this often per destination)
+LOOKUP_RETRY = 1.0  # a lookup with no reply is sent again after at most this (and at most this often per destination
+# once it has backed off): the first retry comes after LOOKUP_FIRST_RETRY, each wait doubling up to LOOKUP_RETRY, so
+# a lookup lost while the tree forms costs a quarter second, not one (docs/ROUTING.md §4.2)
+LOOKUP_FIRST_RETRY = 0.25
 LOOKUP_GIVE_UP = 10.0  # a destination unanswered this long: its queued packets are dropped (counted)
 MAX_PENDING_LOOKUPS = 256  # destinations being looked up at once; new ones past this are refused (counted)
 MAX_QUEUED_PER_DESTINATION = 32  # packets waiting for a destination's lookup; the oldest is dropped past this
+QUEUE_MAX_WAIT = 1.0  # a packet waits at most this long behind a forming route (lookup, key, handshake), then is
+# dropped (counted queue_expired): late is worse than lost for what is sent first (a ping, a TCP SYN retries itself)
 HOP_LIMIT = 2 * MAX_TREE_DEPTH + 2  # u16 hop limit of a routed packet (1312); a relay drops it (counted) at 1
 PATH_BROKEN_INTERVAL = 1.0  # a relay sends at most one path-broken signal per source per this long
 
@@ -137,7 +142,7 @@ PATH_BROKEN_INTERVAL = 1.0  # a relay sends at most one path-broken signal per s
 # A tree lookup unanswered for RING_AFTER, or a route declared dead, starts an expanding-ring search over all links:
 # rounds of TTL 2, 4, 8, .., RING_MAX_TTL (a neighbour is reached over its link, never searched for), each waiting
 # RING_STEP x TTL (clamped to RING_STEP_MIN..RING_STEP_MAX) for an answer; the answer's path becomes a source route.
-RING_AFTER = 2.0  # two lookup tries (LOOKUP_RETRY): a slow tree lookup alone must not flood the network
+RING_AFTER = 1.0  # three lookup tries (0, 0.25, 0.75 s): a tree lookup unanswered for a second is failing, not slow
 RING_FIRST_TTL = 2
 RING_TICK = 0.1  # the router steps ring searches and dead-path checks at most this often, between heartbeats too
 RING_MAX_TTL = MAX_TREE_DEPTH  # a found path must fit the routed header (its u16 TTL field holds it: PROTOCOL §6.7)

@@ -27,13 +27,20 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from axiomnet.constants import HEADER_SIZE, LOOKUP_GIVE_UP, MAX_QUEUED_PER_DESTINATION, MAX_SESSIONS
+from axiomnet.constants import (
+    DEAD_PATH_AFTER,
+    HEADER_SIZE,
+    LOOKUP_GIVE_UP,
+    MAX_QUEUED_PER_DESTINATION,
+    MAX_SESSIONS,
+)
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.identity import derive_address
 from axiomnet.indices import IndexRetired, IndexTable
 from axiomnet.responder import HandshakeResponder
 from axiomnet.keypairs import FIRST_TRANSPORT, LAST_TRANSPORT
+from axiomnet.lookup import expire_waiting, release_waiting
 from axiomnet.ownership import IPV6_DESTINATION, IPV6_HEADER_SIZE as IPV6_HEADER, IPV6_SOURCE
 from axiomnet.session import Established, Expired, Session
 from axiomnet.wire import Header, PacketType, decode_header, peek_receiver
@@ -44,6 +51,10 @@ RESOLVE_RETRY = 1.0  # a destination still waiting for its key is asked for agai
 RESPONDER = b""  # the owner name of the responder's half-open handshakes in the index table
 NUDGE_INTERVAL = 5.0  # at most one handshake per source per this, answering traffic for a session we lost
 MAX_NUDGED = 1024  # sources remembered for that limit; the oldest is forgotten past this
+# A session that received data and sent nothing for this long sends an empty KEEPALIVE (WireGuard's passive
+# keepalive, sooner): the sender of a one-way flow (UDP streaming) hears back before its dead-path detector
+# (DEAD_PATH_AFTER, axiomnet/lookup.py) would search for a route that works. A KEEPALIVE asks for nothing back.
+E2E_KEEPALIVE_AFTER = DEAD_PATH_AFTER / 2
 DATA = PacketType.DATA
 CONTROL = PacketType.CONTROL
 KEEPALIVE = PacketType.KEEPALIVE
@@ -70,7 +81,8 @@ class E2EOutput:
 _STATS = ("tx_packets", "rx_packets", "tx_dropped_foreign_source", "tx_dropped_not_overlay", "tx_dropped_not_ipv6",
           "queued", "queue_dropped", "unresolvable_dropped", "rx_dropped_spoofed_source", "rx_dropped_not_for_us",
           "rx_dropped_wrong_owner", "rx_dropped_wrong_source", "rx_dropped_unknown_index", "rx_dropped_session_limit",
-          "nudges", "index_collisions", "sessions_created", "sessions_expired", "sessions_refused", "resolve_retries")
+          "nudges", "index_collisions", "sessions_created", "sessions_expired", "sessions_refused", "resolve_retries",
+          "queue_expired", "queue_wait_max_ms")
 
 
 @dataclass(slots=True)
@@ -79,7 +91,7 @@ class _Waiting:
 
     since: float
     asked: float
-    packets: deque[bytes] = field(default_factory=deque)
+    packets: deque[tuple[float, bytes]] = field(default_factory=deque)  # (queued at, IPv6 packet)
 
 
 class EndToEnd:
@@ -129,7 +141,8 @@ class EndToEnd:
                 self.stats["sessions_refused"] += 1
                 return None
             session = Session(self._private, self._public, local_payload=self._payload, expected_remote_key=key,
-                              peer_name=str(ipaddress.IPv6Address(dst)), rng=self._rng)
+                              peer_name=str(ipaddress.IPv6Address(dst)), rng=self._rng,
+                              keepalive_after=E2E_KEEPALIVE_AFTER)
             self.sessions[dst] = session
             self.stats["sessions_created"] += 1
         return session
@@ -169,23 +182,40 @@ class EndToEnd:
             if len(queue) >= MAX_QUEUED_PER_DESTINATION:
                 queue.popleft()
                 self.stats["queue_dropped"] += 1
-            queue.append(pkt)
+            queue.append((now, pkt))
             self.stats["queued"] += 1
 
+    def _release(self, entry: _Waiting | None, now: float) -> list[bytes]:
+        """What waited for a key, to send now (what waited past QUEUE_MAX_WAIT is dropped, counted)."""
+        return [] if entry is None else release_waiting(entry.packets, now, self.stats)
+
     def resolved(self, dst: bytes, key: bytes, now: float) -> E2EOutput:
-        """The router found ``dst``'s (verified) Noise key: open the session and send what waited."""
-        out = E2EOutput()
-        waiting = self._waiting.pop(dst, None)
-        queued = waiting.packets if waiting is not None else deque()
+        """The router found ``dst``'s (verified) Noise key: open the session and send what waited. A key nobody
+        here asked for (the router looked ``dst`` up for its own reasons: to route our answer to a handshake it
+        initiated) opens nothing: a second handshake beside the one in progress would only race it."""
         if derive_address(key).packed != dst:  # the lookup checked this; a mismatch here is a local bug
             raise ValueError("resolved key does not own the address")
+        waiting = self._waiting.pop(dst, None)
+        if waiting is None:
+            return E2EOutput()
+        return self._open(dst, key, self._release(waiting, now), now)
+
+    def dial(self, dst: bytes, key: bytes, now: float) -> E2EOutput:
+        """Open a session to ``dst`` pinned to its (verified) Noise ``key`` and start the handshake now."""
+        if derive_address(key).packed != dst:
+            raise ValueError("the key does not own the address")
+        self._waiting.pop(dst, None)
+        return self._open(dst, key, [], now)
+
+    def _open(self, dst: bytes, key: bytes, queued: list[bytes], now: float) -> E2EOutput:
+        out = E2EOutput()
         session = self._session(dst, key)
         if session is None:
             self.stats["queue_dropped"] += len(queued)
             return out
         if queued:
             self.stats["tx_packets"] += len(queued)
-            out.send(dst, session.send_batch(DATA, list(queued), now))
+            out.send(dst, session.send_batch(DATA, queued, now))
         elif not session.is_established and not session.is_handshaking:
             out.send(dst, session.initiate(now))
         self._collect(dst, session, out, now)
@@ -333,10 +363,10 @@ class EndToEnd:
             return
         self._owners.move(result.local_index, RESPONDER, src)
         out.send(src, session.install(result, now).replies)
-        entry = self._waiting.pop(src, None)
-        if entry is not None and entry.packets:
-            self.stats["tx_packets"] += len(entry.packets)
-            out.send(src, session.send_batch(DATA, list(entry.packets), now))
+        queued = self._release(self._waiting.pop(src, None), now)
+        if queued:
+            self.stats["tx_packets"] += len(queued)
+            out.send(src, session.send_batch(DATA, queued, now))
         self._collect(src, session, out, now)
 
     def _to_tun(self, src: bytes, pkt: bytes, out: E2EOutput) -> None:
@@ -355,6 +385,7 @@ class EndToEnd:
         self.responder.expire(now)
         self._sync(RESPONDER, out, now)
         for dst, waiting in list(self._waiting.items()):
+            expire_waiting(waiting.packets, now, self.stats)
             if now >= waiting.since + RESOLVE_TIMEOUT:  # the router never answered (it gave up, or it restarted)
                 self.unresolvable(dst)
             elif now >= waiting.asked + RESOLVE_RETRY:

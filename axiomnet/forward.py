@@ -68,11 +68,13 @@ from axiomnet.routed import (
     root_tag,
 )
 from axiomnet.tree import Tree
+from axiomnet.wire import PacketType
 
 MAX_BROKEN_SOURCES = 1024  # sources remembered for the PATH_BROKEN rate limit; the oldest is forgotten past it
 MAX_HOP_CACHE = 4096  # destination paths whose next hop is remembered until a coordinate changes
 _TRAFFIC = int(Kind.TRAFFIC)
 _DELIVER, _DIRECT, _RELAY = 0, 1, 2  # what a batch's TRAFFIC with one header gets (Forwarder.receive)
+_E2E_TYPE = 4  # the byte of an end-to-end datagram's switch header whose low nibble is its packet type
 
 
 @dataclass
@@ -117,6 +119,14 @@ class _Buckets:
         while len(self._b) > self.bound:
             self._b.popitem(last=False)
         return ok
+
+
+def _asks(payloads: list[bytes]) -> bool:
+    """Whether end-to-end ``payloads`` expect something back: anything but a KEEPALIVE (the receiver's passive
+    keepalive answers a one-way flow, axiomnet/e2e.py; it asks for nothing, so it starts no dead-path clock and
+    a finished conversation costs no ring search). The type is the end-to-end switch header's low nibble, in the
+    clear (docs/PROTOCOL.md §2.1)."""
+    return any(len(p) <= _E2E_TYPE or p[_E2E_TYPE] & 0x0F != PacketType.KEEPALIVE for p in payloads)
 
 
 class Forwarder:
@@ -172,7 +182,8 @@ class Forwarder:
         ports = self.pathfinder.source_route(dst, now)
         if ports is not None and self._port_key(ports[0], now) is not None:
             self._source_routed(Kind.SOURCE_ROUTED, dst, ports, (), payloads, out, now)
-            self.pathfinder.sent(dst, now)
+            if _asks(payloads):
+                self.pathfinder.sent(dst, now)
             return out
         coords = self.pathfinder.route(dst, now)
         if coords is not None and (coords.root != self.tree.root or self.decide(coords.path, now)[0] is None):
@@ -185,7 +196,8 @@ class Forwarder:
                 self._lookup(dst, nonce, out)
             return out
         self._originate(Kind.TRAFFIC, dst, coords.path, payloads, out, now)
-        self.pathfinder.sent(dst, now)
+        if _asks(payloads):
+            self.pathfinder.sent(dst, now)
         return out
 
     def _port_key(self, port: int, now: float) -> bytes | None:
@@ -243,11 +255,11 @@ class Forwarder:
             group += packets
         self.stats["originated"] += len(packets)
 
-    def neighbour_up(self, key: bytes) -> Output:
+    def neighbour_up(self, key: bytes, now: float) -> Output:
         """A link to ``key`` came up: anything waiting for a lookup of its address goes to it directly now."""
         out = Output()
         dst = derive_address(key).packed
-        queued = self.pathfinder.take(dst)
+        queued = self.pathfinder.take(dst, now)
         if queued is not None:
             out.resolved.append((dst, key))
             self._to_neighbour(key, dst, queued, out)
@@ -280,8 +292,14 @@ class Forwarder:
 
     def tick(self, now: float) -> Output:
         """Lookups due again; call once per heartbeat."""
-        out = Output()
         self._table_now = -1.0  # rebuild the table on next use: announcements may have aged out
+        return self.timers(now)
+
+    def timers(self, now: float) -> Output:
+        """Lookups due again, lookups given up, dead paths and ring rounds due: at every heartbeat and at the
+        pathfinder's own deadlines between them (``Pathfinder.next_deadline``), so that a lookup lost while the tree
+        forms is retried after a quarter second, not at the next heartbeat."""
+        out = Output()
         for dst, nonce in self.pathfinder.due(now):
             self._lookup(dst, nonce, out)
         self._ring_step(now, out)
@@ -414,7 +432,7 @@ class Forwarder:
             self.stats["ring_answered"] += 1
             reply = self.pathfinder.ring_answer(header.src, search.nonce)
             self._source_routed(Kind.RING_REPLY, header.src, route, header.dst_path, [reply], out, now)
-            queued = self.pathfinder.take(header.src)
+            queued = self.pathfinder.take(header.src, now)
             if queued:
                 self._source_routed(Kind.SOURCE_ROUTED, header.src, route, (), queued, out, now)
             return

@@ -42,12 +42,14 @@ from axiomnet.announce import sign
 from axiomnet.constants import (
     DEAD_PATH_AFTER,
     LOOKUP_CACHE_TTL,
+    LOOKUP_FIRST_RETRY,
     LOOKUP_GIVE_UP,
     LOOKUP_RETRY,
     MAX_LOOKUP_CACHE,
     MAX_PENDING_LOOKUPS,
     MAX_QUEUED_PER_DESTINATION,
     MAX_SOURCE_ROUTES,
+    QUEUE_MAX_WAIT,
     RING_AFTER,
     RING_FIRST_TTL,
     RING_INTERVAL,
@@ -126,6 +128,24 @@ def ring_step(ttl: int) -> float:
     return min(RING_STEP_MAX, max(RING_STEP_MIN, RING_STEP * ttl))
 
 
+def expire_waiting(queue: deque[tuple[float, bytes]], now: float, stats: dict[str, int]) -> None:
+    """Drop (counting ``queue_expired``) what waited in ``queue`` of (queued at, packet) past QUEUE_MAX_WAIT."""
+    while queue and now - queue[0][0] > QUEUE_MAX_WAIT:
+        queue.popleft()
+        stats["queue_expired"] += 1
+
+
+def release_waiting(queue: deque[tuple[float, bytes]], now: float, stats: dict[str, int]) -> list[bytes]:
+    """What waited behind a forming route (a lookup, a key), to send now: all but what waited past QUEUE_MAX_WAIT
+    (dropped, counted); the longest wait of what goes is kept in ``stats["queue_wait_max_ms"]``."""
+    expire_waiting(queue, now, stats)
+    if queue:
+        waited = int((now - queue[0][0]) * 1000)
+        if waited > stats["queue_wait_max_ms"]:
+            stats["queue_wait_max_ms"] = waited
+    return [packet for _, packet in queue]
+
+
 @dataclass(frozen=True, slots=True)
 class Coords:
     """Where a node sits: its tree's root key and its path of ports."""
@@ -182,7 +202,8 @@ class _Pending:
     nonce: int
     started: float
     sent_at: float
-    queue: deque[bytes] = field(default_factory=lambda: deque())
+    wait: float = LOOKUP_FIRST_RETRY  # before the next try: doubles up to LOOKUP_RETRY
+    queue: deque[tuple[float, bytes]] = field(default_factory=lambda: deque())  # (queued at, payload)
 
 
 @dataclass
@@ -200,7 +221,8 @@ class _Route:
 
 
 _STATS = ("lookups_sent", "lookup_retries", "replies_accepted", "replies_rejected", "queued", "queue_dropped",
-          "gave_up", "gave_up_dropped", "pending_refused", "path_broken", "cache_expired", "ring_searches",
+          "gave_up", "gave_up_dropped", "pending_refused", "path_broken", "cache_expired", "queue_expired",
+          "queue_wait_max_ms", "ring_searches",
           "ring_rounds", "ring_limited", "ring_replies_accepted", "ring_exhausted", "routes_learned", "dead_paths",
           "routes_idle")
 
@@ -257,7 +279,7 @@ class Pathfinder:
             if len(queue) >= MAX_QUEUED_PER_DESTINATION:
                 queue.popleft()
                 self.stats["queue_dropped"] += 1
-            queue.append(payload)
+            queue.append((now, payload))
             self.stats["queued"] += 1
         if start:
             self.stats["lookups_sent"] += 1
@@ -265,8 +287,9 @@ class Pathfinder:
         return None
 
     def due(self, now: float) -> list[tuple[bytes, int]]:
-        """Lookups to send again (no reply within LOOKUP_RETRY) as (address, nonce); destinations unanswered
-        for LOOKUP_GIVE_UP are given up and their queued packets dropped (counted)."""
+        """Lookups to send again as (address, nonce): no reply within their wait (LOOKUP_FIRST_RETRY, doubling up
+        to LOOKUP_RETRY); destinations unanswered for LOOKUP_GIVE_UP are given up and their queued packets dropped
+        (counted), as are packets that waited QUEUE_MAX_WAIT."""
         out = []
         for dst, pending in list(self._pending.items()):
             if now - pending.started >= LOOKUP_GIVE_UP:
@@ -275,11 +298,43 @@ class Pathfinder:
                 self.given_up.append(dst)
                 self.stats["gave_up"] += 1
                 self.stats["gave_up_dropped"] += len(pending.queue)
-            elif now - pending.sent_at >= LOOKUP_RETRY:
+                continue
+            self._expire(pending.queue, now)
+            if now - pending.sent_at >= pending.wait:
                 pending.sent_at = now
+                pending.wait = min(LOOKUP_RETRY, 2 * pending.wait)
                 self.stats["lookup_retries"] += 1
                 out.append((dst, pending.nonce))
         return out
+
+    def _expire(self, queue: deque[tuple[float, bytes]], now: float) -> None:
+        expire_waiting(queue, now, self.stats)
+
+    def _release(self, pending: _Pending, now: float) -> list[bytes]:
+        return release_waiting(pending.queue, now, self.stats)
+
+    def next_deadline(self, now: float) -> float | None:
+        """The earliest time :meth:`due`, :meth:`ring_due` or :meth:`dead_paths` has work (a lookup to retry or give
+        up, a ring search to start or widen, a route to find dead), or None; never earlier than the rate limits allow
+        that work, so a caller sleeping until it does not spin."""
+        deadlines = []
+        ring_free = now
+        if self._ring_tokens_at is not None and self._ring_tokens < 1.0:
+            ring_free = self._ring_tokens_at + (1.0 - self._ring_tokens) / RING_SOURCE_RATE
+        for dst, pending in self._pending.items():
+            deadlines.append(min(pending.sent_at + pending.wait, pending.started + LOOKUP_GIVE_UP))
+            if dst not in self._rings:
+                last = self._ring_started.get(dst)
+                start = max(pending.started + RING_AFTER, ring_free,
+                            last + RING_INTERVAL if last is not None else ring_free)
+                deadlines.append(start)
+        for ring in self._rings.values():
+            deadlines.append(ring.sent_at + ring_step(ring.ttl))
+        if self._ring_asap:
+            deadlines.append(ring_free)
+        if self._unanswered:
+            deadlines.append(next(iter(self._unanswered.values())) + DEAD_PATH_AFTER)
+        return min(deadlines, default=None)
 
     def accept(self, header: RoutedHeader, payload: bytes, now: float) -> tuple[bytes, list[bytes]]:
         """Take a LOOKUP_REPLY addressed to us: (the destination, its queued payloads to send now).
@@ -317,7 +372,7 @@ class Pathfinder:
         del self._pending[owner]
         self._remember(owner, Coords(root, header.src_path), key, now)
         self.stats["replies_accepted"] += 1
-        return owner, list(pending.queue)
+        return owner, self._release(pending, now)
 
     # --- the fallback: ring searches, source routes, dead paths --------------------------------------
     def ring_due(self, now: float) -> list[tuple[bytes, int, int]]:
@@ -398,7 +453,7 @@ class Pathfinder:
         del self._rings[owner]
         self.learn(owner, header.src_path, key, now)
         self.stats["ring_replies_accepted"] += 1
-        queued = self.take(owner)
+        queued = self.take(owner, now)
         return owner, key, queued or []
 
     def learn(self, dst: bytes, ports: tuple[int, ...], key: bytes, now: float) -> None:
@@ -458,11 +513,11 @@ class Pathfinder:
         while len(self._cache) > MAX_LOOKUP_CACHE:
             self._cache.popitem(last=False)
 
-    def take(self, dst: bytes) -> list[bytes] | None:
-        """End the lookup of ``dst`` (its node became reachable another way); its queued payloads, or None if
-        there was no lookup in flight."""
+    def take(self, dst: bytes, now: float) -> list[bytes] | None:
+        """End the lookup of ``dst`` (its node became reachable another way); its queued payloads (but those that
+        waited past QUEUE_MAX_WAIT), or None if there was no lookup in flight."""
         pending = self._pending.pop(dst, None)
-        return None if pending is None else list(pending.queue)
+        return None if pending is None else self._release(pending, now)
 
     def key_for(self, dst: bytes, now: float) -> bytes | None:
         """The verified Ed25519 key of ``dst`` if its cache entry is fresh."""

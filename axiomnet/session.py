@@ -250,6 +250,7 @@ class Session:
         peer_name: str = "peer",
         rng: random.Random | None = None,
         allowed_keys: frozenset[bytes] | None = None,
+        keepalive_after: float = KEEPALIVE_TIMEOUT,
     ) -> None:
         if len(static_private) != NOISE_KEY_SIZE or len(static_public) != NOISE_KEY_SIZE:
             raise ValueError("static keys must be 32-byte X25519 keys")
@@ -278,6 +279,9 @@ class Session:
         self._staged: deque[tuple[PacketType, bytes]] = deque()
         self._events: list[SessionEvent] = []
         self._keepalive_due: float | None = None
+        # Received but sent nothing for this long: an empty keepalive (the passive keepalive). End-to-end sessions
+        # answer sooner than the dead-path detector looks (axiomnet/e2e.py E2E_KEEPALIVE_AFTER).
+        self._keepalive_after = keepalive_after
         self._silence_due: float | None = None
         self._current_heard = 0.0  # last authentic packet under the current keypair (or when it became current)
         self._nudge_at = -math.inf
@@ -442,7 +446,7 @@ class Session:
                 if payload:
                     raise self._reject(MalformedPacket, "malformed", "keepalive carries a payload")
             elif self._keepalive_due is None:  # a keepalive never asks for a keepalive (no ping-pong)
-                self._keepalive_due = now + KEEPALIVE_TIMEOUT
+                self._keepalive_due = now + self._keepalive_after
             if kp is self._current and kp.heard:
                 self._current_heard = now
                 return Received(ptype, payload, [], True)
@@ -518,7 +522,7 @@ class Session:
             self._last_heard = self._current_heard = now
             self._silence_due = None
             if self._keepalive_due is None:
-                self._keepalive_due = now + KEEPALIVE_TIMEOUT
+                self._keepalive_due = now + self._keepalive_after
         return BatchReceived(payloads, replies, errors, last)
 
     def install(self, result: HandshakeResult, now: float) -> Received:

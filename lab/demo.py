@@ -290,13 +290,13 @@ class Board:
         from rich.table import Table
 
         table = Table(title=f"AxiomNet demo: {self.topo.nodes} nodes, {self.topo.kind}")
-        for column in ("PAIR", "HOPS", "PATH", "STATUS", "RTT avg (ms)", "LOSS", "THROUGHPUT"):
+        for column in ("PAIR", "HOPS", "PATH", "STATUS", "FIRST REPLY (s)", "RTT avg (ms)", "LOSS", "THROUGHPUT"):
             table.add_column(column)
         with self.lock:
             rows = [(key, dict(cells)) for key, cells in self.rows.items()]
         for key, cells in rows:
             table.add_row(key, cells.get("hops", ""), cells.get("path", ""), cells.get("status", ""),
-                          cells.get("rtt", ""), cells.get("loss", ""), cells.get("throughput", ""))
+                          cells.get("first", ""), cells.get("rtt", ""), cells.get("loss", ""), cells.get("throughput", ""))
         return table
 
     @contextlib.contextmanager
@@ -326,7 +326,7 @@ def _probe(topo: topology.Topology, nodes: list[daemons.DaemonProcess], a: int, 
         board.set(key, status="FAIL: no reply")
         return Check(name, False, f"({hops} hop{'s' if hops > 1 else ''}{via}) no reply from "
                                   f"{nodes[b].address} within {PAIR_TIMEOUT:.0f} s")
-    board.set(key, status="pinging")
+    board.set(key, status="pinging", first=f"{ready:.2f}")
     result = traffic.ping(nodes[a].ns, nodes[b].address, count=count, interval=PING_INTERVAL)
     passed = result.sent > 0 and result.received == result.sent
     board.set(key, status="ok" if passed else "FAIL", loss=f"{result.loss_percent:.0f}%",

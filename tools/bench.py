@@ -56,7 +56,8 @@ LOSS_PERCENT = 1
 BASE_PACKAGES = ("iproute2", "iputils-ping", "iperf3")
 NEXT_HOP_SIZES = bench_micro.NEXT_HOP_NEIGHBOURS
 # What --only can select: the overlays of the side-by-side table, then AxiomNet's own figures.
-SECTIONS = ("veth", "axiomnet", *PEERS, "loss", "mtu", "no_offload", "relay", "fanin", "idle", "sessions", "micro")
+SECTIONS = ("veth", "axiomnet", *PEERS, "loss", "mtu", "no_offload", "relay", "fanin", "idle", "sessions", "micro",
+            "first_packet")
 NOT_SELECTED = "not selected in this run (--only)"
 
 
@@ -152,7 +153,64 @@ def all_keys() -> list[str]:
     keys += ["micro_encrypt_send_us", "micro_receive_decrypt_us", "micro_handshakes_per_s_core",
              "micro_handshakes_per_s_responder", "micro_session_kib_tracemalloc"]
     keys += [f"micro_next_hop_{n}_us" for n in NEXT_HOP_SIZES]
+    keys += FIRST_PACKET_KEYS
     return keys
+
+
+# --- the first packet over 5 relays (issue 15 item 8; docs/ROUTING.md §4.2) ------------------------------------
+FIRST_PACKET_RELAYS = 5
+FIRST_PACKET_KEYS = ["axiomnet_first_packet_5hops_s", "axiomnet_first_packet_5hops_max_s"]
+_ICMP_SEQ = re.compile(r"icmp_seq=(\d+) .*time=([\d.]+) ms")
+
+
+def measure_first_packet(workdir: Path, s: Settings, fig: Figures) -> None:
+    """A line of FIRST_PACKET_RELAYS + 2 daemons on a quiet host, the tree settled; after the first round the last
+    node restarts under a new identity each round (a new address: no node has a session, a cached route or a
+    lookup for it); once the tree has it, the first node pings it every 50 ms until a reply: the time from the first echo request to
+    the first reply (lookup both ways, the end-to-end handshake, the packet and its answer). Median and max."""
+    with fig.section("first packet", FIRST_PACKET_KEYS), namespaces.NetnsLab() as lab:
+        if not s.wants("first_packet"):
+            raise Skipped
+        count = FIRST_PACKET_RELAYS + 2
+        spaces = [lab.add_namespace(f"f{i}") for i in range(count)]
+        links = [lab.connect(spaces[i], spaces[i + 1], ipv4_subnet=f"198.18.{i}.0/24",
+                             ipv6_subnet=f"2001:2:0:{i}::/64") for i in range(count - 1)]
+        nodes = [_start_node(ns, workdir, f"first-{ns.suffix}", [f"{links[i - 1].ipv4_a}:{AXIOMNET_PORT}"] if i else [])
+                 for i, ns in enumerate(spaces)]
+        _wait_links(nodes, [1] + [2] * FIRST_PACKET_RELAYS + [1], s)
+        times = []
+        for round_ in range(1 if s.smoke else 5):  # smoke: the path runs, one round (7 daemons cost ~20 s)
+            if round_:
+                nodes[-1].stop()
+                name = f"first-{spaces[-1].suffix}-{round_}"  # a fresh data dir: a new identity and address
+                nodes[-1] = _start_node(spaces[-1], workdir, name, [f"{links[-1].ipv4_a}:{AXIOMNET_PORT}"])
+                _wait_links(nodes[-1:], [1], s)
+            _settle_tree(nodes, s)
+            proc = spaces[0].exec(["ping", "-6", "-n", "-c", "1", "-i", "0.05", "-w", "10", nodes[-1].address],
+                                  timeout=15.0, env={**os.environ, "LC_ALL": "C"})
+            got = _ICMP_SEQ.search(proc.stdout)
+            if got is None:
+                raise measure.MeasureError(f"no first reply over {FIRST_PACKET_RELAYS} relays within 10 s "
+                                           f"(round {round_ + 1})\n{nodes[0].log_tail()}")
+            times.append((int(got.group(1)) - 1) * 0.05 + float(got.group(2)) / 1000)
+            _progress(f"first packet over {FIRST_PACKET_RELAYS} relays, round {round_ + 1}: {times[-1]:.3f} s")
+        times.sort()
+        fig.set("axiomnet_first_packet_5hops_s", times[len(times) // 2])
+        fig.set("axiomnet_first_packet_5hops_max_s", times[-1])
+
+
+def _settle_tree(nodes: Sequence[daemons.DaemonProcess], s: Settings) -> None:
+    """Every node has coordinates under one root; then three heartbeats more, for the lookup filters to carry the
+    newest node's address (a quiet host: the first packet is timed on a settled tree, not a forming one)."""
+    def one_root() -> bool:
+        try:
+            roots = {(n.inspect().get("self") or {}).get("coords", {}).get("root") for n in nodes}
+        except processes.HarnessError:
+            return False
+        return len(roots) == 1 and None not in roots
+    if not processes.wait_until(one_root, s.first_ping_timeout, interval=0.5):
+        raise measure.MeasureError(f"the line did not settle under one root within {s.first_ping_timeout:g} s")
+    time.sleep(3.0)
 
 
 # --- the two-node comparison ------------------------------------------------------------------------------------
@@ -837,6 +895,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         measure_idle_yggdrasil(workdir, s, fig, available["yggdrasil"])
         _progress(f"a daemon holding {s.sessions} sessions")
         measure_daemon_sessions(workdir, s, fig)
+        _progress(f"first packet over {FIRST_PACKET_RELAYS} relays, from cold")
+        measure_first_packet(workdir / "first", s, fig)
     _progress("micro-benchmarks")
     measure_micro(s, fig)
     values = {key: fig.values.get(key, NA + "not measured (a bench bug)") for key in all_keys()}

@@ -37,6 +37,7 @@ AXIOMNET_ALWAYS = [
     "micro_encrypt_send_us", "micro_receive_decrypt_us", "micro_handshakes_per_s_core",
     "micro_session_kib_tracemalloc", "micro_next_hop_10_us", "micro_next_hop_1000_us", "micro_next_hop_100000_us",
     "veth_mbps", "veth_rtt_avg_ms",
+    "axiomnet_first_packet_5hops_s",
 ]
 # AxiomNet figures that may honestly be unavailable until other work lands (they must then say why).
 AXIOMNET_MAYBE = ["axiomnet_no_offload_mbps"]

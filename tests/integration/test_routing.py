@@ -105,6 +105,10 @@ def test_inspect_shows_the_tree_and_the_lookup_cache(workdir):
     with namespaces.NetnsLab(stop_grace=2.0) as lab:
         ds = daemons.start_overlay(lab, 3, [(0, 1), (1, 2)], workdir)
         assert reachable(ds[0], ds[2], REACH_TIMEOUT) is not None, logs(ds)
+        # The first reply can come before the tree has settled (a lookup or a ring search needs no agreed root):
+        # wait for one root, then read.
+        assert processes.wait_until(lambda: len({d.inspect()["tree"]["root"] for d in ds}) == 1, REACH_TIMEOUT,
+                                    interval=0.5), logs(ds)
         states = [d.inspect() for d in ds]
         roots = {s["tree"]["root"] for s in states}
         assert len(roots) == 1

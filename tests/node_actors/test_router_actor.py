@@ -260,7 +260,12 @@ class Wire(pykka.ThreadingActor):
         return None
 
 
-def test_a_lookup_across_a_relay_reports_its_round_trip_and_the_proven_key(recorder):
+def test_a_lookup_across_a_relay_reports_its_round_trip_and_the_proven_key(recorder, monkeypatch):
+    from axiomnet import lookup
+
+    # The tree lookup is what is measured: no ring search may answer first while the lookup filters still spread
+    # (with RING_AFTER at 1 s it did, in 1 run of 4 on a loaded machine: a source route, no lookup round trip).
+    monkeypatch.setattr(lookup, "RING_AFTER", 60.0)
     ids = [ident(n) for n in (1, 2, 3)]
     e2e = recorder()
     routers = [RouterActor.start(None, {"e2e": e2e} if i == 0 else {}, x, seq_start=10) for i, x in enumerate(ids)]
@@ -287,7 +292,7 @@ def test_a_lookup_across_a_relay_reports_its_round_trip_and_the_proven_key(recor
     routes = routers[0].ask(m.Snapshot(), timeout=5)["routes"]
     row = next(r for r in routes if r["address"] == str(ids[2].address))
     assert row["public_key"] == ids[2].public_key.hex()
-    assert row["rtt_ms"] is not None and 0 < row["rtt_ms"] < 1000  # from the last send to the reply
+    assert row["rtt_ms"] is not None and 0 < row["rtt_ms"] < 1000, routers[0].ask(m.Snapshot(), timeout=5)["lookups"]  # from the last send to the reply
 
 
 def test_a_lookup_nobody_answers_widens_into_a_ring_search_between_heartbeats(recorder, monkeypatch):
@@ -398,3 +403,31 @@ def test_the_router_publishes_its_relay_decisions_and_withdraws_them_each_heartb
     assert len(tables(sb)) == 4
     router.tell(m.RoutedFromLink(b.public_key, [packet]))  # the last fault: learned again after it
     assert wait_for(lambda: len(tables(sb)) == 5 and tables(sb)[-1].hops)
+
+
+def test_a_lookup_is_retried_and_a_ring_search_started_at_the_routers_own_deadlines_not_at_heartbeats(recorder):
+    """No HeartbeatTick at all: the router's deadline timer alone sends the lookup again after LOOKUP_FIRST_RETRY
+    (0.25 s, then 0.5 s) and starts the ring search at RING_AFTER (issue 15 item 8: a lookup lost while the tree
+    forms costs a quarter second, not the next heartbeat)."""
+    from axiomnet.constants import LOOKUP_FIRST_RETRY, RING_AFTER
+
+    a, b, far = ident(1), ident(2), ident(3)
+    router = RouterActor.start(None, {}, a, seq_start=10)
+    link = recorder()
+    router.tell(m.SessionUp(link, b.public_key, ("192.0.2.2", 1), True))
+    started = time.monotonic()
+    router.tell(m.Resolve(far.address.packed))
+
+    def lookups() -> dict[str, Any]:
+        return router.ask(m.Snapshot(), timeout=5)["lookups"]
+
+    assert wait_for(lambda: lookups()["lookup_retries"] >= 2, timeout=5.0), lookups()
+    took = time.monotonic() - started
+    assert took >= 3 * LOOKUP_FIRST_RETRY - 0.05  # 0.25 s, then 0.5 s later: never earlier than asked
+    assert wait_for(lambda: lookups()["ring_searches"] >= 1, timeout=5.0), lookups()
+    assert time.monotonic() - started >= RING_AFTER - 0.05
+    from axiomnet.routed import Kind
+
+    rounds = [p for x in link.ask(GetOther()) if isinstance(x, m.RoutedToLink) for p in x.packets
+              if p[0] == Kind.RING_SEARCH]
+    assert rounds, "the ring round went out over the link"

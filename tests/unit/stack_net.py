@@ -111,7 +111,7 @@ class Stack:
             if session.is_established and key not in node.up:
                 node.up.add(key)
                 node.tree.add(key, self.now)
-                self._dispatch(node, node.forwarder.neighbour_up(key))
+                self._dispatch(node, node.forwarder.neighbour_up(key, self.now))
                 self._announce(node, node.tree.urgent(self.now))
 
     def _announce(self, node: StackNode, announcements: list[tuple[bytes, bytes]]) -> None:

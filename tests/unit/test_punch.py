@@ -111,7 +111,7 @@ def established_pair():
     a, b = Identity.generate(), Identity.generate()
     ea = EndToEnd(a.private_key, a.public_key, rng=rng)
     eb = EndToEnd(b.private_key, b.public_key, rng=rng)
-    out = ea.resolved(eb.address, b.public_key, 0.0)
+    out = ea.dial(eb.address, b.public_key, 0.0)
     for _ in range(6):  # carry the handshake back and forth
         back = eb.inbound([(ea.address, d) for d in out.sends.get(eb.address, [])], 0.0)
         out = ea.inbound([(eb.address, d) for d in back.sends.get(ea.address, [])], 0.0)
