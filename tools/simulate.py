@@ -17,6 +17,10 @@ tree of its own, and pairs across trees fail; the report counts those nodes ("un
 With --blackholes F and/or --rogue-root, hostile nodes drop everything they should relay or answer; the report
 adds delivery among honest pairs joined by honest paths (delivery_honest; by the tree alone: delivery_honest_tree),
 with the expanding-ring fallback and its message cost (tools/sim/adversary.py; --no-ring leaves it out).
+What-ifs measured here only (docs/ROUTING.md "Stretch: protocol 2, and several trees"): --trees K runs K trees
+over the same links, each under its own key order, with greedy on the minimum distance over trees
+(axiomnet.greedy.forest_choice; a wire change the daemon does not have); --link-rtt random gives the links
+different RTTs, which tree.py's parent cost weighs; --parent-rule shallower models a proposed tree.py change.
 Needs the `sim` extra (pip install -e '.[sim]'). docs/ROUTING.md has the measured tables.
 """
 
