@@ -166,3 +166,76 @@ class NeighbourPaths:
         if best.size > 1:  # lexsort: the last key is the primary one
             best = best[np.lexsort((self._order[best], self._costs[best]))]
         return int(self._order[best[0]]), self_distance
+
+
+# --- several trees: greedy on the minimum distance over trees (docs/ROUTING.md "Several trees") -----------------
+UNREACHED = np.iinfo(np.int64).max // 4  # the distance of a neighbour (or of us) outside every usable tree
+
+
+def forest_choice(distances: npt.NDArray[np.int64], costs: npt.NDArray[np.float64], self_distance: int) -> int:
+    """The greedy next hop over k trees: ``distances[t, j]`` is neighbour j's distance to the destination in tree
+    t (UNREACHED where j, or the destination, is not in that tree), ``self_distance`` our own minimum over the
+    trees (the packet's watermark). Index of the neighbour with the smallest minimum over trees among those
+    strictly below ``self_distance`` (ties by the lower cost, then the lower index), or NO_HOP.
+
+    The minimum over trees is what falls strictly at every hop, so no packet loops; and it never dead-ends while
+    coordinates are consistent: in the tree t that gives our minimum m, our parent or the child whose subtree
+    holds the destination is at m - 1 in t, so its minimum is at most m - 1.
+    """
+    if distances.ndim != 2 or distances.shape[1] != len(costs):
+        raise ValueError("distances must be k rows of one entry per neighbour")
+    if self_distance >= UNREACHED or distances.shape[0] == 0:
+        return NO_HOP
+    return greedy_choice(distances.min(axis=0), costs, self_distance)
+
+
+class NeighbourForest:
+    """The neighbours' positions in k trees: one :class:`NeighbourPaths` per tree over the neighbours that share
+    that tree with us (their indices into ``keys``), and the greedy step on the minimum distance over trees.
+
+    With k = 1 it decides exactly as :meth:`NeighbourPaths.next_hop`. A tree whose destination path is None (the
+    destination's coordinates in it are unknown, or it is under another root than ours) takes no part."""
+
+    def __init__(self, keys: Sequence[bytes], trees: Sequence[tuple[Sequence[int], Sequence[Path]]],
+                 costs: Sequence[float]) -> None:
+        if len(keys) != len(costs):
+            raise ValueError("keys and costs must have one entry per neighbour")
+        self.keys = list(keys)
+        self._costs = np.asarray(costs, dtype=np.float64)
+        self._members: list[npt.NDArray[np.int64]] = []
+        self._tables: list[NeighbourPaths] = []
+        for members, paths in trees:
+            idx = np.asarray(members, dtype=np.int64)
+            if len(idx) != len(paths) or (idx.size and (idx.min() < 0 or idx.max() >= len(self.keys))):
+                raise ValueError("each tree needs one path per member, members indexing keys")
+            self._members.append(idx)
+            self._tables.append(NeighbourPaths([self.keys[i] for i in idx], paths, self._costs[idx]))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def trees(self) -> int:
+        return len(self._tables)
+
+    def distances(self, dsts: Sequence[Path | None]) -> npt.NDArray[np.int64]:
+        """(k, neighbours): every neighbour's distance to the destination in every tree (UNREACHED outside)."""
+        if len(dsts) != len(self._tables):
+            raise ValueError("one destination path (or None) per tree")
+        out = np.full((len(self._tables), len(self.keys)), UNREACHED, dtype=np.int64)
+        for t, (members, table, dst) in enumerate(zip(self._members, self._tables, dsts)):
+            if dst is not None and members.size:
+                out[t, members] = table.distances(dst)
+        return out
+
+    def next_hop(self, self_paths: Sequence[Path | None], dsts: Sequence[Path | None]) -> tuple[int, int]:
+        """(index of the neighbour to forward to or NO_HOP, our own minimum distance over the trees where both we
+        and the destination have a path: the watermark the packet leaves with, UNREACHED if there is none)."""
+        if len(self_paths) != len(self._tables):
+            raise ValueError("one own path (or None) per tree")
+        usable = [None if own is None else dst for own, dst in zip(self_paths, dsts)]
+        self_distance = min((tree_distance(own, dst) for own, dst in zip(self_paths, usable) if dst is not None),
+                            default=UNREACHED)
+        if not self.keys or self_distance == 0:
+            return NO_HOP, self_distance
+        return forest_choice(self.distances(usable), self._costs, self_distance), self_distance

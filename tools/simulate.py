@@ -17,6 +17,10 @@ tree of its own, and pairs across trees fail; the report counts those nodes ("un
 With --blackholes F and/or --rogue-root, hostile nodes drop everything they should relay or answer; the report
 adds delivery among honest pairs joined by honest paths (delivery_honest; by the tree alone: delivery_honest_tree),
 with the expanding-ring fallback and its message cost (tools/sim/adversary.py; --no-ring leaves it out).
+What-ifs measured here only (docs/ROUTING.md "Stretch: protocol 2, and several trees"): --trees K runs K trees
+over the same links, each under its own key order, with greedy on the minimum distance over trees
+(axiomnet.greedy.forest_choice; a wire change the daemon does not have); --link-rtt random gives the links
+different RTTs, which tree.py's parent cost weighs; --parent-rule shallower models a proposed tree.py change.
 Needs the `sim` extra (pip install -e '.[sim]'). docs/ROUTING.md has the measured tables.
 """
 
@@ -78,6 +82,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="links of the rogue root, to the K highest-degree nodes (default 8)")
     parser.add_argument("--no-ring", action="store_true",
                         help="measure honest pairs without the expanding-ring fallback (tree lookup and greedy only)")
+    parser.add_argument("--trees", type=int, default=1, metavar="K",
+                        help="K spanning trees over the same links, each under its own root order (salted root "
+                             "hashes), greedy on the minimum distance over trees (a wire change: K coordinate sets "
+                             "per packet; measured here only; default 1, the deployed protocol)")
+    parser.add_argument("--link-rtt", choices=("equal", "random"), default="equal",
+                        help="equal: every link's RTT the same, parent cost = depth (default); random: uniform "
+                             "5-100 ms per link, parent cost = (depth + 1) x RTT as tree.py weighs it")
+    parser.add_argument("--parent-rule", choices=("cost", "shallower"), default="cost",
+                        help="cost: tree.py's rule (default); shallower: a proposed change, measured here only: a node "
+                             "with a parent moves only to a candidate above its own depth (no two-node cycles)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     if not 2 <= args.nodes <= MAX_NODES:
@@ -88,6 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--pairs, --curve-pairs and --max-rounds must be positive, --lookups not negative")
     if not 0 <= args.blackholes < 1:
         parser.error("--blackholes must be a fraction: 0 <= F < 1")
+    if not 1 <= args.trees <= 8:
+        parser.error("--trees must be between 1 and 8")
+    if args.trees > 1 and (args.repair or args.fail_nodes or args.fail_root or args.fail_leaf or args.fail_inner
+                           or args.fail_root_link):
+        parser.error("failures are simulated on one tree only: leave --trees at 1 with --repair / --fail-*")
     if args.rogue_links < 1:
         parser.error("--rogue-links must be positive")
     if args.rgg_radius is not None and not 0 < args.rgg_radius < 1.5:
@@ -102,7 +121,8 @@ def options(args: argparse.Namespace) -> Options:
     return Options(args.topology, args.nodes, seed=args.seed, pairs=args.pairs, lookups=args.lookups,
                    curve_pairs=args.curve_pairs, max_rounds=args.max_rounds, fail_nodes=args.fail_nodes,
                    failures=chosen, rgg_radius=args.rgg_radius, root=args.root,
-                   attack=Attack(args.blackholes, args.rogue_root, args.rogue_links, not args.no_ring))
+                   attack=Attack(args.blackholes, args.rogue_root, args.rogue_links, not args.no_ring),
+                   trees=args.trees, link_rtt=args.link_rtt, parent_rule=args.parent_rule)
 
 
 def _fmt(value: Any) -> str:
@@ -122,7 +142,8 @@ def report(r: dict[str, Any]) -> str:
         f"  delivery           {r['delivery']:.2%} of {r['pairs']} pairs"
         + (f"  (drops: {r['drops']})" if r["drops"] else ""),
         f"  stretch            mean {r['stretch_mean']:.3f}, p99 {r['stretch_p99']:.3f} "
-        f"(shortest path mean {r['shortest_mean']:.2f} hops)",
+        f"(shortest path mean {r['shortest_mean']:.2f} hops; {r['tree_count']} tree(s), link RTT {r['link_rtt']}, "
+        f"parent rule {r['parent_rule']})",
         f"  cold start         forest stable at round {r['converge_rounds']}"
         + ("" if r["converged"] else " (NOT stable: gave up)")
         + f", one root everywhere at round {_fmt(r['one_root_round'])}, 100% delivery from round "

@@ -361,3 +361,74 @@ def test_bad_attack_options_are_refused() -> None:
     for bad in (["--blackholes", "1.5"], ["--blackholes", "-0.1"], ["--rogue-links", "0"]):
         with pytest.raises(SystemExit):
             simulate.parse_args(["--topology", "ba", "--nodes", "50", *bad])
+
+
+# --- several trees (--trees K: a measured what-if, docs/ROUTING.md "Several trees") ------------------------------
+@pytest.mark.slow
+@settings(max_examples=20, deadline=None)
+@given(case=connected_graphs(), k=st.integers(min_value=2, max_value=3))
+def test_prop_greedy_over_several_trees_delivers_every_pair_within_the_best_trees_distance(
+        case: tuple[nx.Graph, int], k: int) -> None:
+    graph, seed = case
+    base = network_of(graph, seed)
+    n = graph.number_of_nodes()
+    more = tuple(Network(base.links, np.random.default_rng([seed, t]).permutation(n)) for t in range(1, k))
+    for net in (base, *more):
+        converge(net)
+    fwd = Forwarding(base, more)
+    single = Forwarding(base)
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        s, d = (int(x) for x in rng.choice(n, size=2, replace=False))
+        trace = fwd.route(s, d)
+        best = min(tree_distance(Forwarding(net).path(s), Forwarding(net).path(d)) for net in (base, *more))
+        assert trace.delivered, (s, d, trace.reason)
+        assert trace.watermarks[0] == best
+        assert all(b < a for a, b in zip(trace.watermarks, trace.watermarks[1:]))
+        assert trace.hops <= best <= tree_distance(single.path(s), single.path(d))
+
+
+def test_several_trees_cut_stretch_and_one_tree_is_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
+    one = run_cli(capsys, "--topology", "ba", "--nodes", "400")
+    again = run_cli(capsys, "--topology", "ba", "--nodes", "400", "--trees", "1")
+    three = run_cli(capsys, "--topology", "ba", "--nodes", "400", "--trees", "3")
+    assert again["stretch_mean"] == one["stretch_mean"] and one["tree_count"] == 1
+    assert three["delivery"] == 1.0 and three["delivery_honest"] == 1.0
+    assert len(three["trees_max_depth"]) == 3 and len(set(three["trees_converge_rounds"])) >= 1
+    assert three["stretch_mean"] < one["stretch_mean"]
+
+
+def test_with_random_link_rtts_the_shallower_rule_settles_where_two_nodes_took_each_other_every_round() -> None:
+    # Two nodes joined by a cheap link, each at the end of its own longer branch from the root: with parent cost
+    # (depth + 1) x RTT each finds the other much cheaper than its parent, both move at the same tick on each
+    # other's old chains (a two-node cycle), drop it at the next (the chain holds them), and so on every round.
+    graph = nx.Graph([(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (4, 8)])
+    edges = np.array(list(graph.edges), dtype=np.int64)
+    rtt = np.where((edges == [4, 8]).all(axis=1), 0.001, 0.05)
+    flips = {}
+    for rule in ("cost", "shallower"):
+        net = Network(Links(9, edges[:, 0], edges[:, 1], np.arange(9), rtt=rtt), np.arange(9))
+        net.parent_rule = rule
+        for _ in range(30):
+            net.step()
+        before = net.parent.copy()
+        net.step()
+        flips[rule] = int((net.parent != before).sum())
+        if rule == "shallower":
+            converge(net)
+            fwd = Forwarding(net)
+            for s, d in [(4, 8), (8, 4), (3, 7), (1, 6)]:
+                _check_route(fwd, s, d)
+    assert flips == {"cost": 2, "shallower": 0}
+
+
+def test_random_link_rtts_with_the_shallower_rule_deliver(capsys: pytest.CaptureFixture[str]) -> None:
+    spread = run_cli(capsys, "--topology", "rgg", "--nodes", "300", "--link-rtt", "random", "--parent-rule", "shallower")
+    assert spread["converged"] and spread["delivery"] == 1.0 and spread["link_rtt"] == "random"
+
+
+def test_several_trees_refuse_failure_runs() -> None:
+    with pytest.raises(SystemExit):
+        simulate.parse_args(["--topology", "ba", "--nodes", "100", "--trees", "2", "--repair"])
+    with pytest.raises(SystemExit):
+        simulate.parse_args(["--topology", "ba", "--nodes", "100", "--trees", "9"])

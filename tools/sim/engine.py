@@ -126,6 +126,11 @@ class Network:
         self.changed = n  # nodes whose announced position changed in the last round
         self._orphans = np.zeros(n, dtype=bool)  # no parent, keeping their position (Tree._reselect)
         self.a_orphan = self._orphans.copy()
+        # "cost": Tree._reselect as it is. "shallower": a proposed change to it, measured here only (tree.py is not
+        # changed): a node that has a parent moves only to a candidate under the same root that sits above its own
+        # depth, so two neighbours can never take each other at the same tick (a two-node cycle needs one of them
+        # to move to one at least as deep as itself).
+        self.parent_rule = "cost"
 
     def clone(self) -> Network:
         """An independent copy (to run several failure scenarios from one converged state)."""
@@ -225,6 +230,10 @@ class Network:
         ok &= self.st_root != lk.dst
         e = np.flatnonzero(ok)
         e = e[~self.is_dead(lk.dst[e], self.st_root[e], self.st_seq[e])]
+        if self.parent_rule == "shallower":
+            d = lk.dst[e]
+            settled = (self.parent[d] >= 0) & (self.st_root[e] == self.root[d]) & (lk.src[e] != self.parent[d])
+            e = e[~(settled & (self.st_depth[e] >= self.depth[d]))]
         return e[~self.contains(self.st_heard[e] % RING, lk.src[e], self.st_depth[e], lk.dst[e])]
 
     def _tick(self, now: float) -> None:

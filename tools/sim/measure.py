@@ -22,7 +22,7 @@ from axiomnet.constants import (
     MAX_VERIFIED_SIGNATURES,
 )
 from axiomnet.forward import MAX_HOP_CACHE
-from axiomnet.greedy import NO_HOP, distances_to, greedy_choice, tree_distance
+from axiomnet.greedy import NO_HOP, UNREACHED, distances_to, forest_choice, tree_distance
 from tools.sim.engine import Network
 
 IntArray = npt.NDArray[np.int64]
@@ -40,17 +40,16 @@ class Trace:
     nodes: list[int] = field(default_factory=list)
 
 
-class Forwarding:
-    """The forwarding view of a Network after a round: own positions, and each node's neighbour table
+class _TreeView:
+    """One tree's forwarding view after a round: own positions, and each node's neighbour table
     (Forwarder._refresh: Tree.routing_neighbours as a padded path matrix), built when a packet first needs it."""
 
-    def __init__(self, net: Network) -> None:
+    def __init__(self, net: Network, now: float) -> None:
         self.net = net
         self.paths, self.depth = net.positions()
-        self.now = (net.t + 0.5) * HEARTBEAT_INTERVAL  # packets travel between two heartbeats
-        self.rows = net.routing_edges(self.now)
+        self.rows = net.routing_edges(now)
         self.starts = np.searchsorted(net.links.dst[self.rows], np.arange(net.links.n + 1))
-        self._tables: dict[int, tuple[IntArray, npt.NDArray[np.uint16], IntArray, npt.NDArray[np.float64]]] = {}
+        self._tables: dict[int, tuple[IntArray, npt.NDArray[np.uint16], IntArray]] = {}
         self._paths: dict[int, tuple[int, ...]] = {}
 
     def path(self, v: int) -> tuple[int, ...]:
@@ -59,56 +58,91 @@ class Forwarding:
             p = self._paths[v] = tuple(self.paths[v, : self.depth[v]].tolist())
         return p
 
-    def table(self, x: int) -> tuple[IntArray, npt.NDArray[np.uint16], IntArray, npt.NDArray[np.float64]]:
+    def table(self, x: int) -> tuple[IntArray, npt.NDArray[np.uint16], IntArray]:
         t = self._tables.get(x)
         if t is None:
             rows = self.rows[self.starts[x]: self.starts[x + 1]]
-            t = self._tables[x] = (rows, self.net.neighbour_paths(rows), self.net.st_depth[rows],
-                                   self.net.links.rtt[rows])
+            t = self._tables[x] = (rows, self.net.neighbour_paths(rows), self.net.st_depth[rows])
         return t
 
-    def decide(self, x: int, dst: tuple[int, ...], target: npt.NDArray[np.uint16]) -> tuple[int, int]:
-        """(edge into ``x`` from the next hop, or NO_HOP; x's own distance): NeighbourPaths.next_hop."""
-        self_distance = tree_distance(self.path(x), dst)
-        rows, matrix, lengths, costs = self.table(x)
-        if rows.size == 0 or self_distance == 0:
+
+class Forwarding:
+    """The forwarding view of one tree (``net``) or of several over the same links (``net`` plus ``more``: each a
+    tree under its own root order, as salted root hashes would give): a packet carries the destination's
+    coordinates in every tree where the source and the destination share a root, and every hop takes
+    axiomnet.greedy.forest_choice on the minimum distance over the trees it shares with them (with one tree, exactly
+    NeighbourPaths.next_hop)."""
+
+    def __init__(self, net: Network, more: tuple[Network, ...] = ()) -> None:
+        self.net = net
+        self.now = (net.t + 0.5) * HEARTBEAT_INTERVAL  # packets travel between two heartbeats
+        # Each tree was run on its own round count: its views are read at its own time (the trees of one network
+        # tick together; here each converged separately).
+        self.views = [_TreeView(n, (n.t + 0.5) * HEARTBEAT_INTERVAL) for n in (net, *more)]
+        self.paths, self.depth = self.views[0].paths, self.views[0].depth  # tree 0 (the lookup tree)
+        self._targets: dict[int, npt.NDArray[np.uint16]] = {}
+
+    def path(self, v: int) -> tuple[int, ...]:
+        return self.views[0].path(v)
+
+    def decide(self, x: int, tags: list[int], dsts: list[tuple[int, ...] | None]) -> tuple[int, int]:
+        """(edge into ``x`` from the next hop, or NO_HOP; x's own minimum distance over the usable trees):
+        NeighbourForest.next_hop over the trees whose root at x is the packet's (``tags``)."""
+        lk = self.net.links
+        off, deg = int(lk.offsets[x]), int(lk.degree[x])
+        per = np.full((len(self.views), deg), UNREACHED, dtype=np.int64)
+        self_distance = UNREACHED
+        for t, (view, tag, dst) in enumerate(zip(self.views, tags, dsts)):
+            if dst is None or view.net.root[x] != tag:
+                continue
+            self_distance = min(self_distance, tree_distance(view.path(x), dst))
+            rows, matrix, lengths = view.table(x)
+            if rows.size:
+                per[t, rows - off] = distances_to(matrix, lengths, self._target(t, dst), len(dst))
+        if deg == 0 or self_distance == 0:
             return NO_HOP, self_distance
-        index = greedy_choice(distances_to(matrix, lengths, target, len(dst)), costs, self_distance)
-        return (NO_HOP if index == NO_HOP else int(rows[index])), self_distance
+        index = forest_choice(per, lk.rtt[off: off + deg], self_distance)
+        return (NO_HOP if index == NO_HOP else off + index), self_distance
+
+    def _target(self, t: int, dst: tuple[int, ...]) -> npt.NDArray[np.uint16]:
+        target = self._targets.get(t)
+        if target is None or target.shape[0] != self.views[t].paths.shape[1]:
+            target = self._targets[t] = np.zeros(self.views[t].paths.shape[1], dtype=np.uint16)
+        target[:] = 0
+        target[: len(dst)] = dst
+        return target
 
     def route(self, s: int, d: int, keep_nodes: bool = False) -> Trace:
         """Send one TRAFFIC packet from ``s`` to ``d``'s current coordinates (what a fresh lookup returns), hop
         by hop as Forwarder._originate and Forwarder._relay do."""
-        net = self.net
-        if net.root[s] != net.root[d]:
+        tags = [int(v.net.root[s]) for v in self.views]
+        dsts = [v.path(d) if v.net.root[d] == tag else None for v, tag in zip(self.views, tags)]
+        if all(dst is None for dst in dsts):
             return Trace(False, 0, "other_tree")  # Forwarder.send: looked up in another tree -> ask again
-        dst = self.path(d)
-        target = np.zeros(self.paths.shape[1], dtype=np.uint16)
-        target[: len(dst)] = dst
-        hop, distance = self.decide(s, dst, target)
+        hop, distance = self.decide(s, tags, dsts)
         trace = Trace(False, 0, "", [distance], [s] if keep_nodes else [])
         if hop == NO_HOP:
             trace.reason = "no_route"
             return trace
-        tag, watermark, hop_limit = net.root[s], distance, HOP_LIMIT
+        watermark, hop_limit = distance, HOP_LIMIT
         while True:
-            y = int(net.links.src[hop])
+            y = int(self.net.links.src[hop])
             trace.hops += 1
             if keep_nodes:
                 trace.nodes.append(y)
-            if not (net.alive[y] and net.link_up[hop]):
+            if not (self.net.alive[y] and self.net.link_up[hop]):
                 trace.reason = "lost"  # sent to a neighbour that is gone: not yet timed out
                 return trace
             if y == d:
                 trace.delivered = True
                 return trace
-            if net.root[y] != tag:
+            if all(dst is None or v.net.root[y] != tag for v, tag, dst in zip(self.views, tags, dsts)):
                 trace.reason = "other_root"
                 return trace
             if hop_limit <= 1:
                 trace.reason = "hop_limit"
                 return trace
-            hop, distance = self.decide(y, dst, target)
+            hop, distance = self.decide(y, tags, dsts)
             if distance >= watermark:
                 trace.reason = "watermark"
                 return trace
@@ -147,9 +181,9 @@ def bfs_hops(csr: object, pairs: IntArray) -> IntArray:
     return out
 
 
-def delivery(net: Network, pairs: IntArray) -> tuple[list[Trace], Forwarding]:
-    """Route every pair once on the current state."""
-    fwd = Forwarding(net)
+def delivery(net: Network, pairs: IntArray, more: tuple[Network, ...] = ()) -> tuple[list[Trace], Forwarding]:
+    """Route every pair once on the current state (of one tree, or of ``net`` and the trees ``more``)."""
+    fwd = Forwarding(net, more)
     return [fwd.route(int(s), int(d)) for s, d in pairs], fwd
 
 

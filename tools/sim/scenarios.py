@@ -52,6 +52,12 @@ class Options:
     rgg_radius: float | None = None
     root: str = "random"  # "hub": give the lowest key to the highest-degree node (a what-if on root placement)
     attack: Attack = field(default_factory=Attack)
+    trees: int = 1  # k trees over the same links, each under its own root order (salted root hashes; a wire change)
+    link_rtt: str = "equal"  # "random": every link's RTT uniform in RANDOM_RTT (parent cost = (depth + 1) x RTT)
+    parent_rule: str = "cost"  # "shallower": the proposed tree.py change (Network.parent_rule), measured only
+
+
+RANDOM_RTT = (0.005, 0.100)  # seconds: --link-rtt random draws each link's RTT uniformly from this range
 
 
 def _components(net: Network, graph: graphs.Graph) -> np.ndarray:
@@ -130,9 +136,13 @@ def simulate(opts: Options) -> dict[str, Any]:
         hostile |= choose_blackholes(n, [honest_root, *np.flatnonzero(hostile).tolist()], attack.blackholes,
                                      np.random.default_rng([opts.seed, 2]))
     order = rng.permutation(n)  # noise key order: breaks cost ties between candidates
-    links = Links(n, graph.u, graph.v, order)
+    rtt = None
+    if opts.link_rtt == "random":
+        rtt = np.random.default_rng([opts.seed, 4]).uniform(*RANDOM_RTT, size=graph.edges)
+    links = Links(n, graph.u, graph.v, order, rtt=rtt)
     addresses = [b"\xfc" + rng.bytes(15) for _ in range(n)]
     net = Network(links, rank)
+    net.parent_rule = opts.parent_rule
     built = time.perf_counter()
 
     labels = _components(net, graph)
@@ -153,16 +163,32 @@ def simulate(opts: Options) -> dict[str, Any]:
         cold_curve.append(_rate(sim, curve_pairs) if root_round else 0.0)
 
     stable, converged = run_rounds(net, opts.max_rounds, cold_each)
+    # Trees 1..k-1: the same links, each under its own key order (a salted hash of the keys), converged the same
+    # way; the rogue root (it grinds one key per tree: k x n tries) is the root of every one.
+    more: list[Network] = []
+    more_rounds: list[int] = []
+    for t in range(1, opts.trees):
+        rank_t = np.random.default_rng([opts.seed, 3, t]).permutation(n)
+        if attack.rogue_root:
+            rank_t[[n - 1, int(np.argmin(rank_t))]] = rank_t[[int(np.argmin(rank_t)), n - 1]]
+        net_t = Network(links, rank_t)
+        net_t.parent_rule = opts.parent_rule
+        ok_t, last_t = run_rounds(net_t, opts.max_rounds, lambda sim: None)
+        stable &= ok_t
+        more.append(net_t)
+        more_rounds.append(last_t)
     cold_done = time.perf_counter()
 
     # Steady state: delivery and stretch, depth, placement, lookups, state.
     pairs = sample_pairs(comp, opts.pairs, rng)
-    traces, fwd = delivery(net, pairs)
+    traces, fwd = delivery(net, pairs, tuple(more))
     ok = np.array([t.delivered for t in traces])
     hops = np.array([t.hops for t in traces])
     shortest = bfs_hops(graph.csr(), pairs)
     stretch = hops[ok] / shortest[ok]
-    same_tree = net.root[pairs[:, 0]] == net.root[pairs[:, 1]]
+    same_tree = np.zeros(len(pairs), dtype=bool)
+    for tree in (net, *more):
+        same_tree |= tree.root[pairs[:, 0]] == tree.root[pairs[:, 1]]
     reasons: dict[str, int] = {}
     for t in traces:
         if not t.delivered:
@@ -207,6 +233,10 @@ def simulate(opts: Options) -> dict[str, Any]:
         "cold_start_curve": cold_curve,
         "cold_start_root_share": root_share,
         "failures": [],
+        "tree_count": opts.trees, "link_rtt": opts.link_rtt, "parent_rule": opts.parent_rule,
+        "trees_converge_rounds": [converged, *more_rounds],
+        "trees_max_depth": [int(tree.depth[tree.alive].max()) for tree in (net, *more)],
+        "trees_mean_depth": [float(tree.depth[comp].mean()) for tree in (net, *more)],
         "attack": {"blackholes": int(hostile.sum()) - int(attack.rogue_root), "blackhole_fraction": attack.blackholes,
                    "rogue_root": attack.rogue_root, "rogue_links": attack.rogue_links if attack.rogue_root else 0,
                    "ring_fallback": attack.ring},
