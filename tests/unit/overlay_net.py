@@ -73,20 +73,30 @@ class Overlay:
         self.nodes[v].tree.remove(self.nodes[u].identity.public_key, self.now)
 
     def tick(self, count: int = 1) -> None:
+        """One heartbeat everywhere: each node's tick, then every control message it sets off (replies, beats
+        forwarded down the tree, announcements owed at once), delivered in order one LINK_DELAY per hop."""
         for _ in range(count):
             self.now += 1.0
-            outs = {v: self.nodes[v].tree.tick(self.now) for v in sorted(self.alive)}
-            for v, out in outs.items():
-                sender = self.nodes[v].identity.public_key
-                for key, data in out:
-                    u = self.by_noise[key]
-                    if u in self.alive:
-                        try:
-                            reply = self.nodes[u].tree.receive(sender, data, self.now + LINK_DELAY)
-                            if reply is not None:  # a probe: its reply comes back one more link delay later
-                                self.nodes[v].tree.receive(key, reply, self.now + 2 * LINK_DELAY)
-                        except RemoteProtocolError:
-                            self.rejected += 1
+            queue: deque[tuple[int, bytes, bytes, float]] = deque()
+            for v in sorted(self.alive):
+                queue.extend((v, key, data, self.now) for key, data in self.nodes[v].tree.tick(self.now))
+            steps = 0
+            while queue:
+                v, key, data, sent_at = queue.popleft()
+                steps += 1
+                if steps > 100 * len(self.nodes) + 10_000:
+                    raise AssertionError("control messages keep circulating")
+                u = self.by_noise[key]
+                if u not in self.alive:
+                    continue
+                at = sent_at + LINK_DELAY
+                tree = self.nodes[u].tree
+                try:
+                    out = tree.receive(self.nodes[v].identity.public_key, data, at)
+                except RemoteProtocolError:
+                    self.rejected += 1
+                    out = []
+                queue.extend((u, k, d, at) for k, d in out + tree.urgent(at))
             for v in sorted(self.alive):
                 self._run(v, self.nodes[v].forwarder.tick(self.now))
 
