@@ -168,6 +168,9 @@ class Tree:
         self._dirty: set[bytes] = set()  # neighbours owed an announcement before the next tick (see urgent())
         self._parent_at = now  # when we took our current parent (its beats are due from then on)
         self._bloom_check = False  # a tree link or a tree neighbour's filter changed: see whether ours did
+        self._blooms: dict[bytes, Bloom] | None = None  # what we tell each tree neighbour (see tree_blooms())
+        self._own_bloom = Bloom.of([address])
+        self._owed_beats: set[bytes] = set()  # new children owed our newest beat (see urgent())
         # Decide again on an announcement that shows a better root or comes from our parent, not only at ticks.
         # The daemon does; the simulator's synchronous rounds (one decision per node per heartbeat) do not.
         self.between_ticks = between_ticks
@@ -250,12 +253,12 @@ class Tree:
         self._by_address.pop(derive_address(noise_key).packed, None)
         self._freed_ports[nb.port] = now + PORT_REUSE_DELAY
         self._dirty.discard(noise_key)
-        self._bloom_check = True
+        self._filters_changed()
         if self.parent == noise_key:
             before = (self.root, self.chain)
             self._reselect(now)
             if (self.root, self.chain) != before:
-                self._dirty.update(self.neighbours)  # our subtree must learn our new position at once
+                self._position_changed()  # our subtree must learn our new position at once
         self.version += 1
 
     def _free_port(self, now: float) -> int:
@@ -346,8 +349,9 @@ class Tree:
         was_child = self.is_child(nb)
         nb.ann, nb.ann_at = ann, now
         nb.silent = False
+        if ann.bloom != nb.bloom:
+            self._filters_changed()  # a refresh repeats the same filter: nothing to recompute then
         nb.bloom = ann.bloom
-        self._bloom_check = True
         if ann.root == self.root and ann.seq > self._root_seen[0]:
             self._root_seen = (ann.seq, now)
         if moved:
@@ -357,7 +361,12 @@ class Tree:
                 # with our newest seq, rather than at our next refresh, so that it can come back at once.
                 self._dirty.add(noise_key)
         if self.is_child(nb) != was_child:
+            self._filters_changed()
             self._dirty.add(noise_key)  # a new tree link: it needs our lookup filter now
+            if not was_child:
+                # A new child gets our newest beat at once: one that left a parent whose beats stopped learns within a
+                # link delay whether the root is alive through us (if it is not, our seq is no newer than its own).
+                self._owed_beats.add(noise_key)
         before = (self.root, self.chain, self.parent)
         if self.parent == noise_key:
             self._follow_parent(now)
@@ -365,7 +374,7 @@ class Tree:
                                              or self.parent == noise_key):
             self._reselect(now)  # a better root, or a change of our parent: decide now, not at the next tick
         if (self.root, self.chain, self.parent) != before:
-            self._dirty.update(self.neighbours)  # a new position, or our chain's certificates renewed
+            self._position_changed()  # a new position, or our chain's certificates renewed
 
     def _check(self, nb: Neighbour, ann: Announcement) -> None:
         sender = ann.sender
@@ -472,7 +481,7 @@ class Tree:
             self.stats["parent_changes"] += 1
             self.parent = new_parent
             self._parent_at = now
-            self._bloom_check = True
+            self._filters_changed()
         if new_parent is not None:
             self._follow_parent(now)
         elif not self.is_root and self.root and self.better_root(self.root, self.key):
@@ -539,7 +548,7 @@ class Tree:
         before = (self.root, self.chain, self.parent)
         self._reselect(now)
         if (self.root, self.chain, self.parent) != before:
-            self._dirty.update(self.neighbours)
+            self._position_changed()
         out = []
         if self.is_root:
             self._own_seq += 1
@@ -547,14 +556,20 @@ class Tree:
             self._root_sig = sign(self._secret, root_statement(self.key, self.seq))
             self._root_seen = (self.seq, now)
             out += self._beat_children(encode_beat(Beat(self.key, self.seq, self._root_sig)))
-        refresh = CERT_REFRESH * HEARTBEAT_INTERVAL
+        # The root renews its certificates every CERT_REFRESH seqs; each renewal changes its children's chains, so
+        # they announce at once (renewing theirs), and so on down: one wave through the tree per CERT_REFRESH, one
+        # announcement per neighbour. The timers of other nodes are a safety net, half a period later.
+        if self.is_root:
+            every, cert_age = CERT_REFRESH * HEARTBEAT_INTERVAL - HEARTBEAT_INTERVAL / 2, CERT_REFRESH
+        else:
+            every, cert_age = 1.5 * CERT_REFRESH * HEARTBEAT_INTERVAL, CERT_REFRESH + CERT_REFRESH // 2
         for nb in self.neighbours.values():
             if now >= nb.probe_due:
                 nb.probe_due = now + PROBE_INTERVAL - HEARTBEAT_INTERVAL / 2  # the margin absorbs tick jitter
                 out.append((nb.noise_key, self._probe_for(nb, now)))
             cert = nb.cert
-            if now - nb.last_sent >= refresh - HEARTBEAT_INTERVAL / 2 or (
-                    cert is not None and self.seq - cert[1] >= CERT_REFRESH):
+            if now - nb.last_sent >= every or (
+                    cert is not None and nb.noise_key != self.parent and self.seq - cert[1] >= cert_age):
                 self._dirty.add(nb.noise_key)
         out += self.urgent(now)
         return out
@@ -566,10 +581,18 @@ class Tree:
         until it may be sent (or until the next tick)."""
         if self._bloom_check:
             self._bloom_check = False
-            for nb in self.neighbours.values():
-                if self.is_tree_link(nb.noise_key) and self.bloom_for(nb.noise_key) != nb.bloom_sent:
-                    self._dirty.add(nb.noise_key)
+            for key, bloom in self.tree_blooms().items():
+                if bloom != self.neighbours[key].bloom_sent:
+                    self._dirty.add(key)
         out = []
+        if self._owed_beats:
+            beat = encode_beat(Beat(self.root, self.seq, self._root_sig)) if self.root and not self.orphaned else None
+            for key in self._owed_beats:
+                nb = self.neighbours.get(key)
+                if beat is not None and nb is not None and self.is_child(nb):
+                    out.append((key, beat))
+                    self.stats["beats_sent"] += 1
+            self._owed_beats.clear()
         for key in list(self._dirty):
             nb = self.neighbours.get(key)
             if nb is None:
@@ -594,9 +617,7 @@ class Tree:
                 cert = nb.cert = (self.root, self.seq, nb.port, sign(self._secret, statement))
                 self.stats["certificates_signed"] += 1
             _, cert_issued, cert_port, cert_sig = cert
-        bloom = None
-        if self.is_tree_link(nb.noise_key):
-            bloom = nb.bloom_sent = self.bloom_for(nb.noise_key)
+        bloom = nb.bloom_sent = self.tree_blooms().get(nb.noise_key)
         return Announcement(self.root, self.seq, self._root_sig, self.chain, cert_port, cert_issued, cert_sig, bloom)
 
     # --- tree links and lookup filters ---------------------------------------------------------------
@@ -614,6 +635,38 @@ class Tree:
             return True
         nb = self.neighbours.get(noise_key)
         return nb is not None and self.is_child(nb)
+
+    def _position_changed(self) -> None:
+        """Our root, chain or parent changed: every neighbour is owed an announcement, and which links are tree
+        links may have changed with it."""
+        self._dirty.update(self.neighbours)
+        self._filters_changed()
+
+    def _filters_changed(self) -> None:
+        self._bloom_check = True
+        self._blooms = None
+
+    def tree_blooms(self) -> dict[bytes, Bloom]:
+        """:meth:`bloom_for` of every tree neighbour, computed together (prefix and suffix unions: O(tree degree)
+        numpy operations, where one call per neighbour costs its square: 15 ms a time on a hub of 100 children) and
+        kept until a tree link or a tree neighbour's filter changes."""
+        if self._blooms is not None:
+            return self._blooms
+        links = [nb for nb in self.neighbours.values() if self.is_tree_link(nb.noise_key)]
+        out: dict[bytes, Bloom] = {}
+        if links:
+            words = np.stack([nb.bloom.words if nb.bloom is not None else self._own_bloom.words * 0 for nb in links])
+            before = np.bitwise_or.accumulate(words, axis=0)
+            after = np.bitwise_or.accumulate(words[::-1], axis=0)[::-1]
+            for i, nb in enumerate(links):
+                union = self._own_bloom.words.copy()
+                if i > 0:
+                    union |= before[i - 1]
+                if i + 1 < len(links):
+                    union |= after[i + 1]
+                out[nb.noise_key] = Bloom(union)
+        self._blooms = out
+        return out
 
     def bloom_for(self, noise_key: bytes) -> Bloom:
         """What we tell the tree neighbour ``noise_key`` can be found through us: our address and every filter

@@ -52,6 +52,7 @@ class Overlay:
         self.by_noise = {node.identity.public_key: v for v, node in self.nodes.items()}
         self.alive = set(graph)
         self.rejected = 0
+        self._next_round: list[tuple[int, bytes, bytes]] = []  # (sender, receiver's noise key, bytes)
         for u, v in graph.edges:
             self.link(u, v)
 
@@ -77,7 +78,11 @@ class Overlay:
         forwarded down the tree, announcements owed at once), delivered in order one LINK_DELAY per hop."""
         for _ in range(count):
             self.now += 1.0
-            queue: deque[tuple[int, bytes, bytes, float]] = deque()
+            # Without decisions between ticks (the simulator's twin), what a message sets off waits for the next
+            # round, as in the simulator's synchronous rounds (a beat goes one hop down per round).
+            queue: deque[tuple[int, bytes, bytes, float]] = deque(
+                (v, key, data, self.now) for v, key, data in self._next_round if v in self.alive)
+            self._next_round = []
             for v in sorted(self.alive):
                 queue.extend((v, key, data, self.now) for key, data in self.nodes[v].tree.tick(self.now))
             steps = 0
@@ -96,7 +101,10 @@ class Overlay:
                 except RemoteProtocolError:
                     self.rejected += 1
                     out = []
-                queue.extend((u, k, d, at) for k, d in out + tree.urgent(at))
+                if tree.between_ticks or data[0] in (2, 3):  # a probe's reply comes back at once
+                    queue.extend((u, k, d, at) for k, d in out + tree.urgent(at))
+                else:
+                    self._next_round.extend((u, k, d) for k, d in out)
             for v in sorted(self.alive):
                 self._run(v, self.nodes[v].forwarder.tick(self.now))
 
