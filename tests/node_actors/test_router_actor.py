@@ -398,3 +398,58 @@ def test_the_router_publishes_its_relay_decisions_and_withdraws_them_each_heartb
     assert len(tables(sb)) == 4
     router.tell(m.RoutedFromLink(b.public_key, [packet]))  # the last fault: learned again after it
     assert wait_for(lambda: len(tables(sb)) == 5 and tables(sb)[-1].hops)
+
+
+def test_a_beat_from_our_parent_goes_on_to_our_child_at_once(recorder):
+    """Protocol 3: the router forwards its parent's ROOT_BEAT, the same bytes, to each child's session as it
+    arrives (not at its own tick). Parent and child are core Trees on the other ends of two recorded links."""
+    from axiomnet.announce import ROOT_BEAT
+
+    parent, me, child = sorted((ident(n) for n in (71, 72, 73, 74, 75)), key=lambda i: i.signing_key)[:3]
+    router = RouterActor.start(None, {}, me, seq_start=10)
+    to_parent, to_child = recorder(), recorder()
+    router.tell(m.SessionUp(to_parent, parent.public_key, ("192.0.2.2", 1), True))
+    router.tell(m.SessionUp(to_child, child.public_key, ("192.0.2.3", 1), True))
+    ends = {parent.public_key: (Tree(parent.signing_secret, parent.signing_key, parent.address.packed,
+                                     now=time.monotonic(), seq_start=1000), to_parent),
+            child.public_key: (Tree(child.signing_secret, child.signing_key, child.address.packed,
+                                    now=time.monotonic(), seq_start=1), to_child)}
+    fed = {key: 0 for key in ends}
+    for tree, _ in ends.values():
+        tree.add(me.public_key, time.monotonic())
+
+    def pump() -> None:  # one heartbeat on both ends, and everything in flight delivered
+        router.tell(m.HeartbeatTick())
+        for key, (tree, session) in ends.items():
+            now = time.monotonic()
+            payloads = sent_control(session)
+            for payload in payloads[fed[key]:]:
+                try:
+                    for _, reply in tree.receive(me.public_key, payload, now):
+                        router.tell(m.Announce(key, reply))
+                except InvalidAnnouncement:
+                    pass
+            fed[key] = len(payloads)
+            for _, data in tree.tick(now):
+                router.tell(m.Announce(key, data))
+
+    def placed() -> bool:
+        pump()
+        tree = router.ask(m.Snapshot(), timeout=5)["tree"]
+        ptree = ends[parent.public_key][0]
+        return (tree["depth"] == 1 and ends[child.public_key][0].depth == 2
+                and ptree.is_child(ptree.neighbours[me.public_key]))
+
+    assert wait_for(placed, timeout=15.0)
+    ptree = ends[parent.public_key][0]
+    beats: list[bytes] = []
+
+    def forwarded() -> bool:  # the parent beats (a new seq each call; the router takes one per H/4)
+        beats.extend(data for _, data in ptree.tick(time.monotonic()) if data[0] == ROOT_BEAT)
+        router.tell(m.Announce(parent.public_key, beats[-1]))
+        return bool(set(beats) & set(sent_control(to_child)))
+
+    assert wait_for(forwarded, timeout=5.0)
+    got = [p for p in sent_control(to_child) if p in set(beats)]
+    snap = router.ask(m.Snapshot(), timeout=5)["tree"]
+    assert got and snap["beats"] >= 1 and snap["root_seq"] > 1000  # taken as its own seq, and passed on
