@@ -360,6 +360,11 @@ class Tree:
                 # It moved to a worse root than ours (it re-rooted after losing its branch, say): tell it ours now,
                 # with our newest seq, rather than at our next refresh, so that it can come back at once.
                 self._dirty.add(noise_key)
+        if not ann.cert_port and not self.is_child(nb):
+            # No certificate from a neighbour that is not our child: it does not know our key (it restarted with the
+            # same key while our link stayed up, say) or is orphaned. Tell it ours now, or it could not certify us
+            # before our next refresh.
+            self._dirty.add(noise_key)
         if self.is_child(nb) != was_child:
             self._filters_changed()
             self._dirty.add(noise_key)  # a new tree link: it needs our lookup filter now

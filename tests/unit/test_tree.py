@@ -353,6 +353,31 @@ def test_an_idle_tree_sends_beats_and_slow_refreshes_only() -> None:
     assert overlay.converged() and overlay.rejected == 0
 
 
+def test_a_root_restarted_under_the_same_key_is_taken_back_at_once() -> None:
+    """The rogue test's flap, in the core: the root's process restarts (same key, a higher seq) while its
+    neighbours' links stay up, so they keep their record of it and send nothing new. Its first announcement has
+    no certificate (it does not know their keys yet), and a neighbour answers such an announcement at once; found
+    by tests/integration/test_rogue.py, where nothing was answered and nobody took the root back in 30 s."""
+    graph = nx.path_graph(4)
+    overlay = Overlay(graph, seed=11)
+    overlay.tick(10)
+    root = next(v for v in overlay.alive if overlay.nodes[v].tree.is_root)
+    overlay.alive.discard(root)
+    overlay.tick(5)  # its beats stopped: held dead
+    node = overlay.nodes[root]
+    me = node.identity
+    node.tree = Tree(me.signing_secret, me.signing_key, me.address.packed, now=overlay.now, seq_start=10_000)
+    node.forwarder.tree = node.tree
+    for u in graph[root]:
+        node.tree.add(overlay.nodes[u].identity.public_key, overlay.now)  # only its own side is new
+    overlay.alive.add(root)
+    for ticks in range(1, 6):
+        overlay.tick()
+        if overlay.converged():
+            break
+    assert overlay.converged() and ticks <= 3
+
+
 def test_lookup_filters_for_all_tree_links_at_once_equal_one_at_a_time() -> None:
     """tree_blooms (prefix and suffix unions, cached until a filter or a tree link changes) gives each tree
     neighbour exactly bloom_for's filter: our address and every other tree neighbour's filter."""
