@@ -3,13 +3,16 @@
 It is the thin shell around the routing core (axiomnet/tree.py, lookup.py, forward.py): it feeds the core the
 announcements and routed packets the link sessions hand it and the end-to-end datagrams the e2e actor hands
 it, with the time, and hands each result on: routed packets to the session of the next hop, TRAFFIC for us and
-resolved keys to the e2e actor. Every HEARTBEAT_INTERVAL (a HeartbeatTick from the heartbeat actor) it
-sends each live neighbour its announcement, resends lookups that are due, and marks neighbours silent for
-PEER_DEAD_AFTER dead: their routes are withdrawn and they get only a keepalive probe every DEAD_PROBE_INTERVAL
-until they answer. While traffic flows it also steps the root-independent fallback between heartbeats (at most
-every RING_TICK): dead paths, ring searches widening (axiomnet/forward.py); and a deadline timer of its own wakes
-it at the pathfinder's next deadline (a lookup to retry, a search to start or widen, a route to find dead), so a
-lookup lost while the tree forms is sent again after LOOKUP_FIRST_RETRY, not at the next heartbeat.
+resolved keys to the e2e actor. Every HEARTBEAT_INTERVAL (a HeartbeatTick from the heartbeat actor) it sends
+what the tree owes (the root's beat to its children, announcements that changed or are due for their slow
+refresh, RTT probes), resends lookups that are due, and marks neighbours silent for PEER_DEAD_AFTER dead: their
+routes are withdrawn and they get only a keepalive probe every DEAD_PROBE_INTERVAL until they answer. A beat
+from our parent is forwarded to our children as it arrives. Links stay alive without the tree: every link
+session sends an authenticated KEEPALIVE when it has sent nothing for LINK_KEEPALIVE. While traffic flows it also
+steps the root-independent fallback between heartbeats (at most every RING_TICK): dead paths, ring searches
+widening (axiomnet/forward.py); and a deadline timer of its own wakes it at the pathfinder's next deadline (a
+lookup to retry, a search to start or widen, a route to find dead), so a lookup lost while the tree forms is
+sent again after LOOKUP_FIRST_RETRY, not at the next heartbeat.
 """
 
 from __future__ import annotations
@@ -239,13 +242,14 @@ class RouterActor(SupervisedActor):
     def _announce(self, key: bytes, data: bytes, now: float) -> None:
         self._seen(key, now)
         try:
-            reply = self.tree.receive(key, data, now)
+            out = self.tree.receive(key, data, now)
         except RemoteProtocolError as exc:
             self.counters["announce_" + exc.metric] += 1
             logger.debug("announcement from {} refused: {}", key.hex()[:16], exc)
             return
-        if reply is not None and not bounded_tell(self.sessions.get(key), m.SendControl(reply)):
-            self.counters["probe_reply_not_queued"] += 1  # a probe answered at once: the RTT is the peer's own
+        for to, payload in out:  # a probe answered at once (the RTT is the peer's own), a beat for our children
+            if not bounded_tell(self.sessions.get(to), m.SendControl(payload)):
+                self.counters["control_not_queued"] += 1
 
     def _seen(self, key: bytes, now: float) -> None:
         if key not in self.sessions:

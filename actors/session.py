@@ -26,7 +26,13 @@ from typing import Any
 
 from loguru import logger
 
-from axiomnet.constants import DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX, PEER_SEEN_INTERVAL, SESSION_ACTIVITY_REPORT
+from axiomnet.constants import (
+    DIAL_BACKOFF_INITIAL,
+    DIAL_BACKOFF_MAX,
+    LINK_KEEPALIVE,
+    PEER_SEEN_INTERVAL,
+    SESSION_ACTIVITY_REPORT,
+)
 from axiomnet import fastpath
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
@@ -73,7 +79,9 @@ class SessionActor(SupervisedActor):
         # A punched session (docs/PROTOCOL.md §8.2): until it is established its handshake goes to every candidate
         # endpoint (the probe: nothing else is sent there); the endpoint becomes the one that authenticated.
         self.candidates = candidates
-        self.keepalive = keepalive  # send a KEEPALIVE after this long without sending (a NAT's mapping stays open)
+        # Send a KEEPALIVE after this long without sending: the peer hears us (the router's link liveness) and a
+        # NAT's mapping stays open, with no per-second control traffic (docs/ROUTING.md §2.5).
+        self.keepalive = LINK_KEEPALIVE if keepalive is None else keepalive
         self.silent_after = silent_after  # go down after this long without hearing the peer (a punched path died)
         self._last_tx = time.monotonic()
         self.dial = dial  # a static peer (or a restarted session): keeps re-dialling with backoff
@@ -362,7 +370,7 @@ class SessionActor(SupervisedActor):
         now = time.monotonic()
         self._send(session.tick(now))
         if self.up and self.silent_after is not None and now >= (session.last_heard or self.created) + self.silent_after:
-            # The router announces to every neighbour each tick and the peer keeps alive: this much silence means
+            # The peer sends at least a keepalive every LINK_KEEPALIVE (and beats, if it is our parent): this much silence means
             # the path is gone (a NAT forgot the mapping, the peer moved). Down now, not after a 90 s handshake:
             # traffic goes back to the overlay path (the peer manager closes a punched session when it goes down).
             self.counters["punched_link_silent"] += 1
@@ -370,7 +378,7 @@ class SessionActor(SupervisedActor):
             return
         if self.keepalive is not None and self.up:
             if now >= self._last_tx + self.keepalive:
-                self.counters["tx_punch_keepalives"] += 1
+                self.counters["tx_keepalives"] += 1
                 self._probe()
         if self._redial_at is not None and now >= self._redial_at:
             self._redial_at = None

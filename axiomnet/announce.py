@@ -1,14 +1,18 @@
-"""Signed tree announcements: the byte layout, the signed statements, and their verification (pure, no I/O).
+"""Signed tree announcements and root beats: the byte layout, the signed statements, their verification (pure).
 
-Every HEARTBEAT_INTERVAL a node tells each neighbour where it sits in the spanning tree (docs/PROTOCOL.md §5):
+A node tells a neighbour where it sits in the spanning tree (docs/PROTOCOL.md §5) when that changes, and again
+every CERT_REFRESH heartbeats; in between, the root's liveness travels as ROOT_BEATs down the tree links only:
 
 * the root's Ed25519 key and sequence number, with the root's signature over them (the root advances the
-  number every interval, so a dead root is noticed within ROOT_TIMEOUT);
-* its chain: for every hop from the root down to the sender, the child's key, the port its parent gave it and
-  the parent's signature over (root, seq, parent, child, port) — so a node cannot claim a place it does not have
-  now, and cannot speak for another key;
-* a certificate for the receiver: the port the sender gives it, signed the same way, which the receiver
-  appends to the sender's chain if it takes the sender as its parent;
+  number every heartbeat and sends it down the tree in a ROOT_BEAT, so a dead root is noticed within
+  ROOT_TIMEOUT);
+* its chain: for every hop from the root down to the sender, the child's key, the port its parent gave it, the
+  root seq at which the parent issued it and the parent's signature over (root, issue seq, parent, child,
+  port). A hop is valid while the receiver's current seq of that root is at most CERT_LIFETIME past its issue
+  seq, so a node cannot claim a place it was not given within the last CERT_LIFETIME heartbeats, and cannot
+  speak for another key;
+* a certificate for the receiver: the port the sender gives it and its issue seq, signed the same way, which
+  the receiver appends to the sender's chain if it takes the sender as its parent;
 * on tree links only, the sender's lookup bloom filter.
 
 Layout (big-endian)::
@@ -17,19 +21,23 @@ Layout (big-endian)::
     1   u8   flags: bit 0 = a bloom filter follows the certificate
     2   u16  n, hops in the chain (0 when the sender is the root; at most MAX_TREE_DEPTH)
     4   32B  root key (Ed25519)
-    36  u64  root seq
+    36  u64  root seq (the newest the sender has)
     44  64B  root signature over ROOT_STATEMENT || root || seq
-    108 n x (32B child key, u16 port, 64B parent signature over HOP_STATEMENT || root || seq || parent ||
-             child || port)
-    ..  u16  certificate port for the receiver (0: none), 64B signature (zeros when the port is 0)
+    108 n x (32B child key, u16 port, u64 issue seq, 64B parent signature over HOP_STATEMENT || root ||
+             issue seq || parent || child || port)
+    ..  u16  certificate port for the receiver (0: none), u64 its issue seq, 64B signature (zeros when the
+             port is 0)
     ..  [bloom filter, axiomnet/bloom.py encoding]    (iff flags bit 0)
+
+A ROOT_BEAT (control type 4) is u8 type, 32B root key, u64 seq, 64B root signature over ROOT_STATEMENT || root
+|| seq (105 bytes): the root's statement alone, forwarded unchanged from parent to child.
 
 The link RTT that parent choice weighs is measured by PROBE / PROBE_REPLY (control types 2 and 3: u8 type, u64
 nonce), from the prober's own clock only: a neighbour can delay its reply (and look farther), never make itself
 look closer, since it cannot answer a nonce it has not received.
 
-Signatures are verified once each: a bounded cache remembers verified (key, statement, signature) triples,
-which siblings share.
+Signatures are verified once each: a bounded LRU remembers verified (key, statement, signature) triples, which
+siblings share and which stay valid for a certificate's whole lifetime.
 """
 
 from __future__ import annotations
@@ -42,12 +50,19 @@ import nacl.bindings
 import nacl.exceptions
 
 from axiomnet.bloom import Bloom, decode_bloom
-from axiomnet.constants import MAX_ANNOUNCEMENT_SIZE, MAX_PORT, MAX_TREE_DEPTH, MAX_VERIFIED_SIGNATURES
+from axiomnet.constants import (
+    CERT_LIFETIME,
+    MAX_ANNOUNCEMENT_SIZE,
+    MAX_PORT,
+    MAX_TREE_DEPTH,
+    MAX_VERIFIED_SIGNATURES,
+)
 from axiomnet.errors import InvalidAnnouncement, MalformedPacket
 
 ANNOUNCE = 1  # control type byte
 PROBE = 2  # "echo this nonce": the RTT probe
 PROBE_REPLY = 3  # the nonce of a probe, sent back at once
+ROOT_BEAT = 4  # the root's signed seq, forwarded down the tree links
 FLAG_BLOOM = 0x01
 ROOT_STATEMENT = b"axn-root"
 HOP_STATEMENT = b"axn-hop\x00"
@@ -56,19 +71,23 @@ SIG_SIZE = 64
 NO_SIGNATURE = bytes(SIG_SIZE)
 _HEAD = struct.Struct(">BBH32sQ64s")
 _PROBE = struct.Struct(">BQ")
-_HOP = struct.Struct(">32sH64s")
-_CERT = struct.Struct(">H64s")
+_BEAT = struct.Struct(">B32sQ64s")
+_HOP = struct.Struct(">32sHQ64s")
+_CERT = struct.Struct(">HQ64s")
 _U64 = struct.Struct(">Q")
 _PORT = struct.Struct(">H")
 MAX_U64 = (1 << 64) - 1
+BEAT_SIZE = _BEAT.size  # 105
 
 
 @dataclass(frozen=True, slots=True)
 class Hop:
-    """One link of a chain: ``key`` is a child, ``port`` the port its parent gave it, ``sig`` the parent's."""
+    """One link of a chain: ``key`` is a child, ``port`` the port its parent gave it, ``issued`` the root seq at
+    which the parent issued it, ``sig`` the parent's signature."""
 
     key: bytes
     port: int
+    issued: int
     sig: bytes
 
 
@@ -81,6 +100,7 @@ class Announcement:
     root_sig: bytes
     chain: tuple[Hop, ...]
     cert_port: int
+    cert_issued: int
     cert_sig: bytes
     bloom: Bloom | None = None
 
@@ -94,15 +114,32 @@ class Announcement:
         """The sender's coordinates below the root: the ports of its chain."""
         return tuple(h.port for h in self.chain)
 
+    @property
+    def oldest_issue(self) -> int:
+        """The lowest issue seq of its hops and of our certificate (its seq when it has neither): what ages first."""
+        issued = [h.issued for h in self.chain]
+        if self.cert_port:
+            issued.append(self.cert_issued)
+        return min(issued, default=self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """A decoded ROOT_BEAT: the root's signature over its seq (not yet verified)."""
+
+    root: bytes
+    seq: int
+    sig: bytes
+
 
 def root_statement(root: bytes, seq: int) -> bytes:
     """What a root signs to say it is alive at ``seq``."""
     return ROOT_STATEMENT + root + _U64.pack(seq)
 
 
-def hop_statement(root: bytes, seq: int, parent: bytes, child: bytes, port: int) -> bytes:
-    """What ``parent`` signs to give ``child`` the port ``port`` under ``root`` at ``seq``."""
-    return HOP_STATEMENT + root + _U64.pack(seq) + parent + child + _PORT.pack(port)
+def hop_statement(root: bytes, issued: int, parent: bytes, child: bytes, port: int) -> bytes:
+    """What ``parent`` signs to give ``child`` the port ``port`` under ``root``, at the root's seq ``issued``."""
+    return HOP_STATEMENT + root + _U64.pack(issued) + parent + child + _PORT.pack(port)
 
 
 def sign(secret: bytes, statement: bytes) -> bytes:
@@ -118,8 +155,8 @@ def encode_announcement(ann: Announcement) -> bytes:
         raise ValueError("announcement seq out of range")
     flags = FLAG_BLOOM if ann.bloom is not None else 0
     parts = [_HEAD.pack(ANNOUNCE, flags, len(ann.chain), ann.root, ann.seq, ann.root_sig)]
-    parts.extend(_HOP.pack(h.key, h.port, h.sig) for h in ann.chain)
-    parts.append(_CERT.pack(ann.cert_port, ann.cert_sig))
+    parts.extend(_HOP.pack(h.key, h.port, h.issued, h.sig) for h in ann.chain)
+    parts.append(_CERT.pack(ann.cert_port, ann.cert_issued, ann.cert_sig))
     if ann.bloom is not None:
         parts.append(ann.bloom.encode())
     return b"".join(parts)
@@ -148,19 +185,32 @@ def decode_announcement(data: bytes) -> Announcement:
         raise MalformedPacket(f"announcement with {hops} hops is truncated at {n} bytes")
     chain = []
     for _ in range(hops):
-        key, port, sig = _HOP.unpack_from(data, offset)
+        key, port, issued, sig = _HOP.unpack_from(data, offset)
         if not 1 <= port <= MAX_PORT:
             raise MalformedPacket("announcement hop with port 0")
-        chain.append(Hop(key, port, sig))
+        chain.append(Hop(key, port, issued, sig))
         offset += _HOP.size
-    cert_port, cert_sig = _CERT.unpack_from(data, offset)
+    cert_port, cert_issued, cert_sig = _CERT.unpack_from(data, offset)
     offset += _CERT.size
     bloom = None
     if flags & FLAG_BLOOM:
         bloom, offset = decode_bloom(data, offset)
     if offset != n:
         raise MalformedPacket(f"announcement has {n - offset} trailing bytes")
-    return Announcement(root, seq, root_sig, tuple(chain), cert_port, cert_sig, bloom)
+    return Announcement(root, seq, root_sig, tuple(chain), cert_port, cert_issued, cert_sig, bloom)
+
+
+def encode_beat(beat: Beat) -> bytes:
+    """A ROOT_BEAT (BEAT_SIZE bytes)."""
+    return _BEAT.pack(ROOT_BEAT, beat.root, beat.seq, beat.sig)
+
+
+def decode_beat(data: bytes) -> Beat:
+    """Parse a ROOT_BEAT; MalformedPacket for anything else."""
+    if len(data) != _BEAT.size or data[0] != ROOT_BEAT:
+        raise MalformedPacket(f"root beat of {len(data)} bytes or of control type {data[:1].hex()}")
+    _, root, seq, sig = _BEAT.unpack(data)
+    return Beat(root, seq, sig)
 
 
 def encode_probe(kind: int, nonce: int) -> bytes:
@@ -176,70 +226,70 @@ def decode_probe(data: bytes) -> tuple[int, int]:
     return kind, nonce
 
 
-VERIFIED_ROUNDS = 3  # per root, the newest rounds (seq values) whose verified signatures are remembered
+def certificates_fresh(ann: Announcement, current_seq: int, lifetime: int = CERT_LIFETIME) -> bool:
+    """True if every hop and the certificate of ``ann`` were issued at most ``lifetime`` seqs before
+    ``current_seq`` (the receiver's newest seq of that root) and none claims a seq after the announcement's."""
+    for hop in ann.chain:
+        if hop.issued > ann.seq or current_seq - hop.issued > lifetime:
+            return False
+    if ann.cert_port and (ann.cert_issued > ann.seq or current_seq - ann.cert_issued > lifetime):
+        return False
+    return True
 
 
 class Verifier:
-    """Checks what an announcement claims; remembers verified signatures, by round.
+    """Checks what an announcement or a beat claims; remembers verified signatures (an LRU).
 
-    Every signature in an announcement covers the root and its seq, and a root signs a new seq every tick,
-    so a signature of an older round is never asked about again once the next rounds arrive. The cache keeps,
-    per root, only the last VERIFIED_ROUNDS rounds seen (insertion order: a restarted root whose seq starts
-    lower is cached too), roots in LRU order, and at most ``capacity`` signatures in all (the least recently
-    used root's oldest round goes first). A single LRU of ``capacity`` signatures instead filled up with the
-    signatures of past rounds (8,192 entries, ~4 MiB per daemon, hit only by the current round's ~10-30)."""
+    A certificate keeps its signature for up to CERT_LIFETIME heartbeats and is carried again in every
+    announcement of the sender and of the sender's subtree, so most checks hit the cache; a root signs one new
+    seq per heartbeat, which each node verifies once, from its parent's beat. At most ``capacity`` signatures
+    are remembered, the least recently used forgotten first."""
 
     def __init__(self, capacity: int = MAX_VERIFIED_SIGNATURES) -> None:
-        self._rounds: OrderedDict[bytes, OrderedDict[int, set[bytes]]] = OrderedDict()  # root -> seq -> tokens
-        self._size = 0  # tokens held in all rounds
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._capacity = capacity
         self.verifications = 0  # signatures actually checked (cache misses), for inspection and benchmarks
 
     def __len__(self) -> int:
-        return self._size
+        return len(self._seen)
 
-    def _check(self, key: bytes, statement: bytes, sig: bytes, what: str, root: bytes = b"", seq: int = 0) -> None:
+    def _check(self, key: bytes, statement: bytes, sig: bytes, what: str) -> None:
         token = sig + key + statement
-        rounds = self._rounds.get(root)
-        if rounds is not None and token in rounds.get(seq, ()):
-            self._rounds.move_to_end(root)
+        if token in self._seen:
+            self._seen.move_to_end(token)
             return
         self.verifications += 1
         try:
             nacl.bindings.crypto_sign_open(sig + statement, key)
         except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
             raise InvalidAnnouncement(f"bad signature on {what}") from None
-        if rounds is None:
-            rounds = self._rounds[root] = OrderedDict()
-        self._rounds.move_to_end(root)
-        tokens = rounds.get(seq)
-        if tokens is None:
-            tokens = rounds[seq] = set()
-            while len(rounds) > VERIFIED_ROUNDS:
-                self._size -= len(rounds.popitem(last=False)[1])
-        tokens.add(token)
-        self._size += 1
-        while self._size > self._capacity:
-            oldest_root, oldest = next(iter(self._rounds.items()))
-            self._size -= len(oldest.popitem(last=False)[1])
-            if not oldest:
-                del self._rounds[oldest_root]
+        self._seen[token] = None
+        while len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
 
-    def verify(self, ann: Announcement, receiver: bytes) -> None:
-        """InvalidAnnouncement unless every signature holds and the chain is a simple path from the root.
+    def verify_beat(self, beat: Beat) -> None:
+        """InvalidAnnouncement unless the root signed ``beat.seq``."""
+        self._check(beat.root, root_statement(beat.root, beat.seq), beat.sig, "a root beat")
+
+    def verify(self, ann: Announcement, receiver: bytes, current_seq: int | None = None) -> None:
+        """InvalidAnnouncement unless every signature holds, every certificate is fresh (see
+        :func:`certificates_fresh`; ``current_seq`` is our newest seq of the announcement's root, if we know one
+        newer than the announcement's), and the chain is a simple path from the root.
 
         ``receiver`` is our own Ed25519 key: the certificate (if any) must be signed for it.
         """
         keys = [ann.root] + [h.key for h in ann.chain]
         if len(set(keys)) != len(keys):
             raise InvalidAnnouncement("announcement chain repeats a key (a loop)")
-        rnd = (ann.root, ann.seq)
-        self._check(ann.root, root_statement(ann.root, ann.seq), ann.root_sig, "the root's sequence number", *rnd)
+        if not certificates_fresh(ann, max(ann.seq, current_seq or 0)):
+            raise InvalidAnnouncement(f"a certificate is older than CERT_LIFETIME ({CERT_LIFETIME} seqs) or from "
+                                      "a later seq than the announcement's")
+        self._check(ann.root, root_statement(ann.root, ann.seq), ann.root_sig, "the root's sequence number")
         parent = ann.root
         for depth, hop in enumerate(ann.chain, 1):
-            statement = hop_statement(ann.root, ann.seq, parent, hop.key, hop.port)
-            self._check(parent, statement, hop.sig, f"hop {depth}", *rnd)
+            statement = hop_statement(ann.root, hop.issued, parent, hop.key, hop.port)
+            self._check(parent, statement, hop.sig, f"hop {depth}")
             parent = hop.key
         if ann.cert_port:
-            statement = hop_statement(ann.root, ann.seq, ann.sender, receiver, ann.cert_port)
-            self._check(ann.sender, statement, ann.cert_sig, "our certificate", *rnd)
+            statement = hop_statement(ann.root, ann.cert_issued, ann.sender, receiver, ann.cert_port)
+            self._check(ann.sender, statement, ann.cert_sig, "our certificate")

@@ -8,7 +8,7 @@ from __future__ import annotations
 # --- protocol identity --------------------------------------------------------------------------
 # 4-bit version in the switch header; anything else is MalformedPacket. 2: u16 path lengths and hop limit, u32
 # watermark in the routed header, depth bounded by the datagram (routing v2, docs/PROTOCOL.md "Version").
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 NOISE_PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2s"
 # Bound into every handshake: a peer speaking another protocol or version fails at message 2.
 NOISE_PROLOGUE = b"AxiomNet/%d " % PROTOCOL_VERSION + NOISE_PROTOCOL_NAME
@@ -76,8 +76,13 @@ DEFAULT_UDP_PORT = 7443
 DEFAULT_TUN_NAME = "axn0"
 DEFAULT_MTU = 1400
 MAX_SESSIONS = 1024  # live SessionActors; a new peer past this is refused (logged, counted)
-HEARTBEAT_INTERVAL = 1.0  # one tick of the tree: a signed announcement to every neighbour (docs/ROUTING.md)
-PEER_DEAD_AFTER = 3.5 * HEARTBEAT_INTERVAL  # nothing authenticated from a peer for this long: routes withdrawn
+HEARTBEAT_INTERVAL = 1.0  # one tick of the tree: the root signs a ROOT_BEAT, sent down the tree (docs/ROUTING.md)
+# Every link session sends an authenticated KEEPALIVE when it sent nothing else for this long (a NAT keeps its
+# mapping open: most forget an idle UDP mapping after 30 s or more; WireGuard's persistent keepalive is 25 s),
+# so a neighbour that is there is heard at least this often whatever the tree does.
+LINK_KEEPALIVE = 10.0
+# Nothing authenticated from a peer for this long (two keepalives and a margin): routes withdrawn.
+PEER_DEAD_AFTER = 2.5 * LINK_KEEPALIVE
 DIAL_BACKOFF_INITIAL = 0.2  # first re-dial of a lost static peer; doubles with jitter
 DIAL_BACKOFF_MAX = 5.0  # cap of the re-dial backoff
 READER_BATCH_MAX = 64  # datagrams/packets a reader drains into one batch
@@ -99,26 +104,35 @@ ADMIN_TIMEOUT = 2.0  # admin socket read/ask timeout
 # An announcement (docs/PROTOCOL.md §5.2) travels in one CONTROL datagram: the datagram bound less the 16-byte
 # switch header and the 16-byte AEAD tag. It is the only bound on its size.
 MAX_ANNOUNCEMENT_SIZE = MAX_DATAGRAM_SIZE - HEADER_SIZE - AEAD_TAG_SIZE  # 65475
-ANNOUNCEMENT_FIXED_SIZE = 174  # header, root signature and certificate of an announcement (§5.2)
-ANNOUNCEMENT_HOP_SIZE = 98  # one signed hop of its chain: child key, port, parent signature
+ANNOUNCEMENT_FIXED_SIZE = 182  # header, root signature and certificate of an announcement (§5.2)
+ANNOUNCEMENT_HOP_SIZE = 106  # one signed hop of its chain: child key, port, issue seq, parent signature
 MAX_BLOOM_ENCODED = 2 + 1024  # the largest bloom filter encoding (§6.4)
-# Hops from the root: the deepest chain an announcement with a full bloom filter can carry, 655. Lengths on the
+# Hops from the root: the deepest chain an announcement with a full bloom filter can carry, 606. Lengths on the
 # wire are u16 (announcement hop count, routed path lengths), so this is the only depth bound; a deeper position
 # is refused. Routes are at most 2 x this many hops, under HOP_LIMIT.
 MAX_TREE_DEPTH = (MAX_ANNOUNCEMENT_SIZE - ANNOUNCEMENT_FIXED_SIZE - MAX_BLOOM_ENCODED) // ANNOUNCEMENT_HOP_SIZE
 MAX_PORT = 0xFFFF  # ports are u16, 1..MAX_PORT; 0 is padding and "no port"
 PORT_REUSE_DELAY = 60.0  # a port freed by a departed neighbour is not given to another one for this long
-NEIGHBOUR_TIMEOUT = 3.0 * HEARTBEAT_INTERVAL  # no valid announcement for this long: not a parent candidate
-ROOT_TIMEOUT = 3.0 * HEARTBEAT_INTERVAL  # a root (or a neighbour's branch) whose seq has not advanced: dead
+# Our parent sent no ROOT_BEAT for this long: it is no parent candidate until it announces again (its branch or
+# the link is gone; if the root itself is, ROOT_TIMEOUT follows). The simulator's failure detection uses it too.
+NEIGHBOUR_TIMEOUT = 2.0 * HEARTBEAT_INTERVAL
+ROOT_TIMEOUT = 3.0 * HEARTBEAT_INTERVAL  # a root whose seq has not advanced for this long: dead up to that seq
+# Hop certificates (docs/PROTOCOL.md §5.2) are signed over the root seq at which they were issued and hold while
+# the receiver's newest seq of that root is at most CERT_LIFETIME past it; a parent issues them again after
+# CERT_REFRESH seqs (and at once on any change), so an announcement is needed only on change and every
+# CERT_REFRESH heartbeats. The replay window: a node its parent dropped can show its old place for CERT_LIFETIME.
+CERT_LIFETIME = 60
+CERT_REFRESH = 30
 PARENT_SWITCH_RATIO = 0.5  # a valid parent is kept unless another candidate costs less than this times it
-MIN_ANNOUNCE_INTERVAL = HEARTBEAT_INTERVAL / 4  # announcements arriving faster from one neighbour are dropped
+MIN_ANNOUNCE_INTERVAL = HEARTBEAT_INTERVAL / 4  # announcements (or beats) arriving faster from one neighbour are dropped
 MAX_DEAD_ROOTS = 64  # roots remembered as dead (key -> last seq); the oldest is forgotten past this
-MAX_VERIFIED_SIGNATURES = 8192  # signatures remembered as verified (siblings share ancestors); LRU past this
+MAX_VERIFIED_SIGNATURES = 2048  # signatures remembered as verified (siblings share ancestors); LRU past this
 RTT_EWMA_WEIGHT = 0.25  # weight of a new RTT sample in a link's smoothed RTT (parent cost = depth x RTT)
 DEFAULT_LINK_RTT = 0.001  # assumed RTT (s) of a link until it is measured
 # A neighbour gets an RTT probe (docs/PROTOCOL.md §5.5) at its first tick, then once per this: a parent's cost
-# needs no per-second freshness, and every probe is two datagrams on the link.
-PROBE_INTERVAL = 5.0 * HEARTBEAT_INTERVAL
+# needs no per-second freshness, and every probe is two datagrams on the link (at idle, the probe and its reply
+# stand in for that many keepalives).
+PROBE_INTERVAL = 2.0 * LINK_KEEPALIVE
 MIN_LINK_RTT = 0.0001  # RTT samples are clamped up to this, so that a cost is never 0
 
 # --- routing: lookup (axiomnet/bloom.py, axiomnet/lookup.py) and the routed header -------------------

@@ -20,6 +20,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass, field
 
+from axiomnet.constants import LINK_KEEPALIVE
 from axiomnet.errors import MalformedPacket
 
 CANDIDATES = 0x41  # end-to-end control type: "dial me at these endpoints" (PROTOCOL §8.2)
@@ -29,8 +30,10 @@ PUNCH_RETRY_INTERVAL = 30.0  # s: a peer's next attempt no sooner than this afte
 PUNCH_RETRY_MAX = 600.0  # s: the cap of that backoff
 MAX_PUNCH_ATTEMPTS = 8  # attempts in flight at once (each is one session actor)
 MAX_PUNCH_PEERS = 256  # peers whose punch state is kept (the oldest forgotten first)
-PUNCH_KEEPALIVE = 20.0  # s: a punched link sends a KEEPALIVE when it sent nothing for this long (NAT mappings)
-PUNCH_SILENT_AFTER = 10.0  # s: a punched link that heard nothing this long goes down (traffic falls back)
+PUNCH_KEEPALIVE = LINK_KEEPALIVE  # s: a punched link sends a KEEPALIVE when it sent nothing for this long (NATs)
+# s: a punched link that heard nothing this long goes down (traffic falls back). The peer sends at least a
+# keepalive every LINK_KEEPALIVE (the tree no longer announces every tick): two may be lost.
+PUNCH_SILENT_AFTER = 2.5 * LINK_KEEPALIVE
 EXCHANGE_MIN_GAP = 5.0  # s: CANDIDATES to one end-to-end peer no more often than this
 _FAMILY = {4: 4, 6: 16}
 

@@ -1,23 +1,28 @@
 """The spanning tree: root election, parent choice, our coordinates, and what we announce (pure, no I/O).
 
-One :class:`Tree` per node, fed the announcements its neighbours send (axiomnet/announce.py) and the time,
-asked every HEARTBEAT_INTERVAL (one tick) what to announce to each neighbour. ironwood's router.go is the model
-(docs/ROUTING.md §2 says where we follow it and where not):
+One :class:`Tree` per node, fed the control messages its neighbours send (axiomnet/announce.py) and the time,
+asked every HEARTBEAT_INTERVAL (one tick) what to send. ironwood's router.go is the model (docs/ROUTING.md §2
+says where we follow it and where not). The control plane is quiet when nothing changes: a full announcement
+goes to a neighbour when our position, chain, certificate or (tree links) lookup filter changes and every
+CERT_REFRESH heartbeats; what goes every tick is the root's ROOT_BEAT, down the tree links only.
 
 * **Root**: the lowest Ed25519 key any valid candidate leads to (or ourselves); on a private network
   (``trusted_roots``) only the listed roots count, so a stranger's lower key changes nothing. The root signs a sequence
-  number it advances every tick; a root whose number has not advanced for ROOT_TIMEOUT is dead for every
-  number up to the last one seen, so a lost root is noticed in bounded time, and it can come back only with a
-  higher number (after a restart).
-* **Parent**: among neighbours whose announcement is valid (signatures hold), recent (NEIGHBOUR_TIMEOUT),
-  whose root number still advances (ROOT_TIMEOUT), whose chain does not contain us (no loop can form), who
-  gave us a certificate, under the best root: the lowest cost, cost = (its depth + 1) x smoothed link RTT, the
+  number it advances every tick and sends it to its children as a ROOT_BEAT, which each node takes from its parent
+  only, verifies once and forwards unchanged to its children; a root whose number has not advanced for
+  ROOT_TIMEOUT is dead for every number up to the last one seen, so a lost root is noticed in bounded time, and it
+  can come back only with a higher number (after a restart).
+* **Parent**: among neighbours whose announcement is valid (signatures hold, certificates at most CERT_LIFETIME
+  seqs old), live (under our root: our own beats say so, and our parent's beats must not stop for
+  NEIGHBOUR_TIMEOUT; under another root: announced within CERT_LIFETIME heartbeats), whose chain does not
+  contain us (no loop can form), who gave us a certificate, under the best root: the lowest cost, cost = (its
+  depth + 1) x smoothed link RTT, the
   RTT measured by our own PROBEs on our own clock (a neighbour cannot make itself look closer). A
   valid parent is kept unless another costs under PARENT_SWITCH_RATIO of it. With no candidate a node is its
   own root.
 * **Coordinates**: (root, root seq, the ports of our chain). :func:`select_parents` is the whole decision, over
   numpy arrays, so the simulator (tools/simulate.py) runs exactly this code for 10^5 nodes at once.
-* **Lookup filters** (axiomnet/bloom.py) ride on announcements over tree links.
+* **Lookup filters** (axiomnet/bloom.py) ride on announcements over tree links, sent when they change.
 """
 
 from __future__ import annotations
@@ -33,19 +38,26 @@ from axiomnet.announce import (
     NO_SIGNATURE,
     PROBE,
     PROBE_REPLY,
+    ROOT_BEAT,
     Announcement,
+    Beat,
     Hop,
     Verifier,
+    certificates_fresh,
     decode_announcement,
+    decode_beat,
     decode_probe,
-    encode_probe,
     encode_announcement,
+    encode_beat,
+    encode_probe,
     hop_statement,
     root_statement,
     sign,
 )
 from axiomnet.bloom import Bloom
 from axiomnet.constants import (
+    CERT_LIFETIME,
+    CERT_REFRESH,
     DEFAULT_LINK_RTT,
     HEARTBEAT_INTERVAL,
     MAX_DEAD_ROOTS,
@@ -64,6 +76,7 @@ from axiomnet.errors import InvalidAnnouncement
 from axiomnet.identity import derive_address, noise_key_of
 
 _PROBE_TYPES = (bytes([PROBE]), bytes([PROBE_REPLY]))
+_BEAT_TYPE = bytes([ROOT_BEAT])
 PROBES_REMEMBERED = 4  # unanswered probes per neighbour whose reply still gives an RTT sample
 # Our announcements to one neighbour are at least this far apart (the receiver drops ones closer than
 # MIN_ANNOUNCE_INTERVAL; the margin absorbs jitter on the link).
@@ -113,7 +126,11 @@ class Neighbour:
     key: bytes | None = None  # its Ed25519 key, from its first valid announcement
     ann: Announcement | None = None  # its latest valid announcement
     ann_at: float = -1.0  # when that was accepted
-    seq_at: float = -1.0  # when its root's number last advanced (or its root changed)
+    seq_at: float = -1.0  # when its root's number last advanced (or its root changed): its announcements, its beats
+    beat_at: float = float("-inf")  # when we last accepted a beat from it (our parent)
+    silent: bool = False  # our parent whose beats stopped: no candidate until it announces again
+    cert: tuple[bytes, int, int, bytes] | None = None  # our certificate for it: (root, issue seq, port, signature)
+    bloom_sent: Bloom | None = None  # the lookup filter we last sent it (tree links)
     rtt: float = DEFAULT_LINK_RTT  # smoothed, from our own probes only
     rtt_measured: bool = False
     bloom: Bloom | None = None  # what it says can be found through it (tree links only)
@@ -149,12 +166,19 @@ class Tree:
         self._root_seen: tuple[int, float] = (seq_start, now)  # (highest seq of our root seen, when it rose)
         self.version = 0  # bumped whenever our coordinates or a routing neighbour's change
         self._dirty: set[bytes] = set()  # neighbours owed an announcement before the next tick (see urgent())
+        self._parent_at = now  # when we took our current parent (its beats are due from then on)
+        self._bloom_check = False  # a tree link or a tree neighbour's filter changed: see whether ours did
+        self._blooms: dict[bytes, Bloom] | None = None  # what we tell each tree neighbour (see tree_blooms())
+        self._own_bloom = Bloom.of([address])
+        self._owed_beats: set[bytes] = set()  # new children owed our newest beat (see urgent())
         # Decide again on an announcement that shows a better root or comes from our parent, not only at ticks.
         # The daemon does; the simulator's synchronous rounds (one decision per node per heartbeat) do not.
         self.between_ticks = between_ticks
         self.stats: dict[str, int] = {"announcements": 0, "rejected": 0, "parent_changes": 0, "roots_dead": 0,
                                       "rate_limited": 0, "orphaned": 0, "untrusted_root": 0,
-                                      "probe_replies_unmatched": 0}
+                                      "probe_replies_unmatched": 0, "announcements_sent": 0, "beats": 0,
+                                      "beats_sent": 0, "beats_ignored": 0, "parents_silent": 0,
+                                      "certificates_signed": 0}
         self._trusted_roots: frozenset[bytes] | None = None
         self._trust_cache: dict[bytes, bool] = {}
         self.trust(trusted_roots)
@@ -229,11 +253,12 @@ class Tree:
         self._by_address.pop(derive_address(noise_key).packed, None)
         self._freed_ports[nb.port] = now + PORT_REUSE_DELAY
         self._dirty.discard(noise_key)
+        self._filters_changed()
         if self.parent == noise_key:
-            before = (self.root, self.path)
+            before = (self.root, self.chain)
             self._reselect(now)
-            if (self.root, self.path) != before:
-                self._dirty.update(self.neighbours)  # our subtree must learn our new position at once
+            if (self.root, self.chain) != before:
+                self._position_changed()  # our subtree must learn our new position at once
         self.version += 1
 
     def _free_port(self, now: float) -> int:
@@ -247,16 +272,59 @@ class Tree:
         raise RuntimeError("no free port: more than 65535 neighbours")  # MAX_SESSIONS keeps us far below
 
     # --- receiving -----------------------------------------------------------------------------------
-    def receive(self, noise_key: bytes, data: bytes, now: float) -> bytes | None:
-        """Take a control message from the neighbour ``noise_key``: an announcement, a probe (returns the reply to
-        send it back at once) or a probe reply (an RTT sample). RemoteProtocolError if refused (counted)."""
+    def receive(self, noise_key: bytes, data: bytes, now: float) -> list[tuple[bytes, bytes]]:
+        """Take a control message from the neighbour ``noise_key``: an announcement, a root beat (returns it for
+        each of our children, to forward at once), a probe (returns the reply to send it back at once) or a probe
+        reply (an RTT sample). What to send is (noise key, bytes); RemoteProtocolError if refused (counted)."""
         nb = self.neighbours.get(noise_key)
         if nb is None:
             raise InvalidAnnouncement("announcement from a peer that is not a neighbour")
-        if data[:1] in _PROBE_TYPES:
-            return self._on_probe(nb, data, now)
+        kind = data[:1]
+        if kind in _PROBE_TYPES:
+            reply = self._on_probe(nb, data, now)
+            return [] if reply is None else [(noise_key, reply)]
+        if kind == _BEAT_TYPE:
+            return self._on_beat(nb, data, now)
         self._on_announcement(nb, data, now)
-        return None
+        return []
+
+    def _on_beat(self, nb: Neighbour, data: bytes, now: float) -> list[tuple[bytes, bytes]]:
+        """Our parent's ROOT_BEAT: the root is alive at a new seq, and so is the link to our parent. Verified once
+        (each node takes beats from its parent only) and forwarded, the same bytes, to our children."""
+        try:
+            beat = decode_beat(data)
+        except Exception:
+            nb.rejected += 1
+            self.stats["rejected"] += 1
+            raise
+        if nb.noise_key != self.parent or beat.root != self.root or beat.seq <= self.seq:
+            if nb.noise_key == self.parent and beat.root == self.root and beat.seq == self.seq:
+                nb.seq_at = now  # a beat we already had (from its announcement): the link is alive all the same
+            self.stats["beats_ignored"] += 1  # not our parent (any more), another root, or an old seq
+            return []
+        if now - nb.beat_at < MIN_ANNOUNCE_INTERVAL:
+            self.stats["rate_limited"] += 1  # a root cannot make its tree forward beats faster than this
+            return []
+        dead = self._dead_roots.get(beat.root)
+        try:
+            if dead is not None and beat.seq <= dead:
+                raise InvalidAnnouncement("root beat under a root known to be dead")
+            self._verifier.verify_beat(beat)
+        except Exception:
+            nb.rejected += 1
+            self.stats["rejected"] += 1
+            raise
+        self.stats["beats"] += 1
+        self.seq, self._root_sig = beat.seq, beat.sig
+        self._root_seen = (beat.seq, now)
+        nb.seq_at = nb.beat_at = now
+        return self._beat_children(data)
+
+    def _beat_children(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        out = [(nb.noise_key, data) for nb in self.neighbours.values()
+               if nb.noise_key != self.parent and self.is_child(nb)]
+        self.stats["beats_sent"] += len(out)
+        return out
 
     def _on_announcement(self, nb: Neighbour, data: bytes, now: float) -> None:
         noise_key = nb.noise_key
@@ -280,21 +348,38 @@ class Tree:
         moved = old is None or old.root != ann.root or old.path != ann.path
         was_child = self.is_child(nb)
         nb.ann, nb.ann_at = ann, now
+        nb.silent = False
+        if ann.bloom != nb.bloom:
+            self._filters_changed()  # a refresh repeats the same filter: nothing to recompute then
         nb.bloom = ann.bloom
         if ann.root == self.root and ann.seq > self._root_seen[0]:
             self._root_seen = (ann.seq, now)
         if moved:
             self.version += 1
+            if self.root and self.better_root(self.root, ann.root):
+                # It moved to a worse root than ours (it re-rooted after losing its branch, say): tell it ours now,
+                # with our newest seq, rather than at our next refresh, so that it can come back at once.
+                self._dirty.add(noise_key)
+        if not ann.cert_port and not self.is_child(nb):
+            # No certificate from a neighbour that is not our child: it does not know our key (it restarted with the
+            # same key while our link stayed up, say) or is orphaned. Tell it ours now, or it could not certify us
+            # before our next refresh.
+            self._dirty.add(noise_key)
         if self.is_child(nb) != was_child:
+            self._filters_changed()
             self._dirty.add(noise_key)  # a new tree link: it needs our lookup filter now
-        before = (self.root, self.path, self.parent)
+            if not was_child:
+                # A new child gets our newest beat at once: one that left a parent whose beats stopped learns within a
+                # link delay whether the root is alive through us (if it is not, our seq is no newer than its own).
+                self._owed_beats.add(noise_key)
+        before = (self.root, self.chain, self.parent)
         if self.parent == noise_key:
             self._follow_parent(now)
         if self.between_ticks and moved and (self.better_root(ann.root, self.root) or self.parent is None
                                              or self.parent == noise_key):
             self._reselect(now)  # a better root, or a change of our parent: decide now, not at the next tick
-        if (self.root, self.path, self.parent) != before:
-            self._dirty.update(self.neighbours)
+        if (self.root, self.chain, self.parent) != before:
+            self._position_changed()  # a new position, or our chain's certificates renewed
 
     def _check(self, nb: Neighbour, ann: Announcement) -> None:
         sender = ann.sender
@@ -311,7 +396,7 @@ class Tree:
         dead = self._dead_roots.get(ann.root)
         if dead is not None and ann.seq <= dead:
             raise InvalidAnnouncement("announcement under a root known to be dead")
-        self._verifier.verify(ann, self.key)
+        self._verifier.verify(ann, self.key, self.seq if ann.root == self.root else None)
 
     # --- link RTT: our own probes, our own clock ------------------------------------------------------
     def _probe_for(self, nb: Neighbour, now: float) -> bytes:
@@ -356,7 +441,19 @@ class Tree:
             ann = nb.ann
             if ann is None or not ann.cert_port or len(ann.chain) + 1 > MAX_TREE_DEPTH:
                 continue
-            if now - nb.ann_at > NEIGHBOUR_TIMEOUT or now - nb.seq_at > ROOT_TIMEOUT:
+            if nb.silent:
+                continue
+            if ann.root == self.root:
+                current = max(self.seq, ann.seq)  # our root: our own beats say it is alive
+                if nb.noise_key == self.parent and now - max(nb.seq_at, self._parent_at) > NEIGHBOUR_TIMEOUT:
+                    nb.silent = True  # our parent's beats stopped: its branch (or the link) is gone
+                    self.stats["parents_silent"] += 1
+                    continue
+            else:
+                if now - nb.ann_at > CERT_LIFETIME * HEARTBEAT_INTERVAL:
+                    continue  # another root: alive as long as the neighbour's refreshes keep coming
+                current = ann.seq
+            if not certificates_fresh(ann, current):
                 continue
             dead = self._dead_roots.get(ann.root)
             if dead is not None and ann.seq <= dead:
@@ -388,6 +485,8 @@ class Tree:
         if new_parent != self.parent:
             self.stats["parent_changes"] += 1
             self.parent = new_parent
+            self._parent_at = now
+            self._filters_changed()
         if new_parent is not None:
             self._follow_parent(now)
         elif not self.is_root and self.root and self.better_root(self.root, self.key):
@@ -417,11 +516,14 @@ class Tree:
         ann = nb.ann
         if ann.root == self.key or any(h.key == self.key for h in ann.chain) or len(ann.chain) + 1 > MAX_TREE_DEPTH:
             return  # it took us (or a descendant) as its parent meanwhile: the next tick drops it as a candidate
-        chain = ann.chain + (Hop(self.key, ann.cert_port, ann.cert_sig),)
+        chain = ann.chain + (Hop(self.key, ann.cert_port, ann.cert_issued, ann.cert_sig),)
         moved = ann.root != self.root or tuple(h.port for h in chain) != self.path
         if ann.root != self.root:
             self._root_seen = (ann.seq, now)
-        self.root, self.seq, self._root_sig, self.chain = ann.root, ann.seq, ann.root_sig, chain
+            self.seq, self._root_sig = ann.seq, ann.root_sig
+        elif ann.seq > self.seq:  # its beats may have given us a newer seq than its announcement shows
+            self.seq, self._root_sig = ann.seq, ann.root_sig
+        self.root, self.chain = ann.root, chain
         if moved:
             self.version += 1
 
@@ -445,33 +547,57 @@ class Tree:
 
     # --- ticking -------------------------------------------------------------------------------------
     def tick(self, now: float) -> list[tuple[bytes, bytes]]:
-        """One heartbeat: choose our parent, advance our number if we are root, and return the announcement
-        for each neighbour as (noise key, bytes); a neighbour sent one within ANNOUNCE_SPACING gets the next."""
-        before = (self.root, self.path, self.parent)
+        """One heartbeat: choose our parent; if we are root, advance our number and beat it to our children; and
+        return what to send as (noise key, bytes): the beats, probes that are due, and announcements owed (a
+        change, or CERT_REFRESH heartbeats since the last one to that neighbour; see :meth:`urgent`)."""
+        before = (self.root, self.chain, self.parent)
         self._reselect(now)
-        if (self.root, self.path, self.parent) != before:
-            self._dirty.update(self.neighbours)
+        if (self.root, self.chain, self.parent) != before:
+            self._position_changed()
+        out = []
         if self.is_root:
             self._own_seq += 1
             self.seq = self._own_seq
             self._root_sig = sign(self._secret, root_statement(self.key, self.seq))
             self._root_seen = (self.seq, now)
-        out = []
+            out += self._beat_children(encode_beat(Beat(self.key, self.seq, self._root_sig)))
+        # The root renews its certificates every CERT_REFRESH seqs; each renewal changes its children's chains, so
+        # they announce at once (renewing theirs), and so on down: one wave through the tree per CERT_REFRESH, one
+        # announcement per neighbour. The timers of other nodes are a safety net, half a period later.
+        if self.is_root:
+            every, cert_age = CERT_REFRESH * HEARTBEAT_INTERVAL - HEARTBEAT_INTERVAL / 2, CERT_REFRESH
+        else:
+            every, cert_age = 1.5 * CERT_REFRESH * HEARTBEAT_INTERVAL, CERT_REFRESH + CERT_REFRESH // 2
         for nb in self.neighbours.values():
             if now >= nb.probe_due:
                 nb.probe_due = now + PROBE_INTERVAL - HEARTBEAT_INTERVAL / 2  # the margin absorbs tick jitter
                 out.append((nb.noise_key, self._probe_for(nb, now)))
-            if now - nb.last_sent < ANNOUNCE_SPACING:
-                continue
-            self._dirty.discard(nb.noise_key)
-            out.append((nb.noise_key, encode_announcement(self._announcement_for(nb, now))))
+            cert = nb.cert
+            if now - nb.last_sent >= every or (
+                    cert is not None and nb.noise_key != self.parent and self.seq - cert[1] >= cert_age):
+                self._dirty.add(nb.noise_key)
+        out += self.urgent(now)
         return out
 
     def urgent(self, now: float) -> list[tuple[bytes, bytes]]:
         """Announcements owed now, between ticks: to a new neighbour, to one whose key we just learned, to a new
-        child, and to everyone when our position changed (ironwood sends such updates at once). A neighbour sent
-        one within ANNOUNCE_SPACING stays owed until it may be sent (or until the next tick)."""
+        child, to a tree neighbour whose lookup filter from us changed, and to everyone when our position or chain
+        changed (ironwood sends such updates at once). A neighbour sent one within ANNOUNCE_SPACING stays owed
+        until it may be sent (or until the next tick)."""
+        if self._bloom_check:
+            self._bloom_check = False
+            for key, bloom in self.tree_blooms().items():
+                if bloom != self.neighbours[key].bloom_sent:
+                    self._dirty.add(key)
         out = []
+        if self._owed_beats:
+            beat = encode_beat(Beat(self.root, self.seq, self._root_sig)) if self.root and not self.orphaned else None
+            for key in self._owed_beats:
+                nb = self.neighbours.get(key)
+                if beat is not None and nb is not None and self.is_child(nb):
+                    out.append((key, beat))
+                    self.stats["beats_sent"] += 1
+            self._owed_beats.clear()
         for key in list(self._dirty):
             nb = self.neighbours.get(key)
             if nb is None:
@@ -483,14 +609,21 @@ class Tree:
 
     def _announcement_for(self, nb: Neighbour, now: float) -> Announcement:
         nb.last_sent = now
-        cert_port, cert_sig = 0, NO_SIGNATURE
+        self.stats["announcements_sent"] += 1
+        cert_port, cert_issued, cert_sig = 0, 0, NO_SIGNATURE
         # No certificate while orphaned: our position is stale, so nobody may take us as parent now; our children
         # see that at once and re-attach through any other link instead of waiting for our root number to stall.
         if nb.key is not None and nb.noise_key != self.parent and not self.orphaned:
-            cert_port = nb.port
-            cert_sig = sign(self._secret, hop_statement(self.root, self.seq, self.key, nb.key, nb.port))
-        bloom = self.bloom_for(nb.noise_key) if self.is_tree_link(nb.noise_key) else None
-        return Announcement(self.root, self.seq, self._root_sig, self.chain, cert_port, cert_sig, bloom)
+            cert = nb.cert
+            # One certificate serves until it is CERT_REFRESH / 2 seqs old (any announcement renews an older one, so
+            # the refreshes our parent's renewals set off keep our certificates young as well), or the root changes.
+            if cert is None or cert[0] != self.root or cert[2] != nb.port or self.seq - cert[1] >= CERT_REFRESH // 2:
+                statement = hop_statement(self.root, self.seq, self.key, nb.key, nb.port)
+                cert = nb.cert = (self.root, self.seq, nb.port, sign(self._secret, statement))
+                self.stats["certificates_signed"] += 1
+            _, cert_issued, cert_port, cert_sig = cert
+        bloom = nb.bloom_sent = self.tree_blooms().get(nb.noise_key)
+        return Announcement(self.root, self.seq, self._root_sig, self.chain, cert_port, cert_issued, cert_sig, bloom)
 
     # --- tree links and lookup filters ---------------------------------------------------------------
     def is_child(self, nb: Neighbour) -> bool:
@@ -507,6 +640,38 @@ class Tree:
             return True
         nb = self.neighbours.get(noise_key)
         return nb is not None and self.is_child(nb)
+
+    def _position_changed(self) -> None:
+        """Our root, chain or parent changed: every neighbour is owed an announcement, and which links are tree
+        links may have changed with it."""
+        self._dirty.update(self.neighbours)
+        self._filters_changed()
+
+    def _filters_changed(self) -> None:
+        self._bloom_check = True
+        self._blooms = None
+
+    def tree_blooms(self) -> dict[bytes, Bloom]:
+        """:meth:`bloom_for` of every tree neighbour, computed together (prefix and suffix unions: O(tree degree)
+        numpy operations, where one call per neighbour costs its square: 15 ms a time on a hub of 100 children) and
+        kept until a tree link or a tree neighbour's filter changes."""
+        if self._blooms is not None:
+            return self._blooms
+        links = [nb for nb in self.neighbours.values() if self.is_tree_link(nb.noise_key)]
+        out: dict[bytes, Bloom] = {}
+        if links:
+            words = np.stack([nb.bloom.words if nb.bloom is not None else self._own_bloom.words * 0 for nb in links])
+            before = np.bitwise_or.accumulate(words, axis=0)
+            after = np.bitwise_or.accumulate(words[::-1], axis=0)[::-1]
+            for i, nb in enumerate(links):
+                union = self._own_bloom.words.copy()
+                if i > 0:
+                    union |= before[i - 1]
+                if i + 1 < len(links):
+                    union |= after[i + 1]
+                out[nb.noise_key] = Bloom(union)
+        self._blooms = out
+        return out
 
     def bloom_for(self, noise_key: bytes) -> Bloom:
         """What we tell the tree neighbour ``noise_key`` can be found through us: our address and every filter
@@ -529,11 +694,13 @@ class Tree:
         return self._by_address.get(address)
 
     def routing_neighbours(self, now: float) -> list[tuple[bytes, tuple[int, ...], float]]:
-        """(noise key, path, cost) of the neighbours in our tree with a recent announcement."""
+        """(noise key, path, cost) of the neighbours in our tree whose announcement is within CERT_LIFETIME (they
+        announce on change and every CERT_REFRESH; the router withdraws a neighbour whose link falls silent)."""
         out = []
+        lifetime = CERT_LIFETIME * HEARTBEAT_INTERVAL
         for nb in self.neighbours.values():
             ann = nb.ann
-            if ann is not None and ann.root == self.root and now - nb.ann_at <= NEIGHBOUR_TIMEOUT:
+            if ann is not None and ann.root == self.root and now - nb.ann_at <= lifetime:
                 out.append((nb.noise_key, ann.path, nb.rtt))
         return out
 

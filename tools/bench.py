@@ -76,6 +76,7 @@ class Settings:
         self.relay_timeout = 4.0 if smoke else 10.0
         self.idle_settle = 1.0 if smoke else 5.0
         self.idle_seconds = 1.0 if smoke else args.idle_seconds
+        self.hub_peers = min(args.hub_peers, 12) if smoke else args.hub_peers  # 0: no hub figure
         self.sessions = 50 if smoke else args.sessions
         self.only: frozenset[str] = frozenset(args.only or SECTIONS)
 
@@ -149,6 +150,7 @@ def all_keys() -> list[str]:
     keys += ["axiomnet_no_offload_mbps"]
     for who in ("axiomnet", "yggdrasil"):
         keys += [f"{who}_idle{IDLE_PEERS}_cpu_percent", f"{who}_idle{IDLE_PEERS}_rss_mib", f"{who}_idle{IDLE_PEERS}_threads"]
+    keys += HUB_KEYS
     keys += ["axiomnet_daemon_sessions", "axiomnet_daemon_rss_kib_per_session", "axiomnet_daemon_sessions_cpu_percent"]
     keys += ["micro_encrypt_send_us", "micro_receive_decrypt_us", "micro_handshakes_per_s_core",
              "micro_handshakes_per_s_responder", "micro_session_kib_tracemalloc"]
@@ -489,12 +491,41 @@ def _idle_figures(pid: int, s: Settings) -> tuple[float, float, int | None]:
     return 100.0 * cpu / wall, processes.process_memory_kib(pid)["VmRSS"] / 1024, processes.process_threads(pid)
 
 
+HUB_KEYS = ["axiomnet_idle_hub_peers", "axiomnet_idle_hub_cpu_percent", "axiomnet_idle_hub_rss_mib",
+            "axiomnet_idle_hub_threads", "axiomnet_idle_hub_cpu_ratio"]
+
+
 def measure_idle_axiomnet(workdir: Path, s: Settings, fig: Figures) -> None:
     prefix = f"axiomnet_idle{IDLE_PEERS}"
-    with fig.section("AxiomNet idle hub", [f"{prefix}_cpu_percent", f"{prefix}_rss_mib", f"{prefix}_threads"]), \
-            namespaces.NetnsLab() as lab:
+    with fig.section("AxiomNet idle hub", [f"{prefix}_cpu_percent", f"{prefix}_rss_mib", f"{prefix}_threads"]):
         if not s.wants("idle"):
             raise Skipped
+        cpu, rss, threads = _idle_hub(workdir / "idle", s, IDLE_PEERS)
+        fig.set(f"{prefix}_cpu_percent", cpu)
+        fig.set(f"{prefix}_rss_mib", rss)
+        fig.set(f"{prefix}_threads", threads)
+        _progress(f"AxiomNet hub idle with {IDLE_PEERS} peers: {cpu:.2f}% CPU, {rss:.0f} MiB, {threads} threads")
+    with fig.section("AxiomNet idle hub, many peers", HUB_KEYS):
+        if not s.wants("idle") or not s.hub_peers:
+            raise Skipped
+        base = fig.values.get(f"{prefix}_cpu_percent")
+        cpu, rss, threads = _idle_hub(workdir / "hub", s, s.hub_peers)
+        fig.set("axiomnet_idle_hub_peers", s.hub_peers)
+        fig.set("axiomnet_idle_hub_cpu_percent", cpu)
+        fig.set("axiomnet_idle_hub_rss_mib", rss)
+        fig.set("axiomnet_idle_hub_threads", threads)
+        if isinstance(base, (int, float)) and base > 0:
+            fig.set("axiomnet_idle_hub_cpu_ratio", cpu / base)  # the target: <= 2x its own 10-peer figure
+        else:
+            fig.unavailable(["axiomnet_idle_hub_cpu_ratio"], "no 10-peer figure in this run")
+        _progress(f"AxiomNet hub idle with {s.hub_peers} peers: {cpu:.2f}% CPU, {rss:.0f} MiB, {threads} threads")
+
+
+def _idle_hub(workdir: Path, s: Settings, count: int) -> tuple[float, float, int | None]:
+    """CPU %, RSS MiB and threads of a hub daemon idle with ``count`` spoke daemons, each on a loopback address of
+    its own (distinct source addresses, as real peers)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with namespaces.NetnsLab() as lab:
         ns = lab.add_namespace("h")
         hub = daemons.start_daemon(ns, name="hub", listen="127.0.0.1:7443", peers=[], data_dir=workdir / "hub",
                                    admin_socket=workdir / "hub.sock", tun=ns.tun_name, log_level="WARNING")
@@ -505,14 +536,11 @@ def measure_idle_axiomnet(workdir: Path, s: Settings, fig: Figures) -> None:
                                         tun=None, log_level="WARNING")
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:  # their identities in parallel
-            list(pool.map(spoke, range(IDLE_PEERS)))
-        if not processes.wait_until(lambda: established(hub) >= IDLE_PEERS, 60.0, interval=0.5):
-            raise measure.MeasureError(f"the hub has {established(hub)} of {IDLE_PEERS} sessions after 60 s")
-        cpu, rss, threads = _idle_figures(hub.pid, s)
-        fig.set(f"{prefix}_cpu_percent", cpu)
-        fig.set(f"{prefix}_rss_mib", rss)
-        fig.set(f"{prefix}_threads", threads)
-        _progress(f"AxiomNet hub idle with {IDLE_PEERS} peers: {cpu:.2f}% CPU, {rss:.0f} MiB, {threads} threads")
+            list(pool.map(spoke, range(count)))
+        wait = max(60.0, 1.5 * count)
+        if not processes.wait_until(lambda: established(hub) >= count, wait, interval=0.5):
+            raise measure.MeasureError(f"the hub has {established(hub)} of {count} sessions after {wait:g} s")
+        return _idle_figures(hub.pid, s)
 
 
 def measure_idle_yggdrasil(workdir: Path, s: Settings, fig: Figures, reason: str | None) -> None:
@@ -858,12 +886,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pings", type=int, default=20, help="pings per RTT figure (default 20, 3..1000)")
     parser.add_argument("--idle-seconds", type=float, default=30.0, help="idle CPU window (default 30, 1..600)")
     parser.add_argument("--sessions", type=int, default=1000, help="sessions the daemon holds (default 1000, 10..10000)")
+    parser.add_argument("--hub-peers", type=int, default=100,
+                        help="the idle hub's peers for its many-peers figure (default 100, 0 to skip, at most 250)")
     parser.add_argument("--only", type=_sections, metavar="SECTION[,SECTION...]",
                         help="measure only these (the others read 'not selected'; docs untouched): "
                         + ", ".join(SECTIONS))
     args = parser.parse_args(argv)
     if not 1 <= args.seconds <= 120 or not 1 <= args.runs <= 9 or not 3 <= args.pings <= 1000:
         parser.error("--seconds must be 1..120, --runs 1..9, --pings 3..1000")
+    if not 0 <= args.hub_peers <= 250:
+        parser.error("--hub-peers must be 0..250")
     if not 1 <= args.idle_seconds <= 600 or not 10 <= args.sessions <= 10000:
         parser.error("--idle-seconds must be 1..600 and --sessions 10..10000")
     return args

@@ -35,9 +35,11 @@ from axiomnet import beacon, control, punch, reflexive, wire
 from axiomnet.actors.admin import AdminActor
 from axiomnet.announce import (
     Announcement,
+    Beat,
     Hop,
     decode_announcement,
     encode_announcement,
+    encode_beat,
     hop_statement,
     root_statement,
     sign,
@@ -201,13 +203,14 @@ def wire_datagram(data: bytes) -> None:
 
 def _announcement_seeds() -> list[bytes]:
     root, mid, me = (Identity.from_seed(bytes([n]) * 32) for n in (1, 2, 3))
-    hop = Hop(mid.signing_key, 4, sign(root.signing_secret, hop_statement(root.signing_key, 9, root.signing_key,
-                                                                          mid.signing_key, 4)))
+    hop = Hop(mid.signing_key, 4, 8, sign(root.signing_secret, hop_statement(root.signing_key, 8, root.signing_key,
+                                                                             mid.signing_key, 4)))
     cert = sign(mid.signing_secret, hop_statement(root.signing_key, 9, mid.signing_key, me.signing_key, 2))
     root_sig = sign(root.signing_secret, root_statement(root.signing_key, 9))
-    plain = Announcement(root.signing_key, 9, root_sig, (hop,), 2, cert, None)
-    with_bloom = Announcement(root.signing_key, 9, root_sig, (hop,), 2, cert, Bloom.of([bytes(16)]))
-    return [encode_announcement(plain), encode_announcement(with_bloom)]
+    plain = Announcement(root.signing_key, 9, root_sig, (hop,), 2, 9, cert, None)
+    with_bloom = Announcement(root.signing_key, 9, root_sig, (hop,), 2, 9, cert, Bloom.of([bytes(16)]))
+    beat = encode_beat(Beat(root.signing_key, 10, sign(root.signing_secret, root_statement(root.signing_key, 10))))
+    return [encode_announcement(plain), encode_announcement(with_bloom), beat]
 
 
 @fuzz_target("announcement", seeds=_announcement_seeds)

@@ -64,7 +64,7 @@ def test_a_punched_session_sends_keepalives_when_idle(recorder):
         actor.tell(m.TimerDue())  # what the peer manager does at the deadline the session asks for (WakeAt)
         heard = peer.session.send(PacketType.KEEPALIVE, b"", time.monotonic())  # the peer is alive, but sends
         actor.tell(m.Datagrams([(d, CANDIDATES[0]) for d in heard]))  # nothing that asks us to answer
-        return actor.ask(m.Snapshot())["counters"].get("tx_punch_keepalives", 0) >= 2
+        return actor.ask(m.Snapshot())["counters"].get("tx_keepalives", 0) >= 2
 
     assert wait_for(kept_alive, timeout=10.0)
     keepalives = [d for d, _ in sock.ask(GetSent()) if decode_header(d).ptype is PacketType.KEEPALIVE]

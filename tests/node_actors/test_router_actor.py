@@ -431,3 +431,59 @@ def test_a_lookup_is_retried_and_a_ring_search_started_at_the_routers_own_deadli
     rounds = [p for x in link.ask(GetOther()) if isinstance(x, m.RoutedToLink) for p in x.packets
               if p[0] == Kind.RING_SEARCH]
     assert rounds, "the ring round went out over the link"
+
+
+def test_a_beat_from_our_parent_goes_on_to_our_child_at_once(recorder):
+    """Protocol 3: the router forwards its parent's ROOT_BEAT, the same bytes, to each child's session as it
+    arrives (not at its own tick). Parent and child are core Trees on the other ends of two recorded links."""
+    from axiomnet.announce import ROOT_BEAT
+
+    parent, me, child = sorted((ident(n) for n in (71, 72, 73, 74, 75)), key=lambda i: i.signing_key)[:3]
+    router = RouterActor.start(None, {}, me, seq_start=10)
+    to_parent, to_child = recorder(), recorder()
+    router.tell(m.SessionUp(to_parent, parent.public_key, ("192.0.2.2", 1), True))
+    router.tell(m.SessionUp(to_child, child.public_key, ("192.0.2.3", 1), True))
+    ends = {parent.public_key: (Tree(parent.signing_secret, parent.signing_key, parent.address.packed,
+                                     now=time.monotonic(), seq_start=1000), to_parent),
+            child.public_key: (Tree(child.signing_secret, child.signing_key, child.address.packed,
+                                    now=time.monotonic(), seq_start=1), to_child)}
+    fed = {key: 0 for key in ends}
+    beats: list[bytes] = []  # what the parent's tree beat to us
+    for tree, _ in ends.values():
+        tree.add(me.public_key, time.monotonic())
+
+    def pump() -> None:  # one heartbeat on both ends, and everything in flight delivered
+        router.tell(m.HeartbeatTick())
+        for key, (tree, session) in ends.items():
+            now = time.monotonic()
+            payloads = sent_control(session)
+            for payload in payloads[fed[key]:]:
+                try:
+                    for _, reply in tree.receive(me.public_key, payload, now):
+                        router.tell(m.Announce(key, reply))
+                except InvalidAnnouncement:
+                    pass
+            fed[key] = len(payloads)
+            for _, data in tree.tick(now):
+                if key == parent.public_key and data[0] == ROOT_BEAT:
+                    beats.append(data)
+                router.tell(m.Announce(key, data))
+
+    def placed() -> bool:
+        pump()
+        tree = router.ask(m.Snapshot(), timeout=5)["tree"]
+        ptree = ends[parent.public_key][0]
+        return (tree["depth"] == 1 and ends[child.public_key][0].depth == 2
+                and ptree.is_child(ptree.neighbours[me.public_key]))
+
+    assert wait_for(placed, timeout=15.0)
+    del beats[:]
+
+    def forwarded() -> bool:  # the parent beats at each pump (a new seq each time; the router takes one per H/4)
+        pump()
+        return bool(set(beats) & set(sent_control(to_child)))
+
+    assert wait_for(forwarded, timeout=15.0)
+    got = [p for p in sent_control(to_child) if p in set(beats)]
+    snap = router.ask(m.Snapshot(), timeout=5)["tree"]
+    assert got and snap["beats"] >= 1 and snap["root_seq"] > 1000  # taken as its own seq, and passed on

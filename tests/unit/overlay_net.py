@@ -52,6 +52,7 @@ class Overlay:
         self.by_noise = {node.identity.public_key: v for v, node in self.nodes.items()}
         self.alive = set(graph)
         self.rejected = 0
+        self._next_round: list[tuple[int, bytes, bytes]] = []  # (sender, receiver's noise key, bytes)
         for u, v in graph.edges:
             self.link(u, v)
 
@@ -73,20 +74,37 @@ class Overlay:
         self.nodes[v].tree.remove(self.nodes[u].identity.public_key, self.now)
 
     def tick(self, count: int = 1) -> None:
+        """One heartbeat everywhere: each node's tick, then every control message it sets off (replies, beats
+        forwarded down the tree, announcements owed at once), delivered in order one LINK_DELAY per hop."""
         for _ in range(count):
             self.now += 1.0
-            outs = {v: self.nodes[v].tree.tick(self.now) for v in sorted(self.alive)}
-            for v, out in outs.items():
-                sender = self.nodes[v].identity.public_key
-                for key, data in out:
-                    u = self.by_noise[key]
-                    if u in self.alive:
-                        try:
-                            reply = self.nodes[u].tree.receive(sender, data, self.now + LINK_DELAY)
-                            if reply is not None:  # a probe: its reply comes back one more link delay later
-                                self.nodes[v].tree.receive(key, reply, self.now + 2 * LINK_DELAY)
-                        except RemoteProtocolError:
-                            self.rejected += 1
+            # Without decisions between ticks (the simulator's twin), what a message sets off waits for the next
+            # round, as in the simulator's synchronous rounds (a beat goes one hop down per round).
+            queue: deque[tuple[int, bytes, bytes, float]] = deque(
+                (v, key, data, self.now) for v, key, data in self._next_round if v in self.alive)
+            self._next_round = []
+            for v in sorted(self.alive):
+                queue.extend((v, key, data, self.now) for key, data in self.nodes[v].tree.tick(self.now))
+            steps = 0
+            while queue:
+                v, key, data, sent_at = queue.popleft()
+                steps += 1
+                if steps > 100 * len(self.nodes) + 10_000:
+                    raise AssertionError("control messages keep circulating")
+                u = self.by_noise[key]
+                if u not in self.alive:
+                    continue
+                at = sent_at + LINK_DELAY
+                tree = self.nodes[u].tree
+                try:
+                    out = tree.receive(self.nodes[v].identity.public_key, data, at)
+                except RemoteProtocolError:
+                    self.rejected += 1
+                    out = []
+                if tree.between_ticks or data[0] in (2, 3):  # a probe's reply comes back at once
+                    queue.extend((u, k, d, at) for k, d in out + tree.urgent(at))
+                else:
+                    self._next_round.extend((u, k, d) for k, d in out)
             for v in sorted(self.alive):
                 self._run(v, self.nodes[v].forwarder.tick(self.now))
 

@@ -100,11 +100,12 @@ class Stack:
         if got.ptype is PacketType.DATA:
             self._dispatch(node, node.forwarder.receive(key, [got.payload], now))
         elif got.ptype is PacketType.CONTROL:
+            sent: list[tuple[bytes, bytes]] = []
             try:
-                node.tree.receive(key, got.payload, now)
+                sent = node.tree.receive(key, got.payload, now)  # probe replies, beats for our children
             except RemoteProtocolError:
                 pass
-            self._announce(node, node.tree.urgent(now))
+            self._announce(node, sent + node.tree.urgent(now))
 
     def _links_up(self, node: StackNode) -> None:
         for key, session in node.link.sessions.items():

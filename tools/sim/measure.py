@@ -295,8 +295,8 @@ class Filters:
 
 # --- per-node state ----------------------------------------------------------------------------------------
 def _announcement_size(hops: int) -> int:
-    hop = Hop(bytes(32), 1, bytes(64))
-    return len(encode_announcement(Announcement(bytes(32), 1, bytes(64), (hop,) * hops, 1, bytes(64))))
+    hop = Hop(bytes(32), 1, 1, bytes(64))
+    return len(encode_announcement(Announcement(bytes(32), 1, bytes(64), (hop,) * hops, 1, 1, bytes(64))))
 
 
 ANN_BASE = _announcement_size(0)  # header + certificate
