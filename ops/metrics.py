@@ -41,7 +41,7 @@ _HANDSHAKE_REFUSALS = {"refused_key_mismatch": "refused", "refused_session_limit
 _DROPS_BY_NAME = frozenset({
     "fwd_replies_rejected", "fwd_lookup_dead_end", "fwd_path_broken_limited", "fwd_ring_duplicate",
     "fwd_ring_refused", "fwd_ring_ttl_end", "fwd_ring_relay_limited", "announce_not_queued",
-    "probe_reply_not_queued"})
+    "control_not_queued"})
 # The router's counters that are not drops: what it sent, relayed, delivered or noticed.
 ROUTER_OUTCOMES = frozenset({
     "relay_tables_published", "fault_corrupted", "link_packets", "peers_withdrawn",
