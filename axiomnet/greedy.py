@@ -209,7 +209,7 @@ class NeighbourForest:
             if len(idx) != len(paths) or (idx.size and (idx.min() < 0 or idx.max() >= len(self.keys))):
                 raise ValueError("each tree needs one path per member, members indexing keys")
             self._members.append(idx)
-            self._tables.append(NeighbourPaths([self.keys[i] for i in idx], paths, self._costs[idx]))
+            self._tables.append(NeighbourPaths([self.keys[i] for i in idx], paths, self._costs[idx].tolist()))
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -234,8 +234,8 @@ class NeighbourForest:
         if len(self_paths) != len(self._tables):
             raise ValueError("one own path (or None) per tree")
         usable = [None if own is None else dst for own, dst in zip(self_paths, dsts)]
-        self_distance = min((tree_distance(own, dst) for own, dst in zip(self_paths, usable) if dst is not None),
-                            default=UNREACHED)
+        self_distance = min((tree_distance(own, dst) for own, dst in zip(self_paths, usable)
+                             if own is not None and dst is not None), default=UNREACHED)
         if not self.keys or self_distance == 0:
             return NO_HOP, self_distance
         return forest_choice(self.distances(usable), self._costs, self_distance), self_distance
