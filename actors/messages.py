@@ -118,6 +118,22 @@ class RelayDecisions(Urgent):
 
 
 @dataclass(frozen=True)
+class WantSendPath(Urgent):
+    """session -> socket: publish your SendPath to ``ref`` (now and whenever it changes), so that its datagrams
+    leave from its own thread (actors/socket.py SendPath); forgotten at ReleaseOwner."""
+
+    ref: Any
+
+
+@dataclass(frozen=True)
+class SendPathUpdate(Urgent):
+    """socket -> a session that asked (WantSendPath): the socket's current SendPath (immutable; a new one per
+    change), swapped in one assignment."""
+
+    path: Any
+
+
+@dataclass(frozen=True)
 class RoutedFromLink:
     """Routed packets that arrived over the link to ``peer_key`` (session -> router)."""
 

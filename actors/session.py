@@ -43,12 +43,13 @@ from axiomnet.session import Established, Expired, HandshakeGaveUp, KeyMismatch,
 from axiomnet.wire import PacketType
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import SupervisedActor, tell, bounded_tell
-from axiomnet.actors.socket import tell_indices
+from axiomnet.actors.socket import SendPath, tell_indices
 
 DATA = PacketType.DATA
 CONTROL = PacketType.CONTROL
 _OBSERVED = bytes([OBSERVED_ENDPOINT])  # the control type of "your endpoint as I see it" (PROTOCOL §8.1)
 KEEPALIVE = PacketType.KEEPALIVE
+DIRECT_SEND_BACKOFF = 1.0  # seconds the socket actor sends alone after a direct send failed
 
 
 class SessionActor(SupervisedActor):
@@ -108,6 +109,8 @@ class SessionActor(SupervisedActor):
         self._wake_told: float | None = None  # the deadline the peer manager will tick us at
         self._observed_answered = False  # since the last establishment, told the peer its endpoint again (§8.1)
         self._relays = fastpath.EMPTY  # the router's relay decisions (RelayDecisions), replaced whole
+        self._send_path: SendPath | None = None  # the socket's, for sends from this thread (SendPathUpdate)
+        self._direct_off_until = 0.0  # a direct send failed: the socket actor sends (breakers, logs) until then
 
     @property
     def name(self) -> str:
@@ -127,6 +130,9 @@ class SessionActor(SupervisedActor):
 
     def rewired(self, role: str) -> None:
         if role == "socket" and self.session is not None:
+            self._send_path = None  # the old socket is closed: ask the new actor for its path
+            if self.up:
+                tell(self.refs.get("socket"), m.WantSendPath(self.actor_ref))
             # The new socket actor starts with an empty table: route our indices to us again.
             for index in self.session.local_indices():
                 tell(self.refs.get("socket"), m.BindIndex(index, self.actor_ref))
@@ -142,6 +148,8 @@ class SessionActor(SupervisedActor):
             self._send_data(message.packets)
         elif isinstance(message, m.RelayDecisions):
             self._relays = message.table
+        elif isinstance(message, m.SendPathUpdate):
+            self._send_path = message.path
         elif isinstance(message, m.NeighbourPackets):
             self._send_neighbour(message.packets)
         elif isinstance(message, m.Probe):
@@ -417,6 +425,8 @@ class SessionActor(SupervisedActor):
         if commands:
             items = tell_indices(self.refs.get("socket"), self.actor_ref, commands, items)
             self.counters["tx_datagrams"] += len(datagrams) - len(items)
+        elif self._send_path is not None:
+            items = self._send_direct(items)
         if not items:
             return
         if not bounded_tell(self.refs.get("socket"), m.SendDatagrams(items)):
@@ -424,6 +434,29 @@ class SessionActor(SupervisedActor):
         else:
             self.counters["tx_datagrams"] += len(items)
             self._last_tx = time.monotonic()
+
+    def _send_direct(self, items: list[tuple[bytes, m.Addr]]) -> list[tuple[bytes, m.Addr]]:
+        """Send from this thread through the socket's published path (no hand-off); what it could not send, for
+        the socket actor. After a failure the actor sends everything for DIRECT_SEND_BACKOFF seconds, so its
+        circuit breaker, not this thread, decides how often a failing endpoint is tried."""
+        path = self._send_path
+        now = time.monotonic()
+        if path is None or now < self._direct_off_until:
+            return items
+        sent, gso_sends, full, rest = path.send(items)
+        counters = self.counters
+        counters["tx_datagrams"] += sent
+        counters["tx_direct"] += sent
+        if gso_sends:
+            counters["tx_gso_sends"] += gso_sends
+        if full:
+            counters["tx_dropped_full"] += full  # the socket buffer is full: dropped, as the socket actor would
+        if sent:
+            self._last_tx = now
+        if rest:
+            counters["tx_direct_failed"] += 1
+            self._direct_off_until = now + DIRECT_SEND_BACKOFF
+        return rest
 
     def _drain_events(self) -> None:
         session = self.session
@@ -474,6 +507,7 @@ class SessionActor(SupervisedActor):
         caps = self._peer_capabilities()
         self.neighbour_ip = NEIGHBOUR_CAPABILITY in caps
         self._route(self.neighbour_ip)
+        tell(self.refs.get("socket"), m.WantSendPath(self.actor_ref))  # sends from this thread from now on
         up = m.SessionUp(self.actor_ref, key, self.endpoint, self.dial, caps)
         for role in ("peers", "router"):
             ref = self.refs.get(role)

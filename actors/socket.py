@@ -23,6 +23,7 @@ import select
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
@@ -81,6 +82,52 @@ def gro_segment(ancillary: list[tuple[int, int, bytes]]) -> int:
     return 0
 
 
+@dataclass(frozen=True, eq=False)
+class SendPath:
+    """The socket as the actor publishes it to the sessions (``SendPath`` message), for sends on their own thread.
+
+    Sending is the only thing done with it: the datagrams of a batch leave from the thread that sealed them, with
+    no hand-off to the socket actor (``sendmsg``/``sendto`` on one socket from many threads is safe in the kernel).
+    Only the plain case is handled here: what fails (an endpoint that errors, a segment size the kernel refuses)
+    is returned for the socket actor, which owns the circuit breakers, the error logs and the GSO settings, and
+    publishes a new path when those change. A path whose socket the actor closed fails every send (EBADF), so its
+    datagrams go to the actor too.
+    """
+
+    sock: socket.socket
+    mapped: bool  # an IPv6 socket: IPv4 destinations are sent to their IPv4-mapped address
+    gso: bool
+    gso_max_size: int
+
+    def send(self, items: list[tuple[bytes, m.Addr]]) -> tuple[int, int, int, list[tuple[bytes, m.Addr]]]:
+        """Send ``items`` in order: (datagrams sent, UDP_SEGMENT sends among the system calls, datagrams dropped
+        because the socket buffer is full, the rest for the actor: from the first datagram whose send failed
+        otherwise)."""
+        sock = self.sock
+        sent = gso_sends = full = 0
+        if self.gso and len(items) > 1:
+            groups = gso_groups(items, UDP_GSO_MAX_SEGMENTS, UDP_GSO_MAX_BYTES, self.gso_max_size)
+        else:
+            groups = [(addr, [data]) for data, addr in items]
+        for i, (addr, group) in enumerate(groups):
+            target: tuple[Any, ...] = addr
+            if self.mapped and "." in addr[0]:
+                target = ("::ffff:" + addr[0], addr[1])
+            try:
+                if len(group) == 1:
+                    sock.sendto(group[0], target)
+                else:
+                    segment = len(group[0]).to_bytes(2, sys.byteorder)
+                    sock.sendmsg(group, [(SOL_UDP, UDP_SEGMENT, segment)], 0, target)
+                    gso_sends += 1
+                sent += len(group)
+            except BlockingIOError:
+                full += len(group)
+            except OSError:
+                return sent, gso_sends, full, [(data, a) for a, g in groups[i:] for data in g]
+        return sent, gso_sends, full, []
+
+
 def normalise_addr(addr: tuple[Any, ...]) -> m.Addr:
     """(host, port) with IPv4-mapped IPv6 hosts shown as plain IPv4, and a link-local IPv6 host (a scope id is
     set) with its interface ("fe80::1%eth0"): without it a reply could leave by another interface."""
@@ -118,6 +165,8 @@ class SocketActor(SupervisedActor):
         self._breakers: BreakerBoard[m.Addr] = BreakerBoard()  # endpoints whose sends keep failing
         self._penalty: dict[bytes, float] = {}  # sources whose INITs the reader drops (cookie.penalised); replaced whole
         self.family = socket.AF_INET6
+        self._path: SendPath | None = None  # published to the sessions that asked (WantSendPath)
+        self._path_takers: dict[str, Any] = {}  # actor urn -> ref of each session that asked for the path
 
     # --- lifecycle -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -144,8 +193,22 @@ class SocketActor(SupervisedActor):
             self.gro = enable_gro(sock)
         logger.info("listening on UDP {} (GSO {}, GRO {})", self.bound_address(), "on" if self.gso else "off",
                     "on" if self.gro else "off")
+        self._path = self._new_path()
         self.wakeup_fd()  # before the reader starts: stopping must find it
         self.spawn_thread(self._read_loop, "reader")
+
+    def _new_path(self) -> SendPath:
+        assert self.sock is not None
+        return SendPath(self.sock, self.family == socket.AF_INET6, self.gso, self.gso_max_size)
+
+    def _publish_path(self) -> None:
+        """A new SendPath to every session that asked, after the GSO settings changed."""
+        if self.sock is None:
+            return
+        path = self._path = self._new_path()
+        self.counters["send_paths_published"] += 1
+        for ref in self._path_takers.values():
+            tell(ref, m.SendPathUpdate(path))
 
     def release(self) -> None:
         if self.sock is not None:
@@ -242,6 +305,12 @@ class SocketActor(SupervisedActor):
             return None
         if isinstance(message, m.ReleaseOwner):
             self._table.release_owner(message.owner)
+            self._path_takers.pop(getattr(message.owner, "actor_urn", None), None)
+            return None
+        if isinstance(message, m.WantSendPath):
+            if self._path is not None:
+                self._path_takers[message.ref.actor_urn] = message.ref
+                tell(message.ref, m.SendPathUpdate(self._path))
             return None
         if isinstance(message, m.ReleaseIndex):
             owner = message.owner if message.owner is not None else self._table.owner(message.index)
@@ -253,6 +322,7 @@ class SocketActor(SupervisedActor):
             breakers = [{**row, "endpoint": f"{row['endpoint'][0]}:{row['endpoint'][1]}"}  # type: ignore[index]
                         for row in self._breakers.snapshot(now)]
             return {"listen": self.bound_address(), "indices": len(self._table), "gso": self.gso, "gro": self.gro,
+                    "send_path_takers": len(self._path_takers),
                     **self.counters, "breakers_open": self._breakers.open_count(now), "breakers": breakers}
         return super().handle(message)
 
@@ -263,6 +333,12 @@ class SocketActor(SupervisedActor):
         tell(owner, m.IndexRefused(index))
 
     def _send(self, items: list[tuple[bytes, m.Addr]]) -> None:
+        gso, max_size = self.gso, self.gso_max_size
+        self._send_batch(items)
+        if (gso, max_size) != (self.gso, self.gso_max_size):
+            self._publish_path()  # the sessions' direct sends follow the new settings
+
+    def _send_batch(self, items: list[tuple[bytes, m.Addr]]) -> None:
         if not self.gso or len(items) < 2:
             self._send_each(items)
             return

@@ -40,6 +40,10 @@ def start_line(lab: namespaces.NetnsLab, workdir: Path, tag: str, relays: int, p
         sys.executable = saved
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--python-a", required=True, help="the python whose axiomnet is build A (the baseline)")
@@ -47,9 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relays", type=int, default=1, help="relays between the ends (0..3)")
     parser.add_argument("--rounds", type=int, default=4, help="A, B pairs of runs (1..20)")
     parser.add_argument("--seconds", type=float, default=5.0, help="iperf3 seconds per run (1..60)")
+    parser.add_argument("--pings", type=int, default=0,
+                        help="per round and line, also this many pings 20 ms apart on the idle line (0..500): RTT avg")
+    parser.add_argument("--loaded", action="store_true",
+                        help="ping every 10 ms during each iperf3 run: the p99 RTT under load (Mbit/s as usual)")
     args = parser.parse_args(argv)
-    if not 0 <= args.relays <= 3 or not 1 <= args.rounds <= 20 or not 1 <= args.seconds <= 60:
-        parser.error("--relays 0..3, --rounds 1..20, --seconds 1..60")
+    if (not 0 <= args.relays <= 3 or not 1 <= args.rounds <= 20 or not 1 <= args.seconds <= 60
+            or not 0 <= args.pings <= 500):
+        parser.error("--relays 0..3, --rounds 1..20, --seconds 1..60, --pings 0..500")
     reason = namespaces.netns_unavailable_reason()
     if reason is not None:
         print(reason, file=sys.stderr)
@@ -64,16 +73,37 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         runs: dict[str, list[float]] = {"a": [], "b": []}
         per_cpu: dict[str, list[float]] = {"a": [], "b": []}
+        rtt: dict[str, list[float]] = {"a": [], "b": []}  # each round's average idle RTT, ms (--pings)
+        p99: dict[str, list[float]] = {"a": [], "b": []}  # each round's p99 RTT under load, ms (--loaded)
         for _ in range(args.rounds):
             for tag, nodes in lines.items():
+                if args.pings:
+                    times, _sent = measure.ping_times(nodes[0].ns, nodes[-1].address, args.pings, 0.02)
+                    if times:
+                        rtt[tag].append(round(statistics.fmean(times), 3))
+                if args.loaded:
+                    loaded = measure.rtt_under_load(nodes[-1].ns, nodes[0].ns, nodes[-1].address, args.seconds)
+                    if isinstance(loaded.get("p99_ms"), (int, float)):
+                        p99[tag].append(round(loaded["p99_ms"], 2))
+                    if isinstance(loaded.get("mbps"), (int, float)):
+                        runs[tag].append(round(loaded["mbps"], 1))
+                    print(f"ab: {tag} {loaded.get('mbps')} Mbit/s, p99 {loaded.get('p99_ms')} ms", file=sys.stderr,
+                          flush=True)
+                    continue
                 result = measure.iperf3_median(nodes[-1].ns, nodes[0].ns, nodes[-1].address, args.seconds, 1,
                                                pids=[n.pid for n in nodes])
                 runs[tag].append(round(result["mbps"], 1))
                 per_cpu[tag].append(round(result["mbit_per_cpu_s"] or 0.0, 1))
                 print(f"ab: {tag} {result['mbps']:.0f} Mbit/s", file=sys.stderr, flush=True)
-        a, b = statistics.median(runs["a"]), statistics.median(runs["b"])
-        ca, cb = statistics.median(per_cpu["a"]), statistics.median(per_cpu["b"])
-        print(json.dumps({"relays": args.relays, "seconds": args.seconds, "load_average": os.getloadavg()[0], "a_mbps": runs["a"], "b_mbps": runs["b"],
+        a, b = _median(runs["a"]), _median(runs["b"])
+        ca, cb = _median(per_cpu["a"]), _median(per_cpu["b"])
+        extra: dict[str, object] = {}
+        for name, values in (("rtt_avg_ms", rtt), ("rtt_p99_loaded_ms", p99)):
+            if values["a"] or values["b"]:
+                ra, rb = _median(values["a"]), _median(values["b"])
+                extra.update({f"a_{name}": values["a"], f"b_{name}": values["b"],
+                              f"{name}_b_over_a": round(rb / ra, 3) if ra else None})
+        print(json.dumps({**extra, "relays": args.relays, "seconds": args.seconds, "load_average": os.getloadavg()[0], "a_mbps": runs["a"], "b_mbps": runs["b"],
                           "a_median": a, "b_median": b, "b_over_a": round(b / a, 3) if a else None,
                           "a_mbit_per_cpu_s": per_cpu["a"], "b_mbit_per_cpu_s": per_cpu["b"],
                           "cpu_b_over_a": round(cb / ca, 3) if ca else None}))
