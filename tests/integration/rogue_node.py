@@ -115,22 +115,24 @@ class BurstRouter(BlackHoleRouter):
         junk = hashlib.sha512(b"forged %d" % self._ticks).digest()  # 64 bytes that are no signature
         # 1. Our own root claim, a seq ahead, with a signature we did not make.
         out.append(encode_announcement(Announcement(root=me, seq=self.tree.seq + 1000, root_sig=junk, chain=(), cert_port=0,
-                                                   cert_sig=NO_SIGNATURE)))
+                                                   cert_issued=0, cert_sig=NO_SIGNATURE)))
         for data in list(self._captured)[-2:]:
             try:
                 honest = decode_announcement(data)
             except Exception:  # noqa: BLE001 - whatever honest peers send decodes; a rogue does not crash on it
                 continue
             # 2. A chain we do not hold: the root's direct child, port 1, with the root's signature made up.
-            out.append(encode_announcement(replace(honest, chain=(Hop(me, 1, junk),), cert_port=0, cert_sig=NO_SIGNATURE,
+            out.append(encode_announcement(replace(honest, chain=(Hop(me, 1, honest.seq, junk),), cert_port=0, cert_issued=0,
+                                                   cert_sig=NO_SIGNATURE,
                                                    bloom=None)))
             # 3. The honest root's number far in the future, its old signature reused, us below it.
-            out.append(encode_announcement(replace(honest, seq=FUTURE_SEQ + self._ticks, chain=(*honest.chain, Hop(me, 1, junk)),
-                                                   cert_port=0, cert_sig=NO_SIGNATURE, bloom=None)))
+            out.append(encode_announcement(replace(honest, seq=FUTURE_SEQ + self._ticks, chain=(*honest.chain, Hop(me, 1, FUTURE_SEQ, junk)),
+                                                   cert_port=0, cert_issued=0, cert_sig=NO_SIGNATURE, bloom=None)))
             # 4. A certificate for the receiver that we signed over a chain we forged onto the honest one.
-            chain = (*honest.chain, Hop(me, 2, junk))
+            chain = (*honest.chain, Hop(me, 2, honest.seq, junk))
             cert = sign(self._identity.signing_secret, hop_statement(honest.root, honest.seq, me, receiver, 1))
-            out.append(encode_announcement(replace(honest, chain=chain, cert_port=1, cert_sig=cert, bloom=None)))
+            out.append(encode_announcement(replace(honest, chain=chain, cert_port=1, cert_issued=honest.seq, cert_sig=cert,
+                                                   bloom=None)))
         self.counters["rogue_forged"] += len(out)
         return out
 
@@ -139,11 +141,11 @@ class BurstRouter(BlackHoleRouter):
         except once (``once``): then the receiver records the number but cannot follow it, so it never passes it on."""
         me, secret, seq = self._identity.signing_key, self._identity.signing_secret, FUTURE_SEQ + self._ticks
         if self.once:
-            port, cert = 0, NO_SIGNATURE
+            port, issued, cert = 0, 0, NO_SIGNATURE
         else:
-            cert = sign(secret, hop_statement(me, seq, me, receiver, port))
+            issued, cert = seq, sign(secret, hop_statement(me, seq, me, receiver, port))
         return encode_announcement(Announcement(root=me, seq=seq, root_sig=sign(secret, root_statement(me, seq)), chain=(),
-                                                cert_port=port, cert_sig=cert))
+                                                cert_port=port, cert_issued=issued, cert_sig=cert))
 
 
 class BurstOnceRouter(BurstRouter):
