@@ -25,7 +25,7 @@ from loguru import logger
 
 from axiomnet.admission import Admission, Refuse
 from axiomnet.ops.config import PeerSpec
-from axiomnet.constants import MAX_SESSIONS, MAX_UNPINNED_SESSIONS
+from axiomnet.constants import MAX_SESSIONS, MAX_UNPINNED_SESSIONS, SESSION_WORKERS
 from axiomnet.control import HandshakePayload
 from axiomnet.cookie import source_key
 from axiomnet.punch import MAX_CANDIDATES, PUNCH_KEEPALIVE, PUNCH_SILENT_AFTER, PunchPlanner, encode_candidates
@@ -37,12 +37,13 @@ from axiomnet.session import HandshakeResult
 from axiomnet.supervision import RestartPolicy
 from axiomnet.wire import PacketType, decode_header
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import Later, SupervisedActor, bounded_tell, tell
+from axiomnet.actors.base import ActorPool, Later, SupervisedActor, bounded_tell, tell
 from axiomnet.actors.discovery import Discovered, DiscoveredLive
 from axiomnet.actors.session import SessionActor
 from axiomnet.actors.socket import tell_indices
 
 MAX_DISCOVERED_DIALS = 16  # discovered peers dialled at once whose session is not up (beacons cost bounded state)
+SESSIONS_STOP_DEADLINE = 2.0  # the peer manager's stop waits this long for all its session actors together
 REFUSAL_LOG_INTERVAL = 10.0  # one warning per this many seconds about refused peers; every refusal is counted
 _FRONT_DOOR_TYPES = (PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_FINAL, PacketType.KEY_PROBE)
 
@@ -124,6 +125,7 @@ class PeerManagerActor(SupervisedActor):
         self.punch = PunchPlanner()  # NAT traversal: which exchanged candidates we dial (PROTOCOL §8.2)
         self._candidates_told: bytes | None = None
         self._deadline_timer: Any = None
+        self._host: ActorPool | None = None  # the few threads every session actor runs on
 
     # --- lifecycle -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -135,6 +137,7 @@ class PeerManagerActor(SupervisedActor):
             discoverable=self.discoverable,
         )
         self._deadline_timer = self.start_deadline_timer(_Due())
+        self._host = self.start_pool("sessions", SESSION_WORKERS)
         self._restarts = Later(self._deadline_timer)
         for peer in self.static_peers:  # configured peers always get their slot
             self._spawn(canonical_endpoint(peer.host, peer.port), peer.public_key, dial=True)
@@ -152,11 +155,18 @@ class PeerManagerActor(SupervisedActor):
     def teardown(self) -> None:
         if self._restarts is not None:
             self._restarts.clear()
-        for spec in list(self.specs.values()):
+        # Every session asked at once, then each awaited under one deadline: ten thousand of them stop in the time
+        # their pool takes to run each stop once, not ten thousand round trips in a row.
+        stopping = [(spec, spec.ref.stop(block=False)) for spec in self.specs.values()]
+        deadline = time.monotonic() + SESSIONS_STOP_DEADLINE
+        late = 0
+        for spec, future in stopping:
             try:
-                spec.ref.stop(block=True, timeout=2.0)
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
             except pykka.Timeout:
-                logger.error("session {} did not stop within 2 s", spec.endpoint)
+                late += 1
+        if late:
+            logger.error("{} session actors did not stop within {} s", late, SESSIONS_STOP_DEADLINE)
         self.specs.clear()
 
     def rewired(self, role: str) -> None:
@@ -195,6 +205,7 @@ class PeerManagerActor(SupervisedActor):
             candidates=candidates,
             keepalive=keepalive,
             silent_after=silent_after,
+            host=self._host,
         )
         self.specs[ref.actor_urn] = SessionSpec(ref, endpoint, expected_key, dial, known_key=expected_key,
                                                 named=named, inbound=inbound, found=found)

@@ -36,7 +36,7 @@ from axiomnet.routed import NEIGHBOUR_CAPABILITY, NEIGHBOUR_PREFIX
 from axiomnet.session import Established, Expired, HandshakeGaveUp, KeyMismatch, KeyRefused, Rekeyed, Session
 from axiomnet.wire import PacketType
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import SupervisedActor, tell, bounded_tell
+from axiomnet.actors.base import ActorPool, HostedActor, tell, bounded_tell
 from axiomnet.actors.socket import tell_indices
 
 DATA = PacketType.DATA
@@ -45,7 +45,7 @@ _OBSERVED = bytes([OBSERVED_ENDPOINT])  # the control type of "your endpoint as 
 KEEPALIVE = PacketType.KEEPALIVE
 
 
-class SessionActor(SupervisedActor):
+class SessionActor(HostedActor):
     """The link to one peer: handshakes, encryption, timers, endpoint roaming."""
 
     role = "session"
@@ -66,8 +66,9 @@ class SessionActor(SupervisedActor):
         candidates: tuple[m.Addr, ...] = (),
         keepalive: float | None = None,
         silent_after: float | None = None,
+        host: ActorPool | None = None,
     ) -> None:
-        super().__init__(supervisor, refs)
+        super().__init__(supervisor, refs, host=host)
         self.self_address = self_address
         self.endpoint = endpoint
         # A punched session (docs/PROTOCOL.md §8.2): until it is established its handshake goes to every candidate

@@ -1,0 +1,233 @@
+"""Hosted actors (actors/base.py HostedActor on an ActorPool): many actors on a few threads, each still one
+message at a time and in order; and the link sessions the peer manager hosts that way keep their supervision
+(a crashed session is restarted, past the restart intensity the node is told Fatal)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pykka
+import pytest
+
+from axiomnet.ops.config import PeerSpec
+from axiomnet.constants import SESSION_WORKERS
+from axiomnet.identity import Identity
+from axiomnet.actors import messages as m
+from axiomnet.actors.base import ActorPool, HostedActor, SupervisedActor, tell
+from axiomnet.actors.peers import PeerManagerActor
+from tests.node_actors.fakes import GetOther, wait_for
+
+
+class Seen:
+    """Ask: the numbers told so far, in the order handled."""
+
+
+class Busy:
+    """Tell: hold the worker ``seconds`` (a slow handler)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+class Probe(HostedActor):
+    """Records what it is told, and whether another worker ever ran it at the same time."""
+
+    role = "probe"
+
+    def __init__(self, host: ActorPool | None = None, supervisor: Any = None) -> None:
+        super().__init__(supervisor, {}, host=host)
+        self.seen: list[int] = []
+        self.inside = 0
+        self.overlaps = 0
+        self.threads: set[str] = set()
+
+    def handle(self, message: Any) -> Any:
+        self.inside += 1
+        if self.inside > 1:
+            self.overlaps += 1
+        self.threads.add(threading.current_thread().name)
+        try:
+            if isinstance(message, int):
+                self.seen.append(message)
+                time.sleep(0)  # let another worker try to run us meanwhile
+            elif isinstance(message, Busy):
+                time.sleep(message.seconds)
+            elif isinstance(message, Seen):
+                return (list(self.seen), self.overlaps, set(self.threads))
+            elif isinstance(message, m.Snapshot):
+                return {"seen": len(self.seen)}
+            else:
+                return super().handle(message)
+            return None
+        finally:
+            self.inside -= 1
+
+
+class PoolOwner(SupervisedActor):
+    """Owns a pool of three workers, as the peer manager does."""
+
+    role = "owner"
+
+    def setup(self) -> None:
+        self.pool = self.start_pool("probes", 3)
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, str) and message == "pool":
+            return self.pool
+        return super().handle(message)
+
+
+@pytest.fixture
+def pool():
+    owner = PoolOwner.start(None)
+    yield owner.ask("pool", timeout=5)
+    for ref in pykka.ActorRegistry.get_by_class(Probe):  # hosted actors first, as the peer manager does
+        ref.stop(block=True, timeout=5)
+    owner.stop(block=True, timeout=5)
+
+
+def test_many_hosted_actors_run_on_the_pools_few_threads_each_in_order_one_at_a_time(pool):
+    threads_before = threading.active_count()
+    refs = [Probe.start(pool) for _ in range(300)]
+    assert threading.active_count() == threads_before  # no thread per actor
+    senders = [threading.Thread(target=lambda r=ref: [r.tell(i) for i in range(50)]) for ref in refs[:100]]
+    for t in senders:
+        t.start()
+    for ref in refs[100:]:
+        for i in range(50):
+            ref.tell(i)
+    for t in senders:
+        t.join()
+    workers: set[str] = set()
+    for ref in refs:
+        seen, overlaps, threads = ref.ask(Seen(), timeout=10)
+        assert seen == list(range(50))
+        assert overlaps == 0
+        workers |= threads
+    assert workers <= {f"axn-owner-probes{i}" for i in range(3)}
+    assert len(workers) > 1  # the load was shared
+
+
+def test_urgent_messages_pass_data_in_a_hosted_mailbox(pool):
+    ref = Probe.start(pool)
+    ref.tell(Busy(0.3))  # while it runs, data and a snapshot queue up
+    for i in range(20):
+        ref.tell(i)
+    answer = ref.ask(m.Snapshot(), block=False)
+    assert answer.get(timeout=5)["seen"] < 20  # served before the data told earlier
+    assert wait_for(lambda: len(ref.ask(Seen(), timeout=5)[0]) == 20)
+
+
+def test_a_busy_hosted_actor_does_not_starve_the_others(pool):
+    hog = Probe.start(pool)
+    for _ in range(200):
+        hog.tell(Busy(0.005))  # a full second of work, queued at once
+    quick = Probe.start(pool)
+    started = time.monotonic()
+    quick.tell(1)
+    assert wait_for(lambda: quick.ask(Seen(), timeout=5)[0] == [1], timeout=5)
+    assert time.monotonic() - started < 0.9  # served between the hog's slices, not after its whole mailbox
+
+
+def test_a_stopped_hosted_actor_answers_what_is_left_dead_and_leaves_the_registry(pool):
+    ref = Probe.start(pool)
+    ref.tell(Busy(0.2))
+    stopped = ref.stop(block=False)
+    late = ref.ask(Seen(), block=False)  # queued behind the stop
+    assert stopped.get(timeout=5) is True
+    with pytest.raises(pykka.ActorDeadError):
+        late.get(timeout=5)
+    assert not ref.is_alive()
+    assert ref not in pykka.ActorRegistry.get_all()
+
+
+def test_a_crash_in_a_hosted_actor_is_reported_and_its_pool_keeps_serving(recorder, pool):
+    supervisor = recorder()
+    crashing, other = Probe.start(pool, supervisor), Probe.start(pool)
+    crashing.tell(m.InjectFault("test"))
+    other.tell(7)
+    assert wait_for(lambda: any(isinstance(x, m.ChildFailed) and x.urn == crashing.actor_urn
+                                for x in supervisor.ask(GetOther(), timeout=5)))
+    assert wait_for(lambda: not crashing.is_alive())
+    assert other.ask(Seen(), timeout=5)[0] == [7]
+
+
+def test_a_hosted_actor_owns_no_threads(pool):
+    with pytest.raises(TypeError):
+        Probe(pool).spawn_thread(lambda: None, "reader")
+
+
+def test_actors_left_on_a_closed_pool_answer_dead_instead_of_hanging():
+    owner = PoolOwner.start(None)
+    pool = owner.ask("pool", timeout=5)
+    left = Probe.start(pool)
+    assert left.ask(Seen(), timeout=5)[0] == []
+    owner.stop(block=True, timeout=5)  # its owner forgot to stop it first
+    answer = left.ask(Seen(), block=False)
+    with pytest.raises(pykka.ActorDeadError):
+        answer.get(timeout=5)
+    assert not left.is_alive()
+
+
+# --- the peer manager's sessions --------------------------------------------------------------------------
+def _manager(recorder, peers: int, supervisor: Any = None, refs: dict[str, Any] | None = None
+             ) -> tuple[Any, list[PeerSpec]]:
+    me = Identity.generate()
+    static = [PeerSpec(f"192.0.2.{i + 1}", 7443, Identity.generate().public_key) for i in range(peers)]
+    mgr = PeerManagerActor.start(supervisor, refs or {"socket": recorder(), "router": recorder()},
+                                 static_private=me.private_key, static_public=me.public_key,
+                                 self_address=me.address.packed, static_peers=tuple(static))
+    return mgr, static
+
+
+def test_the_peer_managers_sessions_run_on_its_pool_not_a_thread_each(recorder):
+    refs = {"socket": recorder(), "router": recorder()}
+    before = threading.active_count()
+    mgr, _ = _manager(recorder, 40, refs=refs)
+    sessions = mgr.ask(m.ListSessions(), timeout=5)
+    assert len(sessions) == 40
+    assert all(s.ask(m.Snapshot(), timeout=5)["state"] == "handshaking" for s in sessions)
+    # its deadline timer and its pool's workers; nothing per session
+    # the manager's own thread, its deadline timer and its pool's workers; none per session
+    assert threading.active_count() == before + 2 + SESSION_WORKERS, [t.name for t in threading.enumerate()]
+    assert len([t for t in threading.enumerate() if t.name.startswith("axn-peers-sessions")]) == SESSION_WORKERS
+    mgr.stop(block=True, timeout=10)
+    assert not any(s.is_alive() for s in sessions)
+    assert not [t for t in threading.enumerate() if t.name.startswith("axn-peers-")]
+
+
+def test_a_crashed_hosted_session_is_restarted_and_its_neighbours_are_untouched(recorder):
+    mgr, static = _manager(recorder, 3)
+    sessions = mgr.ask(m.ListSessions(), timeout=5)
+    victim, others = sessions[0], sessions[1:]
+    victim.tell(m.InjectFault("test"))
+    assert wait_for(lambda: mgr.ask(m.Snapshot(), timeout=5).get("session_restarts") == 1, timeout=10)
+    now = mgr.ask(m.ListSessions(), timeout=5)
+    assert len(now) == 3 and victim not in now and all(o in now for o in others)
+    assert not victim.is_alive() and all(o.is_alive() for o in others)
+    assert mgr.ask(m.Snapshot(), timeout=5)["session_crashes"] == 1
+    replacement = next(s for s in now if s not in others)
+    assert replacement.ask(m.Snapshot(), timeout=5)["endpoint"] == victim_endpoint(static, others)
+
+
+def victim_endpoint(static: list[PeerSpec], others: list[Any]) -> str:
+    """The endpoint of the one static peer whose session is not among ``others``."""
+    taken = {o.ask(m.Snapshot(), timeout=5)["endpoint"] for o in others}
+    (left,) = [f"{p.host}:{p.port}" for p in static if f"{p.host}:{p.port}" not in taken]
+    return left
+
+
+def test_hosted_sessions_crashing_in_a_loop_make_the_node_fatal(recorder):
+    supervisor = recorder()
+    mgr, _ = _manager(recorder, 1, supervisor)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(isinstance(x, m.Fatal) for x in supervisor.ask(GetOther(), timeout=5)):
+            break
+        for session in mgr.ask(m.ListSessions(), timeout=5):
+            tell(session, m.InjectFault("loop"))  # it may have crashed since the list was made
+        time.sleep(0.02)
+    fatal = [x for x in supervisor.ask(GetOther(), timeout=5) if isinstance(x, m.Fatal)]
+    assert fatal and "session actors crashed" in fatal[0].reason
