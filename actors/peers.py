@@ -18,7 +18,8 @@ import heapq
 import ipaddress
 import time
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import pykka
 from loguru import logger
@@ -126,6 +127,7 @@ class PeerManagerActor(SupervisedActor):
         self._candidates_told: bytes | None = None
         self._deadline_timer: Any = None
         self._host: ActorPool | None = None  # the few threads every session actor runs on
+        self._refs_view: Mapping[str, Any] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -183,8 +185,12 @@ class PeerManagerActor(SupervisedActor):
                 if spec.up and spec.known_key is not None:
                     tell(self.refs.get("router"), m.SessionUp(spec.ref, spec.known_key, spec.endpoint, spec.dial))
 
-    def _session_refs(self) -> dict[str, Any]:
-        return {**self.refs, "peers": self.actor_ref}
+    def _session_refs(self) -> Mapping[str, Any]:
+        """One read-only view for every session started until the next rewire (they share it, never change it)."""
+        refs = {**self.refs, "peers": self.actor_ref}
+        if self._refs_view is None or dict(self._refs_view) != refs:
+            self._refs_view = MappingProxyType(refs)
+        return self._refs_view
 
     def _spawn(
         self, endpoint: m.Addr, expected_key: bytes | None, dial: bool, named: bool = True, inbound: bool = False,
