@@ -117,6 +117,10 @@ class PeerManagerActor(SupervisedActor):
         self.admission = Admission(max_sessions, max_unpinned_sessions)
         self.specs: dict[str, SessionSpec] = {}  # by actor urn
         self.by_key: dict[bytes, str] = {}
+        # The sessions that dial (static, discovered, punched, restarted): only they can be waiting for a key at an
+        # endpoint, so a completed inbound handshake looks through these, not through every session (a hub's are
+        # inbound: the scan of all of them made each handshake O(sessions), the 10,000th 10,000 comparisons).
+        self.dialling: set[str] = set()
         self.policy = RestartPolicy()
         self._restarts: Later | None = None  # RestartChild messages, each due after its backoff
         self._refusal_logged = -REFUSAL_LOG_INTERVAL
@@ -215,6 +219,8 @@ class PeerManagerActor(SupervisedActor):
         )
         self.specs[ref.actor_urn] = SessionSpec(ref, endpoint, expected_key, dial, known_key=expected_key,
                                                 named=named, inbound=inbound, found=found)
+        if dial:
+            self.dialling.add(ref.actor_urn)
         self.admission.add(ref.actor_urn, named=named, source=source_key(endpoint), inbound=inbound,
                            now=time.monotonic())
         if expected_key is not None:
@@ -346,7 +352,9 @@ class PeerManagerActor(SupervisedActor):
         key = result.remote_static
         urn = self.by_key.get(key)
         if urn is None:
-            for spec_urn, spec in self.specs.items():
+            # Only a dialled session has no key yet or expects one (an inbound one learns its key right here).
+            for spec_urn in self.dialling:
+                spec = self.specs[spec_urn]
                 if spec.endpoint == addr and spec.known_key is None:
                     urn = spec_urn
                     break
@@ -431,6 +439,7 @@ class PeerManagerActor(SupervisedActor):
 
     def _forget(self, urn: str) -> SessionSpec | None:
         spec = self.specs.pop(urn, None)
+        self.dialling.discard(urn)
         self.admission.remove(urn)
         if spec is not None:
             if spec.known_key is not None and self.by_key.get(spec.known_key) == urn:

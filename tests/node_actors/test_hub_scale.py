@@ -1,0 +1,46 @@
+"""A hub's per-handshake cost does not grow with the sessions it holds (the 10,000-session bench, tools/bench.py
+--sessions, measures the figure; these tests pin the cause that made it grow)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from axiomnet.actors import messages as m
+from tests.node_actors.fakes import wait_for
+from tests.node_actors.test_peer_manager import dial, start_manager
+
+
+class CountingDict(dict):
+    """The peer manager's session table, counting full scans (items()) made of it."""
+
+    scans = 0
+
+    def items(self) -> Any:
+        CountingDict.scans += 1
+        return super().items()
+
+
+def test_a_completed_inbound_handshake_does_not_scan_every_session(recorder):
+    mgr = start_manager(recorder)
+    for n in (1, 2, 3):
+        dial(mgr, (f"192.0.2.{n}", 7443))
+    assert wait_for(lambda: mgr.ref.ask(m.Snapshot(), timeout=5)["sessions"] == 3)
+    proxy = mgr.ref.proxy()
+    proxy.specs = CountingDict(proxy.specs.get(timeout=5))  # set in the actor's own thread, between messages
+    CountingDict.scans = 0
+    dial(mgr, ("192.0.2.4", 7443))
+    assert wait_for(lambda: mgr.ref.ask(m.Snapshot(), timeout=5)["sessions"] == 4)
+    assert CountingDict.scans == 0  # only the sessions that dial can be waiting at that endpoint
+
+
+def test_a_dialled_session_still_gets_the_keys_of_the_handshake_its_peer_completed(recorder):
+    """The narrowed search still finds what the full one found: a static peer without a pinned key that
+    dials us first (its handshake completes at our front door) hands its keys to our dialling session."""
+    from axiomnet.ops.config import PeerSpec
+
+    mgr = start_manager(recorder, static_peers=(PeerSpec("192.0.2.9", 7443, None),))
+    before = mgr.ref.ask(m.ListSessions(), timeout=5)
+    assert len(before) == 1
+    dial(mgr, ("192.0.2.9", 7443))
+    assert wait_for(lambda: before[0].ask(m.Snapshot(), timeout=5)["state"] == "established")
+    assert mgr.ref.ask(m.ListSessions(), timeout=5) == before  # no second session for that peer
