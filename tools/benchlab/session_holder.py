@@ -10,7 +10,11 @@ HANDSHAKE_FINAL is sent again) until its stdin closes or HOLD seconds pass. Loop
 
 Sessions being opened are ticked every TICK_EVERY (handshake retransmission); established ones only at their own
 next deadline (a heap), so holding 10,000 costs the holder what their traffic costs, not 100,000 ticks a second
-taken from the daemon being measured on the same cores.
+taken from the daemon being measured on the same cores. Each held session sends a KEEPALIVE every
+KEEPALIVE_EVERY (spread evenly over the sessions), as an idle neighbour node keeps its link alive: the daemon's
+router withdraws a peer it has not heard from for PEER_DEAD_AFTER, and a bare session that only answered every
+KEEPALIVE_TIMEOUT (10 s) was withdrawn and restored over and over (each time re-added to the tree, at a cost
+that grows with the neighbours), which is not what holding idle sessions means.
 """
 
 from __future__ import annotations
@@ -30,14 +34,16 @@ import time
 
 from nacl.public import PrivateKey
 
+from axiomnet.constants import PEER_DEAD_AFTER
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.session import Session
-from axiomnet.wire import decode_header
+from axiomnet.wire import PacketType, decode_header
 
 PER_SOURCE = 8  # sessions opened from one source address (well below the daemon's per-source handshake burst)
 IN_FLIGHT = 32  # handshakes open at once (the daemon asks for cookies from COOKIE_LOAD_THRESHOLD on)
 TICK_EVERY = 0.1  # session timers (handshake retransmission) run this often
+KEEPALIVE_EVERY = PEER_DEAD_AFTER / 2  # each held session is heard from this often (the daemon keeps it live)
 
 
 def holder_key(seed: int, i: int) -> PrivateKey:
@@ -96,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             heapq.heappush(due, (when, next(order), session, sock))
     reported = False
     hold_until = math.inf
+    keepalive_cursor, keepalive_owed, keepalive_at = 0, 0.0, time.monotonic()
     while time.monotonic() < hold_until:
         now = time.monotonic()
         if not reported and (len(held) >= args.count or now >= deadline):
@@ -152,6 +159,17 @@ def main(argv: list[str] | None = None) -> int:
             send(sock, session.tick(now))
             claim(session, sock)
             book(session, sock)
+        # Keepalives spread evenly: len(held) of them per KEEPALIVE_EVERY, a few each loop.
+        keepalive_owed += len(held) * (now - keepalive_at) / KEEPALIVE_EVERY
+        keepalive_at = now
+        while keepalive_owed >= 1 and held:
+            keepalive_owed -= 1
+            keepalive_cursor = (keepalive_cursor + 1) % len(held)
+            session, sock = held[keepalive_cursor]
+            if session.is_established:
+                send(sock, session.send(PacketType.KEEPALIVE, b"", now))
+                claim(session, sock)
+                book(session, sock)
         still: list[tuple[Session, socket.socket]] = []
         for entry in opening:
             if entry[0].is_established:
