@@ -65,9 +65,9 @@ def canonical_endpoint(host: str, port: int) -> m.Addr:
         return (host, port)
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionSpec:
-    """What it takes to (re)create one peer's session actor."""
+    """What it takes to (re)create one peer's session actor (slots: a hub keeps ten thousand)."""
 
     ref: Any
     endpoint: m.Addr

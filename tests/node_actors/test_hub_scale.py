@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from axiomnet.actors import messages as m
-from tests.node_actors.fakes import wait_for
+from tests.node_actors.fakes import GetSent, wait_for
 from tests.node_actors.test_peer_manager import dial, start_manager
 
 
@@ -41,6 +41,8 @@ def test_a_dialled_session_still_gets_the_keys_of_the_handshake_its_peer_complet
     mgr = start_manager(recorder, static_peers=(PeerSpec("192.0.2.9", 7443, None),))
     before = mgr.ref.ask(m.ListSessions(), timeout=5)
     assert len(before) == 1
+    # Its first KEY_PROBE out before we dial: dial() reads only what the manager sends after it starts.
+    assert wait_for(lambda: len(mgr.sock.ask(GetSent(), timeout=5)) >= 1)
     dial(mgr, ("192.0.2.9", 7443))
     assert wait_for(lambda: before[0].ask(m.Snapshot(), timeout=5)["state"] == "established")
     assert mgr.ref.ask(m.ListSessions(), timeout=5) == before  # no second session for that peer
