@@ -26,7 +26,7 @@ from loguru import logger
 
 from axiomnet.admission import Admission, Refuse
 from axiomnet.ops.config import PeerSpec
-from axiomnet.constants import MAX_SESSIONS, MAX_UNPINNED_SESSIONS, SESSION_WORKERS
+from axiomnet.constants import MAX_QUEUED_BATCHES, MAX_SESSIONS, MAX_UNPINNED_SESSIONS, SESSION_WORKERS
 from axiomnet.control import HandshakePayload
 from axiomnet.cookie import source_key
 from axiomnet.punch import MAX_CANDIDATES, PUNCH_KEEPALIVE, PUNCH_SILENT_AFTER, PunchPlanner, encode_candidates
@@ -44,6 +44,7 @@ from axiomnet.actors.session import SessionActor
 from axiomnet.actors.socket import tell_indices
 
 MAX_DISCOVERED_DIALS = 16  # discovered peers dialled at once whose session is not up (beacons cost bounded state)
+FRONT_DOOR_QUEUED = 4 * MAX_QUEUED_BATCHES  # the socket's data lane may be this deep before a handshake answer is shed
 SESSIONS_STOP_DEADLINE = 2.0  # the peer manager's stop waits this long for all its session actors together
 REFUSAL_LOG_INTERVAL = 10.0  # one warning per this many seconds about refused peers; every refusal is counted
 _FRONT_DOOR_TYPES = (PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_FINAL, PacketType.KEY_PROBE)
@@ -155,7 +156,10 @@ class PeerManagerActor(SupervisedActor):
         commands = self.responder.index_commands()
         if commands:
             items = tell_indices(self.refs.get("socket"), self.actor_ref, commands, items)
-        if items and not bounded_tell(self.refs.get("socket"), m.SendDatagrams(items)):
+        # The front door's answers may queue deeper than a data batch: a hub's sessions, each told an announcement
+        # at the same heartbeat, fill the socket's data lane in a burst, and answers shed then are handshakes lost,
+        # retried, and lost again (the 10,000-session bench stalled so). Still bounded: FRONT_DOOR_QUEUED.
+        if items and not bounded_tell(self.refs.get("socket"), m.SendDatagrams(items), limit=FRONT_DOOR_QUEUED):
             self.counters["tx_dropped_backpressure"] += len(items)
 
     def teardown(self) -> None:
