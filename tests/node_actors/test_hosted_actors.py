@@ -154,6 +154,22 @@ def test_a_crash_in_a_hosted_actor_is_reported_and_its_pool_keeps_serving(record
     assert other.ask(Seen(), timeout=5)[0] == [7]
 
 
+class FailsToStart(Probe):
+    def setup(self) -> None:
+        raise OSError("no socket today")
+
+
+def test_a_hosted_actor_whose_setup_fails_is_reported_and_answers_dead(recorder, pool):
+    supervisor = recorder()
+    ref = FailsToStart.start(pool, supervisor)
+    told_early = ref.ask(Seen(), block=False)  # queued before its setup ran on a worker
+    assert wait_for(lambda: any(isinstance(x, m.ChildFailed) and x.urn == ref.actor_urn
+                                for x in supervisor.ask(GetOther(), timeout=5)))
+    with pytest.raises(pykka.ActorDeadError):
+        told_early.get(timeout=5)
+    assert not ref.is_alive()
+
+
 def test_a_hosted_actor_owns_no_threads(pool):
     with pytest.raises(TypeError):
         Probe(pool).spawn_thread(lambda: None, "reader")
