@@ -34,7 +34,7 @@ import time
 
 from nacl.public import PrivateKey
 
-from axiomnet.constants import PEER_DEAD_AFTER
+from axiomnet.constants import KEEPALIVE_TIMEOUT, PEER_DEAD_AFTER
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.session import Session
@@ -43,7 +43,9 @@ from axiomnet.wire import PacketType, decode_header
 PER_SOURCE = 8  # sessions opened from one source address (well below the daemon's per-source handshake burst)
 IN_FLIGHT = 32  # handshakes open at once (the daemon asks for cookies from COOKIE_LOAD_THRESHOLD on)
 TICK_EVERY = 0.1  # session timers (handshake retransmission) run this often
-KEEPALIVE_EVERY = PEER_DEAD_AFTER / 2  # each held session is heard from this often (the daemon keeps it live)
+# Each held session is heard from this often: the daemon keeps it live (PEER_DEAD_AFTER) and starts no handshake of
+# its own for silence (it sent, heard nothing for KEEPALIVE_TIMEOUT + REKEY_TIMEOUT: the holder cannot answer one).
+KEEPALIVE_EVERY = min(PEER_DEAD_AFTER / 2, KEEPALIVE_TIMEOUT)
 
 
 def holder_key(seed: int, i: int) -> PrivateKey:
