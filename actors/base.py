@@ -227,6 +227,13 @@ class SupervisedActor(pykka.ThreadingActor):
         handler of ``message`` calls the returned clock's :meth:`Periodic.next` to arm the following one."""
         return Periodic(self.start_deadline_timer(message), interval)
 
+    def start_wheel(self, message: Any) -> DeadlineWheel:
+        """A :class:`DeadlineWheel` whose thread this actor owns: many actors book times on it, each told ``message``."""
+        wheel = DeadlineWheel(message, self._stopping)
+        self._wakers.append(wheel.wake)
+        self.spawn_thread(wheel.run, "wheel")
+        return wheel
+
     def start_pool(self, name: str, workers: int) -> ActorPool:
         """An :class:`ActorPool` whose ``workers`` threads this actor owns: hosted actors it starts run there, and
         the workers stop with it (stop its hosted actors first: after that nothing runs them)."""
@@ -576,6 +583,68 @@ class DeadlineTimer:
                 if not self._ref.is_alive():
                     return
                 self.at(time.monotonic() + TIMER_RETRY)  # its control lane is full: try again shortly
+
+
+class DeadlineWheel:
+    """One timer for many hosted actors: each books the time it wants its ``message`` at (:meth:`at`, a call, not a
+    message), one thread tells each its message when that comes. The peer manager keeps one for all its sessions, so
+    a session's timer costs a heap entry, not a WakeAt through the peer manager's mailbox (at 10,000 sessions those
+    messages kept its control lane full and the front door's handshakes starved behind them).
+
+    A session books only a deadline earlier than the one it has booked or after that one passed; the wheel keeps the
+    earliest per actor and drops superseded entries when it pops them. Its thread is owned by the actor that made it
+    (:meth:`SupervisedActor.start_wheel`)."""
+
+    def __init__(self, message: Any, stopping: threading.Event) -> None:
+        self._message = message
+        self._stopping = stopping
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Any]] = []
+        self._booked: dict[str, float] = {}  # actor urn -> the earliest time it has booked
+        self._order = itertools.count()
+        self.told = 0  # messages told so far (a racy read for snapshots and tests)
+
+    def at(self, ref: pykka.ActorRef[Any], when: float) -> None:
+        urn = ref.actor_urn
+        with self._cond:
+            if when >= self._booked.get(urn, float("inf")):
+                return
+            self._booked[urn] = when
+            heapq.heappush(self._heap, (when, next(self._order), ref))
+            if self._heap[0][0] == when:
+                self._cond.notify()
+
+    def __len__(self) -> int:
+        return len(self._booked)
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def run(self) -> None:
+        cond, heap, booked = self._cond, self._heap, self._booked
+        while True:
+            due: list[Any] = []
+            with cond:
+                while not self._stopping.is_set():
+                    if not heap:
+                        cond.wait()
+                        continue
+                    delay = heap[0][0] - time.monotonic()
+                    if delay <= 0:
+                        break
+                    cond.wait(delay)
+                if self._stopping.is_set():
+                    return
+                now = time.monotonic()
+                while heap and heap[0][0] <= now:
+                    when, _, ref = heapq.heappop(heap)
+                    if booked.get(ref.actor_urn) == when:  # else superseded by an earlier booking, told already
+                        del booked[ref.actor_urn]
+                        due.append(ref)
+            for ref in due:
+                bounded_tell(ref, self._message, limit=64)  # a dead or swamped session loses only a tick
+            self.told += len(due)
 
 
 class Periodic:

@@ -38,7 +38,7 @@ from axiomnet.session import HandshakeResult
 from axiomnet.supervision import RestartPolicy
 from axiomnet.wire import PacketType, decode_header
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import ActorPool, Later, SupervisedActor, bounded_tell, tell
+from axiomnet.actors.base import ActorPool, DeadlineWheel, Later, SupervisedActor, bounded_tell, tell
 from axiomnet.actors.discovery import Discovered, DiscoveredLive
 from axiomnet.actors.session import SessionActor
 from axiomnet.actors.socket import tell_indices
@@ -132,6 +132,7 @@ class PeerManagerActor(SupervisedActor):
         self._candidates_told: bytes | None = None
         self._deadline_timer: Any = None
         self._host: ActorPool | None = None  # the few threads every session actor runs on
+        self.session_timers: DeadlineWheel | None = None
         self._refs_view: Mapping[str, Any] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -145,6 +146,7 @@ class PeerManagerActor(SupervisedActor):
         )
         self._deadline_timer = self.start_deadline_timer(_Due())
         self._host = self.start_pool("sessions", SESSION_WORKERS)
+        self.session_timers = self.start_wheel(m.TimerDue())  # every session's timers: one heap, one thread, no messages
         self._restarts = Later(self._deadline_timer)
         for peer in self.static_peers:  # configured peers always get their slot
             self._spawn(canonical_endpoint(peer.host, peer.port), peer.public_key, dial=True)
@@ -220,6 +222,7 @@ class PeerManagerActor(SupervisedActor):
             keepalive=keepalive,
             silent_after=silent_after,
             host=self._host,
+            timers=self.session_timers,
         )
         self.specs[ref.actor_urn] = SessionSpec(ref, endpoint, expected_key, dial, known_key=expected_key,
                                                 named=named, inbound=inbound, found=found)

@@ -37,7 +37,7 @@ from axiomnet.routed import NEIGHBOUR_CAPABILITY, NEIGHBOUR_PREFIX
 from axiomnet.session import Established, Expired, HandshakeGaveUp, KeyMismatch, KeyRefused, Rekeyed, Session
 from axiomnet.wire import PacketType
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import ActorPool, HostedActor, tell, bounded_tell
+from axiomnet.actors.base import ActorPool, DeadlineWheel, HostedActor, tell, bounded_tell
 from axiomnet.actors.socket import tell_indices
 
 DATA = PacketType.DATA
@@ -68,8 +68,10 @@ class SessionActor(HostedActor):
         keepalive: float | None = None,
         silent_after: float | None = None,
         host: ActorPool | None = None,
+        timers: DeadlineWheel | None = None,
     ) -> None:
         super().__init__(supervisor, refs, host=host)
+        self.timers = timers  # the peer manager's wheel; without one (a session started alone), WakeAt to "peers"
         self.self_address = self_address
         self.endpoint = endpoint
         # A punched session (docs/PROTOCOL.md §8.2): until it is established its handshake goes to every candidate
@@ -188,7 +190,10 @@ class SessionActor(HostedActor):
         told = self._wake_told
         if told is None or deadline < told or told <= time.monotonic():
             self._wake_told = deadline
-            tell(self.refs.get("peers"), m.WakeAt(self.actor_ref, deadline))
+            if self.timers is not None:
+                self.timers.at(self.actor_ref, deadline)
+            else:
+                tell(self.refs.get("peers"), m.WakeAt(self.actor_ref, deadline))
 
     def _receive(self, items: list[tuple[bytes, m.Addr]]) -> None:
         session = self.session

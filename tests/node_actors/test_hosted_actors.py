@@ -15,7 +15,7 @@ from axiomnet.ops.config import PeerSpec
 from axiomnet.constants import SESSION_WORKERS
 from axiomnet.identity import Identity
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import ActorPool, HostedActor, SupervisedActor, tell
+from axiomnet.actors.base import ActorPool, DeadlineWheel, HostedActor, SupervisedActor, tell
 from axiomnet.actors.peers import PeerManagerActor
 from tests.node_actors.fakes import GetOther, wait_for
 
@@ -206,8 +206,8 @@ def test_the_peer_managers_sessions_run_on_its_pool_not_a_thread_each(recorder):
     assert len(sessions) == 40
     assert all(s.ask(m.Snapshot(), timeout=5)["state"] == "handshaking" for s in sessions)
     # its deadline timer and its pool's workers; nothing per session
-    # the manager's own thread, its deadline timer and its pool's workers; none per session
-    assert threading.active_count() == before + 2 + SESSION_WORKERS, [t.name for t in threading.enumerate()]
+    # the manager's own thread, its deadline timer, its sessions' timer wheel and its pool's workers; none per session
+    assert threading.active_count() == before + 3 + SESSION_WORKERS, [t.name for t in threading.enumerate()]
     assert len([t for t in threading.enumerate() if t.name.startswith("axn-peers-sessions")]) == SESSION_WORKERS
     mgr.stop(block=True, timeout=10)
     assert not any(s.is_alive() for s in sessions)
@@ -247,3 +247,49 @@ def test_hosted_sessions_crashing_in_a_loop_make_the_node_fatal(recorder):
         time.sleep(0.02)
     fatal = [x for x in supervisor.ask(GetOther(), timeout=5) if isinstance(x, m.Fatal)]
     assert fatal and "session actors crashed" in fatal[0].reason
+
+
+# --- the sessions' timer wheel ----------------------------------------------------------------------------
+class Ticked(Probe):
+    """Counts the TimerDue it is told, with when."""
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, m.TimerDue):
+            self.seen.append(int(time.monotonic() * 1000))
+            return None
+        return super().handle(message)
+
+
+def test_a_deadline_wheel_tells_each_actor_once_at_its_earliest_booking(pool):
+    stopping = threading.Event()
+    wheel = DeadlineWheel(m.TimerDue(), stopping)
+    runner = threading.Thread(target=wheel.run, name="test-wheel", daemon=True)
+    runner.start()
+    try:
+        a, b = Ticked.start(pool), Ticked.start(pool)
+        now = time.monotonic()
+        wheel.at(a, now + 0.6)
+        wheel.at(a, now + 0.2)  # earlier: supersedes
+        wheel.at(a, now + 0.4)  # later than booked: ignored
+        wheel.at(b, now + 0.3)
+        assert len(wheel) == 2
+        assert wait_for(lambda: len(a.ask(Seen(), timeout=5)[0]) == 1 and len(b.ask(Seen(), timeout=5)[0]) == 1)
+        (told_a,), (told_b,) = a.ask(Seen(), timeout=5)[0], b.ask(Seen(), timeout=5)[0]
+        assert told_a >= int((now + 0.2) * 1000) and told_b >= int((now + 0.3) * 1000)
+        time.sleep(0.6)  # past the superseded bookings: neither is told again
+        assert len(a.ask(Seen(), timeout=5)[0]) == 1 and len(b.ask(Seen(), timeout=5)[0]) == 1
+        assert len(wheel) == 0 and wheel.told == 2
+        wheel.at(a, time.monotonic())  # booked again after its time passed: told again
+        assert wait_for(lambda: len(a.ask(Seen(), timeout=5)[0]) == 2)
+    finally:
+        stopping.set()
+        wheel.wake()
+        runner.join(5)
+    assert not runner.is_alive()
+
+
+def test_the_peer_managers_sessions_book_their_timers_on_its_wheel_not_its_mailbox(recorder):
+    mgr, _ = _manager(recorder, 5)
+    wheel = mgr.proxy().session_timers.get(timeout=5)
+    # five dialling sessions, each with a handshake retransmission deadline booked (no WakeAt message sent)
+    assert wait_for(lambda: len(wheel) == 5)
