@@ -44,6 +44,7 @@ DATA = PacketType.DATA
 CONTROL = PacketType.CONTROL
 _OBSERVED = bytes([OBSERVED_ENDPOINT])  # the control type of "your endpoint as I see it" (PROTOCOL §8.1)
 KEEPALIVE = PacketType.KEEPALIVE
+SHED_RETRY = 1.0  # a keepalive the socket's full lane shed is tried again this much later
 
 
 class SessionActor(HostedActor):
@@ -181,9 +182,15 @@ class SessionActor(HostedActor):
         if self._redial_at is not None and (deadline is None or self._redial_at < deadline):
             deadline = self._redial_at
         if self.up:
+            now = time.monotonic()
             for due in (None if self.keepalive is None else self._last_tx + self.keepalive,
                         None if self.silent_after is None else (session.last_heard or self.created) + self.silent_after):
                 if due is not None:
+                    if due <= now:
+                        # Overdue after the tick that should have done it: the keepalive was shed (the socket's lane
+                        # was full, so _last_tx did not move). Again in a while, not at once: booked at once, ten
+                        # thousand sessions spun on their timers and kept the socket full (89% of a core idle).
+                        due = now + SHED_RETRY
                     deadline = due if deadline is None else min(deadline, due)
         if deadline is None:
             return

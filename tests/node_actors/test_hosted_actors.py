@@ -293,3 +293,35 @@ def test_the_peer_managers_sessions_book_their_timers_on_its_wheel_not_its_mailb
     wheel = mgr.proxy().session_timers.get(timeout=5)
     # five dialling sessions, each with a handshake retransmission deadline booked (no WakeAt message sent)
     assert wait_for(lambda: len(wheel) == 5)
+
+
+def test_a_shed_keepalive_is_retried_later_not_in_a_spin(recorder):
+    """A session whose keepalive the socket sheds (its lane full: here no socket at all) must not book the overdue
+    keepalive again at once: with the timer wheel that is a spin per session (10,000 of them kept a daemon at 89%)."""
+    from axiomnet.control import HandshakePayload
+    from tests.node_actors.test_session_actor import ENDPOINT, Peer, answer_dial
+
+    stopping = threading.Event()
+    wheel = DeadlineWheel(m.TimerDue(), stopping)
+    runner = threading.Thread(target=wheel.run, name="test-wheel", daemon=True)
+    runner.start()
+    try:
+        me, peer, sock = Identity.generate(), Peer(), recorder()
+        from axiomnet.actors.session import SessionActor
+
+        actor = SessionActor.start(None, {"socket": sock, "router": recorder()}, static_private=me.private_key,
+                                   static_public=me.public_key, self_address=me.address.packed, endpoint=ENDPOINT,
+                                   expected_key=None, dial=True, local_payload=HandshakePayload(), keepalive=0.2,
+                                   timers=wheel)
+        answer_dial(actor, sock, peer)
+        assert wait_for(lambda: actor.ask(m.Snapshot(), timeout=5)["state"] == "established")
+        actor.tell(m.Rewire("socket", None))  # from now on every send is shed
+        told = wheel.told
+        time.sleep(1.5)
+        shed = actor.ask(m.Snapshot(), timeout=5)["counters"].get("tx_dropped_backpressure", 0)
+        assert wheel.told - told <= 4, f"{wheel.told - told} ticks in 1.5 s"
+        assert 1 <= shed <= 8  # a keepalive about every SHED_RETRY (and what else was sent then), not thousands
+    finally:
+        stopping.set()
+        wheel.wake()
+        runner.join(5)
