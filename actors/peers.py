@@ -18,14 +18,15 @@ import heapq
 import ipaddress
 import time
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import pykka
 from loguru import logger
 
 from axiomnet.admission import Admission, Refuse
 from axiomnet.ops.config import PeerSpec
-from axiomnet.constants import MAX_SESSIONS, MAX_UNPINNED_SESSIONS
+from axiomnet.constants import MAX_QUEUED_BATCHES, MAX_SESSIONS, MAX_UNPINNED_SESSIONS, SESSION_WORKERS
 from axiomnet.control import HandshakePayload
 from axiomnet.cookie import source_key
 from axiomnet.punch import MAX_CANDIDATES, PUNCH_KEEPALIVE, PUNCH_SILENT_AFTER, PunchPlanner, encode_candidates
@@ -37,12 +38,14 @@ from axiomnet.session import HandshakeResult
 from axiomnet.supervision import RestartPolicy
 from axiomnet.wire import PacketType, decode_header
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import Later, SupervisedActor, bounded_tell, tell
+from axiomnet.actors.base import ActorPool, DeadlineWheel, Later, SupervisedActor, bounded_tell, tell
 from axiomnet.actors.discovery import Discovered, DiscoveredLive
 from axiomnet.actors.session import SessionActor
 from axiomnet.actors.socket import tell_indices
 
 MAX_DISCOVERED_DIALS = 16  # discovered peers dialled at once whose session is not up (beacons cost bounded state)
+FRONT_DOOR_QUEUED = 4 * MAX_QUEUED_BATCHES  # the socket's data lane may be this deep before a handshake answer is shed
+SESSIONS_STOP_DEADLINE = 2.0  # the peer manager's stop waits this long for all its session actors together
 REFUSAL_LOG_INTERVAL = 10.0  # one warning per this many seconds about refused peers; every refusal is counted
 _FRONT_DOOR_TYPES = (PacketType.HANDSHAKE_INIT, PacketType.HANDSHAKE_FINAL, PacketType.KEY_PROBE)
 
@@ -63,9 +66,9 @@ def canonical_endpoint(host: str, port: int) -> m.Addr:
         return (host, port)
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionSpec:
-    """What it takes to (re)create one peer's session actor."""
+    """What it takes to (re)create one peer's session actor (slots: a hub keeps ten thousand)."""
 
     ref: Any
     endpoint: m.Addr
@@ -115,6 +118,10 @@ class PeerManagerActor(SupervisedActor):
         self.admission = Admission(max_sessions, max_unpinned_sessions)
         self.specs: dict[str, SessionSpec] = {}  # by actor urn
         self.by_key: dict[bytes, str] = {}
+        # The sessions that dial (static, discovered, punched, restarted): only they can be waiting for a key at an
+        # endpoint, so a completed inbound handshake looks through these, not through every session (a hub's are
+        # inbound: the scan of all of them made each handshake O(sessions), the 10,000th 10,000 comparisons).
+        self.dialling: set[str] = set()
         self.policy = RestartPolicy()
         self._restarts: Later | None = None  # RestartChild messages, each due after its backoff
         self._refusal_logged = -REFUSAL_LOG_INTERVAL
@@ -124,6 +131,9 @@ class PeerManagerActor(SupervisedActor):
         self.punch = PunchPlanner()  # NAT traversal: which exchanged candidates we dial (PROTOCOL §8.2)
         self._candidates_told: bytes | None = None
         self._deadline_timer: Any = None
+        self._host: ActorPool | None = None  # the few threads every session actor runs on
+        self.session_timers: DeadlineWheel | None = None
+        self._refs_view: Mapping[str, Any] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -135,6 +145,8 @@ class PeerManagerActor(SupervisedActor):
             discoverable=self.discoverable,
         )
         self._deadline_timer = self.start_deadline_timer(_Due())
+        self._host = self.start_pool("sessions", SESSION_WORKERS)
+        self.session_timers = self.start_wheel(m.TimerDue())  # every session's timers: one heap, one thread, no messages
         self._restarts = Later(self._deadline_timer)
         for peer in self.static_peers:  # configured peers always get their slot
             self._spawn(canonical_endpoint(peer.host, peer.port), peer.public_key, dial=True)
@@ -146,17 +158,27 @@ class PeerManagerActor(SupervisedActor):
         commands = self.responder.index_commands()
         if commands:
             items = tell_indices(self.refs.get("socket"), self.actor_ref, commands, items)
-        if items and not bounded_tell(self.refs.get("socket"), m.SendDatagrams(items)):
+        # The front door's answers may queue deeper than a data batch: a hub's sessions, each told an announcement
+        # at the same heartbeat, fill the socket's data lane in a burst, and answers shed then are handshakes lost,
+        # retried, and lost again (the 10,000-session bench stalled so). Still bounded: FRONT_DOOR_QUEUED.
+        if items and not bounded_tell(self.refs.get("socket"), m.SendDatagrams(items), limit=FRONT_DOOR_QUEUED):
             self.counters["tx_dropped_backpressure"] += len(items)
 
     def teardown(self) -> None:
         if self._restarts is not None:
             self._restarts.clear()
-        for spec in list(self.specs.values()):
+        # Every session asked at once, then each awaited under one deadline: ten thousand of them stop in the time
+        # their pool takes to run each stop once, not ten thousand round trips in a row.
+        stopping = [(spec, spec.ref.stop(block=False)) for spec in self.specs.values()]
+        deadline = time.monotonic() + SESSIONS_STOP_DEADLINE
+        late = 0
+        for spec, future in stopping:
             try:
-                spec.ref.stop(block=True, timeout=2.0)
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
             except pykka.Timeout:
-                logger.error("session {} did not stop within 2 s", spec.endpoint)
+                late += 1
+        if late:
+            logger.error("{} session actors did not stop within {} s", late, SESSIONS_STOP_DEADLINE)
         self.specs.clear()
 
     def rewired(self, role: str) -> None:
@@ -173,8 +195,12 @@ class PeerManagerActor(SupervisedActor):
                 if spec.up and spec.known_key is not None:
                     tell(self.refs.get("router"), m.SessionUp(spec.ref, spec.known_key, spec.endpoint, spec.dial))
 
-    def _session_refs(self) -> dict[str, Any]:
-        return {**self.refs, "peers": self.actor_ref}
+    def _session_refs(self) -> Mapping[str, Any]:
+        """One read-only view for every session started until the next rewire (they share it, never change it)."""
+        refs = {**self.refs, "peers": self.actor_ref}
+        if self._refs_view is None or dict(self._refs_view) != refs:
+            self._refs_view = MappingProxyType(refs)
+        return self._refs_view
 
     def _spawn(
         self, endpoint: m.Addr, expected_key: bytes | None, dial: bool, named: bool = True, inbound: bool = False,
@@ -195,9 +221,13 @@ class PeerManagerActor(SupervisedActor):
             candidates=candidates,
             keepalive=keepalive,
             silent_after=silent_after,
+            host=self._host,
+            timers=self.session_timers,
         )
         self.specs[ref.actor_urn] = SessionSpec(ref, endpoint, expected_key, dial, known_key=expected_key,
                                                 named=named, inbound=inbound, found=found)
+        if dial:
+            self.dialling.add(ref.actor_urn)
         self.admission.add(ref.actor_urn, named=named, source=source_key(endpoint), inbound=inbound,
                            now=time.monotonic())
         if expected_key is not None:
@@ -331,7 +361,9 @@ class PeerManagerActor(SupervisedActor):
         key = result.remote_static
         urn = self.by_key.get(key)
         if urn is None:
-            for spec_urn, spec in self.specs.items():
+            # Only a dialled session has no key yet or expects one (an inbound one learns its key right here).
+            for spec_urn in self.dialling:
+                spec = self.specs[spec_urn]
                 if spec.endpoint == addr and spec.known_key is None:
                     urn = spec_urn
                     break
@@ -416,6 +448,7 @@ class PeerManagerActor(SupervisedActor):
 
     def _forget(self, urn: str) -> SessionSpec | None:
         spec = self.specs.pop(urn, None)
+        self.dialling.discard(urn)
         self.admission.remove(urn)
         if spec is not None:
             if spec.known_key is not None and self.by_key.get(spec.known_key) == urn:

@@ -1,7 +1,8 @@
 """SessionActor: one per peer; owns that peer's core Session, so every access to it is serialised.
 
-The seed's race on ``process_incoming`` cannot exist here: only this actor's thread touches the Session,
-one message at a time. Datagrams arrive in batches from the socket reader (DATA on the data lane, every other
+The seed's race on ``process_incoming`` cannot exist here: only the pool worker running this actor touches the
+Session, one message at a time (a HostedActor: the peer manager's few threads run every session, docs/ARCHITECTURE.md
+"How session actors are hosted"). Datagrams arrive in batches from the socket reader (DATA on the data lane, every other
 type on the control lane); the plaintext of DATA is a routed packet, handed to the router with the peer's key;
 the plaintext of CONTROL is a tree announcement, handed to the router on the control lane. Routed packets to
 send arrive in batches from the router; the peer manager ticks the session at its next deadline (WakeAt), not
@@ -42,7 +43,7 @@ from axiomnet.routed import NEIGHBOUR_CAPABILITY, NEIGHBOUR_PREFIX
 from axiomnet.session import Established, Expired, HandshakeGaveUp, KeyMismatch, KeyRefused, Rekeyed, Session
 from axiomnet.wire import PacketType
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import SupervisedActor, tell, bounded_tell
+from axiomnet.actors.base import ActorPool, DeadlineWheel, HostedActor, tell, bounded_tell
 from axiomnet.actors.socket import SendPath, tell_indices
 
 DATA = PacketType.DATA
@@ -50,9 +51,10 @@ CONTROL = PacketType.CONTROL
 _OBSERVED = bytes([OBSERVED_ENDPOINT])  # the control type of "your endpoint as I see it" (PROTOCOL §8.1)
 KEEPALIVE = PacketType.KEEPALIVE
 DIRECT_SEND_BACKOFF = 1.0  # seconds the socket actor sends alone after a direct send failed
+SHED_RETRY = 1.0  # a keepalive the socket's full lane shed is tried again this much later
 
 
-class SessionActor(SupervisedActor):
+class SessionActor(HostedActor):
     """The link to one peer: handshakes, encryption, timers, endpoint roaming."""
 
     role = "session"
@@ -73,8 +75,11 @@ class SessionActor(SupervisedActor):
         candidates: tuple[m.Addr, ...] = (),
         keepalive: float | None = None,
         silent_after: float | None = None,
+        host: ActorPool | None = None,
+        timers: DeadlineWheel | None = None,
     ) -> None:
-        super().__init__(supervisor, refs)
+        super().__init__(supervisor, refs, host=host)
+        self.timers = timers  # the peer manager's wheel; without one (a session started alone), WakeAt to "peers"
         self.self_address = self_address
         self.endpoint = endpoint
         # A punched session (docs/PROTOCOL.md §8.2): until it is established its handshake goes to every candidate
@@ -193,16 +198,25 @@ class SessionActor(SupervisedActor):
         if self._redial_at is not None and (deadline is None or self._redial_at < deadline):
             deadline = self._redial_at
         if self.up:
+            now = time.monotonic()
             for due in (None if self.keepalive is None else self._last_tx + self.keepalive,
                         None if self.silent_after is None else (session.last_heard or self.created) + self.silent_after):
                 if due is not None:
+                    if due <= now:
+                        # Overdue after the tick that should have done it: the keepalive was shed (the socket's lane
+                        # was full, so _last_tx did not move). Again in a while, not at once: booked at once, ten
+                        # thousand sessions spun on their timers and kept the socket full (89% of a core idle).
+                        due = now + SHED_RETRY
                     deadline = due if deadline is None else min(deadline, due)
         if deadline is None:
             return
         told = self._wake_told
         if told is None or deadline < told or told <= time.monotonic():
             self._wake_told = deadline
-            tell(self.refs.get("peers"), m.WakeAt(self.actor_ref, deadline))
+            if self.timers is not None:
+                self.timers.at(self.actor_ref, deadline)
+            else:
+                tell(self.refs.get("peers"), m.WakeAt(self.actor_ref, deadline))
 
     def _receive(self, items: list[tuple[bytes, m.Addr]]) -> None:
         session = self.session

@@ -589,7 +589,8 @@ def measure_daemon_sessions(workdir: Path, s: Settings, fig: Figures) -> None:
         node = daemons.start_daemon(ns, name="holder-target", listen="127.0.0.1:7443", peers=[], data_dir=workdir / "held",
                                     admin_socket=workdir / "held.sock", tun=None, log_level="ERROR",
                                     extra_args=["--config", str(config)])
-        if not processes.wait_until(lambda: node.admin_socket.exists(), 20.0, interval=0.1):
+        # 60 s: reading 10,000 allowed keys and starting took 16 s of wall time on the shared host at load 35.
+        if not processes.wait_until(lambda: node.admin_socket.exists(), 60.0, interval=0.1):
             raise measure.MeasureError(f"the daemon did not come up:\n{node.log_tail()}")
         time.sleep(s.idle_settle)
         base = node.memory_kib()["VmRSS"]

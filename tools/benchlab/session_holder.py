@@ -7,6 +7,14 @@ daemon's per-source handshake burst) and at most IN_FLIGHT handshakes are open a
 threshold), so nothing is refused for load. It prints one JSON line when the sessions are up (or the deadline
 passed), then keeps every session running (receiving what the daemon sends, running its timers, so a lost
 HANDSHAKE_FINAL is sent again) until its stdin closes or HOLD seconds pass. Loopback only.
+
+Sessions being opened are ticked every TICK_EVERY (handshake retransmission); established ones only at their own
+next deadline (a heap), so holding 10,000 costs the holder what their traffic costs, not 100,000 ticks a second
+taken from the daemon being measured on the same cores. Each held session sends a KEEPALIVE every
+KEEPALIVE_EVERY (spread evenly over the sessions), as an idle neighbour node keeps its link alive: the daemon's
+router withdraws a peer it has not heard from for PEER_DEAD_AFTER, and a bare session that only answered every
+KEEPALIVE_TIMEOUT (10 s) was withdrawn and restored over and over (each time re-added to the tree, at a cost
+that grows with the neighbours), which is not what holding idle sessions means.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import argparse
 import ipaddress
 import json
 import hashlib
+import heapq
+import itertools
 import math
 import os
 import select
@@ -24,14 +34,18 @@ import time
 
 from nacl.public import PrivateKey
 
+from axiomnet.constants import KEEPALIVE_TIMEOUT, PEER_DEAD_AFTER
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.session import Session
-from axiomnet.wire import decode_header
+from axiomnet.wire import PacketType, decode_header
 
 PER_SOURCE = 8  # sessions opened from one source address (well below the daemon's per-source handshake burst)
 IN_FLIGHT = 32  # handshakes open at once (the daemon asks for cookies from COOKIE_LOAD_THRESHOLD on)
 TICK_EVERY = 0.1  # session timers (handshake retransmission) run this often
+# Each held session is heard from this often: the daemon keeps it live (PEER_DEAD_AFTER) and starts no handshake of
+# its own for silence (it sent, heard nothing for KEEPALIVE_TIMEOUT + REKEY_TIMEOUT: the holder cannot answer one).
+KEEPALIVE_EVERY = min(PEER_DEAD_AFTER / 2, KEEPALIVE_TIMEOUT)
 
 
 def holder_key(seed: int, i: int) -> PrivateKey:
@@ -78,8 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     poller = select.poll()  # not select(): 10,000 sessions need over a thousand sockets (FD_SETSIZE is 1024)
     stdin_polled = False
     held: list[tuple[Session, socket.socket]] = []  # established: still ticked (a lost HANDSHAKE_FINAL is resent)
+    due: list[tuple[float, int, Session, socket.socket]] = []  # held sessions by next deadline (stale ones harmless)
+    order = itertools.count()  # equal deadlines never compare sessions
+    booked: dict[int, float] = {}  # id(session) -> the earliest deadline it has in ``due``
+
+    def book(session: Session, sock: socket.socket) -> None:
+        """Tick an established session at its next deadline (if that is earlier than the one it has booked)."""
+        when = session.next_deadline()
+        if when is not None and when < booked.get(id(session), math.inf):
+            booked[id(session)] = when
+            heapq.heappush(due, (when, next(order), session, sock))
     reported = False
     hold_until = math.inf
+    keepalive_cursor, keepalive_owed, keepalive_at = 0, 0.0, time.monotonic()
     while time.monotonic() < hold_until:
         now = time.monotonic()
         if not reported and (len(held) >= args.count or now >= deadline):
@@ -121,16 +146,39 @@ def main(argv: list[str] | None = None) -> int:
                     if entry is not None:
                         send(entry[1], entry[0].receive(header, datagram, now).replies)
                         claim(*entry)
+                        if entry[0].is_established:
+                            book(*entry)
                 except RemoteProtocolError:
                     pass
         if now >= next_tick:
             next_tick = now + TICK_EVERY
-            for session, sock in opening + held:
+            for session, sock in opening:
                 send(sock, session.tick(now))
                 claim(session, sock)
+        while due and due[0][0] <= now:
+            _, _, session, sock = heapq.heappop(due)
+            booked.pop(id(session), None)
+            send(sock, session.tick(now))
+            claim(session, sock)
+            book(session, sock)
+        # Keepalives spread evenly: len(held) of them per KEEPALIVE_EVERY, a few each loop.
+        keepalive_owed += len(held) * (now - keepalive_at) / KEEPALIVE_EVERY
+        keepalive_at = now
+        while keepalive_owed >= 1 and held:
+            keepalive_owed -= 1
+            keepalive_cursor = (keepalive_cursor + 1) % len(held)
+            session, sock = held[keepalive_cursor]
+            if session.is_established:
+                send(sock, session.send(PacketType.KEEPALIVE, b"", now))
+                claim(session, sock)
+                book(session, sock)
         still: list[tuple[Session, socket.socket]] = []
         for entry in opening:
-            (held if entry[0].is_established else still).append(entry)
+            if entry[0].is_established:
+                held.append(entry)
+                book(*entry)
+            else:
+                still.append(entry)
         opening = still
     for sock in sockets:
         sock.close()
