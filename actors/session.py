@@ -457,6 +457,8 @@ class SessionActor(HostedActor):
         now = time.monotonic()
         if path is None or now < self._direct_off_until:
             return items
+        if path.avoid and any(addr in path.avoid for _, addr in items):
+            return items  # an endpoint that failed lately: the socket actor's breaker decides, and sees it heal
         sent, gso_sends, full, rest = path.send(items)
         counters = self.counters
         counters["tx_datagrams"] += sent

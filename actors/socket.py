@@ -91,13 +91,16 @@ class SendPath:
     Only the plain case is handled here: what fails (an endpoint that errors, a segment size the kernel refuses)
     is returned for the socket actor, which owns the circuit breakers, the error logs and the GSO settings, and
     publishes a new path when those change. A path whose socket the actor closed fails every send (EBADF), so its
-    datagrams go to the actor too.
+    datagrams go to the actor too. ``avoid`` holds the endpoints whose breakers the actor tracks (they failed
+    recently): a session leaves sends to them to the actor, whose breaker decides when they are tried and sees
+    the success that closes it (a new path is published when that set changes).
     """
 
     sock: socket.socket
     mapped: bool  # an IPv6 socket: IPv4 destinations are sent to their IPv4-mapped address
     gso: bool
     gso_max_size: int
+    avoid: frozenset[m.Addr] = frozenset()
 
     def send(self, items: list[tuple[bytes, m.Addr]]) -> tuple[int, int, int, list[tuple[bytes, m.Addr]]]:
         """Send ``items`` in order: (datagrams sent, UDP_SEGMENT sends among the system calls, datagrams dropped
@@ -199,10 +202,10 @@ class SocketActor(SupervisedActor):
 
     def _new_path(self) -> SendPath:
         assert self.sock is not None
-        return SendPath(self.sock, self.family == socket.AF_INET6, self.gso, self.gso_max_size)
+        return SendPath(self.sock, self.family == socket.AF_INET6, self.gso, self.gso_max_size, self._breakers.tracked())
 
     def _publish_path(self) -> None:
-        """A new SendPath to every session that asked, after the GSO settings changed."""
+        """A new SendPath to every session that asked, after the GSO settings or the failing endpoints changed."""
         if self.sock is None:
             return
         path = self._path = self._new_path()
@@ -401,8 +404,11 @@ class SocketActor(SupervisedActor):
             try:
                 sock.sendto(data, target)
                 self.counters["tx_datagrams"] += 1
-                if breakers and breakers.success(addr, now).closed:
-                    logger.info("UDP sends to {}:{} work again: circuit closed", addr[0], addr[1])
+                if breakers and breakers.is_tracked(addr):
+                    if breakers.success(addr, now).closed:
+                        logger.info("UDP sends to {}:{} work again: circuit closed", addr[0], addr[1])
+                    if not breakers.is_tracked(addr):
+                        self._publish_path()  # the sessions may send to it themselves again
             except BlockingIOError:
                 self.counters["tx_dropped_full"] += 1
             except OSError as exc:
@@ -411,6 +417,7 @@ class SocketActor(SupervisedActor):
     def _send_failed(self, addr: m.Addr, exc: OSError, now: float) -> None:
         """Count, log (rate-limited per address) and feed the endpoint's circuit breaker."""
         self.counters["tx_errors"] += 1
+        fresh = not self._breakers.is_tracked(addr)
         if self._breakers.failure(addr, now).opened:
             self.counters["breaker_opened"] += 1
             logger.warning("UDP sends to {}:{} keep failing ({}): circuit open, next try in {:.1f} s",
@@ -420,6 +427,8 @@ class SocketActor(SupervisedActor):
             if len(self._last_error_log) > 4096:
                 self._last_error_log.clear()
             logger.warning("UDP send to {}:{} failed: {} (counted as tx_errors)", addr[0], addr[1], exc)
+        if fresh:
+            self._publish_path()  # the sessions leave this endpoint to us (and our breaker) from now on
 
 
 

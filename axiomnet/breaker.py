@@ -112,6 +112,10 @@ class BreakerBoard(Generic[K]):
         """Has ``key`` failed recently (its breaker is kept, open or not)? Batched sends go one by one then."""
         return key in self._breakers
 
+    def tracked(self) -> frozenset[K]:
+        """Every key that failed recently (open or not): what a caller sending on its own should leave to us."""
+        return frozenset(self._breakers)
+
     def allow(self, key: K, now: float) -> bool:
         """May a send to ``key`` be attempted now?"""
         breaker = self._breakers.get(key)

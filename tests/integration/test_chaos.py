@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from axiomnet.constants import BREAKER_FAILURE_THRESHOLD, MAX_QUEUED_BATCHES, READER_BATCH_MAX
+from axiomnet.constants import BREAKER_FAILURE_THRESHOLD, MAX_QUEUED_BATCHES, PEER_DEAD_AFTER, READER_BATCH_MAX
 from axiomnet.ops.identity_store import IDENTITY_FILENAME
 from axiomnet.lab import cgroups, daemons, namespaces, processes, traffic
 from tests.integration.test_daemon import assert_reachable
@@ -32,12 +32,13 @@ def workdir(tmp_path: Path) -> Path:
 
 def test_chaos_inject_network_partition_is_detected_logged_and_healed(pair, workdir):
     """Seed chaos 'inject network partition' (veth down; no iptables needed): the node notices the silent
-    peer, logs it, keeps running, and recovers when the link comes back."""
+    peer, logs it, keeps running, and recovers when the link comes back. Protocol 3 keeps idle links alive by
+    session keepalives, so a silent peer is withdrawn PEER_DEAD_AFTER (25 s) after its last packet, not 3.5 s."""
     a, b = daemons.start_daemon_pair(pair, workdir)
     assert_reachable(a, b)
     pair.a.ip("link", "set", "dev", pair.link.ifname_a, "down")
     try:
-        assert processes.wait_until(lambda: "routes withdrawn" in a.log(), 15.0), a.log_tail(20)
+        assert processes.wait_until(lambda: "routes withdrawn" in a.log(), PEER_DEAD_AFTER + 15.0), a.log_tail(20)
         assert a.running() and b.running()
         peers = a.inspect()["peers"]
         assert peers and not peers[0]["alive"]
@@ -64,6 +65,8 @@ def test_chaos_send_failures_open_the_circuit_breaker_visibly_and_it_closes_afte
     nft(pair.a, "add", "rule", "inet", "axnchaos", "out", "ip", "daddr", pair.ip_b, "udp", "dport", "7443", "drop")
     try:
         def breaker_open() -> bool:
+            # Something to send: an idle link of protocol 3 sends a keepalive per 10 s, not an announcement per s.
+            traffic.ping(a.ns, b.address, count=3, interval=0.1, timeout=1.0)
             sock = a.actor_view("socket")
             return sock.get("breakers_open", 0) >= 1 and sock.get("tx_dropped_breaker_open", 0) > 0
 

@@ -118,3 +118,34 @@ def test_a_failed_direct_send_goes_through_the_socket_actor(established):  # noq
     actor.tell(m.RoutedToLink([ipv6_packet(peer.src, i, me.address.packed) for i in range(5)]))
     assert wait_for(lambda: len(sock.ask(GetSent())) == before + 5)
     assert actor.ask(m.Snapshot(), timeout=5)["counters"]["tx_direct_failed"] == 1
+
+
+def test_an_endpoint_whose_sends_fail_is_left_to_the_socket_actors_breaker(recorder):
+    """A send to an endpoint that fails makes the actor publish a path that avoids it, so the sessions hand
+    their datagrams for it to the actor: its breaker decides when the endpoint is tried again and sees the
+    success that closes it (found by the chaos test: sessions sending directly to a healed endpoint never told
+    the actor, whose breaker stayed open and silent)."""
+    actor = SocketActor.start(None, {}, ("::", 0))
+    session = recorder()
+    try:
+        actor.tell(m.WantSendPath(session))
+        assert wait_for(lambda: len(updates(session)) == 1)
+        assert updates(session)[0].avoid == frozenset()
+        bad = ("::1", 0)  # EINVAL on every send, synchronously
+        actor.tell(m.SendDatagrams([(b"x", bad)]))
+        assert wait_for(lambda: any(bad in path.avoid for path in updates(session)))
+    finally:
+        actor.stop()
+
+
+def test_a_session_leaves_datagrams_for_an_avoided_endpoint_to_the_socket_actor(established):  # noqa: F811
+    actor, peer, sock, router, me = established
+    host, _, port = actor.ask(m.Snapshot(), timeout=5)["endpoint"].rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+        out.bind(("127.0.0.1", 0))
+        actor.tell(m.SendPathUpdate(SendPath(out, False, True, 1452, frozenset({(host, int(port))}))))
+        before = len(sock.ask(GetSent()))
+        actor.tell(m.RoutedToLink([ipv6_packet(peer.src, i, me.address.packed) for i in range(5)]))
+        assert wait_for(lambda: len(sock.ask(GetSent())) == before + 5)  # all five through the socket actor
+    counters = actor.ask(m.Snapshot(), timeout=5)["counters"]
+    assert counters.get("tx_direct", 0) == 0 and counters.get("tx_direct_failed", 0) == 0
