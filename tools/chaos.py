@@ -38,6 +38,7 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
+from axiomnet.constants import PEER_DEAD_AFTER  # noqa: E402
 from axiomnet.errors import CorruptIdentity  # noqa: E402
 from axiomnet.ops.identity_store import IDENTITY_BACKUP_FILENAME, IDENTITY_FILENAME, TEMP_MARKER, load_identity  # noqa: E402
 from axiomnet.lab import daemons, namespaces, processes, traffic  # noqa: E402
@@ -64,8 +65,10 @@ class Soak:
         ifname = self.pair.link.ifname_a
         self.pair.a.ip("link", "set", "dev", ifname, "down")
         try:
-            if not processes.wait_until(lambda: not self.a.inspect()["peers"][0]["alive"], 15.0, interval=0.5):
-                raise AssertionError("partition not detected within 15 s")
+            # An idle link is kept alive by keepalives (protocol 3): silent for PEER_DEAD_AFTER (25 s) is dead.
+            limit = PEER_DEAD_AFTER + 15.0
+            if not processes.wait_until(lambda: not self.a.inspect()["peers"][0]["alive"], limit, interval=0.5):
+                raise AssertionError(f"partition not detected within {limit:g} s")
         finally:
             self.pair.a.ip("link", "set", "dev", ifname, "up")
         self.reachable()
