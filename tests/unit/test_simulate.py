@@ -61,7 +61,9 @@ def _twin(graph: nx.Graph, seed: int) -> tuple[Overlay, Network, dict[bytes, int
     ports = {(v, u): ov.nodes[v].tree.neighbours[noise[u]].port for v in nodes for u in graph[v]}
     edges = np.array(list(graph.edges), dtype=np.int64)
     links = Links(len(nodes), edges[:, 0], edges[:, 1], np.argsort(np.argsort(noise)), ports=ports)
-    net = Network(links, np.argsort(np.argsort(signing)))
+    # The overlay has no link sessions: a silent node stays its neighbours' neighbour (no PEER_DEAD_AFTER).
+    net = Network(links, np.argsort(np.argsort(signing)), bits=address_bits([ov.address(v) for v in nodes]),
+                  peer_dead_after=None)
     return ov, net, {k: i for i, k in enumerate(signing)}, {k: i for i, k in enumerate(noise)}
 
 
@@ -86,11 +88,6 @@ def _states(ov: Overlay, net: Network, by_signing: dict[bytes, int], by_noise: d
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="protocol 3 (quiet control plane): the real trees take the root seq from beats, one hop "
-                   "per round, and hold a parent dead after NEIGHBOUR_TIMEOUT without beats; tools/sim/engine.py "
-                   "still models protocol 2's per-tick announcements (roots, parents and paths agree through the "
-                   "cold start and a silent node; the seq lags at a new child and the silent root's repair "
-                   "differs)", strict=False)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_simulator_matches_real_trees_round_by_round(seed: int) -> None:
     """Root, parent, path and root number of every node equal those of real Tree objects exchanging signed
