@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from axiomnet.bloom import Bloom
-from axiomnet.constants import HOP_LIMIT, MAX_TREE_DEPTH
+from axiomnet.constants import HEARTBEAT_INTERVAL, HOP_LIMIT, MAX_TREE_DEPTH, PEER_DEAD_AFTER
 from axiomnet.greedy import distances_to, pad_paths, tree_distance
 from tests.unit.overlay_net import Overlay
 from tools import simulate
@@ -111,6 +111,31 @@ def test_simulator_matches_real_trees_round_by_round(seed: int) -> None:
     for component in nx.connected_components(graph.subgraph(ov.alive)):
         nodes = sorted(component)
         assert set(net.root[nodes].tolist()) == {nodes[int(np.argmin(net.rank[nodes]))]}
+
+
+def test_a_silent_neighbour_is_a_routing_neighbour_until_peer_dead_after() -> None:
+    """Protocol 3: no beats cross a non-tree link, so a neighbour that fell silent is known dead only when its
+    session times out (PEER_DEAD_AFTER, Tree.remove); until then greedy may still pick it. Without sessions (the
+    twin's overlay) it is never removed."""
+    graph = nx.cycle_graph(8)
+    for timeout, removed in ((PEER_DEAD_AFTER, True), (None, False)):
+        net = network_of(graph, 2)
+        net.peer_dead_after = timeout
+        converge(net)
+        lk = net.links
+        # A node whose ring neighbour is not its tree neighbour: the edge between the two subtrees' ends.
+        e = next(int(e) for e in range(len(lk)) if net.parent[lk.dst[e]] != lk.src[e]
+                 and net.parent[lk.src[e]] != lk.dst[e])
+        x, y = int(lk.dst[e]), int(lk.src[e])
+        net.kill(np.array([y]))
+        killed = net.t
+        while net.t - killed < PEER_DEAD_AFTER - 1:
+            net.step()
+        assert e in net.routing_edges(net.t * HEARTBEAT_INTERVAL), (x, y)
+        net.step()
+        net.step()
+        assert (e not in net.routing_edges(net.t * HEARTBEAT_INTERVAL)) == removed
+        assert net.removals_pending() == (not removed and timeout is not None)
 
 
 @pytest.mark.slow
