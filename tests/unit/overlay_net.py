@@ -101,8 +101,10 @@ class Overlay:
                 except RemoteProtocolError:
                     self.rejected += 1
                     out = []
-                if tree.between_ticks or data[0] in (2, 3):  # a probe's reply comes back at once
+                if tree.between_ticks:
                     queue.extend((u, k, d, at) for k, d in out + tree.urgent(at))
+                elif data[0] in (2, 3):  # a probe's reply comes back at once; what it owes waits for the tick
+                    queue.extend((u, k, d, at) for k, d in out)
                 else:
                     self._next_round.extend((u, k, d) for k, d in out)
             for v in sorted(self.alive):

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from axiomnet.bloom import Bloom
-from axiomnet.constants import HOP_LIMIT, MAX_TREE_DEPTH
+from axiomnet.constants import HEARTBEAT_INTERVAL, HOP_LIMIT, MAX_TREE_DEPTH, PEER_DEAD_AFTER
 from axiomnet.greedy import distances_to, pad_paths, tree_distance
 from tests.unit.overlay_net import Overlay
 from tools import simulate
@@ -61,7 +61,9 @@ def _twin(graph: nx.Graph, seed: int) -> tuple[Overlay, Network, dict[bytes, int
     ports = {(v, u): ov.nodes[v].tree.neighbours[noise[u]].port for v in nodes for u in graph[v]}
     edges = np.array(list(graph.edges), dtype=np.int64)
     links = Links(len(nodes), edges[:, 0], edges[:, 1], np.argsort(np.argsort(noise)), ports=ports)
-    net = Network(links, np.argsort(np.argsort(signing)))
+    # The overlay has no link sessions: a silent node stays its neighbours' neighbour (no PEER_DEAD_AFTER).
+    net = Network(links, np.argsort(np.argsort(signing)), bits=address_bits([ov.address(v) for v in nodes]),
+                  peer_dead_after=None)
     return ov, net, {k: i for i, k in enumerate(signing)}, {k: i for i, k in enumerate(noise)}
 
 
@@ -86,11 +88,6 @@ def _states(ov: Overlay, net: Network, by_signing: dict[bytes, int], by_noise: d
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="protocol 3 (quiet control plane): the real trees take the root seq from beats, one hop "
-                   "per round, and hold a parent dead after NEIGHBOUR_TIMEOUT without beats; tools/sim/engine.py "
-                   "still models protocol 2's per-tick announcements (roots, parents and paths agree through the "
-                   "cold start and a silent node; the seq lags at a new child and the silent root's repair "
-                   "differs)", strict=False)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_simulator_matches_real_trees_round_by_round(seed: int) -> None:
     """Root, parent, path and root number of every node equal those of real Tree objects exchanging signed
@@ -114,6 +111,31 @@ def test_simulator_matches_real_trees_round_by_round(seed: int) -> None:
     for component in nx.connected_components(graph.subgraph(ov.alive)):
         nodes = sorted(component)
         assert set(net.root[nodes].tolist()) == {nodes[int(np.argmin(net.rank[nodes]))]}
+
+
+def test_a_silent_neighbour_is_a_routing_neighbour_until_peer_dead_after() -> None:
+    """Protocol 3: no beats cross a non-tree link, so a neighbour that fell silent is known dead only when its
+    session times out (PEER_DEAD_AFTER, Tree.remove); until then greedy may still pick it. Without sessions (the
+    twin's overlay) it is never removed."""
+    graph = nx.cycle_graph(8)
+    for timeout, removed in ((PEER_DEAD_AFTER, True), (None, False)):
+        net = network_of(graph, 2)
+        net.peer_dead_after = timeout
+        converge(net)
+        lk = net.links
+        # A node whose ring neighbour is not its tree neighbour: the edge between the two subtrees' ends.
+        e = next(int(e) for e in range(len(lk)) if net.parent[lk.dst[e]] != lk.src[e]
+                 and net.parent[lk.src[e]] != lk.dst[e])
+        x, y = int(lk.dst[e]), int(lk.src[e])
+        net.kill(np.array([y]))
+        killed = net.t
+        while net.t - killed < PEER_DEAD_AFTER - 1:
+            net.step()
+        assert e in net.routing_edges(net.t * HEARTBEAT_INTERVAL), (x, y)
+        net.step()
+        net.step()
+        assert (e not in net.routing_edges(net.t * HEARTBEAT_INTERVAL)) == removed
+        assert net.removals_pending() == (not removed and timeout is not None)
 
 
 @pytest.mark.slow

@@ -24,6 +24,8 @@ from axiomnet.constants import (
 from axiomnet.forward import MAX_HOP_CACHE
 from axiomnet.greedy import NO_HOP, UNREACHED, distances_to, forest_choice, tree_distance
 from tools.sim.engine import Network
+from tools.sim.engine import filters_of as _filters_of
+from tools.sim.engine import segmented_or as _segmented_or
 
 IntArray = npt.NDArray[np.int64]
 BFS_CHUNK = 32  # sources per scipy BFS call (memory: BFS_CHUNK x n distances)
@@ -191,30 +193,6 @@ def delivery(net: Network, pairs: IntArray, more: tuple[Network, ...] = ()) -> t
 def address_bits(addresses: list[bytes]) -> IntArray:
     """The BLOOM_HASHES bit numbers of each address (axiomnet.bloom.bit_indices), one row per node."""
     return np.array([bit_indices(a) for a in addresses], dtype=np.int64)
-
-
-def _filters_of(bits: IntArray) -> npt.NDArray[np.uint64]:
-    """One filter per node holding its own address, in Bloom's word layout (bit b: word b >> 6, bit b & 63)."""
-    words = np.zeros((len(bits), WORDS), dtype=np.uint64)
-    rows = np.repeat(np.arange(len(bits)), bits.shape[1])
-    flat = bits.ravel()
-    np.bitwise_or.at(words, (rows, flat >> 6), np.left_shift(np.uint64(1), (flat & 63).astype(np.uint64)))
-    return words
-
-
-def _segmented_or(values: npt.NDArray[np.uint64], group: IntArray) -> npt.NDArray[np.uint64]:
-    """Inclusive OR-scan of ``values`` within runs of equal ``group`` (Hillis-Steele doubling)."""
-    out = values.copy()
-    step = 1
-    while step < len(out):
-        same = np.zeros(len(out), dtype=bool)
-        same[step:] = group[step:] == group[:-step]
-        if not same.any():
-            break
-        idx = np.flatnonzero(same)
-        out[idx] |= out[idx - step]  # reads the previous pass's values: fancy indexing copies first
-        step *= 2
-    return out
 
 
 class Filters:

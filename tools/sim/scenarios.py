@@ -20,7 +20,7 @@ from axiomnet.constants import (
 )
 from tools.sim import graphs
 from tools.sim.adversary import Attack, add_rogue, choose_blackholes, honest_component, honest_delivery
-from tools.sim.engine import Links, Network
+from tools.sim.engine import FILTER_LINKS_MAX, NODE_EVERY, Links, Network
 from tools.sim.measure import (
     Filters,
     address_bits,
@@ -31,9 +31,11 @@ from tools.sim.measure import (
     state_bytes,
 )
 
-# A forest unchanged for this many rounds is stable: longer than any wait in the core (a silent neighbour or
-# root is dropped after NEIGHBOUR_TIMEOUT / ROOT_TIMEOUT), twice over.
-QUIET_ROUNDS = 2 * math.ceil(max(NEIGHBOUR_TIMEOUT, ROOT_TIMEOUT) / HEARTBEAT_INTERVAL) + 2
+# A forest unchanged for this many rounds is stable: longer than any wait in the core. In protocol 3 that is a
+# node's own refresh (1.5 x CERT_REFRESH H, engine.NODE_EVERY): a node that declared its root dead at a seq its
+# neighbours had not passed when they answered its new tree can stay apart until one of them refreshes (seen
+# after 10-40% node failures). Pending session timeouts (PEER_DEAD_AFTER) are waited for as well (run_rounds).
+QUIET_ROUNDS = math.ceil(max(NODE_EVERY, NEIGHBOUR_TIMEOUT, ROOT_TIMEOUT) / HEARTBEAT_INTERVAL) + 2
 FAILURES = ("leaf", "inner", "root-link", "root", "nodes")
 REPAIR_TARGET_ROUNDS = 5  # issue 8: inner node or link lost -> 100% delivery again within 5 heartbeats
 
@@ -99,7 +101,7 @@ def run_rounds(net: Network, max_rounds: int, each: Callable[[Network], None]) -
         each(net)
         if net.changed:
             last = net.t
-        elif net.t - last >= QUIET_ROUNDS:
+        elif net.t - last >= QUIET_ROUNDS and not net.removals_pending():  # and no silent neighbour still held
             return True, last
     return False, last
 
@@ -141,7 +143,8 @@ def simulate(opts: Options) -> dict[str, Any]:
         rtt = np.random.default_rng([opts.seed, 4]).uniform(*RANDOM_RTT, size=graph.edges)
     links = Links(n, graph.u, graph.v, order, rtt=rtt)
     addresses = [b"\xfc" + rng.bytes(15) for _ in range(n)]
-    net = Network(links, rank)
+    bits = address_bits(addresses) if len(links) <= FILTER_LINKS_MAX else None  # filter-driven announcements
+    net = Network(links, rank, bits=bits)
     net.parent_rule = opts.parent_rule
     built = time.perf_counter()
 
@@ -171,7 +174,7 @@ def simulate(opts: Options) -> dict[str, Any]:
         rank_t = np.random.default_rng([opts.seed, 3, t]).permutation(n)
         if attack.rogue_root:
             rank_t[[n - 1, int(np.argmin(rank_t))]] = rank_t[[int(np.argmin(rank_t)), n - 1]]
-        net_t = Network(links, rank_t)
+        net_t = Network(links, rank_t, bits=bits)
         net_t.parent_rule = opts.parent_rule
         ok_t, last_t = run_rounds(net_t, opts.max_rounds, lambda sim: None)
         stable &= ok_t
@@ -194,8 +197,7 @@ def simulate(opts: Options) -> dict[str, Any]:
         if not t.delivered:
             reasons[t.reason] = reasons.get(t.reason, 0) + 1
     in_main = comp[net.root[comp] == main_root]
-    bits = address_bits(addresses)
-    filters = Filters(net.parent, net.depth, net.alive, bits)
+    filters = Filters(net.parent, net.depth, net.alive, address_bits(addresses))
     lookup_pairs = sample_pairs(in_main, opts.lookups, rng)
     msgs, reached = [], 0
     for s, d in lookup_pairs:
