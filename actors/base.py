@@ -466,6 +466,8 @@ class HostedActor(SupervisedActor):
     that a handler shares its worker with other actors: it must not block (the rule for every actor here) and
     must not own threads (it has no ``spawn_thread``; time comes from its supervisor's timer)."""
 
+    actor_inbox: HostedInbox  # pykka declares its queue-based ActorInbox; a hosted actor has this one
+
     @staticmethod
     def _create_actor_inbox() -> Any:
         return HostedInbox()

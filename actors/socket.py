@@ -308,7 +308,9 @@ class SocketActor(SupervisedActor):
             return None
         if isinstance(message, m.ReleaseOwner):
             self._table.release_owner(message.owner)
-            self._path_takers.pop(getattr(message.owner, "actor_urn", None), None)
+            urn = getattr(message.owner, "actor_urn", None)
+            if urn is not None:
+                self._path_takers.pop(urn, None)
             return None
         if isinstance(message, m.WantSendPath):
             if self._path is not None:
