@@ -48,6 +48,8 @@ def decode_observed(payload: bytes) -> tuple[str, int]:
     port = struct.unpack("!H", payload[2 + size:])[0]
     if port == 0 or address.is_unspecified or address.is_multicast or address.is_link_local:
         raise MalformedPacket(f"OBSERVED_ENDPOINT {address} port {port} names no endpoint")
+    if address.version == 6 and address.ipv4_mapped is not None:  # one encoding per endpoint: that is family 4
+        raise MalformedPacket(f"OBSERVED_ENDPOINT {address}: an IPv4-mapped address is sent as family 4")
     return str(address), port
 
 

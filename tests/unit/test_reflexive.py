@@ -36,6 +36,7 @@ def test_link_local_and_non_literals_are_not_reported():
     "4004c63364070000",  # port 0
     "4004e00000011d13",  # multicast
     "4006fe800000000000000000000000000001" "1d13",  # link-local
+    "400600000000000000000000ffffffffffffff7a",  # IPv4-mapped as family 6 (found by tools/fuzz.py: no re-encoding)
 ])
 def test_malformed_messages_are_refused(payload):
     with pytest.raises(MalformedPacket):
