@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from axiomnet.actors.node import MALLOC_TRIM_INTERVAL
 from axiomnet.constants import MAX_QUEUED_BATCHES, READER_BATCH_MAX, REFUSALS_BEFORE_LOAD
 from axiomnet.identity import Identity
 from axiomnet.lab import daemons, namespaces, processes, traffic
@@ -91,7 +92,8 @@ def assert_healthy_after(arena: Arena, ping: traffic.PingResult, peak_kib: int) 
     assert [s["state"] for s in state["sessions"]] == ["established"]
     growth = (peak_kib - arena.baseline_kib) / 1024
     assert growth < FLOOD_PEAK_GROWTH_MIB, f"RSS grew {growth:.1f} MiB during the flood"
-    assert processes.wait_until(lambda: arena.rss_mib_above_baseline() < FLOOD_RESIDUE_MIB, 10.0), \
+    # The daemon hands freed heap pages back every MALLOC_TRIM_INTERVAL (30 s): the residue is read after one.
+    assert processes.wait_until(lambda: arena.rss_mib_above_baseline() < FLOOD_RESIDUE_MIB, MALLOC_TRIM_INTERVAL + 5.0), \
         f"RSS stayed {arena.rss_mib_above_baseline():.1f} MiB above the baseline"
     # Nothing per packet above DEBUG: the log grew by a handful of lines at most, none a traceback.
     new = arena.new_log()
