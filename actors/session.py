@@ -43,7 +43,7 @@ from axiomnet.routed import NEIGHBOUR_CAPABILITY, NEIGHBOUR_PREFIX
 from axiomnet.session import Established, Expired, HandshakeGaveUp, KeyMismatch, KeyRefused, Rekeyed, Session
 from axiomnet.wire import PacketType
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import ActorPool, DeadlineWheel, HostedActor, tell, bounded_tell
+from axiomnet.actors.base import ActorPool, DeadlineWheel, HostedActor, bounded_tell, run_or_tell, tell
 from axiomnet.actors.socket import SendPath, tell_indices
 
 DATA = PacketType.DATA
@@ -267,7 +267,7 @@ class SessionActor(HostedActor):
         path, axiomnet/fastpath.py); the rest, for the router."""
         relayed, rest = fastpath.split(self._relays, routed)
         for ref, packets in relayed.items():
-            if bounded_tell(ref, m.RoutedToLink(packets)):
+            if run_or_tell(ref, m.RoutedToLink(packets), len(packets)):  # a small batch: sealed on this thread
                 self.counters["relayed_fast"] += len(packets)
             else:
                 self.counters["rx_dropped_relay"] += len(packets)

@@ -42,7 +42,7 @@ from axiomnet.indices import IndexCommand, IndexIssued, IndexTable
 from axiomnet.offload import gso_groups, split_gro
 from axiomnet.wire import PacketType, peek_receiver, sender_index
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
+from axiomnet.actors.base import SupervisedActor, run_or_tell, tell
 
 SOCKET_BUFFER_BYTES = 4 << 20
 _DATA_TYPE = int(PacketType.DATA)
@@ -284,7 +284,8 @@ class SocketActor(SupervisedActor):
                 group.append(item)
         for (owner, control), items in groups.items():
             message = m.ControlDatagrams(items) if control and owner is not default else m.Datagrams(items)
-            if not bounded_tell(owner, message):
+            # A few DATA datagrams for an idle session are opened on this thread (run_or_tell); the rest is told.
+            if not run_or_tell(owner, message, len(items)):
                 self.counters["rx_dropped_backpressure"] += len(items)
         self.counters["rx_datagrams"] += len(batch)
 
