@@ -14,7 +14,7 @@ from axiomnet.errors import ReplayedPacket
 from axiomnet.wire import PacketType, decode_header
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import INLINE_BATCH_MAX, INLINE_DEPTH, ActorPool, HostedActor, run_or_tell
-from tests.node_actors.fakes import GetSent, wait_for
+from tests.node_actors.fakes import GetOther, GetSent, wait_for
 from tests.node_actors.test_session_actor import ENDPOINT, established, ipv6_packet, routed  # noqa: F401  (a fixture)
 
 
@@ -39,8 +39,8 @@ class Recorder(HostedActor):
 
     role = "recorder"
 
-    def __init__(self, host: ActorPool | None = None) -> None:
-        super().__init__(None, {}, host=host)
+    def __init__(self, host: ActorPool | None = None, supervisor: Any = None) -> None:
+        super().__init__(supervisor, {}, host=host)
         self.seen: list[tuple[Any, str]] = []
 
     def handle(self, message: Any) -> Any:
@@ -49,6 +49,8 @@ class Recorder(HostedActor):
             self.seen.append(("hold", name))
             assert message.release.wait(10)
         elif isinstance(message, Note):
+            if message.tag == "boom":
+                raise RuntimeError("a bug in a data-path handler")
             self.seen.append((message.tag, name))
             for ref, note in message.then:
                 run_or_tell(ref, note, 1)
@@ -153,6 +155,17 @@ def test_urgent_messages_and_stopped_actors_are_never_run_inline():
     actor = ref._actor_weakref()
     assert run_or_tell(ref, Note("late"), 1) is False
     assert actor is None or [t for t, _ in actor.seen] == ["u"]
+
+
+def test_a_crash_in_a_handler_run_inline_is_reported_as_from_the_pool_and_the_reader_goes_on(recorder):
+    supervisor = recorder()
+    ref = Recorder.start(supervisor=supervisor)
+    assert ref.ask("seen", timeout=5) == []
+    assert run_or_tell(ref, Note("boom"), 1) is True  # no exception reaches the reader's loop
+    assert wait_for(lambda: any(isinstance(x, m.ChildFailed) and x.urn == ref.actor_urn
+                                for x in supervisor.ask(GetOther(), timeout=5)))
+    assert not ref.is_alive()
+    assert run_or_tell(ref, Note("after"), 1) is False  # dead: nothing runs it again
 
 
 def test_sessions_opened_and_sealed_on_many_reader_threads_refuse_replays_and_count_every_packet_once(
