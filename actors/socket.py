@@ -1,8 +1,9 @@
 """SocketActor: owns the UDP socket, its reader thread, and the receiver-index dispatch table.
 
 The reader drains up to READER_BATCH_MAX ready datagrams, groups them by the 24-bit receiver index of
-their header and hands each group to the owning session actor in one bounded tell; datagrams for unknown
-indices (first handshake messages among them) go to the peer manager. The dispatch table is replaced,
+their header and hands each group to the owning session actor in one bounded tell, or, for a few DATA datagrams
+to an idle session, runs that session's handler itself (``run_or_tell``: opened on this thread, no hand-off);
+datagrams for unknown indices (first handshake messages among them) go to the peer manager. The dispatch table is replaced,
 never mutated, so the reader always sees a consistent immutable snapshot.
 
 The actor never chooses an index: owners pick their own (axiomnet/indices.py) and tell BindIndex,
