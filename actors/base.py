@@ -79,6 +79,36 @@ def bounded_tell(ref: pykka.ActorRef[Any] | None, message: Any, limit: int | Non
     return tell(ref, message)
 
 
+INLINE_DEPTH = 2  # hosted actors one thread runs inside each other (reader -> session -> next hop's session)
+# Batches of at most this many packets are run inline; larger ones are told, so that on two cores the reader reads
+# (and the next stage seals) the next batch while a pool worker opens this one: a pipeline for bulk transfers, no
+# hand-off for what a round trip waits on (a ping, TCP's ACKs, a handshake's first data). Measured: PERFORMANCE.md.
+INLINE_BATCH_MAX = 4
+_inline = threading.local()
+
+
+def run_or_tell(ref: pykka.ActorRef[Any] | None, message: Any, size: int) -> bool:
+    """:func:`bounded_tell` for the data path, but when ``message`` carries at most INLINE_BATCH_MAX packets
+    (``size``) and ``ref`` is a hosted actor that is idle (nobody runs it, nothing waits in its mailbox), this
+    thread runs its handler for ``message`` at once instead of queueing it: no hand-off, no wake-up
+    (:meth:`HostedInbox.run_inline`). Ownership is the pool's: the caller holds the
+    actor's mailbox as a worker would, so no other thread runs it meanwhile and what others tell it meanwhile
+    waits, in order, for the pool. At most INLINE_DEPTH actors are run inside each other on one thread; deeper,
+    and for every other ref, it is a bounded tell. True if handled or told."""
+    if ref is not None and size <= INLINE_BATCH_MAX and not isinstance(message, m.Urgent):
+        inbox = ref.actor_inbox
+        if isinstance(inbox, HostedInbox):
+            depth = getattr(_inline, "depth", 0)
+            if depth < INLINE_DEPTH:
+                _inline.depth = depth + 1
+                try:
+                    if inbox.run_inline(message):
+                        return True
+                finally:
+                    _inline.depth = depth
+    return bounded_tell(ref, message)
+
+
 def tell(ref: pykka.ActorRef[Any] | None, message: Any) -> bool:
     """Control-path tell that tolerates a collaborator being down (restarting); True if delivered.
 
@@ -351,6 +381,25 @@ class HostedInbox:
             self._busy = False
             return False
 
+    def run_inline(self, message: Any) -> bool:
+        """Run the actor's handler for ``message`` on this thread if its mailbox is idle and empty (taken as a
+        worker takes it, so no worker runs it meanwhile); then give it back, to the pool if more came meanwhile.
+        False, and nothing done, if it is busy, has messages waiting, has not started or has stopped."""
+        actor = self._actor
+        if actor is None or actor.actor_stopped.is_set():
+            return False
+        with self._lock:
+            if self._busy or self.urgent or self.queue:
+                return False
+            self._busy = True
+        try:
+            actor._handle_envelope(_InlineEnvelope(message))
+        finally:
+            if self.release():
+                assert self._pool is not None
+                self._pool.schedule(actor)
+        return True
+
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """pykka's stop path drains the mailbox with get() while not empty(); it never blocks here."""
         envelope = self.take()
@@ -367,6 +416,16 @@ class HostedInbox:
     def lane_depth(self, urgent: bool) -> int:
         lane = self.urgent if urgent else self.queue
         return 0 if lane is None else len(lane)
+
+
+class _InlineEnvelope:
+    """What a hosted actor's handler loop reads of a pykka envelope, for a message run inline (never asked)."""
+
+    __slots__ = ("message",)
+    reply_to = None
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
 
 
 class Flag:

@@ -33,7 +33,7 @@ from axiomnet.lookup import Pathfinder
 from axiomnet.routed import DESTINATION, FIXED_SIZE, Kind, decode_routed
 from axiomnet.tree import Tree
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
+from axiomnet.actors.base import SupervisedActor, bounded_tell, run_or_tell, tell
 
 
 
@@ -194,7 +194,7 @@ class RouterActor(SupervisedActor):
 
     def _dispatch(self, out: Output) -> None:
         for key, packets in out.links.items():
-            if bounded_tell(self.sessions.get(key), m.RoutedToLink(packets)):
+            if run_or_tell(self.sessions.get(key), m.RoutedToLink(packets), len(packets)):  # small: sealed here
                 self.counters["link_packets"] += len(packets)
             else:
                 self.counters["dropped_backpressure"] += len(packets)

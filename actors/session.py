@@ -1,8 +1,10 @@
 """SessionActor: one per peer; owns that peer's core Session, so every access to it is serialised.
 
-The seed's race on ``process_incoming`` cannot exist here: only the pool worker running this actor touches the
-Session, one message at a time (a HostedActor: the peer manager's few threads run every session, docs/ARCHITECTURE.md
-"How session actors are hosted"). Datagrams arrive in batches from the socket reader (DATA on the data lane, every other
+The seed's race on ``process_incoming`` cannot exist here: only the thread running this actor touches the Session,
+one message at a time, holding its mailbox: a pool worker (a HostedActor: the peer manager's few threads run every
+session, docs/ARCHITECTURE.md "How session actors are hosted"), or a thread that handed it a small batch while it
+was idle and runs it in the worker's place (``run_or_tell``: the socket reader, the TUN reader, the router, a
+relaying session). Datagrams arrive in batches from the socket reader (DATA on the data lane, every other
 type on the control lane); the plaintext of DATA is a routed packet, handed to the router with the peer's key;
 the plaintext of CONTROL is a tree announcement, handed to the router on the control lane. Routed packets to
 send arrive in batches from the router; the peer manager ticks the session at its next deadline (WakeAt), not
@@ -43,7 +45,7 @@ from axiomnet.routed import NEIGHBOUR_CAPABILITY, NEIGHBOUR_PREFIX
 from axiomnet.session import Established, Expired, HandshakeGaveUp, KeyMismatch, KeyRefused, Rekeyed, Session
 from axiomnet.wire import PacketType
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import ActorPool, DeadlineWheel, HostedActor, tell, bounded_tell
+from axiomnet.actors.base import ActorPool, DeadlineWheel, HostedActor, bounded_tell, run_or_tell, tell
 from axiomnet.actors.socket import SendPath, tell_indices
 
 DATA = PacketType.DATA
@@ -267,7 +269,7 @@ class SessionActor(HostedActor):
         path, axiomnet/fastpath.py); the rest, for the router."""
         relayed, rest = fastpath.split(self._relays, routed)
         for ref, packets in relayed.items():
-            if bounded_tell(ref, m.RoutedToLink(packets)):
+            if run_or_tell(ref, m.RoutedToLink(packets), len(packets)):  # a small batch: sealed on this thread
                 self.counters["relayed_fast"] += len(packets)
             else:
                 self.counters["rx_dropped_relay"] += len(packets)

@@ -1,8 +1,9 @@
 """SocketActor: owns the UDP socket, its reader thread, and the receiver-index dispatch table.
 
 The reader drains up to READER_BATCH_MAX ready datagrams, groups them by the 24-bit receiver index of
-their header and hands each group to the owning session actor in one bounded tell; datagrams for unknown
-indices (first handshake messages among them) go to the peer manager. The dispatch table is replaced,
+their header and hands each group to the owning session actor in one bounded tell, or, for a few DATA datagrams
+to an idle session, runs that session's handler itself (``run_or_tell``: opened on this thread, no hand-off);
+datagrams for unknown indices (first handshake messages among them) go to the peer manager. The dispatch table is replaced,
 never mutated, so the reader always sees a consistent immutable snapshot.
 
 The actor never chooses an index: owners pick their own (axiomnet/indices.py) and tell BindIndex,
@@ -42,7 +43,7 @@ from axiomnet.indices import IndexCommand, IndexIssued, IndexTable
 from axiomnet.offload import gso_groups, split_gro
 from axiomnet.wire import PacketType, peek_receiver, sender_index
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import SupervisedActor, bounded_tell, tell
+from axiomnet.actors.base import SupervisedActor, run_or_tell, tell
 
 SOCKET_BUFFER_BYTES = 4 << 20
 _DATA_TYPE = int(PacketType.DATA)
@@ -284,7 +285,8 @@ class SocketActor(SupervisedActor):
                 group.append(item)
         for (owner, control), items in groups.items():
             message = m.ControlDatagrams(items) if control and owner is not default else m.Datagrams(items)
-            if not bounded_tell(owner, message):
+            # A few DATA datagrams for an idle session are opened on this thread (run_or_tell); the rest is told.
+            if not run_or_tell(owner, message, len(items)):
                 self.counters["rx_dropped_backpressure"] += len(items)
         self.counters["rx_datagrams"] += len(batch)
 

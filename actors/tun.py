@@ -38,7 +38,7 @@ from axiomnet.constants import (
 from axiomnet.offload import VNET_HDR_SIZE, UnsupportedFrame, coalesce, split_frame
 from axiomnet.ownership import IPV6_DESTINATION, IPV6_SOURCE
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import SupervisedActor, bounded_tell
+from axiomnet.actors.base import SupervisedActor, bounded_tell, run_or_tell
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -206,7 +206,7 @@ class TunActor(SupervisedActor):
         """Tell each neighbour's session the packets from us to its address; the rest, for the e2e actor."""
         groups, rest = split_by_neighbour(batch, neighbours, self.address.packed)
         for ref, packets in groups.items():
-            if not bounded_tell(ref, m.NeighbourPackets(packets)):
+            if not run_or_tell(ref, m.NeighbourPackets(packets), len(packets)):  # small: sealed and sent here
                 self.counters["rx_dropped_backpressure"] += len(packets)
         return rest
 

@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[float]] = {"a": [], "b": []}
         per_cpu: dict[str, list[float]] = {"a": [], "b": []}
         rtt: dict[str, list[float]] = {"a": [], "b": []}  # each round's average idle RTT, ms (--pings)
+        rtt_min: dict[str, list[float]] = {"a": [], "b": []}  # and its minimum and median (less moved by the host's load)
+        rtt_p50: dict[str, list[float]] = {"a": [], "b": []}
         p99: dict[str, list[float]] = {"a": [], "b": []}  # each round's p99 RTT under load, ms (--loaded)
         for _ in range(args.rounds):
             for tag, nodes in lines.items():
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                     times, _sent = measure.ping_times(nodes[0].ns, nodes[-1].address, args.pings, 0.02)
                     if times:
                         rtt[tag].append(round(statistics.fmean(times), 3))
+                        rtt_min[tag].append(round(min(times), 3))
+                        rtt_p50[tag].append(round(statistics.median(times), 3))
                 if args.loaded:
                     loaded = measure.rtt_under_load(nodes[-1].ns, nodes[0].ns, nodes[-1].address, args.seconds)
                     if isinstance(loaded.get("p99_ms"), (int, float)):
@@ -98,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         a, b = _median(runs["a"]), _median(runs["b"])
         ca, cb = _median(per_cpu["a"]), _median(per_cpu["b"])
         extra: dict[str, object] = {}
-        for name, values in (("rtt_avg_ms", rtt), ("rtt_p99_loaded_ms", p99)):
+        for name, values in (("rtt_avg_ms", rtt), ("rtt_min_ms", rtt_min), ("rtt_p50_ms", rtt_p50),
+                             ("rtt_p99_loaded_ms", p99)):
             if values["a"] or values["b"]:
                 ra, rb = _median(values["a"]), _median(values["b"])
                 extra.update({f"a_{name}": values["a"], f"b_{name}": values["b"],
