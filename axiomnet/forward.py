@@ -186,14 +186,19 @@ class Forwarder:
                 self.pathfinder.sent(dst, now)
             return out
         coords = self.pathfinder.route(dst, now)
-        if coords is not None and (coords.root != self.tree.root or self.decide(coords.path, now)[0] is None):
-            # Looked up in another tree (the root changed since), or no neighbour leads there now: ask again.
+        lost = coords is not None and (coords.root != self.tree.root or self.decide(coords.path, now)[0] is None)
+        if lost:
+            # Looked up in another tree (the root changed since), or no neighbour leads there now: ask again, and
+            # search at once (a flapping root would otherwise cost every flow RING_AFTER of its packets each time).
             self.pathfinder.forget(dst)
             coords = None
         if coords is None:
             nonce = self.pathfinder.wait(dst, payloads, now)
             if nonce is not None:
                 self._lookup(dst, nonce, out)
+            if lost:
+                self.pathfinder.search_now(dst)
+                self._ring_step(now, out)
             return out
         self._originate(Kind.TRAFFIC, dst, coords.path, payloads, out, now)
         if _asks(payloads):

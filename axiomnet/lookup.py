@@ -224,7 +224,7 @@ _STATS = ("lookups_sent", "lookup_retries", "replies_accepted", "replies_rejecte
           "gave_up", "gave_up_dropped", "pending_refused", "path_broken", "cache_expired", "queue_expired",
           "queue_wait_max_ms", "ring_searches",
           "ring_rounds", "ring_limited", "ring_replies_accepted", "ring_exhausted", "routes_learned", "dead_paths",
-          "routes_idle")
+          "routes_idle", "routes_lost")
 
 
 class Pathfinder:
@@ -391,7 +391,9 @@ class Pathfinder:
             ring.sent_at = now
             self.stats["ring_rounds"] += 1
             out.append((dst, ring.nonce, ring.ttl))
-        wanted = [dst for dst, p in self._pending.items() if now - p.started >= RING_AFTER]
+        # Due: a tree lookup unanswered for RING_AFTER, and at once a destination whose route was lost (dead, or
+        # found in a tree we have left: search_now), whether or not a tree lookup for it is in flight.
+        wanted = [dst for dst, p in self._pending.items() if now - p.started >= RING_AFTER or dst in self._ring_asap]
         wanted += [dst for dst in self._ring_asap if dst not in self._pending]
         self._ring_asap.clear()
         for dst in wanted:
@@ -494,6 +496,15 @@ class Pathfinder:
         route = self._routes.get(src)
         if route is not None:
             route.heard = now
+
+    def search_now(self, dst: bytes) -> None:
+        """The route to ``dst`` was in use and is lost to a tree change (its coordinates are under a root we have
+        left, or no neighbour leads towards them any more): a ring search is due at once, beside the tree lookup,
+        rate limits permitting. A lookup in the new tree waits for its filters to spread (2 x depth heartbeats),
+        and under a hostile root it dies; every packet meanwhile would wait RING_AFTER and be dropped past
+        QUEUE_MAX_WAIT. The ring's route is a source route, so the next root change does not lose it."""
+        self._ring_asap.add(dst)
+        self.stats["routes_lost"] += 1
 
     def dead_paths(self, now: float) -> list[bytes]:
         """Destinations we sent to and heard nothing from for DEAD_PATH_AFTER: their coordinates and source
