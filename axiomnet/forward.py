@@ -537,10 +537,14 @@ class Forwarder:
                     coords = self.pathfinder.route(dst, now)
                     if coords is not None:
                         self._originate(Kind.TRAFFIC, dst, coords.path, queued, out, now)
-            else:  # PATH_BROKEN
-                nonce = self.pathfinder.broken(decode_path_broken(payload), now)
+            else:  # PATH_BROKEN: the route was in use and a tree change broke it; search at once, as in send()
+                dst = decode_path_broken(payload)
+                nonce = self.pathfinder.broken(dst, now)
                 if nonce is not None:
-                    self._lookup(decode_path_broken(payload), nonce, out)
+                    self._lookup(dst, nonce, out)
+                if self.pathfinder.source_route(dst, now) is None:  # (it concerns greedy routes only)
+                    self.pathfinder.search_now(dst)
+                    self._ring_step(now, out)
         except RemoteProtocolError:
             self.stats["replies_rejected"] += 1
 

@@ -24,8 +24,8 @@ from axiomnet.errors import InvalidAnnouncement
 from axiomnet.forward import Output
 from axiomnet.errors import MalformedPacket
 from axiomnet.identity import Identity
-from axiomnet.lookup import Pathfinder, decode_ring, encode_ring, ring_step
-from axiomnet.routed import Kind, decode_routed, encode_routed
+from axiomnet.lookup import Pathfinder, decode_ring, encode_path_broken, encode_ring, ring_step
+from axiomnet.routed import Kind, decode_routed, encode_routed, root_tag
 from axiomnet.wire import PacketType
 from axiomnet.actors.router import TIMER_FLOOR
 
@@ -156,6 +156,25 @@ def test_a_route_lost_to_a_root_change_is_searched_for_at_once_not_after_the_tre
     assert got(overlay, a, b"answer after")
     # A source route: the next flap of the root changes nothing for this pair.
     assert src.source_route(overlay.address(d), overlay.now) is not None
+
+
+def test_a_path_broken_report_starts_the_ring_search_at_once() -> None:
+    """A relay that can make no progress towards the coordinates we sent to (its tree changed under the route)
+    says so; the source searches at once, as for a route it lost to a root change, not after RING_AFTER. Seen in
+    the Sybil test: the pair B-D lost 18 pings to a PATH_BROKEN followed by a lookup that found no tree."""
+    overlay = Overlay(nx.path_graph(4), seed=5)
+    overlay.tick(12)
+    a, b, d = 0, 1, 3
+    assert overlay.send(a, d, b"warm") == [0, 1, 2, 3]
+    src = overlay.nodes[a].forwarder
+    relay = overlay.nodes[b]
+    broken = encode_routed(Kind.PATH_BROKEN, root_tag=root_tag(relay.tree.root), dst=overlay.address(a),
+                           src=overlay.address(b), dst_path=overlay.nodes[a].tree.path, src_path=relay.tree.path,
+                           payload=encode_path_broken(overlay.address(d)))
+    out = src.receive(relay.identity.public_key, [broken], overlay.now)
+    kinds = [decode_routed(p).kind for packets in out.links.values() for p in packets]
+    assert Kind.RING_SEARCH in kinds and Kind.LOOKUP in kinds
+    assert src.pathfinder.stats["path_broken"] == 1 and src.pathfinder.stats["ring_searches"] == 1
 
 
 def test_a_dead_data_path_is_detected_end_to_end_and_switched_to_a_ring_route() -> None:
