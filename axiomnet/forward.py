@@ -186,10 +186,13 @@ class Forwarder:
                 self.pathfinder.sent(dst, now)
             return out
         coords = self.pathfinder.route(dst, now)
-        lost = coords is not None and (coords.root != self.tree.root or self.decide(coords.path, now)[0] is None)
+        lost = coords is not None and (coords.root != self.tree.root or self.pathfinder.asked_from(dst) != self.tree.path
+                                       or self.decide(coords.path, now)[0] is None)
         if lost:
-            # Looked up in another tree (the root changed since), or no neighbour leads there now: ask again, and
-            # search at once (a flapping root would otherwise cost every flow RING_AFTER of its packets each time).
+            # Looked up in another tree (the root changed since), or from where we no longer are (the tree re-formed
+            # under the same root: the destination has likely moved too, and greedy towards where it was drops
+            # silently at a watermark or a dead end), or no neighbour leads there now: ask again, and search at once
+            # (a flapping root would otherwise cost every flow RING_AFTER, or DEAD_PATH_AFTER, of its packets).
             self.pathfinder.forget(dst)
             coords = None
         if coords is None:

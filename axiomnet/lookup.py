@@ -195,6 +195,7 @@ class _Entry:
     coords: Coords
     key: bytes
     expires: float
+    asked_from: tuple[int, ...] = ()  # our own path when we asked (the LOOKUP's source path, the reply's destination)
 
 
 @dataclass
@@ -249,6 +250,12 @@ class Pathfinder:
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
 
     # --- the asker's side ----------------------------------------------------------------------------
+    def asked_from(self, dst: bytes) -> tuple[int, ...] | None:
+        """Our own path when the cached coordinates of ``dst`` were looked up (None if none are cached): if ours has
+        changed since, the tree moved under the route, and the destination's position has likely moved too."""
+        entry = self._cache.get(dst)
+        return None if entry is None else entry.asked_from
+
     def route(self, dst: bytes, now: float) -> Coords | None:
         """Cached coordinates of ``dst`` if fresh (an expired entry is dropped)."""
         entry = self._cache.get(dst)
@@ -370,7 +377,7 @@ class Pathfinder:
         except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
             raise InvalidAnnouncement("bad signature on a lookup reply") from None
         del self._pending[owner]
-        self._remember(owner, Coords(root, header.src_path), key, now)
+        self._remember(owner, Coords(root, header.src_path), key, now, header.dst_path)
         self.stats["replies_accepted"] += 1
         return owner, self._release(pending, now)
 
@@ -518,8 +525,8 @@ class Pathfinder:
             self.stats["dead_paths"] += 1
         return dead
 
-    def _remember(self, dst: bytes, coords: Coords, key: bytes, now: float) -> None:
-        self._cache[dst] = _Entry(coords, key, now + LOOKUP_CACHE_TTL)
+    def _remember(self, dst: bytes, coords: Coords, key: bytes, now: float, asked_from: tuple[int, ...] = ()) -> None:
+        self._cache[dst] = _Entry(coords, key, now + LOOKUP_CACHE_TTL, tuple(asked_from))
         self._cache.move_to_end(dst)
         while len(self._cache) > MAX_LOOKUP_CACHE:
             self._cache.popitem(last=False)

@@ -158,6 +158,40 @@ def test_a_route_lost_to_a_root_change_is_searched_for_at_once_not_after_the_tre
     assert src.source_route(overlay.address(d), overlay.now) is not None
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_route_looked_up_from_where_we_no_longer_are_is_searched_for_at_once(seed: int) -> None:
+    """The Sybil test's other loss (C->E, B->E: 5-19 pings): the root's identity vanished, the tree re-formed under
+    the same (stale) root for a few seconds, and every position changed while the root did not. Greedy towards
+    where the destination was then drops silently (a watermark, a dead end, a black hole), until the dead-path
+    detector gives up after DEAD_PATH_AFTER. Our own position moving is the sign: coordinates looked up from where
+    we no longer are count as lost, and are searched for at once."""
+    overlay = Overlay(nx.cycle_graph(6), seed=seed)
+    overlay.tick(12)
+    assert overlay.converged()
+    root = next(v for v in overlay.nodes if overlay.nodes[v].tree.is_root)
+    a = (root + 2) % 6  # depth 2: its parent is root + 1
+    d = (root + 4) % 6  # two hops from A the other way round (through root + 3), found by a tree lookup
+    assert overlay.nodes[a].tree.depth == 2
+    overlay.send(a, d, b"before")
+    assert got(overlay, d, b"before")
+    overlay.send(a, d, KEEPALIVE_PAYLOAD)  # quiet: no dead-path clock runs
+    src = overlay.nodes[a].forwarder.pathfinder
+    assert src.stats["replies_accepted"] == 1 and src.source_route(overlay.address(d), overlay.now) is None
+    before = overlay.nodes[a].tree.path
+    overlay.cut(a, (root + 1) % 6)  # A's parent link: A re-attaches the other way round, under the same root
+    overlay.tick(12)
+    assert overlay.converged() and overlay.nodes[a].tree.path != before
+    overlay.send(a, d, b"after")
+    assert src.stats["routes_lost"] == 1 and src.stats["ring_searches"] == 1
+    waited = 0.0
+    while not got(overlay, d, b"after") and waited < RING_AFTER:
+        step = max(TIMER_FLOOR, src.next_deadline(overlay.now) - overlay.now)
+        overlay.now += step
+        waited += step
+        overlay._run(a, overlay.nodes[a].forwarder.timers(overlay.now))
+    assert got(overlay, d, b"after") and waited < QUEUE_MAX_WAIT / 2
+
+
 def test_a_path_broken_report_starts_the_ring_search_at_once() -> None:
     """A relay that can make no progress towards the coordinates we sent to (its tree changed under the route)
     says so; the source searches at once, as for a route it lost to a root change, not after RING_AFTER. Seen in
