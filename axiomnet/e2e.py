@@ -8,7 +8,10 @@ replay window, rekey, bounded staging), between this node and the node that owns
   (counted). A destination with a session gets the packets sealed at once. A destination without one waits in a
   small bounded queue (oldest dropped, counted) while the router looks up its key and coordinates; the session
   is created pinned to the looked-up key (whose address the lookup already checked), so a handshake that
-  authenticates any other key is aborted: the initiator knows it reached the address it asked for.
+  authenticates any other key is aborted: the initiator knows it reached the address it asked for. Packets for a
+  session whose handshake is still under way wait here too, not in the session, and the whole wait (key, then
+  handshake) is bounded by QUEUE_MAX_WAIT from the moment the packet was read: past it they are dropped and
+  counted (``queue_expired``), never sent late.
 * **Inbound** (TRAFFIC payloads the router delivers, with the routed header's source address): a handshake
   initiation goes to the responder; a completed handshake is accepted only if the key it authenticated owns
   that source address. A session is keyed by its peer's address (the hash of its key): a datagram for a
@@ -33,6 +36,8 @@ from axiomnet.constants import (
     LOOKUP_GIVE_UP,
     MAX_QUEUED_PER_DESTINATION,
     MAX_SESSIONS,
+    MAX_STAGED_PACKETS,
+    QUEUE_MAX_WAIT,
 )
 from axiomnet.control import HandshakePayload
 from axiomnet.errors import RemoteProtocolError
@@ -107,6 +112,9 @@ class EndToEnd:
         self._max_sessions = max_sessions
         self.sessions: dict[bytes, Session] = {}
         self._waiting: dict[bytes, _Waiting] = {}  # destinations whose key the router was asked for
+        # Destinations whose session has no keys yet (its handshake under way): their packets, with the time each was
+        # first queued (behind the key lookup, if it waited there), until the session is established.
+        self._held: dict[bytes, deque[tuple[float, bytes]]] = {}
         self._nudged: dict[bytes, float] = {}  # source -> when we last answered its unknown session (bounded)
         # Our receiver indices -> owner (a session's address, or RESPONDER): picked by the sessions and the
         # responder themselves (axiomnet/indices.py), routed here because our datagrams arrive through the router.
@@ -164,12 +172,15 @@ class EndToEnd:
                 groups.setdefault(pkt[IPV6_DESTINATION], []).append(pkt)
         for dst, group in groups.items():
             session = self.sessions.get(dst)
-            if session is not None:
+            if session is None:
+                self._wait(dst, group, out, now)
+            elif session.is_established:
                 self.stats["tx_packets"] += len(group)
                 out.send(dst, session.send_batch(DATA, group, now))
                 self._collect(dst, session, out, now)
             else:
-                self._wait(dst, group, out, now)
+                self.stats["queued"] += len(group)
+                self._hold(dst, session, deque((now, pkt) for pkt in group), out, now)
         return out
 
     def _wait(self, dst: bytes, packets: list[bytes], out: E2EOutput, now: float) -> None:
@@ -189,6 +200,34 @@ class EndToEnd:
         """What waited for a key, to send now (what waited past QUEUE_MAX_WAIT is dropped, counted)."""
         return [] if entry is None else release_waiting(entry.packets, now, self.stats)
 
+    def _hold(self, dst: bytes, session: Session, entries: deque[tuple[float, bytes]], out: E2EOutput,
+              now: float) -> None:
+        """Keep (queued at, packet) ``entries`` for ``dst`` until its session has keys (a handshake is started if
+        none is under way): bounded in count (MAX_STAGED_PACKETS, oldest dropped) and in age (QUEUE_MAX_WAIT from
+        when each was first queued), both counted."""
+        held = self._held.setdefault(dst, deque())
+        for entry in entries:
+            if len(held) >= MAX_STAGED_PACKETS:
+                held.popleft()
+                self.stats["queue_dropped"] += 1
+            held.append(entry)
+        expire_waiting(held, now, self.stats)
+        if not held:
+            del self._held[dst]
+        if not session.is_handshaking:
+            out.send(dst, session.initiate(now))
+        self._collect(dst, session, out, now)
+
+    def _flush_held(self, dst: bytes, session: Session, out: E2EOutput, now: float) -> None:
+        """The session to ``dst`` has keys: what waited for them goes now (but what waited past QUEUE_MAX_WAIT)."""
+        held = self._held.pop(dst, None)
+        if not held:
+            return
+        packets = release_waiting(held, now, self.stats)
+        if packets:
+            self.stats["tx_packets"] += len(packets)
+            out.send(dst, session.send_batch(DATA, packets, now))
+
     def resolved(self, dst: bytes, key: bytes, now: float) -> E2EOutput:
         """The router found ``dst``'s (verified) Noise key: open the session and send what waited. A key nobody
         here asked for (the router looked ``dst`` up for its own reasons: to route our answer to a handshake it
@@ -198,27 +237,30 @@ class EndToEnd:
         waiting = self._waiting.pop(dst, None)
         if waiting is None:
             return E2EOutput()
-        return self._open(dst, key, self._release(waiting, now), now)
+        return self._open(dst, key, waiting.packets, now)
 
     def dial(self, dst: bytes, key: bytes, now: float) -> E2EOutput:
         """Open a session to ``dst`` pinned to its (verified) Noise ``key`` and start the handshake now."""
         if derive_address(key).packed != dst:
             raise ValueError("the key does not own the address")
         self._waiting.pop(dst, None)
-        return self._open(dst, key, [], now)
+        return self._open(dst, key, deque(), now)
 
-    def _open(self, dst: bytes, key: bytes, queued: list[bytes], now: float) -> E2EOutput:
+    def _open(self, dst: bytes, key: bytes, queued: deque[tuple[float, bytes]], now: float) -> E2EOutput:
+        """The session to ``dst`` (pinned to ``key``), with what waited for its key as (queued at, packet)."""
         out = E2EOutput()
         session = self._session(dst, key)
         if session is None:
             self.stats["queue_dropped"] += len(queued)
             return out
-        if queued:
-            self.stats["tx_packets"] += len(queued)
-            out.send(dst, session.send_batch(DATA, queued, now))
-        elif not session.is_established and not session.is_handshaking:
-            out.send(dst, session.initiate(now))
-        self._collect(dst, session, out, now)
+        if session.is_established:
+            packets = release_waiting(queued, now, self.stats)
+            if packets:
+                self.stats["tx_packets"] += len(packets)
+                out.send(dst, session.send_batch(DATA, packets, now))
+            self._collect(dst, session, out, now)
+        else:
+            self._hold(dst, session, queued, out, now)
         return out
 
     def send_control(self, dst: bytes, payload: bytes, now: float) -> E2EOutput:
@@ -384,6 +426,10 @@ class EndToEnd:
         out = E2EOutput()
         self.responder.expire(now)
         self._sync(RESPONDER, out, now)
+        for dst, held in list(self._held.items()):
+            expire_waiting(held, now, self.stats)
+            if not held:
+                del self._held[dst]
         for dst, waiting in list(self._waiting.items()):
             expire_waiting(waiting.packets, now, self.stats)
             if now >= waiting.since + RESOLVE_TIMEOUT:  # the router never answered (it gave up, or it restarted)
@@ -412,6 +458,8 @@ class EndToEnd:
         deadlines = [d for d in (session.next_deadline() for session in sessions) if d is not None]
         # A waiting destination is asked for again (RESOLVE_RETRY) until it is given up (RESOLVE_TIMEOUT).
         deadlines += [min(w.asked + RESOLVE_RETRY, w.since + RESOLVE_TIMEOUT) for w in self._waiting.values()]
+        # What waits for a handshake is dropped (counted) when it has waited QUEUE_MAX_WAIT, handshake done or not.
+        deadlines += [held[0][0] + QUEUE_MAX_WAIT for held in self._held.values() if held]
         expiry = self.responder.next_deadline()
         if expiry is not None:
             deadlines.append(expiry)
@@ -428,10 +476,15 @@ class EndToEnd:
                 # Tell the responder at once that we send under these keys: it may hold them pending behind keys we
                 # lost (we restarted), and would otherwise wait for data we may not have to send.
                 out.send(dst, session.send(KEEPALIVE, b"", now))
+            if isinstance(event, Established) and session.is_established:
+                self._flush_held(dst, session, out, now)
             if isinstance(event, Expired):
                 self.sessions.pop(dst, None)
                 self._owners.release_owner(dst)
                 self.stats["sessions_expired"] += 1
+                held = self._held.pop(dst, None)
+                if held:
+                    self.stats["queue_expired"] += len(held)
 
     def snapshot(self, now: float) -> list[dict[str, object]]:
         """One row per end-to-end session for axiomnet-inspect."""

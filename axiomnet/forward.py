@@ -186,14 +186,22 @@ class Forwarder:
                 self.pathfinder.sent(dst, now)
             return out
         coords = self.pathfinder.route(dst, now)
-        if coords is not None and (coords.root != self.tree.root or self.decide(coords.path, now)[0] is None):
-            # Looked up in another tree (the root changed since), or no neighbour leads there now: ask again.
+        lost = coords is not None and (coords.root != self.tree.root or self.pathfinder.asked_from(dst) != self.tree.path
+                                       or self.decide(coords.path, now)[0] is None)
+        if lost:
+            # Looked up in another tree (the root changed since), or from where we no longer are (the tree re-formed
+            # under the same root: the destination has likely moved too, and greedy towards where it was drops
+            # silently at a watermark or a dead end), or no neighbour leads there now: ask again, and search at once
+            # (a flapping root would otherwise cost every flow RING_AFTER, or DEAD_PATH_AFTER, of its packets).
             self.pathfinder.forget(dst)
             coords = None
         if coords is None:
             nonce = self.pathfinder.wait(dst, payloads, now)
             if nonce is not None:
                 self._lookup(dst, nonce, out)
+            if lost:
+                self.pathfinder.search_now(dst)
+                self._ring_step(now, out)
             return out
         self._originate(Kind.TRAFFIC, dst, coords.path, payloads, out, now)
         if _asks(payloads):
@@ -532,10 +540,14 @@ class Forwarder:
                     coords = self.pathfinder.route(dst, now)
                     if coords is not None:
                         self._originate(Kind.TRAFFIC, dst, coords.path, queued, out, now)
-            else:  # PATH_BROKEN
-                nonce = self.pathfinder.broken(decode_path_broken(payload), now)
+            else:  # PATH_BROKEN: the route was in use and a tree change broke it; search at once, as in send()
+                dst = decode_path_broken(payload)
+                nonce = self.pathfinder.broken(dst, now)
                 if nonce is not None:
-                    self._lookup(decode_path_broken(payload), nonce, out)
+                    self._lookup(dst, nonce, out)
+                if self.pathfinder.source_route(dst, now) is None:  # (it concerns greedy routes only)
+                    self.pathfinder.search_now(dst)
+                    self._ring_step(now, out)
         except RemoteProtocolError:
             self.stats["replies_rejected"] += 1
 

@@ -195,6 +195,7 @@ class _Entry:
     coords: Coords
     key: bytes
     expires: float
+    asked_from: tuple[int, ...] = ()  # our own path when we asked (the LOOKUP's source path, the reply's destination)
 
 
 @dataclass
@@ -224,7 +225,7 @@ _STATS = ("lookups_sent", "lookup_retries", "replies_accepted", "replies_rejecte
           "gave_up", "gave_up_dropped", "pending_refused", "path_broken", "cache_expired", "queue_expired",
           "queue_wait_max_ms", "ring_searches",
           "ring_rounds", "ring_limited", "ring_replies_accepted", "ring_exhausted", "routes_learned", "dead_paths",
-          "routes_idle")
+          "routes_idle", "routes_lost")
 
 
 class Pathfinder:
@@ -249,6 +250,12 @@ class Pathfinder:
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
 
     # --- the asker's side ----------------------------------------------------------------------------
+    def asked_from(self, dst: bytes) -> tuple[int, ...] | None:
+        """Our own path when the cached coordinates of ``dst`` were looked up (None if none are cached): if ours has
+        changed since, the tree moved under the route, and the destination's position has likely moved too."""
+        entry = self._cache.get(dst)
+        return None if entry is None else entry.asked_from
+
     def route(self, dst: bytes, now: float) -> Coords | None:
         """Cached coordinates of ``dst`` if fresh (an expired entry is dropped)."""
         entry = self._cache.get(dst)
@@ -370,7 +377,7 @@ class Pathfinder:
         except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
             raise InvalidAnnouncement("bad signature on a lookup reply") from None
         del self._pending[owner]
-        self._remember(owner, Coords(root, header.src_path), key, now)
+        self._remember(owner, Coords(root, header.src_path), key, now, header.dst_path)
         self.stats["replies_accepted"] += 1
         return owner, self._release(pending, now)
 
@@ -391,7 +398,9 @@ class Pathfinder:
             ring.sent_at = now
             self.stats["ring_rounds"] += 1
             out.append((dst, ring.nonce, ring.ttl))
-        wanted = [dst for dst, p in self._pending.items() if now - p.started >= RING_AFTER]
+        # Due: a tree lookup unanswered for RING_AFTER, and at once a destination whose route was lost (dead, or
+        # found in a tree we have left: search_now), whether or not a tree lookup for it is in flight.
+        wanted = [dst for dst, p in self._pending.items() if now - p.started >= RING_AFTER or dst in self._ring_asap]
         wanted += [dst for dst in self._ring_asap if dst not in self._pending]
         self._ring_asap.clear()
         for dst in wanted:
@@ -495,6 +504,15 @@ class Pathfinder:
         if route is not None:
             route.heard = now
 
+    def search_now(self, dst: bytes) -> None:
+        """The route to ``dst`` was in use and is lost to a tree change (its coordinates are under a root we have
+        left, or no neighbour leads towards them any more): a ring search is due at once, beside the tree lookup,
+        rate limits permitting. A lookup in the new tree waits for its filters to spread (2 x depth heartbeats),
+        and under a hostile root it dies; every packet meanwhile would wait RING_AFTER and be dropped past
+        QUEUE_MAX_WAIT. The ring's route is a source route, so the next root change does not lose it."""
+        self._ring_asap.add(dst)
+        self.stats["routes_lost"] += 1
+
     def dead_paths(self, now: float) -> list[bytes]:
         """Destinations we sent to and heard nothing from for DEAD_PATH_AFTER: their coordinates and source
         route are dropped and a ring search is due at once (rate limits permitting)."""
@@ -507,8 +525,8 @@ class Pathfinder:
             self.stats["dead_paths"] += 1
         return dead
 
-    def _remember(self, dst: bytes, coords: Coords, key: bytes, now: float) -> None:
-        self._cache[dst] = _Entry(coords, key, now + LOOKUP_CACHE_TTL)
+    def _remember(self, dst: bytes, coords: Coords, key: bytes, now: float, asked_from: tuple[int, ...] = ()) -> None:
+        self._cache[dst] = _Entry(coords, key, now + LOOKUP_CACHE_TTL, tuple(asked_from))
         self._cache.move_to_end(dst)
         while len(self._cache) > MAX_LOOKUP_CACHE:
             self._cache.popitem(last=False)

@@ -214,6 +214,24 @@ CONVERGE_TIMEOUT = 40.0  # after the attack: the rogue roots found dead (ROOT_TI
 AFTER_PINGS = 20
 
 
+FALLBACK_STATS = ("lookups_sent", "dropped_no_tree", "queue_expired", "queue_wait_max_ms", "routes_lost", "dead_paths",
+                  "ring_searches", "ring_limited", "routes_learned", "path_broken")
+
+
+def fallback_of(ds: list[daemons.DaemonProcess]) -> str:
+    """Each honest node's lookup and fallback counters, for a failure's message: what lost its pings (a lookup that
+    died, packets past the queue bound, a route found dead, a ring search rate-limited)."""
+    rows = []
+    for i, d in enumerate(ds):
+        state = state_of(d)
+        if state is None:
+            rows.append(f"{i}: no answer")
+            continue
+        counters = {**state["lookups"], **{k[4:]: v for k, v in state["counters"]["router"].items() if k.startswith("fwd_")}}
+        rows.append(f"{i}: " + " ".join(f"{k}={counters[k]}" for k in FALLBACK_STATS if counters.get(k)))
+    return "\n".join(rows)
+
+
 def honest_tree(ds: list[daemons.DaemonProcess], honest_keys: set[str]) -> bool:
     """Every honest node answers and all are in one tree whose root is an honest key."""
     seen = set(roots(ds))
@@ -284,7 +302,7 @@ def test_a_sybil_machine_with_three_ground_keys_flapping_in_turn_cannot_cut_any_
         print(f"flapping in turn (new root at {flaps} s of {time.monotonic() - started:.0f} s of pings): {table}")
         assert len(steady) == 10
         for pair, (sent, received) in steady.items():
-            assert received >= 0.99 * sent and sent >= ROUND_PINGS, f"{pair}: {table}\n" + logs([*ds, *rogues])
+            assert received >= 0.99 * sent and sent >= ROUND_PINGS, f"{pair}: {table}\n{fallback_of(ds)}\n" + logs([*ds, *rogues])
 
         # The machine leaves: one honest tree again, and every pair reaches the other.
         fallback = [state_of(x) for x in ds]

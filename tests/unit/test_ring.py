@@ -11,6 +11,7 @@ from tests.unit.overlay_net import Overlay
 
 from axiomnet.constants import (
     DEAD_PATH_AFTER,
+    QUEUE_MAX_WAIT,
     RING_AFTER,
     RING_INTERVAL,
     RING_LINK_BURST,
@@ -23,8 +24,10 @@ from axiomnet.errors import InvalidAnnouncement
 from axiomnet.forward import Output
 from axiomnet.errors import MalformedPacket
 from axiomnet.identity import Identity
-from axiomnet.lookup import Pathfinder, decode_ring, encode_ring, ring_step
-from axiomnet.routed import Kind, decode_routed, encode_routed
+from axiomnet.lookup import Pathfinder, decode_ring, encode_path_broken, encode_ring, ring_step
+from axiomnet.routed import Kind, decode_routed, encode_routed, root_tag
+from axiomnet.wire import PacketType
+from axiomnet.actors.router import TIMER_FLOOR
 
 
 def black_hole(overlay: Overlay, v: int) -> None:
@@ -100,6 +103,112 @@ def test_a_source_route_survives_the_root_changing_under_it() -> None:
     overlay.tick(8)
     assert overlay.converged()
     assert overlay.send(a, d, b"after") == [a, b, c, d] and got(overlay, d, b"after")
+
+
+KEEPALIVE_PAYLOAD = bytes(4) + bytes([PacketType.KEEPALIVE])  # an end-to-end KEEPALIVE: asks for nothing back
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_route_lost_to_a_root_change_is_searched_for_at_once_not_after_the_tree_lookup_fails(seed: int) -> None:
+    """The integration Sybil test's flake (tests/integration/test_rogue.py): a pair that found each other by a tree
+    lookup routes greedily on coordinates under the root of that moment. A ground key flapping in takes the root:
+    the coordinates are under a root the source has left, so it looks the destination up again, and the lookup
+    climbs to the new root and dies there. Before, every packet meanwhile waited RING_AFTER for the ring search
+    (those past QUEUE_MAX_WAIT dropped): 5-20 pings of 100 per flap on real daemons, the pairs 1-3 and 2-4 of the
+    CI failures. Now the lost route is searched for at once, and the first packet after the flap arrives."""
+    overlay = Overlay(nx.empty_graph(5), seed=seed)
+    by_key = sorted(overlay.nodes, key=lambda v: overlay.nodes[v].identity.signing_key)
+    rogue, (a, b, c, d) = by_key[0], by_key[1:]
+    for u, v in ((a, b), (b, c), (c, d)):
+        overlay.graph.add_edge(u, v)
+        overlay.link(u, v)
+    overlay.tick(12)  # the honest tree; the rogue is not linked yet
+    assert len({overlay.nodes[v].tree.root for v in (a, b, c, d)}) == 1
+    assert overlay.send(a, d, b"before") == [a, b, c, d] and got(overlay, d, b"before")
+    overlay.send(d, a, b"answer")
+    overlay.send(a, d, KEEPALIVE_PAYLOAD)  # the conversation ends quietly: no dead-path clock runs on either side
+    src = overlay.nodes[a].forwarder.pathfinder
+    assert got(overlay, a, b"answer") and src.stats["replies_accepted"] == 1 and src.stats["ring_searches"] == 0
+    assert src.source_route(overlay.address(d), overlay.now) is None  # A routes on D's coordinates
+
+    black_hole(overlay, rogue)
+    for u in (b, c):  # the ground key comes in at B and C and takes the root
+        overlay.graph.add_edge(rogue, u)
+        overlay.link(rogue, u)
+    overlay.tick(12)
+    rogue_key = overlay.nodes[rogue].identity.signing_key
+    assert all(overlay.nodes[v].tree.root == rogue_key for v in (a, b, c, d))
+    assert src.stats["dead_paths"] == 0 and src.stats["ring_searches"] == 0
+
+    overlay.send(a, d, b"after")  # queued: the first ring round (TTL 2) is out at once, but D is 3 hops away
+    waited = 0.0
+    while not got(overlay, d, b"after") and waited < RING_AFTER:  # the router's own deadline timer, between ticks
+        step = max(TIMER_FLOOR, src.next_deadline(overlay.now) - overlay.now)
+        overlay.now += step
+        waited += step
+        overlay._run(a, overlay.nodes[a].forwarder.timers(overlay.now))
+    assert got(overlay, d, b"after"), "the first packet after the root change waited for a lookup that dies"
+    assert waited < QUEUE_MAX_WAIT / 2, waited  # TTL 2, then TTL 4 after ring_step(2)
+    assert src.stats["routes_lost"] == 1 and src.stats["ring_searches"] == 1 and src.stats["queue_expired"] == 0
+    assert overlay.send(a, d, b"next") == [a, b, c, d]
+    assert src.stats["lookups_sent"] == 2  # the tree lookup went too (in an honest tree it may well answer)
+    overlay.send(d, a, b"answer after")  # D answers over the reverse route it learned from A's search
+    assert got(overlay, a, b"answer after")
+    # A source route: the next flap of the root changes nothing for this pair.
+    assert src.source_route(overlay.address(d), overlay.now) is not None
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_route_looked_up_from_where_we_no_longer_are_is_searched_for_at_once(seed: int) -> None:
+    """The Sybil test's other loss (C->E, B->E: 5-19 pings): the root's identity vanished, the tree re-formed under
+    the same (stale) root for a few seconds, and every position changed while the root did not. Greedy towards
+    where the destination was then drops silently (a watermark, a dead end, a black hole), until the dead-path
+    detector gives up after DEAD_PATH_AFTER. Our own position moving is the sign: coordinates looked up from where
+    we no longer are count as lost, and are searched for at once."""
+    overlay = Overlay(nx.cycle_graph(6), seed=seed)
+    overlay.tick(12)
+    assert overlay.converged()
+    root = next(v for v in overlay.nodes if overlay.nodes[v].tree.is_root)
+    a = (root + 2) % 6  # depth 2: its parent is root + 1
+    d = (root + 4) % 6  # two hops from A the other way round (through root + 3), found by a tree lookup
+    assert overlay.nodes[a].tree.depth == 2
+    overlay.send(a, d, b"before")
+    assert got(overlay, d, b"before")
+    overlay.send(a, d, KEEPALIVE_PAYLOAD)  # quiet: no dead-path clock runs
+    src = overlay.nodes[a].forwarder.pathfinder
+    assert src.stats["replies_accepted"] == 1 and src.source_route(overlay.address(d), overlay.now) is None
+    before = overlay.nodes[a].tree.path
+    overlay.cut(a, (root + 1) % 6)  # A's parent link: A re-attaches the other way round, under the same root
+    overlay.tick(12)
+    assert overlay.converged() and overlay.nodes[a].tree.path != before
+    overlay.send(a, d, b"after")
+    assert src.stats["routes_lost"] == 1 and src.stats["ring_searches"] == 1
+    waited = 0.0
+    while not got(overlay, d, b"after") and waited < RING_AFTER:
+        step = max(TIMER_FLOOR, src.next_deadline(overlay.now) - overlay.now)
+        overlay.now += step
+        waited += step
+        overlay._run(a, overlay.nodes[a].forwarder.timers(overlay.now))
+    assert got(overlay, d, b"after") and waited < QUEUE_MAX_WAIT / 2
+
+
+def test_a_path_broken_report_starts_the_ring_search_at_once() -> None:
+    """A relay that can make no progress towards the coordinates we sent to (its tree changed under the route)
+    says so; the source searches at once, as for a route it lost to a root change, not after RING_AFTER. Seen in
+    the Sybil test: the pair B-D lost 18 pings to a PATH_BROKEN followed by a lookup that found no tree."""
+    overlay = Overlay(nx.path_graph(4), seed=5)
+    overlay.tick(12)
+    a, b, d = 0, 1, 3
+    assert overlay.send(a, d, b"warm") == [0, 1, 2, 3]
+    src = overlay.nodes[a].forwarder
+    relay = overlay.nodes[b]
+    broken = encode_routed(Kind.PATH_BROKEN, root_tag=root_tag(relay.tree.root), dst=overlay.address(a),
+                           src=overlay.address(b), dst_path=overlay.nodes[a].tree.path, src_path=relay.tree.path,
+                           payload=encode_path_broken(overlay.address(d)))
+    out = src.receive(relay.identity.public_key, [broken], overlay.now)
+    kinds = [decode_routed(p).kind for packets in out.links.values() for p in packets]
+    assert Kind.RING_SEARCH in kinds and Kind.LOOKUP in kinds
+    assert src.pathfinder.stats["path_broken"] == 1 and src.pathfinder.stats["ring_searches"] == 1
 
 
 def test_a_dead_data_path_is_detected_end_to_end_and_switched_to_a_ring_route() -> None:
