@@ -27,13 +27,19 @@ from typing import Any, Callable, Mapping
 
 import pykka
 from loguru import logger
+from pykka.messages import _ActorStop  # pykka's stop request (ActorRef.stop): see TwoLaneInbox
 
 from axiomnet.constants import HOSTED_SLICE, MAX_QUEUED_BATCHES, MAX_QUEUED_URGENT, TIMER_RETRY
 from axiomnet.actors import messages as m
 
 
 class TwoLaneInbox(queue.Queue[Any]):
-    """A pykka mailbox with a control lane: envelopes of Urgent messages are served before all others."""
+    """A pykka mailbox with a control lane: envelopes of Urgent messages are served before all others.
+
+    pykka's stop request goes first of all: a node actor is stopped only at shutdown (or by a test), and a stop
+    queued behind a full data lane (MAX_QUEUED_BATCHES batches of a flood) waited seconds for data nobody would
+    use, so a SIGTERM'd daemon under load overran its shutdown deadline (docs/RELIABILITY.md: shutdown under
+    load). What was still queued is answered ActorDeadError, as pykka does for messages told after a stop."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,7 +55,11 @@ class TwoLaneInbox(queue.Queue[Any]):
         return len(self.queue) + len(self.urgent)
 
     def _put(self, item: Any) -> None:
-        (self.urgent if isinstance(getattr(item, "message", None), m.Urgent) else self.queue).append(item)
+        message = getattr(item, "message", None)
+        if isinstance(message, _ActorStop):
+            self.urgent.appendleft(item)
+        else:
+            (self.urgent if isinstance(message, m.Urgent) else self.queue).append(item)
 
     def _get(self) -> Any:
         return self.urgent.popleft() if self.urgent else self.queue.popleft()
@@ -132,6 +142,9 @@ class SupervisedActor(pykka.ThreadingActor):
     """
 
     role = "actor"
+    # A daemon thread: an actor still inside a handler when the daemon's bounded shutdown ends (a handler stuck on
+    # something) must not hold the process at the interpreter's exit, which joins every other thread without a bound.
+    use_daemon_thread = True
 
     @staticmethod
     def _create_actor_inbox() -> Any:

@@ -37,6 +37,7 @@ from axiomnet.actors.admin import FAULT_INJECTION_ENV, AdminActor
 from axiomnet.actors.base import install_crash_hooks
 from axiomnet.actors.discovery import DiscoveryActor, load_discover_secret
 from axiomnet.actors.e2e import EndToEndActor
+from axiomnet.actors.heapwatch import HeapWatch
 from axiomnet.actors.heartbeat import HeartbeatActor
 from axiomnet.actors.isolate import load_or_create_identity_isolated
 from axiomnet.actors.peers import PeerManagerActor
@@ -423,6 +424,9 @@ def _run(config: Config, reload: Callable[[], Config] | None, started: float, st
 
     specs = build_specs(config, identity, why_no_tun is None, started, book, listen_host=listen_host, faults=faults,
                         discover_secret=discover_secret)
+    heap = HeapWatch.from_env()  # AXIOMNET_TRACEMALLOC: traced from before the first actor starts
+    if heap is not None:
+        heap.start()
     supervisor = SupervisorActor.start(specs, on_fatal)
     try:
         try:
@@ -436,9 +440,10 @@ def _run(config: Config, reload: Callable[[], Config] | None, started: float, st
                         f"[{listen_host}]:{config.listen_port}" if ":" in listen_host else
                         f"{listen_host}:{config.listen_port}", len(config.peers))
             sd_notify(f"READY=1\nSTATUS=up: {identity.address} on UDP port {config.listen_port}\nMAINPID={os.getpid()}")
-        config = _main_loop(supervisor, stop, hangup, config, reload, book)
+        config = _main_loop(supervisor, stop, hangup, config, reload, book, heap=heap)
     finally:
         sd_notify("STOPPING=1")
+        _arm_exit_watchdog()
         _shutdown(supervisor)
     if outcome["code"]:
         logger.error("exiting with status 1: {}", outcome.get("reason", "start-up failed"))
@@ -449,9 +454,10 @@ def _run(config: Config, reload: Callable[[], Config] | None, started: float, st
 
 def _main_loop(supervisor: Any, stop: threading.Event, hangup: threading.Event, config: Config,
                reload: Callable[[], Config] | None, book: PeerBook,
-               trimmer: tuple[Callable[[], int] | None, float] | None = None) -> Config:
-    """Wait for a stop signal; meanwhile apply SIGHUP, feed the systemd watchdog and hand the allocator's free
-    pages back to the kernel every MALLOC_TRIM_INTERVAL (``trimmer``: malloc_trimmer()). Returns the last Config."""
+               trimmer: tuple[Callable[[], int] | None, float] | None = None, heap: HeapWatch | None = None) -> Config:
+    """Wait for a stop signal; meanwhile apply SIGHUP, feed the systemd watchdog, hand the allocator's free
+    pages back to the kernel every MALLOC_TRIM_INTERVAL (``trimmer``: malloc_trimmer()) and log a heap profile
+    when ``heap`` (AXIOMNET_TRACEMALLOC, actors/heapwatch.py) says one is due. Returns the last Config."""
     interval = watchdog_interval()
     next_ping = time.monotonic()
     trim, trim_every = malloc_trimmer() if trimmer is None else trimmer
@@ -476,6 +482,8 @@ def _main_loop(supervisor: Any, stop: threading.Event, hangup: threading.Event, 
         if trim is not None and time.monotonic() >= next_trim:
             next_trim = time.monotonic() + trim_every
             trim()  # a few ms at most here; the actors' threads keep running (it locks one arena at a time)
+        if heap is not None and heap.due(time.monotonic()):
+            heap.profile()
     return config
 
 
@@ -486,24 +494,42 @@ def _current_ref(supervisor: Any, role: str, timeout: float = ADMIN_TIMEOUT) -> 
         return None
 
 
-def _shutdown(supervisor: Any) -> None:
-    """Stop every actor in reverse start order within SHUTDOWN_DEADLINE; a watchdog enforces the bound."""
-    deadline = time.monotonic() + SHUTDOWN_DEADLINE
+def _shutdown(supervisor: Any, budget: float = SHUTDOWN_DEADLINE - 1.0) -> list[str]:
+    """Stop every actor in reverse start order, all within ``budget`` seconds; the actors still running after it.
 
-    def watchdog() -> None:
-        if not done.wait(SHUTDOWN_DEADLINE + 1.0):
-            logger.critical("shutdown exceeded {} s: forcing exit", SHUTDOWN_DEADLINE)
-            os._exit(1)
-
-    done = threading.Event()
-    threading.Thread(target=watchdog, name="axn-shutdown-watchdog", daemon=True).start()
+    The budget leaves a second of SHUTDOWN_DEADLINE for what comes around it: the main loop's wake-up (0.5 s at
+    most) and the interpreter's exit. An actor late to stop is asked once and left: the rest are still stopped
+    (pykka's ActorRegistry.stop_all gives up at the first one that times out, and left the supervisor running:
+    the process then waited for it at exit, for ever; docs/RELIABILITY.md: shutdown under load). Every actor
+    thread is a daemon thread, so one still stuck in a handler does not hold the exit either."""
+    deadline = time.monotonic() + budget
+    share = budget * 0.75  # the supervisor's orderly stop; what it could not stop gets the rest
     try:
-        supervisor.ask(StopAll(ACTOR_STOP_TIMEOUT / 2), timeout=SHUTDOWN_DEADLINE - 1.0)
+        supervisor.ask(StopAll(ACTOR_STOP_TIMEOUT / 2, total=share), timeout=share + 0.25)
     except (pykka.Timeout, pykka.ActorDeadError) as exc:
         logger.error("supervisor did not stop the actors in time: {!r}", exc)
-    remaining = max(0.1, deadline - time.monotonic())
-    try:
-        pykka.ActorRegistry.stop_all(block=True, timeout=remaining / 2)
-    except pykka.Timeout:
-        logger.error("some actors did not stop within {:.1f} s", remaining / 2)
-    done.set()
+    # Whatever is still registered (the supervisor itself, a late child, a session), asked at once, then each
+    # awaited under the one deadline.
+    asked = [(ref, ref.stop(block=False)) for ref in reversed(pykka.ActorRegistry.get_all())]
+    late = []
+    for ref, future in asked:
+        try:
+            future.get(timeout=max(0.0, deadline - time.monotonic()))
+        except pykka.Timeout:
+            late.append(str(ref))
+    if late:
+        logger.error("{} actor(s) did not stop within {:.1f} s, left to the exit: {}", len(late), budget,
+                     ", ".join(late))
+    return late
+
+
+def _arm_exit_watchdog(seconds: float = SHUTDOWN_DEADLINE) -> None:
+    """Exit 1 if the process is still here ``seconds`` from now: the last bound on the shutdown, covering the
+    interpreter's exit too (a daemon thread: it dies with a process that ends in time)."""
+
+    def watchdog() -> None:
+        time.sleep(seconds)
+        logger.critical("shutdown exceeded {} s: forcing exit", seconds)
+        os._exit(1)
+
+    threading.Thread(target=watchdog, name="axn-shutdown-watchdog", daemon=True).start()

@@ -37,7 +37,11 @@ class StartAll:
 
 @dataclass(frozen=True)
 class StopAll:
+    """Stop every child in reverse start order, each within ``timeout``, all within ``total`` (None: no overall
+    bound); a child late past its share is left with its stop request queued and the next one goes on."""
+
     timeout: float = ACTOR_STOP_TIMEOUT
+    total: float | None = None
 
 
 class _RestartsDue(m.Urgent):
@@ -46,6 +50,8 @@ class _RestartsDue(m.Urgent):
 
 class SupervisorActor(pykka.ThreadingActor):
     """One-for-one supervision of the node's fixed actors (sessions are supervised by the peer manager)."""
+
+    use_daemon_thread = True  # as its children's: the daemon's bounded shutdown decides when the process ends
 
     def __init__(self, specs: list[ChildSpec], on_fatal: Callable[[str], None],
                  policy: RestartPolicy | None = None) -> None:
@@ -74,7 +80,7 @@ class SupervisorActor(pykka.ThreadingActor):
         if isinstance(message, StartAll):
             return self._start_all()
         if isinstance(message, StopAll):
-            return self._stop_all(message.timeout)
+            return self._stop_all(message.timeout, message.total)
         if isinstance(message, m.ChildFailed):
             return self._child_failed(message)
         if isinstance(message, m.RestartChild):
@@ -125,19 +131,21 @@ class SupervisorActor(pykka.ThreadingActor):
         except pykka.ActorDeadError:
             raise RuntimeError(f"{role} failed to start (see the log above)") from None
 
-    def _stop_all(self, timeout: float) -> list[str]:
+    def _stop_all(self, timeout: float, total: float | None = None) -> list[str]:
         self.stopping = True
         self._stop_timer()
+        deadline = None if total is None else time.monotonic() + total
         stopped = []
         for spec in reversed(self.specs):
             ref = self.refs.get(spec.role)
             if ref is None:
                 continue
+            wait = timeout if deadline is None else min(timeout, max(0.0, deadline - time.monotonic()))
             try:
-                ref.stop(block=True, timeout=timeout)
+                ref.stop(block=True, timeout=wait)
                 stopped.append(spec.role)
             except pykka.Timeout:
-                logger.error("{} did not stop within {} s", spec.role, timeout)
+                logger.error("{} did not stop within {:.1f} s", spec.role, wait)
             except pykka.ActorDeadError:
                 pass
         return stopped

@@ -26,7 +26,9 @@ restarts from the admin socket), unexpected daemon exits, tracebacks in the daem
 corrupted, and failed outside repair windows (lost).
 
 --json prints one object: delivery_outside_repair, repair_s_max, rss_slope_kib_per_min_max, tracebacks,
-transfers_corrupted, and the rest of the figures. Exit status: 0 when no daemon logged a traceback, none
+transfers_corrupted, and the rest of the figures; rss_slope_windows is the RSS trend of the daemons that lived the
+whole run, the slope per 5-minute window after the warm-up (min / median / max): growth that levels off falls
+window after window, a leak does not. Exit status: 0 when no daemon logged a traceback, none
 exited unexpectedly, no transfer was corrupted or lost and delivery outside repair windows reached
 --min-delivery; 1 otherwise; 2 when it cannot run here (not root, tools missing). Everything lives in
 namespaces the run creates (198.18.0.0/15, 2001:2::/48, fc00::/8 inside them; no default route), is named
@@ -239,6 +241,26 @@ def slope_per_min(points: list[tuple[float, float]]) -> float | None:
     return 60.0 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var
 
 
+RSS_WINDOW = 300.0  # seconds per window of the RSS slope's trend (rss_slope_windows)
+
+
+def window_slopes(runs: list[list[tuple[float, float]]], start: float, end: float,
+                  width: float = RSS_WINDOW) -> list[dict[str, float]]:
+    """The RSS slope's trend: for each window of ``width`` seconds from ``start`` to ``end`` (the last one may be
+    shorter, if it holds 3 samples), the least-squares slope (KiB/min) of each run's (t, RSS KiB) samples within it,
+    as min / median / max over the runs. Growth that levels off falls window after window; a leak does not."""
+    rows = []
+    lo = start
+    while lo + 2 * SAMPLE_INTERVAL < end:
+        hi = min(lo + width, end)
+        slopes = [s for s in (slope_per_min([p for p in run if lo <= p[0] < hi]) for run in runs) if s is not None]
+        if slopes:
+            rows.append({"from_s": round(lo, 1), "to_s": round(hi, 1), "min": round(min(slopes), 1),
+                         "median": round(statistics.median(slopes), 1), "max": round(max(slopes), 1)})
+        lo = hi
+    return rows
+
+
 # --- the soak ------------------------------------------------------------------------------------------------
 class Soak:
     def __init__(self, lab: namespaces.NetnsLab, args: argparse.Namespace, workdir: Path, rng: random.Random) -> None:
@@ -442,6 +464,9 @@ class Soak:
                 "rss_slope_late_kib_per_min": None if late is None else round(late, 1),
                 "thread_slope_per_min": None if thr is None else round(thr, 3),
             })
+        # The daemons that lived the whole run (never churned): their RSS trend, window by window after the warm-up.
+        lived = [[(t - started, r) for t, r, _ in inc.samples] for inc in self.incarnations if inc.node not in self.churned]
+        windows_trend = window_slopes(lived, self.args.warmup, ended - started)
         tracebacks = {}
         for i in range(self.n):
             count = self.nodes[i].log().count("Traceback (most recent call last)")
@@ -463,6 +488,7 @@ class Soak:
             "rss_slope_kib_per_min_median": round(statistics.median(rss_slopes), 1) if rss_slopes else None,
             "rss_slope_late_kib_per_min_max": round(max(late_slopes), 1) if late_slopes else None,
             "thread_slope_per_min_max": round(max(thread_slopes), 3) if thread_slopes else None,
+            "rss_slope_windows": windows_trend,
             "churned_nodes": self.churned, "restarts_churn": self.churn_restarts, "restarts_actors": self.actor_restarts,
             "sigterm_exit_codes_nonzero": [c for c in self.term_exit_codes if c != 0],
             "unexpected_exits": self.unexpected_exits,
@@ -497,6 +523,10 @@ def _print_human(report: dict[str, Any]) -> None:
     print(f"RSS slope after warm-up: max {report['rss_slope_kib_per_min_max']} KiB/min, median "
           f"{report['rss_slope_kib_per_min_median']} KiB/min, second half max {report['rss_slope_late_kib_per_min_max']} "
           f"KiB/min; thread slope max {report['thread_slope_per_min_max']}/min")
+    if report["rss_slope_windows"]:
+        print(f"RSS slope per {RSS_WINDOW:.0f} s window, the daemons that lived the run (min / median / max KiB/min): " +
+              "; ".join(f"{w['from_s'] / 60:.0f}-{w['to_s'] / 60:.0f} min {w['min']} / {w['median']} / {w['max']}"
+                        for w in report["rss_slope_windows"]))
     print(f"  {'node':>4} {'pid':>7} {'samples':>7} {'measured s':>10} {'RSS first':>10} {'RSS last':>9} "
           f"{'threads':>7} {'RSS KiB/min':>11} {'thr/min':>8}")
     for d in report["daemons"]:

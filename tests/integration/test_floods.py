@@ -236,3 +236,27 @@ def test_twenty_nodes_behind_one_address_all_get_sessions(pair, workdir):
     assert sum(s["state"] == "established" for s in state["sessions"]) == 21, state["sessions"]
     assert not any(k.startswith("refused_") for k in state["counters"]["peers"]), state["counters"]["peers"]
     assert_reachable(arena.b, arena.a)
+
+
+
+def test_a_daemon_sigtermed_during_a_flood_exits_0_within_the_shutdown_deadline(pair, workdir):
+    """Soaks saw a daemon SIGTERM'd under load overrun SHUTDOWN_DEADLINE (killed, the run failed): the stop request
+    queued behind the peer manager's full data lane (> 1 s), and the shutdown then gave up on the remaining actors,
+    the supervisor among them, whose thread held the exit for ever. The stop now jumps the queue (actors/base.py:
+    TwoLaneInbox) and the shutdown asks every actor under one deadline (actors/node.py: _shutdown). A at DEBUG
+    makes its front door slow enough for the flood to fill the peer manager's mailbox on any box (without the fix:
+    "peers did not stop" 2 of 2 tries, one daemon not gone in 15 s)."""
+    a, b = daemons.start_daemon_pair(pair, workdir, log_level="DEBUG")
+    assert_reachable(b, a)
+    proc = traffic.start_flood(pair.b, pair.ip_a, 7443, mix={"random": 1}, count=2_000_000, seconds=30.0, seed=11)
+    try:
+        # The flood is reaching the daemon's socket before the signal.
+        assert processes.wait_until(lambda: a.inspect()["counters"]["socket"].get("rx_datagrams", 0) > 20_000,
+                                    20.0, interval=0.2)
+        code = a.stop()  # SIGTERM, SHUTDOWN_DEADLINE (5 s), then SIGKILL
+    finally:
+        processes.terminate_processes([proc], grace=1.0)
+    log = a.log()
+    assert not a.killed, f"not gone {a.stop_seconds:.1f} s after SIGTERM\n{a.log_tail(30)}"
+    assert code == 0, a.log_tail(30)
+    assert "did not stop" not in log and "stopped cleanly" in log, a.log_tail(30)
