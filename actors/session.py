@@ -31,7 +31,7 @@ from axiomnet.constants import (
     DIAL_BACKOFF_INITIAL,
     DIAL_BACKOFF_MAX,
     LINK_KEEPALIVE,
-    PEER_SEEN_INTERVAL,
+    PEER_DEAD_AFTER,
     SESSION_ACTIVITY_REPORT,
 )
 from axiomnet import fastpath
@@ -106,7 +106,7 @@ class SessionActor(HostedActor):
         self._redial_at: float | None = None
         self._dial_backoff = DIAL_BACKOFF_INITIAL
         self._last_skip_log = 0.0
-        self._seen_told = -1e9  # when the router was last told PeerSeen
+        self._silent = False  # told the router PeerSilent: nothing heard for PEER_DEAD_AFTER (PeerSeen when heard)
         self._reported_heard: float | None = None
         self._report_at = 0.0
         self.neighbour_ip = False  # the peer takes IP packets for its own address over this link (§6.6)
@@ -199,8 +199,10 @@ class SessionActor(HostedActor):
             deadline = self._redial_at
         if self.up:
             now = time.monotonic()
+            heard = session.last_heard or self.created
             for due in (None if self.keepalive is None else self._last_tx + self.keepalive,
-                        None if self.silent_after is None else (session.last_heard or self.created) + self.silent_after):
+                        None if self.silent_after is None else heard + self.silent_after,
+                        None if self._silent else heard + PEER_DEAD_AFTER):
                 if due is not None:
                     if due <= now:
                         # Overdue after the tick that should have done it: the keepalive was shed (the socket's lane
@@ -236,7 +238,6 @@ class SessionActor(HostedActor):
         key = session.remote_static
         routed: list[bytes] = []
         mine: list[bytes] = []
-        announced = False  # an announcement told to the router says the peer is alive, as PeerSeen would
         prefix = NEIGHBOUR_PREFIX
         for ptype, payload in got.payloads:
             if ptype is DATA:
@@ -245,7 +246,7 @@ class SessionActor(HostedActor):
                 else:
                     routed.append(payload)
             elif ptype is CONTROL:
-                announced = self._control(payload) or announced
+                self._control(payload)
         if mine and key is not None:
             self._deliver(key, mine)
         if routed and key is not None and self._relays.hops:
@@ -253,10 +254,9 @@ class SessionActor(HostedActor):
         if routed and key is not None:
             if not bounded_tell(self.refs.get("router"), m.RoutedFromLink(key, routed)):
                 self.counters["rx_dropped_relay"] += len(routed)
-        elif (got.last_authentic >= 0 and key is not None and not announced
-              and now - self._seen_told >= PEER_SEEN_INTERVAL):
-            # Liveness comes from any authenticated packet; routed packets already tell the router so.
-            self._seen_told = now
+        if got.last_authentic >= 0 and self._silent and key is not None:
+            # Heard again after a silence the router was told of: its routes come back (once, not per packet).
+            self._silent = False
             tell(self.refs.get("router"), m.PeerSeen(key))
         self._drain_events()
         if now >= self._report_at:
@@ -398,6 +398,12 @@ class SessionActor(HostedActor):
             self.counters["punched_link_silent"] += 1
             self._went_down("punched link silent")
             return
+        if self.up and not self._silent and now >= (session.last_heard or self.created) + PEER_DEAD_AFTER:
+            # Link liveness (docs/ROUTING.md §2.5): the peer keeps alive every LINK_KEEPALIVE; this much silence is
+            # two lost keepalives and a margin. The router withdraws its routes; the keepalives below go on.
+            self._silent = True
+            self.counters["peer_silent"] += 1
+            tell(self.refs.get("router"), m.PeerSilent(session.remote_static, self.actor_ref))
         if self.keepalive is not None and self.up:
             if now >= self._last_tx + self.keepalive:
                 self.counters["tx_keepalives"] += 1
@@ -517,6 +523,7 @@ class SessionActor(HostedActor):
         key = session.remote_static
         assert key is not None
         self.up = True
+        self._silent = False  # SessionUp says it is alive
         self.candidates = ()  # the endpoint that authenticated is the one (§8.2)
         self._dial_backoff = DIAL_BACKOFF_INITIAL
         logger.info("{}: session established with {}", self.name, key.hex()[:16])

@@ -90,7 +90,6 @@ MAX_QUEUED_BATCHES = 256  # batches queued at one data-path actor; past this new
 MAX_QUEUED_URGENT = 1024  # control-lane messages queued at one actor; past this new ones are dropped, counted
 SESSION_WORKERS = 4  # threads running every session actor's mailbox (actors/base.py ActorPool)
 HOSTED_SLICE = 16  # messages a pool worker handles for one actor before it serves the next ready one
-PEER_SEEN_INTERVAL = 0.5  # a session tells the router "authenticated packet from the peer" at most this often
 DEAD_PROBE_INTERVAL = 10.0  # a neighbour marked dead gets one authenticated keepalive per this, not announcements
 ACTOR_STOP_TIMEOUT = 2.0  # each actor gets this long to stop on shutdown
 SHUTDOWN_DEADLINE = 5.0  # the whole daemon is gone within this after SIGTERM
