@@ -151,6 +151,7 @@ class SessionActor(HostedActor):
             self._receive(message.items)
         elif isinstance(message, m.RoutedToLink):
             self._send_data(message.packets)
+            return self._sent()
         elif isinstance(message, m.RelayDecisions):
             self._relays = message.table
         elif isinstance(message, m.SendPathUpdate):
@@ -161,6 +162,7 @@ class SessionActor(HostedActor):
             self._probe()
         elif isinstance(message, m.SendControl):
             self._send_control(message.payload)
+            return self._sent()
         elif isinstance(message, m.TimerDue):
             self._tick()
         elif isinstance(message, m.InstallKeys):
@@ -187,6 +189,15 @@ class SessionActor(HostedActor):
             return super().handle(message)
         self._report_deadline()
         return None
+
+    def _sent(self) -> None:
+        """After a send: with keys and no handshake of ours in flight, a send only moves deadlines later (the
+        keepalive's), so a booked deadline still to come stands and the recompute is skipped (it was a quarter of
+        the cost of forwarding a beat to a child); anything else (staged behind a new handshake, say) books anew."""
+        session, told = self.session, self._wake_told
+        if (told is None or not self.up or session is None or not session.is_established or session.is_handshaking
+                or told <= time.monotonic()):
+            self._report_deadline()
 
     def _report_deadline(self) -> None:
         """Ask the peer manager to tick us at our next deadline (the core's timers, a re-dial), when it is earlier
