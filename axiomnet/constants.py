@@ -214,7 +214,9 @@ STRANGER_BURST_PER_SOURCE = 32
 STRANGER_RATE_PER_SOURCE = 1.0
 # A session actor tells the peer manager it heard its peer at most this often: the least recently active stranger
 # evicted for a named peer is picked on activity at most this stale (sessions expire after minutes of silence).
-SESSION_ACTIVITY_REPORT = 10.0
+# Every live link is heard at least every LINK_KEEPALIVE, so at 10 s each session reported on every keepalive:
+# 1,000 messages a second to the peer manager at 10,000 sessions (its thread the busiest of an idle hub).
+SESSION_ACTIVITY_REPORT = 60.0
 
 # --- data plane: offloads and batches (axiomnet/offload.py, actors/tun.py, actors/socket.py) ------------------
 # Largest UDP payload that software segmentation sizes TCP segments for: a 1500-byte underlay MTU less the IPv6
