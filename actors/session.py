@@ -141,6 +141,10 @@ class SessionActor(HostedActor):
             # The new socket actor starts with an empty table: route our indices to us again.
             for index in self.session.local_indices():
                 tell(self.refs.get("socket"), m.BindIndex(index, self.actor_ref))
+        if role == "router":
+            # The new router knows nothing of a silence told to the old one: told again at the next tick (after the
+            # peer manager's SessionUp replay, which comes first to the new router), if the peer is still silent.
+            self._silent = False
         if role == "tun" and self._route_told:
             self._route_told = False
             self._route(True)  # the new TUN actor starts with no neighbour routes

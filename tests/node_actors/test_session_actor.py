@@ -219,6 +219,16 @@ def test_a_live_link_tells_the_router_nothing_and_silence_is_told_once(establish
     assert told(router, m.PeerSeen) == 1
 
 
+def test_a_restarted_router_is_told_a_silence_again(established, recorder, monkeypatch):
+    """A silence told to a router that then restarted is told to the new one (it starts knowing nothing)."""
+    actor, peer, sock, router, me = established
+    go_silent(actor, router, monkeypatch)
+    new_router = recorder()
+    actor.tell(m.Rewire("router", new_router))
+    assert wait_for(lambda: actor.tell(m.TimerDue()) or told(new_router, m.PeerSilent) == 1)
+    assert told(router, m.PeerSilent) == 1
+
+
 def test_probe_sends_an_authenticated_keepalive(established):
     actor, peer, sock, router, me = established
     before = len(sock.ask(GetSent()))
