@@ -246,9 +246,20 @@ class Announce(Urgent):
 
 @dataclass(frozen=True)
 class PeerSeen(Urgent):
-    """An authenticated packet arrived from ``peer_key`` (session -> router, at most every PEER_SEEN_INTERVAL)."""
+    """An authenticated packet arrived from ``peer_key`` after the session told the router PeerSilent (session ->
+    router, once per silence): its routes come back."""
 
     peer_key: bytes
+
+
+@dataclass(frozen=True)
+class PeerSilent(Urgent):
+    """Nothing authenticated arrived from ``peer_key`` for PEER_DEAD_AFTER (session ``ref`` -> router, once per
+    silence): the router withdraws its routes until it is heard again. Liveness is the session's timer, so a live
+    link costs the router nothing (no message per packet heard, no scan of every neighbour per heartbeat)."""
+
+    peer_key: bytes
+    ref: Any
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ announcements and routed packets the link sessions hand it and the end-to-end da
 it, with the time, and hands each result on: routed packets to the session of the next hop, TRAFFIC for us and
 resolved keys to the e2e actor. Every HEARTBEAT_INTERVAL (a HeartbeatTick from the heartbeat actor) it sends
 what the tree owes (the root's beat to its children, announcements that changed or are due for their slow
-refresh, RTT probes), resends lookups that are due, and marks neighbours silent for PEER_DEAD_AFTER dead: their
-routes are withdrawn and they get only a keepalive probe every DEAD_PROBE_INTERVAL until they answer. A beat
+refresh, RTT probes) and resends lookups that are due. A neighbour's session tells it PeerSilent when nothing came
+from the peer for PEER_DEAD_AFTER (the session's timer, so a live link costs the router no message): its routes are
+withdrawn and it gets only a keepalive probe every DEAD_PROBE_INTERVAL until it is heard again (PeerSeen). A beat
 from our parent is forwarded to our children as it arrives. Links stay alive without the tree: every link
 session sends an authenticated KEEPALIVE when it has sent nothing for LINK_KEEPALIVE. While traffic flows it also
 steps the root-independent fallback between heartbeats (at most every RING_TICK): dead paths, ring searches
@@ -104,6 +105,8 @@ class RouterActor(SupervisedActor):
         elif isinstance(message, m.PeerSeen):
             self._seen(message.peer_key, now)
             self._send_urgent(now)
+        elif isinstance(message, m.PeerSilent):
+            self._silent(message.peer_key, message.ref, now)
         elif isinstance(message, m.HeartbeatTick):
             self._tick(now)
         elif isinstance(message, m.TimerDue):
@@ -266,13 +269,18 @@ class RouterActor(SupervisedActor):
             if not bounded_tell(self.sessions.get(key), m.SendControl(data)):
                 self.counters["announce_not_queued"] += 1
 
+    def _silent(self, key: bytes, ref: Any, now: float) -> None:
+        """The session of ``key`` heard nothing from it for PEER_DEAD_AFTER: withdraw its routes (a stale report
+        from a session since replaced changes nothing)."""
+        if self.sessions.get(key) is not ref or key in self.dead:
+            return
+        self.dead[key] = now
+        self.tree.remove(key, now)
+        self.counters["peers_withdrawn"] += 1
+        logger.warning("peer {} silent for over {:.1f} s: routes withdrawn", key.hex()[:16], PEER_DEAD_AFTER)
+        self._send_urgent(now)
+
     def _tick(self, now: float) -> None:
-        for key, seen in self.last_seen.items():
-            if key not in self.dead and now - seen > PEER_DEAD_AFTER:
-                self.dead[key] = now
-                self.tree.remove(key, now)
-                self.counters["peers_withdrawn"] += 1
-                logger.warning("peer {} silent for over {:.1f} s: routes withdrawn", key.hex()[:16], PEER_DEAD_AFTER)
         for key, probed in self.dead.items():
             if now - probed >= DEAD_PROBE_INTERVAL:
                 self.dead[key] = now

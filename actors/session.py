@@ -33,7 +33,7 @@ from axiomnet.constants import (
     DIAL_BACKOFF_INITIAL,
     DIAL_BACKOFF_MAX,
     LINK_KEEPALIVE,
-    PEER_SEEN_INTERVAL,
+    PEER_DEAD_AFTER,
     SESSION_ACTIVITY_REPORT,
 )
 from axiomnet import fastpath
@@ -108,7 +108,7 @@ class SessionActor(HostedActor):
         self._redial_at: float | None = None
         self._dial_backoff = DIAL_BACKOFF_INITIAL
         self._last_skip_log = 0.0
-        self._seen_told = -1e9  # when the router was last told PeerSeen
+        self._silent = False  # told the router PeerSilent: nothing heard for PEER_DEAD_AFTER (PeerSeen when heard)
         self._reported_heard: float | None = None
         self._report_at = 0.0
         self.neighbour_ip = False  # the peer takes IP packets for its own address over this link (§6.6)
@@ -143,6 +143,10 @@ class SessionActor(HostedActor):
             # The new socket actor starts with an empty table: route our indices to us again.
             for index in self.session.local_indices():
                 tell(self.refs.get("socket"), m.BindIndex(index, self.actor_ref))
+        if role == "router":
+            # The new router knows nothing of a silence told to the old one: told again at the next tick (after the
+            # peer manager's SessionUp replay, which comes first to the new router), if the peer is still silent.
+            self._silent = False
         if role == "tun" and self._route_told:
             self._route_told = False
             self._route(True)  # the new TUN actor starts with no neighbour routes
@@ -153,6 +157,7 @@ class SessionActor(HostedActor):
             self._receive(message.items)
         elif isinstance(message, m.RoutedToLink):
             self._send_data(message.packets)
+            return self._sent()
         elif isinstance(message, m.RelayDecisions):
             self._relays = message.table
         elif isinstance(message, m.SendPathUpdate):
@@ -163,6 +168,7 @@ class SessionActor(HostedActor):
             self._probe()
         elif isinstance(message, m.SendControl):
             self._send_control(message.payload)
+            return self._sent()
         elif isinstance(message, m.TimerDue):
             self._tick()
         elif isinstance(message, m.InstallKeys):
@@ -190,6 +196,15 @@ class SessionActor(HostedActor):
         self._report_deadline()
         return None
 
+    def _sent(self) -> None:
+        """After a send: with keys and no handshake of ours in flight, a send only moves deadlines later (the
+        keepalive's), so a booked deadline still to come stands and the recompute is skipped (it was a quarter of
+        the cost of forwarding a beat to a child); anything else (staged behind a new handshake, say) books anew."""
+        session, told = self.session, self._wake_told
+        if (told is None or not self.up or session is None or not session.is_established or session.is_handshaking
+                or told <= time.monotonic()):
+            self._report_deadline()
+
     def _report_deadline(self) -> None:
         """Ask the peer manager to tick us at our next deadline (the core's timers, a re-dial), when it is earlier
         than the one asked for or that one has passed: an idle session is woken only when it has work."""
@@ -201,8 +216,10 @@ class SessionActor(HostedActor):
             deadline = self._redial_at
         if self.up:
             now = time.monotonic()
+            heard = session.last_heard or self.created
             for due in (None if self.keepalive is None else self._last_tx + self.keepalive,
-                        None if self.silent_after is None else (session.last_heard or self.created) + self.silent_after):
+                        None if self.silent_after is None else heard + self.silent_after,
+                        None if self._silent else heard + PEER_DEAD_AFTER):
                 if due is not None:
                     if due <= now:
                         # Overdue after the tick that should have done it: the keepalive was shed (the socket's lane
@@ -238,7 +255,6 @@ class SessionActor(HostedActor):
         key = session.remote_static
         routed: list[bytes] = []
         mine: list[bytes] = []
-        announced = False  # an announcement told to the router says the peer is alive, as PeerSeen would
         prefix = NEIGHBOUR_PREFIX
         for ptype, payload in got.payloads:
             if ptype is DATA:
@@ -247,7 +263,7 @@ class SessionActor(HostedActor):
                 else:
                     routed.append(payload)
             elif ptype is CONTROL:
-                announced = self._control(payload) or announced
+                self._control(payload)
         if mine and key is not None:
             self._deliver(key, mine)
         if routed and key is not None and self._relays.hops:
@@ -255,10 +271,9 @@ class SessionActor(HostedActor):
         if routed and key is not None:
             if not bounded_tell(self.refs.get("router"), m.RoutedFromLink(key, routed)):
                 self.counters["rx_dropped_relay"] += len(routed)
-        elif (got.last_authentic >= 0 and key is not None and not announced
-              and now - self._seen_told >= PEER_SEEN_INTERVAL):
-            # Liveness comes from any authenticated packet; routed packets already tell the router so.
-            self._seen_told = now
+        if got.last_authentic >= 0 and self._silent and key is not None:
+            # Heard again after a silence the router was told of: its routes come back (once, not per packet).
+            self._silent = False
             tell(self.refs.get("router"), m.PeerSeen(key))
         self._drain_events()
         if now >= self._report_at:
@@ -400,6 +415,12 @@ class SessionActor(HostedActor):
             self.counters["punched_link_silent"] += 1
             self._went_down("punched link silent")
             return
+        if self.up and not self._silent and now >= (session.last_heard or self.created) + PEER_DEAD_AFTER:
+            # Link liveness (docs/ROUTING.md §2.5): the peer keeps alive every LINK_KEEPALIVE; this much silence is
+            # two lost keepalives and a margin. The router withdraws its routes; the keepalives below go on.
+            self._silent = True
+            self.counters["peer_silent"] += 1
+            tell(self.refs.get("router"), m.PeerSilent(session.remote_static, self.actor_ref))
         if self.keepalive is not None and self.up:
             if now >= self._last_tx + self.keepalive:
                 self.counters["tx_keepalives"] += 1
@@ -519,6 +540,7 @@ class SessionActor(HostedActor):
         key = session.remote_static
         assert key is not None
         self.up = True
+        self._silent = False  # SessionUp says it is alive
         self.candidates = ()  # the endpoint that authenticated is the one (§8.2)
         self._dial_backoff = DIAL_BACKOFF_INITIAL
         logger.info("{}: session established with {}", self.name, key.hex()[:16])

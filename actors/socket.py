@@ -3,8 +3,9 @@
 The reader drains up to READER_BATCH_MAX ready datagrams, groups them by the 24-bit receiver index of
 their header and hands each group to the owning session actor in one bounded tell, or, for a few DATA datagrams
 to an idle session, runs that session's handler itself (``run_or_tell``: opened on this thread, no hand-off);
-datagrams for unknown indices (first handshake messages among them) go to the peer manager. The dispatch table is replaced,
-never mutated, so the reader always sees a consistent immutable snapshot.
+datagrams for unknown indices (first handshake messages among them) go to the peer manager. The dispatch table is
+changed in place by this actor, one index at a time, and the reader only looks indices up in its live read-only
+view (IndexTable.view): a change costs O(1), not a copy of the table per bind.
 
 The actor never chooses an index: owners pick their own (axiomnet/indices.py) and tell BindIndex,
 MoveIndex and ReleaseIndex. A bind of an index another owner holds is refused (IndexRefused to the
@@ -264,7 +265,7 @@ class SocketActor(SupervisedActor):
                 self._dispatch_batch(batch)
 
     def _dispatch_batch(self, batch: list[tuple[bytes, tuple[Any, ...]]]) -> None:
-        dispatch = self._table.snapshot()  # one immutable snapshot per batch
+        dispatch = self._table.view()  # the live table: single-key lookups only, from this thread
         # DATA goes on the owner's data lane; every other type (announcements, keepalives, handshakes) on its
         # control lane, so that a flood of data cannot delay or shed them (the type nibble is byte 4's low half).
         groups: dict[tuple[Any, bool], list[tuple[bytes, m.Addr]]] = {}

@@ -134,18 +134,27 @@ def test_a_neighbour_is_resolved_and_reached_directly_before_the_tree_converges(
     assert wait_for(lambda: any(isinstance(x, m.RoutedToLink) for x in session.ask(GetOther())))
 
 
-def test_silent_neighbour_is_withdrawn_then_only_probed(recorder, monkeypatch):
+def router_with_a_neighbour(recorder, monkeypatch):
+    """A router on a settable clock with one neighbour up: (clock, router, neighbour's session, neighbour)."""
     clock = [1000.0]
     monkeypatch.setattr("axiomnet.actors.router.time.monotonic", lambda: clock[0])
     a, b = ident(1), ident(2)
     router = RouterActor.start(None, {}, a, seq_start=10)
     session = recorder()
     router.tell(m.SessionUp(session, b.public_key, ("192.0.2.2", 1), True))
+    return clock, router, session, b
+
+
+def test_silent_neighbour_is_withdrawn_then_only_probed(recorder, monkeypatch):
+    clock, router, session, b = router_with_a_neighbour(recorder, monkeypatch)
     router.tell(m.HeartbeatTick())
     assert wait_for(lambda: len(sent_announcements(session)) == 1)
     clock[0] += PEER_DEAD_AFTER + 0.1
-    router.tell(m.HeartbeatTick())
+    router.tell(m.HeartbeatTick())  # the router keeps no clock of its own on its neighbours: the session's says so
+    router.tell(m.PeerSilent(b.public_key, recorder()))  # a session since replaced: changes nothing
+    router.tell(m.PeerSilent(b.public_key, session))
     assert wait_for(lambda: router.ask(m.Snapshot(), timeout=5)["counters"].get("peers_withdrawn") == 1)
+    router.tell(m.PeerSilent(b.public_key, session))  # told twice: withdrawn once
     for _ in range(3):
         clock[0] += 1.0
         router.tell(m.HeartbeatTick())
@@ -159,6 +168,18 @@ def test_silent_neighbour_is_withdrawn_then_only_probed(recorder, monkeypatch):
     router.tell(m.HeartbeatTick())
     assert wait_for(lambda: len(sent_announcements(session)) == 2)
     assert router.ask(m.Snapshot(), timeout=5)["peers"][0]["alive"]
+    assert router.ask(m.Snapshot(), timeout=5)["counters"]["peers_withdrawn"] == 1
+
+
+def test_a_live_neighbour_heard_only_through_its_session_is_never_withdrawn(recorder, monkeypatch):
+    """The router no longer ages its neighbours itself: a session that hears its peer (keepalives, which reach the
+    router as nothing at all) keeps it routed however long the router has not heard of it."""
+    clock, router, session, b = router_with_a_neighbour(recorder, monkeypatch)
+    for _ in range(3):
+        clock[0] += PEER_DEAD_AFTER
+        router.tell(m.HeartbeatTick())
+    snap = router.ask(m.Snapshot(), timeout=5)
+    assert snap["counters"].get("peers_withdrawn", 0) == 0 and snap["peers"][0]["alive"]
 
 
 def test_control_lane_is_served_before_data_and_bounded_apart():

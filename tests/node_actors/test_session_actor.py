@@ -187,10 +187,46 @@ def test_announcement_reaches_the_router_on_the_control_lane_with_the_authentica
     assert ann.peer_key == peer.identity.public_key and ann.data == b"\x01announcement"
 
 
-def test_a_keepalive_tells_the_router_the_peer_is_alive(established):
+def told(router, kind) -> int:
+    return sum(1 for x in router.ask(GetOther()) if isinstance(x, kind))
+
+
+def go_silent(actor, router, monkeypatch, dead_after: float = 0.2) -> None:
+    """Shorten PEER_DEAD_AFTER and tick the actor until it tells the router PeerSilent."""
+    monkeypatch.setattr("axiomnet.actors.session.PEER_DEAD_AFTER", dead_after)
+    assert wait_for(lambda: actor.tell(m.TimerDue()) or told(router, m.PeerSilent) > 0)
+
+
+def test_a_live_link_tells_the_router_nothing_and_silence_is_told_once(established, monkeypatch):
+    """Link liveness is the session's: keepalives heard reach the router as nothing at all; PEER_DEAD_AFTER without
+    an authenticated packet is one PeerSilent; the next packet heard, one PeerSeen."""
     actor, peer, sock, router, me = established
-    actor.tell(m.Datagrams([(peer.session.send(PacketType.KEEPALIVE, b"", time.monotonic())[0], ENDPOINT)]))
-    assert wait_for(lambda: any(isinstance(x, m.PeerSeen) for x in router.ask(GetOther())))
+    for _ in range(3):
+        actor.tell(m.Datagrams([(peer.session.send(PacketType.KEEPALIVE, b"", time.monotonic())[0], ENDPOINT)]))
+    assert wait_for(lambda: actor.ask(m.Snapshot(), timeout=5)["rx_packets"] >= 3)
+    assert told(router, m.PeerSeen) == 0 and told(router, m.PeerSilent) == 0
+    go_silent(actor, router, monkeypatch)
+    silent = next(x for x in router.ask(GetOther()) if isinstance(x, m.PeerSilent))
+    assert silent.peer_key == peer.identity.public_key and silent.ref == actor
+    for _ in range(3):
+        actor.tell(m.TimerDue())
+    actor.ask(m.Snapshot(), timeout=5)
+    assert told(router, m.PeerSilent) == 1  # once per silence, however often it is ticked
+    for _ in range(2):
+        actor.tell(m.Datagrams([(peer.session.send(PacketType.KEEPALIVE, b"", time.monotonic())[0], ENDPOINT)]))
+    assert wait_for(lambda: told(router, m.PeerSeen) == 1)
+    actor.ask(m.Snapshot(), timeout=5)
+    assert told(router, m.PeerSeen) == 1
+
+
+def test_a_restarted_router_is_told_a_silence_again(established, recorder, monkeypatch):
+    """A silence told to a router that then restarted is told to the new one (it starts knowing nothing)."""
+    actor, peer, sock, router, me = established
+    go_silent(actor, router, monkeypatch)
+    new_router = recorder()
+    actor.tell(m.Rewire("router", new_router))
+    assert wait_for(lambda: actor.tell(m.TimerDue()) or told(new_router, m.PeerSilent) == 1)
+    assert told(router, m.PeerSilent) == 1
 
 
 def test_probe_sends_an_authenticated_keepalive(established):
@@ -347,7 +383,7 @@ def test_routed_packets_under_a_published_decision_go_straight_to_the_next_hops_
     assert actor.ask(m.Snapshot(), timeout=5)["counters"]["relayed_fast"] == 2
 
 
-def test_a_fully_relayed_batch_still_tells_the_router_the_peer_is_alive(established, recorder):
+def test_a_fully_relayed_batch_still_tells_the_router_the_peer_is_alive(established, recorder, monkeypatch):
     from axiomnet import fastpath
     from axiomnet.routed import Kind, encode_routed
 
@@ -355,6 +391,7 @@ def test_a_fully_relayed_batch_still_tells_the_router_the_peer_is_alive(establis
     p = encode_routed(Kind.TRAFFIC, root_tag=7, dst=b"\xfc" * 16, src=peer.src, dst_path=(1,), src_path=(3,),
                       payload=b"x", hop_limit=9, watermark=5)
     actor.tell(m.RelayDecisions(fastpath.RelayTable(0, {fastpath.header_key(p): (recorder(), 3, False)})))
+    go_silent(actor, router, monkeypatch)
     actor.tell(m.Datagrams([(d, ENDPOINT) for d in peer.session.send(PacketType.DATA, p, time.monotonic())]))
     assert wait_for(lambda: any(isinstance(x, m.PeerSeen) for x in router.ask(GetOther())))
     assert routed(router) == []

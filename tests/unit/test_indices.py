@@ -97,3 +97,16 @@ def test_a_colliding_responder_index_drops_that_half_open_handshake_until_the_in
     net.settle(0.3)
     assert sa.is_established and b.sessions[a.public].is_established
     assert b.indices.live == b.owned_indices() and b.indices.table.owner(taken) is holder
+
+
+def test_the_readers_view_is_the_live_table_read_only() -> None:
+    """The socket's reader routes through view(): a bind, move or release shows there at once (no copy of the
+    table per change), and the reader cannot change it."""
+    table: IndexTable[str] = IndexTable()
+    view = table.view()
+    assert table.bind(5, "a") and view.get(5) == "a"
+    assert table.move(5, "a", "b") and view.get(5) == "b"
+    assert table.release(5, "b") and view.get(5) is None
+    assert table.view() is view  # one view for the table's life: nothing is republished
+    with pytest.raises(TypeError):
+        view[6] = "c"  # type: ignore[index]
