@@ -468,6 +468,13 @@ class Tree:
                 self.stats["untrusted_root"] += 1
                 continue  # a private network (trusted_roots): a stranger's tree is never ours, whatever its key
             out.append(nb)
+        if any(nb.noise_key == self.parent for nb in out):
+            # Settled (our parent is still a candidate): move only to a candidate under our root that sits above our
+            # own depth. Two neighbours could otherwise take each other at the same tick when a cheap link joins
+            # the ends of two branches (a two-node cycle, dropped at the next tick, taken again: every round, with
+            # RTTs that differ); a cycle needs one of them to move to one at least as deep as itself.
+            out = [nb for nb in out if nb.noise_key == self.parent or nb.ann is None or nb.ann.root != self.root
+                   or len(nb.ann.chain) < self.depth]
         return out
 
     def _reselect(self, now: float) -> None:

@@ -391,6 +391,33 @@ def test_root_loss_in_tick_only_rounds_meets_the_bound(nodes: int, seed: int) ->
     assert overlay.converged() and last <= 3 + 2 * depth, (last, depth)
 
 
+def test_with_rtts_that_differ_two_branch_ends_joined_by_a_cheap_link_do_not_take_each_other_every_round() -> None:
+    """Two nodes joined by a cheap link, each at the end of its own longer branch from the root, parent cost
+    (depth + 1) x RTT: each sees the other at under half its parent's cost. By cost alone both moved at the same
+    tick onto each other's old chains (a two-node cycle), dropped it at the next tick, and took it again: 2 parent
+    changes every round, forever (in the simulator, RGG 300 with random RTTs never settled). A node whose parent
+    is still a candidate now moves only to one above its own depth, so neither takes the other."""
+    probe = Overlay(nx.empty_graph(9), seed=8, between_ticks=False)  # which node gets the lowest key with seed 8
+    r = min(range(9), key=lambda v: probe.nodes[v].identity.signing_key)
+    a, b = [v for v in range(9) if v != r][:4], [v for v in range(9) if v != r][4:]
+    graph = nx.empty_graph(9)  # the same nodes in the same order: the same keys
+    graph.add_edges_from(nx.utils.pairwise([r, *a]))
+    graph.add_edges_from(nx.utils.pairwise([r, *b]))
+    graph.add_edge(a[-1], b[-1])
+    overlay = Overlay(graph, seed=8, between_ticks=False)
+    ends = {overlay.nodes[a[-1]].identity.public_key, overlay.nodes[b[-1]].identity.public_key}
+    changes = []
+    for _ in range(30):
+        for v in (a[-1], b[-1]):
+            for key, nb in overlay.nodes[v].tree.neighbours.items():
+                nb.rtt = 0.001 if key in ends else 0.05  # as measured by probes: the ends' link is cheap
+        before = sum(overlay.nodes[v].tree.stats["parent_changes"] for v in graph)
+        overlay.tick()
+        changes.append(sum(overlay.nodes[v].tree.stats["parent_changes"] for v in graph) - before)
+    assert overlay.converged() and changes[-10:] == [0] * 10, changes
+    assert overlay.nodes[a[-1]].tree.depth == overlay.nodes[b[-1]].tree.depth == 4
+
+
 def test_an_idle_tree_sends_beats_and_slow_refreshes_only() -> None:
     """Quiet when nothing changes (issue 15 item 4): after convergence, a node sends each neighbour a full
     announcement about once per CERT_REFRESH heartbeats (protocol 2: one per neighbour per heartbeat), beats go

@@ -210,11 +210,11 @@ class Network:
         self.sent = {"announcements": 0, "beats": 0}  # in the last round
         self.changed = n  # nodes whose root, parent or path changed (or that removed a neighbour) in the last round
         self.changed_extra = 0
-        # "cost": Tree._reselect as it is. "shallower": a proposed change to it, measured here only (tree.py is not
-        # changed): a node that has a parent moves only to a candidate under the same root that sits above its own
-        # depth, so two neighbours can never take each other at the same tick (a two-node cycle needs one of them
-        # to move to one at least as deep as itself).
-        self.parent_rule = "cost"
+        # "shallower": Tree._candidates as it is: a node whose parent is still a candidate moves only to a candidate
+        # under the same root that sits above its own depth, so two neighbours can never take each other at the
+        # same tick (a two-node cycle needs one of them to move to one at least as deep as itself). "cost": the
+        # rule before it (any candidate, by cost alone), kept to measure what it did with RTTs that differ.
+        self.parent_rule = "shallower"
 
     def clone(self) -> Network:
         """An independent copy (to run several failure scenarios from one converged state)."""
@@ -423,10 +423,14 @@ class Network:
         e, d = e[ok], d[ok]
         keep = ~self.is_dead(d, self.st_root[e], self.st_seq[e])
         e, d = e[keep], d[keep]
+        e = e[~self.contains(self.st_chain[e], self.st_depth[e], lk.dst[e])]
         if self.parent_rule == "shallower":
-            settled = (self.parent[d] >= 0) & (self.st_root[e] == self.root[d]) & (lk.src[e] != self.parent[d])
-            e = e[~(settled & (self.st_depth[e] >= self.depth[d]))]
-        return e[~self.contains(self.st_chain[e], self.st_depth[e], lk.dst[e])]
+            d = lk.dst[e]
+            settled = np.zeros(lk.n, dtype=bool)  # its parent is still a candidate
+            settled[d[e == self.pedge[d]]] = True
+            deeper = (self.st_root[e] == self.root[d]) & (e != self.pedge[d]) & (self.st_depth[e] >= self.depth[d])
+            e = e[~(settled[d] & deeper)]
+        return e
 
     def _follow(self, f: IntArray, pe: IntArray, now: float) -> BoolArray:
         """Tree._follow_parent for nodes ``f`` from the stored announcement of their parent on edge ``pe`` (the
