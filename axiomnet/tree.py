@@ -11,15 +11,17 @@ CERT_REFRESH heartbeats; what goes every tick is the root's ROOT_BEAT, down the 
   number it advances every tick and sends it to its children as a ROOT_BEAT, which each node takes from its parent
   only, verifies once and forwards unchanged to its children; a root whose number has not advanced for
   ROOT_TIMEOUT is dead for every number up to the last one seen, so a lost root is noticed in bounded time, and it
-  can come back only with a higher number (after a restart).
+  can come back only with a higher number (after a restart). A better root we leave for a worse one keeps its
+  clock (``_left``): coming back under it at no newer number does not restart it (docs/ROUTING.md §2.6).
 * **Parent**: among neighbours whose announcement is valid (signatures hold, certificates at most CERT_LIFETIME
   seqs old), live (under our root: our own beats say so, and our parent's beats must not stop for
   NEIGHBOUR_TIMEOUT; under another root: announced within CERT_LIFETIME heartbeats), whose chain does not
   contain us (no loop can form), who gave us a certificate, under the best root: the lowest cost, cost = (its
   depth + 1) x smoothed link RTT, the
   RTT measured by our own PROBEs on our own clock (a neighbour cannot make itself look closer). A
-  valid parent is kept unless another costs under PARENT_SWITCH_RATIO of it. With no candidate a node is its
-  own root.
+  valid parent is kept unless another costs under PARENT_SWITCH_RATIO of it, and while it is a candidate we move
+  only to one above our own depth (no two neighbours take each other at one tick). With no candidate a node is
+  its own root.
 * **Coordinates**: (root, root seq, the ports of our chain). :func:`select_parents` is the whole decision, over
   numpy arrays, so the simulator (tools/simulate.py) runs exactly this code for 10^5 nodes at once.
 * **Lookup filters** (axiomnet/bloom.py) ride on announcements over tree links, sent when they change.
