@@ -11,15 +11,17 @@ CERT_REFRESH heartbeats; what goes every tick is the root's ROOT_BEAT, down the 
   number it advances every tick and sends it to its children as a ROOT_BEAT, which each node takes from its parent
   only, verifies once and forwards unchanged to its children; a root whose number has not advanced for
   ROOT_TIMEOUT is dead for every number up to the last one seen, so a lost root is noticed in bounded time, and it
-  can come back only with a higher number (after a restart).
+  can come back only with a higher number (after a restart). A better root we leave for a worse one keeps its
+  clock (``_left``): coming back under it at no newer number does not restart it (docs/ROUTING.md §2.6).
 * **Parent**: among neighbours whose announcement is valid (signatures hold, certificates at most CERT_LIFETIME
   seqs old), live (under our root: our own beats say so, and our parent's beats must not stop for
   NEIGHBOUR_TIMEOUT; under another root: announced within CERT_LIFETIME heartbeats), whose chain does not
   contain us (no loop can form), who gave us a certificate, under the best root: the lowest cost, cost = (its
   depth + 1) x smoothed link RTT, the
   RTT measured by our own PROBEs on our own clock (a neighbour cannot make itself look closer). A
-  valid parent is kept unless another costs under PARENT_SWITCH_RATIO of it. With no candidate a node is its
-  own root.
+  valid parent is kept unless another costs under PARENT_SWITCH_RATIO of it, and while it is a candidate we move
+  only to one above our own depth (no two neighbours take each other at one tick). With no candidate a node is
+  its own root.
 * **Coordinates**: (root, root seq, the ports of our chain). :func:`select_parents` is the whole decision, over
   numpy arrays, so the simulator (tools/simulate.py) runs exactly this code for 10^5 nodes at once.
 * **Lookup filters** (axiomnet/bloom.py) ride on announcements over tree links, sent when they change.
@@ -164,6 +166,10 @@ class Tree:
         self.parent: bytes | None = None  # noise key of our parent
         self.chain: tuple[Hop, ...] = ()
         self._root_seen: tuple[int, float] = (seq_start, now)  # (highest seq of our root seen, when it rose)
+        # The better root we last left for a worse one without knowing it dead (our candidates under it went away):
+        # (root, highest seq seen, when it rose). Its clock keeps running: if we come back under it at no newer seq
+        # we come back with that clock, not a fresh one, and if it stalls for ROOT_TIMEOUT it is dead to us too.
+        self._left: tuple[bytes, int, float] | None = None
         self.version = 0  # bumped whenever our coordinates or a routing neighbour's change
         self._dirty: set[bytes] = set()  # neighbours owed an announcement before the next tick (see urgent())
         self._parent_at = now  # when we took our current parent (its beats are due from then on)
@@ -464,6 +470,13 @@ class Tree:
                 self.stats["untrusted_root"] += 1
                 continue  # a private network (trusted_roots): a stranger's tree is never ours, whatever its key
             out.append(nb)
+        if any(nb.noise_key == self.parent for nb in out):
+            # Settled (our parent is still a candidate): move only to a candidate under our root that sits above our
+            # own depth. Two neighbours could otherwise take each other at the same tick when a cheap link joins
+            # the ends of two branches (a two-node cycle, dropped at the next tick, taken again: every round, with
+            # RTTs that differ); a cycle needs one of them to move to one at least as deep as itself.
+            out = [nb for nb in out if nb.noise_key == self.parent or nb.ann is None or nb.ann.root != self.root
+                   or len(nb.ann.chain) < self.depth]
         return out
 
     def _reselect(self, now: float) -> None:
@@ -519,7 +532,15 @@ class Tree:
         chain = ann.chain + (Hop(self.key, ann.cert_port, ann.cert_issued, ann.cert_sig),)
         moved = ann.root != self.root or tuple(h.port for h in chain) != self.path
         if ann.root != self.root:
-            self._root_seen = (ann.seq, now)
+            self._leave_root(ann.root)
+            left = self._left
+            if left is not None and left[0] == ann.root:
+                self._left = None
+                # Back under a root we left: its clock runs on unless this seq is newer than any we saw of it (else
+                # a dead root's stale branches pass us back and forth, each time with a fresh ROOT_TIMEOUT).
+                self._root_seen = (left[1], left[2]) if ann.seq <= left[1] else (ann.seq, now)
+            else:
+                self._root_seen = (ann.seq, now)
             self.seq, self._root_sig = ann.seq, ann.root_sig
         elif ann.seq > self.seq:  # its beats may have given us a newer seq than its announcement shows
             self.seq, self._root_sig = ann.seq, ann.root_sig
@@ -527,8 +548,35 @@ class Tree:
         if moved:
             self.version += 1
 
+    def _leave_root(self, new_root: bytes) -> None:
+        """Our root changes to ``new_root`` without being declared dead: remember a better one we leave."""
+        old = self.root
+        if not old or old == self.key or not self.better_root(old, new_root):
+            return
+        left = self._left
+        if left is None or left[0] == old or self.better_root(old, left[0]):
+            self._left = (old, *self._root_seen)
+
+    def _declare_dead(self, root: bytes, seq: int) -> None:
+        self._dead_roots[root] = max(seq, self._dead_roots.get(root, -1))
+        self._dead_roots.move_to_end(root)
+        while len(self._dead_roots) > MAX_DEAD_ROOTS:
+            self._dead_roots.popitem(last=False)
+        self.stats["roots_dead"] += 1
+
     def _expire_root(self, now: float) -> None:
-        """A root (not us) whose number has not advanced for ROOT_TIMEOUT is dead up to that number."""
+        """A root (not us) whose number has not advanced for ROOT_TIMEOUT is dead up to that number: our own, and
+        the better root we last left (see ``_left``)."""
+        left = self._left
+        if left is not None:
+            root, seq, since = left
+            for nb in self.neighbours.values():
+                if nb.ann is not None and nb.ann.root == root and nb.ann.seq > seq:
+                    seq, since = nb.ann.seq, now
+            self._left = (root, seq, since)
+            if now - since > ROOT_TIMEOUT:
+                self._left = None
+                self._declare_dead(root, seq)
         if self.is_root:
             return
         for nb in self.neighbours.values():  # the highest number any neighbour shows for our root
@@ -536,11 +584,7 @@ class Tree:
                 self._root_seen = (nb.ann.seq, now)
         seq, since = self._root_seen
         if now - since > ROOT_TIMEOUT:
-            self._dead_roots[self.root] = max(seq, self._dead_roots.get(self.root, -1))
-            self._dead_roots.move_to_end(self.root)
-            while len(self._dead_roots) > MAX_DEAD_ROOTS:
-                self._dead_roots.popitem(last=False)
-            self.stats["roots_dead"] += 1
+            self._declare_dead(self.root, seq)
             self.parent = None
             self.chain = ()
             self.root = b""  # no root until the reselection that follows picks one (or us)

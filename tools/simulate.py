@@ -20,7 +20,8 @@ with the expanding-ring fallback and its message cost (tools/sim/adversary.py; -
 What-ifs measured here only (docs/ROUTING.md "Stretch: protocol 2, and several trees"): --trees K runs K trees
 over the same links, each under its own key order, with greedy on the minimum distance over trees
 (axiomnet.greedy.forest_choice; a wire change the daemon does not have); --link-rtt random gives the links
-different RTTs, which tree.py's parent cost weighs; --parent-rule shallower models a proposed tree.py change.
+different RTTs, which tree.py's parent cost weighs; --parent-rule cost runs the parent rule tree.py had before
+the shallower rule (it oscillates with RTTs that differ).
 Needs the `sim` extra (pip install -e '.[sim]'). docs/ROUTING.md has the measured tables.
 """
 
@@ -89,9 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--link-rtt", choices=("equal", "random"), default="equal",
                         help="equal: every link's RTT the same, parent cost = depth (default); random: uniform "
                              "5-100 ms per link, parent cost = (depth + 1) x RTT as tree.py weighs it")
-    parser.add_argument("--parent-rule", choices=("cost", "shallower"), default="cost",
-                        help="cost: tree.py's rule (default); shallower: a proposed change, measured here only: a node "
-                             "with a parent moves only to a candidate above its own depth (no two-node cycles)")
+    parser.add_argument("--parent-rule", choices=("cost", "shallower"), default="shallower",
+                        help="shallower: tree.py's rule (default): a node whose parent is still a candidate moves only "
+                             "to one above its own depth (no two-node cycles); cost: the rule before it, by cost alone")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     if not 2 <= args.nodes <= MAX_NODES:

@@ -113,6 +113,30 @@ def test_simulator_matches_real_trees_round_by_round(seed: int) -> None:
         assert set(net.root[nodes].tolist()) == {nodes[int(np.argmin(net.rank[nodes]))]}
 
 
+@pytest.mark.slow
+def test_simulator_matches_real_trees_through_a_root_loss_on_a_ba_graph() -> None:
+    """Root loss where a dead root's stale branches take nodes back (BA 60, seed 3): the simulator's record of the
+    root a node left (Network.lf_*, Tree._left) matches the real trees round by round, and both re-form within
+    3 + 2 x depth rounds."""
+    ov, net, by_signing, by_noise = _twin(nx.barabasi_albert_graph(60, 2, seed=3), 3)
+    for _ in range(30):
+        _tick_both(ov, net)
+    depth = int(net.depth.max())
+    root = by_signing[min(ov.nodes[v].identity.signing_key for v in ov.alive)]
+    ov.alive.discard(root)
+    net.kill(np.array([root]))
+    left, last, before = 0, 0, None
+    for r in range(1, 3 + 2 * depth + 10):
+        _tick_both(ov, net)
+        real, sim = _states(ov, net, by_signing, by_noise)
+        assert sim == real, f"root silent, round {r}"
+        left = max(left, int(np.count_nonzero(net.lf_root >= 0)))
+        now = {v: s[:3] for v, s in real.items()}
+        last = r if now != before else last
+        before = now
+    assert left > 0 and last <= 3 + 2 * depth and ov.converged()
+
+
 def test_a_silent_neighbour_is_a_routing_neighbour_until_peer_dead_after() -> None:
     """Protocol 3: no beats cross a non-tree link, so a neighbour that fell silent is known dead only when its
     session times out (PEER_DEAD_AFTER, Tree.remove); until then greedy may still pick it. Without sessions (the

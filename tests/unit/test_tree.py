@@ -323,6 +323,101 @@ def test_a_silently_dead_root_is_noticed_by_its_missing_beats() -> None:
     assert overlay.converged() and ticks <= int(ROOT_TIMEOUT) + 2 * depth + 3
 
 
+def _left_and_back() -> tuple[Tree, Identity, Identity, Identity, Identity, Identity]:
+    """``me`` under root R through A; A moves to the worse root X (R's stale branches are all we have left), and
+    we follow it; returns (tree, me, R, X, A, B) at t = 1 (B, another neighbour, has announced nothing yet)."""
+    root, worse, me = sorted((ident(71), ident(72), ident(73)), key=lambda i: i.signing_key)
+    a, b = ident(74), ident(75)
+    tree = tree_of(me)
+    tree.add(a.public_key, 0.0)
+    tree.add(b.public_key, 0.0)
+    tree.receive(a.public_key, encode_announcement(signed(root, [(a, 1)], me, seq=5)), 0.5)
+    assert tree.root == root.signing_key and tree.parent == a.public_key
+    tree.receive(a.public_key, encode_announcement(signed(worse, [(a, 1)], me, seq=7)), 1.0)
+    assert tree.root == worse.signing_key and tree.parent == a.public_key
+    return tree, me, root, worse, a, b
+
+
+def test_coming_back_under_a_root_we_left_keeps_its_clock() -> None:
+    """A dead root's stale branch (B, still showing seq 5 of R) takes us back under R; R's clock runs from when we
+    last saw its seq rise (t = 0.5), not from our return (t = 2), so R is dead at ROOT_TIMEOUT after 0.5. Before,
+    each such return gave R a fresh ROOT_TIMEOUT, and a dead root's branches passed nodes back and forth for
+    rounds (BA 10^4 root loss 36 rounds against the 19 of its bound)."""
+    tree, me, root, worse, a, b = _left_and_back()
+    tree.receive(b.public_key, encode_announcement(signed(root, [(b, 2)], me, seq=5)), 2.0)
+    assert tree.root == root.signing_key and tree.parent == b.public_key and tree.stats["roots_dead"] == 0
+    tree.tick(0.5 + ROOT_TIMEOUT + 0.1)
+    assert tree.stats["roots_dead"] == 1
+    assert tree.root == worse.signing_key and tree.parent == a.public_key
+
+
+def test_a_root_we_left_is_held_dead_when_its_seq_stalls_though_we_are_not_under_it() -> None:
+    """We left R for X without knowing R dead; R's seq does not rise for ROOT_TIMEOUT, so R is dead to us up to
+    that seq, as if we had stayed: a stale branch of R offered later is refused, not followed."""
+    tree, me, root, worse, a, b = _left_and_back()
+    tree.tick(0.5 + ROOT_TIMEOUT + 0.1)
+    assert tree.stats["roots_dead"] == 1 and tree.root == worse.signing_key
+    with pytest.raises(InvalidAnnouncement, match="dead"):
+        tree.receive(b.public_key, encode_announcement(signed(root, [(b, 2)], me, seq=5)), 4.0)
+    assert tree.root == worse.signing_key and tree.parent != b.public_key
+    # R alive after all (a newer seq): taken at once.
+    tree.receive(b.public_key, encode_announcement(signed(root, [(b, 2)], me, seq=6)), 5.0)
+    assert tree.root == root.signing_key and tree.parent == b.public_key
+
+
+@pytest.mark.parametrize(("nodes", "seed"), [(30, 0), (60, 3)])
+def test_root_loss_in_tick_only_rounds_meets_the_bound(nodes: int, seed: int) -> None:
+    """Real Trees deciding at ticks only (the simulator's rounds: a beat, an announcement one hop per round) re-form
+    under the next lowest key within 3 + 2 x depth rounds of a silent root loss. Both graphs took 13 and 15
+    rounds (bounds 9 and 11) while a dead root's stale branches restarted its clock at each node they took back."""
+    overlay = Overlay(nx.barabasi_albert_graph(nodes, 2, seed=seed), seed=seed, between_ticks=False)
+    overlay.tick(30)
+    assert overlay.converged()
+    root = next(v for v in overlay.alive if overlay.nodes[v].tree.is_root)
+    depth = max(overlay.nodes[v].tree.depth for v in overlay.alive)
+    overlay.alive.discard(root)
+
+    def state() -> dict[int, tuple[bytes, bytes | None, tuple[int, ...]]]:
+        return {v: (overlay.nodes[v].tree.root, overlay.nodes[v].tree.parent, overlay.nodes[v].tree.path)
+                for v in overlay.alive}
+
+    before, last = state(), 0
+    for r in range(1, 3 + 2 * depth + 15):
+        overlay.tick()
+        now = state()
+        if now != before:
+            last = r
+        before = now
+    assert overlay.converged() and last <= 3 + 2 * depth, (last, depth)
+
+
+def test_with_rtts_that_differ_two_branch_ends_joined_by_a_cheap_link_do_not_take_each_other_every_round() -> None:
+    """Two nodes joined by a cheap link, each at the end of its own longer branch from the root, parent cost
+    (depth + 1) x RTT: each sees the other at under half its parent's cost. By cost alone both moved at the same
+    tick onto each other's old chains (a two-node cycle), dropped it at the next tick, and took it again: 2 parent
+    changes every round, forever (in the simulator, RGG 300 with random RTTs never settled). A node whose parent
+    is still a candidate now moves only to one above its own depth, so neither takes the other."""
+    probe = Overlay(nx.empty_graph(9), seed=8, between_ticks=False)  # which node gets the lowest key with seed 8
+    r = min(range(9), key=lambda v: probe.nodes[v].identity.signing_key)
+    a, b = [v for v in range(9) if v != r][:4], [v for v in range(9) if v != r][4:]
+    graph = nx.empty_graph(9)  # the same nodes in the same order: the same keys
+    graph.add_edges_from(nx.utils.pairwise([r, *a]))
+    graph.add_edges_from(nx.utils.pairwise([r, *b]))
+    graph.add_edge(a[-1], b[-1])
+    overlay = Overlay(graph, seed=8, between_ticks=False)
+    ends = {overlay.nodes[a[-1]].identity.public_key, overlay.nodes[b[-1]].identity.public_key}
+    changes = []
+    for _ in range(30):
+        for v in (a[-1], b[-1]):
+            for key, nb in overlay.nodes[v].tree.neighbours.items():
+                nb.rtt = 0.001 if key in ends else 0.05  # as measured by probes: the ends' link is cheap
+        before = sum(overlay.nodes[v].tree.stats["parent_changes"] for v in graph)
+        overlay.tick()
+        changes.append(sum(overlay.nodes[v].tree.stats["parent_changes"] for v in graph) - before)
+    assert overlay.converged() and changes[-10:] == [0] * 10, changes
+    assert overlay.nodes[a[-1]].tree.depth == overlay.nodes[b[-1]].tree.depth == 4
+
+
 def test_an_idle_tree_sends_beats_and_slow_refreshes_only() -> None:
     """Quiet when nothing changes (issue 15 item 4): after convergence, a node sends each neighbour a full
     announcement about once per CERT_REFRESH heartbeats (protocol 2: one per neighbour per heartbeat), beats go

@@ -163,6 +163,10 @@ class Network:
         self.rs_seq = np.full(n, seq_start, dtype=np.int64)  # Tree._root_seen
         self.rs_at = np.zeros(n)
         self.parent_at = np.zeros(n)  # Tree._parent_at
+        # Tree._left: the better root a node last left for a worse one, its highest seq seen and when it rose.
+        self.lf_root = np.full(n, -1, dtype=np.int64)
+        self.lf_seq = np.zeros(n, dtype=np.int64)
+        self.lf_at = np.zeros(n)
         self._orphans = np.zeros(n, dtype=bool)  # no parent, keeping their position (Tree._reselect)
         # Per directed edge u -> v, what v holds of u (Neighbour: ann, ann_at, seq_at, beat_at, silent, key).
         self.st_has = np.zeros(m, dtype=bool)
@@ -206,11 +210,11 @@ class Network:
         self.sent = {"announcements": 0, "beats": 0}  # in the last round
         self.changed = n  # nodes whose root, parent or path changed (or that removed a neighbour) in the last round
         self.changed_extra = 0
-        # "cost": Tree._reselect as it is. "shallower": a proposed change to it, measured here only (tree.py is not
-        # changed): a node that has a parent moves only to a candidate under the same root that sits above its own
-        # depth, so two neighbours can never take each other at the same tick (a two-node cycle needs one of them
-        # to move to one at least as deep as itself).
-        self.parent_rule = "cost"
+        # "shallower": Tree._candidates as it is: a node whose parent is still a candidate moves only to a candidate
+        # under the same root that sits above its own depth, so two neighbours can never take each other at the
+        # same tick (a two-node cycle needs one of them to move to one at least as deep as itself). "cost": the
+        # rule before it (any candidate, by cost alone), kept to measure what it did with RTTs that differ.
+        self.parent_rule = "shallower"
 
     def clone(self) -> Network:
         """An independent copy (to run several failure scenarios from one converged state)."""
@@ -376,6 +380,16 @@ class Network:
         # Tree._expire_root: the highest number any neighbour's announcement shows for our root; stalled too
         # long -> dead.
         lk = self.links
+        # The root left (Tree._left) first: its clock, moved on by any neighbour's newer seq of it.
+        shown = np.where(self.st_has & (self.st_root == self.lf_root[lk.dst]), self.st_seq, -1)
+        best = lk.segment_max(shown)
+        slot = self.alive & (self.lf_root >= 0)
+        rose = slot & (best > self.lf_seq)
+        self.lf_seq[rose], self.lf_at[rose] = best[rose], now
+        gone = np.flatnonzero(slot & (now - self.lf_at > ROOT_TIMEOUT))
+        self._add_dead(gone, self.lf_root[gone], self.lf_seq[gone], now)
+        self.stats["roots_dead"] += len(gone)
+        self.lf_root[gone] = -1
         nonroot = self.alive & (self.root != self.nodes)
         shown = np.where(self.st_has & (self.st_root == self.root[lk.dst]), self.st_seq, -1)
         best = lk.segment_max(shown)
@@ -409,10 +423,14 @@ class Network:
         e, d = e[ok], d[ok]
         keep = ~self.is_dead(d, self.st_root[e], self.st_seq[e])
         e, d = e[keep], d[keep]
+        e = e[~self.contains(self.st_chain[e], self.st_depth[e], lk.dst[e])]
         if self.parent_rule == "shallower":
-            settled = (self.parent[d] >= 0) & (self.st_root[e] == self.root[d]) & (lk.src[e] != self.parent[d])
-            e = e[~(settled & (self.st_depth[e] >= self.depth[d]))]
-        return e[~self.contains(self.st_chain[e], self.st_depth[e], lk.dst[e])]
+            d = lk.dst[e]
+            settled = np.zeros(lk.n, dtype=bool)  # its parent is still a candidate
+            settled[d[e == self.pedge[d]]] = True
+            deeper = (self.st_root[e] == self.root[d]) & (e != self.pedge[d]) & (self.st_depth[e] >= self.depth[d])
+            e = e[~(settled[d] & deeper)]
+        return e
 
     def _follow(self, f: IntArray, pe: IntArray, now: float) -> BoolArray:
         """Tree._follow_parent for nodes ``f`` from the stored announcement of their parent on edge ``pe`` (the
@@ -436,7 +454,21 @@ class Network:
         moved_root = new_root != self.root[f]
         newer = ~moved_root & (self.st_seq[pe] > self.seq[f])
         take = moved_root | newer
-        self.rs_seq[f[moved_root]], self.rs_at[f[moved_root]] = self.st_seq[pe[moved_root]], now
+        # Tree._leave_root: a better root left for a worse one is remembered with its clock (one slot, the best).
+        m, old_root, nr = f[moved_root], self.root[f[moved_root]], new_root[moved_root]
+        safe = np.maximum(old_root, 0)
+        leave = (old_root >= 0) & (old_root != m) & (self.rank[safe] < self.rank[nr])
+        slot = self.lf_root[m]
+        leave &= (slot < 0) | (slot == old_root) | (self.rank[safe] < self.rank[np.maximum(slot, 0)])
+        lm = m[leave]
+        self.lf_root[lm], self.lf_seq[lm], self.lf_at[lm] = old_root[leave], self.rs_seq[lm], self.rs_at[lm]
+        # Back under the root it left: its clock runs on unless the parent's seq is newer than any it saw.
+        seq_in = self.st_seq[pe[moved_root]]
+        back = self.lf_root[m] == nr
+        keep = back & (seq_in <= self.lf_seq[m])
+        self.rs_seq[m] = np.where(keep, self.lf_seq[m], seq_in)
+        self.rs_at[m] = np.where(keep, self.lf_at[m], now)
+        self.lf_root[m[back]] = -1
         self.seq[f[take]] = self.st_seq[pe[take]]
         self.root[f] = new_root
         fresh = ~same_chain
@@ -666,8 +698,7 @@ class Network:
                           sel["root"] == root_before[v])
         best = np.full(lk.n, -1, dtype=np.int64)
         np.maximum.at(best, v[counts], sel["seq"][counts])
-        rs_seq = np.where(moved_root, -1, self.rs_seq)
-        rose = self.alive & (best > rs_seq)
+        rose = self.alive & (best > self.rs_seq)  # (a node that moved root: over the clock _follow gave it)
         self.rs_seq[rose], self.rs_at[rose] = best[rose], at
         # It moved under a worse root than ours; it gave us no certificate and is not our child; it became (or
         # stopped being) our child: each is owed an announcement now, a new child our newest beat as well.

@@ -56,7 +56,7 @@ class Options:
     attack: Attack = field(default_factory=Attack)
     trees: int = 1  # k trees over the same links, each under its own root order (salted root hashes; a wire change)
     link_rtt: str = "equal"  # "random": every link's RTT uniform in RANDOM_RTT (parent cost = (depth + 1) x RTT)
-    parent_rule: str = "cost"  # "shallower": the proposed tree.py change (Network.parent_rule), measured only
+    parent_rule: str = "shallower"  # tree.py's rule; "cost": the rule before it (Network.parent_rule), measured only
 
 
 RANDOM_RTT = (0.005, 0.100)  # seconds: --link-rtt random draws each link's RTT uniformly from this range
