@@ -204,6 +204,40 @@ def test_chain_deeper_than_the_depth_bound_is_reported_not_hidden(capsys: pytest
     assert result["delivery_same_tree"] == 1.0
 
 
+def test_a_depth_bound_what_if_places_a_chain_the_smaller_bound_splits(capsys: pytest.CaptureFixture[str]) -> None:
+    """--depth-bound D is the bound the core's decisions and the hop limit (2 x D + 2) use: under a bound below the
+    chain's depth nodes root trees of their own (pairs across fail), under one above it every pair delivers."""
+    small = run_cli(capsys, "--topology", "chain", "--nodes", "60", "--seed", "1", "--depth-bound", "12")
+    assert small["depth_bound"] == 12 and small["max_tree_depth"] == 12
+    assert small["unplaced"] > 0 and small["trees"] > 1 and set(small["drops"]) == {"other_tree"}
+    whole = run_cli(capsys, "--topology", "chain", "--nodes", "60", "--seed", "1", "--depth-bound", "60")
+    assert whole["max_tree_depth"] > 12 and whole["trees"] == 1 and whole["unplaced"] == 0
+    assert whole["delivery"] == 1.0 and whole["delivery_honest"] == 1.0
+
+
+def test_the_chain_pool_reuses_freed_rows_without_overwriting_a_live_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of the chain pool keep their numbers and are reused once nobody points to them: through a cold start
+    and several refresh waves (each renews every chain) on a 150-node chain with a small headroom, the pool stays
+    within the live rows plus twice the headroom plus a round's new chains, and every node's chain row still holds
+    its parent's path plus the port its parent gave it."""
+    from tools.sim import engine
+    monkeypatch.setattr(engine, "HEADROOM_CELLS", 32 * 128)  # 32 rows of headroom once the rows are 128 wide
+    net = network_of(nx.path_graph(150), 2)
+    over = []
+    for _ in range(260):  # > 2 x the depth: the cold start, then 4+ refresh waves (CERT_REFRESH 30)
+        net.step()
+        if net.width == 128:
+            live = np.unique(np.concatenate([net.chain, net.st_chain[net.st_has]])).size
+            over.append(net.capacity - live)
+    assert len(over) > 150 and max(over) <= 2 * 32 + 2 * 150, max(over)
+    paths, depth = net.positions()
+    lk = net.links
+    for v in np.flatnonzero(net.parent >= 0):
+        p = int(net.parent[v])
+        assert tuple(paths[v, : depth[v]]) == tuple(paths[p, : depth[p]]) + (int(lk.port_from_src[net.pedge[v]]),)
+    assert int(depth.max()) > 64
+
+
 @pytest.mark.slow
 def test_script_runs_and_rejects_bad_input() -> None:
     script = str(ROOT / "tools" / "simulate.py")
