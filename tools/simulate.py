@@ -102,6 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"announcements carried in several datagrams would allow, up to {MAX_DEPTH_BOUND} (routed "
                              f"headers of two u16 paths with a 1,280-byte payload in one datagram; docs/ROUTING.md "
                              f"\"Any depth\"). Hop limit 2 x D + 2")
+    parser.add_argument("--progress", type=int, default=0, metavar="N",
+                        help="every N cold-start rounds, print the round, the share under the final root, the max "
+                             "depth, nodes moved, CPU and peak RSS on stderr (for long runs; default 0: never)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     if not 2 <= args.nodes <= MAX_NODES:
@@ -117,6 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.trees > 1 and (args.repair or args.fail_nodes or args.fail_root or args.fail_leaf or args.fail_inner
                            or args.fail_root_link):
         parser.error("failures are simulated on one tree only: leave --trees at 1 with --repair / --fail-*")
+    if args.progress < 0:
+        parser.error("--progress must not be negative")
     if not 1 <= args.depth_bound <= MAX_DEPTH_BOUND:
         parser.error(f"--depth-bound must be between 1 and {MAX_DEPTH_BOUND}")
     if args.rogue_links < 1:
@@ -135,7 +140,7 @@ def options(args: argparse.Namespace) -> Options:
                    failures=chosen, rgg_radius=args.rgg_radius, root=args.root,
                    attack=Attack(args.blackholes, args.rogue_root, args.rogue_links, not args.no_ring),
                    trees=args.trees, link_rtt=args.link_rtt, parent_rule=args.parent_rule,
-                   depth_bound=args.depth_bound)
+                   depth_bound=args.depth_bound, progress=args.progress)
 
 
 def _fmt(value: Any) -> str:

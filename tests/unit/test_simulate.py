@@ -215,6 +215,28 @@ def test_a_depth_bound_what_if_places_a_chain_the_smaller_bound_splits(capsys: p
     assert whole["delivery"] == 1.0 and whole["delivery_honest"] == 1.0
 
 
+def test_depth_bounds_past_the_routed_header_and_negative_progress_are_refused() -> None:
+    """The what-if stops where two u16 paths and a 1,280-byte payload no longer fit one link datagram."""
+    from tools.sim.scenarios import MAX_DEPTH_BOUND
+    assert MAX_DEPTH_BOUND == (65475 - 48 - 1280) // 4 == 16036 and 2 * MAX_DEPTH_BOUND + 2 <= 0xFFFF
+    assert simulate.parse_args(["--topology", "chain", "--nodes", "50", "--depth-bound", "16036"]).depth_bound == 16036
+    for bad in (["--depth-bound", "0"], ["--depth-bound", "16037"], ["--progress", "-1"]):
+        with pytest.raises(SystemExit):
+            simulate.parse_args(["--topology", "chain", "--nodes", "50", *bad])
+
+
+def test_progress_lines_report_the_cold_start_every_n_rounds(capsys: pytest.CaptureFixture[str]) -> None:
+    """--progress N: one line on stderr every N cold-start rounds (long runs can be watched, or reported if cut)."""
+    assert simulate.main(["--topology", "chain", "--nodes", "30", "--seed", "1", "--progress", "5", "--json",
+                          "--pairs", "20", "--curve-pairs", "5", "--lookups", "5"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    lines = captured.err.splitlines()
+    assert lines and all(line.startswith(f"round {5 * (i + 1)}: ") for i, line in enumerate(lines))
+    assert 5 * len(lines) >= result["converge_rounds"]
+    assert f"max depth {result['max_tree_depth']}," in lines[-1] and "100.0% under the final root" in lines[-1]
+
+
 def test_the_chain_pool_reuses_freed_rows_without_overwriting_a_live_chain(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows of the chain pool keep their numbers and are reused once nobody points to them: through a cold start
     and several refresh waves (each renews every chain) on a 150-node chain with a small headroom, the pool stays

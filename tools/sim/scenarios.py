@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -60,6 +61,7 @@ class Options:
     link_rtt: str = "equal"  # "random": every link's RTT uniform in RANDOM_RTT (parent cost = (depth + 1) x RTT)
     parent_rule: str = "cost"  # "shallower": the proposed tree.py change (Network.parent_rule), measured only
     depth_bound: int = MAX_TREE_DEPTH  # larger: a what-if (announcements in several datagrams; ROUTING.md "Any depth")
+    progress: int = 0  # every this many cold-start rounds, one line on stderr (0: none)
 
 
 RANDOM_RTT = (0.005, 0.100)  # seconds: --link-rtt random draws each link's RTT uniformly from this range
@@ -171,6 +173,11 @@ def simulate(opts: Options) -> dict[str, Any]:
         if not root_round and bool(under.all()):
             root_round.append(sim.t)
         cold_curve.append(_rate(sim, curve_pairs) if root_round else 0.0)
+        if opts.progress and sim.t % opts.progress == 0:
+            print(f"round {sim.t}: {root_share[-1]:.1%} under the final root, max depth "
+                  f"{int(sim.depth[sim.alive].max())}, {sim.changed} nodes moved, {time.process_time() - cpu0:.1f} s CPU, "
+                  f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB", file=sys.stderr,
+                  flush=True)
 
     stable, converged = run_rounds(net, opts.max_rounds, cold_each)
     # Trees 1..k-1: the same links, each under its own key order (a salted hash of the keys), converged the same
