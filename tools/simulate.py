@@ -12,8 +12,9 @@ axiomnet.greedy (distances_to, greedy_choice), watermark and hop limit as axiomn
 axiomnet.bloom filters. It reports delivery and stretch over sampled pairs, rounds to converge from a cold
 start, tree depth, per-node state and lookup messages, and for each failure asked for the rounds until
 delivery over the live largest component is 100% again and until the forest is stable.
-A node that would sit deeper than MAX_TREE_DEPTH (655) cannot take a place in the root's tree: it roots a
-tree of its own, and pairs across trees fail; the report counts those nodes ("unplaced") and trees.
+A node that would sit deeper than MAX_TREE_DEPTH (606; --depth-bound D: a what-if) cannot take a place in the
+root's tree: it roots a tree of its own, and pairs across trees fail; the report counts those nodes ("unplaced")
+and trees.
 With --blackholes F and/or --rogue-root, hostile nodes drop everything they should relay or answer; the report
 adds delivery among honest pairs joined by honest paths (delivery_honest; by the tree alone: delivery_honest_tree),
 with the expanding-ring fallback and its message cost (tools/sim/adversary.py; --no-ring leaves it out).
@@ -21,7 +22,9 @@ What-ifs measured here only (docs/ROUTING.md "Stretch: protocol 2, and several t
 over the same links, each under its own key order, with greedy on the minimum distance over trees
 (axiomnet.greedy.forest_choice; a wire change the daemon does not have); --link-rtt random gives the links
 different RTTs, which tree.py's parent cost weighs; --parent-rule cost runs the parent rule tree.py had before
-the shallower rule (it oscillates with RTTs that differ).
+the shallower rule (it oscillates with RTTs that differ);
+--depth-bound D lets positions go D deep (hop limit 2 x D + 2), what announcements carried in several datagrams
+would allow (docs/ROUTING.md "Any depth").
 Needs the `sim` extra (pip install -e '.[sim]'). docs/ROUTING.md has the measured tables.
 """
 
@@ -38,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.sim.graphs import TOPOLOGIES  # noqa: E402
 from tools.sim.adversary import Attack  # noqa: E402
-from tools.sim.scenarios import Options, simulate  # noqa: E402
+from tools.sim.scenarios import MAX_DEPTH_BOUND, Options, simulate  # noqa: E402
+from axiomnet.constants import MAX_TREE_DEPTH  # noqa: E402
 
 MAX_NODES = 1_000_000
 
@@ -93,6 +97,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--parent-rule", choices=("cost", "shallower"), default="shallower",
                         help="shallower: tree.py's rule (default): a node whose parent is still a candidate moves only "
                              "to one above its own depth (no two-node cycles); cost: the rule before it, by cost alone")
+    parser.add_argument("--depth-bound", type=int, default=MAX_TREE_DEPTH, metavar="D",
+                        help=f"the deepest position a node may take (default MAX_TREE_DEPTH, {MAX_TREE_DEPTH}: what one "
+                             f"announcement datagram proves); larger is a what-if, measured here only: what "
+                             f"announcements carried in several datagrams would allow, up to {MAX_DEPTH_BOUND} (routed "
+                             f"headers of two u16 paths with a 1,280-byte payload in one datagram; docs/ROUTING.md "
+                             f"\"Any depth\"). Hop limit 2 x D + 2")
+    parser.add_argument("--progress", type=int, default=0, metavar="N",
+                        help="every N cold-start rounds, print the round, the share under the final root, the max "
+                             "depth, nodes moved, CPU and peak RSS on stderr (for long runs; default 0: never)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     if not 2 <= args.nodes <= MAX_NODES:
@@ -108,6 +121,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.trees > 1 and (args.repair or args.fail_nodes or args.fail_root or args.fail_leaf or args.fail_inner
                            or args.fail_root_link):
         parser.error("failures are simulated on one tree only: leave --trees at 1 with --repair / --fail-*")
+    if args.progress < 0:
+        parser.error("--progress must not be negative")
+    if not 1 <= args.depth_bound <= MAX_DEPTH_BOUND:
+        parser.error(f"--depth-bound must be between 1 and {MAX_DEPTH_BOUND}")
     if args.rogue_links < 1:
         parser.error("--rogue-links must be positive")
     if args.rgg_radius is not None and not 0 < args.rgg_radius < 1.5:
@@ -123,7 +140,8 @@ def options(args: argparse.Namespace) -> Options:
                    curve_pairs=args.curve_pairs, max_rounds=args.max_rounds, fail_nodes=args.fail_nodes,
                    failures=chosen, rgg_radius=args.rgg_radius, root=args.root,
                    attack=Attack(args.blackholes, args.rogue_root, args.rogue_links, not args.no_ring),
-                   trees=args.trees, link_rtt=args.link_rtt, parent_rule=args.parent_rule)
+                   trees=args.trees, link_rtt=args.link_rtt, parent_rule=args.parent_rule,
+                   depth_bound=args.depth_bound, progress=args.progress)
 
 
 def _fmt(value: Any) -> str:

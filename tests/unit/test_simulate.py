@@ -228,6 +228,62 @@ def test_chain_deeper_than_the_depth_bound_is_reported_not_hidden(capsys: pytest
     assert result["delivery_same_tree"] == 1.0
 
 
+def test_a_depth_bound_what_if_places_a_chain_the_smaller_bound_splits(capsys: pytest.CaptureFixture[str]) -> None:
+    """--depth-bound D is the bound the core's decisions and the hop limit (2 x D + 2) use: under a bound below the
+    chain's depth nodes root trees of their own (pairs across fail), under one above it every pair delivers."""
+    small = run_cli(capsys, "--topology", "chain", "--nodes", "60", "--seed", "1", "--depth-bound", "12")
+    assert small["depth_bound"] == 12 and small["max_tree_depth"] == 12
+    assert small["unplaced"] > 0 and small["trees"] > 1 and set(small["drops"]) == {"other_tree"}
+    whole = run_cli(capsys, "--topology", "chain", "--nodes", "60", "--seed", "1", "--depth-bound", "60")
+    assert whole["max_tree_depth"] > 12 and whole["trees"] == 1 and whole["unplaced"] == 0
+    assert whole["delivery"] == 1.0 and whole["delivery_honest"] == 1.0
+
+
+def test_depth_bounds_past_the_routed_header_and_negative_progress_are_refused() -> None:
+    """The what-if stops where two u16 paths and a 1,280-byte payload no longer fit one link datagram."""
+    from tools.sim.scenarios import MAX_DEPTH_BOUND
+    assert MAX_DEPTH_BOUND == (65475 - 48 - 1280) // 4 == 16036 and 2 * MAX_DEPTH_BOUND + 2 <= 0xFFFF
+    assert simulate.parse_args(["--topology", "chain", "--nodes", "50", "--depth-bound", "16036"]).depth_bound == 16036
+    for bad in (["--depth-bound", "0"], ["--depth-bound", "16037"], ["--progress", "-1"]):
+        with pytest.raises(SystemExit):
+            simulate.parse_args(["--topology", "chain", "--nodes", "50", *bad])
+
+
+def test_progress_lines_report_the_cold_start_every_n_rounds(capsys: pytest.CaptureFixture[str]) -> None:
+    """--progress N: one line on stderr every N cold-start rounds (long runs can be watched, or reported if cut)."""
+    assert simulate.main(["--topology", "chain", "--nodes", "30", "--seed", "1", "--progress", "5", "--json",
+                          "--pairs", "20", "--curve-pairs", "5", "--lookups", "5"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    lines = captured.err.splitlines()
+    assert lines and all(line.startswith(f"round {5 * (i + 1)}: ") for i, line in enumerate(lines))
+    assert 5 * len(lines) >= result["converge_rounds"]
+    assert f"max depth {result['max_tree_depth']}," in lines[-1] and "100.0% under the final root" in lines[-1]
+
+
+def test_the_chain_pool_reuses_freed_rows_without_overwriting_a_live_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of the chain pool keep their numbers and are reused once nobody points to them: through a cold start
+    and several refresh waves (each renews every chain) on a 150-node chain with a small headroom, the pool stays
+    within the live rows plus twice the headroom plus a round's new chains, and every node's chain row still holds
+    its parent's path plus the port its parent gave it."""
+    from tools.sim import engine
+    monkeypatch.setattr(engine, "HEADROOM_CELLS", 32 * 128)  # 32 rows of headroom once the rows are 128 wide
+    net = network_of(nx.path_graph(150), 2)
+    over = []
+    for _ in range(260):  # > 2 x the depth: the cold start, then 4+ refresh waves (CERT_REFRESH 30)
+        net.step()
+        if net.width == 128:
+            live = np.unique(np.concatenate([net.chain, net.st_chain[net.st_has]])).size
+            over.append(net.capacity - live)
+    assert len(over) > 150 and max(over) <= 2 * 32 + 2 * 150, max(over)
+    paths, depth = net.positions()
+    lk = net.links
+    for v in np.flatnonzero(net.parent >= 0):
+        p = int(net.parent[v])
+        assert tuple(paths[v, : depth[v]]) == tuple(paths[p, : depth[p]]) + (int(lk.port_from_src[net.pedge[v]]),)
+    assert int(depth.max()) > 64
+
+
 @pytest.mark.slow
 def test_script_runs_and_rejects_bad_input() -> None:
     script = str(ROOT / "tools" / "simulate.py")

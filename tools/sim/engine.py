@@ -52,6 +52,7 @@ LINK_DELAY = 0.001  # what is sent at a tick arrives this much later (as tests/u
 NO_KEY = -1  # padding of the key matrices (node 0 is a key)
 NO_ISSUE = np.iinfo(np.int64).max  # the oldest issue seq of an empty chain (nothing ages)
 CHUNK = 1 << 16  # rows per chunk of the ancestry check (bounds its temporary memory)
+HEADROOM_CELLS = 1 << 25  # free chain-pool cells kept between rounds (at most 2 rows per node): bounds the pool
 # Tree.tick's refresh timers: the root renews its certificates every CERT_REFRESH seqs, the others are a safety net.
 ROOT_EVERY, ROOT_CERT_AGE = CERT_REFRESH * HEARTBEAT_INTERVAL - HEARTBEAT_INTERVAL / 2, CERT_REFRESH
 NODE_EVERY, NODE_CERT_AGE = 1.5 * CERT_REFRESH * HEARTBEAT_INTERVAL, CERT_REFRESH + CERT_REFRESH // 2
@@ -129,9 +130,12 @@ class Network:
     """Every node's Tree state, one round at a time (see the module docstring)."""
 
     def __init__(self, links: Links, rank: IntArray, seq_start: int = 1, bits: IntArray | None = None,
-                 peer_dead_after: float | None = PEER_DEAD_AFTER) -> None:
+                 peer_dead_after: float | None = PEER_DEAD_AFTER, depth_bound: int = MAX_TREE_DEPTH) -> None:
         n, m = links.n, len(links)
         self.links = links
+        # MAX_TREE_DEPTH as deployed; a larger bound is a what-if (docs/ROUTING.md "Any depth": what announcements
+        # carried in several datagrams would allow).
+        self.depth_bound = depth_bound
         self.rank = np.asarray(rank, dtype=np.int64)
         self.nodes = np.arange(n, dtype=np.int64)
         self.t = 0
@@ -143,15 +147,16 @@ class Network:
         self.silent_since = np.full(m, np.inf)  # per edge u -> v: when u stopped reaching v
         self.removed = np.zeros(m, dtype=bool)  # v removed u
         # Chains live in a pool of rows (keys, ports, issue seqs, padded): a node's own chain and every chain a
-        # receiver holds of a sender point into it. Rows nobody points to are dropped when the pool fills.
+        # receiver holds of a sender point into it. A row keeps its number for life; rows nobody points to go
+        # back to the free list when it runs short (no copying: a deep chain's rows are wide).
         self.width = 8
         self.capacity = 0
+        self.free = np.zeros(0, dtype=np.int64)
         self.pk = np.zeros((0, self.width), dtype=np.int32)
         self.pp = np.zeros((0, self.width), dtype=np.uint16)
         self.pi = np.zeros((0, self.width), dtype=np.int64)
         self.pmin = np.zeros(0, dtype=np.int64)  # Announcement.oldest_issue of the chain alone
         self.pmax = np.zeros(0, dtype=np.int64)  # the newest issue seq of the chain (-1: empty)
-        self.used = 0
         # Tree.__init__: every node starts as its own root at seq_start.
         self.root = self.nodes.copy()  # -1 only inside a tick (_expire_root)
         self.seq = np.full(n, seq_start, dtype=np.int64)
@@ -174,6 +179,7 @@ class Network:
         self.st_seq = np.zeros(m, dtype=np.int64)
         self.st_depth = np.zeros(m, dtype=np.int64)
         self.st_chain = np.zeros(m, dtype=np.int64)  # pool row of the announced chain
+        self.st_loop = np.zeros(m, dtype=bool)  # the receiver's key is in that chain (rows never change: kept)
         self.st_up = np.full(m, -1, dtype=np.int64)  # the sender's parent as its chain names it (Tree.is_child)
         self.st_cert = np.zeros(m, dtype=bool)  # it gave v a certificate ...
         self.st_cert_issued = np.zeros(m, dtype=np.int64)  # ... issued at this seq
@@ -222,11 +228,10 @@ class Network:
 
     # --- the chain pool ----------------------------------------------------------------------------------
     def _alloc(self, count: int) -> IntArray:
-        """``count`` fresh empty rows of the pool (grown when full; rows keep their numbers within a round)."""
-        if self.used + count > self.capacity:
-            self._resize(np.arange(self.used, dtype=np.int64), max(2 * (self.used + count), 64))
-        rows = np.arange(self.used, self.used + count, dtype=np.int64)
-        self.used += count
+        """``count`` fresh empty rows of the pool (grown when the free list runs out)."""
+        if len(self.free) < count:
+            self._resize(max(2 * self.capacity, self.capacity + count, 64))
+        rows, self.free = self.free[:count], self.free[count:]
         self.pk[rows] = NO_KEY
         self.pp[rows] = 0
         self.pi[rows] = 0
@@ -234,35 +239,48 @@ class Network:
         self.pmax[rows] = -1
         return rows
 
-    def _resize(self, keep: IntArray, capacity: int) -> None:
-        """Keep the pool rows ``keep`` (renumbered 0.. in that order) in a pool of ``capacity`` rows."""
+    def _resize(self, capacity: int) -> None:
+        """A pool of ``capacity`` rows: every row keeps its number, the new ones are free."""
+        old = self.capacity
         pk = np.full((capacity, self.width), NO_KEY, dtype=np.int32)
         pp = np.zeros((capacity, self.width), dtype=np.uint16)
         pi = np.zeros((capacity, self.width), dtype=np.int64)
         pmin = np.full(capacity, NO_ISSUE, dtype=np.int64)
         pmax = np.full(capacity, -1, dtype=np.int64)
-        pk[: len(keep)], pp[: len(keep)], pi[: len(keep)] = self.pk[keep], self.pp[keep], self.pi[keep]
-        pmin[: len(keep)], pmax[: len(keep)] = self.pmin[keep], self.pmax[keep]
+        pk[:old], pp[:old], pi[:old], pmin[:old], pmax[:old] = self.pk, self.pp, self.pi, self.pmin, self.pmax
         self.pk, self.pp, self.pi, self.pmin, self.pmax = pk, pp, pi, pmin, pmax
-        self.capacity, self.used = capacity, len(keep)
+        self.free = np.concatenate([self.free, np.arange(old, capacity, dtype=np.int64)])
+        self.capacity = capacity
 
     def _compact(self) -> None:
-        """Between rounds: drop the rows nobody points to, and leave room for a round's new chains (at most two
-        per node: one at the tick, one on receiving)."""
+        """Between rounds: free the rows nobody points to when fewer are free than a round may need (at most two
+        new chains per node: one at the tick, one on receiving; fewer rows once the chains are wide, _alloc grows
+        the pool if a round needs more). When far more are free than that (the rows grew wider), the live rows are
+        renumbered into a smaller pool: only here, between rounds, do rows change numbers."""
         n = self.links.n
-        if self.capacity - self.used >= 2 * n:
+        headroom = max(64, min(2 * n, HEADROOM_CELLS // self.width))
+        if headroom <= len(self.free) <= 4 * headroom:
             return
-        live = np.unique(np.concatenate([self.chain, self.st_chain[self.st_has]]))
-        remap = np.full(self.capacity, -1, dtype=np.int64)
-        remap[live] = np.arange(len(live))
-        self.chain = remap[self.chain]
-        self.st_chain = np.where(self.st_has, remap[self.st_chain], 0)
-        self._resize(live, max(2 * (len(live) + 2 * n), 64))
+        live = np.zeros(self.capacity, dtype=bool)
+        live[self.chain] = True
+        live[self.st_chain[self.st_has]] = True
+        self.free = np.flatnonzero(~live)
+        if len(self.free) > 4 * headroom:
+            keep = np.flatnonzero(live)
+            remap = np.full(self.capacity, -1, dtype=np.int64)
+            remap[keep] = np.arange(len(keep))
+            self.chain = remap[self.chain]
+            self.st_chain = np.where(self.st_has, remap[self.st_chain], 0)
+            self.pk, self.pp, self.pi = self.pk[keep], self.pp[keep], self.pi[keep]
+            self.pmin, self.pmax = self.pmin[keep], self.pmax[keep]
+            self.capacity, self.free = len(keep), np.zeros(0, dtype=np.int64)
+        if len(self.free) < 2 * headroom:
+            self._resize(self.capacity + 2 * headroom - len(self.free))
 
     def _grow(self, need: int) -> None:
         if need <= self.width:
             return
-        width = min(max(need, 2 * self.width), MAX_TREE_DEPTH)
+        width = min(max(need, 2 * self.width), self.depth_bound)
         for name, fill in (("pk", NO_KEY), ("pp", 0), ("pi", 0)):
             old = getattr(self, name)
             new = np.full((old.shape[0], width), fill, dtype=old.dtype)
@@ -346,12 +364,13 @@ class Network:
         now = self.t * HEARTBEAT_INTERVAL
         self._compact()
         self.changed_extra = 0  # nodes that removed a silent neighbour (their routing tables changed)
-        before = (self.root.copy(), self.parent.copy(), self.depth.copy(), self.pp[self.chain].copy())
+        before = (self.root.copy(), self.parent.copy(), self.depth.copy(), self.chain.copy())
         self._tick(now)
         self._receive(now + LINK_DELAY)
         self._grow(int(self.depth.max(initial=0)))
         moved = (self.root != before[0]) | (self.parent != before[1]) | (self.depth != before[2])
-        moved |= (self.pp[self.chain][:, : before[3].shape[1]] != before[3]).any(axis=1)
+        other = np.flatnonzero(self.chain != before[3])  # a new row: did the path change (or only issue seqs)?
+        moved[other] |= (self.pp[self.chain[other]] != self.pp[before[3][other]]).any(axis=1)
         self.changed = int(np.count_nonzero(moved & self.alive)) + self.changed_extra
 
     def _remove_silent(self, now: float) -> None:
@@ -409,7 +428,7 @@ class Network:
         marks a parent whose beats stopped for NEIGHBOUR_TIMEOUT silent, as Tree._candidates does."""
         lk = self.links
         d = lk.dst
-        e = np.flatnonzero(self.alive[d] & self.st_has & self.st_cert & (self.st_depth + 1 <= MAX_TREE_DEPTH)
+        e = np.flatnonzero(self.alive[d] & self.st_has & self.st_cert & (self.st_depth + 1 <= self.depth_bound)
                            & ~self.st_silent)
         d = d[e]
         same = self.st_root[e] == self.root[d]
@@ -423,7 +442,7 @@ class Network:
         e, d = e[ok], d[ok]
         keep = ~self.is_dead(d, self.st_root[e], self.st_seq[e])
         e, d = e[keep], d[keep]
-        e = e[~self.contains(self.st_chain[e], self.st_depth[e], lk.dst[e])]
+        e = e[~self.st_loop[e]]
         if self.parent_rule == "shallower":
             d = lk.dst[e]
             settled = np.zeros(lk.n, dtype=bool)  # its parent is still a candidate
@@ -669,6 +688,7 @@ class Network:
         self.st_has[e] = True
         self.st_root[e], self.st_seq[e], self.st_depth[e] = sel["root"], sel["seq"], sel["depth"]
         self.st_chain[e], self.st_up[e] = sel["chain"], sel["up"]
+        self.st_loop[e] = self.contains(sel["chain"], sel["depth"], v)  # Tree._candidates' ancestry check, once
         self.st_cert[e], self.st_cert_issued[e] = sel["cert"], sel["cert_issued"]
         self.st_at[e] = at
         self.st_silent[e] = False
@@ -684,8 +704,8 @@ class Network:
         took = self._accept_beats(b, b_root, b_seq, at)
         self._forward(took, np.where(earlier, child_new, child_old))
         # Tree._on_announcement: the parent's is followed (below); the rest marks what we owe the sender.
-        follow = (u == self.parent[v]) & sel["cert"] & (sel["root"] != v) & (sel["depth"] + 1 <= MAX_TREE_DEPTH)
-        follow &= ~self.contains(sel["chain"], sel["depth"], v)
+        follow = (u == self.parent[v]) & sel["cert"] & (sel["root"] != v) & (sel["depth"] + 1 <= self.depth_bound)
+        follow &= ~self.st_loop[e]
         f, pe = v[follow], e[follow]
         moved_root = np.zeros(lk.n, dtype=bool)
         moved_root[f] = self.st_root[pe] != self.root[f]

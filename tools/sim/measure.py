@@ -126,7 +126,7 @@ class Forwarding:
         if hop == NO_HOP:
             trace.reason = "no_route"
             return trace
-        watermark, hop_limit = distance, HOP_LIMIT
+        watermark, hop_limit = distance, HOP_LIMIT if self.net.depth_bound == MAX_TREE_DEPTH else 2 * self.net.depth_bound + 2
         while True:
             y = int(self.net.links.src[hop])
             trace.hops += 1
@@ -304,7 +304,7 @@ def state_bytes(net: Network, filters: Filters | None) -> dict[str, float]:
         wire = np.minimum(2 + 2 * bits, 2 + RAW_SIZE)  # Bloom.encode: sparse while shorter than the raw bits
         out["bloom_wire_bytes_mean"] = float(wire[alive & (net.parent >= 0)].mean()) if (net.parent >= 0).any() else 0.0
     # Bounded caches (axiomnet/constants.py): worst case, whatever the network's size.
-    path = 2 * MAX_TREE_DEPTH
+    path = 2 * net.depth_bound
     out["bounded_caches_bytes"] = float(
         MAX_LOOKUP_CACHE * (16 + 32 + 32 + path + 8)  # Pathfinder cache: address, root, key, path, expiry
         + MAX_HOP_CACHE * (path + 16)  # Forwarder next-hop cache: destination path -> (index, distance)

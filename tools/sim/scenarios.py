@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -14,10 +15,12 @@ from scipy.sparse.csgraph import connected_components
 
 from axiomnet.constants import (
     HEARTBEAT_INTERVAL,
+    MAX_ANNOUNCEMENT_SIZE,
     MAX_TREE_DEPTH,
     NEIGHBOUR_TIMEOUT,
     ROOT_TIMEOUT,
 )
+from axiomnet.routed import FIXED_SIZE as ROUTED_FIXED_SIZE
 from tools.sim import graphs
 from tools.sim.adversary import Attack, add_rogue, choose_blackholes, honest_component, honest_delivery
 from tools.sim.engine import FILTER_LINKS_MAX, NODE_EVERY, Links, Network
@@ -57,9 +60,15 @@ class Options:
     trees: int = 1  # k trees over the same links, each under its own root order (salted root hashes; a wire change)
     link_rtt: str = "equal"  # "random": every link's RTT uniform in RANDOM_RTT (parent cost = (depth + 1) x RTT)
     parent_rule: str = "shallower"  # tree.py's rule; "cost": the rule before it (Network.parent_rule), measured only
+    depth_bound: int = MAX_TREE_DEPTH  # larger: a what-if (announcements in several datagrams; ROUTING.md "Any depth")
+    progress: int = 0  # every this many cold-start rounds, one line on stderr (0: none)
 
 
 RANDOM_RTT = (0.005, 0.100)  # seconds: --link-rtt random draws each link's RTT uniformly from this range
+# The deepest --depth-bound: a routed packet carrying two paths that deep (2 bytes a port) and a 1,280-byte payload
+# still fits one link datagram (docs/PROTOCOL.md §6.1), so the bound is the routed header's, not the announcement's.
+MIN_PAYLOAD = 1280
+MAX_DEPTH_BOUND = (MAX_ANNOUNCEMENT_SIZE - ROUTED_FIXED_SIZE - MIN_PAYLOAD) // 4
 
 
 def _components(net: Network, graph: graphs.Graph) -> np.ndarray:
@@ -144,7 +153,7 @@ def simulate(opts: Options) -> dict[str, Any]:
     links = Links(n, graph.u, graph.v, order, rtt=rtt)
     addresses = [b"\xfc" + rng.bytes(15) for _ in range(n)]
     bits = address_bits(addresses) if len(links) <= FILTER_LINKS_MAX else None  # filter-driven announcements
-    net = Network(links, rank, bits=bits)
+    net = Network(links, rank, bits=bits, depth_bound=opts.depth_bound)
     net.parent_rule = opts.parent_rule
     built = time.perf_counter()
 
@@ -164,6 +173,11 @@ def simulate(opts: Options) -> dict[str, Any]:
         if not root_round and bool(under.all()):
             root_round.append(sim.t)
         cold_curve.append(_rate(sim, curve_pairs) if root_round else 0.0)
+        if opts.progress and sim.t % opts.progress == 0:
+            print(f"round {sim.t}: {root_share[-1]:.1%} under the final root, max depth "
+                  f"{int(sim.depth[sim.alive].max())}, {sim.changed} nodes moved, {time.process_time() - cpu0:.1f} s CPU, "
+                  f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB", file=sys.stderr,
+                  flush=True)
 
     stable, converged = run_rounds(net, opts.max_rounds, cold_each)
     # Trees 1..k-1: the same links, each under its own key order (a salted hash of the keys), converged the same
@@ -174,7 +188,7 @@ def simulate(opts: Options) -> dict[str, Any]:
         rank_t = np.random.default_rng([opts.seed, 3, t]).permutation(n)
         if attack.rogue_root:
             rank_t[[n - 1, int(np.argmin(rank_t))]] = rank_t[[int(np.argmin(rank_t)), n - 1]]
-        net_t = Network(links, rank_t, bits=bits)
+        net_t = Network(links, rank_t, bits=bits, depth_bound=opts.depth_bound)
         net_t.parent_rule = opts.parent_rule
         ok_t, last_t = run_rounds(net_t, opts.max_rounds, lambda sim: None)
         stable &= ok_t
@@ -224,7 +238,7 @@ def simulate(opts: Options) -> dict[str, Any]:
         "converge_rounds": converged, "converged": stable, "one_root_round": root_round[0] if root_round else None,
         "cold_start_delivery_round": None if cold_settled is None else cold_settled + 1,  # curve[i]: round i+1
         "max_tree_depth": int(net.depth[net.alive].max()), "mean_tree_depth": float(net.depth[comp].mean()),
-        "depth_bound": MAX_TREE_DEPTH,
+        "depth_bound": opts.depth_bound,
         "trees": int(np.unique(net.root[net.alive]).size),
         "unplaced": int(len(comp) - len(in_main)),
         "lookup_messages_mean": float(np.mean(msgs)) if msgs else float("nan"),
