@@ -415,12 +415,14 @@ class SessionActor(HostedActor):
             self.counters["punched_link_silent"] += 1
             self._went_down("punched link silent")
             return
-        if self.up and not self._silent and now >= (session.last_heard or self.created) + PEER_DEAD_AFTER:
+        peer_key = session.remote_static
+        silent_since = (session.last_heard or self.created) + PEER_DEAD_AFTER
+        if self.up and not self._silent and peer_key is not None and now >= silent_since:
             # Link liveness (docs/ROUTING.md §2.5): the peer keeps alive every LINK_KEEPALIVE; this much silence is
             # two lost keepalives and a margin. The router withdraws its routes; the keepalives below go on.
             self._silent = True
             self.counters["peer_silent"] += 1
-            tell(self.refs.get("router"), m.PeerSilent(session.remote_static, self.actor_ref))
+            tell(self.refs.get("router"), m.PeerSilent(peer_key, self.actor_ref))
         if self.keepalive is not None and self.up:
             if now >= self._last_tx + self.keepalive:
                 self.counters["tx_keepalives"] += 1
