@@ -151,9 +151,32 @@ class RouteOut:
 
 @dataclass(frozen=True)
 class Delivered:
-    """End-to-end datagrams routed to us, each with the routed header's source address (router -> e2e)."""
+    """End-to-end datagrams routed to us, each with the routed header's source address (router -> e2e; or the
+    session that decrypted them -> e2e, ``via_router`` False: the router has not heard of them, PathActivity)."""
 
     items: list[tuple[bytes, bytes]]
+    via_router: bool = True
+
+
+@dataclass(frozen=True)
+class OriginRoutes(Urgent):
+    """The router's origin decisions (axiomnet/fastpath.py OriginTable, immutable: a new one per change), router ->
+    e2e: datagrams for a destination it holds go from the e2e actor straight to the next hop's session."""
+
+    table: Any
+
+
+@dataclass(frozen=True)
+class PathActivity(Urgent):
+    """What the router did not see of our end-to-end traffic (e2e -> router, at most every RING_TICK): sources we
+    heard from (their latest time), destinations we sent to since we last heard them (the first such send), and
+    how many datagrams went out and came in past it. It keeps the pathfinder's dead-path clocks (``sent``, ``heard``)
+    and the forwarder's counters as if every datagram had crossed the router."""
+
+    heard: tuple[tuple[bytes, float], ...]
+    sent: tuple[tuple[bytes, float], ...]
+    originated: int
+    delivered: int
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import OrderedDict
+from types import MappingProxyType
 from typing import Any
 
 from loguru import logger
@@ -39,7 +40,12 @@ from axiomnet.actors.base import SupervisedActor, bounded_tell, run_or_tell, tel
 
 
 _CARRIES_E2E = (Kind.TRAFFIC, Kind.SOURCE_ROUTED)  # routed kinds whose payload is an end-to-end datagram
+_SOURCE_ROUTED = int(Kind.SOURCE_ROUTED)
 TIMER_FLOOR = 0.01  # the router's own timer fires at most this often (a deadline in the past waits this long)
+
+
+def _same_origin(a: fastpath.Origin | None, b: fastpath.Origin) -> bool:
+    return a is not None and a[0] is b[0] and a[1] == b[1] and a[2] == b[2]
 
 
 class RouterActor(SupervisedActor):
@@ -69,6 +75,7 @@ class RouterActor(SupervisedActor):
         self._noise_keys: dict[bytes, bytes | None] = {}  # Ed25519 -> Noise key of chain nodes (a conversion: ~0.3 ms)
         self._ring_at = now  # when ring searches and dead paths were last stepped (RING_TICK)
         self._relay_table = fastpath.EMPTY  # published to every link session (the relay fast path)
+        self._origin_table = fastpath.NO_ORIGINS  # published to the e2e actor (the origin fast path)
         self._wake_told: float | None = None  # the pathfinder deadline our timer was last armed for
 
     def setup(self) -> None:
@@ -76,7 +83,8 @@ class RouterActor(SupervisedActor):
 
     def handle(self, message: Any) -> Any:
         now = time.monotonic()
-        if now - self._ring_at >= RING_TICK and isinstance(message, (m.RouteOut, m.RoutedFromLink, m.Resolve)):
+        if now - self._ring_at >= RING_TICK and isinstance(message, (m.RouteOut, m.RoutedFromLink, m.Resolve,
+                                                                     m.PathActivity)):
             # Between heartbeats too, while traffic flows: a ring search widens every RING_STEP x TTL, and a path
             # found dead is searched for at once, not at the next heartbeat.
             self._ring_at = now
@@ -85,6 +93,9 @@ class RouterActor(SupervisedActor):
             started = self.pathfinder.stats["lookups_sent"]
             self._dispatch(self.forwarder.send(message.dst, message.datagrams, now))
             self._lookup_started(message.dst, started, now)
+            self._learn_origin(message.dst, now)
+        elif isinstance(message, m.PathActivity):
+            self._path_activity(message, now)
         elif isinstance(message, m.Resolve):
             started = self.pathfinder.stats["lookups_sent"]
             self._dispatch(self.forwarder.resolve(message.dst, now))
@@ -142,7 +153,13 @@ class RouterActor(SupervisedActor):
         if table.hops and (table.version != self.tree.version or self._corrupt_left
                            or isinstance(message, m.HeartbeatTick)):
             self._publish_relays(fastpath.EMPTY)  # decisions live at most one heartbeat and one tree version
+        if self._origin_table.routes and not isinstance(message, m.RouteOut):
+            self._check_origins(now)
         return None
+
+    def rewired(self, role: str) -> None:
+        if role == "e2e" and self._origin_table.routes:  # the new e2e actor starts with no origin decisions
+            tell(self.refs.get("e2e"), m.OriginRoutes(self._origin_table))
 
     def _arm(self, now: float) -> None:
         """Wake at the pathfinder's next deadline (not earlier than TIMER_FLOOR from now: never a spin)."""
@@ -157,12 +174,18 @@ class RouterActor(SupervisedActor):
 
     # --- the relay fast path (axiomnet/fastpath.py) --------------------------------------------------
     def _learn_relays(self, packets: list[bytes], now: float) -> None:
-        """Publish our decisions for relayed TRAFFIC headers not yet in the table, so that the link sessions
-        relay the rest of those flows themselves (never while a fault is injected: those must come here)."""
+        """Publish our decisions for relayed TRAFFIC and SOURCE_ROUTED headers not yet in the table, so that the link
+        sessions relay the rest of those flows themselves (never while a fault is injected: those must come here)."""
         if self._corrupt_left:
             return
 
         def decide(data: bytes) -> fastpath.Decision | None:
+            if data[0] == _SOURCE_ROUTED:
+                source = self.forwarder.source_decision(data, now)
+                if source is None:
+                    return None
+                ref = self.sessions.get(source[0])
+                return None if ref is None or source[0] in self.dead else (ref, source[1], None)
             decision = self.forwarder._traffic_decision(data, now)
             if decision is None or decision[0] not in (_DIRECT, _RELAY):
                 return None
@@ -173,6 +196,54 @@ class RouterActor(SupervisedActor):
         table = fastpath.learn(self._relay_table, packets, decide, self.tree.version)
         if table is not None:
             self._publish_relays(table)
+
+    # --- the origin fast path (axiomnet/fastpath.py OriginTable) -------------------------------------
+    def _origin(self, dst: bytes, now: float) -> fastpath.Origin | None:
+        """What Forwarder.send does with datagrams for ``dst`` now, as a published decision (None: keep them coming)."""
+        decision = self.forwarder.origin(dst, now)
+        if decision is None:
+            return None
+        key, head, clocked = decision
+        ref = self.sessions.get(key)
+        return None if ref is None or key in self.dead else (ref, head, clocked)
+
+    def _learn_origin(self, dst: bytes, now: float) -> None:
+        """After datagrams for ``dst`` came through here: publish the decision for the rest of them to the e2e actor."""
+        origin = self._origin(dst, now)
+        routes = self._origin_table.routes
+        if origin is None or _same_origin(routes.get(dst), origin):
+            return
+        fresh = dict(routes) if len(routes) < fastpath.MAX_ORIGIN_ENTRIES else {}
+        fresh[dst] = origin
+        self._publish_origins(fresh)
+
+    def _check_origins(self, now: float) -> None:
+        """After anything that may change a decision (a tree or pathfinder change, a link down, a heartbeat, a dead
+        path found), each published decision is made again; the table is published anew if one changed."""
+        routes = self._origin_table.routes
+        fresh = {}
+        for dst in routes:
+            origin = self._origin(dst, now)
+            if origin is not None:
+                fresh[dst] = origin
+        if len(fresh) != len(routes) or not all(_same_origin(routes[dst], o) for dst, o in fresh.items()):
+            self._publish_origins(fresh)
+
+    def _publish_origins(self, routes: dict[bytes, fastpath.Origin]) -> None:
+        self._origin_table = fastpath.OriginTable(MappingProxyType(routes)) if routes else fastpath.NO_ORIGINS
+        self.counters["origin_tables_published"] += 1
+        tell(self.refs.get("e2e"), m.OriginRoutes(self._origin_table))
+
+    def _path_activity(self, message: m.PathActivity, now: float) -> None:
+        """What the e2e actor sent and heard past us: the pathfinder's dead-path clocks and the counters, as if it
+        had all come through here (heard first: a send it reports is later than anything it heard from there)."""
+        for src, at in message.heard:
+            self.pathfinder.heard(src, at)
+        for dst, since in message.sent:
+            self.pathfinder.sent(dst, since)
+        stats = self.forwarder.stats
+        stats["originated"] += message.originated
+        stats["delivered"] += message.delivered
 
     def _publish_relays(self, table: fastpath.RelayTable) -> None:
         self._relay_table = table

@@ -11,6 +11,13 @@ a check that fails) goes to the router, which counts and handles it as always.
 A table is only as good as the tree it was decided in: the router replaces it with an empty one when a
 coordinate changes (``version``) and at every heartbeat, so a decision lives at most one heartbeat, as the
 forwarder's own cache does. The link values are opaque here (the actors use session refs).
+
+The two ends of a relayed path skip the router the same way. At the origin, the router publishes an
+:class:`OriginTable`: per destination address, the next hop's link and the routed header ``Forwarder.send`` would put
+in front of end-to-end datagrams for it (``Forwarder.origin``), so the e2e actor hands a sealed batch straight to that
+session. At the destination, TRAFFIC for our own address needs no decision at all (the router only ever delivers
+it): the session that decrypted it hands the payloads to the e2e actor (:func:`deliverable`), after the same header
+checks the router makes.
 """
 
 from __future__ import annotations
@@ -20,19 +27,26 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from axiomnet.routed import FIXED_SIZE, Kind, forwarded, header_end, hop_limit_and_watermark
+from axiomnet.errors import RemoteProtocolError
+from axiomnet.routed import DESTINATION, FIXED_SIZE, SOURCE, Kind, decode_routed, forwarded, header_end, hop_limit_and_watermark
 
 MAX_RELAY_ENTRIES = 4096  # headers (flows) one table holds; past it the next table starts afresh
+MAX_ORIGIN_ENTRIES = 1024  # destinations one origin table holds; past it the next table starts afresh
 _TRAFFIC = int(Kind.TRAFFIC)
+_SOURCE_ROUTED = int(Kind.SOURCE_ROUTED)
+_RELAYED_KINDS = (_TRAFFIC, _SOURCE_ROUTED)
 
-# What the router decided for a header: (the next hop's link, our tree distance to the destination, whether the
-# destination is that neighbour itself: then there is no watermark to check and the distance is 0).
-Decision = tuple[Any, int, bool]
+# What the router decided for a header: for TRAFFIC (the next hop's link, our tree distance to the destination,
+# whether the destination is that neighbour itself: then there is no watermark to check and the distance is 0); for
+# SOURCE_ROUTED (the link its route names at our index, that index, None): a packet is relayed here only if its
+# watermark is that index (the router reads the port at the watermark; the next hop reads the one after it).
+Decision = tuple[Any, int, bool | None]
 
 
 @dataclass(frozen=True)
 class RelayTable:
-    """Relay decisions keyed by a TRAFFIC packet's header (bytes 8 to the end of its paths), for one tree version."""
+    """Relay decisions keyed by a TRAFFIC or SOURCE_ROUTED packet's header (bytes 8 to the end of its paths), for
+    one tree version."""
 
     version: int = -1
     hops: Mapping[bytes, Decision] = field(default_factory=lambda: MappingProxyType({}))
@@ -45,9 +59,10 @@ EMPTY = RelayTable()
 
 
 def header_key(data: bytes) -> bytes | None:
-    """The part of a TRAFFIC packet's routed header a relay decision depends on; None for anything else."""
+    """The part of a TRAFFIC or SOURCE_ROUTED packet's routed header a relay decision depends on (the kind is in
+    the decision's check, not in the key); None for anything else."""
     n = len(data)
-    if n < FIXED_SIZE or data[0] != _TRAFFIC or data[1] != 0:  # a reserved byte set: the router refuses it
+    if n < FIXED_SIZE or data[0] not in _RELAYED_KINDS or data[1] != 0:  # a reserved byte set: the router refuses it
         return None
     end = header_end(data)
     return data[8:end] if end <= n else None  # bytes 2..7 are the hop limit and the watermark (PROTOCOL §6.1)
@@ -79,8 +94,9 @@ def learn(table: RelayTable, packets: Iterable[bytes], decide: Callable[[bytes],
 
 def split(table: RelayTable, packets: list[bytes]) -> tuple[dict[Any, list[bytes]], list[bytes]]:
     """(packets to relay, per next-hop link, already forwarded: hop limit down by one, the watermark ours; the
-    packets the router must see). A packet is relayed here only if its header is in ``table``, its hop limit is
-    above 1 and, unless the next hop is its destination, our distance is below its watermark."""
+    packets the router must see). A packet is relayed here only if its header is in ``table`` for its kind and its
+    hop limit is above 1; TRAFFIC, unless the next hop is its destination, only if our distance is below its
+    watermark; SOURCE_ROUTED only if its watermark is the route index decided (it leaves with the next index)."""
     hops = table.hops
     if not hops:
         return {}, packets
@@ -92,13 +108,64 @@ def split(table: RelayTable, packets: list[bytes]) -> tuple[dict[Any, list[bytes
         if decision is not None:
             link, distance, direct = decision
             hop_limit, watermark = hop_limit_and_watermark(data)
-            if hop_limit > 1 and (direct or distance < watermark):
-                packet = forwarded(data, hop_limit - 1, distance)
+            if direct is None:  # a source route's decision (the key leaves out the kind: checked here)
+                ok, next_mark = data[0] == _SOURCE_ROUTED and hop_limit > 1 and watermark == distance, distance + 1
+            else:
+                ok, next_mark = data[0] == _TRAFFIC and hop_limit > 1 and (direct or distance < watermark), distance
+            if ok:
+                packet = forwarded(data, hop_limit - 1, next_mark)
                 group = out.get(link)
                 if group is None:
                     out[link] = [packet]
                 else:
                     group.append(packet)
                 continue
+        rest.append(data)
+    return out, rest
+
+
+# What the router decided for datagrams we originate to one destination: (the next hop's link, the routed header to
+# put in front of each, whether the destination is a looked-up one whose dead-path clock runs: Pathfinder.sent).
+Origin = tuple[Any, bytes, bool]
+
+
+@dataclass(frozen=True)
+class OriginTable:
+    """Origin decisions keyed by destination address (immutable: the router publishes a new one per change)."""
+
+    routes: Mapping[bytes, Origin] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __len__(self) -> int:
+        return len(self.routes)
+
+
+NO_ORIGINS = OriginTable()
+
+
+def deliverable(packets: list[bytes], me: bytes) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+    """(the (source address, payload) pairs of the TRAFFIC and SOURCE_ROUTED packets for ``me``, as
+    ``Forwarder.receive`` delivers them;
+    every other packet, in order, for the router). The full header check (``decode_routed``) is made once per header
+    in the batch, as the router's own fast path does; a header it refuses goes to the router, which counts it."""
+    out: list[tuple[bytes, bytes]] = []
+    rest: list[bytes] = []
+    checked: dict[bytes, bool] = {}
+    for data in packets:
+        n = len(data)
+        if n >= FIXED_SIZE and data[0] in _RELAYED_KINDS and data[DESTINATION] == me:
+            end = header_end(data)
+            if end <= n:
+                key = data[8:end]
+                ok = checked.get(key)
+                if ok is None:
+                    try:
+                        header = decode_routed(data)
+                        ok = header.dst == me
+                    except RemoteProtocolError:
+                        ok = False
+                    checked[key] = ok
+                if ok:
+                    out.append((data[SOURCE], data[end:]))
+                    continue
         rest.append(data)
     return out, rest

@@ -208,6 +208,44 @@ class Forwarder:
             self.pathfinder.sent(dst, now)
         return out
 
+    def origin(self, dst: bytes, now: float) -> tuple[bytes, bytes, bool] | None:
+        """What :meth:`send` would do with end-to-end payloads for ``dst`` right now, when it sends them at once as
+        TRAFFIC or SOURCE_ROUTED: (the link, the routed header it puts in front of each, whether it starts ``dst``'s
+        dead-path clock: any destination but a neighbour); None when it would do anything else (a lookup to wait
+        for, a lost route: those keep going through :meth:`send`). It changes nothing :meth:`send` would not
+        (an idle source route or an expired cache entry is dropped). The router publishes these decisions to the e2e
+        actor (axiomnet/fastpath.py OriginTable)."""
+        direct = self.tree.neighbour_by_address(dst)
+        if direct is not None:
+            return direct, self._neighbour_head(dst), False
+        ports = self.pathfinder.source_route(dst, now)
+        if ports is not None:
+            key = self._port_key(ports[0], now)
+            if key is not None:
+                return key, self._source_head(Kind.SOURCE_ROUTED, dst, ports, ()), True
+        coords = self.pathfinder.route(dst, now)
+        if coords is None or coords.root != self.tree.root or self.pathfinder.asked_from(dst) != self.tree.path:
+            return None
+        key, distance = self.decide(coords.path, now)
+        if key is None:
+            return None
+        return key, self._head(Kind.TRAFFIC, dst, coords.path, distance), True
+
+    def _head(self, kind: Kind, dst: bytes, dst_path: tuple[int, ...], distance: int) -> bytes:
+        """The routed header of a packet we originate towards ``dst_path`` (our distance to it is the watermark)."""
+        return encode_routed(kind, root_tag=root_tag(self.tree.root), dst=dst, src=self.address, dst_path=dst_path,
+                             src_path=self.tree.path, payload=b"", hop_limit=HOP_LIMIT, watermark=distance)
+
+    def _source_head(self, kind: Kind, dst: bytes, route: tuple[int, ...], back: tuple[int, ...]) -> bytes:
+        """The routed header of a packet we send along ``route`` (the next hop takes the port at index 1)."""
+        return encode_routed(kind, root_tag=root_tag(self.tree.root), dst=dst, src=self.address, dst_path=route,
+                             src_path=back, payload=b"", hop_limit=HOP_LIMIT, watermark=1)
+
+    def _neighbour_head(self, dst: bytes) -> bytes:
+        """The routed header of a packet to the neighbour that owns ``dst`` (no path: it is the next hop)."""
+        return encode_routed(Kind.TRAFFIC, root_tag=root_tag(self.tree.root), dst=dst, src=self.address, dst_path=(),
+                             src_path=self.tree.path, payload=b"", watermark=0)
+
     def _port_key(self, port: int, now: float) -> bytes | None:
         self._refresh(now)
         return self._ports.get(port)
@@ -220,9 +258,7 @@ class Forwarder:
         if key is None:
             self.stats["dropped_no_port"] += len(payloads)
             return
-        head = encode_routed(kind, root_tag=root_tag(self.tree.root), dst=dst, src=self.address, dst_path=route,
-                             src_path=back, payload=b"", hop_limit=HOP_LIMIT, watermark=1)
-        self._send_all(key, head, payloads, out)
+        self._send_all(key, self._source_head(kind, dst, route, back), payloads, out)
         self.stats["source_routed_sent"] += len(payloads)
 
     def resolve(self, dst: bytes, now: float) -> Output:
@@ -250,9 +286,7 @@ class Forwarder:
             self.stats["dropped_no_route"] += len(payloads)
             return
         # Every packet of the batch has the same header: built once, prepended to each payload.
-        head = encode_routed(kind, root_tag=root_tag(self.tree.root), dst=dst, src=self.address, dst_path=dst_path,
-                             src_path=self.tree.path, payload=b"", hop_limit=HOP_LIMIT, watermark=distance)
-        self._send_all(key, head, payloads, out)
+        self._send_all(key, self._head(kind, dst, dst_path, distance), payloads, out)
 
     def _send_all(self, key: bytes, head: bytes, payloads: list[bytes], out: Output) -> None:
         packets = [head + payload for payload in payloads]
@@ -284,9 +318,7 @@ class Forwarder:
                 del self._ports[port]
 
     def _to_neighbour(self, key: bytes, dst: bytes, payloads: Iterable[bytes], out: Output) -> None:
-        head = encode_routed(Kind.TRAFFIC, root_tag=root_tag(self.tree.root), dst=dst, src=self.address, dst_path=(),
-                             src_path=self.tree.path, payload=b"", watermark=0)
-        self._send_all(key, head, list(payloads), out)
+        self._send_all(key, self._neighbour_head(dst), list(payloads), out)
 
     def _lookup(self, dst: bytes, nonce: int, out: Output) -> None:
         targets = self.tree.lookup_targets(dst)
@@ -480,6 +512,20 @@ class Forwarder:
             return None
         key, distance = self.decide(header.dst_path, now)
         return None if key is None else (_RELAY, key, distance)
+
+    def source_decision(self, data: bytes, now: float) -> tuple[bytes, int] | None:
+        """What ``_relay_source`` does with SOURCE_ROUTED packets of this packet's header and watermark whatever
+        their hop limit: (the link, the route index it reads); None for anything else (ours, malformed, the end of
+        the route, no such port: those go the general way every time)."""
+        try:
+            header = decode_routed(data)
+        except RemoteProtocolError:
+            return None
+        index = header.watermark
+        if header.kind is not Kind.SOURCE_ROUTED or header.dst == self.address or index >= len(header.dst_path):
+            return None
+        key = self._port_key(header.dst_path[index], now)
+        return None if key is None else (key, index)
 
     def _relay(self, data: bytes, header: RoutedHeader, out: Output, now: float) -> None:
         direct = self.tree.neighbour_by_address(header.dst)

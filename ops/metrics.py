@@ -44,7 +44,7 @@ _DROPS_BY_NAME = frozenset({
     "control_not_queued"})
 # The router's counters that are not drops: what it sent, relayed, delivered or noticed.
 ROUTER_OUTCOMES = frozenset({
-    "relay_tables_published", "fault_corrupted", "link_packets", "peers_withdrawn",
+    "relay_tables_published", "origin_tables_published", "fault_corrupted", "link_packets", "peers_withdrawn",
     "fwd_originated", "fwd_relayed", "fwd_delivered", "fwd_lookups_forwarded", "fwd_lookups_answered",
     "fwd_path_broken_sent", "fwd_ring_messages_sent", "fwd_ring_forwarded", "fwd_ring_answered",
     "fwd_source_routed_sent", "fwd_source_relayed"})

@@ -61,3 +61,26 @@ def test_a_relay_that_flips_a_bit_makes_the_destination_drop_and_count(workdir, 
         assert processes.wait_until(lambda: b.inspect()["counters"]["e2e"].get("rx_DecryptionFailed", 0) >= before + 3, 10.0)
         # Untampered traffic flows again at once.
         assert traffic.udp_canary(b.ns, a.ns, b.address, payload).payload == payload
+
+
+def test_a_bulk_transfer_over_the_relay_leaves_every_router_actor_out_of_its_path(workdir):
+    """Issue 19's relayed path: after a flow's first packets, the sender's e2e actor hands its datagrams to the
+    next hop's session on the router's published origin decision, the relay's sessions relay them on its published
+    relay decision (greedy or source-routed), and the receiver's session hands them to its e2e actor; the routers
+    still count them (PathActivity) and the transfer arrives intact."""
+    size = 8 * 1024 * 1024
+    with namespaces.NetnsLab(stop_grace=2.0) as lab:
+        a, relay, b = daemons.start_overlay(lab, 3, [(0, 1), (1, 2)], workdir)
+        assert daemons.wait_overlay_reachable(a, b, timeout=REACH_TIMEOUT) is not None, a.log_tail(30)
+        transfer = traffic.tcp_transfer(b.ns, a.ns, b.address, size, timeout=120.0)
+        assert transfer.ok and transfer.received_sha256 == transfer.sent_sha256, transfer.error
+        segments = size // 1500  # at least this many datagrams went a -> b
+        sa, sr, sb = a.inspect(), relay.inspect(), b.inspect()
+        assert sa["counters"]["e2e"].get("tx_routed_fast", 0) >= segments * 0.9
+        assert sa["lookups"]["dead_paths"] == 0  # the replies heard past the router kept the path's clock fed
+        relayed_fast = sum(row.get("counters", {}).get("relayed_fast", 0) for row in sr["sessions"])
+        assert relayed_fast >= segments * 0.9 and sr["counters"]["router"].get("link_packets", 0) < segments * 0.1
+        delivered_fast = sum(row.get("counters", {}).get("delivered_fast", 0) for row in sb["sessions"])
+        assert delivered_fast >= segments * 0.9
+        assert processes.wait_until(lambda: b.inspect()["counters"]["router"].get("fwd_delivered", 0)
+                                    >= delivered_fast, 5.0)  # told by PathActivity, at most a RING_TICK late

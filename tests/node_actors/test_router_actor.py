@@ -508,3 +508,53 @@ def test_a_beat_from_our_parent_goes_on_to_our_child_at_once(recorder):
     got = [p for p in sent_control(to_child) if p in set(beats)]
     snap = router.ask(m.Snapshot(), timeout=5)["tree"]
     assert got and snap["beats"] >= 1 and snap["root_seq"] > 1000  # taken as its own seq, and passed on
+
+
+def test_the_router_publishes_its_origin_decisions_to_the_e2e_actor_and_withdraws_them(recorder):
+    """After datagrams for a destination came through the router once, the e2e actor gets the decision (the next
+    hop's session and the routed header Forwarder.send puts in front), so the rest of the flow skips the router; a
+    link that goes down takes its decisions with it."""
+    from axiomnet.routed import decode_routed
+
+    a, b, c = ident(1), ident(2), ident(3)
+    e2e = recorder()
+    router = RouterActor.start(None, {"e2e": e2e}, a, seq_start=10)
+    sb, sc = recorder(), recorder()
+    router.tell(m.SessionUp(sb, b.public_key, ("192.0.2.2", 1), True))
+    router.tell(m.SessionUp(sc, c.public_key, ("192.0.2.3", 1), True))
+
+    def tables() -> list[Any]:
+        return [x.table for x in e2e.ask(GetOther()) if isinstance(x, m.OriginRoutes)]
+
+    router.tell(m.RouteOut(c.address.packed, [b"sealed"]))
+    assert wait_for(lambda: tables())
+    ((ref, head, clocked),) = tables()[-1].routes.values()
+    assert ref == sc and not clocked  # a neighbour: no dead-path clock, as Forwarder.send starts none for it
+    assert wait_for(lambda: any(isinstance(x, m.RoutedToLink) for x in sc.ask(GetOther())))
+    (packet,) = next(x.packets for x in sc.ask(GetOther()) if isinstance(x, m.RoutedToLink))
+    assert packet == head + b"sealed" and decode_routed(head).dst == c.address.packed
+    router.tell(m.RouteOut(c.address.packed, [b"again"]))  # the same decision: nothing published
+    router.tell(m.SessionDown(sc, c.public_key, "test"))
+    assert wait_for(lambda: len(tables()) == 2 and not tables()[-1].routes)
+
+
+def test_path_activity_feeds_the_dead_path_clocks_and_the_counters(recorder):
+    """What the e2e actor sent and heard past the router (PathActivity) runs the pathfinder's dead-path clocks as
+    if it had crossed the router: a send unanswered for DEAD_PATH_AFTER finds the path dead; one heard is not."""
+    from axiomnet.constants import DEAD_PATH_AFTER
+
+    a = ident(1)
+    router = RouterActor.start(None, {}, a, seq_start=10)
+    gone, alive = b"\xfc" + bytes(15), b"\xfc" + bytes(14) + b"\x01"
+    long_ago = time.monotonic() - DEAD_PATH_AFTER - 1.0
+    router.tell(m.PathActivity(heard=((alive, long_ago + 0.5),), sent=((gone, long_ago), (alive, long_ago + 0.6)),
+                               originated=5, delivered=7))
+    router.tell(m.PathActivity(heard=((alive, time.monotonic()),), sent=(), originated=1, delivered=0))
+
+    def snap() -> dict[str, Any]:
+        return router.ask(m.Snapshot(), timeout=5)
+
+    assert wait_for(lambda: snap()["lookups"]["dead_paths"] == 1)  # `gone` only: `alive` was heard since
+    counters = snap()["counters"]
+    assert counters["fwd_originated"] == 6 and counters["fwd_delivered"] == 7
+    router.stop()

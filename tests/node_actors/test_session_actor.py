@@ -395,3 +395,32 @@ def test_a_fully_relayed_batch_still_tells_the_router_the_peer_is_alive(establis
     actor.tell(m.Datagrams([(d, ENDPOINT) for d in peer.session.send(PacketType.DATA, p, time.monotonic())]))
     assert wait_for(lambda: any(isinstance(x, m.PeerSeen) for x in router.ask(GetOther())))
     assert routed(router) == []
+
+
+def test_traffic_for_our_own_address_goes_to_the_e2e_actor_not_through_the_router(established, recorder):
+    """The delivery fast path: TRAFFIC and SOURCE_ROUTED for us (the router's decision for them is always to
+    deliver) go from the session that decrypted them to the e2e actor, marked as not seen by the router (which the
+    e2e actor then tells, PathActivity); what is not ours, or not well formed, still goes to the router."""
+    from axiomnet.routed import Kind, encode_routed
+
+    actor, peer, sock, router, me = established
+    e2e = recorder()
+    actor.tell(m.Rewire("e2e", e2e))
+
+    def packet(kind: Kind, dst: bytes, n: int) -> bytes:
+        return encode_routed(kind, root_tag=7, dst=dst, src=peer.src, dst_path=(1,), src_path=(3,),
+                             payload=n.to_bytes(4, "big"), hop_limit=9, watermark=5)
+
+    mine = me.address.packed
+    ours = [packet(Kind.TRAFFIC, mine, 1), packet(Kind.SOURCE_ROUTED, mine, 2)]
+    theirs = packet(Kind.TRAFFIC, b"\xfd" * 16, 3)
+    reply = packet(Kind.LOOKUP_REPLY, mine, 4)
+    now = time.monotonic()
+    items = [(d, ENDPOINT) for p in [ours[0], theirs, ours[1], reply] for d in peer.session.send(PacketType.DATA, p, now)]
+    actor.tell(m.Datagrams(items))
+    assert wait_for(lambda: len(routed(router)) == 2)
+    assert routed(router) == [theirs, reply]
+    (delivered,) = [x for x in e2e.ask(GetOther()) if isinstance(x, m.Delivered)]
+    assert not delivered.via_router
+    assert delivered.items == [(peer.src, (1).to_bytes(4, "big")), (peer.src, (2).to_bytes(4, "big"))]
+    assert actor.ask(m.Snapshot(), timeout=5)["counters"]["delivered_fast"] == 2

@@ -105,3 +105,92 @@ def test_a_table_for_another_tree_version_is_dropped_and_the_size_is_bounded(mon
     monkeypatch.setattr(fastpath, "MAX_RELAY_ENTRIES", 2)
     full = fastpath.learn(old, [packet(7)], decide, version=4)
     assert full is not None and len(full) == 1
+
+
+# --- source routes, the origin's decision, delivery (the relayed path's ends skip the router too) -------------------
+def source_decider(fwd: Forwarder, now: float):
+    """The router's decision for SOURCE_ROUTED headers (actors/router.py), with noise keys for links."""
+    def decide(data: bytes) -> fastpath.Decision | None:
+        decision = fwd.source_decision(data, now)
+        return None if decision is None else (decision[0], decision[1], None)
+    return decide
+
+
+def source_routed(net: Overlay, src: int, dst: int, payloads: list[bytes]) -> list[bytes]:
+    """The SOURCE_ROUTED packets ``src`` sends to ``dst`` once a ring search gave it the route along the line."""
+    ports = tuple(net.nodes[v].tree.neighbours[net.nodes[v + 1].identity.public_key].port for v in range(src, dst))
+    node = net.nodes[src]
+    node.forwarder.pathfinder.learn(net.address(dst), ports, net.nodes[dst].identity.signing_key, net.now)
+    ((_, packets),) = node.forwarder.send(net.address(dst), payloads, net.now).links.items()
+    assert all(decode_routed(p).kind is Kind.SOURCE_ROUTED for p in packets)
+    return packets
+
+
+def test_a_source_routed_flow_is_relayed_exactly_as_the_forwarder_relays_it_at_every_hop() -> None:
+    """Ring-found routes carry bulk flows too (a first packet's lookup that lost the race to a ring search): each
+    relay's decision names the port its index reads, and the packet leaves with the next index, as _relay_source."""
+    net = line(5)
+    packets = source_routed(net, 0, 4, [bytes([i]) * 80 for i in range(5)])
+    for hop in (1, 2, 3):
+        relay = net.nodes[hop]
+        came_from = net.nodes[hop - 1].identity.public_key
+        expected = relay.forwarder.receive(came_from, packets, net.now).links
+        table = fastpath.learn(fastpath.EMPTY, packets, source_decider(relay.forwarder, net.now), relay.tree.version)
+        assert table is not None and len(table) == 1
+        relayed, rest = fastpath.split(table, packets)
+        assert rest == [] and relayed == expected
+        ((packets),) = relayed.values()
+        assert {decode_routed(p).watermark for p in packets} == {hop + 1}
+    # At the destination: nothing to learn (it is ours); delivered as the forwarder delivers it.
+    dest = net.nodes[4]
+    assert fastpath.learn(fastpath.EMPTY, packets, source_decider(dest.forwarder, net.now), dest.tree.version) is None
+    delivered, rest = fastpath.deliverable(packets, net.address(4))
+    assert rest == [] and delivered == dest.forwarder.receive(net.nodes[3].identity.public_key, packets,
+                                                               net.now).delivered
+
+
+def test_a_source_route_decision_relays_only_its_own_index_and_kind() -> None:
+    net = line(4)
+    packets = source_routed(net, 0, 3, [b"s" * 20])
+    relay = net.nodes[1]
+    table = fastpath.learn(fastpath.EMPTY, packets, source_decider(relay.forwarder, net.now), relay.tree.version)
+    assert table is not None
+    replayed = forwarded(packets[0], 60, 2)  # another index than the one decided: the router reads it
+    last = forwarded(packets[0], 1, 1)  # hop limit 1: the router drops it
+    as_traffic = bytes([int(Kind.TRAFFIC)]) + packets[0][1:]  # same key bytes, another kind: not this decision
+    relayed, rest = fastpath.split(table, [replayed, last, as_traffic, packets[0]])
+    assert rest == [replayed, last, as_traffic] and sum(len(v) for v in relayed.values()) == 1
+
+
+def test_only_well_formed_traffic_for_us_is_delivered_past_the_router() -> None:
+    net = line(3)
+    dest = net.nodes[2]
+    _, packets = originate(net, 0, 2, [b"a" * 30, b"b" * 30])
+    at_dest = [forwarded(p, 60, 0) for p in packets]
+    delivered, rest = fastpath.deliverable(at_dest, net.address(2))
+    assert rest == [] and delivered == [(net.address(0), b"a" * 30), (net.address(0), b"b" * 30)]
+    assert delivered == dest.forwarder.receive(net.nodes[1].identity.public_key, at_dest, net.now).delivered
+    other = fastpath.deliverable(at_dest, net.address(1))  # not ours: all for the router
+    assert other == ([], at_dest)
+    bad_port = at_dest[0][:48] + b"\0\0" + at_dest[0][50:]  # a path holding port 0: refused by decode_routed
+    reserved = at_dest[0][:1] + b"\x01" + at_dest[0][2:]
+    lookup = encode_routed(Kind.LOOKUP_REPLY, root_tag=root_tag(dest.tree.root), dst=net.address(2),
+                           src=net.address(0), dst_path=(), src_path=(), payload=b"r")
+    assert fastpath.deliverable([bad_port, reserved, lookup], net.address(2)) == ([], [bad_port, reserved, lookup])
+
+
+def test_the_origin_decision_is_the_header_send_puts_in_front() -> None:
+    """Forwarder.origin, which the router publishes to the e2e actor, gives the link and header Forwarder.send uses:
+    greedy with looked-up coordinates, along a source route, or to a neighbour; None while a lookup is needed."""
+    net = line(4)
+    src = net.nodes[0]
+    assert src.forwarder.origin(net.address(3), net.now) is None  # nothing looked up yet
+    net.send(0, 3, b"first")  # looks the destination up
+    for dst in (3, 1):
+        key, head, clocked = src.forwarder.origin(net.address(dst), net.now)
+        ((link, packets),) = src.forwarder.send(net.address(dst), [b"p1", b"p2"], net.now).links.items()
+        assert link == key and packets == [head + b"p1", head + b"p2"] and clocked == (dst == 3)
+    source_routed(net, 0, 3, [b"x"])
+    key, head, clocked = src.forwarder.origin(net.address(3), net.now)
+    ((link, packets),) = src.forwarder.send(net.address(3), [b"q"], net.now).links.items()
+    assert link == key and packets == [head + b"q"] and clocked and decode_routed(head).kind is Kind.SOURCE_ROUTED
