@@ -71,8 +71,11 @@ from axiomnet.constants import (
     PARENT_SWITCH_RATIO,
     PORT_REUSE_DELAY,
     PROBE_INTERVAL,
+    PROBE_INTERVAL_MAX,
     ROOT_TIMEOUT,
     RTT_EWMA_WEIGHT,
+    RTT_STABLE_ABS,
+    RTT_STABLE_RATIO,
 )
 from axiomnet.errors import InvalidAnnouncement
 from axiomnet.identity import derive_address, noise_key_of
@@ -139,6 +142,8 @@ class Neighbour:
     last_sent: float = float("-inf")  # when we last sent it an announcement
     probes: dict[int, float] = field(default_factory=dict)  # our unanswered probes: nonce -> when sent (bounded)
     probe_due: float = float("-inf")  # when it gets our next probe
+    probe_every: float = PROBE_INTERVAL  # stretches while the link is quiet and healthy (PROBE_INTERVAL_MAX)
+    probe_sent: float = float("-inf")  # when we sent it our last probe
     probe_answered_at: float = float("-inf")  # when we last answered one of its probes
     rejected: int = 0
 
@@ -436,6 +441,12 @@ class Tree:
         # The whole sample is our own: the time we sent the probe and the time its nonce came back. A neighbour can
         # only delay its reply (look farther); it cannot answer a nonce it has not received (look closer).
         sample = max(MIN_LINK_RTT, now - sent_at)
+        if nb.rtt_measured and abs(sample - nb.rtt) <= max(RTT_STABLE_RATIO * nb.rtt, RTT_STABLE_ABS):
+            nb.probe_every = min(2.0 * nb.probe_every, PROBE_INTERVAL_MAX)  # quiet and healthy: probe less often
+        else:
+            nb.probe_every = PROBE_INTERVAL  # a first sample, or the link changed: measure it at the base rate
+        if sent_at == nb.probe_sent:  # the answer to our last probe: the next one at the new interval from it
+            nb.probe_due = sent_at + nb.probe_every - HEARTBEAT_INTERVAL / 2
         nb.rtt = sample if not nb.rtt_measured else nb.rtt + RTT_EWMA_WEIGHT * (sample - nb.rtt)
         nb.rtt_measured = True
         return None
@@ -614,7 +625,12 @@ class Tree:
             every, cert_age = 1.5 * CERT_REFRESH * HEARTBEAT_INTERVAL, CERT_REFRESH + CERT_REFRESH // 2
         for nb in self.neighbours.values():
             if now >= nb.probe_due:
-                nb.probe_due = now + PROBE_INTERVAL - HEARTBEAT_INTERVAL / 2  # the margin absorbs tick jitter
+                if nb.probes and next(reversed(nb.probes.values())) == nb.probe_sent:
+                    # Our last probe went unanswered (a peer that does not answer them, or a lost one): liveness is the
+                    # keepalives' job, and asking more often gains no RTT.
+                    nb.probe_every = min(2.0 * nb.probe_every, PROBE_INTERVAL_MAX)
+                nb.probe_due = now + nb.probe_every - HEARTBEAT_INTERVAL / 2  # the margin absorbs tick jitter
+                nb.probe_sent = now
                 out.append((nb.noise_key, self._probe_for(nb, now)))
             cert = nb.cert
             if now - nb.last_sent >= every or (
