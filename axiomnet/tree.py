@@ -30,6 +30,8 @@ CERT_REFRESH heartbeats; what goes every tick is the root's ROOT_BEAT, down the 
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -86,6 +88,11 @@ PROBES_REMEMBERED = 4  # unanswered probes per neighbour whose reply still gives
 # Our announcements to one neighbour are at least this far apart (the receiver drops ones closer than
 # MIN_ANNOUNCE_INTERVAL; the margin absorbs jitter on the link).
 ANNOUNCE_SPACING = MIN_ANNOUNCE_INTERVAL * 1.5
+# How often our announcements to a neighbour are refreshed, and how old (in root seqs) its certificate may grow before
+# it is renewed: as root the refresh wave starts here, every CERT_REFRESH; other nodes' timers are a safety net,
+# half a period later (see Tree.tick).
+ROOT_REFRESH, ROOT_CERT_AGE = CERT_REFRESH * HEARTBEAT_INTERVAL - HEARTBEAT_INTERVAL / 2, CERT_REFRESH
+NODE_REFRESH, NODE_CERT_AGE = 1.5 * CERT_REFRESH * HEARTBEAT_INTERVAL, CERT_REFRESH + CERT_REFRESH // 2
 
 
 def select_parents(owner: npt.NDArray[np.int64], root_rank: npt.NDArray[np.int64], cost: npt.NDArray[np.float64],
@@ -121,7 +128,7 @@ def select_parents(owner: npt.NDArray[np.int64], root_rank: npt.NDArray[np.int64
     return choice
 
 
-@dataclass
+@dataclass(slots=True)
 class Neighbour:
     """A peer with a link session, as the tree sees it."""
 
@@ -182,6 +189,14 @@ class Tree:
         self._blooms: dict[bytes, Bloom] | None = None  # what we tell each tree neighbour (see tree_blooms())
         self._own_bloom = Bloom.of([address])
         self._owed_beats: set[bytes] = set()  # new children owed our newest beat (see urgent())
+        # When each neighbour may next owe a probe or a refresh (by time) or a renewed certificate (by root seq): a tick
+        # looks only at those due, not at every neighbour (a hub of 10,000 walked them all every heartbeat). Each
+        # heap holds a neighbour's earliest booking (superseded entries are skipped when popped, as DeadlineWheel's).
+        self._due: list[tuple[float, int, bytes]] = []
+        self._due_at: dict[bytes, float] = {}
+        self._cert_due: list[tuple[int, int, bytes]] = []
+        self._cert_due_at: dict[bytes, int] = {}
+        self._booking = itertools.count()
         # Decide again on an announcement that shows a better root or comes from our parent, not only at ticks.
         # The daemon does; the simulator's synchronous rounds (one decision per node per heartbeat) do not.
         self.between_ticks = between_ticks
@@ -189,7 +204,7 @@ class Tree:
                                       "rate_limited": 0, "orphaned": 0, "untrusted_root": 0,
                                       "probe_replies_unmatched": 0, "announcements_sent": 0, "beats": 0,
                                       "beats_sent": 0, "beats_ignored": 0, "parents_silent": 0,
-                                      "certificates_signed": 0}
+                                      "certificates_signed": 0, "tick_visits": 0}
         self._trusted_roots: frozenset[bytes] | None = None
         self._trust_cache: dict[bytes, bool] = {}
         self.trust(trusted_roots)
@@ -254,6 +269,7 @@ class Tree:
             self.neighbours[noise_key] = nb
             self._by_address[derive_address(noise_key).packed] = noise_key
             self._dirty.add(noise_key)  # it learns our key (and can certify us) without waiting a tick
+            self._book(nb)
         return nb.port
 
     def remove(self, noise_key: bytes, now: float) -> None:
@@ -264,6 +280,8 @@ class Tree:
         self._by_address.pop(derive_address(noise_key).packed, None)
         self._freed_ports[nb.port] = now + PORT_REUSE_DELAY
         self._dirty.discard(noise_key)
+        self._due_at.pop(noise_key, None)  # its heap entries are skipped when they come up
+        self._cert_due_at.pop(noise_key, None)
         self._filters_changed()
         if self.parent == noise_key:
             before = (self.root, self.chain)
@@ -447,6 +465,7 @@ class Tree:
             nb.probe_every = PROBE_INTERVAL  # a first sample, or the link changed: measure it at the base rate
         if sent_at == nb.probe_sent:  # the answer to our last probe: the next one at the new interval from it
             nb.probe_due = sent_at + nb.probe_every - HEARTBEAT_INTERVAL / 2
+            self._book(nb)
         nb.rtt = sample if not nb.rtt_measured else nb.rtt + RTT_EWMA_WEIGHT * (sample - nb.rtt)
         nb.rtt_measured = True
         return None
@@ -601,6 +620,23 @@ class Tree:
             self.root = b""  # no root until the reselection that follows picks one (or us)
 
     # --- ticking -------------------------------------------------------------------------------------
+    def _book(self, nb: Neighbour, every: float | None = None) -> None:
+        """Book ``nb`` for the tick at which its next probe or refresh is due (if earlier than its booking)."""
+        if every is None:
+            every = ROOT_REFRESH if self.is_root else NODE_REFRESH
+        when = min(nb.probe_due, nb.last_sent + every)
+        booked = self._due_at.get(nb.noise_key)
+        if booked is None or when < booked:
+            self._due_at[nb.noise_key] = when
+            heapq.heappush(self._due, (when, next(self._booking), nb.noise_key))
+
+    def _book_cert(self, key: bytes, seq: int) -> None:
+        """Book the neighbour ``key`` for the root seq at which its certificate must be renewed."""
+        booked = self._cert_due_at.get(key)
+        if booked is None or seq < booked:
+            self._cert_due_at[key] = seq
+            heapq.heappush(self._cert_due, (seq, next(self._booking), key))
+
     def tick(self, now: float) -> list[tuple[bytes, bytes]]:
         """One heartbeat: choose our parent; if we are root, advance our number and beat it to our children; and
         return what to send as (noise key, bytes): the beats, probes that are due, and announcements owed (a
@@ -619,11 +655,15 @@ class Tree:
         # The root renews its certificates every CERT_REFRESH seqs; each renewal changes its children's chains, so
         # they announce at once (renewing theirs), and so on down: one wave through the tree per CERT_REFRESH, one
         # announcement per neighbour. The timers of other nodes are a safety net, half a period later.
-        if self.is_root:
-            every, cert_age = CERT_REFRESH * HEARTBEAT_INTERVAL - HEARTBEAT_INTERVAL / 2, CERT_REFRESH
-        else:
-            every, cert_age = 1.5 * CERT_REFRESH * HEARTBEAT_INTERVAL, CERT_REFRESH + CERT_REFRESH // 2
-        for nb in self.neighbours.values():
+        every, cert_age = (ROOT_REFRESH, ROOT_CERT_AGE) if self.is_root else (NODE_REFRESH, NODE_CERT_AGE)
+        due, due_at = self._due, self._due_at
+        while due and due[0][0] <= now:
+            when, _, key = heapq.heappop(due)
+            if due_at.get(key) != when:
+                continue  # superseded by an earlier booking, or the neighbour is gone
+            del due_at[key]
+            nb = self.neighbours[key]
+            self.stats["tick_visits"] += 1
             if now >= nb.probe_due:
                 if nb.probes and next(reversed(nb.probes.values())) == nb.probe_sent:
                     # Our last probe went unanswered (a peer that does not answer them, or a lost one): liveness is the
@@ -631,11 +671,26 @@ class Tree:
                     nb.probe_every = min(2.0 * nb.probe_every, PROBE_INTERVAL_MAX)
                 nb.probe_due = now + nb.probe_every - HEARTBEAT_INTERVAL / 2  # the margin absorbs tick jitter
                 nb.probe_sent = now
-                out.append((nb.noise_key, self._probe_for(nb, now)))
+                out.append((key, self._probe_for(nb, now)))
+            if now - nb.last_sent >= every:
+                self._dirty.add(key)  # announcing it (urgent(), at once or after ANNOUNCE_SPACING) books it again
+            else:
+                self._book(nb, every)  # its next probe or refresh: both still to come
+        cert_due, cert_due_at = self._cert_due, self._cert_due_at
+        while cert_due and cert_due[0][0] <= self.seq:
+            at, _, key = heapq.heappop(cert_due)
+            if cert_due_at.get(key) != at:
+                continue
+            del cert_due_at[key]
+            nb = self.neighbours[key]
             cert = nb.cert
-            if now - nb.last_sent >= every or (
-                    cert is not None and nb.noise_key != self.parent and self.seq - cert[1] >= cert_age):
-                self._dirty.add(nb.noise_key)
+            if cert is None or key == self.parent:
+                continue  # our parent gets no certificate; if it stops being our parent, we announce to all anyway
+            self.stats["tick_visits"] += 1
+            if self.seq - cert[1] >= cert_age:
+                self._dirty.add(key)
+            else:
+                self._book_cert(key, cert[1] + cert_age)
         out += self.urgent(now)
         return out
 
@@ -669,6 +724,7 @@ class Tree:
 
     def _announcement_for(self, nb: Neighbour, now: float) -> Announcement:
         nb.last_sent = now
+        self._book(nb)
         self.stats["announcements_sent"] += 1
         cert_port, cert_issued, cert_sig = 0, 0, NO_SIGNATURE
         # No certificate while orphaned: our position is stale, so nobody may take us as parent now; our children
@@ -682,6 +738,7 @@ class Tree:
                 cert = nb.cert = (self.root, self.seq, nb.port, sign(self._secret, statement))
                 self.stats["certificates_signed"] += 1
             _, cert_issued, cert_port, cert_sig = cert
+            self._book_cert(nb.noise_key, cert_issued + (ROOT_CERT_AGE if self.is_root else NODE_CERT_AGE))
         bloom = nb.bloom_sent = self.tree_blooms().get(nb.noise_key)
         return Announcement(self.root, self.seq, self._root_sig, self.chain, cert_port, cert_issued, cert_sig, bloom)
 

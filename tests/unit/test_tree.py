@@ -724,3 +724,25 @@ def test_a_neighbour_that_never_answers_probes_is_probed_ever_less_often() -> No
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert gaps[:3] == [PROBE_INTERVAL, 2 * PROBE_INTERVAL, PROBE_INTERVAL_MAX]
     assert set(gaps[2:]) == {PROBE_INTERVAL_MAX}
+
+
+def test_a_tick_looks_only_at_the_neighbours_whose_probe_or_refresh_is_due() -> None:
+    """A hub of 10,000 walked every neighbour every heartbeat for probes and refreshes that come once per 20-80 s:
+    now a tick visits only those due (a heap of their next times), and what it sends is the same."""
+    me = ident(49)
+    tree = tree_of(me)
+    peers = [Identity.from_seed(i.to_bytes(2, "big") * 16).public_key for i in range(300)]
+    for key in peers:
+        tree.add(key, 0.0)
+    first = tree.tick(1.0)
+    assert sorted(key for key, data in first if data[0] == PROBE) == sorted(peers)  # each probed at its first tick
+    visits = tree.stats["tick_visits"]
+    assert visits == len(peers)
+    for t in range(2, int(PROBE_INTERVAL) - 1):
+        assert [data for _, data in tree.tick(float(t)) if data[0] == PROBE] == []
+    assert tree.stats["tick_visits"] == visits  # nothing due: no neighbour looked at
+    probes = [key for key, data in tree.tick(1.0 + PROBE_INTERVAL) if data[0] == PROBE]
+    assert sorted(probes) == sorted(peers)  # unanswered: each probed again on time (then less often)
+    tree.remove(peers[0], 1.0 + PROBE_INTERVAL)
+    later = {key for t in range(int(PROBE_INTERVAL) + 2, 200) for key, data in tree.tick(float(t))}
+    assert peers[0] not in later and set(peers[1:]) <= later  # refreshes and probes go on, not to the one removed
