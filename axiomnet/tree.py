@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -151,6 +150,8 @@ class Neighbour:
     probe_due: float = float("-inf")  # when it gets our next probe
     probe_every: float = PROBE_INTERVAL  # stretches while the link is quiet and healthy (PROBE_INTERVAL_MAX)
     probe_sent: float = float("-inf")  # when we sent it our last probe
+    booked: float | None = None  # its entry in Tree._due: when its next probe or refresh may be due
+    cert_booked: int | None = None  # its entry in Tree._cert_due: the root seq its certificate may need renewing at
     probe_answered_at: float = float("-inf")  # when we last answered one of its probes
     rejected: int = 0
 
@@ -191,12 +192,10 @@ class Tree:
         self._owed_beats: set[bytes] = set()  # new children owed our newest beat (see urgent())
         # When each neighbour may next owe a probe or a refresh (by time) or a renewed certificate (by root seq): a tick
         # looks only at those due, not at every neighbour (a hub of 10,000 walked them all every heartbeat). Each
-        # heap holds a neighbour's earliest booking (superseded entries are skipped when popped, as DeadlineWheel's).
-        self._due: list[tuple[float, int, bytes]] = []
-        self._due_at: dict[bytes, float] = {}
-        self._cert_due: list[tuple[int, int, bytes]] = []
-        self._cert_due_at: dict[bytes, int] = {}
-        self._booking = itertools.count()
+        # heap holds a neighbour's earliest booking (superseded entries are skipped when popped, as DeadlineWheel's);
+        # ties pop in key order.
+        self._due: list[tuple[float, bytes]] = []  # (when, noise key); the neighbour's ``booked`` is its live entry
+        self._cert_due: list[tuple[int, bytes]] = []  # (root seq, noise key); ``cert_booked`` likewise
         # Decide again on an announcement that shows a better root or comes from our parent, not only at ticks.
         # The daemon does; the simulator's synchronous rounds (one decision per node per heartbeat) do not.
         self.between_ticks = between_ticks
@@ -280,8 +279,7 @@ class Tree:
         self._by_address.pop(derive_address(noise_key).packed, None)
         self._freed_ports[nb.port] = now + PORT_REUSE_DELAY
         self._dirty.discard(noise_key)
-        self._due_at.pop(noise_key, None)  # its heap entries are skipped when they come up
-        self._cert_due_at.pop(noise_key, None)
+        # Its heap entries are skipped when they come up (a new Neighbour of the same key has bookings of its own).
         self._filters_changed()
         if self.parent == noise_key:
             before = (self.root, self.chain)
@@ -625,17 +623,15 @@ class Tree:
         if every is None:
             every = ROOT_REFRESH if self.is_root else NODE_REFRESH
         when = min(nb.probe_due, nb.last_sent + every)
-        booked = self._due_at.get(nb.noise_key)
-        if booked is None or when < booked:
-            self._due_at[nb.noise_key] = when
-            heapq.heappush(self._due, (when, next(self._booking), nb.noise_key))
+        if nb.booked is None or when < nb.booked:
+            nb.booked = when
+            heapq.heappush(self._due, (when, nb.noise_key))
 
-    def _book_cert(self, key: bytes, seq: int) -> None:
-        """Book the neighbour ``key`` for the root seq at which its certificate must be renewed."""
-        booked = self._cert_due_at.get(key)
-        if booked is None or seq < booked:
-            self._cert_due_at[key] = seq
-            heapq.heappush(self._cert_due, (seq, next(self._booking), key))
+    def _book_cert(self, nb: Neighbour, seq: int) -> None:
+        """Book ``nb`` for the root seq at which its certificate must be renewed (if earlier than its booking)."""
+        if nb.cert_booked is None or seq < nb.cert_booked:
+            nb.cert_booked = seq
+            heapq.heappush(self._cert_due, (seq, nb.noise_key))
 
     def tick(self, now: float) -> list[tuple[bytes, bytes]]:
         """One heartbeat: choose our parent; if we are root, advance our number and beat it to our children; and
@@ -656,13 +652,13 @@ class Tree:
         # they announce at once (renewing theirs), and so on down: one wave through the tree per CERT_REFRESH, one
         # announcement per neighbour. The timers of other nodes are a safety net, half a period later.
         every, cert_age = (ROOT_REFRESH, ROOT_CERT_AGE) if self.is_root else (NODE_REFRESH, NODE_CERT_AGE)
-        due, due_at = self._due, self._due_at
+        due, neighbours = self._due, self.neighbours
         while due and due[0][0] <= now:
-            when, _, key = heapq.heappop(due)
-            if due_at.get(key) != when:
+            when, key = heapq.heappop(due)
+            nb = neighbours.get(key)
+            if nb is None or nb.booked != when:
                 continue  # superseded by an earlier booking, or the neighbour is gone
-            del due_at[key]
-            nb = self.neighbours[key]
+            nb.booked = None
             self.stats["tick_visits"] += 1
             if now >= nb.probe_due:
                 if nb.probes and next(reversed(nb.probes.values())) == nb.probe_sent:
@@ -676,13 +672,13 @@ class Tree:
                 self._dirty.add(key)  # announcing it (urgent(), at once or after ANNOUNCE_SPACING) books it again
             else:
                 self._book(nb, every)  # its next probe or refresh: both still to come
-        cert_due, cert_due_at = self._cert_due, self._cert_due_at
+        cert_due = self._cert_due
         while cert_due and cert_due[0][0] <= self.seq:
-            at, _, key = heapq.heappop(cert_due)
-            if cert_due_at.get(key) != at:
+            at, key = heapq.heappop(cert_due)
+            nb = neighbours.get(key)
+            if nb is None or nb.cert_booked != at:
                 continue
-            del cert_due_at[key]
-            nb = self.neighbours[key]
+            nb.cert_booked = None
             cert = nb.cert
             if cert is None or key == self.parent:
                 continue  # our parent gets no certificate; if it stops being our parent, we announce to all anyway
@@ -690,7 +686,7 @@ class Tree:
             if self.seq - cert[1] >= cert_age:
                 self._dirty.add(key)
             else:
-                self._book_cert(key, cert[1] + cert_age)
+                self._book_cert(nb, cert[1] + cert_age)
         out += self.urgent(now)
         return out
 
@@ -738,7 +734,7 @@ class Tree:
                 cert = nb.cert = (self.root, self.seq, nb.port, sign(self._secret, statement))
                 self.stats["certificates_signed"] += 1
             _, cert_issued, cert_port, cert_sig = cert
-            self._book_cert(nb.noise_key, cert_issued + (ROOT_CERT_AGE if self.is_root else NODE_CERT_AGE))
+            self._book_cert(nb, cert_issued + (ROOT_CERT_AGE if self.is_root else NODE_CERT_AGE))
         bloom = nb.bloom_sent = self.tree_blooms().get(nb.noise_key)
         return Announcement(self.root, self.seq, self._root_sig, self.chain, cert_port, cert_issued, cert_sig, bloom)
 
