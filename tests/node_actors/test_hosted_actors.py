@@ -299,29 +299,34 @@ class TickedWhere(Probe):
         return super().handle(message)
 
 
-def test_a_deadline_wheel_runs_an_idle_actors_timer_on_its_own_thread_and_tells_a_busy_one(pool):
-    """An idle session's deadline costs the wheel's one wake-up, not a pool worker's as well; a session that is
-    running (or has messages waiting) is told, so it never runs on two threads at once."""
+@pytest.fixture
+def wheel_thread():
+    """A DeadlineWheel telling TimerDue, run by a thread named "wheel-under-test"; stopped and joined after."""
     stopping = threading.Event()
     wheel = DeadlineWheel(m.TimerDue(), stopping)
-    runner = threading.Thread(target=wheel.run, name="test-wheel", daemon=True)
-    runner.start()
-    try:
-        idle, busy = TickedWhere.start(pool), TickedWhere.start(pool)
-        assert wait_for(lambda: idle.ask(Seen(), timeout=5) is not None and busy.ask(Seen(), timeout=5) is not None)
-        busy.tell(Busy(0.5))
-        now = time.monotonic()
-        wheel.at(idle, now + 0.1)
-        wheel.at(busy, now + 0.1)
-        assert wait_for(lambda: len(idle.ask(Seen(), timeout=5)[0]) == 1 and len(busy.ask(Seen(), timeout=5)[0]) == 1)
-        _, overlaps_idle, threads_idle = idle.ask(Seen(), timeout=5)
-        _, overlaps_busy, threads_busy = busy.ask(Seen(), timeout=5)
-        assert "test-wheel" in threads_idle
-        assert "test-wheel" not in threads_busy and overlaps_busy == 0 and overlaps_idle == 0
-    finally:
-        stopping.set()
-        wheel.wake()
-        runner.join(5)
+    thread = threading.Thread(target=wheel.run, name="wheel-under-test", daemon=True)
+    thread.start()
+    yield wheel
+    stopping.set()
+    wheel.wake()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_a_deadline_wheel_runs_an_idle_actors_timer_on_its_own_thread_and_tells_a_busy_one(pool, wheel_thread):
+    """An idle session's deadline costs the wheel's one wake-up, not a pool worker's as well; a session that is
+    running (or has messages waiting) is told, so it never runs on two threads at once."""
+    idle, busy = TickedWhere.start(pool), TickedWhere.start(pool)
+    assert wait_for(lambda: idle.ask(Seen(), timeout=5) is not None and busy.ask(Seen(), timeout=5) is not None)
+    busy.tell(Busy(0.5))
+    now = time.monotonic()
+    wheel_thread.at(idle, now + 0.1)
+    wheel_thread.at(busy, now + 0.1)
+    assert wait_for(lambda: len(idle.ask(Seen(), timeout=5)[0]) == 1 and len(busy.ask(Seen(), timeout=5)[0]) == 1)
+    _, overlaps_idle, threads_idle = idle.ask(Seen(), timeout=5)
+    _, overlaps_busy, threads_busy = busy.ask(Seen(), timeout=5)
+    assert "wheel-under-test" in threads_idle
+    assert "wheel-under-test" not in threads_busy and overlaps_busy == 0 and overlaps_idle == 0
 
 
 def test_run_control_or_tell_runs_an_idle_hosted_actor_here_and_queues_for_a_busy_one(pool):
