@@ -35,7 +35,7 @@ from axiomnet.lookup import Pathfinder
 from axiomnet.routed import DESTINATION, FIXED_SIZE, Kind, decode_routed
 from axiomnet.tree import Tree
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import SupervisedActor, bounded_tell, run_or_tell, tell
+from axiomnet.actors.base import SupervisedActor, bounded_tell, run_control_or_tell, run_or_tell, tell
 
 
 
@@ -322,7 +322,7 @@ class RouterActor(SupervisedActor):
             logger.debug("announcement from {} refused: {}", key.hex()[:16], exc)
             return
         for to, payload in out:  # a probe answered at once (the RTT is the peer's own), a beat for our children
-            if not bounded_tell(self.sessions.get(to), m.SendControl(payload)):
+            if not run_control_or_tell(self.sessions.get(to), m.SendControl(payload)):
                 self.counters["control_not_queued"] += 1
 
     def _seen(self, key: bytes, now: float) -> None:
@@ -337,7 +337,7 @@ class RouterActor(SupervisedActor):
     def _send_urgent(self, now: float) -> None:
         """Announcements the tree owes between ticks (new neighbour, new child, our position changed)."""
         for key, data in self.tree.urgent(now):
-            if not bounded_tell(self.sessions.get(key), m.SendControl(data)):
+            if not run_control_or_tell(self.sessions.get(key), m.SendControl(data)):
                 self.counters["announce_not_queued"] += 1
 
     def _silent(self, key: bytes, ref: Any, now: float) -> None:
@@ -357,7 +357,7 @@ class RouterActor(SupervisedActor):
                 self.dead[key] = now
                 tell(self.sessions.get(key), m.Probe())
         for key, data in self.tree.tick(now):
-            if not bounded_tell(self.sessions.get(key), m.SendControl(data)):
+            if not run_control_or_tell(self.sessions.get(key), m.SendControl(data)):
                 self.counters["announce_not_queued"] += 1
         self._ring_at = now
         out = self.forwarder.tick(now)

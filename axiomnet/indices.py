@@ -14,13 +14,41 @@ it built on that index and picks again (``Session.index_refused``, ``HandshakeRe
 
 from __future__ import annotations
 
+import os
 import random
+from collections import deque
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
 from axiomnet.constants import MAX_RECEIVER_INDEX
+
+
+POOL_WORDS = 256  # 32-bit words drawn from the kernel at once (one 1 KiB os.urandom read)
+
+
+class PooledRandom(random.SystemRandom):
+    """SystemRandom (the kernel's random bytes, no state to predict) whose draws of up to 32 bits come from a pool
+    refilled POOL_WORDS words at a time: an index pick was one os.urandom system call, 10% of a 10,000-session
+    daemon's peer-manager samples (each rekey picks indices on both sides). Larger draws (challenges, keys) read the
+    kernel directly, as SystemRandom does. Safe to share between threads: a word is taken with one deque.popleft
+    (atomic), so no two draws ever get the same word; refills that race only add words."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._words: deque[int] = deque()
+
+    def getrandbits(self, k: int) -> int:
+        if not 0 < k <= 32:
+            return super().getrandbits(k)
+        words = self._words
+        while True:
+            try:
+                return words.popleft() >> (32 - k)
+            except IndexError:
+                block = os.urandom(4 * POOL_WORDS)
+                words.extend(int.from_bytes(block[i:i + 4], "little") for i in range(0, len(block), 4))
 
 
 @dataclass(frozen=True)

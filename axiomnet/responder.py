@@ -59,7 +59,7 @@ from axiomnet.errors import (
     ReplayedPacket,
     UnknownReceiver,
 )
-from axiomnet.indices import IndexCommand, LocalIndices
+from axiomnet.indices import IndexCommand, LocalIndices, PooledRandom
 from axiomnet.noise import NoiseFailure, NoiseHandshake
 from axiomnet.session import HandshakeResult
 from axiomnet.wire import (
@@ -167,7 +167,7 @@ class HandshakeResponder:
         if self.resp_size > HANDSHAKE_INIT_SIZE:
             raise ValueError(f"a handshake payload of {len(self._payload)} bytes makes the HANDSHAKE_RESP "
                              f"{self.resp_size} bytes, larger than the {HANDSHAKE_INIT_SIZE}-byte INIT it answers")
-        self._indices = LocalIndices(rng if rng is not None else random.SystemRandom())
+        self._indices = LocalIndices(rng if rng is not None else PooledRandom())
         self._secret_source = secret_source
         self._mac1_key = mac1_key(self._static_public)
         self._cookie_key = cookie_key(self._static_public)

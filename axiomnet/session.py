@@ -60,7 +60,7 @@ from axiomnet.keypairs import (
     seal,
     seal_confirmation,
 )
-from axiomnet.indices import IndexCommand, LocalIndices
+from axiomnet.indices import IndexCommand, LocalIndices, PooledRandom
 from axiomnet.initiation import Initiation
 from axiomnet.noise import NoiseFailure
 from axiomnet.wire import (
@@ -78,9 +78,9 @@ from axiomnet.wire import (
 
 _KEEPALIVE = PacketType.KEEPALIVE
 _DATA = PacketType.DATA
-# One for every Session that is given none: it draws from os.urandom and holds no state (a Random of its own
-# per session would carry 2.5 KiB of Mersenne Twister state that SystemRandom never uses).
-_SYSTEM_RANDOM = random.SystemRandom()
+# One for every Session that is given none: it draws from os.urandom (a Random of its own per session would carry
+# 2.5 KiB of Mersenne Twister state), index picks from one pool of kernel random words shared by all sessions.
+_SYSTEM_RANDOM = PooledRandom()
 _Body = TypeVar("_Body")
 _WORD_COUNTER = struct.Struct(">IQ")  # bytes 4..16 of the switch header: version/type/receiver, counter
 _MIN_TRANSPORT = HEADER_SIZE + AEAD_TAG_SIZE

@@ -30,6 +30,7 @@ CERT_REFRESH heartbeats; what goes every tick is the root's ROOT_BEAT, down the 
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -71,8 +72,11 @@ from axiomnet.constants import (
     PARENT_SWITCH_RATIO,
     PORT_REUSE_DELAY,
     PROBE_INTERVAL,
+    PROBE_INTERVAL_MAX,
     ROOT_TIMEOUT,
     RTT_EWMA_WEIGHT,
+    RTT_STABLE_ABS,
+    RTT_STABLE_RATIO,
 )
 from axiomnet.errors import InvalidAnnouncement
 from axiomnet.identity import derive_address, noise_key_of
@@ -83,6 +87,11 @@ PROBES_REMEMBERED = 4  # unanswered probes per neighbour whose reply still gives
 # Our announcements to one neighbour are at least this far apart (the receiver drops ones closer than
 # MIN_ANNOUNCE_INTERVAL; the margin absorbs jitter on the link).
 ANNOUNCE_SPACING = MIN_ANNOUNCE_INTERVAL * 1.5
+# How often our announcements to a neighbour are refreshed, and how old (in root seqs) its certificate may grow before
+# it is renewed: as root the refresh wave starts here, every CERT_REFRESH; other nodes' timers are a safety net,
+# half a period later (see Tree.tick).
+ROOT_REFRESH, ROOT_CERT_AGE = CERT_REFRESH * HEARTBEAT_INTERVAL - HEARTBEAT_INTERVAL / 2, CERT_REFRESH
+NODE_REFRESH, NODE_CERT_AGE = 1.5 * CERT_REFRESH * HEARTBEAT_INTERVAL, CERT_REFRESH + CERT_REFRESH // 2
 
 
 def select_parents(owner: npt.NDArray[np.int64], root_rank: npt.NDArray[np.int64], cost: npt.NDArray[np.float64],
@@ -118,7 +127,7 @@ def select_parents(owner: npt.NDArray[np.int64], root_rank: npt.NDArray[np.int64
     return choice
 
 
-@dataclass
+@dataclass(slots=True)
 class Neighbour:
     """A peer with a link session, as the tree sees it."""
 
@@ -139,6 +148,10 @@ class Neighbour:
     last_sent: float = float("-inf")  # when we last sent it an announcement
     probes: dict[int, float] = field(default_factory=dict)  # our unanswered probes: nonce -> when sent (bounded)
     probe_due: float = float("-inf")  # when it gets our next probe
+    probe_every: float = PROBE_INTERVAL  # stretches while the link is quiet and healthy (PROBE_INTERVAL_MAX)
+    probe_sent: float = float("-inf")  # when we sent it our last probe
+    booked: float | None = None  # its entry in Tree._due: when its next probe or refresh may be due
+    cert_booked: int | None = None  # its entry in Tree._cert_due: the root seq its certificate may need renewing at
     probe_answered_at: float = float("-inf")  # when we last answered one of its probes
     rejected: int = 0
 
@@ -177,6 +190,12 @@ class Tree:
         self._blooms: dict[bytes, Bloom] | None = None  # what we tell each tree neighbour (see tree_blooms())
         self._own_bloom = Bloom.of([address])
         self._owed_beats: set[bytes] = set()  # new children owed our newest beat (see urgent())
+        # When each neighbour may next owe a probe or a refresh (by time) or a renewed certificate (by root seq): a tick
+        # looks only at those due, not at every neighbour (a hub of 10,000 walked them all every heartbeat). Each
+        # heap holds a neighbour's earliest booking (superseded entries are skipped when popped, as DeadlineWheel's);
+        # ties pop in key order.
+        self._due: list[tuple[float, bytes]] = []  # (when, noise key); the neighbour's ``booked`` is its live entry
+        self._cert_due: list[tuple[int, bytes]] = []  # (root seq, noise key); ``cert_booked`` likewise
         # Decide again on an announcement that shows a better root or comes from our parent, not only at ticks.
         # The daemon does; the simulator's synchronous rounds (one decision per node per heartbeat) do not.
         self.between_ticks = between_ticks
@@ -184,7 +203,7 @@ class Tree:
                                       "rate_limited": 0, "orphaned": 0, "untrusted_root": 0,
                                       "probe_replies_unmatched": 0, "announcements_sent": 0, "beats": 0,
                                       "beats_sent": 0, "beats_ignored": 0, "parents_silent": 0,
-                                      "certificates_signed": 0}
+                                      "certificates_signed": 0, "tick_visits": 0}
         self._trusted_roots: frozenset[bytes] | None = None
         self._trust_cache: dict[bytes, bool] = {}
         self.trust(trusted_roots)
@@ -249,6 +268,7 @@ class Tree:
             self.neighbours[noise_key] = nb
             self._by_address[derive_address(noise_key).packed] = noise_key
             self._dirty.add(noise_key)  # it learns our key (and can certify us) without waiting a tick
+            self._book(nb)
         return nb.port
 
     def remove(self, noise_key: bytes, now: float) -> None:
@@ -259,6 +279,7 @@ class Tree:
         self._by_address.pop(derive_address(noise_key).packed, None)
         self._freed_ports[nb.port] = now + PORT_REUSE_DELAY
         self._dirty.discard(noise_key)
+        # Its heap entries are skipped when they come up (a new Neighbour of the same key has bookings of its own).
         self._filters_changed()
         if self.parent == noise_key:
             before = (self.root, self.chain)
@@ -436,6 +457,13 @@ class Tree:
         # The whole sample is our own: the time we sent the probe and the time its nonce came back. A neighbour can
         # only delay its reply (look farther); it cannot answer a nonce it has not received (look closer).
         sample = max(MIN_LINK_RTT, now - sent_at)
+        if nb.rtt_measured and abs(sample - nb.rtt) <= max(RTT_STABLE_RATIO * nb.rtt, RTT_STABLE_ABS):
+            nb.probe_every = min(2.0 * nb.probe_every, PROBE_INTERVAL_MAX)  # quiet and healthy: probe less often
+        else:
+            nb.probe_every = PROBE_INTERVAL  # a first sample, or the link changed: measure it at the base rate
+        if sent_at == nb.probe_sent:  # the answer to our last probe: the next one at the new interval from it
+            nb.probe_due = sent_at + nb.probe_every - HEARTBEAT_INTERVAL / 2
+            self._book(nb)
         nb.rtt = sample if not nb.rtt_measured else nb.rtt + RTT_EWMA_WEIGHT * (sample - nb.rtt)
         nb.rtt_measured = True
         return None
@@ -590,6 +618,21 @@ class Tree:
             self.root = b""  # no root until the reselection that follows picks one (or us)
 
     # --- ticking -------------------------------------------------------------------------------------
+    def _book(self, nb: Neighbour, every: float | None = None) -> None:
+        """Book ``nb`` for the tick at which its next probe or refresh is due (if earlier than its booking)."""
+        if every is None:
+            every = ROOT_REFRESH if self.is_root else NODE_REFRESH
+        when = min(nb.probe_due, nb.last_sent + every)
+        if nb.booked is None or when < nb.booked:
+            nb.booked = when
+            heapq.heappush(self._due, (when, nb.noise_key))
+
+    def _book_cert(self, nb: Neighbour, seq: int) -> None:
+        """Book ``nb`` for the root seq at which its certificate must be renewed (if earlier than its booking)."""
+        if nb.cert_booked is None or seq < nb.cert_booked:
+            nb.cert_booked = seq
+            heapq.heappush(self._cert_due, (seq, nb.noise_key))
+
     def tick(self, now: float) -> list[tuple[bytes, bytes]]:
         """One heartbeat: choose our parent; if we are root, advance our number and beat it to our children; and
         return what to send as (noise key, bytes): the beats, probes that are due, and announcements owed (a
@@ -608,18 +651,42 @@ class Tree:
         # The root renews its certificates every CERT_REFRESH seqs; each renewal changes its children's chains, so
         # they announce at once (renewing theirs), and so on down: one wave through the tree per CERT_REFRESH, one
         # announcement per neighbour. The timers of other nodes are a safety net, half a period later.
-        if self.is_root:
-            every, cert_age = CERT_REFRESH * HEARTBEAT_INTERVAL - HEARTBEAT_INTERVAL / 2, CERT_REFRESH
-        else:
-            every, cert_age = 1.5 * CERT_REFRESH * HEARTBEAT_INTERVAL, CERT_REFRESH + CERT_REFRESH // 2
-        for nb in self.neighbours.values():
+        every, cert_age = (ROOT_REFRESH, ROOT_CERT_AGE) if self.is_root else (NODE_REFRESH, NODE_CERT_AGE)
+        due, neighbours = self._due, self.neighbours
+        while due and due[0][0] <= now:
+            when, key = heapq.heappop(due)
+            nb = neighbours.get(key)
+            if nb is None or nb.booked != when:
+                continue  # superseded by an earlier booking, or the neighbour is gone
+            nb.booked = None
+            self.stats["tick_visits"] += 1
             if now >= nb.probe_due:
-                nb.probe_due = now + PROBE_INTERVAL - HEARTBEAT_INTERVAL / 2  # the margin absorbs tick jitter
-                out.append((nb.noise_key, self._probe_for(nb, now)))
+                if nb.probes and next(reversed(nb.probes.values())) == nb.probe_sent:
+                    # Our last probe went unanswered (a peer that does not answer them, or a lost one): liveness is the
+                    # keepalives' job, and asking more often gains no RTT.
+                    nb.probe_every = min(2.0 * nb.probe_every, PROBE_INTERVAL_MAX)
+                nb.probe_due = now + nb.probe_every - HEARTBEAT_INTERVAL / 2  # the margin absorbs tick jitter
+                nb.probe_sent = now
+                out.append((key, self._probe_for(nb, now)))
+            if now - nb.last_sent >= every:
+                self._dirty.add(key)  # announcing it (urgent(), at once or after ANNOUNCE_SPACING) books it again
+            else:
+                self._book(nb, every)  # its next probe or refresh: both still to come
+        cert_due = self._cert_due
+        while cert_due and cert_due[0][0] <= self.seq:
+            at, key = heapq.heappop(cert_due)
+            nb = neighbours.get(key)
+            if nb is None or nb.cert_booked != at:
+                continue
+            nb.cert_booked = None
             cert = nb.cert
-            if now - nb.last_sent >= every or (
-                    cert is not None and nb.noise_key != self.parent and self.seq - cert[1] >= cert_age):
-                self._dirty.add(nb.noise_key)
+            if cert is None or key == self.parent:
+                continue  # our parent gets no certificate; if it stops being our parent, we announce to all anyway
+            self.stats["tick_visits"] += 1
+            if self.seq - cert[1] >= cert_age:
+                self._dirty.add(key)
+            else:
+                self._book_cert(nb, cert[1] + cert_age)
         out += self.urgent(now)
         return out
 
@@ -653,6 +720,7 @@ class Tree:
 
     def _announcement_for(self, nb: Neighbour, now: float) -> Announcement:
         nb.last_sent = now
+        self._book(nb)
         self.stats["announcements_sent"] += 1
         cert_port, cert_issued, cert_sig = 0, 0, NO_SIGNATURE
         # No certificate while orphaned: our position is stale, so nobody may take us as parent now; our children
@@ -666,6 +734,7 @@ class Tree:
                 cert = nb.cert = (self.root, self.seq, nb.port, sign(self._secret, statement))
                 self.stats["certificates_signed"] += 1
             _, cert_issued, cert_port, cert_sig = cert
+            self._book_cert(nb, cert_issued + (ROOT_CERT_AGE if self.is_root else NODE_CERT_AGE))
         bloom = nb.bloom_sent = self.tree_blooms().get(nb.noise_key)
         return Announcement(self.root, self.seq, self._root_sig, self.chain, cert_port, cert_issued, cert_sig, bloom)
 

@@ -15,7 +15,7 @@ from axiomnet.ops.config import PeerSpec
 from axiomnet.constants import SESSION_WORKERS
 from axiomnet.identity import Identity
 from axiomnet.actors import messages as m
-from axiomnet.actors.base import ActorPool, DeadlineWheel, HostedActor, SupervisedActor, tell
+from axiomnet.actors.base import ActorPool, DeadlineWheel, HostedActor, SupervisedActor, run_control_or_tell, tell
 from axiomnet.actors.peers import PeerManagerActor
 from tests.node_actors.fakes import GetOther, wait_for
 
@@ -286,6 +286,63 @@ def test_a_deadline_wheel_tells_each_actor_once_at_its_earliest_booking(pool):
         wheel.wake()
         runner.join(5)
     assert not runner.is_alive()
+
+
+class TickedWhere(Probe):
+    """Records the thread each TimerDue or SendControl ran on."""
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, (m.TimerDue, m.SendControl)):
+            self.threads.add(threading.current_thread().name)
+            self.seen.append(len(self.seen))
+            return None
+        return super().handle(message)
+
+
+@pytest.fixture
+def wheel_thread():
+    """A DeadlineWheel telling TimerDue, run by a thread named "wheel-under-test"; stopped and joined after."""
+    stopping = threading.Event()
+    wheel = DeadlineWheel(m.TimerDue(), stopping)
+    thread = threading.Thread(target=wheel.run, name="wheel-under-test", daemon=True)
+    thread.start()
+    yield wheel
+    stopping.set()
+    wheel.wake()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_a_deadline_wheel_runs_an_idle_actors_timer_on_its_own_thread_and_tells_a_busy_one(pool, wheel_thread):
+    """An idle session's deadline costs the wheel's one wake-up, not a pool worker's as well; a session that is
+    running (or has messages waiting) is told, so it never runs on two threads at once."""
+    idle, busy = TickedWhere.start(pool), TickedWhere.start(pool)
+    assert wait_for(lambda: idle.ask(Seen(), timeout=5) is not None and busy.ask(Seen(), timeout=5) is not None)
+    busy.tell(Busy(0.5))
+    now = time.monotonic()
+    wheel_thread.at(idle, now + 0.1)
+    wheel_thread.at(busy, now + 0.1)
+    assert wait_for(lambda: len(idle.ask(Seen(), timeout=5)[0]) == 1 and len(busy.ask(Seen(), timeout=5)[0]) == 1)
+    _, overlaps_idle, threads_idle = idle.ask(Seen(), timeout=5)
+    _, overlaps_busy, threads_busy = busy.ask(Seen(), timeout=5)
+    assert "wheel-under-test" in threads_idle
+    assert "wheel-under-test" not in threads_busy and overlaps_busy == 0 and overlaps_idle == 0
+
+
+def test_run_control_or_tell_runs_an_idle_hosted_actor_here_and_queues_for_a_busy_one(pool):
+    """The router hands a beat to each child's session: run on the router's thread when the session is idle (no
+    pool wake-up per child), queued in order on its control lane when it is busy."""
+    ref = TickedWhere.start(pool)
+    assert wait_for(lambda: ref.ask(Seen(), timeout=5) is not None)
+    assert run_control_or_tell(ref, m.SendControl(b"beat"))
+    assert threading.current_thread().name in ref.ask(Seen(), timeout=5)[2]
+    ref.tell(Busy(0.3))
+    time.sleep(0.05)  # the worker has taken it
+    assert run_control_or_tell(ref, m.SendControl(b"beat"))
+    assert wait_for(lambda: len(ref.ask(Seen(), timeout=5)[0]) == 2)
+    seen, overlaps, threads = ref.ask(Seen(), timeout=5)
+    assert overlaps == 0 and any(t.startswith("axn-owner-probes") for t in threads)
+    assert not run_control_or_tell(None, m.SendControl(b"beat"))
 
 
 def test_the_peer_managers_sessions_book_their_timers_on_its_wheel_not_its_mailbox(recorder):

@@ -110,3 +110,37 @@ def test_the_readers_view_is_the_live_table_read_only() -> None:
     assert table.view() is view  # one view for the table's life: nothing is republished
     with pytest.raises(TypeError):
         view[6] = "c"  # type: ignore[index]
+
+
+def test_pooled_random_reads_the_kernel_once_per_pool_and_never_hands_a_word_out_twice(monkeypatch) -> None:
+    """Index picks draw 24 bits: one os.urandom read per POOL_WORDS picks, not one each; threads sharing the pool
+    (every session of a daemon does) never get the same word (here the kernel's words are all distinct)."""
+    import itertools
+    import threading
+
+    from axiomnet import indices
+
+    counter = itertools.count(1)
+    reads = []
+
+    def fake_urandom(n: int) -> bytes:
+        reads.append(n)
+        return b"".join(next(counter).to_bytes(4, "little") for _ in range(n // 4))
+
+    monkeypatch.setattr(indices.os, "urandom", fake_urandom)
+    rng = indices.PooledRandom()
+    got: list[int] = []
+
+    def draw() -> None:
+        mine = [rng.getrandbits(32) for _ in range(2000)]
+        got.extend(mine)
+
+    threads = [threading.Thread(target=draw) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == len(set(got)) == 16000  # no word twice, across threads
+    assert len(reads) <= 16000 // indices.POOL_WORDS + 8  # a refill per pool (races add at most one per thread)
+    picks = indices.LocalIndices(rng)
+    assert all(1 <= picks.pick() <= MAX_RECEIVER_INDEX for _ in range(1000))

@@ -41,6 +41,7 @@ from axiomnet.constants import (
     MAX_DATAGRAM_SIZE,
     MAX_TREE_DEPTH,
     PROBE_INTERVAL,
+    PROBE_INTERVAL_MAX,
     ROOT_TIMEOUT,
 )
 from axiomnet.errors import InvalidAnnouncement, MalformedPacket, RemoteProtocolError
@@ -632,11 +633,15 @@ def test_a_neighbour_that_understates_its_delay_does_not_attract_us() -> None:
     delay = {liar.public_key: 0.050, honest.public_key: 0.005}
     for peer in (liar, honest):
         tree.add(peer.public_key, 0.0)
-    for t in range(1, 9):
-        now = t * PROBE_INTERVAL  # one probe per neighbour per PROBE_INTERVAL
+    rounds = 0
+    for t in range(1, 17):
+        now = t * PROBE_INTERVAL  # a probe per neighbour per PROBE_INTERVAL, stretching while the RTT holds
         for peer in (liar, honest):
             tree.receive(peer.public_key, encode_announcement(signed(root, [(peer, 2)], me, seq=t)), now)
         probes = [(key, data) for key, data in tree.tick(now + 0.01) if data[0] == PROBE]
+        if not probes:
+            continue
+        rounds += 1
         assert sorted(key for key, _ in probes) == sorted(delay)
         for key, probe in probes:
             _, nonce = decode_probe(probe)
@@ -644,7 +649,8 @@ def test_a_neighbour_that_understates_its_delay_does_not_attract_us() -> None:
                 assert tree.receive(key, encode_probe(PROBE_REPLY, nonce ^ 1), now + 0.0101) == []
             tree.receive(key, encode_probe(PROBE_REPLY, nonce), now + 0.01 + delay[key])
             tree.receive(key, encode_probe(PROBE_REPLY, nonce), now + 0.0102 + delay[key])  # a replay: no sample
-    assert tree.stats["probe_replies_unmatched"] == 3 * 8  # 8 guesses, 16 replays
+    assert 4 <= rounds < 16  # probed again and again, less often once the samples agreed
+    assert tree.stats["probe_replies_unmatched"] == 3 * rounds  # a guess and two replays a round
     assert tree.neighbours[liar.public_key].rtt == pytest.approx(0.050)
     assert tree.neighbours[honest.public_key].rtt == pytest.approx(0.005)
     assert tree.parent == honest.public_key and tree.depth == 2
@@ -676,3 +682,67 @@ def test_probes_go_at_the_first_tick_then_once_per_probe_interval() -> None:
     assert probes_at(1.0) == 1
     assert [probes_at(1.0 + t) for t in range(1, int(PROBE_INTERVAL))] == [0] * (int(PROBE_INTERVAL) - 1)
     assert probes_at(1.0 + PROBE_INTERVAL) == 1
+
+
+def _probe_times(tree: Tree, key: bytes, start: int, until: int, rtt: float | None) -> list[float]:
+    """Tick once a second from ``start`` to ``until``; answer each probe to ``key`` after ``rtt`` (None: never).
+    When each probe went."""
+    sent = []
+    for t in range(start, until + 1):
+        for to, data in tree.tick(float(t)):
+            if to == key and data[0] == PROBE:
+                sent.append(float(t))
+                if rtt is not None:
+                    tree.receive(key, encode_probe(PROBE_REPLY, decode_probe(data)[1]), t + rtt)
+    return sent
+
+
+def test_probes_stretch_while_the_rtt_holds_and_come_back_when_it_moves() -> None:
+    """A quiet, healthy link is probed less and less often, up to PROBE_INTERVAL_MAX; a sample that disagrees with
+    the smoothed RTT brings the base interval back (the parent choice still sees a link that changed)."""
+    me, peer = ident(45), ident(46)
+    tree = tree_of(me)
+    tree.add(peer.public_key, 0.0)
+    times = _probe_times(tree, peer.public_key, 1, 400, 0.01)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps[0] == PROBE_INTERVAL  # the first sample only sets the RTT
+    assert gaps[1] == 2 * PROBE_INTERVAL and gaps[2] == PROBE_INTERVAL_MAX  # each agreeing sample doubles it
+    assert set(gaps[2:]) == {PROBE_INTERVAL_MAX}
+    # The link slows down to 50 ms: the next sample disagrees, and the interval is back to PROBE_INTERVAL.
+    later = _probe_times(tree, peer.public_key, 401, 401 + int(2 * PROBE_INTERVAL_MAX), 0.05)
+    assert later[1] - later[0] == PROBE_INTERVAL
+    assert tree.neighbours[peer.public_key].rtt > 0.02
+
+
+def test_a_neighbour_that_never_answers_probes_is_probed_ever_less_often() -> None:
+    """A peer that answers no probe (an old build, a bare session) costs a probe per PROBE_INTERVAL_MAX, not one per
+    PROBE_INTERVAL: at a hub of 10,000 such sessions that was 500 probes a second for nothing."""
+    me, peer = ident(47), ident(48)
+    tree = tree_of(me)
+    tree.add(peer.public_key, 0.0)
+    times = _probe_times(tree, peer.public_key, 1, 400, None)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps[:3] == [PROBE_INTERVAL, 2 * PROBE_INTERVAL, PROBE_INTERVAL_MAX]
+    assert set(gaps[2:]) == {PROBE_INTERVAL_MAX}
+
+
+def test_a_tick_looks_only_at_the_neighbours_whose_probe_or_refresh_is_due() -> None:
+    """A hub of 10,000 walked every neighbour every heartbeat for probes and refreshes that come once per 20-80 s:
+    now a tick visits only those due (a heap of their next times), and what it sends is the same."""
+    me = ident(49)
+    tree = tree_of(me)
+    peers = [Identity.from_seed(i.to_bytes(2, "big") * 16).public_key for i in range(300)]
+    for key in peers:
+        tree.add(key, 0.0)
+    first = tree.tick(1.0)
+    assert sorted(key for key, data in first if data[0] == PROBE) == sorted(peers)  # each probed at its first tick
+    visits = tree.stats["tick_visits"]
+    assert visits == len(peers)
+    for t in range(2, int(PROBE_INTERVAL) - 1):
+        assert [data for _, data in tree.tick(float(t)) if data[0] == PROBE] == []
+    assert tree.stats["tick_visits"] == visits  # nothing due: no neighbour looked at
+    probes = [key for key, data in tree.tick(1.0 + PROBE_INTERVAL) if data[0] == PROBE]
+    assert sorted(probes) == sorted(peers)  # unanswered: each probed again on time (then less often)
+    tree.remove(peers[0], 1.0 + PROBE_INTERVAL)
+    later = {key for t in range(int(PROBE_INTERVAL) + 2, 200) for key, data in tree.tick(float(t))}
+    assert peers[0] not in later and set(peers[1:]) <= later  # refreshes and probes go on, not to the one removed
