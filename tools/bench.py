@@ -55,6 +55,9 @@ IDLE_PEERS = 10
 LOSS_PERCENT = 1
 BASE_PACKAGES = ("iproute2", "iputils-ping", "iperf3")
 NEXT_HOP_SIZES = bench_micro.NEXT_HOP_NEIGHBOURS
+# The seal step per datagram against per segment (a TCP super-packet, Yggdrasil's 64 KB unit): issue 19's moonshot.
+MICRO_SEGMENT_KEYS = [f"micro_seal_{size}_{kind}" for size in bench_micro.SEGMENT_SIZES
+                      for kind in ("datagrams_gbps_per_core", "unit_gbps_per_core", "unit_over_datagrams")]
 # What --only can select: the overlays of the side-by-side table, then AxiomNet's own figures.
 SECTIONS = ("veth", "axiomnet", *PEERS, "loss", "mtu", "no_offload", "relay", "fanin", "idle", "sessions", "micro",
             "first_packet")
@@ -154,6 +157,7 @@ def all_keys() -> list[str]:
     keys += ["axiomnet_daemon_sessions", "axiomnet_daemon_rss_kib_per_session", "axiomnet_daemon_sessions_cpu_percent"]
     keys += ["micro_encrypt_send_us", "micro_receive_decrypt_us", "micro_handshakes_per_s_core",
              "micro_handshakes_per_s_responder", "micro_session_kib_tracemalloc"]
+    keys += MICRO_SEGMENT_KEYS
     keys += [f"micro_next_hop_{n}_us" for n in NEXT_HOP_SIZES]
     keys += FIRST_PACKET_KEYS
     return keys
@@ -652,7 +656,7 @@ def measure_daemon_sessions(workdir: Path, s: Settings, fig: Figures) -> None:
 
 def measure_micro(s: Settings, fig: Figures) -> None:
     keys = ["micro_encrypt_send_us", "micro_receive_decrypt_us", "micro_handshakes_per_s_core",
-            "micro_handshakes_per_s_responder", "micro_session_kib_tracemalloc"] + [f"micro_next_hop_{n}_us" for n in NEXT_HOP_SIZES]
+            "micro_handshakes_per_s_responder", "micro_session_kib_tracemalloc"] + [f"micro_next_hop_{n}_us" for n in NEXT_HOP_SIZES] + MICRO_SEGMENT_KEYS
     with fig.section("micro-benchmarks", keys):
         if not s.wants("micro"):
             raise Skipped
@@ -662,6 +666,8 @@ def measure_micro(s: Settings, fig: Figures) -> None:
         fig.set("micro_handshakes_per_s_core", micro["handshakes"]["per_s_both_ends"])
         fig.set("micro_handshakes_per_s_responder", micro["handshakes"]["per_s_responder"])
         fig.set("micro_session_kib_tracemalloc", micro["session_memory"]["kib_per_session"])
+        for key, value in micro["segments"].items():
+            fig.set(f"micro_{key}", value)
         for row in micro["next_hop"]:
             fig.set(f"micro_next_hop_{row['neighbours']}_us", row["us"])
         _progress(f"micro: {micro}")

@@ -36,6 +36,8 @@ AXIOMNET_ALWAYS = [
     "axiomnet_daemon_sessions", "axiomnet_daemon_rss_kib_per_session", "axiomnet_daemon_sessions_cpu_percent",
     "micro_encrypt_send_us", "micro_receive_decrypt_us", "micro_handshakes_per_s_core",
     "micro_session_kib_tracemalloc", "micro_next_hop_10_us", "micro_next_hop_1000_us", "micro_next_hop_100000_us",
+    "micro_seal_38340_datagrams_gbps_per_core", "micro_seal_38340_unit_gbps_per_core",
+    "micro_seal_38340_unit_over_datagrams", "micro_seal_65535_unit_over_datagrams",
     "veth_mbps", "veth_rtt_avg_ms",
     "axiomnet_first_packet_5hops_s",
 ]
