@@ -3,7 +3,7 @@
 glibc keeps, for every thread, a cache of freed chunks (tcache: up to 7 per size class, 64 classes up to 1 KiB).
 Those chunks count as in use: ``malloc_trim`` cannot hand them back, and no other thread can reuse them. The daemon
 runs about 20 threads that each allocate packets, handshakes and messages of many sizes, so its malloc in use
-grew 30-50 KiB a minute for half an hour while heaptrack saw its live allocations grow 4-9 KiB a minute; with the
+grew 30-50 KiB a minute for half an hour while heaptrack saw its live allocations grow 7-9 KiB a minute; with the
 caches off (one 12-node soak, three long-lived daemons with them and three without) malloc in use stayed nearly
 flat and RSS grew about half as fast. Python's own allocator serves objects up to 512 bytes, so the daemon calls
 malloc only a few hundred times a second (heaptrack: 226/s in the soak): the cache saves it little.
