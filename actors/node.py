@@ -40,6 +40,7 @@ from axiomnet.actors.e2e import EndToEndActor
 from axiomnet.actors.heapwatch import HeapWatch
 from axiomnet.actors.heartbeat import HeartbeatActor
 from axiomnet.actors.isolate import load_or_create_identity_isolated
+from axiomnet.actors.malloc_env import unblock_stop_signals
 from axiomnet.actors.peers import PeerManagerActor
 from axiomnet.actors.router import RouterActor
 from axiomnet.actors.socket import SocketActor
@@ -376,6 +377,7 @@ def run_daemon(config: Config, reload: Callable[[], Config] | None = None) -> in
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+    unblock_stop_signals()  # blocked across the malloc re-exec (actors/malloc_env.py): handled from here on
     try:
         return _run(config, reload, started, stop, hangup, outcome)
     finally:

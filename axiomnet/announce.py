@@ -56,6 +56,7 @@ from axiomnet.constants import (
     MAX_PORT,
     MAX_TREE_DEPTH,
     MAX_VERIFIED_SIGNATURES,
+    VERIFIED_IDLE_TICKS,
 )
 from axiomnet.errors import InvalidAnnouncement, MalformedPacket
 
@@ -243,12 +244,25 @@ class Verifier:
     A certificate keeps its signature for up to CERT_LIFETIME heartbeats and is carried again in every
     announcement of the sender and of the sender's subtree, so most checks hit the cache; a root signs one new
     seq per heartbeat, which each node verifies once, from its parent's beat. At most ``capacity`` signatures
-    are remembered, the least recently used forgotten first."""
+    are remembered, the least recently used forgotten first, and none unused for ``idle_ticks`` heartbeats
+    (:meth:`tick`): every root seq's signature is dead a heartbeat later, so without the age bound the cache
+    would fill to ``capacity`` with them (about 75 a minute in a 12-node mesh: full after half an hour) and
+    then hold ``capacity`` entries for good."""
 
-    def __init__(self, capacity: int = MAX_VERIFIED_SIGNATURES) -> None:
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
+    def __init__(self, capacity: int = MAX_VERIFIED_SIGNATURES, idle_ticks: int = VERIFIED_IDLE_TICKS) -> None:
+        self._seen: OrderedDict[bytes, int] = OrderedDict()  # token -> the heartbeat it was last used at
         self._capacity = capacity
+        self._idle_ticks = idle_ticks
+        self._ticks = 0
         self.verifications = 0  # signatures actually checked (cache misses), for inspection and benchmarks
+
+    def tick(self) -> None:
+        """One heartbeat passed: forget the signatures unused for ``idle_ticks`` of them (the least recently
+        used come first, so this stops at the first one still in use)."""
+        self._ticks += 1
+        seen, oldest = self._seen, self._ticks - self._idle_ticks
+        while seen and next(iter(seen.values())) < oldest:
+            seen.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -256,6 +270,7 @@ class Verifier:
     def _check(self, key: bytes, statement: bytes, sig: bytes, what: str) -> None:
         token = sig + key + statement
         if token in self._seen:
+            self._seen[token] = self._ticks
             self._seen.move_to_end(token)
             return
         self.verifications += 1
@@ -263,7 +278,7 @@ class Verifier:
             nacl.bindings.crypto_sign_open(sig + statement, key)
         except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
             raise InvalidAnnouncement(f"bad signature on {what}") from None
-        self._seen[token] = None
+        self._seen[token] = self._ticks
         while len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
 

@@ -128,6 +128,9 @@ PARENT_SWITCH_RATIO = 0.5  # a valid parent is kept unless another candidate cos
 MIN_ANNOUNCE_INTERVAL = HEARTBEAT_INTERVAL / 4  # announcements (or beats) arriving faster from one neighbour are dropped
 MAX_DEAD_ROOTS = 64  # roots remembered as dead (key -> last seq); the oldest is forgotten past this
 MAX_VERIFIED_SIGNATURES = 2048  # signatures remembered as verified (siblings share ancestors); LRU past this
+# Heartbeats a remembered signature may go unused before it is forgotten: a live certificate comes again in every
+# announcement that carries it (at least every 1.5 x CERT_REFRESH), and a root seq's signature is dead a beat later.
+VERIFIED_IDLE_TICKS = CERT_LIFETIME
 RTT_EWMA_WEIGHT = 0.25  # weight of a new RTT sample in a link's smoothed RTT (parent cost = depth x RTT)
 DEFAULT_LINK_RTT = 0.001  # assumed RTT (s) of a link until it is measured
 # A neighbour gets an RTT probe (docs/PROTOCOL.md §5.5) at its first tick, then once per this: a parent's cost
@@ -187,6 +190,10 @@ RING_LINK_RATE = 10.0
 RING_LINK_BURST = 20.0
 MAX_RING_BUCKETS = 1024  # per-origin / per-target / per-link buckets a relay keeps; the least recently used goes
 MAX_RING_SEEN = 4096  # (origin, nonce, TTL) of floods already forwarded; the oldest is forgotten past this
+# ... and each is forgotten RING_SEEN_LIFETIME seconds after it came: the copies of one round arrive within the round
+# (at most RING_STEP_MAX) and a path's delay, so without a time bound the table would fill to MAX_RING_SEEN with dead
+# rounds (in the 12-node soak, over an hour) and hold them for good.
+RING_SEEN_LIFETIME = 30.0
 DEAD_PATH_AFTER = 2.0  # packets sent to a destination and nothing heard from it for this long: its route is dead
 MAX_SOURCE_ROUTES = 1024  # destinations with a source route; the least recently used is forgotten past this
 SOURCE_ROUTE_IDLE = 60.0  # a source route over which nothing came back for this long is dropped

@@ -32,6 +32,7 @@ from axiomnet.constants import (
     HOP_LIMIT,
     MAX_RING_BUCKETS,
     MAX_RING_SEEN,
+    RING_SEEN_LIFETIME,
     PATH_BROKEN_INTERVAL,
     RING_MAX_TTL,
     RING_LINK_BURST,
@@ -143,7 +144,7 @@ class Forwarder:
         self._hops: dict[tuple[int, ...], tuple[int, int]] = {}
         self._broken_at: OrderedDict[bytes, float] = OrderedDict()
         self._ports: dict[int, bytes] = {}  # port -> the neighbour's noise key (source routes)
-        self._ring_seen: OrderedDict[tuple[bytes, int, int], None] = OrderedDict()
+        self._ring_seen: OrderedDict[tuple[bytes, int, int], float] = OrderedDict()  # -> when it came, oldest first
         self._ring_limits = [_Buckets(rate, burst, MAX_RING_BUCKETS) for rate, burst in (
             (RING_RELAY_RATE, RING_RELAY_BURST), (RING_TARGET_RATE, RING_TARGET_BURST), (RING_LINK_RATE, RING_LINK_BURST))]
 
@@ -355,6 +356,7 @@ class Forwarder:
         return out
 
     def _ring_step(self, now: float, out: Output) -> None:
+        self._forget_rings(now)
         self.pathfinder.dead_paths(now)
         for dst, nonce, ttl in self.pathfinder.ring_due(now):
             self._ring(dst, nonce, ttl, out, now)
@@ -368,6 +370,12 @@ class Forwarder:
             out.send(key, encode_routed(Kind.RING_SEARCH, root_tag=tag, dst=dst, src=self.address, dst_path=(port,),
                                         src_path=(), payload=payload, hop_limit=ttl))
             self.stats["ring_messages_sent"] += 1
+
+    def _forget_rings(self, now: float) -> None:
+        """Forget the floods seen RING_SEEN_LIFETIME ago or more (the table is in arrival order)."""
+        seen, oldest = self._ring_seen, now - RING_SEEN_LIFETIME
+        while seen and next(iter(seen.values())) <= oldest:
+            seen.popitem(last=False)
 
     # --- receiving -----------------------------------------------------------------------------------
     def receive(self, from_key: bytes, packets: Iterable[bytes], now: float) -> Output:
@@ -449,6 +457,7 @@ class Forwarder:
             self.stats["dropped_malformed"] += 1
             return
         seen = (header.src, search.nonce, search.ttl)
+        self._forget_rings(now)
         if seen in self._ring_seen:
             self.stats["ring_duplicate"] += 1
             return
@@ -463,7 +472,7 @@ class Forwarder:
             except RemoteProtocolError:
                 self.stats["ring_refused"] += 1
                 return  # not remembered: a forged copy cannot shadow the real one
-        self._ring_seen[seen] = None
+        self._ring_seen[seen] = now
         while len(self._ring_seen) > MAX_RING_SEEN:
             self._ring_seen.popitem(last=False)
         if header.dst == self.address:

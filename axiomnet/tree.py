@@ -637,6 +637,7 @@ class Tree:
         """One heartbeat: choose our parent; if we are root, advance our number and beat it to our children; and
         return what to send as (noise key, bytes): the beats, probes that are due, and announcements owed (a
         change, or CERT_REFRESH heartbeats since the last one to that neighbour; see :meth:`urgent`)."""
+        self._verifier.tick()
         before = (self.root, self.chain, self.parent)
         self._reselect(now)
         if (self.root, self.chain, self.parent) != before:
@@ -844,5 +845,6 @@ class Tree:
             "dead_roots": len(self._dead_roots),
             "trusted_roots": None if self._trusted_roots is None else len(self._trusted_roots),
             "signatures_verified": self._verifier.verifications,
+            "signatures_cached": len(self._verifier),
             **self.stats,
         }

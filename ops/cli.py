@@ -457,6 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parsed
     try:
         if args.command == "daemon":
+            if argv is None:  # the program itself, not a caller in-process: restart once with malloc tuned
+                from axiomnet.actors.malloc_env import reexec_with_malloc_tuned
+                reexec_with_malloc_tuned()
             return _run_daemon(args)
         if args.command == "identity" and args.identity_command in ("show", "create"):
             return _identity(args)

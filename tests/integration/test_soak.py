@@ -14,7 +14,7 @@ The thresholds of the real run, and why (CI is a loaded 2-core machine; the run 
 * RSS slope <= 10 MiB/min: a minute cannot show a slow leak (docs/RELIABILITY.md has the 30-minute run);
   daemons still warm up (about 1-2 MiB/min in the first minute here), so this only catches a gross leak,
   e.g. one that keeps every relayed packet; thread count slope <= 10/min and at most 40 threads per daemon: a
-  daemon runs 18-19 threads, their slope was 0 over 30 minutes, but one thread more or less within the
+  daemon runs 23 threads, their slope was 0 over 30 minutes, but one thread more or less within the
   45 s measured is already 1.3/min.
 """
 

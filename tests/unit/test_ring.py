@@ -17,6 +17,8 @@ from axiomnet.constants import (
     RING_LINK_BURST,
     RING_MAX_TTL,
     RING_RELAY_BURST,
+    RING_RELAY_RATE,
+    RING_SEEN_LIFETIME,
     RING_SOURCE_BURST,
     RING_SOURCE_RATE,
 )
@@ -365,6 +367,31 @@ def test_a_relay_floods_each_search_once_within_its_per_origin_budget() -> None:
                             hop_limit=4) for i in range(60)]
     flooded = sum(bool(hub.receive(leaf, [packet], later).links) for packet in forged)
     assert flooded <= RING_LINK_BURST
+
+
+def test_a_relay_forgets_the_floods_it_saw_after_ring_seen_lifetime() -> None:
+    """The duplicate filter holds each flood for RING_SEEN_LIFETIME seconds, not until MAX_RING_SEEN newer ones
+    push it out: a relay that saw one search a second for ten minutes remembers the last half minute's, and
+    nothing once it has been quiet that long (before, every daemon of the soak filled it toward its 4,096)."""
+    overlay = Overlay(nx.star_graph(3), seed=3)
+    overlay.tick(10)
+    hub = overlay.nodes[0].forwarder
+    leaf = overlay.nodes[1].identity.public_key
+    target = b"\xfc" + bytes([9]) * 15
+    start = overlay.now
+    step = 1.0 / RING_RELAY_RATE  # within the per-origin budget, so every search is flooded
+    for i in range(600):
+        now = start + i * step
+        assert hub.receive(leaf, [_search(overlay, 1, target, 1000 + i, 4)], now).links
+        assert len(hub._ring_seen) <= RING_SEEN_LIFETIME / step + 1
+    # A copy inside the lifetime is a duplicate; the same copy after it is a new flood.
+    now = start + 600 * step
+    assert hub.receive(leaf, [_search(overlay, 1, target, 1599, 4)], now).links == {}
+    assert hub.stats["ring_duplicate"] == 1
+    assert hub.receive(leaf, [_search(overlay, 1, target, 1599, 4)], now + RING_SEEN_LIFETIME).links
+    # Quiet for RING_SEEN_LIFETIME: the router's timers empty the table.
+    hub.timers(now + 2 * RING_SEEN_LIFETIME + 1)
+    assert len(hub._ring_seen) == 0
 
 
 def test_a_forged_search_gets_no_answer_and_a_forged_reply_is_refused() -> None:

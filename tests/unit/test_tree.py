@@ -43,6 +43,7 @@ from axiomnet.constants import (
     PROBE_INTERVAL,
     PROBE_INTERVAL_MAX,
     ROOT_TIMEOUT,
+    VERIFIED_IDLE_TICKS,
 )
 from axiomnet.errors import InvalidAnnouncement, MalformedPacket, RemoteProtocolError
 from axiomnet.identity import Identity
@@ -202,6 +203,48 @@ def test_certificates_outlive_the_root_seq_and_are_verified_once() -> None:
     small.verify(signed(ident(49), [], me, seq=1), me.signing_key)  # the newest root is still cached
     small.verify(signed(ident(10), [], me, seq=1), me.signing_key)  # the oldest was forgotten
     assert small.verifications == checked + 2
+
+
+def test_signatures_unused_for_verified_idle_ticks_heartbeats_are_forgotten() -> None:
+    """Every root seq brings a new root signature, dead a heartbeat later: without an age bound the cache filled
+    to its capacity with them (half an hour in the soak's 12-node mesh) and held that many for good, memory a
+    daemon's RSS kept growing into. Signatures still in use (the hops, re-sent in every announcement) stay
+    cached however old, so the number of checks does not change."""
+    a, b, c, me = ident(1), ident(2), ident(3), ident(4)
+    verifier = Verifier()
+    rounds = 4 * VERIFIED_IDLE_TICKS
+    for seq in range(10, 10 + rounds):
+        verifier.verify(signed(a, [(b, 1), (c, 2)], me, seq=seq, issued=10 + (seq - 10) // CERT_REFRESH * CERT_REFRESH),
+                        me.signing_key)
+        verifier.tick()
+        # The root seqs of the last VERIFIED_IDLE_TICKS heartbeats, and the rounds of 3 certificates issued in them.
+        assert len(verifier) <= VERIFIED_IDLE_TICKS + 1 + 3 * (VERIFIED_IDLE_TICKS // CERT_REFRESH + 1)
+    reissued = rounds // CERT_REFRESH
+    assert verifier.verifications == rounds + 3 * reissued  # each seq once, each round of certificates once
+    # A signature in use is kept: the current certificates, checked again, cost nothing.
+    checked = verifier.verifications
+    verifier.verify(signed(a, [(b, 1), (c, 2)], me, seq=9 + rounds, issued=10 + (reissued - 1) * CERT_REFRESH),
+                    me.signing_key)
+    assert verifier.verifications == checked
+    # Idle for VERIFIED_IDLE_TICKS heartbeats (a partition, a quiet tree), everything goes.
+    for _ in range(VERIFIED_IDLE_TICKS + 1):
+        verifier.tick()
+    assert len(verifier) == 0
+
+
+def test_a_meshs_verifier_caches_stay_flat_heartbeat_after_heartbeat() -> None:
+    """The tree ticks its verifier: in a 12-node mesh (the soak's) every node's cache holds what the last
+    VERIFIED_IDLE_TICKS heartbeats used, the same after 3 and after 6 of those spans (it grew by ~75 a minute)."""
+    graph = nx.cycle_graph(12)
+    graph.add_edges_from([(0, 6), (2, 8), (4, 10)])
+    overlay = Overlay(graph, seed=7)
+    overlay.tick(3 * VERIFIED_IDLE_TICKS)
+    early = {v: len(node.tree._verifier) for v, node in overlay.nodes.items()}
+    overlay.tick(3 * VERIFIED_IDLE_TICKS)
+    late = {v: len(node.tree._verifier) for v, node in overlay.nodes.items()}
+    assert max(late.values()) <= 2 * VERIFIED_IDLE_TICKS
+    assert all(late[v] <= early[v] + 3 for v in late), (early, late)
+    assert all(node.tree.snapshot(overlay.now)["signatures_cached"] == late[v] for v, node in overlay.nodes.items())
 
 
 @pytest.mark.parametrize("forgery", ["root_sig", "hop_port", "hop_key", "cert", "loop", "seq", "future", "expired"])
