@@ -7,8 +7,9 @@ from __future__ import annotations
 
 # --- protocol identity --------------------------------------------------------------------------
 # 4-bit version in the switch header; anything else is MalformedPacket. 2: u16 path lengths and hop limit, u32
-# watermark in the routed header, depth bounded by the datagram (routing v2, docs/PROTOCOL.md "Version").
-PROTOCOL_VERSION = 3
+# watermark in the routed header, depth bounded by the datagram (routing v2, docs/PROTOCOL.md "Version"). 3: hop
+# certificates over their issue seq, ROOT_BEAT. 4: announcements travel in ANNOUNCE_PARTs (§5.7), any depth.
+PROTOCOL_VERSION = 4
 NOISE_PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2s"
 # Bound into every handshake: a peer speaking another protocol or version fails at message 2.
 NOISE_PROLOGUE = b"AxiomNet/%d " % PROTOCOL_VERSION + NOISE_PROTOCOL_NAME
@@ -102,16 +103,28 @@ ADMIN_TIMEOUT = 2.0  # admin socket read/ask timeout
 
 # --- routing: spanning tree and announcements (axiomnet/tree.py) --------------------------------------
 # One tick of the tree is one HEARTBEAT_INTERVAL (H). Repair times in docs/ROUTING.md are counted in H.
-# An announcement (docs/PROTOCOL.md §5.2) travels in one CONTROL datagram: the datagram bound less the 16-byte
-# switch header and the 16-byte AEAD tag. It is the only bound on its size.
-MAX_ANNOUNCEMENT_SIZE = MAX_DATAGRAM_SIZE - HEADER_SIZE - AEAD_TAG_SIZE  # 65475
+# The plaintext one link datagram carries: the datagram bound less the 16-byte switch header and the 16-byte tag.
+MAX_LINK_PLAINTEXT = MAX_DATAGRAM_SIZE - HEADER_SIZE - AEAD_TAG_SIZE  # 65475
 ANNOUNCEMENT_FIXED_SIZE = 182  # header, root signature and certificate of an announcement (§5.2)
 ANNOUNCEMENT_HOP_SIZE = 106  # one signed hop of its chain: child key, port, issue seq, parent signature
 MAX_BLOOM_ENCODED = 2 + 1024  # the largest bloom filter encoding (§6.4)
-# Hops from the root: the deepest chain an announcement with a full bloom filter can carry, 606. Lengths on the
-# wire are u16 (announcement hop count, routed path lengths), so this is the only depth bound; a deeper position
-# is refused. Routes are at most 2 x this many hops, under HOP_LIMIT.
-MAX_TREE_DEPTH = (MAX_ANNOUNCEMENT_SIZE - ANNOUNCEMENT_FIXED_SIZE - MAX_BLOOM_ENCODED) // ANNOUNCEMENT_HOP_SIZE
+# Hops from the root. Protocol 3 sent an announcement in one CONTROL datagram, which bounded the depth at 606 (a
+# full bloom filter and 606 hops of 106 bytes). Protocol 4 sends it in parts (ANNOUNCE_PART, docs/PROTOCOL.md
+# §5.7), so the announcement no longer bounds the depth.
+MAX_TREE_DEPTH = (MAX_LINK_PLAINTEXT - ANNOUNCEMENT_FIXED_SIZE - MAX_BLOOM_ENCODED) // ANNOUNCEMENT_HOP_SIZE
+# The largest announcement (§5.2): a full chain and a full bloom filter. Larger is MalformedPacket.
+MAX_ANNOUNCEMENT_SIZE = ANNOUNCEMENT_FIXED_SIZE + ANNOUNCEMENT_HOP_SIZE * MAX_TREE_DEPTH + MAX_BLOOM_ENCODED
+# An announcement travels as ANNOUNCE_PARTs (§5.7) of this many of its bytes (the last one fewer): with the part's
+# 14-byte header and the link's 32 bytes a part is a 1,246-byte datagram, under UNDERLAY_DATAGRAM_TARGET, so an
+# announcement is never IP-fragmented however deep its chain.
+ANNOUNCE_PART_BYTES = 1200
+MAX_ANNOUNCE_PARTS = -(-MAX_ANNOUNCEMENT_SIZE // ANNOUNCE_PART_BYTES)  # a part count above this is MalformedPacket
+# A receiver holds at most one partial announcement per neighbour (a newer number replaces it); one not complete
+# this long after its first part arrived is dropped (counted partials_expired) ...
+PART_TIMEOUT = 2.0 * HEARTBEAT_INTERVAL
+# ... and all partial announcements together hold at most this many bytes: past it the oldest is dropped (counted
+# partials_evicted). Honest parts complete within a link delay; a neighbour that never completes holds one at most.
+MAX_PARTIAL_BYTES = 16 * 1024 * 1024
 MAX_PORT = 0xFFFF  # ports are u16, 1..MAX_PORT; 0 is padding and "no port"
 PORT_REUSE_DELAY = 60.0  # a port freed by a departed neighbour is not given to another one for this long
 # Our parent sent no ROOT_BEAT for this long: it is no parent candidate until it announces again (its branch or

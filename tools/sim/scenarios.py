@@ -15,7 +15,7 @@ from scipy.sparse.csgraph import connected_components
 
 from axiomnet.constants import (
     HEARTBEAT_INTERVAL,
-    MAX_ANNOUNCEMENT_SIZE,
+    MAX_LINK_PLAINTEXT,
     MAX_TREE_DEPTH,
     NEIGHBOUR_TIMEOUT,
     ROOT_TIMEOUT,
@@ -68,7 +68,7 @@ RANDOM_RTT = (0.005, 0.100)  # seconds: --link-rtt random draws each link's RTT 
 # The deepest --depth-bound: a routed packet carrying two paths that deep (2 bytes a port) and a 1,280-byte payload
 # still fits one link datagram (docs/PROTOCOL.md §6.1), so the bound is the routed header's, not the announcement's.
 MIN_PAYLOAD = 1280
-MAX_DEPTH_BOUND = (MAX_ANNOUNCEMENT_SIZE - ROUTED_FIXED_SIZE - MIN_PAYLOAD) // 4
+MAX_DEPTH_BOUND = (MAX_LINK_PLAINTEXT - ROUTED_FIXED_SIZE - MIN_PAYLOAD) // 4
 
 
 def _components(net: Network, graph: graphs.Graph) -> np.ndarray:
