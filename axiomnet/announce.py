@@ -292,12 +292,16 @@ class Verifier:
         """InvalidAnnouncement unless the root signed ``beat.seq``."""
         self._check(beat.root, root_statement(beat.root, beat.seq), beat.sig, "a root beat")
 
-    def verify(self, ann: Announcement, receiver: bytes, current_seq: int | None = None) -> None:
+    def verify(self, ann: Announcement, receiver: bytes, current_seq: int | None = None,
+               known: tuple[Hop, ...] = ()) -> None:
         """InvalidAnnouncement unless every signature holds, every certificate is fresh (see
         :func:`certificates_fresh`; ``current_seq`` is our newest seq of the announcement's root, if we know one
         newer than the announcement's), and the chain is a simple path from the root.
 
-        ``receiver`` is our own Ed25519 key: the certificate (if any) must be signed for it.
+        ``receiver`` is our own Ed25519 key: the certificate (if any) must be signed for it. ``known`` is a chain
+        under the same root whose every signature was verified before (our own): the hops of ``ann`` that repeat
+        it from the root down, byte for byte, sign the very same statements and are not checked again (a child's
+        or a sibling's chain repeats ours; past MAX_VERIFIED_SIGNATURES hops the cache alone would miss them all).
         """
         keys = [ann.root] + [h.key for h in ann.chain]
         if len(set(keys)) != len(keys):
@@ -307,7 +311,12 @@ class Verifier:
                                       "a later seq than the announcement's")
         self._check(ann.root, root_statement(ann.root, ann.seq), ann.root_sig, "the root's sequence number")
         parent = ann.root
-        for depth, hop in enumerate(ann.chain, 1):
+        same = 0  # hops that repeat ``known`` from the root down: verified when it was
+        while same < len(ann.chain) and same < len(known) and ann.chain[same] == known[same]:
+            same += 1
+        if same:
+            parent = ann.chain[same - 1].key
+        for depth, hop in enumerate(ann.chain[same:], same + 1):
             statement = hop_statement(ann.root, hop.issued, parent, hop.key, hop.port)
             self._check(parent, statement, hop.sig, f"hop {depth}")
             parent = hop.key

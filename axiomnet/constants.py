@@ -108,10 +108,14 @@ MAX_LINK_PLAINTEXT = MAX_DATAGRAM_SIZE - HEADER_SIZE - AEAD_TAG_SIZE  # 65475
 ANNOUNCEMENT_FIXED_SIZE = 182  # header, root signature and certificate of an announcement (§5.2)
 ANNOUNCEMENT_HOP_SIZE = 106  # one signed hop of its chain: child key, port, issue seq, parent signature
 MAX_BLOOM_ENCODED = 2 + 1024  # the largest bloom filter encoding (§6.4)
-# Hops from the root. Protocol 3 sent an announcement in one CONTROL datagram, which bounded the depth at 606 (a
-# full bloom filter and 606 hops of 106 bytes). Protocol 4 sends it in parts (ANNOUNCE_PART, docs/PROTOCOL.md
-# §5.7), so the announcement no longer bounds the depth.
-MAX_TREE_DEPTH = (MAX_LINK_PLAINTEXT - ANNOUNCEMENT_FIXED_SIZE - MAX_BLOOM_ENCODED) // ANNOUNCEMENT_HOP_SIZE
+ROUTED_HEADER_SIZE = 48  # the routed header before its two paths (docs/PROTOCOL.md §6.1, routed.FIXED_SIZE)
+MIN_ROUTED_PAYLOAD = 1280  # what a routed packet between the two deepest positions must still carry (IPv6's MTU)
+# Hops from the root: 16,036, what the routed header can carry. Protocol 3 sent an announcement in one CONTROL
+# datagram, which bounded the depth at 606 (a full bloom filter and 606 hops of 106 bytes); protocol 4 sends it in
+# parts (ANNOUNCE_PART, docs/PROTOCOL.md §5.7), so what is left is the routed packet: two u16 paths this deep and
+# a 1,280-byte payload in one link datagram. Every length on the wire is u16 (announcement hop count, routed path
+# lengths, hop limit); a deeper position is refused. Routes are at most 2 x this many hops, under HOP_LIMIT.
+MAX_TREE_DEPTH = (MAX_LINK_PLAINTEXT - ROUTED_HEADER_SIZE - MIN_ROUTED_PAYLOAD) // 4
 # The largest announcement (§5.2): a full chain and a full bloom filter. Larger is MalformedPacket.
 MAX_ANNOUNCEMENT_SIZE = ANNOUNCEMENT_FIXED_SIZE + ANNOUNCEMENT_HOP_SIZE * MAX_TREE_DEPTH + MAX_BLOOM_ENCODED
 # An announcement travels as ANNOUNCE_PARTs (§5.7) of this many of its bytes (the last one fewer): with the part's
@@ -154,6 +158,11 @@ BLOOM_BITS = 8192  # bits of one lookup bloom filter (1 KiB), as ironwood
 BLOOM_HASHES = 8  # bits set per address
 LOOKUP_CACHE_TTL = 60.0  # a looked-up destination's coordinates are used for this long, then looked up again
 MAX_LOOKUP_CACHE = 4096  # destinations cached; the least recently used is forgotten past this
+# Caches whose entries hold tree paths (the lookup cache, the forwarder's next-hop cache) are bounded in ports as
+# well as in entries: with paths up to MAX_TREE_DEPTH ports, 4,096 entries alone could hold 2 x 4,096 x 16,036
+# ports (hundreds of MiB). Past this many ports in all the least recently used entries go (the next-hop cache
+# starts afresh). 2 bytes a port on the wire; in CPython 8 (ports up to 256, shared ints) to about 40.
+MAX_CACHED_PORTS = 1 << 20
 LOOKUP_RETRY = 1.0  # a lookup with no reply is sent again after at most this (and at most this often per destination
 # once it has backed off): the first retry comes after LOOKUP_FIRST_RETRY, each wait doubling up to LOOKUP_RETRY, so
 # a lookup lost while the tree forms costs a quarter second, not one (docs/ROUTING.md §4.2)
@@ -163,7 +172,7 @@ MAX_PENDING_LOOKUPS = 256  # destinations being looked up at once; new ones past
 MAX_QUEUED_PER_DESTINATION = 32  # packets waiting for a destination's lookup; the oldest is dropped past this
 QUEUE_MAX_WAIT = 1.0  # a packet waits at most this long behind a forming route (lookup, key, handshake), then is
 # dropped (counted queue_expired): late is worse than lost for what is sent first (a ping, a TCP SYN retries itself)
-HOP_LIMIT = 2 * MAX_TREE_DEPTH + 2  # u16 hop limit of a routed packet (1312); a relay drops it (counted) at 1
+HOP_LIMIT = 2 * MAX_TREE_DEPTH + 2  # u16 hop limit of a routed packet (32074); a relay drops it (counted) at 1
 PATH_BROKEN_INTERVAL = 1.0  # a relay sends at most one path-broken signal per source per this long
 
 # --- routing: the root-independent fallback (axiomnet/lookup.py Pathfinder, axiomnet/forward.py; docs/ROUTING.md §4.1)
@@ -173,7 +182,9 @@ PATH_BROKEN_INTERVAL = 1.0  # a relay sends at most one path-broken signal per s
 RING_AFTER = 1.0  # three lookup tries (0, 0.25, 0.75 s): a tree lookup unanswered for a second is failing, not slow
 RING_FIRST_TTL = 2
 RING_TICK = 0.1  # the router steps ring searches and dead-path checks at most this often, between heartbeats too
-RING_MAX_TTL = MAX_TREE_DEPTH  # a found path must fit the routed header (its u16 TTL field holds it: PROTOCOL §6.7)
+# The widest round: how far a flood goes, a bound on its cost. It was MAX_TREE_DEPTH under protocol 3 and stays
+# there (606) now that the tree may be deeper; a found path must fit the routed header (u16 TTL field: §6.7).
+RING_MAX_TTL = 606
 RING_STEP = 0.1
 RING_STEP_MIN = 0.2
 RING_STEP_MAX = 2.0

@@ -71,11 +71,14 @@ def test_a_chain_of_40_relay_only_daemons_delivers_end_to_end(workdir):
         depths = [v["tree"]["depth"] for v in views]  # type: ignore[index]
         idle = [i for i, v in enumerate(views[1:-1], 1) if daemons.relayed_packets(v) == 0]  # type: ignore[arg-type]
         assert not idle, f"relays {idle} carried nothing: the pings did not cross the chain"
-        # Every neighbour of a node 20 deep is at least 19 deep: each of its announcements came in two parts or more.
+        # The neighbours of a node 20 deep are at least 19 deep once the chain has settled: their announcements came
+        # in two parts or more (while the chain formed, shallower ones came in one).
         deep = [v["tree"] for v in views if v["tree"]["depth"] >= 20]  # type: ignore[index]
         assert deep, f"no daemon 20 deep (depths {depths})"
-        assert all(t["announcements_assembled"] > 0 and t["parts_received"] >= 2 * t["announcements_assembled"]
-                   and t["partials_malformed"] == 0 for t in deep), deep
+        counts = [{k: t[k] for k in ("depth", "parts_received", "announcements_assembled", "partials_malformed")}
+                  for t in deep]
+        assert all(t["parts_received"] > t["announcements_assembled"] > 0 and t["partials_malformed"] == 0
+                   for t in deep), counts
         parts_per = max(t["parts_received"] / t["announcements_assembled"] for t in deep)
         rss = [d.memory_kib()["VmRSS"] / 1024 for d in ds]
         cpu = [d.cpu_seconds() for d in ds]

@@ -112,10 +112,13 @@ def test_truncated_announcement_is_malformed(cut: int) -> None:
         decode_announcement(data[:cut])
 
 
-def test_a_10000_hop_chain_is_refused_before_it_is_read() -> None:
-    head = struct.pack(">BBH32sQ64s", 1, 0, 10_000, bytes(32), 1, bytes(64))
+def test_a_chain_past_the_depth_bound_is_refused_before_it_is_read() -> None:
+    head = struct.pack(">BBH32sQ64s", 1, 0, MAX_TREE_DEPTH + 1, bytes(32), 1, bytes(64))
     with pytest.raises(MalformedPacket, match="exceeds MAX_TREE_DEPTH"):
-        decode_announcement(head + bytes(106 * 10_000 + 74)[:16000 - len(head)])
+        decode_announcement(head + bytes(16000 - len(head)))
+    head = struct.pack(">BBH32sQ64s", 1, 0, 10_000, bytes(32), 1, bytes(64))  # within it since protocol 4: read
+    with pytest.raises(MalformedPacket, match="truncated"):
+        decode_announcement(head + bytes(16000 - len(head)))
 
 
 def test_the_deepest_chain_with_a_full_filter_is_the_largest_announcement() -> None:
