@@ -133,3 +133,17 @@ def test_a_childs_chain_deeper_than_the_signature_cache_is_checked_only_where_it
     forged = replace(below, chain=below.chain[:-1] + (replace(hop, sig=bytes(64)),))
     with pytest.raises(Exception, match="signature"):
         tree.receive(child.public_key, encode_announcement(forged), 3.0)
+
+
+def test_the_verification_micro_benchmark_counts_what_it_checks(capsys: pytest.CaptureFixture[str]) -> None:
+    """tools/sim/verify_cost.py (docs/ROUTING.md "Any depth"): a cold chain costs every hop, the root's seq and the
+    certificate; a sibling's costs its own hop and certificate, and the wave estimate grows with the square."""
+    import json
+
+    from tools.sim import verify_cost
+    assert verify_cost.main(["--depths", "3", "40", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["cold_checks"] for r in rows] == [3 + 2, 40 + 2]
+    assert all(r["sibling_checks"] == 2 and r["sibling_known_checks"] == 2 for r in rows)
+    assert [r["parts"] for r in rows] == [1, 4]
+    assert rows[1]["whole_chain_wave_s"] > rows[0]["whole_chain_wave_s"]
