@@ -97,7 +97,7 @@ def measure(depth: int, pairs: list[tuple[bytes, bytes]], me: bytes, sib: tuple[
             "sibling_s": round(warm, 4), "sibling_checks": warm_checks,
             "sibling_known_s": round(known, 4), "sibling_known_checks": known_checks,
             "parts_split_and_join_ms": round(parts_time * 1e3, 2),
-            "whole_chain_wave_s": round(per_hop * depth * (depth + 1) / 2, 1),
+            "whole_chain_wave_s": round(per_hop * depth * (depth + 1) / 2, 4),
             "delta_wave_cpu_per_node_s": round(per_hop * depth, 3)}
 
 
