@@ -28,6 +28,7 @@ from loguru import logger
 
 from axiomnet.constants import DEAD_PROBE_INTERVAL, LOOKUP_RETRY, MAX_LOOKUP_CACHE, PEER_DEAD_AFTER, RING_TICK, SOURCE_ROUTE_IDLE
 from axiomnet import fastpath
+from axiomnet.announce import PartAssembler
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.forward import _DIRECT, _RELAY, Forwarder, Output
 from axiomnet.identity import Identity, derive_address, noise_key_of
@@ -62,6 +63,9 @@ class RouterActor(SupervisedActor):
         start = int(time.time() * 1000) if seq_start is None else seq_start
         self.tree = Tree(identity.signing_secret, identity.signing_key, self.address, now=now, seq_start=start,
                          trusted_roots=trusted_roots)
+        # Announcements go and come in parts (PROTOCOL §5.7), numbered from the same clock as the root seq, so a
+        # restarted node's numbers are newer than the ones its neighbours last completed.
+        self.parts = PartAssembler(start)
         self.pathfinder = Pathfinder(self.address, identity.signing_secret, identity.signing_key)
         self.forwarder = Forwarder(self.tree, self.pathfinder)
         self.sessions: dict[bytes, Any] = {}  # noise key -> session actor, while the link is up
@@ -142,6 +146,7 @@ class RouterActor(SupervisedActor):
                 self.last_seen.pop(key, None)
                 self.dead.pop(key, None)
                 self.tree.remove(key, now)
+                self.parts.forget(key)
                 self.forwarder.neighbour_down(key)
                 self._send_urgent(now)
         elif isinstance(message, m.Snapshot):
@@ -316,7 +321,10 @@ class RouterActor(SupervisedActor):
     def _announce(self, key: bytes, data: bytes, now: float) -> None:
         self._seen(key, now)
         try:
-            out = self.tree.receive(key, data, now)
+            whole = self.parts.receive(key, data, now)  # an announcement once its last part is in; beats, probes as sent
+            if whole is None:
+                return
+            out = self.tree.receive(key, whole, now)
         except RemoteProtocolError as exc:
             self.counters["announce_" + exc.metric] += 1
             logger.debug("announcement from {} refused: {}", key.hex()[:16], exc)
@@ -324,6 +332,13 @@ class RouterActor(SupervisedActor):
         for to, payload in out:  # a probe answered at once (the RTT is the peer's own), a beat for our children
             if not run_control_or_tell(self.sessions.get(to), m.SendControl(payload)):
                 self.counters["control_not_queued"] += 1
+
+    def _send_tree(self, out: list[tuple[bytes, bytes]]) -> None:
+        """What the tree owes its neighbours: announcements in parts (PROTOCOL §5.7), beats and probes as they are."""
+        for key, data in out:
+            for payload in self.parts.split(data):
+                if not run_control_or_tell(self.sessions.get(key), m.SendControl(payload)):
+                    self.counters["announce_not_queued"] += 1
 
     def _seen(self, key: bytes, now: float) -> None:
         if key not in self.sessions:
@@ -336,9 +351,7 @@ class RouterActor(SupervisedActor):
 
     def _send_urgent(self, now: float) -> None:
         """Announcements the tree owes between ticks (new neighbour, new child, our position changed)."""
-        for key, data in self.tree.urgent(now):
-            if not run_control_or_tell(self.sessions.get(key), m.SendControl(data)):
-                self.counters["announce_not_queued"] += 1
+        self._send_tree(self.tree.urgent(now))
 
     def _silent(self, key: bytes, ref: Any, now: float) -> None:
         """The session of ``key`` heard nothing from it for PEER_DEAD_AFTER: withdraw its routes (a stale report
@@ -347,6 +360,7 @@ class RouterActor(SupervisedActor):
             return
         self.dead[key] = now
         self.tree.remove(key, now)
+        self.parts.forget(key)
         self.counters["peers_withdrawn"] += 1
         logger.warning("peer {} silent for over {:.1f} s: routes withdrawn", key.hex()[:16], PEER_DEAD_AFTER)
         self._send_urgent(now)
@@ -356,9 +370,7 @@ class RouterActor(SupervisedActor):
             if now - probed >= DEAD_PROBE_INTERVAL:
                 self.dead[key] = now
                 tell(self.sessions.get(key), m.Probe())
-        for key, data in self.tree.tick(now):
-            if not run_control_or_tell(self.sessions.get(key), m.SendControl(data)):
-                self.counters["announce_not_queued"] += 1
+        self._send_tree(self.tree.tick(now))
         self._ring_at = now
         out = self.forwarder.tick(now)
         self._lookups_resent(out, now)
@@ -400,7 +412,8 @@ class RouterActor(SupervisedActor):
         return {
             "peers": peers,
             "coords": {"root": tree["root"], "depth": tree["depth"], "path": tree["coords"], "chain": self._chain()},
-            "tree": {k: v for k, v in tree.items() if k != "neighbours"},
+            "tree": {**{k: v for k, v in tree.items() if k != "neighbours"}, **self.parts.stats,
+                     "partial_bytes": self.parts.held},
             "routes": routes,
             "lookups": lookups,
             "counters": {**self.counters, **{f"fwd_{k}": v for k, v in self.forwarder.stats.items()}},

@@ -29,6 +29,20 @@ Layout (big-endian)::
              port is 0)
     ..  [bloom filter, axiomnet/bloom.py encoding]    (iff flags bit 0)
 
+On the wire an announcement always travels in ANNOUNCE_PARTs (control type 5, protocol 4; docs/PROTOCOL.md
+§5.7), each carrying ANNOUNCE_PART_BYTES of it, so no chain depth is bounded by what one datagram holds::
+
+    0   u8   control type = 5 (ANNOUNCE_PART)
+    1   u8   flags = 0
+    2   u64  announcement number (the sender's, increasing; all parts of one announcement share it)
+    10  u16  part index, 0 .. count - 1
+    12  u16  part count, 1 .. MAX_ANNOUNCE_PARTS
+    14  ..   bytes [index x ANNOUNCE_PART_BYTES, ...) of the announcement: exactly ANNOUNCE_PART_BYTES except in
+             the last part (1 .. ANNOUNCE_PART_BYTES)
+
+:func:`split_announcement` cuts one; :class:`PartAssembler` puts them back together (one partial announcement per
+neighbour, bounded in time and bytes) and hands the whole one to the tree, which checks it as before.
+
 A ROOT_BEAT (control type 4) is u8 type, 32B root key, u64 seq, 64B root signature over ROOT_STATEMENT || root
 || seq (105 bytes): the root's statement alone, forwarded unchanged from parent to child.
 
@@ -51,11 +65,15 @@ import nacl.exceptions
 
 from axiomnet.bloom import Bloom, decode_bloom
 from axiomnet.constants import (
+    ANNOUNCE_PART_BYTES,
     CERT_LIFETIME,
+    MAX_ANNOUNCE_PARTS,
     MAX_ANNOUNCEMENT_SIZE,
+    MAX_PARTIAL_BYTES,
     MAX_PORT,
     MAX_TREE_DEPTH,
     MAX_VERIFIED_SIGNATURES,
+    PART_TIMEOUT,
     VERIFIED_IDLE_TICKS,
 )
 from axiomnet.errors import InvalidAnnouncement, MalformedPacket
@@ -64,6 +82,7 @@ ANNOUNCE = 1  # control type byte
 PROBE = 2  # "echo this nonce": the RTT probe
 PROBE_REPLY = 3  # the nonce of a probe, sent back at once
 ROOT_BEAT = 4  # the root's signed seq, forwarded down the tree links
+ANNOUNCE_PART = 5  # one part of an announcement (protocol 4: the only way an announcement travels)
 FLAG_BLOOM = 0x01
 ROOT_STATEMENT = b"axn-root"
 HOP_STATEMENT = b"axn-hop\x00"
@@ -77,6 +96,8 @@ _HOP = struct.Struct(">32sHQ64s")
 _CERT = struct.Struct(">HQ64s")
 _U64 = struct.Struct(">Q")
 _PORT = struct.Struct(">H")
+_PART = struct.Struct(">BBQHH")
+PART_HEADER_SIZE = _PART.size  # 14
 MAX_U64 = (1 << 64) - 1
 BEAT_SIZE = _BEAT.size  # 105
 
@@ -286,12 +307,16 @@ class Verifier:
         """InvalidAnnouncement unless the root signed ``beat.seq``."""
         self._check(beat.root, root_statement(beat.root, beat.seq), beat.sig, "a root beat")
 
-    def verify(self, ann: Announcement, receiver: bytes, current_seq: int | None = None) -> None:
+    def verify(self, ann: Announcement, receiver: bytes, current_seq: int | None = None,
+               known: tuple[Hop, ...] = ()) -> None:
         """InvalidAnnouncement unless every signature holds, every certificate is fresh (see
         :func:`certificates_fresh`; ``current_seq`` is our newest seq of the announcement's root, if we know one
         newer than the announcement's), and the chain is a simple path from the root.
 
-        ``receiver`` is our own Ed25519 key: the certificate (if any) must be signed for it.
+        ``receiver`` is our own Ed25519 key: the certificate (if any) must be signed for it. ``known`` is a chain
+        under the same root whose every signature was verified before (our own): the hops of ``ann`` that repeat
+        it from the root down, byte for byte, sign the very same statements and are not checked again (a child's
+        or a sibling's chain repeats ours; past MAX_VERIFIED_SIGNATURES hops the cache alone would miss them all).
         """
         keys = [ann.root] + [h.key for h in ann.chain]
         if len(set(keys)) != len(keys):
@@ -301,10 +326,172 @@ class Verifier:
                                       "a later seq than the announcement's")
         self._check(ann.root, root_statement(ann.root, ann.seq), ann.root_sig, "the root's sequence number")
         parent = ann.root
-        for depth, hop in enumerate(ann.chain, 1):
+        same = 0  # hops that repeat ``known`` from the root down: verified when it was
+        while same < len(ann.chain) and same < len(known) and ann.chain[same] == known[same]:
+            same += 1
+        if same:
+            parent = ann.chain[same - 1].key
+        for depth, hop in enumerate(ann.chain[same:], same + 1):
             statement = hop_statement(ann.root, hop.issued, parent, hop.key, hop.port)
             self._check(parent, statement, hop.sig, f"hop {depth}")
             parent = hop.key
         if ann.cert_port:
             statement = hop_statement(ann.root, ann.cert_issued, ann.sender, receiver, ann.cert_port)
             self._check(ann.sender, statement, ann.cert_sig, "our certificate")
+
+
+# --- announcements in parts (protocol 4, docs/PROTOCOL.md §5.7) -------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A decoded ANNOUNCE_PART: bytes ``[index x ANNOUNCE_PART_BYTES, ...)`` of announcement ``number``."""
+
+    number: int
+    index: int
+    count: int
+    data: bytes
+
+
+def split_announcement(data: bytes, number: int) -> list[bytes]:
+    """The ANNOUNCE_PARTs that carry the announcement ``data`` (ValueError if it is not one or is too large)."""
+    if not data or data[0] != ANNOUNCE or len(data) > MAX_ANNOUNCEMENT_SIZE:
+        raise ValueError("not an announcement, or larger than MAX_ANNOUNCEMENT_SIZE")
+    if not 0 <= number <= MAX_U64:
+        raise ValueError("announcement number out of range")
+    count = -(-len(data) // ANNOUNCE_PART_BYTES)
+    return [_PART.pack(ANNOUNCE_PART, 0, number, i, count) + data[i * ANNOUNCE_PART_BYTES:(i + 1) * ANNOUNCE_PART_BYTES]
+            for i in range(count)]
+
+
+def decode_part(data: bytes) -> Part:
+    """Parse an ANNOUNCE_PART; MalformedPacket for a bad header, count or index, or a body of the wrong size."""
+    if len(data) <= _PART.size:
+        raise MalformedPacket(f"announcement part of {len(data)} bytes is truncated")
+    ctype, flags, number, index, count = _PART.unpack_from(data, 0)
+    if ctype != ANNOUNCE_PART:
+        raise MalformedPacket(f"control type {ctype} is not an announcement part")
+    if flags:
+        raise MalformedPacket(f"announcement part has unknown flags {flags:#04x}")
+    if not 1 <= count <= MAX_ANNOUNCE_PARTS:
+        raise MalformedPacket(f"announcement in {count} parts (1..{MAX_ANNOUNCE_PARTS})")
+    if index >= count:
+        raise MalformedPacket(f"announcement part {index} of {count}")
+    body = len(data) - _PART.size
+    if body > ANNOUNCE_PART_BYTES or (index < count - 1 and body != ANNOUNCE_PART_BYTES):
+        raise MalformedPacket(f"announcement part {index} of {count} carries {body} bytes")
+    return Part(number, index, count, bytes(data[_PART.size:]))
+
+
+@dataclass(slots=True)
+class _Partial:
+    number: int
+    count: int
+    started: float
+    parts: dict[int, bytes]
+    size: int = 0
+
+
+class PartAssembler:
+    """Puts announcements back together from their parts, per neighbour; numbers the ones we send.
+
+    A neighbour has at most one partial announcement: a part with a higher number replaces it (counted
+    ``partials_replaced``), parts with a lower number, or a number not above the last announcement completed from
+    that neighbour within PART_TIMEOUT, are stale (dropped, ``parts_stale``). A partial announcement not complete
+    PART_TIMEOUT after its first part is dropped (``partials_expired``), and all of them together hold at most
+    ``max_bytes``, the oldest dropped first (``partials_evicted``). Numbers start from ``number_start`` (the
+    daemon passes the wall clock in ms, so a restarted node's numbers are newer than its last ones)."""
+
+    def __init__(self, number_start: int = 0, *, max_bytes: int = MAX_PARTIAL_BYTES,
+                 timeout: float = PART_TIMEOUT) -> None:
+        self._number = number_start
+        self._max_bytes = max_bytes
+        self._timeout = timeout
+        self._partials: OrderedDict[bytes, _Partial] = OrderedDict()  # by neighbour, oldest first
+        self._done: dict[bytes, tuple[int, float]] = {}  # neighbour -> (number, when) of its last complete one
+        self.held = 0  # bytes in partial announcements
+        self.stats: dict[str, int] = {"parts_sent": 0, "parts_received": 0, "parts_stale": 0, "parts_repeated": 0,
+                                      "announcements_assembled": 0, "partials_replaced": 0, "partials_expired": 0,
+                                      "partials_evicted": 0, "partials_malformed": 0}
+
+    def split(self, data: bytes) -> list[bytes]:
+        """The control messages that carry ``data`` to a neighbour: an announcement as its parts under our next
+        number, anything else (a beat, a probe) unchanged."""
+        if data[:1] != bytes([ANNOUNCE]):
+            return [data]
+        self._number += 1
+        parts = split_announcement(data, self._number)
+        self.stats["parts_sent"] += len(parts)
+        return parts
+
+    def receive(self, sender: bytes, data: bytes, now: float) -> bytes | None:
+        """A control message from the neighbour ``sender``: the whole announcement once its last part arrives,
+        None for a part that completes nothing, other control types unchanged. MalformedPacket for a bad part (the
+        neighbour's partial announcement is dropped with it) and for an announcement that is not in parts."""
+        kind = data[:1]
+        if kind == bytes([ANNOUNCE]):
+            raise MalformedPacket("an announcement outside ANNOUNCE_PART (protocol 4 sends them in parts)")
+        if kind != bytes([ANNOUNCE_PART]):
+            return data
+        self._expire(now)
+        try:
+            part = decode_part(data)
+        except MalformedPacket:
+            if self._drop(sender) is not None:
+                self.stats["partials_malformed"] += 1
+            raise
+        self.stats["parts_received"] += 1
+        done = self._done.get(sender)
+        if done is not None and part.number <= done[0] and now - done[1] < self._timeout:
+            self.stats["parts_stale"] += 1  # a late part of one we completed (or older)
+            return None
+        partial = self._partials.get(sender)
+        if partial is not None and part.number != partial.number:
+            if part.number < partial.number:
+                self.stats["parts_stale"] += 1
+                return None
+            self._drop(sender)
+            self.stats["partials_replaced"] += 1
+            partial = None
+        if partial is None:
+            partial = self._partials[sender] = _Partial(part.number, part.count, now, {})
+        elif part.count != partial.count:
+            self._drop(sender)
+            self.stats["partials_malformed"] += 1
+            raise MalformedPacket(f"announcement {part.number} in {part.count} parts, earlier {partial.count}")
+        if part.index in partial.parts:
+            self.stats["parts_repeated"] += 1
+            return None
+        partial.parts[part.index] = part.data
+        partial.size += len(part.data)
+        self.held += len(part.data)
+        if len(partial.parts) == partial.count:
+            self._drop(sender)
+            self._done[sender] = (part.number, now)
+            self.stats["announcements_assembled"] += 1
+            return b"".join(partial.parts[i] for i in range(partial.count))
+        while self.held > self._max_bytes:
+            oldest = next(iter(self._partials))
+            self._drop(oldest)
+            self.stats["partials_evicted"] += 1
+        return None
+
+    def forget(self, sender: bytes) -> None:
+        """The link to ``sender`` is gone: drop what we hold of its announcements."""
+        self._drop(sender)
+        self._done.pop(sender, None)
+
+    def _drop(self, sender: bytes) -> _Partial | None:
+        partial = self._partials.pop(sender, None)
+        if partial is not None:
+            self.held -= partial.size
+        return partial
+
+    def _expire(self, now: float) -> None:
+        while self._partials:
+            sender, partial = next(iter(self._partials.items()))
+            if now - partial.started < self._timeout:
+                return
+            self._drop(sender)
+            self.stats["partials_expired"] += 1
+
+    def __len__(self) -> int:
+        return len(self._partials)

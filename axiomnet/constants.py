@@ -7,8 +7,9 @@ from __future__ import annotations
 
 # --- protocol identity --------------------------------------------------------------------------
 # 4-bit version in the switch header; anything else is MalformedPacket. 2: u16 path lengths and hop limit, u32
-# watermark in the routed header, depth bounded by the datagram (routing v2, docs/PROTOCOL.md "Version").
-PROTOCOL_VERSION = 3
+# watermark in the routed header, depth bounded by the datagram (routing v2, docs/PROTOCOL.md "Version"). 3: hop
+# certificates over their issue seq, ROOT_BEAT. 4: announcements travel in ANNOUNCE_PARTs (§5.7), any depth.
+PROTOCOL_VERSION = 4
 NOISE_PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2s"
 # Bound into every handshake: a peer speaking another protocol or version fails at message 2.
 NOISE_PROLOGUE = b"AxiomNet/%d " % PROTOCOL_VERSION + NOISE_PROTOCOL_NAME
@@ -102,16 +103,32 @@ ADMIN_TIMEOUT = 2.0  # admin socket read/ask timeout
 
 # --- routing: spanning tree and announcements (axiomnet/tree.py) --------------------------------------
 # One tick of the tree is one HEARTBEAT_INTERVAL (H). Repair times in docs/ROUTING.md are counted in H.
-# An announcement (docs/PROTOCOL.md §5.2) travels in one CONTROL datagram: the datagram bound less the 16-byte
-# switch header and the 16-byte AEAD tag. It is the only bound on its size.
-MAX_ANNOUNCEMENT_SIZE = MAX_DATAGRAM_SIZE - HEADER_SIZE - AEAD_TAG_SIZE  # 65475
+# The plaintext one link datagram carries: the datagram bound less the 16-byte switch header and the 16-byte tag.
+MAX_LINK_PLAINTEXT = MAX_DATAGRAM_SIZE - HEADER_SIZE - AEAD_TAG_SIZE  # 65475
 ANNOUNCEMENT_FIXED_SIZE = 182  # header, root signature and certificate of an announcement (§5.2)
 ANNOUNCEMENT_HOP_SIZE = 106  # one signed hop of its chain: child key, port, issue seq, parent signature
 MAX_BLOOM_ENCODED = 2 + 1024  # the largest bloom filter encoding (§6.4)
-# Hops from the root: the deepest chain an announcement with a full bloom filter can carry, 606. Lengths on the
-# wire are u16 (announcement hop count, routed path lengths), so this is the only depth bound; a deeper position
-# is refused. Routes are at most 2 x this many hops, under HOP_LIMIT.
-MAX_TREE_DEPTH = (MAX_ANNOUNCEMENT_SIZE - ANNOUNCEMENT_FIXED_SIZE - MAX_BLOOM_ENCODED) // ANNOUNCEMENT_HOP_SIZE
+ROUTED_HEADER_SIZE = 48  # the routed header before its two paths (docs/PROTOCOL.md §6.1, routed.FIXED_SIZE)
+MIN_ROUTED_PAYLOAD = 1280  # what a routed packet between the two deepest positions must still carry (IPv6's MTU)
+# Hops from the root: 16,036, what the routed header can carry. Protocol 3 sent an announcement in one CONTROL
+# datagram, which bounded the depth at 606 (a full bloom filter and 606 hops of 106 bytes); protocol 4 sends it in
+# parts (ANNOUNCE_PART, docs/PROTOCOL.md §5.7), so what is left is the routed packet: two u16 paths this deep and
+# a 1,280-byte payload in one link datagram. Every length on the wire is u16 (announcement hop count, routed path
+# lengths, hop limit); a deeper position is refused. Routes are at most 2 x this many hops, under HOP_LIMIT.
+MAX_TREE_DEPTH = (MAX_LINK_PLAINTEXT - ROUTED_HEADER_SIZE - MIN_ROUTED_PAYLOAD) // 4
+# The largest announcement (§5.2): a full chain and a full bloom filter. Larger is MalformedPacket.
+MAX_ANNOUNCEMENT_SIZE = ANNOUNCEMENT_FIXED_SIZE + ANNOUNCEMENT_HOP_SIZE * MAX_TREE_DEPTH + MAX_BLOOM_ENCODED
+# An announcement travels as ANNOUNCE_PARTs (§5.7) of this many of its bytes (the last one fewer): with the part's
+# 14-byte header and the link's 32 bytes a part is a 1,246-byte datagram, under UNDERLAY_DATAGRAM_TARGET, so an
+# announcement is never IP-fragmented however deep its chain.
+ANNOUNCE_PART_BYTES = 1200
+MAX_ANNOUNCE_PARTS = -(-MAX_ANNOUNCEMENT_SIZE // ANNOUNCE_PART_BYTES)  # a part count above this is MalformedPacket
+# A receiver holds at most one partial announcement per neighbour (a newer number replaces it); one not complete
+# this long after its first part arrived is dropped (counted partials_expired) ...
+PART_TIMEOUT = 2.0 * HEARTBEAT_INTERVAL
+# ... and all partial announcements together hold at most this many bytes: past it the oldest is dropped (counted
+# partials_evicted). Honest parts complete within a link delay; a neighbour that never completes holds one at most.
+MAX_PARTIAL_BYTES = 16 * 1024 * 1024
 MAX_PORT = 0xFFFF  # ports are u16, 1..MAX_PORT; 0 is padding and "no port"
 PORT_REUSE_DELAY = 60.0  # a port freed by a departed neighbour is not given to another one for this long
 # Our parent sent no ROOT_BEAT for this long: it is no parent candidate until it announces again (its branch or
@@ -152,6 +169,11 @@ BLOOM_BITS = 8192  # bits of one lookup bloom filter (1 KiB), as ironwood
 BLOOM_HASHES = 8  # bits set per address
 LOOKUP_CACHE_TTL = 60.0  # a looked-up destination's coordinates are used for this long, then looked up again
 MAX_LOOKUP_CACHE = 4096  # destinations cached; the least recently used is forgotten past this
+# Caches whose entries hold tree paths (the lookup cache, the forwarder's next-hop cache) are bounded in ports as
+# well as in entries: with paths up to MAX_TREE_DEPTH ports, 4,096 entries alone could hold 2 x 4,096 x 16,036
+# ports (hundreds of MiB). Past this many ports in all the least recently used entries go (the next-hop cache
+# starts afresh). 2 bytes a port on the wire; in CPython 8 (ports up to 256, shared ints) to about 40.
+MAX_CACHED_PORTS = 1 << 20
 LOOKUP_RETRY = 1.0  # a lookup with no reply is sent again after at most this (and at most this often per destination
 # once it has backed off): the first retry comes after LOOKUP_FIRST_RETRY, each wait doubling up to LOOKUP_RETRY, so
 # a lookup lost while the tree forms costs a quarter second, not one (docs/ROUTING.md §4.2)
@@ -161,7 +183,7 @@ MAX_PENDING_LOOKUPS = 256  # destinations being looked up at once; new ones past
 MAX_QUEUED_PER_DESTINATION = 32  # packets waiting for a destination's lookup; the oldest is dropped past this
 QUEUE_MAX_WAIT = 1.0  # a packet waits at most this long behind a forming route (lookup, key, handshake), then is
 # dropped (counted queue_expired): late is worse than lost for what is sent first (a ping, a TCP SYN retries itself)
-HOP_LIMIT = 2 * MAX_TREE_DEPTH + 2  # u16 hop limit of a routed packet (1312); a relay drops it (counted) at 1
+HOP_LIMIT = 2 * MAX_TREE_DEPTH + 2  # u16 hop limit of a routed packet (32074); a relay drops it (counted) at 1
 PATH_BROKEN_INTERVAL = 1.0  # a relay sends at most one path-broken signal per source per this long
 
 # --- routing: the root-independent fallback (axiomnet/lookup.py Pathfinder, axiomnet/forward.py; docs/ROUTING.md §4.1)
@@ -171,7 +193,9 @@ PATH_BROKEN_INTERVAL = 1.0  # a relay sends at most one path-broken signal per s
 RING_AFTER = 1.0  # three lookup tries (0, 0.25, 0.75 s): a tree lookup unanswered for a second is failing, not slow
 RING_FIRST_TTL = 2
 RING_TICK = 0.1  # the router steps ring searches and dead-path checks at most this often, between heartbeats too
-RING_MAX_TTL = MAX_TREE_DEPTH  # a found path must fit the routed header (its u16 TTL field holds it: PROTOCOL §6.7)
+# The widest round: how far a flood goes, a bound on its cost. It was MAX_TREE_DEPTH under protocol 3 and stays
+# there (606) now that the tree may be deeper; a found path must fit the routed header (u16 TTL field: §6.7).
+RING_MAX_TTL = 606
 RING_STEP = 0.1
 RING_STEP_MIN = 0.2
 RING_STEP_MAX = 2.0

@@ -27,11 +27,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from axiomnet.constants import MAX_CACHED_PORTS
 from axiomnet.errors import RemoteProtocolError
 from axiomnet.routed import DESTINATION, FIXED_SIZE, SOURCE, Kind, decode_routed, forwarded, header_end, hop_limit_and_watermark
 
 MAX_RELAY_ENTRIES = 4096  # headers (flows) one table holds; past it the next table starts afresh
 MAX_ORIGIN_ENTRIES = 1024  # destinations one origin table holds; past it the next table starts afresh
+# A header whose two paths hold more ports than this stays with the router (its next-hop cache is bounded in ports),
+# so a table holds at most MAX_CACHED_PORTS ports whatever the tree's depth (protocol 4: up to 16,036 a path).
+MAX_RELAY_KEY_PORTS = MAX_CACHED_PORTS // MAX_RELAY_ENTRIES
+_KEY_FIXED = FIXED_SIZE - 8  # a key is the header from byte 8 on, the paths included
 _TRAFFIC = int(Kind.TRAFFIC)
 _SOURCE_ROUTED = int(Kind.SOURCE_ROUTED)
 _RELAYED_KINDS = (_TRAFFIC, _SOURCE_ROUTED)
@@ -78,7 +83,8 @@ def learn(table: RelayTable, packets: Iterable[bytes], decide: Callable[[bytes],
     asked: set[bytes] = set()
     for data in packets:
         key = header_key(data)
-        if key is None or key in asked or key in (current if base is None else base):
+        if key is None or len(key) > _KEY_FIXED + 2 * MAX_RELAY_KEY_PORTS or key in asked \
+                or key in (current if base is None else base):
             continue
         asked.add(key)
         decision = decide(data)

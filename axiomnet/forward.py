@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from axiomnet.constants import (
     HOP_LIMIT,
+    MAX_CACHED_PORTS,
     MAX_RING_BUCKETS,
     MAX_RING_SEEN,
     RING_SEEN_LIFETIME,
@@ -142,6 +143,7 @@ class Forwarder:
         self._table_version = -1
         self._table_now = -1.0
         self._hops: dict[tuple[int, ...], tuple[int, int]] = {}
+        self._hop_ports = 0  # ports of the paths _hops is keyed by
         self._broken_at: OrderedDict[bytes, float] = OrderedDict()
         self._ports: dict[int, bytes] = {}  # port -> the neighbour's noise key (source routes)
         self._ring_seen: OrderedDict[tuple[bytes, int, int], float] = OrderedDict()  # -> when it came, oldest first
@@ -157,6 +159,7 @@ class Forwarder:
             self._table_version = self.tree.version
             self._table_now = now
             self._hops.clear()
+            self._hop_ports = 0
             self._ports = {nb.port: key for key, nb in self.tree.neighbours.items()}
 
     def decide(self, dst_path: tuple[int, ...], now: float) -> tuple[bytes | None, int]:
@@ -165,9 +168,11 @@ class Forwarder:
         hit = self._hops.get(dst_path)
         if hit is None:
             hit = self._table.next_hop(self.tree.path, dst_path)
-            if len(self._hops) >= MAX_HOP_CACHE:
-                self._hops.clear()
+            if len(self._hops) >= MAX_HOP_CACHE or self._hop_ports + len(dst_path) > MAX_CACHED_PORTS:
+                self._hops.clear()  # bounded in entries and in the ports of their paths (any depth: constants.py)
+                self._hop_ports = 0
             self._hops[dst_path] = hit
+            self._hop_ports += len(dst_path)
         index, distance = hit
         return (None if index == NO_HOP else self._table.keys[index]), distance
 

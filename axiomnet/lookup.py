@@ -45,6 +45,7 @@ from axiomnet.constants import (
     LOOKUP_FIRST_RETRY,
     LOOKUP_GIVE_UP,
     LOOKUP_RETRY,
+    MAX_CACHED_PORTS,
     MAX_LOOKUP_CACHE,
     MAX_PENDING_LOOKUPS,
     MAX_QUEUED_PER_DESTINATION,
@@ -197,6 +198,10 @@ class _Entry:
     expires: float
     asked_from: tuple[int, ...] = ()  # our own path when we asked (the LOOKUP's source path, the reply's destination)
 
+    @property
+    def ports(self) -> int:
+        return len(self.coords.path) + len(self.asked_from)
+
 
 @dataclass
 class _Pending:
@@ -225,7 +230,7 @@ _STATS = ("lookups_sent", "lookup_retries", "replies_accepted", "replies_rejecte
           "gave_up", "gave_up_dropped", "pending_refused", "path_broken", "cache_expired", "queue_expired",
           "queue_wait_max_ms", "ring_searches",
           "ring_rounds", "ring_limited", "ring_replies_accepted", "ring_exhausted", "routes_learned", "dead_paths",
-          "routes_idle", "routes_lost")
+          "routes_idle", "routes_lost", "routes_too_long")
 
 
 class Pathfinder:
@@ -238,6 +243,7 @@ class Pathfinder:
         self._key = signing_key
         self._rng = rng if rng is not None else random.Random()
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._cache_ports = 0  # ports held by the cache's paths, at most MAX_CACHED_PORTS
         self._pending: dict[bytes, _Pending] = {}
         self._rings: dict[bytes, _Ring] = {}  # ring searches in flight, by destination
         self._ring_asap: set[bytes] = set()  # destinations whose route died: search at the next tick
@@ -262,7 +268,7 @@ class Pathfinder:
         if entry is None:
             return None
         if now >= entry.expires:
-            del self._cache[dst]
+            self._uncache(dst)
             self.stats["cache_expired"] += 1
             return None
         self._cache.move_to_end(dst)
@@ -466,7 +472,11 @@ class Pathfinder:
         return owner, key, queued or []
 
     def learn(self, dst: bytes, ports: tuple[int, ...], key: bytes, now: float) -> None:
-        """Keep ``ports`` as the source route to ``dst`` (whose verified Ed25519 key is ``key``)."""
+        """Keep ``ports`` as the source route to ``dst`` (whose verified Ed25519 key is ``key``). A ring search dies
+        RING_MAX_TTL hops out, so a longer route is no search's (the origin made up its path): not kept, counted."""
+        if len(ports) > RING_MAX_TTL + 1:
+            self.stats["routes_too_long"] += 1
+            return
         self._routes[dst] = _Route(tuple(ports), key, now)
         self._routes.move_to_end(dst)
         while len(self._routes) > MAX_SOURCE_ROUTES:
@@ -519,17 +529,23 @@ class Pathfinder:
         dead = [dst for dst, since in self._unanswered.items() if now - since >= DEAD_PATH_AFTER]
         for dst in dead:
             del self._unanswered[dst]
-            self._cache.pop(dst, None)
+            self._uncache(dst)
             self._routes.pop(dst, None)
             self._ring_asap.add(dst)
             self.stats["dead_paths"] += 1
         return dead
 
     def _remember(self, dst: bytes, coords: Coords, key: bytes, now: float, asked_from: tuple[int, ...] = ()) -> None:
-        self._cache[dst] = _Entry(coords, key, now + LOOKUP_CACHE_TTL, tuple(asked_from))
-        self._cache.move_to_end(dst)
-        while len(self._cache) > MAX_LOOKUP_CACHE:
-            self._cache.popitem(last=False)
+        self._uncache(dst)
+        entry = self._cache[dst] = _Entry(coords, key, now + LOOKUP_CACHE_TTL, tuple(asked_from))
+        self._cache_ports += entry.ports
+        while len(self._cache) > MAX_LOOKUP_CACHE or (self._cache_ports > MAX_CACHED_PORTS and len(self._cache) > 1):
+            self._uncache(next(iter(self._cache)))
+
+    def _uncache(self, dst: bytes) -> None:
+        entry = self._cache.pop(dst, None)
+        if entry is not None:
+            self._cache_ports -= entry.ports
 
     def take(self, dst: bytes, now: float) -> list[bytes] | None:
         """End the lookup of ``dst`` (its node became reachable another way); its queued payloads (but those that
@@ -549,12 +565,12 @@ class Pathfinder:
         """A relay reported the path to ``dst`` broken: forget its coordinates; the nonce of a new LOOKUP to
         send, or None if one is already in flight."""
         self.stats["path_broken"] += 1
-        self._cache.pop(dst, None)
+        self._uncache(dst)
         return self.wait(dst, (), now) if dst not in self._pending else None
 
     def forget(self, dst: bytes) -> None:
         """Drop what we know of ``dst`` (its cache entry; a lookup in flight continues)."""
-        self._cache.pop(dst, None)
+        self._uncache(dst)
 
     # --- the owner's side ----------------------------------------------------------------------------
     def answer(self, nonce: int, coords: Coords) -> bytes:

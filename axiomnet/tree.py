@@ -423,7 +423,10 @@ class Tree:
         dead = self._dead_roots.get(ann.root)
         if dead is not None and ann.seq <= dead:
             raise InvalidAnnouncement("announcement under a root known to be dead")
-        self._verifier.verify(ann, self.key, self.seq if ann.root == self.root else None)
+        # Our own chain was verified hop by hop when we took it: what a neighbour's chain repeats of it is not checked
+        # again (an orphan's chain too: it is the one we verified).
+        ours = ann.root == self.root
+        self._verifier.verify(ann, self.key, self.seq if ours else None, self.chain if ours else ())
 
     # --- link RTT: our own probes, our own clock ------------------------------------------------------
     def _probe_for(self, nb: Neighbour, now: float) -> bytes:

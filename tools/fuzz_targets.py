@@ -25,7 +25,7 @@ import hashlib
 import random
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from axiomnet.announce import (
     Announcement,
     Beat,
     Hop,
+    PartAssembler,
     decode_announcement,
     encode_announcement,
     encode_beat,
@@ -244,6 +245,37 @@ def tree_receive(data: bytes) -> None:
     for _, sent in tree.tick(NOW + 2.0):
         check(len(sent) <= MAX_ANNOUNCEMENT_SIZE, "the tree built an oversized announcement")
     check(len(tree.path) <= MAX_TREE_DEPTH, "the tree took a position deeper than the bound")
+
+
+_PART_SPLIT = b"\xff\xfe\xfd"  # an input is up to 8 control messages from one neighbour, separated by this
+
+
+def _parts_seeds() -> list[bytes]:
+    cut = PartAssembler(7).split
+    plain, with_bloom, beat = _announcement_seeds()
+    big = encode_announcement(replace(decode_announcement(with_bloom), chain=(decode_announcement(plain).chain * 12)))
+    return [_PART_SPLIT.join(cut(plain) + [beat]), _PART_SPLIT.join(cut(big)[::-1]),
+            _PART_SPLIT.join(cut(big)[:2] + cut(plain))]
+
+
+@fuzz_target("announce_parts", seeds=_parts_seeds)
+def announce_parts(data: bytes) -> None:
+    """announce.PartAssembler.receive (ANNOUNCE_PARTs from a neighbour, docs/PROTOCOL.md §5.7): only
+    RemoteProtocolError, one partial announcement at most, never more bytes held than received."""
+    assembler = PartAssembler()
+    given = 0
+    for i, message in enumerate(data.split(_PART_SPLIT)[:8]):
+        given += len(message)
+        try:
+            whole = assembler.receive(b"n" * 32, message, NOW + i)
+        except RemoteProtocolError:
+            continue
+        finally:
+            check(len(assembler) <= 1 and 0 <= assembler.held <= given, "the assembler holds more than it may")
+        if whole is not None and message[:1] != bytes([5]):
+            check(whole == message, "a control message that is not a part was changed")
+        elif whole is not None:
+            check(len(whole) <= MAX_ANNOUNCEMENT_SIZE and len(whole) <= given, "an announcement larger than its parts")
 
 
 def _routed_seeds() -> list[bytes]:

@@ -12,7 +12,7 @@ axiomnet.greedy (distances_to, greedy_choice), watermark and hop limit as axiomn
 axiomnet.bloom filters. It reports delivery and stretch over sampled pairs, rounds to converge from a cold
 start, tree depth, per-node state and lookup messages, and for each failure asked for the rounds until
 delivery over the live largest component is 100% again and until the forest is stable.
-A node that would sit deeper than MAX_TREE_DEPTH (606; --depth-bound D: a what-if) cannot take a place in the
+A node that would sit deeper than MAX_TREE_DEPTH (16,036 since protocol 4; --depth-bound D lowers it) cannot take a place in the
 root's tree: it roots a tree of its own, and pairs across trees fail; the report counts those nodes ("unplaced")
 and trees.
 With --blackholes F and/or --rogue-root, hostile nodes drop everything they should relay or answer; the report
@@ -23,8 +23,8 @@ over the same links, each under its own key order, with greedy on the minimum di
 (axiomnet.greedy.forest_choice; a wire change the daemon does not have); --link-rtt random gives the links
 different RTTs, which tree.py's parent cost weighs; --parent-rule cost runs the parent rule tree.py had before
 the shallower rule (it oscillates with RTTs that differ);
---depth-bound D lets positions go D deep (hop limit 2 x D + 2), what announcements carried in several datagrams
-would allow (docs/ROUTING.md "Any depth").
+--depth-bound D lets positions go at most D deep (hop limit 2 x D + 2): a smaller bound than the core's, to see
+what a bound does to a deep graph (docs/ROUTING.md "Any depth").
 Needs the `sim` extra (pip install -e '.[sim]'). docs/ROUTING.md has the measured tables.
 """
 
@@ -98,11 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="shallower: tree.py's rule (default): a node whose parent is still a candidate moves only "
                              "to one above its own depth (no two-node cycles); cost: the rule before it, by cost alone")
     parser.add_argument("--depth-bound", type=int, default=MAX_TREE_DEPTH, metavar="D",
-                        help=f"the deepest position a node may take (default MAX_TREE_DEPTH, {MAX_TREE_DEPTH}: what one "
-                             f"announcement datagram proves); larger is a what-if, measured here only: what "
-                             f"announcements carried in several datagrams would allow, up to {MAX_DEPTH_BOUND} (routed "
-                             f"headers of two u16 paths with a 1,280-byte payload in one datagram; docs/ROUTING.md "
-                             f"\"Any depth\"). Hop limit 2 x D + 2")
+                        help=f"the deepest position a node may take (default MAX_TREE_DEPTH, {MAX_TREE_DEPTH}, the "
+                             f"core's: routed headers of two u16 paths that deep with a 1,280-byte payload fill one "
+                             f"datagram, announcements travel in parts; docs/ROUTING.md \"Any depth\"); smaller "
+                             f"shows what a bound does, at most {MAX_DEPTH_BOUND}. Hop limit 2 x D + 2")
     parser.add_argument("--progress", type=int, default=0, metavar="N",
                         help="every N cold-start rounds, print the round, the share under the final root, the max "
                              "depth, nodes moved, CPU and peak RSS on stderr (for long runs; default 0: never)")

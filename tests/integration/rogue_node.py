@@ -13,7 +13,8 @@ announcements its neighbours sent it, to every neighbour and many times over; se
 signatures, with chains it does not hold and with a root number far in the future (forged under an honest root,
 validly signed under its own key, to one neighbour at a time); and floods each neighbour above the receiver's
 rate limit. The messages are built with the core's own encoding (axiomnet/announce.py), so they follow the
-protocol as it is, byte for byte.
+protocol as it is, byte for byte: each announcement in ANNOUNCE_PARTs under the rogue's own numbers (protocol 4),
+so every forgery reaches the receiver's checks rather than its part decoder.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from axiomnet.actors import node
 from axiomnet.actors.base import bounded_tell
 from axiomnet.actors.router import RouterActor
 from axiomnet.announce import (
-    ANNOUNCE,
+    ANNOUNCE_PART,
     NO_SIGNATURE,
     Announcement,
     Hop,
+    PartAssembler,
     decode_announcement,
     encode_announcement,
     hop_statement,
@@ -70,11 +72,17 @@ class BurstRouter(BlackHoleRouter):
         super().__init__(supervisor, refs, identity, *args, **kwargs)
         self._identity = identity
         self._captured: deque[bytes] = deque(maxlen=CAPTURED)
+        self._capture = PartAssembler()  # our own copy of the parts layer, to keep whole announcements for replay
         self._ticks = 0
 
     def handle(self, message: Any) -> Any:
-        if isinstance(message, m.Announce) and message.data[:1] == bytes([ANNOUNCE]):
-            self._captured.append(message.data)  # what honest neighbours told us, to be replayed later
+        if isinstance(message, m.Announce) and message.data[:1] == bytes([ANNOUNCE_PART]):
+            try:
+                whole = self._capture.receive(message.peer_key, message.data, time.monotonic())
+            except Exception:  # noqa: BLE001 - whatever honest peers send decodes; a rogue does not crash on it
+                whole = None
+            if whole is not None:
+                self._captured.append(whole)  # what honest neighbours told us, to be replayed later
         return super().handle(message)
 
     def _tick(self, now: float) -> None:
@@ -95,8 +103,9 @@ class BurstRouter(BlackHoleRouter):
             burst += [valid] * FLOOD  # the first may pass; the rest arrive faster than the receiver's rate limit
             self.counters["rogue_flooded"] += FLOOD
             for data in burst:
-                if not bounded_tell(ref, m.SendControl(data)):
-                    self.counters["rogue_not_queued"] += 1
+                for part in self.parts.split(data):
+                    if not bounded_tell(ref, m.SendControl(part)):
+                        self.counters["rogue_not_queued"] += 1
         super()._tick(now)
 
     def _future_due(self, turn: int) -> bool:

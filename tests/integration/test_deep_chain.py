@@ -5,6 +5,8 @@ relay-only daemons (``--no-tun``), the cheap kind a deep community mesh is made 
 across 38 relays, and every relay must have carried some of it (the line is the only path, so a delivery that
 skipped a relay would be a bug in the counting, not a shortcut), and the chain must settle in one tree. The test
 prints what the chain cost: the time from start to the first reply, and the daemons' resident memory and CPU.
+Announcements this deep span several ANNOUNCE_PARTs (protocol 4, docs/PROTOCOL.md §5.7: 1,200 bytes each; a
+chain of 20 hops is 2,302 bytes before its lookup filter), and the deep half of the chain must have taken them so.
 
 Run as root (CI is); namespaces and daemons are the run's own and are removed whatever happens.
 """
@@ -69,11 +71,20 @@ def test_a_chain_of_40_relay_only_daemons_delivers_end_to_end(workdir):
         depths = [v["tree"]["depth"] for v in views]  # type: ignore[index]
         idle = [i for i, v in enumerate(views[1:-1], 1) if daemons.relayed_packets(v) == 0]  # type: ignore[arg-type]
         assert not idle, f"relays {idle} carried nothing: the pings did not cross the chain"
+        # The neighbours of a node 20 deep are at least 19 deep once the chain has settled: their announcements came
+        # in two parts or more (while the chain formed, shallower ones came in one).
+        deep = [v["tree"] for v in views if v["tree"]["depth"] >= 20]  # type: ignore[index]
+        assert deep, f"no daemon 20 deep (depths {depths})"
+        counts = [{k: t[k] for k in ("depth", "parts_received", "announcements_assembled", "partials_malformed")}
+                  for t in deep]
+        assert all(t["parts_received"] > t["announcements_assembled"] > 0 and t["partials_malformed"] == 0
+                   for t in deep), counts
+        parts_per = max(t["parts_received"] / t["announcements_assembled"] for t in deep)
         rss = [d.memory_kib()["VmRSS"] / 1024 for d in ds]
         cpu = [d.cpu_seconds() for d in ds]
         print(f"\n{NODES}-daemon chain: started in {started:.1f} s, first reply {took:.1f} s later, "
               f"{result.received}/{PINGS} pings (rtt avg {result.rtt_avg} ms), one tree {settled:.1f} s after them, "
-              f"depth max {max(depths)}; "
+              f"depth max {max(depths)}, up to {parts_per:.1f} parts per announcement received; "
               f"RSS {sum(rss):.0f} MiB in all ({min(rss):.0f}-{max(rss):.0f} per daemon), "
               f"CPU {sum(cpu):.1f} s in all ({max(cpu):.1f} s the most)")
         for d in ds:

@@ -12,7 +12,7 @@ import pytest
 from axiomnet.actors import messages as m
 from axiomnet.actors.base import TwoLaneInbox, bounded_tell
 from axiomnet.actors.router import RouterActor
-from axiomnet.announce import ANNOUNCE
+from axiomnet.announce import ANNOUNCE_PART, PartAssembler, decode_part
 from axiomnet.constants import DEAD_PROBE_INTERVAL, MAX_QUEUED_BATCHES, PEER_DEAD_AFTER
 from axiomnet.errors import InvalidAnnouncement
 from axiomnet.identity import Identity
@@ -32,8 +32,18 @@ def sent_control(session: Any) -> list[bytes]:
     return [x.payload for x in session.ask(GetOther()) if isinstance(x, m.SendControl)]
 
 
-def sent_announcements(session: Any) -> list[bytes]:
-    return [payload for payload in sent_control(session) if payload[0] == ANNOUNCE]
+def sent_announcements(session: Any) -> list[list[bytes]]:
+    """The announcements sent (complete ones), each as its parts (protocol 4, PROTOCOL §5.7), oldest first."""
+    groups: dict[int, list[bytes]] = {}
+    for payload in sent_control(session):
+        if payload[0] == ANNOUNCE_PART:
+            groups.setdefault(decode_part(payload).number, []).append(payload)
+    return [parts for parts in groups.values() if len(parts) == decode_part(parts[0]).count]
+
+
+def feed(router: Any, key: bytes, parts: list[bytes]) -> None:
+    for part in parts:
+        router.tell(m.Announce(key, part))
 
 
 def test_two_routers_learn_each_other_through_announcements(recorder):
@@ -63,8 +73,8 @@ def test_two_routers_learn_each_other_through_announcements(recorder):
             sent = sent_announcements(session)
             if len(sent) > fed[id(session)]:
                 fed[id(session)] = len(sent)
-                router.tell(m.Announce(sender.public_key, sent[-1]))
-            other = [p for p in sent_control(session) if p[0] != ANNOUNCE]  # probes and replies, all of them
+                feed(router, sender.public_key, sent[-1])
+            other = [p for p in sent_control(session) if p[0] != ANNOUNCE_PART]  # probes and replies, all of them
             for payload in other[probes[id(session)]:]:
                 router.tell(m.Announce(sender.public_key, payload))
             probes[id(session)] = len(other)
@@ -86,10 +96,14 @@ def test_forged_announcement_is_counted_not_fatal(recorder):
     a, b = ident(1), ident(2)
     router = RouterActor.start(None, {}, a, seq_start=10)
     router.tell(m.SessionUp(recorder(), b.public_key, ("192.0.2.2", 1), True))
-    for garbage in (b"", b"\x01" + bytes(500), bytes(20000), b"\x81\xa1t\xa2hb"):
+    parts = PartAssembler().split(b"\x01" + bytes(2500))  # an announcement that decodes to nothing, in parts
+    bad_count = parts[0][:12] + (0xFFFF).to_bytes(2, "big") + parts[0][14:]
+    for garbage in (b"", b"\x01" + bytes(500), bytes(20000), b"\x81\xa1t\xa2hb", bad_count, *parts):
         router.tell(m.Announce(b.public_key, garbage))
-    counters = router.ask(m.Snapshot(), timeout=5)["counters"]  # same lane as the announcements: behind them
-    assert sum(v for k, v in counters.items() if k.startswith("announce_")) == 4
+    snap = router.ask(m.Snapshot(), timeout=5)  # same lane as the announcements: behind them
+    assert sum(v for k, v in snap["counters"].items() if k.startswith("announce_")) == 6
+    assert snap["counters"]["announce_MalformedPacket"] >= 3  # the whole one outside parts, the bad count, the decode
+    assert snap["tree"]["announcements_assembled"] == 1 and snap["tree"]["partial_bytes"] == 0
     assert router.is_alive()
 
 
@@ -347,7 +361,7 @@ def _pump(routers: dict[str, Any], idents: dict[str, Identity], links: list[tupl
             sent = sent_announcements(session)
             if len(sent) > fed[id(session)]:
                 fed[id(session)] = len(sent)
-                routers[dst].tell(m.Announce(idents[src].public_key, sent[-1]))
+                feed(routers[dst], idents[src].public_key, sent[-1])
         if wait_for(done, timeout=0.4):
             return True
     return done()
@@ -469,6 +483,7 @@ def test_a_beat_from_our_parent_goes_on_to_our_child_at_once(recorder):
             child.public_key: (Tree(child.signing_secret, child.signing_key, child.address.packed,
                                     now=time.monotonic(), seq_start=1), to_child)}
     fed = {key: 0 for key in ends}
+    wires = {key: PartAssembler() for key in ends}  # the ends' own parts layer (PROTOCOL §5.7)
     beats: list[bytes] = []  # what the parent's tree beat to us
     for tree, _ in ends.values():
         tree.add(me.public_key, time.monotonic())
@@ -480,7 +495,8 @@ def test_a_beat_from_our_parent_goes_on_to_our_child_at_once(recorder):
             payloads = sent_control(session)
             for payload in payloads[fed[key]:]:
                 try:
-                    for _, reply in tree.receive(me.public_key, payload, now):
+                    whole = wires[key].receive(me.public_key, payload, now)
+                    for _, reply in tree.receive(me.public_key, whole, now) if whole is not None else ():
                         router.tell(m.Announce(key, reply))
                 except InvalidAnnouncement:
                     pass
@@ -488,7 +504,7 @@ def test_a_beat_from_our_parent_goes_on_to_our_child_at_once(recorder):
             for _, data in tree.tick(now):
                 if key == parent.public_key and data[0] == ROOT_BEAT:
                     beats.append(data)
-                router.tell(m.Announce(key, data))
+                feed(router, key, wires[key].split(data))
 
     def placed() -> bool:
         pump()

@@ -34,9 +34,9 @@ def test_layout_is_the_documented_one():
 def test_known_answer():
     """The first bytes are fixed by the layout; the MAC by the group key (docs/PROTOCOL.md §8 repeats this)."""
     data = encode_beacon(KEY_A, 7443, OPEN)
-    assert data[:8].hex() == "41584e4201031d13"  # format 1, protocol version 3
-    assert data[40:].hex() == "33bb84f4c0b7ca6959e83d3eb7be9894" and KEY_A == bytes(range(32))
-    assert encode_beacon(KEY_A, 7443, SECRET)[40:].hex() == "260b671f7d254b031b82b5d3260111e0"
+    assert data[:8].hex() == "41584e4201041d13"  # format 1, protocol version 4
+    assert data[40:].hex() == "572cc8cc878ac62d2cc5acdbcf2041f3" and KEY_A == bytes(range(32))
+    assert encode_beacon(KEY_A, 7443, SECRET)[40:].hex() == "4b45ee786c82616aeec24c55908d5e26"
     assert data.hex() == encode_beacon(KEY_A, 7443, group_key(b"")).hex()  # no secret is the empty secret
 
 

@@ -249,14 +249,14 @@ def test_mac_and_cookie_reply_known_answers() -> None:
     assert mac1_key(public).hex() == "4fb2527ac956001553dc1ad9b55171b7d9daa3de1cdbcd71451830170c7e6cac"
     assert cookie_key(public).hex() == "3dd5869c5202e45146936d1644f76ff697061661c181f3fd450eae43932eacec"
     datagram, mac1 = add_macs(encode_handshake_init(0x010203, bytes([0x42]) * 32), mac1_key(public), None)
-    assert datagram.hex() == ("00000000" "31000000" "0000000000000000" "00010203" + "42" * 32 + "00" * 172
-                              + "fd711b0dacd11a5a36c57777fb05479d" + "00" * 16)
+    assert datagram.hex() == ("00000000" "41000000" "0000000000000000" "00010203" + "42" * 32 + "00" * 172
+                              + "71c033e90542137cd681beb732e2cbea" + "00" * 16)
     cookie = bytes([0xC0]) * 16
-    assert add_macs(datagram, mac1_key(public), cookie)[0][-16:].hex() == "1ac938a875cc3651fef0939646028518"
+    assert add_macs(datagram, mac1_key(public), cookie)[0][-16:].hex() == "c11a943a7237de684d6ffe3996fc67fd"
     reply = encode_cookie_reply(0x010203, bytes([0x0A]) * 24, seal_cookie(cookie_key(public), bytes([0x0A]) * 24,
                                                                            cookie, mac1))
-    assert reply.hex() == ("00000000" "34010203" "0000000000000000" + "0a" * 24
-                           + "d3d64b1bf9e3367b716ee9d1c53f9231f12471e628c8ddd5fb3802551b4cc8f0")
+    assert reply.hex() == ("00000000" "44010203" "0000000000000000" + "0a" * 24
+                           + "d3d64b1bf9e3367b716ee9d1c53f92316c22b4ef96d3ffa807fba432105b9037")
 
 
 def test_the_penalty_box_drops_only_inits_of_its_sources_until_their_time() -> None:

@@ -38,7 +38,7 @@ TARGETS = load("fuzz_targets").TARGETS
 
 def test_every_untrusted_input_path_has_a_target():
     assert {"wire", "announcement", "tree_receive", "routed", "handshake_payload", "identity", "session_receive",
-            "responder_receive", "admin_request", "beacon", "observed_endpoint", "candidates"} <= set(TARGETS)
+            "responder_receive", "admin_request", "beacon", "observed_endpoint", "candidates", "announce_parts"} <= set(TARGETS)
 
 
 @pytest.mark.slow

@@ -80,23 +80,24 @@ def test_the_shared_static_keypair_serves_concurrent_handshakes_independently() 
     assert r1.transport_keys() != r2.transport_keys()
 
 
-def test_a_version_2_peer_fails_loudly_against_version_3() -> None:
-    """The quiet control plane changed the wire (docs/PROTOCOL.md "Version"): hop certificates carry their issue
-    seq and ROOT_BEAT is new, so a node of protocol 2 and one of protocol 3 must not half-work. Its datagrams fail
-    the header's version check, and a handshake fails at message 2 (prologue)."""
+def test_a_version_3_peer_fails_loudly_against_version_4() -> None:
+    """Announcements in parts changed the wire (docs/PROTOCOL.md "Version"): a node of protocol 4 sends them only
+    as ANNOUNCE_PARTs and refuses a whole one, so a node of protocol 3 and one of protocol 4 must not half-work.
+    Its datagrams fail the header's version check, and a handshake fails at message 2 (prologue)."""
     import struct
 
     from axiomnet.constants import PROTOCOL_VERSION
     from axiomnet.errors import MalformedPacket
     from axiomnet.wire import PacketType, decode_datagram
 
-    assert PROTOCOL_VERSION == 3 and NOISE_PROLOGUE.startswith(b"AxiomNet/3 ")
-    old_header = struct.pack(">IIQ", 0, (2 << 28) | (int(PacketType.CONTROL) << 24) | 7, 1)
-    with pytest.raises(MalformedPacket, match="version"):
-        decode_datagram(old_header + bytes(48))
+    assert PROTOCOL_VERSION == 4 and NOISE_PROLOGUE.startswith(b"AxiomNet/4 ")
+    for old_version in (2, 3):
+        old_header = struct.pack(">IIQ", 0, (old_version << 28) | (int(PacketType.CONTROL) << 24) | 7, 1)
+        with pytest.raises(MalformedPacket, match="version"):
+            decode_datagram(old_header + bytes(48))
     ours, theirs = Identity.generate(), Identity.generate()
     old = NoiseConnection.from_name(NOISE_PROTOCOL_NAME)
-    old.set_prologue(b"AxiomNet/2 " + NOISE_PROTOCOL_NAME)
+    old.set_prologue(b"AxiomNet/3 " + NOISE_PROTOCOL_NAME)
     old.set_keypair_from_private_bytes(Keypair.STATIC, theirs.private_key)
     old.set_as_responder()
     old.start_handshake()

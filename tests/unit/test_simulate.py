@@ -6,6 +6,7 @@ Sized for CI (seconds); the 10^3..10^5-node measurements are in docs/ROUTING.md 
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -218,19 +219,19 @@ def test_a_chain_deeper_than_the_old_u8_bound_delivers_every_pair(capsys: pytest
     assert result["delivery"] == 1.0
 
 
-@pytest.mark.slow
-def test_chain_deeper_than_the_depth_bound_is_reported_not_hidden(capsys: pytest.CaptureFixture[str]) -> None:
-    """Nodes past MAX_TREE_DEPTH cannot join the root's tree: they root trees of their own, pairs across fail."""
-    result = run_cli(capsys, "--topology", "chain", "--nodes", str(2 * MAX_TREE_DEPTH + 200), "--seed", "1")
-    assert result["max_tree_depth"] == MAX_TREE_DEPTH
-    assert result["unplaced"] > 0 and result["trees"] > 1
-    assert result["delivery"] < 1.0 and set(result["drops"]) == {"other_tree"}
-    assert result["delivery_same_tree"] == 1.0
+def test_the_simulators_depth_bound_is_the_cores() -> None:
+    """The engine places nodes as deep as the core does (MAX_TREE_DEPTH, protocol 4: the routed header's 16,036);
+    chains past it are reported as trees of their own (the next test, with a smaller --depth-bound)."""
+    from tools.sim.scenarios import MAX_DEPTH_BOUND, Options
+    assert Options("chain", 50).depth_bound == MAX_DEPTH_BOUND == MAX_TREE_DEPTH == 16036
+    assert simulate.parse_args(["--topology", "chain", "--nodes", "50"]).depth_bound == MAX_TREE_DEPTH
+    assert inspect.signature(Network).parameters["depth_bound"].default == MAX_TREE_DEPTH
 
 
-def test_a_depth_bound_what_if_places_a_chain_the_smaller_bound_splits(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_depth_bound_below_the_chain_splits_it_into_trees_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     """--depth-bound D is the bound the core's decisions and the hop limit (2 x D + 2) use: under a bound below the
-    chain's depth nodes root trees of their own (pairs across fail), under one above it every pair delivers."""
+    chain's depth nodes root trees of their own (pairs across fail, reported not hidden), under one above it every
+    pair delivers."""
     small = run_cli(capsys, "--topology", "chain", "--nodes", "60", "--seed", "1", "--depth-bound", "12")
     assert small["depth_bound"] == 12 and small["max_tree_depth"] == 12
     assert small["unplaced"] > 0 and small["trees"] > 1 and set(small["drops"]) == {"other_tree"}
@@ -240,7 +241,7 @@ def test_a_depth_bound_what_if_places_a_chain_the_smaller_bound_splits(capsys: p
 
 
 def test_depth_bounds_past_the_routed_header_and_negative_progress_are_refused() -> None:
-    """The what-if stops where two u16 paths and a 1,280-byte payload no longer fit one link datagram."""
+    """The bound stops where two u16 paths and a 1,280-byte payload no longer fit one link datagram."""
     from tools.sim.scenarios import MAX_DEPTH_BOUND
     assert MAX_DEPTH_BOUND == (65475 - 48 - 1280) // 4 == 16036 and 2 * MAX_DEPTH_BOUND + 2 <= 0xFFFF
     assert simulate.parse_args(["--topology", "chain", "--nodes", "50", "--depth-bound", "16036"]).depth_bound == 16036

@@ -29,16 +29,13 @@ from axiomnet.announce import (
 )
 from axiomnet.bloom import Bloom, decode_bloom
 from axiomnet.constants import (
-    AEAD_TAG_SIZE,
     ANNOUNCEMENT_FIXED_SIZE,
     ANNOUNCEMENT_HOP_SIZE,
     CERT_LIFETIME,
     CERT_REFRESH,
-    HEADER_SIZE,
     HOP_LIMIT,
     MAX_ANNOUNCEMENT_SIZE,
     MAX_BLOOM_ENCODED,
-    MAX_DATAGRAM_SIZE,
     MAX_TREE_DEPTH,
     PROBE_INTERVAL,
     PROBE_INTERVAL_MAX,
@@ -117,23 +114,27 @@ def test_truncated_announcement_is_malformed(cut: int) -> None:
         decode_announcement(data[:cut])
 
 
-def test_a_10000_hop_chain_is_refused_before_it_is_read() -> None:
-    head = struct.pack(">BBH32sQ64s", 1, 0, 10_000, bytes(32), 1, bytes(64))
+def test_a_chain_past_the_depth_bound_is_refused_before_it_is_read() -> None:
+    head = struct.pack(">BBH32sQ64s", 1, 0, MAX_TREE_DEPTH + 1, bytes(32), 1, bytes(64))
     with pytest.raises(MalformedPacket, match="exceeds MAX_TREE_DEPTH"):
-        decode_announcement(head + bytes(106 * 10_000 + 74)[:16000 - len(head)])
+        decode_announcement(head + bytes(16000 - len(head)))
+    head = struct.pack(">BBH32sQ64s", 1, 0, 10_000, bytes(32), 1, bytes(64))  # within it since protocol 4: read
+    with pytest.raises(MalformedPacket, match="truncated"):
+        decode_announcement(head + bytes(16000 - len(head)))
 
 
-def test_the_deepest_chain_with_a_full_filter_fits_one_control_datagram() -> None:
-    """MAX_TREE_DEPTH is what one announcement datagram can prove (u16 hop count on the wire): the deepest chain
-    with a raw bloom filter is at most MAX_ANNOUNCEMENT_SIZE bytes, one hop more would not be."""
+def test_the_deepest_chain_with_a_full_filter_is_the_largest_announcement() -> None:
+    """MAX_ANNOUNCEMENT_SIZE is the deepest chain with a raw bloom filter; one hop more is refused. Since protocol 4
+    it travels in parts (docs/PROTOCOL.md §5.7, tests/unit/test_announce_parts.py), not in one datagram."""
     full = Bloom.of([i.to_bytes(16, "big") for i in range(4000)])
     assert len(full.encode()) == MAX_BLOOM_ENCODED
     hop = Hop(bytes(32), 1, 5, bytes(64))
     ann = replace(signed(ident(1), [], ident(2)), chain=(hop,) * MAX_TREE_DEPTH, bloom=full)
     data = encode_announcement(ann)
-    assert MAX_TREE_DEPTH > 255 and len(data) <= MAX_ANNOUNCEMENT_SIZE < len(data) + ANNOUNCEMENT_HOP_SIZE
+    assert MAX_TREE_DEPTH > 255 and len(data) == MAX_ANNOUNCEMENT_SIZE
     assert decode_announcement(data).chain == ann.chain
-    assert HEADER_SIZE + MAX_ANNOUNCEMENT_SIZE + AEAD_TAG_SIZE == MAX_DATAGRAM_SIZE
+    with pytest.raises(MalformedPacket, match="exceeds"):
+        decode_announcement(data + bytes(ANNOUNCEMENT_HOP_SIZE))
     with pytest.raises(ValueError, match="too deep"):
         encode_announcement(replace(ann, chain=(hop,) * (MAX_TREE_DEPTH + 1), bloom=None))
 

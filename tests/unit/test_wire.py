@@ -156,7 +156,7 @@ def test_packet_type_values_are_the_documented_ones() -> None:
 
 def test_header_bytes_match_the_documented_layout() -> None:
     header = encode_header(PacketType.CONTROL, 0x0A0B0C, 0x0102030405060708, route_label=0xDEADBEEF)
-    assert header == bytes.fromhex("deadbeef" "36" "0a0b0c" "0102030405060708")
+    assert header == bytes.fromhex("deadbeef" "46" "0a0b0c" "0102030405060708")
     assert len(header) == HEADER_SIZE == 16
     assert header[4] >> 4 == PROTOCOL_VERSION and header[4] & 0x0F == PacketType.CONTROL
 
@@ -412,7 +412,7 @@ def test_sender_index_outside_24_bits_or_zero_is_rejected(ptype: PacketType, sen
 def test_handshake_init_bytes_match_the_documented_layout() -> None:
     noise, mac1, mac2 = bytes(range(32)), bytes([0xA1]) * MAC_SIZE, bytes([0xA2]) * MAC_SIZE
     data = encode_handshake_init(0x010203, noise, mac1, mac2)
-    head = bytes.fromhex("00000000" "31000000" "0000000000000000" "00010203") + noise
+    head = bytes.fromhex("00000000" "41000000" "0000000000000000" "00010203") + noise
     assert data == head + bytes(172) + mac1 + mac2  # padded to HANDSHAKE_INIT_SIZE
     assert len(data) == HANDSHAKE_INIT_SIZE == 256
     assert encode_handshake_init(0x010203, noise, mac1, mac2, padding=0) == head + mac1 + mac2  # the bare 84 bytes

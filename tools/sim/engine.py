@@ -133,8 +133,8 @@ class Network:
                  peer_dead_after: float | None = PEER_DEAD_AFTER, depth_bound: int = MAX_TREE_DEPTH) -> None:
         n, m = links.n, len(links)
         self.links = links
-        # MAX_TREE_DEPTH as deployed; a larger bound is a what-if (docs/ROUTING.md "Any depth": what announcements
-        # carried in several datagrams would allow).
+        # MAX_TREE_DEPTH as deployed (protocol 4: the routed header's bound, announcements in parts); a smaller one
+        # shows what a bound does to a deep graph (docs/ROUTING.md "Any depth").
         self.depth_bound = depth_bound
         self.rank = np.asarray(rank, dtype=np.int64)
         self.nodes = np.arange(n, dtype=np.int64)

@@ -13,6 +13,7 @@ from scipy.sparse.csgraph import shortest_path
 from axiomnet.announce import Announcement, Hop, encode_announcement
 from axiomnet.bloom import RAW_SIZE, WORDS, bit_indices
 from axiomnet.constants import (
+    MAX_CACHED_PORTS,
     BLOOM_BITS,
     HEARTBEAT_INTERVAL,
     HOP_LIMIT,
@@ -21,6 +22,7 @@ from axiomnet.constants import (
     MAX_TREE_DEPTH,
     MAX_VERIFIED_SIGNATURES,
 )
+from axiomnet.fastpath import MAX_RELAY_ENTRIES
 from axiomnet.forward import MAX_HOP_CACHE
 from axiomnet.greedy import NO_HOP, UNREACHED, distances_to, forest_choice, tree_distance
 from tools.sim.engine import Network
@@ -303,11 +305,14 @@ def state_bytes(net: Network, filters: Filters | None) -> dict[str, float]:
         bits = filters.set_bits()
         wire = np.minimum(2 + 2 * bits, 2 + RAW_SIZE)  # Bloom.encode: sparse while shorter than the raw bits
         out["bloom_wire_bytes_mean"] = float(wire[alive & (net.parent >= 0)].mean()) if (net.parent >= 0).any() else 0.0
-    # Bounded caches (axiomnet/constants.py): worst case, whatever the network's size.
-    path = 2 * net.depth_bound
+    # Bounded caches (axiomnet/constants.py): worst case, whatever the network's size. Paths are 2 bytes a port on the
+    # wire; the caches that hold them are bounded in entries and in ports (MAX_CACHED_PORTS each, protocol 4).
+    depth = net.depth_bound
     out["bounded_caches_bytes"] = float(
-        MAX_LOOKUP_CACHE * (16 + 32 + 32 + path + 8)  # Pathfinder cache: address, root, key, path, expiry
-        + MAX_HOP_CACHE * (path + 16)  # Forwarder next-hop cache: destination path -> (index, distance)
+        MAX_LOOKUP_CACHE * (16 + 32 + 32 + 8)  # Pathfinder cache: address, root, key, expiry ...
+        + 2 * min(MAX_LOOKUP_CACHE * 2 * depth, MAX_CACHED_PORTS)  # ... its path and ours when we asked
+        + MAX_HOP_CACHE * 16 + 2 * min(MAX_HOP_CACHE * depth, MAX_CACHED_PORTS)  # next-hop cache: path -> hop
+        + MAX_RELAY_ENTRIES * (40 + 16) + 2 * min(MAX_RELAY_ENTRIES * 2 * depth, MAX_CACHED_PORTS)  # relay fast path
         + MAX_VERIFIED_SIGNATURES * (64 + 32 + 8 + 32 + 8 + 32 + 32 + 2)  # Verifier: sig + key + statement
         + MAX_DEAD_ROOTS * (32 + 8))
     return out

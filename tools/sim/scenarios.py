@@ -15,7 +15,7 @@ from scipy.sparse.csgraph import connected_components
 
 from axiomnet.constants import (
     HEARTBEAT_INTERVAL,
-    MAX_ANNOUNCEMENT_SIZE,
+    MAX_LINK_PLAINTEXT,
     MAX_TREE_DEPTH,
     NEIGHBOUR_TIMEOUT,
     ROOT_TIMEOUT,
@@ -60,15 +60,15 @@ class Options:
     trees: int = 1  # k trees over the same links, each under its own root order (salted root hashes; a wire change)
     link_rtt: str = "equal"  # "random": every link's RTT uniform in RANDOM_RTT (parent cost = (depth + 1) x RTT)
     parent_rule: str = "shallower"  # tree.py's rule; "cost": the rule before it (Network.parent_rule), measured only
-    depth_bound: int = MAX_TREE_DEPTH  # larger: a what-if (announcements in several datagrams; ROUTING.md "Any depth")
+    depth_bound: int = MAX_TREE_DEPTH  # the core's (protocol 4); smaller: what a bound does (ROUTING.md "Any depth")
     progress: int = 0  # every this many cold-start rounds, one line on stderr (0: none)
 
 
 RANDOM_RTT = (0.005, 0.100)  # seconds: --link-rtt random draws each link's RTT uniformly from this range
 # The deepest --depth-bound: a routed packet carrying two paths that deep (2 bytes a port) and a 1,280-byte payload
-# still fits one link datagram (docs/PROTOCOL.md §6.1), so the bound is the routed header's, not the announcement's.
+# still fits one link datagram (docs/PROTOCOL.md §6.1); the core's MAX_TREE_DEPTH is this bound since protocol 4.
 MIN_PAYLOAD = 1280
-MAX_DEPTH_BOUND = (MAX_ANNOUNCEMENT_SIZE - ROUTED_FIXED_SIZE - MIN_PAYLOAD) // 4
+MAX_DEPTH_BOUND = (MAX_LINK_PLAINTEXT - ROUTED_FIXED_SIZE - MIN_PAYLOAD) // 4
 
 
 def _components(net: Network, graph: graphs.Graph) -> np.ndarray:
