@@ -50,7 +50,7 @@ def malloc_tuned_env(env: Mapping[str, str], glibc: bool | None = None) -> dict[
 
 
 def reexec_with_malloc_tuned(env: Mapping[str, str] = os.environ, argv: Sequence[str] | None = None,
-                             execve: Callable[[str, Sequence[str], Mapping[str, str]], object] = os.execve) -> bool:
+                             execve: Callable[..., object] = os.execve) -> bool:
     """Replace this process by itself with :func:`malloc_tuned_env` (does not return then); False when there was
     nothing to do or the exec failed (the daemon then runs as it is)."""
     new_env = malloc_tuned_env(env)
